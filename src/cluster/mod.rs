@@ -1,0 +1,3 @@
+//! Placement: the consistent-hash ring and who owns a key (pure).
+
+pub mod ring;

@@ -1,0 +1,221 @@
+//! The command line, with memcached's flags where they exist, turned into a
+//! checked [`Config`] (pure: parsing and validation only).
+
+use crate::limits;
+use crate::storage::WhenFull;
+use clap::{ArgAction, Parser};
+
+/// Command-line flags. Short names are memcached's.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "ringcache",
+    version,
+    about = "A memcached-compatible, clustered in-memory cache (thread-per-core, io_uring)",
+    disable_version_flag = true
+)]
+pub struct Args {
+    /// TCP port to listen on.
+    #[arg(short = 'p', long = "port", default_value_t = 11211)]
+    pub port: u16,
+
+    /// Interface to listen on.
+    #[arg(short = 'l', long = "listen", default_value = "127.0.0.1")]
+    pub listen: String,
+
+    /// Item memory in megabytes, split evenly across shards.
+    #[arg(short = 'm', long = "memory-limit", default_value_t = limits::MEMORY_LIMIT_DEFAULT_MB)]
+    pub memory_limit_mb: usize,
+
+    /// Most simultaneous client connections.
+    #[arg(short = 'c', long = "conn-limit", default_value_t = limits::CONN_LIMIT_DEFAULT)]
+    pub conn_limit: usize,
+
+    /// Shards (one executor per core). Default: every CPU this process may run on.
+    #[arg(short = 't', long = "threads")]
+    pub threads: Option<usize>,
+
+    /// Largest item, with k/m suffixes (memcached's -I).
+    #[arg(short = 'I', long = "max-item-size", default_value = "1m")]
+    pub max_item_size: String,
+
+    /// Answer an error when memory is full instead of evicting items.
+    #[arg(short = 'M', long = "disable-evictions")]
+    pub disable_evictions: bool,
+
+    /// Allow the `shutdown` command.
+    #[arg(short = 'A', long = "enable-shutdown")]
+    pub enable_shutdown: bool,
+
+    /// UDP port: only 0 (UDP is not served).
+    #[arg(short = 'U', long = "udp-port", default_value_t = 0)]
+    pub udp_port: u16,
+
+    /// More logging: -v for info, -vv for debug, -vvv for trace (RUST_LOG also works).
+    #[arg(short = 'v', action = ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Busy-poll for this many microseconds before an idle shard sleeps.
+    #[arg(long = "spin-before-park-us", default_value_t = 0)]
+    pub spin_before_park_us: u64,
+
+    /// Print version and exit.
+    #[arg(short = 'V', long = "version", action = ArgAction::Version)]
+    pub version: Option<bool>,
+}
+
+/// The server's settings, checked.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub port: u16,
+    pub listen: String,
+    pub memory_limit_bytes: usize,
+    pub conn_limit: usize,
+    pub threads: Option<usize>,
+    pub item_size_max_bytes: usize,
+    pub when_full: WhenFull,
+    pub shutdown: ShutdownCommand,
+    pub verbosity: u8,
+    pub spin_before_park_us: u64,
+}
+
+/// Whether the `shutdown` command is served (`-A`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShutdownCommand {
+    Allowed,
+    Refused,
+}
+
+/// Parses a size such as `1m`, `512k` or `2048` into bytes.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.chars().last() {
+        Some('k') | Some('K') => (&text[..text.len() - 1], 1024),
+        Some('m') | Some('M') => (&text[..text.len() - 1], 1024 * 1024),
+        Some('g') | Some('G') => (&text[..text.len() - 1], 1024 * 1024 * 1024),
+        _ => (text, 1),
+    };
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("not a size: {text:?} (use a number with an optional k, m or g)"))?;
+    n.checked_mul(unit)
+        .ok_or_else(|| format!("size too large: {text:?}"))
+}
+
+impl Config {
+    pub fn from_args(args: &Args) -> Result<Config, String> {
+        if args.udp_port != 0 {
+            return Err(format!(
+                "-U {}: UDP is not served by ringcache; use -U 0 or leave it out",
+                args.udp_port
+            ));
+        }
+        let item_size_max_bytes = parse_size(&args.max_item_size)?;
+        if item_size_max_bytes < limits::ITEM_SIZE_MAX_MIN_BYTES {
+            return Err(format!(
+                "-I {}: item size must be at least {} bytes",
+                args.max_item_size,
+                limits::ITEM_SIZE_MAX_MIN_BYTES
+            ));
+        }
+        if item_size_max_bytes > limits::ITEM_SIZE_MAX_MAX_BYTES {
+            return Err(format!(
+                "-I {}: item size can be at most 1g",
+                args.max_item_size
+            ));
+        }
+        if args.memory_limit_mb == 0 {
+            return Err("-m 0: the memory limit must be at least 1 megabyte".into());
+        }
+        let memory_limit_bytes = args
+            .memory_limit_mb
+            .checked_mul(1024 * 1024)
+            .ok_or("-m: memory limit too large")?;
+        if item_size_max_bytes > memory_limit_bytes / 2 {
+            return Err(format!(
+                "-I {}: cannot set item size limit higher than 1/2 of memory max (-m {})",
+                args.max_item_size, args.memory_limit_mb
+            ));
+        }
+        if args.conn_limit == 0 {
+            return Err("-c 0: at least one connection must be allowed".into());
+        }
+        if let Some(t) = args.threads {
+            if t == 0 || t > limits::SHARDS_MAX {
+                return Err(format!(
+                    "-t {t}: threads must be 1 to {}",
+                    limits::SHARDS_MAX
+                ));
+            }
+        }
+        Ok(Config {
+            port: args.port,
+            listen: args.listen.clone(),
+            memory_limit_bytes,
+            conn_limit: args.conn_limit,
+            threads: args.threads,
+            item_size_max_bytes,
+            when_full: if args.disable_evictions {
+                WhenFull::Refuse
+            } else {
+                WhenFull::Evict
+            },
+            shutdown: if args.enable_shutdown {
+                ShutdownCommand::Allowed
+            } else {
+                ShutdownCommand::Refused
+            },
+            verbosity: args.verbose,
+            spin_before_park_us: args.spin_before_park_us,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(argv: &[&str]) -> Result<Config, String> {
+        let mut full = vec!["ringcache"];
+        full.extend_from_slice(argv);
+        Config::from_args(&Args::try_parse_from(full).map_err(|e| e.to_string())?)
+    }
+
+    #[test]
+    fn defaults_match_memcached() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.port, 11211);
+        assert_eq!(c.listen, "127.0.0.1");
+        assert_eq!(c.memory_limit_bytes, 64 << 20);
+        assert_eq!(c.conn_limit, 1024);
+        assert_eq!(c.item_size_max_bytes, 1 << 20);
+        assert_eq!(c.when_full, WhenFull::Evict);
+        assert_eq!(c.shutdown, ShutdownCommand::Refused);
+    }
+
+    #[test]
+    fn sizes_take_k_and_m_suffixes() {
+        assert_eq!(parse_size("512k"), Ok(512 * 1024));
+        assert_eq!(parse_size("2m"), Ok(2 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn udp_other_than_zero_is_refused() {
+        assert!(config(&["-U", "0"]).is_ok());
+        let err = config(&["-U", "11211"]).unwrap_err();
+        assert!(err.contains("UDP is not served"), "{err}");
+    }
+
+    #[test]
+    fn item_size_above_half_the_memory_is_refused() {
+        assert!(config(&["-m", "64", "-I", "32m"]).is_ok());
+        assert!(config(&["-m", "64", "-I", "33m"]).is_err());
+    }
+
+    #[test]
+    fn verbosity_counts_v_flags() {
+        assert_eq!(config(&["-vv"]).unwrap().verbosity, 2);
+        assert_eq!(config(&["-M", "-A"]).unwrap().when_full, WhenFull::Refuse);
+    }
+}

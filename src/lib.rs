@@ -1,0 +1,17 @@
+//! ringcache: a memcached-compatible, clustered in-memory cache.
+//!
+//! The crate is split into a pure core and a thin shell:
+//! - [`protocol`] turns bytes into requests and replies into bytes (pure);
+//! - [`storage`] is one shard's store: arena, index, TTL, eviction (pure);
+//! - [`engine`] applies one parsed request to one shard's store (pure);
+//! - [`cluster`] holds the consistent-hash ring and placement (pure);
+//! - [`runtime`] is the only part that touches glommio, sockets, signals and the clock.
+
+pub mod cluster;
+pub mod config;
+pub mod engine;
+pub mod limits;
+pub mod protocol;
+pub mod runtime;
+pub mod stats;
+pub mod storage;

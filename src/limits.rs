@@ -1,0 +1,69 @@
+//! Every bound the server enforces, named in one place (pure).
+//!
+//! memcached 1.6 is the reference for the protocol limits; the rest bound the
+//! server's own queues and buffers so that no client can make it grow without end.
+
+/// Longest key, in bytes, as in memcached (`KEY_MAX_LENGTH`).
+pub const KEY_LEN_MAX: usize = 250;
+
+/// A command line with no `\n` within this many buffered bytes closes the
+/// connection, unless it is a `get`/`gets` (memcached's rule in `try_read_command_ascii`).
+pub const LINE_LEN_MAX: usize = 2048;
+
+/// A `get`/`gets`/`gat`/`gats` line may be longer than [`LINE_LEN_MAX`] (many keys);
+/// past this many bytes without `\n` the connection is closed all the same.
+pub const MULTIGET_LINE_LEN_MAX: usize = 1 << 20;
+
+/// Leading spaces memcached tolerates before it judges an over-long line.
+pub const LEADING_SPACES_MAX: usize = 100;
+
+/// Opaque tokens in a meta request, as in memcached (`MAX_TOKENS` less the command).
+pub const TOKENS_MAX: usize = 24;
+
+/// Relative expiry times up to this many seconds (30 days); larger values are
+/// absolute Unix times (memcached's `REALTIME_MAXDELTA`).
+pub const REALTIME_MAXDELTA_SECS: i64 = 60 * 60 * 24 * 30;
+
+/// Default and bounds of `-I/--max-item-size`.
+pub const ITEM_SIZE_MAX_DEFAULT_BYTES: usize = 1024 * 1024;
+pub const ITEM_SIZE_MAX_MIN_BYTES: usize = 1024;
+pub const ITEM_SIZE_MAX_MAX_BYTES: usize = 1024 * 1024 * 1024;
+
+/// memcached counts this many bytes of item header against `-I` besides the key
+/// and value (48-byte `item` struct + 8-byte CAS); a value is "too large" at
+/// exactly the same size as in memcached 1.6 so clients see the same edge.
+pub const MEMCACHED_ITEM_OVERHEAD_BYTES: usize = 48 + 8;
+
+/// Default `-m`, in megabytes.
+pub const MEMORY_LIMIT_DEFAULT_MB: usize = 64;
+
+/// Default `-c`: simultaneous client connections per node.
+pub const CONN_LIMIT_DEFAULT: usize = 1024;
+
+/// Bytes read from a socket at once.
+pub const READ_CHUNK_BYTES: usize = 16 * 1024;
+
+/// Replies waiting to be written to a client that does not read them; past this
+/// the connection stops reading requests until the client catches up.
+pub const WRITE_BACKLOG_MAX_BYTES: usize = 4 * 1024 * 1024;
+
+/// Capacity, in batches, of each bounded channel between two shards of a node.
+pub const SHARD_CHANNEL_CAPACITY: usize = 256;
+
+/// Most requests from one read forwarded to another shard in a single batch.
+pub const FORWARD_BATCH_REQUESTS_MAX: usize = 1024;
+
+/// Most shards (executors) in one node.
+pub const SHARDS_MAX: usize = 256;
+
+/// Registered I/O memory per io_uring ring. glommio's default (10 MiB) does not fit
+/// an 8 MiB memlock limit; a network server needs very little.
+pub const IO_MEMORY_BYTES: usize = 512 * 1024;
+
+/// Whether a value of `value_len` bytes (without `\r\n`) with this key and flags
+/// fits under `item_size_max_bytes`, counted as memcached 1.6 counts it.
+pub fn item_fits(key_len: usize, flags: u32, value_len: usize, item_size_max_bytes: usize) -> bool {
+    let suffix_bytes = if flags == 0 { 0 } else { 4 };
+    let total = MEMCACHED_ITEM_OVERHEAD_BYTES + key_len + 1 + suffix_bytes + value_len + 2;
+    total <= item_size_max_bytes
+}
