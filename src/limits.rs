@@ -43,9 +43,15 @@ pub const CONN_LIMIT_DEFAULT: usize = 1024;
 /// Bytes read from a socket at once.
 pub const READ_CHUNK_BYTES: usize = 16 * 1024;
 
-/// Replies waiting to be written to a client that does not read them; past this
-/// the connection stops reading requests until the client catches up.
-pub const WRITE_BACKLOG_MAX_BYTES: usize = 4 * 1024 * 1024;
+/// Replies gathered from one read before they are written out. A connection
+/// writes what it has and waits for the client to take it before it executes
+/// more, so a client that sends requests and never reads its replies holds at
+/// most this much (plus one item) of the server's memory.
+pub const REPLY_BUFFER_FLUSH_BYTES: usize = 256 * 1024;
+
+/// A connection's read buffer shrinks back to [`READ_CHUNK_BYTES`] once it is
+/// empty and larger than this (after a large item or a long multi-key get).
+pub const READ_BUFFER_KEEP_BYTES: usize = 64 * 1024;
 
 /// Capacity, in batches, of each bounded channel between two shards of a node.
 pub const SHARD_CHANNEL_CAPACITY: usize = 256;

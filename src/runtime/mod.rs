@@ -1,11 +1,229 @@
 //! The shell: glommio executors, sockets, channels, signals and the clock.
 //!
+//! [`run`] finds the CPUs this process may use, starts one shard (executor) per
+//! core, each listening on the client port with SO_REUSEPORT, connects every pair
+//! of shards with bounded channels, and waits for SIGINT or SIGTERM to stop them.
 //! Everything else in the crate is pure; this module is where requests meet I/O.
 
-use crate::config::Config;
+mod conn;
+mod messages;
+mod shard;
+mod waiters;
 
-/// Runs the node until it is told to stop. Returns the process exit code.
+use crate::cluster::ring::{Ring, POINTS_PER_SERVER_DEFAULT};
+use crate::config::Config;
+use crate::limits::{IO_MEMORY_BYTES, SHARD_CHANNEL_CAPACITY};
+use crate::storage::ttl::Clock;
+use glommio::channels::shared_channel;
+use glommio::{LocalExecutorBuilder, Placement};
+use nix::sys::signal::{SigSet, Signal};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Seconds the relative clock starts at, so that 1 ("already expired") is in the past.
+const CLOCK_START_SECS: u32 = 2;
+
+/// What every shard of the node shares: fixed at start, plus a few atomics.
+pub struct Node {
+    pub config: Config,
+    pub shards: usize,
+    pub ring: Ring,
+    pub stop: AtomicBool,
+    /// Open client connections, bounded by `-c`.
+    pub connections: AtomicUsize,
+    pub started: Instant,
+    pub process_started_unix: i64,
+}
+
+impl Node {
+    /// The store's clock: whole seconds since start, as memcached's `current_time`.
+    pub fn clock(&self) -> Clock {
+        Clock {
+            rel_secs: CLOCK_START_SECS + self.started.elapsed().as_secs() as u32,
+            process_started_unix: self.process_started_unix,
+        }
+    }
+}
+
+/// The CPUs this process may run on (its affinity mask, not every online CPU).
+fn allowed_cpus() -> Vec<usize> {
+    match nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
+        Ok(set) => (0..nix::sched::CpuSet::count()).filter(|&c| set.is_set(c).unwrap_or(false)).collect(),
+        Err(_) => vec![0],
+    }
+}
+
+/// Fails early, with the cause, when another process holds the port.
+fn check_port_free(config: &Config) -> Result<(), String> {
+    // A plain bind (no SO_REUSEPORT) fails if anyone listens there, even another
+    // ringcache whose sockets would otherwise share the port with ours.
+    match std::net::TcpListener::bind((config.listen.as_str(), config.port)) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(format!(
+            "port {} on {} is already in use by another process: stop it or choose another port with -p",
+            config.port, config.listen
+        )),
+        Err(e) => Err(format!("cannot listen on {}:{}: {e}", config.listen, config.port)),
+    }
+}
+
+/// Turns glommio's start-up failures into one line naming the cause and the fix.
+fn explain_executor_error(e: &dyn std::fmt::Display) -> String {
+    let text = e.to_string();
+    if text.contains("memlock") || text.contains("MemLock") {
+        format!(
+            "the memlock limit is too small for io_uring ({text}): raise it with `ulimit -l 8192` or LimitMEMLOCK= in the systemd unit"
+        )
+    } else {
+        format!(
+            "cannot set up io_uring ({text}): ringcache needs Linux 5.8+ with io_uring enabled (sysctl kernel.io_uring_disabled=0) and not blocked by seccomp"
+        )
+    }
+}
+
+/// Runs the node until SIGINT or SIGTERM. Returns the process exit code.
 pub fn run(config: Config) -> i32 {
-    let _ = config;
+    let cpus = allowed_cpus();
+    let shards = config.threads.unwrap_or(cpus.len()).max(1);
+    let pinned = shards <= cpus.len();
+
+    if let Err(message) = check_port_free(&config) {
+        eprintln!("ringcache: {message}");
+        return 1;
+    }
+
+    // Shards inherit this mask, so only the main thread takes the stop signals.
+    let mut stop_signals = SigSet::empty();
+    stop_signals.add(Signal::SIGINT);
+    stop_signals.add(Signal::SIGTERM);
+    if let Err(e) = stop_signals.thread_block() {
+        eprintln!("ringcache: cannot block signals: {e}");
+        return 1;
+    }
+
+    let endpoints: Vec<String> = (0..shards)
+        .map(|shard| format!("{}:{}#{}", config.listen, config.port, shard))
+        .collect();
+    let unix_now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let node = Arc::new(Node {
+        ring: Ring::single_node(&endpoints, POINTS_PER_SERVER_DEFAULT),
+        shards,
+        stop: AtomicBool::new(false),
+        connections: AtomicUsize::new(0),
+        started: Instant::now(),
+        process_started_unix: unix_now - CLOCK_START_SECS as i64,
+        config,
+    });
+
+    let mut links: Vec<shard::ShardLinks> = (0..shards)
+        .map(|_| shard::ShardLinks {
+            requests_to: (0..shards).map(|_| None).collect(),
+            requests_from: (0..shards).map(|_| None).collect(),
+            answers_to: (0..shards).map(|_| None).collect(),
+            answers_from: (0..shards).map(|_| None).collect(),
+        })
+        .collect();
+    for from in 0..shards {
+        for to in 0..shards {
+            if from == to {
+                continue;
+            }
+            let (tx, rx) = shared_channel::new_bounded(SHARD_CHANNEL_CAPACITY);
+            links[from].requests_to[to] = Some(tx);
+            links[to].requests_from[from] = Some(rx);
+            let (tx, rx) = shared_channel::new_bounded(SHARD_CHANNEL_CAPACITY);
+            links[to].answers_to[from] = Some(tx);
+            links[from].answers_from[to] = Some(rx);
+        }
+    }
+
+    let (started_tx, started_rx) = mpsc::channel();
+    let mut threads = Vec::with_capacity(shards);
+    for (id, links) in links.into_iter().enumerate() {
+        let placement = if pinned {
+            Placement::Fixed(cpus[id])
+        } else {
+            Placement::Unbound
+        };
+        let node = node.clone();
+        let started = started_tx.clone();
+        let spin = Duration::from_micros(node.config.spin_before_park_us);
+        let thread = std::thread::Builder::new()
+            .name(format!("shard-{id}"))
+            .spawn(move || {
+                let built = std::panic::catch_unwind(|| {
+                    LocalExecutorBuilder::new(placement)
+                        .name(&format!("shard-{id}"))
+                        .io_memory(IO_MEMORY_BYTES)
+                        .spin_before_park(spin)
+                        .make()
+                });
+                let executor = match built {
+                    Ok(Ok(executor)) => executor,
+                    Ok(Err(e)) => {
+                        let _ = started.send(Err(explain_executor_error(&e)));
+                        return;
+                    }
+                    Err(panic) => {
+                        let text = panic
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_else(|| "executor panicked".into());
+                        let _ = started.send(Err(explain_executor_error(&text)));
+                        return;
+                    }
+                };
+                executor.run(shard::run(id as u32, node, links, started));
+            });
+        match thread {
+            Ok(thread) => threads.push(thread),
+            Err(e) => {
+                eprintln!("ringcache: cannot start shard thread: {e}");
+                return 1;
+            }
+        }
+    }
+    drop(started_tx);
+
+    let mut failure = None;
+    for _ in 0..shards {
+        match started_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(_)) => {}
+            Ok(Err(message)) => {
+                failure.get_or_insert(message);
+            }
+            Err(_) => {
+                failure.get_or_insert("a shard did not start within 30 seconds".into());
+                break;
+            }
+        }
+    }
+    if let Some(message) = failure {
+        eprintln!("ringcache: {message}");
+        node.stop.store(true, Ordering::Release);
+        for thread in threads {
+            let _ = thread.join();
+        }
+        return 1;
+    }
+    log::info!(
+        "listening on {}:{} with {} shard(s), {}",
+        node.config.listen,
+        node.config.port,
+        shards,
+        if pinned { "pinned" } else { "unpinned" }
+    );
+
+    let signal = stop_signals.wait();
+    log::info!("{signal:?}: stopping");
+    node.stop.store(true, Ordering::Release);
+    for thread in threads {
+        let _ = thread.join();
+    }
     0
 }

@@ -1,0 +1,415 @@
+//! One client connection: read, parse, route each request to the shard that owns
+//! its key, put the replies back in request order, and write them with one call.
+//!
+//! Requests for this shard's keys run inline; those for other shards are batched,
+//! one message per destination shard per read, and their replies are spliced in
+//! where they belong.
+
+use super::messages::{Answer, Ask, Batch, ForwardKind, Replies};
+use super::shard::{with_state, ShardCtx};
+use crate::config::ShutdownCommand;
+use crate::engine::{self, NodeView, Settings, Step};
+use crate::limits::{
+    FORWARD_BATCH_REQUESTS_MAX, ITEM_SIZE_MAX_MAX_BYTES, MULTIGET_LINE_LEN_MAX, READ_BUFFER_KEEP_BYTES,
+    READ_CHUNK_BYTES, REPLY_BUFFER_FLUSH_BYTES,
+};
+use crate::protocol::text::{Reply, Request};
+use crate::protocol::{self, ParseError};
+use crate::storage::ttl::Clock;
+use crate::storage::StoreStats;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use std::sync::atomic::Ordering;
+
+/// memcached's answer to a connection over `-c`.
+const TOO_MANY_CONNECTIONS: &[u8] = b"ERROR Too many open connections\r\n";
+
+/// Answers a connection past the limit as memcached does, and closes it.
+pub async fn refuse(mut stream: TcpStream) {
+    let _ = stream.write_all(TOO_MANY_CONNECTIONS).await;
+    let _ = stream.close().await;
+}
+
+/// The key a single-key request acts on.
+pub fn request_key<'a>(req: &Request<'a>) -> Option<&'a [u8]> {
+    match *req {
+        Request::Store { key, .. }
+        | Request::TooLarge { key, .. }
+        | Request::Delete { key, .. }
+        | Request::Arith { key, .. }
+        | Request::Touch { key, .. } => Some(key),
+        _ => None,
+    }
+}
+
+/// Where one run of reply bytes comes from when some requests went to other shards.
+enum Piece {
+    /// `out[start..end]`, written on this shard.
+    Local { start: usize, end: usize },
+    /// Fragment `op` of the answer from `shard`.
+    Remote { shard: u32, op: usize },
+}
+
+/// The replies of one read, being put together.
+struct Output {
+    out: Vec<u8>,
+    /// Empty while every request so far ran on this shard.
+    pieces: Vec<Piece>,
+    local_mark: usize,
+    batches: Vec<Batch>,
+    forwarded: usize,
+    /// Owners of the keys of the multi-key get being routed.
+    owners: Vec<u32>,
+}
+
+impl Output {
+    fn new(shards: usize) -> Output {
+        Output {
+            out: Vec::with_capacity(READ_CHUNK_BYTES),
+            pieces: Vec::new(),
+            local_mark: 0,
+            batches: (0..shards).map(|_| Batch::default()).collect(),
+            forwarded: 0,
+            owners: Vec::new(),
+        }
+    }
+
+    fn forward(&mut self, shard: u32, bytes: &[u8], kind: ForwardKind) {
+        if self.local_mark < self.out.len() {
+            self.pieces.push(Piece::Local {
+                start: self.local_mark,
+                end: self.out.len(),
+            });
+        }
+        self.local_mark = self.out.len();
+        let batch = &mut self.batches[shard as usize];
+        self.pieces.push(Piece::Remote {
+            shard,
+            op: batch.ops.len(),
+        });
+        batch.push(bytes, kind);
+        self.forwarded += 1;
+    }
+
+    /// Sends the batches, waits for their answers, and splices every reply into
+    /// `out` in request order.
+    async fn complete(&mut self, ctx: &ShardCtx) -> Result<(), ()> {
+        if self.forwarded == 0 {
+            return Ok(());
+        }
+        let mut answers: Vec<Option<Replies>> = (0..self.batches.len()).map(|_| None).collect();
+        let mut waits = Vec::new();
+        for (shard, batch) in self.batches.iter_mut().enumerate() {
+            if batch.is_empty() {
+                continue;
+            }
+            let batch = std::mem::take(batch);
+            let slot = ctx.waiters.take_slot();
+            let wait = ctx.waiters.wait(slot);
+            let sender = ctx.requests_to[shard].as_ref().expect("no channel to self");
+            sender
+                .send(super::messages::ToShard {
+                    slot,
+                    ask: Ask::Batch(batch),
+                })
+                .await
+                .map_err(|_| ())?;
+            waits.push((shard, wait));
+        }
+        for (shard, wait) in waits {
+            match wait.await {
+                Answer::Replies(replies) => answers[shard] = Some(replies),
+                other => panic!("a batch was answered with {other:?}"),
+            }
+        }
+        let mut spliced = Vec::with_capacity(self.out.len() + 256);
+        for piece in &self.pieces {
+            match *piece {
+                Piece::Local { start, end } => spliced.extend_from_slice(&self.out[start..end]),
+                Piece::Remote { shard, op } => spliced.extend_from_slice(
+                    answers[shard as usize]
+                        .as_ref()
+                        .expect("answer from every shard sent a batch")
+                        .fragment(op),
+                ),
+            }
+        }
+        spliced.extend_from_slice(&self.out[self.local_mark..]);
+        with_state(|s| s.stats.forwarded_out += self.forwarded as u64);
+        self.out = spliced;
+        self.pieces.clear();
+        self.local_mark = self.out.len();
+        self.forwarded = 0;
+        Ok(())
+    }
+}
+
+/// What the read loop does after a read's requests.
+enum After {
+    Continue,
+    Close,
+}
+
+/// Serves one client until it closes, sends `quit`, breaks the protocol beyond
+/// repair, or the node stops.
+pub async fn serve(mut stream: TcpStream, ctx: &ShardCtx) {
+    let _ = stream.set_nodelay(true);
+    let mut rbuf = vec![0u8; READ_CHUNK_BYTES];
+    let mut start = 0usize;
+    let mut end = 0usize;
+    let mut swallow = 0usize;
+    let mut output = Output::new(ctx.node.shards);
+    let buffer_max = ctx.node.config.item_size_max_bytes.min(ITEM_SIZE_MAX_MAX_BYTES) + MULTIGET_LINE_LEN_MAX;
+
+    loop {
+        if start == end {
+            start = 0;
+            end = 0;
+            if rbuf.len() > READ_BUFFER_KEEP_BYTES {
+                rbuf.truncate(READ_CHUNK_BYTES);
+                rbuf.shrink_to_fit();
+            }
+        } else if end == rbuf.len() {
+            if start > 0 {
+                rbuf.copy_within(start..end, 0);
+                end -= start;
+                start = 0;
+            } else if rbuf.len() < buffer_max {
+                let grown = (rbuf.len() * 2).min(buffer_max);
+                rbuf.resize(grown, 0);
+            } else {
+                // The parser bounds lines and items below this size; a full
+                // buffer here means a request larger than any it accepts.
+                break;
+            }
+        }
+        let n = match stream.read(&mut rbuf[end..]).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        with_state(|s| s.stats.bytes_read += n as u64);
+        end += n;
+        if swallow > 0 {
+            let skip = swallow.min(end - start);
+            start += skip;
+            swallow -= skip;
+        }
+
+        ctx.busy.set(ctx.busy.get() + 1);
+        let after = handle_buffer(ctx, &mut stream, &rbuf[..end], &mut start, &mut swallow, &mut output).await;
+        let written = flush(&mut stream, &mut output).await;
+        ctx.busy.set(ctx.busy.get() - 1);
+        if written.is_err() || matches!(after, After::Close) || ctx.node.stop.load(Ordering::Acquire) {
+            break;
+        }
+    }
+    let _ = stream.close().await;
+}
+
+async fn flush(stream: &mut TcpStream, output: &mut Output) -> std::io::Result<()> {
+    if output.out.is_empty() {
+        return Ok(());
+    }
+    let result = stream.write_all(&output.out).await;
+    with_state(|s| s.stats.bytes_written += output.out.len() as u64);
+    output.out.clear();
+    output.local_mark = 0;
+    result
+}
+
+/// Executes every complete request in `buf[*start..]`, advancing `*start`.
+async fn handle_buffer(
+    ctx: &ShardCtx,
+    stream: &mut TcpStream,
+    buf: &[u8],
+    start: &mut usize,
+    swallow: &mut usize,
+    output: &mut Output,
+) -> After {
+    let shards = ctx.node.shards;
+    loop {
+        if *start == buf.len() {
+            break;
+        }
+        let rest = &buf[*start..];
+        let (req, used) = match protocol::parse(rest, &ctx.limits) {
+            Ok(parsed) => parsed,
+            Err(ParseError::Incomplete) => break,
+            Err(ParseError::Invalid {
+                reply,
+                consumed,
+                swallow_bytes,
+            }) => {
+                output.out.extend_from_slice(reply);
+                *start += consumed;
+                let skip = swallow_bytes.min(buf.len() - *start);
+                *start += skip;
+                *swallow = swallow_bytes - skip;
+                continue;
+            }
+            Err(ParseError::LineTooLong) => {
+                let _ = output.complete(ctx).await;
+                return After::Close;
+            }
+        };
+        let raw = &rest[..used];
+        let clock = ctx.node.clock();
+        match req {
+            Request::Get { kind, exptime, keys } if shards > 1 => {
+                output.owners.clear();
+                let mut all_mine = true;
+                for key in keys.iter() {
+                    let owner = ctx.owner(key);
+                    all_mine &= owner == ctx.id;
+                    output.owners.push(owner);
+                }
+                if all_mine {
+                    with_state(|s| engine::execute(s, &req, &clock, &mut output.out));
+                } else {
+                    for (i, key) in keys.iter().enumerate() {
+                        let owner = output.owners[i];
+                        if owner == ctx.id {
+                            with_state(|s| engine::get_one(s, kind, exptime, key, &clock, &mut output.out));
+                        } else {
+                            output.forward(owner, key, ForwardKind::GetOne { kind, exptime });
+                        }
+                    }
+                    output.out.extend_from_slice(b"END\r\n");
+                }
+            }
+            Request::Get { .. } => {
+                with_state(|s| engine::execute(s, &req, &clock, &mut output.out));
+            }
+            Request::Store { key, .. }
+            | Request::TooLarge { key, .. }
+            | Request::Delete { key, .. }
+            | Request::Arith { key, .. }
+            | Request::Touch { key, .. } => {
+                let owner = ctx.owner(key);
+                if owner == ctx.id {
+                    with_state(|s| engine::execute(s, &req, &clock, &mut output.out));
+                } else {
+                    output.forward(owner, raw, ForwardKind::Whole);
+                }
+            }
+            _ => {
+                // Requests for the whole node see the effects of every request before them.
+                if output.complete(ctx).await.is_err() {
+                    return After::Close;
+                }
+                if let Step::Close = node_request(ctx, &req, &clock, &mut output.out).await {
+                    *start += used;
+                    return After::Close;
+                }
+            }
+        }
+        *start += used;
+        if let Request::TooLarge { swallow_bytes, .. } = req {
+            let skip = swallow_bytes.min(buf.len() - *start);
+            *start += skip;
+            *swallow = swallow_bytes - skip;
+        }
+        if output.forwarded >= FORWARD_BATCH_REQUESTS_MAX || output.out.len() >= REPLY_BUFFER_FLUSH_BYTES {
+            if output.complete(ctx).await.is_err() {
+                return After::Close;
+            }
+            if flush(stream, output).await.is_err() {
+                return After::Close;
+            }
+        }
+    }
+    if output.complete(ctx).await.is_err() {
+        return After::Close;
+    }
+    After::Continue
+}
+
+fn ok(reply: Reply, out: &mut Vec<u8>) {
+    if reply == Reply::Wanted {
+        out.extend_from_slice(b"OK\r\n");
+    }
+}
+
+/// Requests that concern every shard of the node.
+async fn node_request(ctx: &ShardCtx, req: &Request<'_>, clock: &Clock, out: &mut Vec<u8>) -> Step {
+    let node = &ctx.node;
+    match *req {
+        Request::Quit => return Step::Close,
+        Request::Version => {
+            out.extend_from_slice(b"VERSION ");
+            out.extend_from_slice(engine::VERSION.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        Request::Verbosity { reply } => ok(reply, out),
+        Request::FlushAll { delay_secs, reply } => {
+            ctx.ask_all(|| Ask::Flush { delay_secs }).await;
+            with_state(|s| engine::flush(s, delay_secs, clock));
+            ok(reply, out);
+        }
+        Request::CacheMemlimit { megabytes, reply } => {
+            let bytes = (megabytes as usize).saturating_mul(1024 * 1024) / node.shards;
+            ctx.ask_all(|| Ask::MemoryLimit { bytes }).await;
+            with_state(|s| s.store.set_memory_limit(bytes));
+            ok(reply, out);
+        }
+        Request::Shutdown => {
+            if node.config.shutdown == ShutdownCommand::Allowed {
+                // The main thread waits for SIGINT and stops every shard.
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGINT);
+                return Step::Close;
+            }
+            out.extend_from_slice(b"ERROR: shutdown not enabled\r\n");
+        }
+        Request::Stats { group } if group == b"reset" => {
+            ctx.ask_all(|| Ask::ResetStats).await;
+            with_state(|s| {
+                s.stats.reset();
+                s.store.reset_stats();
+            });
+            out.extend_from_slice(b"RESET\r\n");
+        }
+        Request::Stats { group } => {
+            let view = node_view(ctx, clock).await;
+            engine::write_stats(group, &view, out);
+        }
+        _ => unreachable!("not a node request: {req:?}"),
+    }
+    Step::Continue
+}
+
+/// Sums every shard's counters and adds the process's own figures.
+async fn node_view(ctx: &ShardCtx, clock: &Clock) -> NodeView {
+    let node = &ctx.node;
+    let (mut shard, mut store) = with_state(|s| (s.stats, s.store.stats()));
+    for answer in ctx.ask_all(|| Ask::Stats).await {
+        if let Answer::Stats { shard: other, store: other_store } = answer {
+            shard.add(&other);
+            store.add(&other_store);
+        }
+    }
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).ok();
+    let micros = |tv: nix::sys::time::TimeVal| tv.tv_sec() as u64 * 1_000_000 + tv.tv_usec() as u64;
+    let config = &node.config;
+    NodeView {
+        pid: std::process::id(),
+        uptime_secs: node.started.elapsed().as_secs(),
+        unix_time_secs: clock.unix_secs(),
+        version: engine::VERSION,
+        rusage_user_micros: usage.map(|u| micros(u.user_time())).unwrap_or(0),
+        rusage_system_micros: usage.map(|u| micros(u.system_time())).unwrap_or(0),
+        threads: node.shards as u64,
+        shard,
+        store: StoreStats { ..store },
+        settings: Settings {
+            max_bytes: config.memory_limit_bytes as u64,
+            max_connections: config.conn_limit as u64,
+            tcp_port: config.port,
+            listen: config.listen.clone(),
+            threads: node.shards as u64,
+            item_size_max: config.item_size_max_bytes as u64,
+            evictions_on: config.when_full == crate::storage::WhenFull::Evict,
+            shutdown_allowed: config.shutdown == ShutdownCommand::Allowed,
+            verbosity: config.verbosity as u32,
+        },
+    }
+}

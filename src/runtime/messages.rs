@@ -1,0 +1,99 @@
+//! What shards of one node say to each other over their bounded channels.
+//!
+//! A connection's requests for keys owned by another shard travel as one
+//! [`ToShard`] batch per destination per read; the owner answers with one
+//! [`FromShard`] holding a reply fragment per request, in order.
+
+use crate::protocol::text::GetKind;
+use crate::stats::ShardStats;
+use crate::storage::StoreStats;
+
+/// One request inside a forwarded batch: a byte range of [`Batch::bytes`].
+#[derive(Clone, Copy, Debug)]
+pub struct ForwardOp {
+    pub start: u32,
+    pub len: u32,
+    pub kind: ForwardKind,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum ForwardKind {
+    /// A whole text request (line and data block), parsed again by the owner.
+    Whole,
+    /// One key of a multi-key retrieval: the bytes are the key; the reply is its
+    /// `VALUE` block alone, without `END`.
+    GetOne {
+        kind: GetKind,
+        exptime: Option<i64>,
+    },
+}
+
+/// The requests of one read that the receiving shard owns, in request order.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub bytes: Vec<u8>,
+    pub ops: Vec<ForwardOp>,
+}
+
+impl Batch {
+    pub fn push(&mut self, bytes: &[u8], kind: ForwardKind) {
+        let start = self.bytes.len() as u32;
+        self.bytes.extend_from_slice(bytes);
+        self.ops.push(ForwardOp {
+            start,
+            len: bytes.len() as u32,
+            kind,
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// A shard's replies to one batch: `bytes` cut at `ends` gives one fragment per op.
+#[derive(Debug, Default)]
+pub struct Replies {
+    pub bytes: Vec<u8>,
+    pub ends: Vec<u32>,
+}
+
+impl Replies {
+    pub fn fragment(&self, op: usize) -> &[u8] {
+        let start = if op == 0 { 0 } else { self.ends[op - 1] as usize };
+        &self.bytes[start..self.ends[op] as usize]
+    }
+}
+
+#[derive(Debug)]
+pub enum Ask {
+    Batch(Batch),
+    /// `flush_all [delay]` on this shard.
+    Flush { delay_secs: i64 },
+    /// This shard's counters for `stats`.
+    Stats,
+    /// `stats reset`.
+    ResetStats,
+    /// `cache_memlimit`: this shard's new share of memory.
+    MemoryLimit { bytes: usize },
+}
+
+#[derive(Debug)]
+pub enum Answer {
+    Replies(Replies),
+    Stats { shard: ShardStats, store: StoreStats },
+    Done,
+}
+
+/// A request to another shard; `slot` names the waiter on the sending shard.
+#[derive(Debug)]
+pub struct ToShard {
+    pub slot: u32,
+    pub ask: Ask,
+}
+
+#[derive(Debug)]
+pub struct FromShard {
+    pub slot: u32,
+    pub answer: Answer,
+}

@@ -1,0 +1,296 @@
+//! One shard: a glommio executor on one core that owns a store, a listening
+//! socket on the shared port, and channels to every other shard of the node.
+//!
+//! The store is reached only through [`with_state`], a synchronous closure, so no
+//! borrow of it can be held across an `.await`: tasks of one executor take turns
+//! and the store has one owner, the executor's thread.
+
+use super::conn;
+use super::messages::{Answer, Ask, FromShard, Replies, ToShard};
+use super::waiters::Waiters;
+use super::Node;
+use crate::engine::{self, ShardState};
+use crate::protocol::{self, ParseLimits};
+use crate::runtime::messages::ForwardKind;
+use crate::storage::{Store, StoreConfig};
+use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
+use glommio::net::TcpListener;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+thread_local! {
+    static STATE: RefCell<Option<ShardState>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with this shard's store and counters.
+///
+/// # Panics
+/// Outside a shard's executor, or when called from inside `f`.
+pub fn with_state<R>(f: impl FnOnce(&mut ShardState) -> R) -> R {
+    STATE.with(|cell| {
+        let mut state = cell.borrow_mut();
+        f(state.as_mut().expect("with_state outside a shard"))
+    })
+}
+
+/// The channel ends one shard holds, as made by the node before the shards start.
+pub struct ShardLinks {
+    /// `requests_to[j]`: requests from this shard to shard j (None for itself).
+    pub requests_to: Vec<Option<SharedSender<ToShard>>>,
+    pub requests_from: Vec<Option<SharedReceiver<ToShard>>>,
+    pub answers_to: Vec<Option<SharedSender<FromShard>>>,
+    pub answers_from: Vec<Option<SharedReceiver<FromShard>>>,
+}
+
+/// What every task of one shard shares.
+pub struct ShardCtx {
+    pub id: u32,
+    pub node: Arc<Node>,
+    pub limits: ParseLimits,
+    pub requests_to: Vec<Option<ConnectedSender<ToShard>>>,
+    pub waiters: Rc<Waiters>,
+    /// Connections in the middle of a read's requests; shutdown waits for them.
+    pub busy: Cell<usize>,
+}
+
+impl ShardCtx {
+    /// The shard of this node that owns `key`.
+    pub fn owner(&self, key: &[u8]) -> u32 {
+        if self.node.shards == 1 {
+            return 0;
+        }
+        self.node.ring.owner(key).shard
+    }
+
+    /// Sends `ask` (made per shard) to every other shard and waits for all answers.
+    pub async fn ask_all(&self, mut ask: impl FnMut() -> Ask) -> Vec<Answer> {
+        let mut waits = Vec::with_capacity(self.node.shards);
+        for (to, sender) in self.requests_to.iter().enumerate() {
+            let Some(sender) = sender else { continue };
+            let slot = self.waiters.take_slot();
+            let wait = self.waiters.wait(slot);
+            if sender.send(ToShard { slot, ask: ask() }).await.is_ok() {
+                waits.push(wait);
+            } else {
+                log::warn!("shard {} did not take a request from shard {}", to, self.id);
+            }
+        }
+        let mut answers = Vec::with_capacity(waits.len());
+        for wait in waits {
+            answers.push(wait.await);
+        }
+        answers
+    }
+}
+
+/// A started shard tells the node whether it is serving.
+pub type Started = std::sync::mpsc::Sender<Result<u32, String>>;
+
+/// The body of a shard's executor: set up, serve until the node stops, drain.
+pub async fn run(id: u32, node: Arc<Node>, links: ShardLinks, started: Started) {
+    let config = &node.config;
+    let shards = node.shards as u64;
+    let cas_suffix_bits = 8;
+    STATE.with(|cell| {
+        *cell.borrow_mut() = Some(ShardState {
+            store: Store::new(StoreConfig {
+                memory_limit_bytes: config.memory_limit_bytes / node.shards,
+                item_size_max_bytes: config.item_size_max_bytes,
+                when_full: config.when_full,
+                cas_suffix: id as u64,
+                cas_suffix_bits,
+            }),
+            stats: Default::default(),
+        })
+    });
+    debug_assert!(shards <= 1 << cas_suffix_bits);
+
+    let listener = match TcpListener::bind((config.listen.as_str(), config.port)) {
+        Ok(listener) => listener,
+        Err(e) => {
+            let _ = started.send(Err(format!(
+                "cannot listen on {}:{}: {e}",
+                config.listen, config.port
+            )));
+            return;
+        }
+    };
+
+    // Both ends of a channel must connect before either is used, and every shard
+    // connects its senders in turn: start connecting the receiving ends first so
+    // that no shard waits on one that is itself waiting.
+    let requests_from: Vec<_> = links
+        .requests_from
+        .into_iter()
+        .map(|r| r.map(|r| glommio::spawn_local(r.connect())))
+        .collect();
+    let answers_from: Vec<_> = links
+        .answers_from
+        .into_iter()
+        .map(|r| r.map(|r| glommio::spawn_local(r.connect())))
+        .collect();
+    let mut requests_to = Vec::with_capacity(node.shards);
+    for sender in links.requests_to {
+        requests_to.push(match sender {
+            Some(s) => Some(s.connect().await),
+            None => None,
+        });
+    }
+    let mut answers_to = Vec::with_capacity(node.shards);
+    for sender in links.answers_to {
+        answers_to.push(match sender {
+            Some(s) => Some(s.connect().await),
+            None => None,
+        });
+    }
+    let ctx = Rc::new(ShardCtx {
+        id,
+        node: node.clone(),
+        limits: ParseLimits {
+            item_size_max_bytes: config.item_size_max_bytes,
+        },
+        requests_to,
+        waiters: Rc::new(Waiters::default()),
+        busy: Cell::new(0),
+    });
+
+    // Requests from shard j are answered on the answer channel to j; answers come
+    // back on a separate channel, so a shard blocked sending an answer never
+    // waits on a shard blocked sending a request (no cycle).
+    let mut peer_tasks = Vec::new();
+    for (from, (requests, answers)) in requests_from.into_iter().zip(answers_to).enumerate() {
+        let (Some(requests), Some(answers)) = (requests, answers) else {
+            continue;
+        };
+        let requests = requests.await;
+        let ctx = ctx.clone();
+        peer_tasks.push(glommio::spawn_local(async move {
+            while let Some(msg) = requests.recv().await {
+                let answer = answer(&ctx, from as u32, msg.ask);
+                if answers
+                    .send(FromShard {
+                        slot: msg.slot,
+                        answer,
+                    })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }));
+    }
+    for answers in answers_from.into_iter().flatten() {
+        let answers = answers.await;
+        let waiters = ctx.waiters.clone();
+        peer_tasks.push(glommio::spawn_local(async move {
+            while let Some(msg) = answers.recv().await {
+                waiters.complete(msg.slot, msg.answer);
+            }
+        }));
+    }
+
+    let accept = glommio::spawn_local(accept_loop(listener, ctx.clone()));
+    let _ = started.send(Ok(id));
+
+    while !node.stop.load(Ordering::Acquire) {
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
+    // Stop accepting, then let connections finish the requests they have read.
+    drop(accept);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while ctx.busy.get() > 0 && std::time::Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    drop(peer_tasks);
+}
+
+async fn accept_loop(listener: TcpListener, ctx: Rc<ShardCtx>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok(stream) => stream,
+            Err(e) => {
+                log::warn!("shard {}: accept failed: {e}", ctx.id);
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let node = &ctx.node;
+        let open = node.connections.fetch_add(1, Ordering::AcqRel);
+        if open >= node.config.conn_limit {
+            node.connections.fetch_sub(1, Ordering::AcqRel);
+            with_state(|s| s.stats.rejected_connections += 1);
+            glommio::spawn_local(conn::refuse(stream)).detach();
+            continue;
+        }
+        with_state(|s| {
+            s.stats.curr_connections += 1;
+            s.stats.total_connections += 1;
+        });
+        let ctx = ctx.clone();
+        glommio::spawn_local(async move {
+            conn::serve(stream, &ctx).await;
+            ctx.node.connections.fetch_sub(1, Ordering::AcqRel);
+            with_state(|s| s.stats.curr_connections -= 1);
+        })
+        .detach();
+    }
+}
+
+/// Serves a request from another shard of this node.
+fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
+    let clock = ctx.node.clock();
+    match ask {
+        Ask::Batch(batch) => {
+            let mut replies = Replies {
+                bytes: Vec::with_capacity(256),
+                ends: Vec::with_capacity(batch.ops.len()),
+            };
+            with_state(|state| {
+                state.stats.forwarded_in += batch.ops.len() as u64;
+                for op in &batch.ops {
+                    let bytes = &batch.bytes[op.start as usize..(op.start + op.len) as usize];
+                    match op.kind {
+                        ForwardKind::Whole => {
+                            let (req, used) = protocol::parse(bytes, &ctx.limits)
+                                .expect("a forwarded request parses as it did on its first shard");
+                            assert_eq!(used, bytes.len(), "forwarded request from shard {from}");
+                            if let Some(key) = conn::request_key(&req) {
+                                assert_eq!(ctx.owner(key), ctx.id, "request sent to the wrong shard");
+                            }
+                            engine::execute(state, &req, &clock, &mut replies.bytes);
+                        }
+                        ForwardKind::GetOne { kind, exptime } => {
+                            assert_eq!(ctx.owner(bytes), ctx.id, "key sent to the wrong shard");
+                            engine::get_one(state, kind, exptime, bytes, &clock, &mut replies.bytes);
+                        }
+                    }
+                    replies.ends.push(replies.bytes.len() as u32);
+                }
+            });
+            Answer::Replies(replies)
+        }
+        Ask::Flush { delay_secs } => {
+            with_state(|s| engine::flush(s, delay_secs, &clock));
+            Answer::Done
+        }
+        Ask::Stats => with_state(|s| Answer::Stats {
+            shard: s.stats,
+            store: s.store.stats(),
+        }),
+        Ask::ResetStats => {
+            with_state(|s| {
+                s.stats.reset();
+                s.store.reset_stats();
+            });
+            Answer::Done
+        }
+        Ask::MemoryLimit { bytes } => {
+            with_state(|s| s.store.set_memory_limit(bytes));
+            Answer::Done
+        }
+    }
+}
