@@ -1,0 +1,348 @@
+//! The store's behaviour, each case checked against memcached 1.6.18 where it
+//! is a protocol rule.
+
+use super::*;
+
+const MB: usize = 1024 * 1024;
+
+fn config(memory_limit_bytes: usize, when_full: WhenFull) -> StoreConfig {
+    StoreConfig {
+        memory_limit_bytes,
+        item_size_max_bytes: MB,
+        when_full,
+        cas_suffix: 0,
+        cas_suffix_bits: 0,
+    }
+}
+
+fn store(memory_limit_bytes: usize) -> Store {
+    Store::new(config(memory_limit_bytes, WhenFull::Evict))
+}
+
+fn set(s: &mut Store, key: &[u8], value: &[u8], now: u32) -> StoreOutcome {
+    s.store(StoreMode::Set, key, 0, 0, value, now)
+}
+
+fn value_of(s: &mut Store, key: &[u8], now: u32) -> Option<Vec<u8>> {
+    s.get(key, now).ok().map(|v| v.value.to_vec())
+}
+
+#[test]
+fn a_set_item_reads_back_with_its_flags_and_cas() {
+    let mut s = store(4 * MB);
+    let StoreOutcome::Stored(cas) = s.store(StoreMode::Set, b"k", 42, 0, b"hello", 10) else {
+        panic!("not stored");
+    };
+    let v = s.get(b"k", 11).unwrap();
+    assert_eq!(
+        (v.key, v.value, v.flags, v.cas, v.atime),
+        (&b"k"[..], &b"hello"[..], 42, cas, 11)
+    );
+    assert_eq!(s.get(b"other", 11), Err(Miss::Absent));
+}
+
+#[test]
+fn set_replaces_and_counts_items_and_bytes() {
+    let mut s = store(4 * MB);
+    set(&mut s, b"k", b"one", 1);
+    set(&mut s, b"k", b"two!", 1);
+    assert_eq!(value_of(&mut s, b"k", 1).unwrap(), b"two!");
+    let st = s.stats();
+    assert_eq!(st.curr_items, 1);
+    assert_eq!(st.total_items, 2);
+    assert_eq!(st.bytes, item_bytes(1, 4) as u64);
+    assert_eq!(st.limit_maxbytes, 4 * MB as u64);
+}
+
+#[test]
+fn add_stores_only_when_the_key_is_absent() {
+    let mut s = store(4 * MB);
+    assert!(matches!(
+        s.store(StoreMode::Add, b"k", 0, 0, b"a", 1),
+        StoreOutcome::Stored(_)
+    ));
+    assert_eq!(
+        s.store(StoreMode::Add, b"k", 0, 0, b"b", 1),
+        StoreOutcome::NotStored
+    );
+    assert_eq!(value_of(&mut s, b"k", 1).unwrap(), b"a");
+}
+
+#[test]
+fn add_succeeds_over_an_expired_item() {
+    let mut s = store(4 * MB);
+    s.store(StoreMode::Set, b"k", 0, 5, b"a", 1);
+    assert!(matches!(
+        s.store(StoreMode::Add, b"k", 0, 0, b"b", 5),
+        StoreOutcome::Stored(_)
+    ));
+    assert_eq!(value_of(&mut s, b"k", 5).unwrap(), b"b");
+}
+
+#[test]
+fn replace_append_and_prepend_need_the_key() {
+    let mut s = store(4 * MB);
+    for mode in [StoreMode::Replace, StoreMode::Append, StoreMode::Prepend] {
+        assert_eq!(s.store(mode, b"k", 0, 0, b"x", 1), StoreOutcome::NotStored);
+    }
+    assert_eq!(s.get(b"k", 1), Err(Miss::Absent));
+    set(&mut s, b"k", b"mid", 1);
+    assert!(matches!(
+        s.store(StoreMode::Replace, b"k", 3, 0, b"MID", 1),
+        StoreOutcome::Stored(_)
+    ));
+    assert_eq!(s.get(b"k", 1).unwrap().flags, 3);
+}
+
+#[test]
+fn append_and_prepend_keep_the_old_flags_and_expiry() {
+    let mut s = store(4 * MB);
+    s.store(StoreMode::Set, b"k", 7, 100, b"mid", 1);
+    assert!(matches!(
+        s.store(StoreMode::Append, b"k", 9, 0, b">>", 2),
+        StoreOutcome::Stored(_)
+    ));
+    assert!(matches!(
+        s.store(StoreMode::Prepend, b"k", 9, 0, b"<<", 3),
+        StoreOutcome::Stored(_)
+    ));
+    let v = s.get(b"k", 4).unwrap();
+    assert_eq!((v.value, v.flags, v.exptime), (&b"<<mid>>"[..], 7, 100));
+}
+
+#[test]
+fn cas_stores_only_with_the_current_unique() {
+    let mut s = store(4 * MB);
+    assert_eq!(
+        s.store(StoreMode::Cas(1), b"k", 0, 0, b"x", 1),
+        StoreOutcome::NotFound
+    );
+    let StoreOutcome::Stored(cas) = set(&mut s, b"k", b"a", 1) else {
+        panic!()
+    };
+    assert_eq!(
+        s.store(StoreMode::Cas(cas + 1), b"k", 0, 0, b"b", 1),
+        StoreOutcome::Exists
+    );
+    let StoreOutcome::Stored(cas2) = s.store(StoreMode::Cas(cas), b"k", 0, 0, b"c", 1) else {
+        panic!()
+    };
+    assert_ne!(cas, cas2);
+    assert_eq!(
+        s.store(StoreMode::Cas(cas), b"k", 0, 0, b"d", 1),
+        StoreOutcome::Exists
+    );
+    assert_eq!(value_of(&mut s, b"k", 1).unwrap(), b"c");
+}
+
+#[test]
+fn cas_uniques_grow_from_one_and_carry_the_suffix_bits() {
+    let mut s = Store::new(StoreConfig {
+        cas_suffix: 0b101,
+        cas_suffix_bits: 3,
+        ..config(4 * MB, WhenFull::Evict)
+    });
+    let mut seen = Vec::new();
+    for i in 0..5u8 {
+        let StoreOutcome::Stored(cas) = set(&mut s, &[i], b"v", 1) else {
+            panic!()
+        };
+        seen.push(cas);
+    }
+    assert_eq!(seen, [1, 2, 3, 4, 5].map(|n: u64| (n << 3) | 0b101));
+    // A failed incr takes no unique; a successful one takes the next.
+    assert_eq!(s.arith(ArithOp::Incr, &[0], 1, 1), ArithOutcome::NonNumeric);
+    set(&mut s, b"n", b"1", 1);
+    s.arith(ArithOp::Incr, b"n", 1, 1);
+    assert_eq!(s.get(b"n", 1).unwrap().cas, (7 << 3) | 0b101);
+}
+
+#[test]
+fn an_item_is_expired_when_its_exptime_is_now() {
+    let mut s = store(4 * MB);
+    s.store(StoreMode::Set, b"k", 0, 10, b"v", 1);
+    assert!(s.get(b"k", 9).is_ok());
+    assert_eq!(s.get(b"k", 10), Err(Miss::Expired));
+    // Unlinked by that miss: the next lookup finds nothing at all.
+    assert_eq!(s.get(b"k", 10), Err(Miss::Absent));
+    assert_eq!(s.stats().curr_items, 0);
+}
+
+#[test]
+fn touch_sets_the_expiry_and_keeps_the_cas() {
+    let mut s = store(4 * MB);
+    let StoreOutcome::Stored(cas) = s.store(StoreMode::Set, b"k", 0, 10, b"v", 1) else {
+        panic!()
+    };
+    let v = s.touch(b"k", 20, 5).unwrap();
+    assert_eq!((v.exptime, v.cas, v.atime), (20, cas, 5));
+    assert!(s.get(b"k", 15).is_ok());
+    assert_eq!(s.touch(b"k", 30, 20), Err(Miss::Expired));
+    assert_eq!(s.touch(b"nope", 30, 20), Err(Miss::Absent));
+}
+
+#[test]
+fn delete_unlinks_and_reports_a_missing_key() {
+    let mut s = store(4 * MB);
+    set(&mut s, b"k", b"v", 1);
+    assert_eq!(s.delete(b"k", 1), DeleteOutcome::Deleted);
+    assert_eq!(s.delete(b"k", 1), DeleteOutcome::NotFound);
+    assert_eq!(s.get(b"k", 1), Err(Miss::Absent));
+    s.store(StoreMode::Set, b"e", 0, 2, b"v", 1);
+    assert_eq!(s.delete(b"e", 2), DeleteOutcome::NotFound);
+}
+
+#[test]
+fn incr_wraps_and_decr_stops_at_zero() {
+    let mut s = store(4 * MB);
+    set(&mut s, b"n", b"18446744073709551615", 1);
+    assert_eq!(s.arith(ArithOp::Incr, b"n", 2, 1), ArithOutcome::Value(1));
+    assert_eq!(value_of(&mut s, b"n", 1).unwrap(), b"1                   ");
+    set(&mut s, b"d", b"5", 1);
+    assert_eq!(s.arith(ArithOp::Decr, b"d", 9, 1), ArithOutcome::Value(0));
+    assert_eq!(
+        s.arith(ArithOp::Incr, b"missing", 1, 1),
+        ArithOutcome::NotFound
+    );
+    set(&mut s, b"x", b"12abc", 1);
+    assert_eq!(s.arith(ArithOp::Incr, b"x", 1, 1), ArithOutcome::NonNumeric);
+}
+
+#[test]
+fn a_shorter_result_is_written_in_place_padded_with_spaces() {
+    let mut s = store(4 * MB);
+    let StoreOutcome::Stored(cas) = s.store(StoreMode::Set, b"n", 5, 0, b"10", 1) else {
+        panic!()
+    };
+    assert_eq!(s.arith(ArithOp::Decr, b"n", 1, 1), ArithOutcome::Value(9));
+    let v = s.get(b"n", 1).unwrap();
+    assert_eq!((v.value, v.flags), (&b"9 "[..], 5));
+    assert_ne!(v.cas, cas);
+    assert_eq!(s.stats().total_items, 1);
+}
+
+#[test]
+fn a_longer_result_makes_a_new_item_with_the_old_flags_and_expiry() {
+    let mut s = store(4 * MB);
+    s.store(StoreMode::Set, b"n", 5, 50, b"99", 1);
+    assert_eq!(s.arith(ArithOp::Incr, b"n", 1, 1), ArithOutcome::Value(100));
+    let v = s.get(b"n", 1).unwrap();
+    assert_eq!((v.value, v.flags, v.exptime), (&b"100"[..], 5, 50));
+    assert_eq!(s.stats().curr_items, 1);
+}
+
+#[test]
+fn flush_all_invalidates_what_was_stored_before_it_but_not_after_in_the_same_second() {
+    let mut s = store(4 * MB);
+    set(&mut s, b"old", b"v", 100);
+    s.flush(100, 100);
+    set(&mut s, b"new", b"v", 100);
+    assert_eq!(s.get(b"old", 100), Err(Miss::Flushed));
+    assert!(s.get(b"new", 100).is_ok());
+    assert!(s.get(b"new", 101).is_ok());
+    assert_eq!(s.get(b"old", 101), Err(Miss::Absent));
+}
+
+#[test]
+fn a_delayed_flush_waits_then_invalidates_what_was_updated_before_it() {
+    let mut s = store(4 * MB);
+    set(&mut s, b"a", b"v", 100);
+    // flush_all 10 at 100: memcached keeps oldest_live = 109.
+    s.flush(110, 100);
+    assert!(s.get(b"a", 105).is_ok());
+    set(&mut s, b"b", b"v", 108);
+    assert!(s.get(b"a", 108).is_ok());
+    assert_eq!(s.get(b"a", 109), Err(Miss::Flushed));
+    assert_eq!(s.get(b"b", 109), Err(Miss::Flushed));
+    set(&mut s, b"c", b"v", 110);
+    assert!(s.get(b"c", 110).is_ok());
+}
+
+#[test]
+fn a_failed_set_unlinks_the_old_value() {
+    let mut s = store(MB);
+    set(&mut s, b"k", b"v", 1);
+    let big = vec![b'x'; 2 * MB];
+    assert_eq!(set(&mut s, b"k", &big, 1), StoreOutcome::TooLarge);
+    assert_eq!(s.get(b"k", 1), Err(Miss::Absent));
+    // Other modes leave it alone.
+    set(&mut s, b"k", b"v", 1);
+    assert_eq!(
+        s.store(StoreMode::Replace, b"k", 0, 0, &big, 1),
+        StoreOutcome::TooLarge
+    );
+    assert!(s.get(b"k", 1).is_ok());
+}
+
+#[test]
+fn every_item_that_fits_under_the_item_size_limit_fits_in_a_segment() {
+    for item_size_max_bytes in [1024, MB, 2 * MB + 3, 5 * MB] {
+        let mut s = Store::new(StoreConfig {
+            item_size_max_bytes,
+            ..config(8 * MB, WhenFull::Evict)
+        });
+        let key = [b'k'; KEY_LEN_MAX];
+        let mut value_len = item_size_max_bytes;
+        while !crate::limits::item_fits(key.len(), 1, value_len, item_size_max_bytes) {
+            value_len -= 1;
+        }
+        let value = vec![b'v'; value_len];
+        assert!(matches!(
+            s.store(StoreMode::Set, &key, 1, 0, &value, 1),
+            StoreOutcome::Stored(_)
+        ));
+        assert_eq!(s.get(&key, 1).unwrap().value.len(), value_len);
+    }
+}
+
+/// A tiny xorshift PRNG, so randomized tests need no crate and replay from a seed.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[test]
+fn filling_far_past_the_limit_never_grows_the_arena() {
+    let seed = 0x9e37_79b9_7f4a_7c15;
+    let mut rng = XorShift(seed);
+    let mut s = store(4 * MB);
+    let arena_bytes = s.arena_bytes();
+    assert_eq!(arena_bytes, 4 * MB);
+    let value = vec![b'v'; 4000];
+    let mut stored = 0u64;
+    for i in 0..40_000u64 {
+        let key = format!("key:{}", rng.below(1 << 40));
+        let len = rng.below(4000) as usize;
+        if let StoreOutcome::Stored(_) =
+            set(&mut s, key.as_bytes(), &value[..len], (i / 1000) as u32 + 2)
+        {
+            stored += 1;
+        }
+        if i % 997 == 0 {
+            let st = s.stats();
+            assert_eq!(s.arena_bytes(), arena_bytes, "seed {seed:#x}");
+            assert!(st.bytes <= arena_bytes as u64, "seed {seed:#x}");
+            assert!(
+                st.curr_items * item_bytes(1, 0) as u64 <= arena_bytes as u64,
+                "seed {seed:#x}"
+            );
+        }
+    }
+    let st = s.stats();
+    assert_eq!(stored, 40_000, "evicting, every store succeeds");
+    assert_eq!(st.total_items, 40_000);
+    assert!(st.evictions > 30_000, "{st:?}");
+    assert_eq!(st.evictions, st.evicted_unfetched);
+    // The arena stays mostly full of live items.
+    assert!(st.bytes > arena_bytes as u64 / 2, "{st:?}");
+}
