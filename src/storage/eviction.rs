@@ -4,9 +4,13 @@
 //! chance. Reclaiming the oldest segment walks its items in order; dead items are
 //! skipped, expired and flushed ones are unlinked (`reclaimed`), accessed live
 //! items are compacted to the front of the segment (their bit cleared) up to half
-//! a segment, and the other live items are evicted (`evictions`). The segment
-//! then becomes the head and new items fill what was freed. Under `-M` every live
-//! item is kept and nothing is evicted.
+//! a segment (less if the item being stored needs more than half), and the other
+//! live items are evicted (`evictions`). The segment then becomes the head and new
+//! items fill what was freed, so one reclaim always makes room. A segment that is
+//! mostly dead (its live items and the new one fit in half of it) is compacted
+//! without evicting anything: with overwrites and deletes, memcached reuses dead
+//! chunks before it evicts, and so does this. Under `-M` every live item is kept
+//! and nothing is evicted.
 
 use super::arena::Addr;
 use super::item::{self, Header, BIT_ACCESSED, BIT_FETCHED, BIT_LINKED};
@@ -37,9 +41,8 @@ impl Store {
                 }
             }
         }
-        // Each round reclaims or takes one segment. Evicting, two passes over all
-        // segments suffice: the first clears every accessed bit, the second frees
-        // whole segments. Refusing, one pass compacts every segment once.
+        // Each round takes, retires or reclaims one segment. Evicting, the first
+        // reclaim makes room; refusing, one pass compacts every segment once.
         let rounds = self.arena.segment_count() * if refuse { 1 } else { 2 } + 2;
         for _ in 0..rounds {
             if self.arena.fifo.len() > self.arena.usable {
@@ -53,10 +56,14 @@ impl Store {
                 self.arena.fifo.push_back(segment);
             } else {
                 let segment = self.arena.fifo.pop_front().expect("fifo is not empty");
-                let keep = if refuse {
+                let segment_bytes = self.arena.segment_bytes();
+                let live_bytes = self.arena.meta[segment as usize].live_bytes;
+                let keep = if refuse || live_bytes + bytes <= segment_bytes / 2 {
+                    // Compacting alone makes room: memcached would not evict while
+                    // this much of the memory is dead, so neither do we.
                     Keep::AllLive
                 } else {
-                    Keep::AccessedUpTo(self.arena.segment_bytes() / 2)
+                    Keep::AccessedUpTo((segment_bytes / 2).min(segment_bytes - bytes))
                 };
                 self.reclaim(segment, keep, now);
                 self.arena.fifo.push_back(segment);

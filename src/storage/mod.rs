@@ -22,7 +22,8 @@
 //! a get or touch sets the item's accessed bit; reclaiming the oldest segment drops
 //! dead, expired and flushed items, keeps live accessed items (clearing the bit) by
 //! compacting them to the front of the segment, up to half a segment, and evicts
-//! the rest; the segment then becomes the newest. This is CLOCK over segments:
+//! the rest; the segment then becomes the newest. A segment at least half dead is
+//! compacted without evicting (memcached reuses freed chunks before it evicts). This is CLOCK over segments:
 //! like memcached's segmented LRU, an item read since it was last looked at
 //! survives a pass, and one-hit items (a scan) leave first; unlike an LRU it costs
 //! no list links per item (that is most of memcached's 56-byte header) and no work

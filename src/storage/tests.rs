@@ -346,3 +346,173 @@ fn filling_far_past_the_limit_never_grows_the_arena() {
     // The arena stays mostly full of live items.
     assert!(st.bytes > arena_bytes as u64 / 2, "{st:?}");
 }
+
+#[test]
+fn a_hot_set_read_between_writes_survives_a_cold_scan_of_four_times_the_memory() {
+    let mut s = store(4 * MB);
+    let hot_keys: Vec<String> = (0..2000).map(|i| format!("hot:{i}")).collect();
+    let never_read: Vec<String> = (0..2000).map(|i| format!("unread:{i}")).collect();
+    let value = [b'h'; 100];
+    for (hot, unread) in hot_keys.iter().zip(&never_read) {
+        set(&mut s, hot.as_bytes(), &value, 1);
+        set(&mut s, unread.as_bytes(), &value, 1);
+    }
+    let cold_value = [b'c'; 200];
+    let cold_writes = 16 * MB / item_bytes(10, 200);
+    let (mut hits, mut reads) = (0, 0);
+    for i in 0..cold_writes {
+        set(&mut s, format!("cold:{i:06}").as_bytes(), &cold_value, 2);
+        reads += 1;
+        if s.get(hot_keys[i % hot_keys.len()].as_bytes(), 2).is_ok() {
+            hits += 1;
+        }
+    }
+    assert!(s.stats().evictions as usize > cold_writes / 2);
+    assert_eq!(hits, reads, "a hot item was evicted");
+    for hot in &hot_keys {
+        assert!(s.get(hot.as_bytes(), 3).is_ok(), "{hot} was evicted");
+    }
+    // The same items, never read, were scanned out: second chance made the difference.
+    assert!(never_read.iter().all(|k| s.get(k.as_bytes(), 3).is_err()));
+}
+
+#[test]
+fn a_reclaim_makes_room_even_when_every_item_was_read() {
+    let mut s = store(MB);
+    let value = [b'v'; 1000];
+    for i in 0..2000 {
+        let key = format!("k{i}");
+        set(&mut s, key.as_bytes(), &value, 1);
+        s.get(key.as_bytes(), 1).unwrap();
+    }
+    let big = vec![b'b'; 900 * 1024];
+    assert!(matches!(
+        set(&mut s, b"big", &big, 1),
+        StoreOutcome::Stored(_)
+    ));
+    assert_eq!(s.get(b"big", 1).unwrap().value.len(), big.len());
+}
+
+#[test]
+fn overwrites_reuse_dead_space_without_evicting_items_never_read() {
+    let mut s = store(4 * MB);
+    let value = [b'v'; 500];
+    // 1000 keys written once and never read, spread among 20 MiB of overwrites of
+    // 100 other keys: every segment is mostly dead, so nothing need be evicted.
+    for i in 0..40_000 {
+        if i % 40 == 0 {
+            set(&mut s, format!("stable{}", i / 40).as_bytes(), &value, 1);
+        }
+        set(&mut s, format!("churn{}", i % 100).as_bytes(), &value, 1);
+    }
+    let st = s.stats();
+    assert_eq!((st.evictions, st.curr_items), (0, 1100), "{st:?}");
+}
+
+#[test]
+fn expired_items_are_reclaimed_and_counted_when_their_segment_is() {
+    let mut s = store(2 * MB);
+    let value = [b'v'; 1000];
+    for i in 0..1500 {
+        s.store(StoreMode::Set, format!("e{i}").as_bytes(), 0, 5, &value, 1);
+    }
+    s.get(b"e0", 2).unwrap();
+    for i in 0..3000 {
+        set(&mut s, format!("n{i}").as_bytes(), &value, 10);
+    }
+    let st = s.stats();
+    assert_eq!(st.reclaimed, 1500, "{st:?}");
+    assert_eq!(st.expired_unfetched, 1499, "{st:?}");
+    s.reset_stats();
+    let after = s.stats();
+    assert_eq!(
+        (after.reclaimed, after.evictions, after.total_items),
+        (0, 0, 0)
+    );
+    assert_eq!((after.curr_items, after.bytes), (st.curr_items, st.bytes));
+}
+
+#[test]
+fn refusing_stores_answers_out_of_memory_instead_of_evicting() {
+    let mut s = Store::new(config(2 * MB, WhenFull::Refuse));
+    let value = [b'v'; 1000];
+    let mut stored = Vec::new();
+    for i in 0..5000 {
+        let key = format!("k{i}");
+        match set(&mut s, key.as_bytes(), &value, 1) {
+            StoreOutcome::Stored(_) => stored.push(key),
+            StoreOutcome::OutOfMemory => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        stored.len() > 1800 && stored.len() < 2100,
+        "{}",
+        stored.len()
+    );
+    assert_eq!(s.stats().evictions, 0);
+    for key in &stored {
+        assert!(s.get(key.as_bytes(), 1).is_ok(), "{key} was evicted");
+    }
+    assert_eq!(set(&mut s, b"more", &value, 1), StoreOutcome::OutOfMemory);
+    // Deleting makes room again (a reclaim compacts the dead space away).
+    for key in &stored[..100] {
+        s.delete(key.as_bytes(), 1);
+    }
+    assert!(matches!(
+        set(&mut s, b"more", &value, 1),
+        StoreOutcome::Stored(_)
+    ));
+}
+
+#[test]
+fn refusing_stores_still_reuse_expired_space() {
+    let mut s = Store::new(config(MB, WhenFull::Refuse));
+    let value = [b'v'; 1000];
+    let mut i = 0;
+    while let StoreOutcome::Stored(_) =
+        s.store(StoreMode::Set, format!("k{i}").as_bytes(), 0, 10, &value, 1)
+    {
+        i += 1;
+    }
+    assert_eq!(set(&mut s, b"later", &value, 9), StoreOutcome::OutOfMemory);
+    assert!(matches!(
+        set(&mut s, b"later", &value, 10),
+        StoreOutcome::Stored(_)
+    ));
+    assert_eq!(s.stats().evictions, 0);
+}
+
+#[test]
+fn lowering_the_memory_limit_evicts_down_to_it_and_raising_it_allocates() {
+    let mut s = store(8 * MB);
+    let value = [b'v'; 1000];
+    for i in 0..8000 {
+        set(&mut s, format!("k{i}").as_bytes(), &value, 1);
+    }
+    assert!(s.stats().bytes > 7 * MB as u64);
+    s.set_memory_limit(2 * MB);
+    for i in 0..100 {
+        set(&mut s, format!("n{i}").as_bytes(), &value, 1);
+    }
+    assert!(s.stats().bytes <= 2 * MB as u64, "{:?}", s.stats());
+    assert_eq!(s.stats().limit_maxbytes, 2 * MB as u64);
+    assert_eq!(s.arena_bytes(), 8 * MB);
+    s.set_memory_limit(12 * MB);
+    assert_eq!(s.arena_bytes(), 12 * MB);
+    for i in 0..11000 {
+        set(&mut s, format!("m{i}").as_bytes(), &value, 1);
+    }
+    assert!(s.stats().bytes > 10 * MB as u64, "{:?}", s.stats());
+}
+
+#[test]
+fn a_store_smaller_than_a_segment_still_works_in_one_segment() {
+    let mut s = store(100 * 1024);
+    assert_eq!(s.arena_bytes(), s.segment_bytes());
+    for i in 0..5000 {
+        set(&mut s, format!("k{i}").as_bytes(), &[b'v'; 900], 1);
+        s.get(format!("k{}", i / 2).as_bytes(), 1).ok();
+    }
+    assert!(s.get(b"k4999", 1).is_ok());
+}
