@@ -516,3 +516,224 @@ fn a_store_smaller_than_a_segment_still_works_in_one_segment() {
     }
     assert!(s.get(b"k4999", 1).is_ok());
 }
+
+/// What the reference model holds for a key.
+#[derive(Clone, Debug)]
+struct ModelItem {
+    value: Vec<u8>,
+    flags: u32,
+    exptime: u32,
+    cas: u64,
+}
+
+/// One run of random operations against the store and a `HashMap`, with so little
+/// live data that nothing may be evicted. Panics with the seed on any difference.
+fn run_model(seed: u64, ops: usize) {
+    use std::collections::HashMap;
+    let mut rng = XorShift(seed);
+    let mut s = store(4 * MB);
+    let mut model: HashMap<Vec<u8>, ModelItem> = HashMap::new();
+    let mut now = 2u32;
+    let mut last_cas = 0u64;
+    let live = |m: &ModelItem, now: u32| m.exptime == 0 || m.exptime > now;
+    for step in 0..ops {
+        let ctx = format!("seed {seed:#x} step {step}");
+        if rng.below(50) == 0 {
+            now += 1;
+        }
+        if rng.below(3000) == 0 {
+            s.flush(now, now);
+            model.clear();
+        }
+        let key = format!("key{}", rng.below(64)).into_bytes();
+        model.retain(|_, m| live(m, now));
+        let current = model.get(&key).cloned();
+        let value: Vec<u8> = match rng.below(4) {
+            0 => format!("{}", rng.below(1000)).into_bytes(),
+            1 => format!("{}", u64::MAX - rng.below(3)).into_bytes(),
+            _ => (0..rng.below(200))
+                .map(|_| b'a' + rng.below(26) as u8)
+                .collect(),
+        };
+        let flags = rng.below(4) as u32;
+        let exptime = if rng.below(4) == 0 {
+            now + rng.below(4) as u32
+        } else {
+            0
+        };
+        match rng.below(12) {
+            0..=2 => {
+                let got = s
+                    .get(&key, now)
+                    .ok()
+                    .map(|v| (v.value.to_vec(), v.flags, v.cas));
+                let want = current.map(|m| (m.value, m.flags, m.cas));
+                assert_eq!(got, want, "get: {ctx}");
+            }
+            3..=7 => {
+                let mode = match rng.below(6) {
+                    0 => StoreMode::Set,
+                    1 => StoreMode::Add,
+                    2 => StoreMode::Replace,
+                    3 => StoreMode::Append,
+                    4 => StoreMode::Prepend,
+                    _ => StoreMode::Cas(match (&current, rng.below(2)) {
+                        (Some(m), 0) => m.cas,
+                        _ => last_cas + 1 + rng.below(2),
+                    }),
+                };
+                let got = s.store(mode, &key, flags, exptime, &value, now);
+                let want = match (mode, &current) {
+                    (StoreMode::Add, Some(_)) => StoreOutcome::NotStored,
+                    (StoreMode::Replace | StoreMode::Append | StoreMode::Prepend, None) => {
+                        StoreOutcome::NotStored
+                    }
+                    (StoreMode::Cas(_), None) => StoreOutcome::NotFound,
+                    (StoreMode::Cas(u), Some(m)) if m.cas != u => StoreOutcome::Exists,
+                    _ => StoreOutcome::Stored(last_cas + 1),
+                };
+                assert_eq!(got, want, "{mode:?}: {ctx}");
+                if let StoreOutcome::Stored(cas) = got {
+                    last_cas = cas;
+                    let item = match (mode, current) {
+                        (StoreMode::Append, Some(m)) => ModelItem {
+                            value: [m.value, value].concat(),
+                            cas,
+                            ..m
+                        },
+                        (StoreMode::Prepend, Some(m)) => ModelItem {
+                            value: [value, m.value].concat(),
+                            cas,
+                            ..m
+                        },
+                        _ => ModelItem {
+                            value,
+                            flags,
+                            exptime,
+                            cas,
+                        },
+                    };
+                    if item.value.len() > 1000 {
+                        s.delete(&key, now);
+                        model.remove(&key);
+                    } else {
+                        model.insert(key, item);
+                    }
+                }
+            }
+            8 => {
+                let got = s.delete(&key, now);
+                let want = match model.remove(&key) {
+                    Some(_) => DeleteOutcome::Deleted,
+                    None => DeleteOutcome::NotFound,
+                };
+                assert_eq!(got, want, "delete: {ctx}");
+            }
+            9 => {
+                let got = s.touch(&key, exptime, now).ok().map(|v| v.value.to_vec());
+                assert_eq!(got, current.map(|m| m.value), "touch: {ctx}");
+                if let Some(m) = model.get_mut(&key) {
+                    m.exptime = exptime;
+                }
+            }
+            _ => {
+                let op = if rng.below(2) == 0 {
+                    ArithOp::Incr
+                } else {
+                    ArithOp::Decr
+                };
+                let delta = rng.below(2000);
+                let got = s.arith(op, &key, delta, now);
+                let want = match &current {
+                    None => ArithOutcome::NotFound,
+                    // The parse rules have their own table test against memcached.
+                    Some(m) => match arith::parse_u64(&m.value) {
+                        None => ArithOutcome::NonNumeric,
+                        Some(n) => ArithOutcome::Value(match op {
+                            ArithOp::Incr => n.wrapping_add(delta),
+                            ArithOp::Decr => n.saturating_sub(delta),
+                        }),
+                    },
+                };
+                assert_eq!(got, want, "{op:?}: {ctx}");
+                if let (ArithOutcome::Value(n), Some(m)) = (got, model.get_mut(&key)) {
+                    last_cas += 1;
+                    let digits = n.to_string().into_bytes();
+                    m.value = if digits.len() <= m.value.len() {
+                        let mut padded = digits;
+                        padded.resize(m.value.len(), b' ');
+                        padded
+                    } else {
+                        digits
+                    };
+                    m.cas = last_cas;
+                }
+            }
+        }
+        let st = s.stats();
+        assert_eq!(st.evictions, 0, "{ctx}");
+        assert!(st.curr_items >= model.len() as u64, "{ctx}");
+    }
+    // Every key the model holds, and no other, is in the store.
+    for i in 0..64 {
+        let key = format!("key{i}").into_bytes();
+        let want = model
+            .get(&key)
+            .filter(|m| live(m, now))
+            .map(|m| m.value.clone());
+        assert_eq!(value_of(&mut s, &key, now), want, "final: seed {seed:#x}");
+    }
+}
+
+#[test]
+fn random_operations_match_a_hashmap_model_when_nothing_is_evicted() {
+    for seed in 1..=8u64 {
+        run_model(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15), 20_000);
+    }
+}
+
+#[test]
+fn under_eviction_a_hit_is_always_the_last_value_stored() {
+    let seed = 0x2545_f491_4f6c_dd1d;
+    let mut rng = XorShift(seed);
+    let mut s = store(2 * MB);
+    let mut version = vec![0u64; 5000];
+    for step in 0..100_000 {
+        let k = rng.below(version.len() as u64) as usize;
+        let key = format!("k{k}");
+        if rng.below(3) == 0 {
+            let got = s.get(key.as_bytes(), 1).ok().map(|v| v.value.to_vec());
+            if let Some(got) = got {
+                let want = format!("{key}:{}", version[k]);
+                assert_eq!(
+                    &got[..want.len()],
+                    want.as_bytes(),
+                    "seed {seed:#x} step {step}"
+                );
+            }
+        } else {
+            version[k] += 1;
+            let mut value = format!("{key}:{}", version[k]).into_bytes();
+            value.resize(value.len() + rng.below(900) as usize, b'.');
+            assert!(matches!(
+                set(&mut s, key.as_bytes(), &value, 1),
+                StoreOutcome::Stored(_)
+            ));
+        }
+    }
+    assert!(s.stats().evictions > 0);
+}
+
+#[test]
+fn small_items_fit_one_and_a_half_times_as_many_as_in_memcached() {
+    // memcached 1.6.18 puts a 10-byte key with a 32-byte value in a 120-byte chunk.
+    let memcached_chunk_bytes = 120;
+    let mut s = store(32 * MB);
+    let value = [b'v'; 32];
+    for i in 0..1_000_000u32 {
+        set(&mut s, format!("{i:010}").as_bytes(), &value, 1);
+    }
+    let held = s.stats().curr_items as usize;
+    assert!(s.stats().evictions > 0);
+    assert!(held * 2 >= 3 * (32 * MB / memcached_chunk_bytes), "{held}");
+}
