@@ -3,10 +3,52 @@
 //! A `Store` is owned by exactly one shard and takes `&mut self`; nothing in it
 //! is shared between threads. Time comes in as an argument (`now`: seconds since
 //! the process started, memcached's `current_time`), so the store never reads a clock.
+//!
+//! # Memory
+//!
+//! This shard's share of `-m` is allocated when the store is made, as fixed-size
+//! segments (1 MiB, or the next power of two that holds the largest item `-I`
+//! allows; at least one segment even if the share is smaller). Items live in the
+//! segments: a 30-byte header, the key and the value, rounded up to 8 bytes, so a
+//! 10-byte key with a 32-byte value takes 72 bytes where memcached 1.6 takes a
+//! 120-byte chunk. The only other memory is a fixed index of one `u32` bucket per
+//! 64 to 128 arena bytes (**at most 1/16 byte of index per arena byte**, 6.25%),
+//! chained through the item headers, plus a few words per segment. Nothing grows
+//! with the number of items.
+//!
+//! # Eviction
+//!
+//! Segments are filled in order and reclaimed oldest first, with a second chance:
+//! a get or touch sets the item's accessed bit; reclaiming the oldest segment drops
+//! dead, expired and flushed items, keeps live accessed items (clearing the bit) by
+//! compacting them to the front of the segment, up to half a segment, and evicts
+//! the rest; the segment then becomes the newest. A segment at least half dead is
+//! compacted without evicting (memcached reuses freed chunks before it evicts). This is CLOCK over segments:
+//! like memcached's segmented LRU, an item read since it was last looked at
+//! survives a pass, and one-hit items (a scan) leave first; unlike an LRU it costs
+//! no list links per item (that is most of memcached's 56-byte header) and no work
+//! on a hit but setting one bit. The half-segment bound makes every reclaim free
+//! real space. With [`WhenFull::Refuse`] (`-M`) a reclaim keeps every live item,
+//! and a store that finds no dead space answers `OutOfMemory`.
 
+mod arena;
+mod arith;
+mod eviction;
+mod index;
+mod item;
 pub mod ttl;
 
+#[cfg(test)]
+mod tests;
+
+use crate::limits::{KEY_LEN_MAX, MEMCACHED_ITEM_OVERHEAD_BYTES};
 use crate::protocol::text::{ArithOp, StoreMode};
+
+use arena::{Addr, Arena, NIL, SEGMENT_BYTES_DEFAULT};
+use index::Index;
+use item::{Header, BIT_ACCESSED, BIT_FETCHED, BIT_LINKED};
+
+pub use item::{item_bytes, HEADER_BYTES};
 
 /// What to do when an item does not fit in memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,33 +154,91 @@ impl StoreStats {
     }
 }
 
-/// One shard's items. Not `Sync`; one owner.
+/// One shard's items. Not `Sync`; one owner: every method takes `&mut self` or `&self`.
 pub struct Store {
     config: StoreConfig,
+    arena: Arena,
+    index: Index,
+    /// The counter part of the next CAS unique.
+    next_cas: u64,
+    /// memcached's `settings.oldest_live` (0: no flush pending or done).
+    oldest_live: u32,
+    /// memcached's `settings.oldest_cas`: items with a lower CAS were flushed.
+    oldest_cas: u64,
+    stats: StoreStats,
+    /// Old values kept while append/prepend makes room for the new item.
+    scratch: Vec<u8>,
+    /// Under `-M`: a store of at least `.2` bytes found no room at time `.0`, when
+    /// `.1` items had been unlinked; until one of those changes it cannot succeed.
+    refused: Option<(u32, u64, usize)>,
+    unlinked_total: u64,
 }
 
 impl Store {
     pub fn new(config: StoreConfig) -> Store {
-        Store { config }
+        let segment_bytes = segment_bytes_for(config.item_size_max_bytes);
+        let segment_count = (config.memory_limit_bytes / segment_bytes).max(1);
+        let arena = Arena::new(segment_bytes, segment_count);
+        let index = Index::for_arena(arena.allocated_bytes());
+        Store {
+            config,
+            arena,
+            index,
+            next_cas: 1,
+            oldest_live: 0,
+            oldest_cas: 0,
+            stats: StoreStats::default(),
+            scratch: Vec::new(),
+            refused: None,
+            unlinked_total: 0,
+        }
     }
 
     pub fn config(&self) -> &StoreConfig {
         &self.config
     }
 
-    /// Looks a key up and marks it accessed. `now` is the store's relative time.
-    pub fn get(&mut self, key: &[u8], now: u32) -> Result<ItemView<'_>, Miss> {
-        let _ = (key, now);
-        Err(Miss::Absent)
+    /// Bytes allocated for items (the arena); constant unless `cache_memlimit`
+    /// raises the limit past it.
+    pub fn arena_bytes(&self) -> usize {
+        self.arena.allocated_bytes()
     }
 
-    /// `touch`/`gat`: sets a new relative expiry and returns the item.
+    /// Bytes of the fixed index.
+    pub fn index_bytes(&self) -> usize {
+        self.index.bytes()
+    }
+
+    /// Bytes of one segment: no item larger than this can be stored.
+    pub fn segment_bytes(&self) -> usize {
+        self.arena.segment_bytes()
+    }
+
+    /// Looks a key up and marks it accessed. `now` is the store's relative time.
+    pub fn get(&mut self, key: &[u8], now: u32) -> Result<ItemView<'_>, Miss> {
+        let hash = self.index.hash(key);
+        let (_, addr) = self.find_live(key, hash, now)?;
+        let it = self.arena.item_mut(addr);
+        item::set_bits(it, item::bits(it) | BIT_ACCESSED | BIT_FETCHED);
+        item::set_atime(it, now);
+        Ok(self.view(addr))
+    }
+
+    /// `touch`/`gat`: sets a new relative expiry and returns the item. The CAS
+    /// unique stays (as in memcached).
     pub fn touch(&mut self, key: &[u8], exptime: u32, now: u32) -> Result<ItemView<'_>, Miss> {
-        let _ = (key, exptime, now);
-        Err(Miss::Absent)
+        let hash = self.index.hash(key);
+        let (_, addr) = self.find_live(key, hash, now)?;
+        let it = self.arena.item_mut(addr);
+        item::set_bits(it, item::bits(it) | BIT_ACCESSED | BIT_FETCHED);
+        item::set_atime(it, now);
+        item::set_exptime(it, exptime);
+        Ok(self.view(addr))
     }
 
     /// set/add/replace/append/prepend/cas. `exptime` is relative (0: never).
+    ///
+    /// `key` must be at most [`KEY_LEN_MAX`] bytes (the parser checks it).
     pub fn store(
         &mut self,
         mode: StoreMode,
@@ -148,43 +248,299 @@ impl Store {
         value: &[u8],
         now: u32,
     ) -> StoreOutcome {
-        let _ = (mode, key, flags, exptime, value, now);
-        StoreOutcome::OutOfMemory
+        assert!(key.len() <= KEY_LEN_MAX);
+        let hash = self.index.hash(key);
+        let old = self.find_live(key, hash, now).ok().map(|(_, addr)| addr);
+        match (mode, old) {
+            (StoreMode::Add, Some(_)) => return StoreOutcome::NotStored,
+            (StoreMode::Replace | StoreMode::Append | StoreMode::Prepend, None) => {
+                return StoreOutcome::NotStored
+            }
+            (StoreMode::Cas(_), None) => return StoreOutcome::NotFound,
+            (StoreMode::Cas(unique), Some(addr))
+                if Header::read(self.arena.item(addr)).cas != unique =>
+            {
+                return StoreOutcome::Exists
+            }
+            _ => {}
+        }
+
+        // Append and prepend keep the old flags and expiry; the old value is copied
+        // aside because making room may move or evict the old item.
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let (flags, exptime) = match (mode, old) {
+            (StoreMode::Append | StoreMode::Prepend, Some(addr)) => {
+                let it = self.arena.item(addr);
+                let h = Header::read(it);
+                scratch.extend_from_slice(item::value(it));
+                (h.flags, h.exptime)
+            }
+            _ => (flags, exptime),
+        };
+        let value_len = value.len() + scratch.len();
+        let outcome = self.put(
+            key,
+            hash,
+            flags,
+            exptime,
+            value_len,
+            now,
+            |dst| match mode {
+                StoreMode::Append => {
+                    dst[..scratch.len()].copy_from_slice(&scratch);
+                    dst[scratch.len()..].copy_from_slice(value);
+                }
+                StoreMode::Prepend => {
+                    dst[..value.len()].copy_from_slice(value);
+                    dst[value.len()..].copy_from_slice(&scratch);
+                }
+                _ => dst.copy_from_slice(value),
+            },
+        );
+        self.scratch = scratch;
+        if matches!(mode, StoreMode::Set)
+            && matches!(outcome, StoreOutcome::TooLarge | StoreOutcome::OutOfMemory)
+        {
+            // memcached: a failed set must not leave the stale value readable.
+            self.unlink(key);
+        }
+        outcome
+    }
+
+    /// Allocates, writes and links a new item for `key`, replacing any old one.
+    #[allow(clippy::too_many_arguments)]
+    fn put(
+        &mut self,
+        key: &[u8],
+        hash: u64,
+        flags: u32,
+        exptime: u32,
+        value_len: usize,
+        now: u32,
+        fill_value: impl FnOnce(&mut [u8]),
+    ) -> StoreOutcome {
+        let bytes = item_bytes(key.len(), value_len);
+        if bytes > self.arena.segment_bytes() || value_len > u32::MAX as usize {
+            return StoreOutcome::TooLarge;
+        }
+        let Some(addr) = self.alloc(bytes, now) else {
+            return StoreOutcome::OutOfMemory;
+        };
+        // Whatever is linked under the key now (it may have moved while making room).
+        if let Some((prev, old)) = self.index.find(&self.arena, key, hash) {
+            self.unlink_at(prev, old, hash);
+        }
+        let cas = self.take_cas();
+        let it = self.arena.item_mut(addr);
+        Header {
+            cas,
+            exptime,
+            atime: now,
+            flags,
+            value_len: value_len as u32,
+            next: NIL,
+            key_len: key.len() as u8,
+            bits: 0,
+        }
+        .write(it);
+        it[HEADER_BYTES..HEADER_BYTES + key.len()].copy_from_slice(key);
+        fill_value(item::value_mut(it));
+        self.link(addr, hash);
+        self.stats.total_items += 1;
+        StoreOutcome::Stored(cas)
     }
 
     pub fn delete(&mut self, key: &[u8], now: u32) -> DeleteOutcome {
-        let _ = (key, now);
-        DeleteOutcome::NotFound
+        let hash = self.index.hash(key);
+        match self.find_live(key, hash, now) {
+            Ok((prev, addr)) => {
+                self.unlink_at(prev, addr, hash);
+                DeleteOutcome::Deleted
+            }
+            Err(_) => DeleteOutcome::NotFound,
+        }
     }
 
     /// incr/decr as memcached does them: 64-bit unsigned, incr wraps, decr stops at 0.
+    ///
+    /// A result no longer than the old value is written in place, padded with
+    /// spaces to the old length (`decr` of `10` makes `9 `); a longer one makes a
+    /// new item with the old flags and expiry. Either way the CAS unique is new.
     pub fn arith(&mut self, op: ArithOp, key: &[u8], delta: u64, now: u32) -> ArithOutcome {
-        let _ = (op, key, delta, now);
-        ArithOutcome::NotFound
+        let hash = self.index.hash(key);
+        let Ok((_, addr)) = self.find_live(key, hash, now) else {
+            return ArithOutcome::NotFound;
+        };
+        let it = self.arena.item(addr);
+        let Some(old) = arith::parse_u64(item::value(it)) else {
+            return ArithOutcome::NonNumeric;
+        };
+        let new = match op {
+            ArithOp::Incr => old.wrapping_add(delta),
+            ArithOp::Decr => old.saturating_sub(delta),
+        };
+        let mut buf = [0u8; 20];
+        let digits = arith::format_u64(new, &mut buf);
+        let h = Header::read(it);
+        if digits.len() <= h.value_len as usize {
+            let cas = self.take_cas();
+            let it = self.arena.item_mut(addr);
+            let value = item::value_mut(it);
+            value[..digits.len()].copy_from_slice(digits);
+            value[digits.len()..].fill(b' ');
+            item::set_cas(it, cas);
+            item::set_atime(it, now);
+            return ArithOutcome::Value(new);
+        }
+        let digits_len = digits.len();
+        match self.put(key, hash, h.flags, h.exptime, digits_len, now, |dst| {
+            dst.copy_from_slice(&buf[20 - digits_len..])
+        }) {
+            StoreOutcome::Stored(_) => ArithOutcome::Value(new),
+            _ => ArithOutcome::OutOfMemory,
+        }
     }
 
     /// Removes a key whatever its state (a failed `set` does this in memcached).
     pub fn unlink(&mut self, key: &[u8]) {
-        let _ = key;
+        let hash = self.index.hash(key);
+        if let Some((prev, addr)) = self.index.find(&self.arena, key, hash) {
+            self.unlink_at(prev, addr, hash);
+        }
     }
 
     /// `flush_all`: items last updated at or before `oldest_live` are invalid from
     /// `oldest_live` on (memcached's `settings.oldest_live`).
+    ///
+    /// `oldest_live` is what memcached calls `new_oldest`: `now` for `flush_all`,
+    /// `realtime(delay)` for `flush_all <delay>`. As memcached does (with CAS on),
+    /// the store keeps `oldest_live - 1` and, when that is not in the future, the
+    /// next CAS unique: items stored before the flush are gone, items stored in the
+    /// same second after it are not.
     pub fn flush(&mut self, oldest_live: u32, now: u32) {
-        let _ = (oldest_live, now);
+        self.oldest_live = oldest_live.saturating_sub(1);
+        if self.oldest_live <= now {
+            self.oldest_cas = self.peek_cas();
+        }
     }
 
-    /// `cache_memlimit`: a new share of memory for this shard.
+    /// `cache_memlimit`: a new share of memory for this shard. Lowering it leaves
+    /// the segments allocated but stops using the excess (their items are evicted
+    /// as the store needs room); raising it past the arena allocates segments. The
+    /// index keeps its size.
     pub fn set_memory_limit(&mut self, memory_limit_bytes: usize) {
         self.config.memory_limit_bytes = memory_limit_bytes;
+        let segment_bytes = self.arena.segment_bytes();
+        let max_segments = arena::ARENA_BYTES_MAX / segment_bytes;
+        let usable = (memory_limit_bytes / segment_bytes).clamp(1, max_segments);
+        if usable > self.arena.segment_count() {
+            self.arena.grow_to(usable);
+        }
+        self.arena.usable = usable;
+        self.refused = None;
     }
 
     pub fn stats(&self) -> StoreStats {
         StoreStats {
             limit_maxbytes: self.config.memory_limit_bytes as u64,
-            ..StoreStats::default()
+            ..self.stats
         }
     }
 
-    pub fn reset_stats(&mut self) {}
+    /// `stats reset`: the counters, not the gauges (`curr_items`, `bytes`).
+    pub fn reset_stats(&mut self) {
+        self.stats = StoreStats {
+            curr_items: self.stats.curr_items,
+            bytes: self.stats.bytes,
+            ..StoreStats::default()
+        };
+    }
+
+    fn view(&self, addr: Addr) -> ItemView<'_> {
+        let it = self.arena.item(addr);
+        let h = Header::read(it);
+        ItemView {
+            key: item::key(it),
+            value: item::value(it),
+            flags: h.flags,
+            cas: h.cas,
+            exptime: h.exptime,
+            atime: h.atime,
+        }
+    }
+
+    /// Finds a live item; an expired or flushed one is unlinked and reported.
+    fn find_live(&mut self, key: &[u8], hash: u64, now: u32) -> Result<(Addr, Addr), Miss> {
+        let (prev, addr) = self
+            .index
+            .find(&self.arena, key, hash)
+            .ok_or(Miss::Absent)?;
+        match self.dead_why(&Header::read(self.arena.item(addr)), now) {
+            None => Ok((prev, addr)),
+            Some(why) => {
+                self.unlink_at(prev, addr, hash);
+                Err(why)
+            }
+        }
+    }
+
+    /// Why an item is no longer valid, if it is not: memcached's `item_is_flushed`
+    /// first, then expiry (`exptime != 0 && exptime <= now`).
+    fn dead_why(&self, h: &Header, now: u32) -> Option<Miss> {
+        if self.oldest_live != 0
+            && self.oldest_live <= now
+            && (h.atime <= self.oldest_live || (self.oldest_cas != 0 && h.cas < self.oldest_cas))
+        {
+            return Some(Miss::Flushed);
+        }
+        if h.exptime != 0 && h.exptime <= now {
+            return Some(Miss::Expired);
+        }
+        None
+    }
+
+    fn link(&mut self, addr: Addr, hash: u64) {
+        self.index.link(&mut self.arena, addr, hash);
+        let it = self.arena.item_mut(addr);
+        item::set_bits(it, item::bits(it) | BIT_LINKED);
+        let bytes = Header::read(it).item_bytes();
+        let (seg, _) = self.arena.locate(addr);
+        self.arena.meta[seg].live_bytes += bytes;
+        self.stats.curr_items += 1;
+        self.stats.bytes += bytes as u64;
+    }
+
+    fn unlink_at(&mut self, prev: Addr, addr: Addr, hash: u64) {
+        self.index.unlink(&mut self.arena, prev, addr, hash);
+        let it = self.arena.item_mut(addr);
+        assert!(item::bits(it) & BIT_LINKED != 0);
+        item::set_bits(it, item::bits(it) & !BIT_LINKED);
+        let bytes = Header::read(it).item_bytes();
+        let (seg, _) = self.arena.locate(addr);
+        self.arena.meta[seg].live_bytes -= bytes;
+        self.stats.curr_items -= 1;
+        self.stats.bytes -= bytes as u64;
+        self.unlinked_total += 1;
+    }
+
+    fn peek_cas(&self) -> u64 {
+        (self.next_cas << self.config.cas_suffix_bits) | self.config.cas_suffix
+    }
+
+    fn take_cas(&mut self) -> u64 {
+        let cas = self.peek_cas();
+        self.next_cas += 1;
+        cas
+    }
+}
+
+/// The segment size for a largest item of `-I` bytes: any item `limits::item_fits`
+/// accepts (key + value <= `-I` - 59) takes at most `-I` bytes here (30-byte header).
+fn segment_bytes_for(item_size_max_bytes: usize) -> usize {
+    let largest_item = item_bytes(
+        0,
+        item_size_max_bytes.saturating_sub(MEMCACHED_ITEM_OVERHEAD_BYTES + 3),
+    );
+    largest_item.next_power_of_two().max(SEGMENT_BYTES_DEFAULT)
 }
