@@ -2,13 +2,23 @@
 //!
 //! The runtime hands a shard's requests here, in order, with the shard's store,
 //! counters and clock; replies are appended to `out`. Requests that concern the
-//! whole node (stats, flush_all, version, shutdown...) are answered from a
-//! [`NodeView`] the runtime gathers from every shard.
+//! whole node (stats, flush_all, version, shutdown...) are answered by the runtime
+//! from a [`NodeView`] it gathers from every shard, with [`write_stats`], [`flush`]
+//! and the replies in [`reply`].
+//!
+//! Replies and counters are memcached 1.6.18's, checked against the server: for
+//! instance `gat` counts `cmd_touch` and `touch_hits`/`touch_misses` but neither
+//! `cmd_get` nor `get_hits`, and a storage command whose item could not be
+//! allocated does not count in `cmd_set`.
 
-use crate::protocol::text::{GetKind, Request};
+use std::fmt::Write as _;
+
+use crate::protocol::text::{ArithOp, GetKind, Keys, Reply, Request, StoreMode};
 use crate::stats::ShardStats;
-use crate::storage::ttl::Clock;
-use crate::storage::{Store, StoreStats};
+use crate::storage::ttl::{expiry, Clock};
+use crate::storage::{
+    ArithOutcome, DeleteOutcome, ItemView, Miss, Store, StoreOutcome, StoreStats,
+};
 
 /// Everything a shard owns that requests act on. One owner: the shard's executor.
 pub struct ShardState {
@@ -25,19 +35,230 @@ pub enum Step {
     Close,
 }
 
+/// memcached's fixed reply lines, for the runtime's node requests as well as here.
+pub mod reply {
+    pub const OK: &[u8] = b"OK\r\n";
+    pub const END: &[u8] = b"END\r\n";
+    pub const ERROR: &[u8] = b"ERROR\r\n";
+    pub const RESET: &[u8] = b"RESET\r\n";
+    pub const STORED: &[u8] = b"STORED\r\n";
+    pub const NOT_STORED: &[u8] = b"NOT_STORED\r\n";
+    pub const EXISTS: &[u8] = b"EXISTS\r\n";
+    pub const NOT_FOUND: &[u8] = b"NOT_FOUND\r\n";
+    pub const DELETED: &[u8] = b"DELETED\r\n";
+    pub const TOUCHED: &[u8] = b"TOUCHED\r\n";
+    pub const TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for cache\r\n";
+    pub const STORE_OUT_OF_MEMORY: &[u8] = b"SERVER_ERROR out of memory storing object\r\n";
+    pub const ARITH_OUT_OF_MEMORY: &[u8] = b"SERVER_ERROR out of memory\r\n";
+    pub const NON_NUMERIC: &[u8] =
+        b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n";
+    /// `shutdown` without `-A`, whatever its arguments.
+    pub const SHUTDOWN_NOT_ENABLED: &[u8] = b"ERROR: shutdown not enabled\r\n";
+    /// `shutdown` with `-A` and arguments other than `graceful`.
+    pub const SHUTDOWN_INVALID_MODE: &[u8] = b"CLIENT_ERROR invalid shutdown mode\r\n";
+    /// `cache_memlimit` that the stores cannot apply.
+    pub const MEMLIMIT_ADJUST_FAILED: &[u8] =
+        b"MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust\r\n";
+}
+
+/// Appends `line` unless the client said `noreply`. memcached's `out_string`: every
+/// reply of a `noreply` request is dropped, errors included (`flush_all`,
+/// `verbosity` and `cache_memlimit` answer through this too).
+pub fn write_reply(reply: Reply, line: &[u8], out: &mut Vec<u8>) {
+    if reply == Reply::Wanted {
+        out.extend_from_slice(line);
+    }
+}
+
+/// Appends the answer to `version`.
+pub fn write_version(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"VERSION ");
+    out.extend_from_slice(VERSION.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Applies one key request (get family, storage, delete, incr/decr, touch, and
-/// [`Request::TooLarge`]) to this shard and appends its reply to `out`.
+/// [`Request::TooLarge`]) to this shard and appends its reply to `out`. `quit` is
+/// answered with [`Step::Close`].
 ///
 /// # Panics
-/// On a request that concerns the whole node; the runtime answers those with
-/// [`node_request`].
+/// On a request that concerns the whole node; the runtime answers those itself.
 pub fn execute(shard: &mut ShardState, req: &Request, clock: &Clock, out: &mut Vec<u8>) -> Step {
-    let _ = (shard, req, clock, out);
+    let now = clock.rel_secs;
+    match *req {
+        Request::Get {
+            kind,
+            exptime,
+            keys,
+        } => get(shard, kind, exptime, keys, clock, out),
+        Request::Store {
+            mode,
+            key,
+            flags,
+            exptime,
+            data,
+            reply,
+        } => {
+            let outcome = shard
+                .store
+                .store(mode, key, flags, expiry(exptime, clock), data, now);
+            write_reply(reply, store_reply(&mut shard.stats, mode, outcome), out);
+        }
+        Request::TooLarge {
+            mode, key, reply, ..
+        } => {
+            // memcached refuses the item before reading it: no cmd_set. A set must
+            // not leave the old value readable.
+            if mode == StoreMode::Set {
+                shard.store.unlink(key);
+            }
+            write_reply(reply, reply::TOO_LARGE, out);
+        }
+        Request::Delete { key, reply } => {
+            let line = match shard.store.delete(key, now) {
+                DeleteOutcome::Deleted => {
+                    shard.stats.delete_hits += 1;
+                    reply::DELETED
+                }
+                DeleteOutcome::NotFound => {
+                    shard.stats.delete_misses += 1;
+                    reply::NOT_FOUND
+                }
+            };
+            write_reply(reply, line, out);
+        }
+        Request::Arith {
+            op,
+            key,
+            delta,
+            reply,
+        } => arith(shard, op, key, delta, reply, now, out),
+        Request::Touch {
+            key,
+            exptime,
+            reply,
+        } => {
+            shard.stats.cmd_touch += 1;
+            let line = match shard.store.touch(key, expiry(exptime, clock), now) {
+                Ok(_) => {
+                    shard.stats.touch_hits += 1;
+                    reply::TOUCHED
+                }
+                Err(miss) => {
+                    shard.stats.touch_misses += 1;
+                    count_miss_cause(&mut shard.stats, miss);
+                    reply::NOT_FOUND
+                }
+            };
+            write_reply(reply, line, out);
+        }
+        Request::Quit => return Step::Close,
+        Request::FlushAll { .. }
+        | Request::Version
+        | Request::Verbosity { .. }
+        | Request::Shutdown { .. }
+        | Request::CacheMemlimit { .. }
+        | Request::Stats { .. } => panic!("node request handed to a shard: {req:?}"),
+    }
     Step::Continue
+}
+
+fn get(
+    shard: &mut ShardState,
+    kind: GetKind,
+    exptime: Option<i64>,
+    keys: Keys,
+    clock: &Clock,
+    out: &mut Vec<u8>,
+) {
+    for key in keys.iter() {
+        get_one(shard, kind, exptime, key, clock, out);
+    }
+    out.extend_from_slice(reply::END);
+}
+
+/// Counts a storage command as memcached does and names its reply.
+fn store_reply(stats: &mut ShardStats, mode: StoreMode, outcome: StoreOutcome) -> &'static [u8] {
+    let appending = matches!(mode, StoreMode::Append | StoreMode::Prepend);
+    let allocation_failed = matches!(outcome, StoreOutcome::TooLarge | StoreOutcome::OutOfMemory);
+    // memcached allocates the new item before reading its data and counts cmd_set
+    // once it is read; append and prepend allocate the joined item later.
+    if appending || !allocation_failed {
+        stats.cmd_set += 1;
+    }
+    let is_cas = matches!(mode, StoreMode::Cas(_));
+    match outcome {
+        StoreOutcome::Stored(_) => {
+            if is_cas {
+                stats.cas_hits += 1;
+            }
+            reply::STORED
+        }
+        StoreOutcome::NotStored => reply::NOT_STORED,
+        StoreOutcome::Exists => {
+            stats.cas_badval += 1;
+            reply::EXISTS
+        }
+        StoreOutcome::NotFound => {
+            stats.cas_misses += 1;
+            reply::NOT_FOUND
+        }
+        // memcached answers NOT_STORED when the joined item cannot be allocated.
+        StoreOutcome::TooLarge | StoreOutcome::OutOfMemory if appending => reply::NOT_STORED,
+        StoreOutcome::TooLarge => reply::TOO_LARGE,
+        StoreOutcome::OutOfMemory => reply::STORE_OUT_OF_MEMORY,
+    }
+}
+
+fn arith(
+    shard: &mut ShardState,
+    op: ArithOp,
+    key: &[u8],
+    delta: u64,
+    reply: Reply,
+    now: u32,
+    out: &mut Vec<u8>,
+) {
+    let stats = &mut shard.stats;
+    match shard.store.arith(op, key, delta, now) {
+        ArithOutcome::Value(value) => {
+            match op {
+                ArithOp::Incr => stats.incr_hits += 1,
+                ArithOp::Decr => stats.decr_hits += 1,
+            }
+            if reply == Reply::Wanted {
+                // Writing to a Vec cannot fail.
+                let _ = write!(Bytes(out), "{value}\r\n");
+            }
+        }
+        ArithOutcome::NotFound => {
+            match op {
+                ArithOp::Incr => stats.incr_misses += 1,
+                ArithOp::Decr => stats.decr_misses += 1,
+            }
+            write_reply(reply, reply::NOT_FOUND, out);
+        }
+        ArithOutcome::NonNumeric => write_reply(reply, reply::NON_NUMERIC, out),
+        ArithOutcome::OutOfMemory => write_reply(reply, reply::ARITH_OUT_OF_MEMORY, out),
+    }
+}
+
+/// memcached counts an expired or flushed item found by any lookup.
+fn count_miss_cause(stats: &mut ShardStats, miss: Miss) {
+    match miss {
+        Miss::Absent => {}
+        Miss::Expired => stats.get_expired += 1,
+        Miss::Flushed => stats.get_flushed += 1,
+    }
 }
 
 /// Appends the `VALUE` block of one key of a retrieval (nothing on a miss), without
 /// the closing `END`: a multi-key get split across shards is put back together from these.
+///
+/// # Format
+/// ```text
+/// VALUE <key> <flags> <bytes>[ <cas unique>]\r\n<data>\r\n
+/// ```
 pub fn get_one(
     shard: &mut ShardState,
     kind: GetKind,
@@ -46,12 +267,63 @@ pub fn get_one(
     clock: &Clock,
     out: &mut Vec<u8>,
 ) {
-    let _ = (shard, kind, exptime, key, clock, out);
+    let stats = &mut shard.stats;
+    let found = match exptime {
+        None => {
+            stats.cmd_get += 1;
+            shard.store.get(key, clock.rel_secs)
+        }
+        Some(exptime) => {
+            stats.cmd_touch += 1;
+            shard
+                .store
+                .touch(key, expiry(exptime, clock), clock.rel_secs)
+        }
+    };
+    match (found, exptime) {
+        (Ok(item), None) => {
+            stats.get_hits += 1;
+            write_value(&item, kind, out);
+        }
+        (Ok(item), Some(_)) => {
+            stats.touch_hits += 1;
+            write_value(&item, kind, out);
+        }
+        (Err(miss), touching) => {
+            if touching.is_some() {
+                stats.touch_misses += 1;
+            } else {
+                stats.get_misses += 1;
+            }
+            count_miss_cause(stats, miss);
+        }
+    }
 }
 
-/// Makes this shard's items invalid as `flush_all [delay]` asks.
+fn write_value(item: &ItemView, kind: GetKind, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"VALUE ");
+    out.extend_from_slice(item.key);
+    let _ = write!(Bytes(out), " {} {}", item.flags, item.value.len());
+    if kind == GetKind::Gets {
+        let _ = write!(Bytes(out), " {}", item.cas);
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(item.value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Makes this shard's items invalid as `flush_all [delay]` asks: at once for a
+/// delay of 0 or less, else from `realtime(delay)` on, as memcached does.
+///
+/// The runtime calls this on every shard and counts `cmd_flush` once per request
+/// (memcached counts it even when the delay is refused).
 pub fn flush(shard: &mut ShardState, delay_secs: i64, clock: &Clock) {
-    let _ = (shard, delay_secs, clock);
+    let oldest_live = if delay_secs > 0 {
+        expiry(delay_secs, clock)
+    } else {
+        clock.rel_secs
+    };
+    shard.store.flush(oldest_live, clock.rel_secs);
 }
 
 /// The settings `stats settings` reports.
@@ -60,12 +332,27 @@ pub struct Settings {
     pub max_bytes: u64,
     pub max_connections: u64,
     pub tcp_port: u16,
+    /// `-l`; empty when listening on every address (memcached prints `NULL`).
     pub listen: String,
     pub threads: u64,
     pub item_size_max: u64,
     pub evictions_on: bool,
     pub shutdown_allowed: bool,
     pub verbosity: u32,
+}
+
+/// One connection or listening socket, for `stats conns`.
+#[derive(Clone, Debug, Default)]
+pub struct ConnView {
+    /// memcached prints the file descriptor; any number unique in the node will do.
+    pub id: u64,
+    /// `tcp:<ip>:<port>` of the peer, or of the socket for a listener.
+    pub addr: String,
+    /// `tcp:<ip>:<port>` the connection came in on; empty for a listener.
+    pub listen_addr: String,
+    /// memcached's state name: `conn_listening`, `conn_parse_cmd`, `conn_nread`...
+    pub state: &'static str,
+    pub secs_since_last_cmd: u64,
 }
 
 /// A node-wide picture for `stats`: counters summed over shards plus process facts.
@@ -81,13 +368,735 @@ pub struct NodeView {
     pub shard: ShardStats,
     pub store: StoreStats,
     pub settings: Settings,
+    /// Memory the stores have allocated (arenas and indexes): `total_malloced`.
+    pub malloced_bytes: u64,
+    /// For `stats conns`; the general stats do not need it.
+    pub conns: Vec<ConnView>,
 }
 
-/// Appends the reply to `stats <group>` (empty group: general stats); `ERROR`-style
-/// replies for unknown groups as memcached sends them.
+/// memcached's `MAX_NUMBER_OF_SLAB_CLASSES`, for `stats cachedump`'s range check.
+const SLAB_CLASSES_MAX: u64 = 64;
+
+/// Appends the reply to `stats <group>` (`group` is the rest of the line after
+/// `stats`; empty for the general stats), or what memcached answers to a group it
+/// does not know.
+///
+/// `stats reset` is answered `RESET`; the runtime resets the counters of every
+/// shard ([`ShardStats::reset`], `Store::reset_stats`). `stats detail` and `stats
+/// cachedump` are answered as memcached answers them with nothing recorded.
 pub fn write_stats(group: &[u8], view: &NodeView, out: &mut Vec<u8>) {
-    let _ = (group, view, out);
+    let mut args = group.split(|&b| b == b' ').filter(|a| !a.is_empty());
+    let name = args.next().unwrap_or(b"");
+    let w = &mut Bytes(out);
+    match name {
+        b"" => general_stats(view, w),
+        b"settings" => settings_stats(&view.settings, w),
+        b"items" => items_stats(view, w),
+        b"slabs" => slabs_stats(view, w),
+        b"conns" => conns_stats(&view.conns, w),
+        b"sizes" => stat(w, "sizes_status", "disabled"),
+        b"extstore" => {}
+        b"reset" => return w.0.extend_from_slice(reply::RESET),
+        b"detail" => {
+            let line: &[u8] = match args.next() {
+                Some(b"on" | b"off") => reply::OK,
+                Some(b"dump") => reply::END,
+                _ => b"CLIENT_ERROR usage: stats detail on|off|dump\r\n",
+            };
+            return w.0.extend_from_slice(line);
+        }
+        b"cachedump" => {
+            let numbers = (args.next(), args.next());
+            let line: &[u8] = match numbers {
+                (Some(id), Some(limit)) => match (parse_u64(id), parse_u64(limit)) {
+                    (Some(id), Some(_)) if id < SLAB_CLASSES_MAX => reply::END,
+                    (Some(_), Some(_)) => b"CLIENT_ERROR Illegal slab id\r\n",
+                    _ => b"CLIENT_ERROR bad command line format\r\n",
+                },
+                _ => b"CLIENT_ERROR bad command line\r\n",
+            };
+            return w.0.extend_from_slice(line);
+        }
+        _ => return w.0.extend_from_slice(reply::ERROR),
+    }
+    w.0.extend_from_slice(reply::END);
+}
+
+fn parse_u64(s: &[u8]) -> Option<u64> {
+    std::str::from_utf8(s).ok()?.parse().ok()
+}
+
+/// The general `stats`, in memcached 1.6.18's order, leaving out what this server
+/// does not have (libevent, slab rebalancing, the LRU crawler, extstore...).
+fn general_stats(v: &NodeView, w: &mut Bytes) {
+    let s = &v.shard;
+    stat(w, "pid", v.pid);
+    stat(w, "uptime", v.uptime_secs);
+    stat(w, "time", v.unix_time_secs);
+    stat(w, "version", v.version);
+    stat(w, "pointer_size", usize::BITS);
+    stat(w, "rusage_user", Micros(v.rusage_user_micros));
+    stat(w, "rusage_system", Micros(v.rusage_system_micros));
+    stat(w, "max_connections", v.settings.max_connections);
+    stat(w, "curr_connections", s.curr_connections);
+    stat(w, "total_connections", s.total_connections);
+    stat(w, "rejected_connections", s.rejected_connections);
+    stat(w, "cmd_get", s.cmd_get);
+    stat(w, "cmd_set", s.cmd_set);
+    stat(w, "cmd_flush", s.cmd_flush);
+    stat(w, "cmd_touch", s.cmd_touch);
+    stat(w, "get_hits", s.get_hits);
+    stat(w, "get_misses", s.get_misses);
+    stat(w, "get_expired", s.get_expired);
+    stat(w, "get_flushed", s.get_flushed);
+    stat(w, "delete_misses", s.delete_misses);
+    stat(w, "delete_hits", s.delete_hits);
+    stat(w, "incr_misses", s.incr_misses);
+    stat(w, "incr_hits", s.incr_hits);
+    stat(w, "decr_misses", s.decr_misses);
+    stat(w, "decr_hits", s.decr_hits);
+    stat(w, "cas_misses", s.cas_misses);
+    stat(w, "cas_hits", s.cas_hits);
+    stat(w, "cas_badval", s.cas_badval);
+    stat(w, "touch_hits", s.touch_hits);
+    stat(w, "touch_misses", s.touch_misses);
+    stat(w, "bytes_read", s.bytes_read);
+    stat(w, "bytes_written", s.bytes_written);
+    stat(w, "limit_maxbytes", v.store.limit_maxbytes);
+    stat(w, "threads", v.threads);
+    stat(w, "bytes", v.store.bytes);
+    stat(w, "curr_items", v.store.curr_items);
+    stat(w, "total_items", v.store.total_items);
+    stat(w, "expired_unfetched", v.store.expired_unfetched);
+    stat(w, "evicted_unfetched", v.store.evicted_unfetched);
+    stat(w, "evictions", v.store.evictions);
+    stat(w, "reclaimed", v.store.reclaimed);
+    // ringcache's own: requests that crossed between shards of this node.
+    stat(w, "forwarded_out", s.forwarded_out);
+    stat(w, "forwarded_in", s.forwarded_in);
+}
+
+/// `stats settings`, in memcached's order, for the settings this server has.
+fn settings_stats(s: &Settings, w: &mut Bytes) {
+    let on_off = |b: bool| if b { "on" } else { "off" };
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
+    stat(w, "maxbytes", s.max_bytes);
+    stat(w, "maxconns", s.max_connections);
+    stat(w, "tcpport", s.tcp_port);
+    stat(w, "udpport", 0);
+    stat(
+        w,
+        "inter",
+        if s.listen.is_empty() {
+            "NULL"
+        } else {
+            &s.listen
+        },
+    );
+    stat(w, "verbosity", s.verbosity);
+    stat(w, "evictions", on_off(s.evictions_on));
+    stat(w, "domain_socket", "NULL");
+    stat(w, "shutdown_command", yes_no(s.shutdown_allowed));
+    stat(w, "num_threads", s.threads);
+    stat(w, "cas_enabled", "yes");
+    stat(w, "item_size_max", s.item_size_max);
+}
+
+/// `stats items`: the store has no slab classes, so its items are one class, 1,
+/// printed (as memcached prints a class) only when it holds items.
+fn items_stats(v: &NodeView, w: &mut Bytes) {
+    let st = &v.store;
+    if st.curr_items == 0 {
+        return;
+    }
+    stat(w, "items:1:number", st.curr_items);
+    stat(w, "items:1:mem_requested", st.bytes);
+    stat(w, "items:1:evicted", st.evictions);
+    stat(w, "items:1:reclaimed", st.reclaimed);
+    stat(w, "items:1:expired_unfetched", st.expired_unfetched);
+    stat(w, "items:1:evicted_unfetched", st.evicted_unfetched);
+}
+
+/// `stats slabs`: one class, 1, holding every item, then memcached's totals.
+fn slabs_stats(v: &NodeView, w: &mut Bytes) {
+    let s = &v.shard;
+    let active = v.malloced_bytes > 0;
+    if active {
+        stat(w, "1:used_chunks", v.store.curr_items);
+        stat(w, "1:get_hits", s.get_hits);
+        stat(w, "1:cmd_set", s.cmd_set);
+        stat(w, "1:delete_hits", s.delete_hits);
+        stat(w, "1:incr_hits", s.incr_hits);
+        stat(w, "1:decr_hits", s.decr_hits);
+        stat(w, "1:cas_hits", s.cas_hits);
+        stat(w, "1:cas_badval", s.cas_badval);
+        stat(w, "1:touch_hits", s.touch_hits);
+    }
+    stat(w, "active_slabs", u32::from(active));
+    stat(w, "total_malloced", v.malloced_bytes);
+}
+
+/// `stats conns`: memcached's `<fd>:<name> <value>` lines for each socket.
+fn conns_stats(conns: &[ConnView], w: &mut Bytes) {
+    for c in conns {
+        let id = c.id;
+        stat(w, format_args!("{id}:addr"), &c.addr);
+        if !c.listen_addr.is_empty() {
+            stat(w, format_args!("{id}:listen_addr"), &c.listen_addr);
+        }
+        stat(w, format_args!("{id}:state"), c.state);
+        stat(
+            w,
+            format_args!("{id}:secs_since_last_cmd"),
+            c.secs_since_last_cmd,
+        );
+    }
+}
+
+fn stat(w: &mut Bytes, name: impl std::fmt::Display, value: impl std::fmt::Display) {
+    // Writing to a Vec cannot fail.
+    let _ = write!(w, "STAT {name} {value}\r\n");
+}
+
+/// Seconds and microseconds as memcached prints rusage: `%ld.%06ld`.
+struct Micros(u64);
+
+impl std::fmt::Display for Micros {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{:06}", self.0 / 1_000_000, self.0 % 1_000_000)
+    }
+}
+
+/// `fmt::Write` into a byte buffer, so numbers are formatted without a `String`.
+struct Bytes<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Bytes<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
 }
 
 /// The version string reported by `version` and `stats`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{parse, ParseError, ParseLimits};
+    use crate::storage::{StoreConfig, WhenFull};
+
+    const MB: usize = 1024 * 1024;
+
+    fn shard() -> ShardState {
+        ShardState {
+            store: Store::new(StoreConfig {
+                memory_limit_bytes: 4 * MB,
+                item_size_max_bytes: MB,
+                when_full: WhenFull::Evict,
+                cas_suffix: 0,
+                cas_suffix_bits: 0,
+            }),
+            stats: ShardStats::default(),
+        }
+    }
+
+    fn clock(rel_secs: u32) -> Clock {
+        Clock {
+            rel_secs,
+            process_started_unix: 1_700_000_000,
+        }
+    }
+
+    /// Feeds `input` through the parser and the engine as a connection would, and
+    /// returns the bytes written back. `flush_all` is answered here as the runtime
+    /// answers it; other node requests are not expected.
+    fn converse(
+        shard: &mut ShardState,
+        clock: &Clock,
+        limits: &ParseLimits,
+        input: &[u8],
+    ) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < input.len() {
+            match parse(&input[at..], limits) {
+                Ok((req, consumed)) => {
+                    at += consumed;
+                    match req {
+                        Request::FlushAll { delay_secs, reply } => {
+                            flush(shard, delay_secs, clock);
+                            write_reply(reply, reply::OK, &mut out);
+                        }
+                        Request::TooLarge { swallow_bytes, .. } => {
+                            execute(shard, &req, clock, &mut out);
+                            at += swallow_bytes;
+                        }
+                        _ => {
+                            if execute(shard, &req, clock, &mut out) == Step::Close {
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(ParseError::Invalid {
+                    reply,
+                    consumed,
+                    swallow_bytes,
+                }) => {
+                    out.extend_from_slice(reply);
+                    at += consumed + swallow_bytes;
+                }
+                Err(e) => panic!("{e:?} at {at} of {:?}", String::from_utf8_lossy(input)),
+            }
+        }
+        out
+    }
+
+    /// One exchange on a fresh shard at time 100: the reply bytes and the counters.
+    fn exchange(input: &[u8]) -> (String, ShardStats) {
+        let mut shard = shard();
+        let out = converse(&mut shard, &clock(100), &ParseLimits::default(), input);
+        (String::from_utf8(out).unwrap(), shard.stats)
+    }
+
+    // The expected replies below are what memcached 1.6.18 sent for the same bytes.
+
+    #[test]
+    fn storage_commands_reply_and_count_as_memcached() {
+        let (out, st) = exchange(
+            b"add a 0 0 1\r\nx\r\nadd a 0 0 1\r\nx\r\nreplace zz 0 0 1\r\nx\r\n\
+              append zz 0 0 1\r\nx\r\nprepend a 0 0 1\r\ny\r\nget a\r\n",
+        );
+        assert_eq!(
+            out,
+            "STORED\r\nNOT_STORED\r\nNOT_STORED\r\nNOT_STORED\r\nSTORED\r\nVALUE a 0 2\r\nyx\r\nEND\r\n"
+        );
+        assert_eq!((st.cmd_set, st.cmd_get, st.get_hits), (5, 1, 1));
+    }
+
+    #[test]
+    fn cas_counts_hits_misses_and_bad_values() {
+        let mut shard = shard();
+        let (c, limits) = (clock(100), ParseLimits::default());
+        let out = converse(&mut shard, &c, &limits, b"set a 0 0 1\r\nx\r\ngets a\r\n");
+        let out = String::from_utf8(out).unwrap();
+        let unique: u64 = out
+            .split("\r\n")
+            .nth(1)
+            .unwrap()
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let script = format!(
+            "cas a 0 0 1 {}\r\ny\r\ncas b 0 0 1 1\r\ny\r\ncas a 0 0 1 {unique}\r\nz\r\nget a\r\n",
+            unique + 1000
+        );
+        let out = converse(&mut shard, &c, &limits, script.as_bytes());
+        assert_eq!(
+            out,
+            b"EXISTS\r\nNOT_FOUND\r\nSTORED\r\nVALUE a 0 1\r\nz\r\nEND\r\n"
+        );
+        let st = shard.stats;
+        assert_eq!(
+            (st.cmd_set, st.cas_badval, st.cas_misses, st.cas_hits),
+            (4, 1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn a_multi_get_answers_each_key_and_counts_each_key() {
+        let (out, st) = exchange(b"set a 5 0 1\r\nx\r\nget a a b\r\n");
+        assert_eq!(
+            out,
+            "STORED\r\nVALUE a 5 1\r\nx\r\nVALUE a 5 1\r\nx\r\nEND\r\n"
+        );
+        assert_eq!((st.cmd_get, st.get_hits, st.get_misses), (3, 2, 1));
+    }
+
+    #[test]
+    fn gets_and_gats_show_the_cas_unique() {
+        let (out, _) = exchange(b"set a 0 0 1\r\nx\r\ngets a\r\ngats 0 a\r\n");
+        let lines: Vec<&str> = out.split("\r\n").collect();
+        assert!(lines[1].starts_with("VALUE a 0 1 "), "{out}");
+        assert_eq!(lines[1], lines[4], "{out}");
+    }
+
+    #[test]
+    fn gat_counts_touches_not_gets() {
+        let (out, st) = exchange(b"set a 0 0 1\r\nx\r\ngat 0 a b\r\n");
+        assert_eq!(out, "STORED\r\nVALUE a 0 1\r\nx\r\nEND\r\n");
+        assert_eq!((st.cmd_get, st.get_hits, st.get_misses), (0, 0, 0));
+        assert_eq!((st.cmd_touch, st.touch_hits, st.touch_misses), (2, 1, 1));
+    }
+
+    #[test]
+    fn gat_sets_the_new_expiry() {
+        let mut shard = shard();
+        let limits = ParseLimits::default();
+        converse(
+            &mut shard,
+            &clock(100),
+            &limits,
+            b"set a 0 0 1\r\nx\r\ngat 10 a\r\n",
+        );
+        let out = converse(&mut shard, &clock(109), &limits, b"get a\r\n");
+        assert_eq!(out, b"VALUE a 0 1\r\nx\r\nEND\r\n");
+        let out = converse(&mut shard, &clock(110), &limits, b"get a\r\n");
+        assert_eq!(out, b"END\r\n");
+    }
+
+    #[test]
+    fn expired_items_are_counted_by_get_touch_and_gat() {
+        for (lookup, reply) in [
+            ("get a", "END"),
+            ("touch a 0", "NOT_FOUND"),
+            ("gat 0 a", "END"),
+        ] {
+            let (out, st) = exchange(format!("set a 0 -1 1\r\nx\r\n{lookup}\r\n").as_bytes());
+            assert_eq!(out, format!("STORED\r\n{reply}\r\n"), "{lookup}");
+            assert_eq!(st.get_expired, 1, "{lookup}");
+        }
+    }
+
+    #[test]
+    fn touch_answers_touched_or_not_found() {
+        let (out, st) = exchange(b"set t 0 0 1\r\nx\r\ntouch t 10\r\ntouch u 10\r\n");
+        assert_eq!(out, "STORED\r\nTOUCHED\r\nNOT_FOUND\r\n");
+        assert_eq!((st.cmd_touch, st.touch_hits, st.touch_misses), (2, 1, 1));
+    }
+
+    #[test]
+    fn flush_all_hides_earlier_items_but_not_later_ones() {
+        let (out, st) =
+            exchange(b"set a 0 0 1\r\nx\r\nflush_all\r\nget a\r\nset b 0 0 1\r\ny\r\nget b\r\n");
+        assert_eq!(
+            out,
+            "STORED\r\nOK\r\nEND\r\nSTORED\r\nVALUE b 0 1\r\ny\r\nEND\r\n"
+        );
+        assert_eq!(st.get_flushed, 1);
+    }
+
+    #[test]
+    fn a_delayed_flush_takes_effect_a_second_early_as_in_memcached() {
+        let mut shard = shard();
+        let limits = ParseLimits::default();
+        converse(
+            &mut shard,
+            &clock(100),
+            &limits,
+            b"set a 0 0 1\r\nx\r\nflush_all 10\r\n",
+        );
+        let out = converse(&mut shard, &clock(108), &limits, b"get a\r\n");
+        assert_eq!(out, b"VALUE a 0 1\r\nx\r\nEND\r\n");
+        let out = converse(&mut shard, &clock(109), &limits, b"get a\r\n");
+        assert_eq!(out, b"END\r\n");
+    }
+
+    #[test]
+    fn incr_wraps_and_decr_stops_at_zero() {
+        let (out, st) = exchange(
+            b"set n 0 0 2\r\n10\r\nincr n 5\r\ndecr n 100\r\nincr nokey 1\r\ndecr nokey 1\r\n\
+              set m 0 0 20\r\n18446744073709551615\r\nincr m 2\r\n",
+        );
+        assert_eq!(
+            out,
+            "STORED\r\n15\r\n0\r\nNOT_FOUND\r\nNOT_FOUND\r\nSTORED\r\n1\r\n"
+        );
+        assert_eq!(
+            (st.incr_hits, st.decr_hits, st.incr_misses, st.decr_misses),
+            (2, 1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn incr_of_a_non_numeric_value_is_a_client_error_counted_nowhere() {
+        let (out, st) = exchange(b"set s 0 0 2\r\nab\r\nincr s 1\r\nincr s 1 noreply\r\n");
+        assert_eq!(
+            out,
+            "STORED\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
+        );
+        assert_eq!((st.incr_hits, st.incr_misses), (0, 0));
+    }
+
+    #[test]
+    fn delete_counts_hits_and_misses() {
+        let (out, st) = exchange(b"set a 0 0 1\r\nx\r\ndelete a\r\ndelete a\r\n");
+        assert_eq!(out, "STORED\r\nDELETED\r\nNOT_FOUND\r\n");
+        assert_eq!((st.delete_hits, st.delete_misses), (1, 1));
+    }
+
+    #[test]
+    fn noreply_silences_every_key_command() {
+        let (out, st) = exchange(
+            b"set n 0 0 1 noreply\r\n5\r\nincr n 1 noreply\r\nget n\r\nadd n 0 0 1 noreply\r\nx\r\n\
+              delete n noreply\r\nget n\r\ntouch n 1 noreply\r\ndelete n noreply\r\n",
+        );
+        assert_eq!(out, "VALUE n 0 1\r\n6\r\nEND\r\nEND\r\n");
+        assert_eq!(
+            (
+                st.cmd_set,
+                st.delete_hits,
+                st.delete_misses,
+                st.touch_misses
+            ),
+            (2, 1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn a_set_too_large_for_the_cache_unlinks_the_old_value_and_swallows_its_data() {
+        let limits = ParseLimits {
+            item_size_max_bytes: 1024,
+        };
+        let big = |line: &str| [line.as_bytes(), &[b'x'; 2000], b"\r\n"].concat();
+        let run = |script: Vec<u8>| {
+            let mut shard = shard();
+            let out = converse(&mut shard, &clock(100), &limits, &script);
+            (String::from_utf8(out).unwrap(), shard.stats.cmd_set)
+        };
+        let set = [
+            &b"set k 0 0 1\r\nx\r\n"[..],
+            &big("set k 0 0 2000\r\n"),
+            b"get k\r\n",
+        ]
+        .concat();
+        let too_large = "SERVER_ERROR object too large for cache\r\n";
+        assert_eq!(run(set), (format!("STORED\r\n{too_large}END\r\n"), 1));
+        let add = [
+            &b"set k 0 0 1\r\nx\r\n"[..],
+            &big("add k 0 0 2000\r\n"),
+            b"get k\r\n",
+        ]
+        .concat();
+        assert_eq!(
+            run(add),
+            (
+                format!("STORED\r\n{too_large}VALUE k 0 1\r\nx\r\nEND\r\n"),
+                1
+            )
+        );
+        let quiet = [&big("set k 0 0 2000 noreply\r\n")[..], b"get k\r\n"].concat();
+        assert_eq!(run(quiet).0, "END\r\n");
+    }
+
+    #[test]
+    fn a_bad_data_chunk_leaves_the_old_value() {
+        let (out, _) = exchange(b"set a 0 0 1\r\nx\r\nset a 0 0 3\r\nabcdefgh\r\nget a\r\n");
+        assert_eq!(
+            out,
+            "STORED\r\nCLIENT_ERROR bad data chunk\r\nERROR\r\nVALUE a 0 1\r\nx\r\nEND\r\n"
+        );
+    }
+
+    #[test]
+    fn quit_closes_the_connection() {
+        let mut out = Vec::new();
+        assert_eq!(
+            execute(&mut shard(), &Request::Quit, &clock(100), &mut out),
+            Step::Close
+        );
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "node request")]
+    fn a_node_request_is_not_a_shards_to_answer() {
+        execute(
+            &mut shard(),
+            &Request::Version,
+            &clock(100),
+            &mut Vec::new(),
+        );
+    }
+
+    fn view() -> NodeView {
+        let mut shard = shard();
+        converse(
+            &mut shard,
+            &clock(100),
+            &ParseLimits::default(),
+            b"set a 0 0 1\r\nx\r\nget a b\r\n",
+        );
+        NodeView {
+            pid: 42,
+            uptime_secs: 100,
+            unix_time_secs: 1_700_000_100,
+            version: VERSION,
+            rusage_user_micros: 1_500_000,
+            rusage_system_micros: 250,
+            threads: 2,
+            shard: shard.stats,
+            store: shard.store.stats(),
+            settings: Settings {
+                max_bytes: 64 * MB as u64,
+                max_connections: 1024,
+                tcp_port: 11211,
+                threads: 2,
+                item_size_max: MB as u64,
+                evictions_on: true,
+                ..Settings::default()
+            },
+            malloced_bytes: 4 * MB as u64,
+            conns: vec![ConnView {
+                id: 13,
+                addr: "tcp:127.0.0.1:44614".into(),
+                listen_addr: "tcp:127.0.0.1:11211".into(),
+                state: "conn_parse_cmd",
+                secs_since_last_cmd: 0,
+            }],
+        }
+    }
+
+    fn stats_of(group: &[u8], view: &NodeView) -> String {
+        let mut out = Vec::new();
+        write_stats(group, view, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn stat_names(reply: &str) -> Vec<&str> {
+        assert!(reply.ends_with("END\r\n"), "{reply}");
+        let lines = reply.split("\r\n").filter(|l| !l.is_empty() && *l != "END");
+        lines.map(|l| l.split(' ').nth(1).unwrap()).collect()
+    }
+
+    /// `stats` from memcached 1.6.18, names only, in its order.
+    const MEMCACHED_STATS: &str = "pid uptime time version libevent pointer_size rusage_user \
+        rusage_system max_connections curr_connections total_connections rejected_connections \
+        connection_structures response_obj_oom response_obj_count response_obj_bytes \
+        read_buf_count read_buf_bytes read_buf_bytes_free read_buf_oom reserved_fds cmd_get \
+        cmd_set cmd_flush cmd_touch cmd_meta get_hits get_misses get_expired get_flushed \
+        delete_misses delete_hits incr_misses incr_hits decr_misses decr_hits cas_misses \
+        cas_hits cas_badval touch_hits touch_misses store_too_large store_no_memory auth_cmds \
+        auth_errors bytes_read bytes_written limit_maxbytes accepting_conns listen_disabled_num \
+        time_in_listen_disabled_us threads conn_yields hash_power_level hash_bytes \
+        hash_is_expanding slab_reassign_rescues slab_reassign_chunk_rescues \
+        slab_reassign_evictions_nomem slab_reassign_inline_reclaim slab_reassign_busy_items \
+        slab_reassign_busy_deletes slab_reassign_running slabs_moved lru_crawler_running \
+        lru_crawler_starts lru_maintainer_juggles malloc_fails log_worker_dropped \
+        log_worker_written log_watcher_skipped log_watcher_sent log_watchers \
+        unexpected_napi_ids round_robin_fallback bytes curr_items total_items \
+        slab_global_page_pool expired_unfetched evicted_unfetched evicted_active evictions \
+        reclaimed crawler_reclaimed crawler_items_checked lrutail_reflocked moves_to_cold \
+        moves_to_warm moves_within_lru direct_reclaims lru_bumps_dropped";
+
+    #[test]
+    fn general_stats_follow_memcacheds_names_and_order() {
+        let reply = stats_of(b"", &view());
+        let ours: Vec<&str> = stat_names(&reply)
+            .into_iter()
+            .filter(|n| !n.starts_with("forwarded_"))
+            .collect();
+        let theirs: Vec<&str> = MEMCACHED_STATS.split_whitespace().collect();
+        let positions: Vec<usize> = ours
+            .iter()
+            .map(|n| {
+                theirs
+                    .iter()
+                    .position(|t| t == n)
+                    .unwrap_or_else(|| panic!("{n} is not memcached's"))
+            })
+            .collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{ours:?}");
+        for required in "pid uptime time version curr_connections total_connections cmd_get cmd_set \
+            get_hits get_misses get_expired delete_hits delete_misses incr_hits incr_misses decr_hits \
+            decr_misses cas_hits cas_misses cas_badval touch_hits touch_misses curr_items total_items \
+            bytes limit_maxbytes evictions bytes_read bytes_written threads"
+            .split_whitespace()
+        {
+            assert!(ours.contains(&required), "{required} missing");
+        }
+    }
+
+    #[test]
+    fn general_stats_carry_the_summed_figures() {
+        let reply = stats_of(b"", &view());
+        for line in [
+            "STAT pid 42\r\n",
+            "STAT time 1700000100\r\n",
+            "STAT rusage_user 1.500000\r\n",
+            "STAT rusage_system 0.000250\r\n",
+            "STAT cmd_get 2\r\n",
+            "STAT get_hits 1\r\n",
+            "STAT get_misses 1\r\n",
+            "STAT cmd_set 1\r\n",
+            "STAT curr_items 1\r\n",
+            "STAT threads 2\r\n",
+        ] {
+            assert!(reply.contains(line), "{line:?} not in {reply}");
+        }
+    }
+
+    #[test]
+    fn settings_items_slabs_and_conns_use_memcacheds_names() {
+        let view = view();
+        let settings = stats_of(b"settings", &view);
+        assert!(settings
+            .starts_with("STAT maxbytes 67108864\r\nSTAT maxconns 1024\r\nSTAT tcpport 11211\r\n"));
+        assert!(
+            settings.contains("STAT inter NULL\r\n")
+                && settings.contains("STAT item_size_max 1048576\r\n")
+        );
+        let items = stats_of(b"items", &view);
+        assert!(items.starts_with("STAT items:1:number 1\r\n"), "{items}");
+        let slabs = stats_of(b"slabs", &view);
+        assert!(
+            slabs.contains("STAT 1:used_chunks 1\r\n") && slabs.contains("STAT 1:get_hits 1\r\n")
+        );
+        assert!(
+            slabs.ends_with("STAT active_slabs 1\r\nSTAT total_malloced 4194304\r\nEND\r\n"),
+            "{slabs}"
+        );
+        let conns = stats_of(b"conns", &view);
+        assert_eq!(
+            conns,
+            "STAT 13:addr tcp:127.0.0.1:44614\r\nSTAT 13:listen_addr tcp:127.0.0.1:11211\r\n\
+             STAT 13:state conn_parse_cmd\r\nSTAT 13:secs_since_last_cmd 0\r\nEND\r\n"
+        );
+    }
+
+    #[test]
+    fn stats_items_of_an_empty_cache_is_just_end() {
+        let view = NodeView::default();
+        assert_eq!(stats_of(b"items", &view), "END\r\n");
+        assert_eq!(stats_of(b"items x", &view), "END\r\n");
+    }
+
+    #[test]
+    fn other_stats_groups_answer_as_memcached_does() {
+        let view = view();
+        for (group, reply) in [
+            (&b"x"[..], "ERROR\r\n"),
+            (b"reset", "RESET\r\n"),
+            (b"sizes", "STAT sizes_status disabled\r\nEND\r\n"),
+            (
+                b"detail",
+                "CLIENT_ERROR usage: stats detail on|off|dump\r\n",
+            ),
+            (b"detail on", "OK\r\n"),
+            (b"detail dump", "END\r\n"),
+            (b"cachedump", "CLIENT_ERROR bad command line\r\n"),
+            (b"cachedump 1 1", "END\r\n"),
+            (b"cachedump 64 1", "CLIENT_ERROR Illegal slab id\r\n"),
+            (b"cachedump x 1", "CLIENT_ERROR bad command line format\r\n"),
+        ] {
+            assert_eq!(
+                stats_of(group, &view),
+                reply,
+                "{:?}",
+                String::from_utf8_lossy(group)
+            );
+        }
+    }
+
+    #[test]
+    fn version_and_quiet_replies_are_memcacheds() {
+        let mut out = Vec::new();
+        write_version(&mut out);
+        write_reply(Reply::Suppressed, reply::OK, &mut out);
+        write_reply(Reply::Wanted, reply::OK, &mut out);
+        assert_eq!(out, format!("VERSION {VERSION}\r\nOK\r\n").as_bytes());
+    }
+}

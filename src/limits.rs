@@ -10,8 +10,9 @@ pub const KEY_LEN_MAX: usize = 250;
 /// connection, unless it is a `get`/`gets` (memcached's rule in `try_read_command_ascii`).
 pub const LINE_LEN_MAX: usize = 2048;
 
-/// A `get`/`gets`/`gat`/`gats` line may be longer than [`LINE_LEN_MAX`] (many keys);
-/// past this many bytes without `\n` the connection is closed all the same.
+/// A `get`/`gets` line may be longer than [`LINE_LEN_MAX`] (many keys); past this
+/// many bytes without `\n` the connection is closed all the same. memcached 1.6.18
+/// does not extend this to `gat`/`gats` (checked against the server), nor do we.
 pub const MULTIGET_LINE_LEN_MAX: usize = 1 << 20;
 
 /// Leading spaces memcached tolerates before it judges an over-long line.
@@ -19,6 +20,17 @@ pub const LEADING_SPACES_MAX: usize = 100;
 
 /// Opaque tokens in a meta request, as in memcached (`MAX_TOKENS` less the command).
 pub const TOKENS_MAX: usize = 24;
+
+/// memcached's `MAX_TOKENS` for a text request line: it cuts a line into at most
+/// this many tokens less one, then (for `get`) reads the rest in further rounds.
+pub const TEXT_TOKENS_MAX: usize = 24;
+
+/// `verbosity` levels above this are taken as this (memcached's `MAX_VERBOSITY_LEVEL`).
+pub const VERBOSITY_MAX: u32 = 2;
+
+/// `cache_memlimit` bounds, in megabytes, as memcached checks them.
+pub const MEMLIMIT_MIN_MB: u64 = 8;
+pub const MEMLIMIT_MAX_MB: u64 = 1_000_000_000;
 
 /// Relative expiry times up to this many seconds (30 days); larger values are
 /// absolute Unix times (memcached's `REALTIME_MAXDELTA`).

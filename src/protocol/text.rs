@@ -9,8 +9,22 @@
 //! touch <key> <exptime> [noreply]\r\n
 //! flush_all [delay] [noreply]\r\n   version | verbosity | quit | shutdown | stats ...
 //! ```
+//!
+//! The reference is memcached 1.6.18, byte for byte, including its quirks: the line
+//! is cut on single spaces only (a tab is part of a token), it ends at the first NUL,
+//! numbers are read with C's `strtoul`/`strtol` (leading whitespace and a sign are
+//! accepted, values are truncated to 32 bits where memcached stores them in 32
+//! bits), `noreply` is honoured when it is the last token whatever the token count,
+//! and a malformed storage line does not swallow its data block (memcached then reads
+//! the block as a command), while an over-large one does.
+//!
+//! Meta commands (`mg`, `ms`, ...) are not text commands; they answer `ERROR` here.
 
 use super::ParseLimits;
+use crate::limits::{
+    item_fits, KEY_LEN_MAX, LEADING_SPACES_MAX, LINE_LEN_MAX, MEMLIMIT_MAX_MB, MEMLIMIT_MIN_MB,
+    MULTIGET_LINE_LEN_MAX, TEXT_TOKENS_MAX, VERBOSITY_MAX,
+};
 
 /// Which retrieval command: `gets`/`gats` also return the CAS unique.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +69,17 @@ impl<'a> Keys<'a> {
     pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.raw.split(|&b| b == b' ').filter(|k| !k.is_empty())
     }
+}
+
+/// What `shutdown` asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShutdownMode {
+    /// `shutdown`: stop now (memcached raises SIGINT).
+    Immediate,
+    /// `shutdown graceful`: stop once connections are done (memcached raises SIGUSR1).
+    Graceful,
+    /// Anything else: `CLIENT_ERROR invalid shutdown mode` when shutdown is enabled.
+    Invalid,
 }
 
 /// One parsed text request. Keys and data borrow from the read buffer.
@@ -103,17 +128,25 @@ pub enum Request<'a> {
         reply: Reply,
     },
     Version,
+    /// `verbosity <level>`, the level already capped at [`VERBOSITY_MAX`].
     Verbosity {
+        level: u32,
         reply: Reply,
     },
+    /// `quit`, and also any line memcached takes for HTTP (an unknown command whose
+    /// last token starts with `HTTP/`): memcached closes the connection on both.
     Quit,
-    /// `shutdown [graceful]`; served only with `-A`.
-    Shutdown,
+    /// `shutdown [graceful]`; served only with `-A`, otherwise answered
+    /// `ERROR: shutdown not enabled` whatever its arguments.
+    Shutdown {
+        mode: ShutdownMode,
+    },
     CacheMemlimit {
         megabytes: u64,
         reply: Reply,
     },
-    /// `stats [group]`: `group` is empty for the general stats.
+    /// `stats [group [args]]`: `group` is the rest of the line from the first
+    /// argument on (`b"items"`, `b"detail dump"`); empty for the general stats.
     Stats {
         group: &'a [u8],
     },
@@ -136,8 +169,1251 @@ pub enum ParseError {
     LineTooLong,
 }
 
+const ERROR: &[u8] = b"ERROR\r\n";
+const BAD_FORMAT: &[u8] = b"CLIENT_ERROR bad command line format\r\n";
+const BAD_DATA_CHUNK: &[u8] = b"CLIENT_ERROR bad data chunk\r\n";
+const BAD_DELTA: &[u8] = b"CLIENT_ERROR invalid numeric delta argument\r\n";
+const BAD_EXPTIME: &[u8] = b"CLIENT_ERROR invalid exptime argument\r\n";
+const DELETE_USAGE: &[u8] =
+    b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n";
+const MEMLIMIT_TOO_SMALL: &[u8] = b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n";
+const MEMLIMIT_NOT_BYTES: &[u8] = b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n";
+
 /// Takes one request from the front of `buf`.
+///
+/// A line is complete at its `\n`; one `\r` before it is dropped, as memcached does,
+/// unless the line is only `\r`. A storage request is complete once its data block
+/// and the two bytes after it are buffered. With no `\n` in more than
+/// [`LINE_LEN_MAX`] bytes the answer is [`ParseError::LineTooLong`] unless the line
+/// is a `get`/`gets` (then up to [`MULTIGET_LINE_LEN_MAX`]). Like memcached, this
+/// depends on how much is buffered: a longer line whose `\n` is already in `buf`
+/// is parsed.
 pub fn parse<'a>(buf: &'a [u8], limits: &ParseLimits) -> Result<(Request<'a>, usize), ParseError> {
-    let _ = (buf, limits);
-    Err(ParseError::Incomplete)
+    let Some(nl) = memchr::memchr(b'\n', buf) else {
+        return Err(unterminated_line(buf));
+    };
+    let line_len = nl + 1;
+    let mut end = nl;
+    if end > 1 && buf[end - 1] == b'\r' {
+        end -= 1;
+    }
+    // memcached reads the line as a C string: it ends at the first NUL.
+    let line = match memchr::memchr(0, &buf[..end]) {
+        Some(nul) => &buf[..nul],
+        None => &buf[..end],
+    };
+    let tokens = Tokens::new(line);
+    let request = match tokens.command() {
+        Some(cmd) if cmd.len() >= 2 => command(cmd, &tokens, &buf[line_len..], limits),
+        _ => Err(Rejection::Line(ERROR)),
+    };
+    match request {
+        Ok((request, data_len)) => Ok((request, line_len + data_len)),
+        Err(Rejection::Line(reply)) => Err(ParseError::Invalid {
+            reply,
+            consumed: line_len,
+            swallow_bytes: 0,
+        }),
+        Err(Rejection::Block { reply, block_len }) => Err(ParseError::Invalid {
+            reply,
+            consumed: line_len + block_len,
+            swallow_bytes: 0,
+        }),
+        Err(Rejection::Incomplete) => Err(ParseError::Incomplete),
+    }
+}
+
+/// memcached's `try_read_command_ascii` on a buffer with no `\n` yet.
+fn unterminated_line(buf: &[u8]) -> ParseError {
+    if buf.len() <= LINE_LEN_MAX {
+        return ParseError::Incomplete;
+    }
+    let spaces = buf.iter().take_while(|&&b| b == b' ').count();
+    let rest = &buf[spaces..];
+    let is_get = rest.starts_with(b"get ") || rest.starts_with(b"gets ");
+    if spaces > LEADING_SPACES_MAX || !is_get || buf.len() > MULTIGET_LINE_LEN_MAX {
+        return ParseError::LineTooLong;
+    }
+    ParseError::Incomplete
+}
+
+/// Why a complete line gave no request.
+enum Rejection {
+    /// Answer this (possibly empty) and drop the line only.
+    Line(&'static [u8]),
+    /// Answer this and drop the line and `block_len` bytes after it.
+    Block {
+        reply: &'static [u8],
+        block_len: usize,
+    },
+    /// The line is whole but the data block after it is not.
+    Incomplete,
+}
+
+/// A request and how many bytes after its line it used (its data block).
+type Parsed<'a> = Result<(Request<'a>, usize), Rejection>;
+
+fn command<'a>(
+    cmd: &[u8],
+    t: &Tokens<'a>,
+    after_line: &'a [u8],
+    limits: &ParseLimits,
+) -> Parsed<'a> {
+    // `n` counts the tokens as memcached's `ntokens` does: one more than there are.
+    let n = t.count + 1;
+    let line_only = |request| Ok((request, 0));
+    match cmd {
+        b"get" | b"gets" | b"gat" | b"gats" if n >= 3 => retrieval(cmd, t).and_then(line_only),
+        b"set" | b"add" | b"replace" | b"append" | b"prepend" if n == 6 || n == 7 => {
+            storage(cmd, t, after_line, limits)
+        }
+        b"cas" if n == 7 || n == 8 => storage(cmd, t, after_line, limits),
+        b"incr" | b"decr" if n == 4 || n == 5 => arith(cmd, t).and_then(line_only),
+        b"delete" if (3..=5).contains(&n) => delete(t).and_then(line_only),
+        b"touch" if n == 4 || n == 5 => touch(t).and_then(line_only),
+        b"flush_all" if (2..=4).contains(&n) => flush_all(t).and_then(line_only),
+        b"verbosity" if n == 3 || n == 4 => verbosity(t).and_then(line_only),
+        b"cache_memlimit" if n == 3 || n == 4 => cache_memlimit(t).and_then(line_only),
+        b"version" => line_only(Request::Version),
+        b"quit" => line_only(Request::Quit),
+        b"shutdown" => line_only(Request::Shutdown {
+            mode: match n {
+                2 => ShutdownMode::Immediate,
+                3 if t.get(1) == b"graceful" => ShutdownMode::Graceful,
+                _ => ShutdownMode::Invalid,
+            },
+        }),
+        b"stats" => line_only(Request::Stats { group: t.from(1) }),
+        _ => Err(unknown_command(cmd, t)),
+    }
+}
+
+/// memcached dispatches on the first letter for its common commands and answers
+/// `ERROR` there; other lines that end in an `HTTP/` token close the connection.
+fn unknown_command(cmd: &[u8], t: &Tokens) -> Rejection {
+    let dispatched_by_letter = matches!(cmd[0], b'g' | b's' | b'a' | b'c' | b'i' | b'd' | b't')
+        || (cmd[0] == b'm' && cmd.len() == 2);
+    // Admin commands memcached has and this server does not serve: they answer
+    // `ERROR` (as memcached does without arguments) and never look like HTTP.
+    let known = matches!(cmd, b"lru_crawler" | b"watch" | b"lru" | b"extstore");
+    if !dispatched_by_letter && !known && t.get(t.count - 1).starts_with(b"HTTP/") {
+        return Rejection::Line(b"");
+    }
+    Rejection::Line(ERROR)
+}
+
+fn retrieval<'a>(cmd: &[u8], t: &Tokens<'a>) -> Result<Request<'a>, Rejection> {
+    let kind = if cmd.ends_with(b"s") {
+        GetKind::Gets
+    } else {
+        GetKind::Get
+    };
+    let (exptime, first_key) = if cmd.starts_with(b"gat") {
+        let exptime = safe_strtol(t.get(1)).ok_or(Rejection::Line(BAD_EXPTIME))?;
+        (Some(i64::from(exptime)), 2)
+    } else {
+        (None, 1)
+    };
+    let keys = Keys {
+        raw: t.from(first_key),
+    };
+    if keys.iter().any(|k| k.len() > KEY_LEN_MAX) {
+        return Err(Rejection::Line(BAD_FORMAT));
+    }
+    Ok(Request::Get {
+        kind,
+        exptime,
+        keys,
+    })
+}
+
+fn storage<'a>(
+    cmd: &[u8],
+    t: &Tokens<'a>,
+    after_line: &'a [u8],
+    limits: &ParseLimits,
+) -> Parsed<'a> {
+    let reply = t.noreply();
+    let key = t.get(1);
+    if key.len() > KEY_LEN_MAX {
+        return Err(Rejection::Line(answer(reply, BAD_FORMAT)));
+    }
+    let bad_format = || Rejection::Line(answer(reply, BAD_FORMAT));
+    let flags = safe_strtoul(t.get(2)).ok_or_else(bad_format)?;
+    let exptime = safe_strtol(t.get(3)).ok_or_else(bad_format)?;
+    let value_len = safe_strtol(t.get(4)).ok_or_else(bad_format)?;
+    let mode = match cmd {
+        b"set" => StoreMode::Set,
+        b"add" => StoreMode::Add,
+        b"replace" => StoreMode::Replace,
+        b"append" => StoreMode::Append,
+        b"prepend" => StoreMode::Prepend,
+        _ => StoreMode::Cas(safe_strtoull(t.get(5)).ok_or_else(bad_format)?),
+    };
+    if !(0..=i32::MAX - 2).contains(&value_len) {
+        return Err(bad_format());
+    }
+    let value_len = value_len as usize;
+    let block_len = value_len + 2;
+    if !item_fits(key.len(), flags, value_len, limits.item_size_max_bytes) {
+        let request = Request::TooLarge {
+            mode,
+            key,
+            swallow_bytes: block_len,
+            reply,
+        };
+        return Ok((request, 0));
+    }
+    let Some(block) = after_line.get(..block_len) else {
+        return Err(Rejection::Incomplete);
+    };
+    if !block.ends_with(b"\r\n") {
+        let reply = answer(reply, BAD_DATA_CHUNK);
+        return Err(Rejection::Block { reply, block_len });
+    }
+    let request = Request::Store {
+        mode,
+        key,
+        flags,
+        exptime: i64::from(exptime),
+        data: &block[..value_len],
+        reply,
+    };
+    Ok((request, block_len))
+}
+
+fn arith<'a>(cmd: &[u8], t: &Tokens<'a>) -> Result<Request<'a>, Rejection> {
+    let reply = t.noreply();
+    let key = t.get(1);
+    if key.len() > KEY_LEN_MAX {
+        return Err(Rejection::Line(answer(reply, BAD_FORMAT)));
+    }
+    let delta = safe_strtoull(t.get(2)).ok_or(Rejection::Line(answer(reply, BAD_DELTA)))?;
+    let op = if cmd == b"incr" {
+        ArithOp::Incr
+    } else {
+        ArithOp::Decr
+    };
+    Ok(Request::Arith {
+        op,
+        key,
+        delta,
+        reply,
+    })
+}
+
+fn delete<'a>(t: &Tokens<'a>) -> Result<Request<'a>, Rejection> {
+    let n = t.count + 1;
+    // memcached still accepts the old `delete <key> 0` (a hold time of zero).
+    let reply = if n > 3 { t.noreply() } else { Reply::Wanted };
+    if n > 3 {
+        let hold_is_zero = t.get(2) == b"0";
+        let noreply = reply == Reply::Suppressed;
+        let valid = (n == 4 && (hold_is_zero || noreply)) || (n == 5 && hold_is_zero && noreply);
+        if !valid {
+            return Err(Rejection::Line(answer(reply, DELETE_USAGE)));
+        }
+    }
+    let key = t.get(1);
+    if key.len() > KEY_LEN_MAX {
+        return Err(Rejection::Line(answer(reply, BAD_FORMAT)));
+    }
+    Ok(Request::Delete { key, reply })
+}
+
+fn touch<'a>(t: &Tokens<'a>) -> Result<Request<'a>, Rejection> {
+    let reply = t.noreply();
+    let key = t.get(1);
+    if key.len() > KEY_LEN_MAX {
+        return Err(Rejection::Line(answer(reply, BAD_FORMAT)));
+    }
+    let exptime = safe_strtol(t.get(2)).ok_or(Rejection::Line(answer(reply, BAD_EXPTIME)))?;
+    Ok(Request::Touch {
+        key,
+        exptime: i64::from(exptime),
+        reply,
+    })
+}
+
+fn flush_all<'a>(t: &Tokens<'a>) -> Result<Request<'a>, Rejection> {
+    let reply = t.noreply();
+    let bare = if reply == Reply::Suppressed { 2 } else { 1 };
+    let delay_secs = if t.count == bare {
+        0
+    } else {
+        safe_strtol(t.get(1)).ok_or(Rejection::Line(answer(reply, BAD_EXPTIME)))?
+    };
+    Ok(Request::FlushAll {
+        delay_secs: i64::from(delay_secs),
+        reply,
+    })
+}
+
+fn verbosity<'a>(t: &Tokens<'a>) -> Result<Request<'a>, Rejection> {
+    let reply = t.noreply();
+    let level = safe_strtoul(t.get(1)).ok_or(Rejection::Line(answer(reply, BAD_FORMAT)))?;
+    Ok(Request::Verbosity {
+        level: level.min(VERBOSITY_MAX),
+        reply,
+    })
+}
+
+fn cache_memlimit<'a>(t: &Tokens<'a>) -> Result<Request<'a>, Rejection> {
+    let reply = t.noreply();
+    let megabytes = u64::from(safe_strtoul(t.get(1)).ok_or(Rejection::Line(answer(reply, ERROR)))?);
+    if megabytes < MEMLIMIT_MIN_MB {
+        return Err(Rejection::Line(answer(reply, MEMLIMIT_TOO_SMALL)));
+    }
+    if megabytes > MEMLIMIT_MAX_MB {
+        return Err(Rejection::Line(answer(reply, MEMLIMIT_NOT_BYTES)));
+    }
+    Ok(Request::CacheMemlimit { megabytes, reply })
+}
+
+/// `text`, or nothing when the client said `noreply` (memcached's `out_string`).
+fn answer(reply: Reply, text: &'static [u8]) -> &'static [u8] {
+    match reply {
+        Reply::Wanted => text,
+        Reply::Suppressed => b"",
+    }
+}
+
+/// A line cut as memcached's `tokenize_command` cuts it: on single spaces (a run of
+/// spaces makes no empty token), into at most `TEXT_TOKENS_MAX - 1` tokens; whatever
+/// follows them is left unread (only a `get` reads it, through [`Tokens::from`]).
+struct Tokens<'a> {
+    line: &'a [u8],
+    /// Start and end of each token in `line`.
+    spans: [(usize, usize); TEXT_TOKENS_MAX - 1],
+    count: usize,
+}
+
+impl<'a> Tokens<'a> {
+    fn new(line: &'a [u8]) -> Tokens<'a> {
+        let mut t = Tokens {
+            line,
+            spans: [(0, 0); TEXT_TOKENS_MAX - 1],
+            count: 0,
+        };
+        let mut start = 0;
+        for (i, &b) in line.iter().enumerate() {
+            if b != b' ' {
+                continue;
+            }
+            if start != i {
+                t.spans[t.count] = (start, i);
+                t.count += 1;
+                if t.count == t.spans.len() {
+                    return t;
+                }
+            }
+            start = i + 1;
+        }
+        if start != line.len() {
+            t.spans[t.count] = (start, line.len());
+            t.count += 1;
+        }
+        t
+    }
+
+    fn command(&self) -> Option<&'a [u8]> {
+        (self.count > 0).then(|| self.get(0))
+    }
+
+    /// Token `i`, which the caller has checked exists.
+    fn get(&self, i: usize) -> &'a [u8] {
+        assert!(i < self.count, "token {i} of {}", self.count);
+        let (start, end) = self.spans[i];
+        &self.line[start..end]
+    }
+
+    /// The line from token `i` on, unread tokens included; empty past the last token.
+    fn from(&self, i: usize) -> &'a [u8] {
+        if i < self.count {
+            &self.line[self.spans[i].0..]
+        } else {
+            &[]
+        }
+    }
+
+    /// memcached's `set_noreply_maybe`: the last token it read is `noreply`.
+    fn noreply(&self) -> Reply {
+        if self.count > 0 && self.get(self.count - 1) == b"noreply" {
+            Reply::Suppressed
+        } else {
+            Reply::Wanted
+        }
+    }
+}
+
+/// C's `isspace` in the C locale.
+fn is_c_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+}
+
+/// What C's `strto*` functions read in base 10: leading whitespace, a sign, digits.
+/// `None` when there are no digits or the magnitude overflows 64 bits (`ERANGE`).
+struct CNumber {
+    magnitude: u64,
+    negative: bool,
+    /// Where the digits stop; memcached wants the token to end there or at a space.
+    end: usize,
+}
+
+fn c_number(s: &[u8]) -> Option<CNumber> {
+    let mut i = s.iter().take_while(|&&b| is_c_space(b)).count();
+    let negative = s.get(i) == Some(&b'-');
+    if matches!(s.get(i), Some(b'+' | b'-')) {
+        i += 1;
+    }
+    let digits = s[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 {
+        return None;
+    }
+    let mut magnitude: u64 = 0;
+    for &d in &s[i..i + digits] {
+        magnitude = magnitude
+            .checked_mul(10)?
+            .checked_add(u64::from(d - b'0'))?;
+    }
+    let end = i + digits;
+    let ends_token = end == s.len() || is_c_space(s[end]);
+    ends_token.then_some(CNumber {
+        magnitude,
+        negative,
+        end,
+    })
+}
+
+/// memcached's `safe_strtoull`: `strtoull`, refusing a sign that made it negative.
+fn safe_strtoull(s: &[u8]) -> Option<u64> {
+    let n = c_number(s)?;
+    debug_assert!(n.end <= s.len());
+    let value = if n.negative {
+        n.magnitude.wrapping_neg()
+    } else {
+        n.magnitude
+    };
+    if n.negative && (value as i64) < 0 {
+        return None;
+    }
+    Some(value)
+}
+
+/// memcached's `safe_strtoul` on a 64-bit host: `strtoul` is 64 bits wide there, and
+/// memcached keeps the low 32 bits (flags 4294967297 are stored as 1).
+fn safe_strtoul(s: &[u8]) -> Option<u32> {
+    safe_strtoull(s).map(|v| v as u32)
+}
+
+/// memcached's `safe_strtol`: `strtol` (64 bits, `ERANGE` past them), then the low 32
+/// bits (an exptime of 2147483648 is read as -2147483648).
+fn safe_strtol(s: &[u8]) -> Option<i32> {
+    let n = c_number(s)?;
+    let value = if n.negative {
+        if n.magnitude > 1 << 63 {
+            return None;
+        }
+        n.magnitude.wrapping_neg() as i64
+    } else {
+        i64::try_from(n.magnitude).ok()?
+    };
+    Some(value as i32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::ITEM_SIZE_MAX_MIN_BYTES;
+
+    const LIMITS: ParseLimits = ParseLimits {
+        item_size_max_bytes: 1024 * 1024,
+    };
+
+    /// Parses `input` whole and split at every byte: a prefix must be `Incomplete`,
+    /// give the same answer as the whole (its request is already complete), or, with
+    /// no `\n` in more than `LINE_LEN_MAX` bytes, `LineTooLong` as memcached does.
+    fn parse_split(
+        input: &[u8],
+        limits: &ParseLimits,
+    ) -> Result<(Request<'static>, usize), ParseError> {
+        let input: &'static [u8] = Vec::leak(input.to_vec());
+        let whole = parse(input, limits);
+        for i in 0..input.len() {
+            let prefix = &input[..i];
+            let part = parse(prefix, limits);
+            let long_line = i > LINE_LEN_MAX && !prefix.contains(&b'\n');
+            assert!(
+                part == Err(ParseError::Incomplete)
+                    || part == whole
+                    || (long_line && part == Err(ParseError::LineTooLong)),
+                "{:?} split at {i}: {part:?}, whole: {whole:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        whole
+    }
+
+    fn request(input: &[u8]) -> Request<'static> {
+        match parse_split(input, &LIMITS) {
+            Ok((request, consumed)) => {
+                assert_eq!(
+                    consumed,
+                    input.len(),
+                    "{:?}",
+                    String::from_utf8_lossy(input)
+                );
+                request
+            }
+            Err(e) => panic!("{:?}: {e:?}", String::from_utf8_lossy(input)),
+        }
+    }
+
+    /// Asserts that `input` is rejected with `reply`, dropping `consumed` bytes.
+    fn rejected(input: &[u8], reply: &[u8], consumed: usize) {
+        let expected = Err(ParseError::Invalid {
+            reply: Vec::leak(reply.to_vec()),
+            consumed,
+            swallow_bytes: 0,
+        });
+        let got = parse_split(input, &LIMITS);
+        assert_eq!(got, expected, "{:?}", String::from_utf8_lossy(input));
+    }
+
+    fn line_rejected(line: &[u8], reply: &[u8]) {
+        rejected(line, reply, line.len());
+    }
+
+    fn set(key: &'static [u8], flags: u32, exptime: i64, data: &'static [u8]) -> Request<'static> {
+        Request::Store {
+            mode: StoreMode::Set,
+            key,
+            flags,
+            exptime,
+            data,
+            reply: Reply::Wanted,
+        }
+    }
+
+    #[test]
+    fn set_takes_its_line_and_data_block() {
+        assert_eq!(
+            request(b"set k 5 100 3\r\nabc\r\n"),
+            set(b"k", 5, 100, b"abc")
+        );
+        assert_eq!(request(b"set k 0 0 0\r\n\r\n"), set(b"k", 0, 0, b""));
+    }
+
+    #[test]
+    fn data_may_hold_any_bytes_including_crlf() {
+        assert_eq!(
+            request(b"set k 0 0 4\r\n\r\n\r\n\r\n"),
+            set(b"k", 0, 0, b"\r\n\r\n")
+        );
+        assert_eq!(
+            request(b"set k 0 0 2\r\n\0\n\r\n"),
+            set(b"k", 0, 0, b"\0\n")
+        );
+    }
+
+    #[test]
+    fn every_storage_command_names_its_mode() {
+        let cases: [(&[u8], StoreMode); 6] = [
+            (b"set k 1 2 1\r\nx\r\n", StoreMode::Set),
+            (b"add k 1 2 1\r\nx\r\n", StoreMode::Add),
+            (b"replace k 1 2 1\r\nx\r\n", StoreMode::Replace),
+            (b"append k 1 2 1\r\nx\r\n", StoreMode::Append),
+            (b"prepend k 1 2 1\r\nx\r\n", StoreMode::Prepend),
+            (b"cas k 1 2 1 77\r\nx\r\n", StoreMode::Cas(77)),
+        ];
+        for (input, mode) in cases {
+            let expected = Request::Store {
+                mode,
+                key: b"k",
+                flags: 1,
+                exptime: 2,
+                data: b"x",
+                reply: Reply::Wanted,
+            };
+            assert_eq!(request(input), expected);
+        }
+    }
+
+    #[test]
+    fn pipelined_requests_are_taken_one_at_a_time() {
+        let input = b"set k 0 0 1\r\nx\r\nget k\r\n";
+        let (first, consumed) = parse(input, &LIMITS).unwrap();
+        assert_eq!(first, set(b"k", 0, 0, b"x"));
+        assert_eq!(consumed, 16);
+        let (second, consumed) = parse(&input[16..], &LIMITS).unwrap();
+        assert!(matches!(second, Request::Get { .. }));
+        assert_eq!(consumed, 7);
+    }
+
+    #[test]
+    fn noreply_as_the_last_token_suppresses_the_reply() {
+        let input = b"set k 0 0 1 noreply\r\nx\r\n";
+        assert!(matches!(
+            request(input),
+            Request::Store {
+                reply: Reply::Suppressed,
+                ..
+            }
+        ));
+        let input = b"cas k 0 0 1 9 noreply\r\nx\r\n";
+        assert!(matches!(
+            request(input),
+            Request::Store {
+                reply: Reply::Suppressed,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn an_extra_storage_token_that_is_not_noreply_is_ignored() {
+        assert_eq!(request(b"set k 0 0 1 foo\r\nx\r\n"), set(b"k", 0, 0, b"x"));
+    }
+
+    #[test]
+    fn too_many_or_too_few_tokens_are_errors_without_swallowing() {
+        for line in [
+            &b"set k 0 0\r\n"[..],
+            b"set k 0 0 1 noreply extra\r\n",
+            b"set\r\n",
+            b"cas k 0 0 1\r\n",
+            b"cas\r\n",
+            b"incr\r\n",
+            b"decr k\r\n",
+            b"touch k\r\n",
+            b"touch\r\n",
+            b"delete\r\n",
+            b"delete k 0 noreply x\r\n",
+            b"touch k 10 noreply x\r\n",
+            b"get\r\n",
+            b"get \r\n",
+            b"gets\r\n",
+            b"gat\r\n",
+            b"verbosity\r\n",
+            b"verbosity 1 2 3\r\n",
+            b"flush_all 1 2 3\r\n",
+            b"cache_memlimit\r\n",
+            b"cache_memlimit 1 2 3\r\n",
+        ] {
+            line_rejected(line, b"ERROR\r\n");
+        }
+    }
+
+    #[test]
+    fn lines_of_more_than_twenty_three_tokens_are_errors_for_storage() {
+        line_rejected(
+            &[&b"set k 0 0 1"[..], &b" 1".repeat(20), b"\r\n"].concat(),
+            b"ERROR\r\n",
+        );
+    }
+
+    #[test]
+    fn rejected_set_swallows_its_data_block() {
+        let limits = ParseLimits {
+            item_size_max_bytes: ITEM_SIZE_MAX_MIN_BYTES,
+        };
+        let input = b"set k 0 0 2000\r\n";
+        let expected = Request::TooLarge {
+            mode: StoreMode::Set,
+            key: b"k",
+            swallow_bytes: 2002,
+            reply: Reply::Wanted,
+        };
+        assert_eq!(parse_split(input, &limits), Ok((expected, input.len())));
+        // The data block need not be there: it may be far larger than any buffer.
+        let input = b"add k 0 0 2147483645 noreply\r\n";
+        let expected = Request::TooLarge {
+            mode: StoreMode::Add,
+            key: b"k",
+            swallow_bytes: 2147483647,
+            reply: Reply::Suppressed,
+        };
+        assert_eq!(parse_split(input, &LIMITS), Ok((expected, input.len())));
+    }
+
+    #[test]
+    fn the_largest_value_that_fits_is_memcacheds_own() {
+        // memcached 1.6.18 with `-I 1024`: a 1-byte key takes 964 bytes with flags 0
+        // and 960 with other flags; a 10-byte key takes 955 and 951.
+        let limits = ParseLimits {
+            item_size_max_bytes: 1024,
+        };
+        for (key, flags, largest) in [
+            ("a", 0, 964),
+            ("a", 1, 960),
+            ("kkkkkkkkkk", 0, 955),
+            ("kkkkkkkkkk", 7, 951),
+        ] {
+            for (len, fits) in [(largest, true), (largest + 1, false)] {
+                let line = format!("set {key} {flags} 0 {len}\r\n");
+                let input = [line.as_bytes(), &vec![b'x'; len], b"\r\n"].concat();
+                let (got, _) = parse(&input, &limits).unwrap();
+                assert_eq!(
+                    matches!(got, Request::Store { .. }),
+                    fits,
+                    "{key} {flags} {len}"
+                );
+                assert_eq!(
+                    matches!(got, Request::TooLarge { .. }),
+                    !fits,
+                    "{key} {flags} {len}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_overlong_key_is_a_client_error_and_the_data_block_is_read_as_a_command() {
+        let key = "k".repeat(KEY_LEN_MAX + 1);
+        let line = format!("set {key} 0 0 1\r\n");
+        let input = format!("{line}x\r\n");
+        rejected(
+            input.as_bytes(),
+            b"CLIENT_ERROR bad command line format\r\n",
+            line.len(),
+        );
+        let line = format!("set {} 0 0 1\r\n", "k".repeat(KEY_LEN_MAX));
+        assert!(matches!(
+            request(format!("{line}x\r\n").as_bytes()),
+            Request::Store { .. }
+        ));
+    }
+
+    #[test]
+    fn bad_numbers_in_a_storage_line_are_client_errors_without_swallowing() {
+        for line in [
+            &b"set k x 0 1\r\n"[..],
+            b"set k 0 x 1\r\n",
+            b"set k 0 0 1x\r\n",
+            b"set k -1 0 1\r\n",
+            b"set k 0 0 -1\r\n",
+            b"set k 18446744073709551616 0 1\r\n",
+            b"set k 0 9223372036854775808 1\r\n",
+            b"set k 0 0 2147483646\r\n",
+            b"set k 0 0 2147483648\r\n",
+            b"cas k 0 0 1 x\r\n",
+            b"cas k 0 0 1 -1\r\n",
+        ] {
+            let input = [line, b"x\r\n"].concat();
+            rejected(
+                &input,
+                b"CLIENT_ERROR bad command line format\r\n",
+                line.len(),
+            );
+        }
+    }
+
+    #[test]
+    fn client_errors_in_storage_lines_obey_noreply() {
+        for line in [
+            &b"set k x 0 1 noreply\r\n"[..],
+            b"set k 0 0 -1 noreply\r\n",
+            // Five tokens: memcached takes the length token for `noreply`.
+            b"set k 0 0 noreply\r\n",
+        ] {
+            rejected(&[line, b"x\r\n"].concat(), b"", line.len());
+        }
+        let line = format!("set {} 0 0 1 noreply\r\n", "k".repeat(KEY_LEN_MAX + 1));
+        rejected(format!("{line}x\r\n").as_bytes(), b"", line.len());
+    }
+
+    #[test]
+    fn a_data_block_not_ending_in_crlf_costs_exactly_its_declared_length_plus_two() {
+        // memcached reads `<bytes>+2` bytes, finds no `\r\n` at their end, and goes
+        // on with whatever follows as a new command.
+        rejected(
+            b"set k 0 0 1\r\nxyz\r\n",
+            b"CLIENT_ERROR bad data chunk\r\n",
+            16,
+        );
+        rejected(
+            b"set k 0 0 1\r\nx\nget k\r\n",
+            b"CLIENT_ERROR bad data chunk\r\n",
+            16,
+        );
+        rejected(
+            b"set k 0 0 1\r\nx\rget k\r\n",
+            b"CLIENT_ERROR bad data chunk\r\n",
+            16,
+        );
+        rejected(
+            b"set k 0 0 3\r\nabcdefgh\r\n",
+            b"CLIENT_ERROR bad data chunk\r\n",
+            18,
+        );
+        rejected(b"set k 0 0 1 noreply\r\nxyz\r\n", b"", 24);
+    }
+
+    #[test]
+    fn numbers_are_read_as_c_strtoul_and_strtol_read_them() {
+        assert_eq!(
+            request(b"set k 4294967297 0 1\r\nx\r\n"),
+            set(b"k", 1, 0, b"x")
+        );
+        assert_eq!(
+            request(b"set k 18446744073709551615 0 1\r\nx\r\n"),
+            set(b"k", u32::MAX, 0, b"x")
+        );
+        assert_eq!(request(b"set k -0 0 1\r\nx\r\n"), set(b"k", 0, 0, b"x"));
+        assert_eq!(request(b"set k +5 0 1\r\nx\r\n"), set(b"k", 5, 0, b"x"));
+        assert_eq!(
+            request(b"set k 0 2147483648 1\r\nx\r\n"),
+            set(b"k", 0, -2147483648, b"x")
+        );
+        assert_eq!(
+            request(b"set k 0 -2147483649 1\r\nx\r\n"),
+            set(b"k", 0, 2147483647, b"x")
+        );
+        assert_eq!(
+            request(b"set k 0 4294967296 1\r\nx\r\n"),
+            set(b"k", 0, 0, b"x")
+        );
+        assert_eq!(request(b"set k 0 -1 1\r\nx\r\n"), set(b"k", 0, -1, b"x"));
+        assert_eq!(
+            request(b"set k 0 0 4294967297\r\nx\r\n"),
+            set(b"k", 0, 0, b"x")
+        );
+        // Whitespace other than a space is inside a token; strtol skips it before
+        // the digits and memcached accepts it after them.
+        assert_eq!(request(b"set k 0 0 \t1\r\nx\r\n"), set(b"k", 0, 0, b"x"));
+        assert_eq!(request(b"set k 0 0 1\t\r\nx\r\n"), set(b"k", 0, 0, b"x"));
+        assert_eq!(request(b"set k 0 0 1\r\r\nx\r\n"), set(b"k", 0, 0, b"x"));
+    }
+
+    #[test]
+    fn runs_of_spaces_separate_tokens_like_one_space() {
+        assert_eq!(request(b"set  k  0  0  1 \r\nx\r\n"), set(b"k", 0, 0, b"x"));
+    }
+
+    #[test]
+    fn tabs_do_not_separate_tokens() {
+        for line in [
+            &b"set k\t0 0 1\r\n"[..],
+            b"set k 0\t0 1\r\n",
+            b"set k 0 0\t1\r\n",
+        ] {
+            rejected(&[line, b"x\r\n"].concat(), b"ERROR\r\n", line.len());
+        }
+        line_rejected(b"version\t\r\n", b"ERROR\r\n");
+        line_rejected(b"stats\tx\r\n", b"ERROR\r\n");
+    }
+
+    #[test]
+    fn a_bare_newline_ends_a_line_but_not_a_data_block() {
+        assert_eq!(request(b"set k 0 0 1\nx\r\n"), set(b"k", 0, 0, b"x"));
+        assert_eq!(request(b"version\n"), Request::Version);
+        rejected(
+            b"set k 0 0 1\nx\n\r\n",
+            b"CLIENT_ERROR bad data chunk\r\n",
+            15,
+        );
+    }
+
+    #[test]
+    fn a_nul_byte_ends_the_line() {
+        // memcached reads `set k` and answers ERROR; the data block follows as a command.
+        rejected(b"set k\0b 0 0 1\r\nx\r\n", b"ERROR\r\n", 15);
+        let Request::Get { keys, .. } = request(b"get a\0 b\r\n") else {
+            panic!()
+        };
+        assert_eq!(keys.iter().collect::<Vec<_>>(), [b"a"]);
+    }
+
+    #[test]
+    fn control_characters_and_carriage_returns_may_be_part_of_a_key() {
+        assert_eq!(
+            request(b"set a\x01b 0 0 1\r\nx\r\n"),
+            set(b"a\x01b", 0, 0, b"x")
+        );
+        assert_eq!(request(b"set d\r 0 0 1\r\nx\r\n"), set(b"d\r", 0, 0, b"x"));
+        let Request::Get { keys, .. } = request(b"get c\r\r\n") else {
+            panic!()
+        };
+        assert_eq!(keys.iter().collect::<Vec<_>>(), [b"c\r"]);
+    }
+
+    #[test]
+    fn unknown_commands_and_empty_lines_are_errors() {
+        for line in [
+            &b"\r\n"[..],
+            b"\n",
+            b"\r\r\n",
+            b"   \r\n",
+            b"x\r\n",
+            b"xx\r\n",
+            b"VERSION\r\n",
+            b"sets k 0 0 1\r\n",
+            b"gx HTTP/1.1\r\n",
+            b"sx HTTP/1.1\r\n",
+            b"mx HTTP/1.1\r\n",
+            b"x HTTP/1.1\r\n",
+            b"lru_crawler HTTP/1.1\r\n",
+            b"mg k v\r\n",
+            b"slabs automove 1\r\n",
+        ] {
+            line_rejected(line, b"ERROR\r\n");
+        }
+    }
+
+    #[test]
+    fn http_request_lines_close_the_connection_without_a_reply() {
+        for line in [
+            &b"GET / HTTP/1.1\r\n"[..],
+            b"px HTTP/1.0\r\n",
+            b"rx HTTP/1.1\r\n",
+            b"mget HTTP/1.1\r\n",
+        ] {
+            line_rejected(line, b"");
+        }
+        assert_eq!(request(b"quit\r\n"), Request::Quit);
+        assert_eq!(request(b"quit now\r\n"), Request::Quit);
+    }
+
+    fn keys_of(request: Request<'_>) -> Vec<Vec<u8>> {
+        let Request::Get { keys, .. } = request else {
+            panic!("{request:?}")
+        };
+        keys.iter().map(|k| k.to_vec()).collect()
+    }
+
+    #[test]
+    fn retrievals_carry_their_kind_exptime_and_keys() {
+        let cases: [(&[u8], GetKind, Option<i64>); 4] = [
+            (b"get a bb  c\r\n", GetKind::Get, None),
+            (b"gets a bb  c\r\n", GetKind::Gets, None),
+            (b"gat 10 a bb  c\r\n", GetKind::Get, Some(10)),
+            (b"gats -1 a bb  c\r\n", GetKind::Gets, Some(-1)),
+        ];
+        for (input, kind, exptime) in cases {
+            let got = request(input);
+            assert!(
+                matches!(got, Request::Get { kind: k, exptime: e, .. } if k == kind && e == exptime),
+                "{got:?}"
+            );
+            assert_eq!(keys_of(got), [&b"a"[..], b"bb", b"c"]);
+        }
+    }
+
+    #[test]
+    fn a_get_reads_all_its_keys_past_the_token_limit() {
+        let input = [&b"get"[..], &b" k".repeat(40), b"\r\n"].concat();
+        assert_eq!(keys_of(request(&input)).len(), 40);
+    }
+
+    #[test]
+    fn gat_without_keys_is_an_empty_retrieval() {
+        assert_eq!(keys_of(request(b"gat 10\r\n")).len(), 0);
+        assert_eq!(keys_of(request(b"gats 10 \r\n")).len(), 0);
+    }
+
+    #[test]
+    fn gat_with_a_bad_exptime_is_a_client_error() {
+        for line in [&b"gat x a\r\n"[..], b"gat 10x a\r\n", b"gats a\r\n"] {
+            line_rejected(line, b"CLIENT_ERROR invalid exptime argument\r\n");
+        }
+        let got = request(b"gat 2147483648 a\r\n");
+        assert!(matches!(
+            got,
+            Request::Get {
+                exptime: Some(-2147483648),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_retrieval_with_any_overlong_key_is_a_client_error() {
+        let long = "k".repeat(KEY_LEN_MAX + 1);
+        for line in [
+            format!("get {long}\r\n"),
+            format!("gets a {long} b\r\n"),
+            format!("gat 1 a {long}\r\n"),
+        ] {
+            line_rejected(line.as_bytes(), b"CLIENT_ERROR bad command line format\r\n");
+        }
+    }
+
+    #[test]
+    fn noreply_is_just_a_key_to_get() {
+        assert_eq!(
+            keys_of(request(b"get a noreply\r\n")),
+            [&b"a"[..], b"noreply"]
+        );
+    }
+
+    #[test]
+    fn incr_and_decr_read_a_64_bit_delta() {
+        let expected = Request::Arith {
+            op: ArithOp::Incr,
+            key: b"n",
+            delta: u64::MAX,
+            reply: Reply::Wanted,
+        };
+        assert_eq!(request(b"incr n 18446744073709551615\r\n"), expected);
+        let expected = Request::Arith {
+            op: ArithOp::Decr,
+            key: b"n",
+            delta: 0,
+            reply: Reply::Suppressed,
+        };
+        assert_eq!(request(b"decr n -0 noreply\r\n"), expected);
+    }
+
+    #[test]
+    fn an_invalid_delta_is_a_client_error_unless_noreply() {
+        for line in [
+            &b"incr n x\r\n"[..],
+            b"incr n -1\r\n",
+            b"decr n 18446744073709551616\r\n",
+            b"incr n 1x\r\n",
+        ] {
+            line_rejected(line, b"CLIENT_ERROR invalid numeric delta argument\r\n");
+        }
+        line_rejected(b"incr n x noreply\r\n", b"");
+        // Three tokens: memcached takes the delta token for `noreply`.
+        line_rejected(b"incr n noreply\r\n", b"");
+        let long = format!("incr {} 1\r\n", "k".repeat(KEY_LEN_MAX + 1));
+        line_rejected(long.as_bytes(), b"CLIENT_ERROR bad command line format\r\n");
+    }
+
+    #[test]
+    fn delete_accepts_a_zero_hold_time_and_noreply_only() {
+        let delete = |key, reply| Request::Delete { key, reply };
+        assert_eq!(request(b"delete k\r\n"), delete(b"k", Reply::Wanted));
+        assert_eq!(request(b"delete k 0\r\n"), delete(b"k", Reply::Wanted));
+        assert_eq!(
+            request(b"delete k noreply\r\n"),
+            delete(b"k", Reply::Suppressed)
+        );
+        assert_eq!(
+            request(b"delete k 0 noreply\r\n"),
+            delete(b"k", Reply::Suppressed)
+        );
+        assert_eq!(
+            request(b"delete noreply\r\n"),
+            delete(b"noreply", Reply::Wanted)
+        );
+        let usage = b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n";
+        for line in [
+            &b"delete k 1\r\n"[..],
+            b"delete k x\r\n",
+            b"delete k noreply 0\r\n",
+            b"delete k 0 0\r\n",
+        ] {
+            line_rejected(line, usage);
+        }
+        line_rejected(b"delete k 1 noreply\r\n", b"");
+        let long = "k".repeat(KEY_LEN_MAX + 1);
+        line_rejected(
+            format!("delete {long}\r\n").as_bytes(),
+            b"CLIENT_ERROR bad command line format\r\n",
+        );
+        line_rejected(format!("delete {long} noreply\r\n").as_bytes(), b"");
+    }
+
+    #[test]
+    fn touch_reads_an_exptime() {
+        let expected = Request::Touch {
+            key: b"k",
+            exptime: 10,
+            reply: Reply::Wanted,
+        };
+        assert_eq!(request(b"touch k 10\r\n"), expected);
+        // A third argument that is not noreply is ignored.
+        assert_eq!(request(b"touch k 10 2\r\n"), expected);
+        line_rejected(
+            b"touch k x\r\n",
+            b"CLIENT_ERROR invalid exptime argument\r\n",
+        );
+        line_rejected(b"touch k x noreply\r\n", b"");
+    }
+
+    #[test]
+    fn flush_all_takes_an_optional_delay_and_noreply() {
+        let flush = |delay_secs, reply| Request::FlushAll { delay_secs, reply };
+        assert_eq!(request(b"flush_all\r\n"), flush(0, Reply::Wanted));
+        assert_eq!(request(b"flush_all 0\r\n"), flush(0, Reply::Wanted));
+        assert_eq!(request(b"flush_all -1\r\n"), flush(-1, Reply::Wanted));
+        assert_eq!(
+            request(b"flush_all noreply\r\n"),
+            flush(0, Reply::Suppressed)
+        );
+        assert_eq!(
+            request(b"flush_all 10 noreply\r\n"),
+            flush(10, Reply::Suppressed)
+        );
+        assert_eq!(request(b"flush_all 10 foo\r\n"), flush(10, Reply::Wanted));
+        line_rejected(
+            b"flush_all x\r\n",
+            b"CLIENT_ERROR invalid exptime argument\r\n",
+        );
+        line_rejected(
+            b"flush_all noreply 10\r\n",
+            b"CLIENT_ERROR invalid exptime argument\r\n",
+        );
+        line_rejected(b"flush_all x noreply\r\n", b"");
+    }
+
+    #[test]
+    fn verbosity_needs_a_level_and_caps_it() {
+        let verbosity = |level, reply| Request::Verbosity { level, reply };
+        assert_eq!(request(b"verbosity 1\r\n"), verbosity(1, Reply::Wanted));
+        assert_eq!(
+            request(b"verbosity 5\r\n"),
+            verbosity(VERBOSITY_MAX, Reply::Wanted)
+        );
+        assert_eq!(request(b"verbosity 1 2\r\n"), verbosity(1, Reply::Wanted));
+        assert_eq!(
+            request(b"verbosity 1 noreply\r\n"),
+            verbosity(1, Reply::Suppressed)
+        );
+        line_rejected(
+            b"verbosity x\r\n",
+            b"CLIENT_ERROR bad command line format\r\n",
+        );
+        line_rejected(b"verbosity noreply\r\n", b"");
+    }
+
+    #[test]
+    fn cache_memlimit_checks_its_bounds_in_megabytes() {
+        let memlimit = |megabytes, reply| Request::CacheMemlimit { megabytes, reply };
+        assert_eq!(
+            request(b"cache_memlimit 64\r\n"),
+            memlimit(64, Reply::Wanted)
+        );
+        assert_eq!(
+            request(b"cache_memlimit 64 x\r\n"),
+            memlimit(64, Reply::Wanted)
+        );
+        assert_eq!(
+            request(b"cache_memlimit 8 noreply\r\n"),
+            memlimit(8, Reply::Suppressed)
+        );
+        line_rejected(b"cache_memlimit x\r\n", b"ERROR\r\n");
+        line_rejected(b"cache_memlimit x noreply\r\n", b"");
+        let too_small = b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n";
+        line_rejected(b"cache_memlimit 7\r\n", too_small);
+        line_rejected(b"cache_memlimit 4294967296\r\n", too_small);
+        line_rejected(b"cache_memlimit 7 noreply\r\n", b"");
+        line_rejected(
+            b"cache_memlimit 1000000001\r\n",
+            b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n",
+        );
+    }
+
+    #[test]
+    fn shutdown_stats_and_version_are_node_requests() {
+        let shutdown = |mode| Request::Shutdown { mode };
+        assert_eq!(request(b"shutdown\r\n"), shutdown(ShutdownMode::Immediate));
+        assert_eq!(
+            request(b"shutdown graceful\r\n"),
+            shutdown(ShutdownMode::Graceful)
+        );
+        assert_eq!(
+            request(b"shutdown x y\r\n"),
+            shutdown(ShutdownMode::Invalid)
+        );
+        assert_eq!(request(b"stats\r\n"), Request::Stats { group: b"" });
+        assert_eq!(request(b"stats  \r\n"), Request::Stats { group: b"" });
+        assert_eq!(
+            request(b"stats items\r\n"),
+            Request::Stats { group: b"items" }
+        );
+        assert_eq!(
+            request(b"stats  detail dump\r\n"),
+            Request::Stats {
+                group: b"detail dump"
+            }
+        );
+        assert_eq!(request(b"version\r\n"), Request::Version);
+        assert_eq!(request(b"version foo\r\n"), Request::Version);
+    }
+
+    fn unterminated(prefix: &[u8], len: usize) -> Vec<u8> {
+        let mut line = prefix.to_vec();
+        while line.len() < len {
+            line.extend_from_slice(b"k ");
+        }
+        line.truncate(len);
+        line
+    }
+
+    #[test]
+    fn a_line_with_no_newline_past_2048_bytes_closes_the_connection() {
+        let line = unterminated(b"set ", LINE_LEN_MAX);
+        assert_eq!(parse(&line, &LIMITS), Err(ParseError::Incomplete));
+        let line = unterminated(b"set ", LINE_LEN_MAX + 1);
+        assert_eq!(parse_split(&line, &LIMITS), Err(ParseError::LineTooLong));
+        for prefix in [&b"gat 0 "[..], b"gats 0 ", b"getx ", b"GET ", b"get\t"] {
+            let line = unterminated(prefix, 3000);
+            assert_eq!(parse_split(&line, &LIMITS), Err(ParseError::LineTooLong));
+        }
+    }
+
+    #[test]
+    fn a_get_line_may_grow_to_the_multiget_limit() {
+        for prefix in [
+            &b"get "[..],
+            b"gets ",
+            &[&[b' '; LEADING_SPACES_MAX][..], b"get "].concat(),
+        ] {
+            let line = unterminated(prefix, 3000);
+            assert_eq!(parse_split(&line, &LIMITS), Err(ParseError::Incomplete));
+        }
+        let line = unterminated(
+            &[&[b' '; LEADING_SPACES_MAX + 1][..], b"get "].concat(),
+            3000,
+        );
+        assert_eq!(parse(&line, &LIMITS), Err(ParseError::LineTooLong));
+        let line = unterminated(b"get ", MULTIGET_LINE_LEN_MAX);
+        assert_eq!(parse(&line, &LIMITS), Err(ParseError::Incomplete));
+        let line = unterminated(b"get ", MULTIGET_LINE_LEN_MAX + 1);
+        assert_eq!(parse(&line, &LIMITS), Err(ParseError::LineTooLong));
+    }
+
+    #[test]
+    fn a_long_line_whose_newline_is_already_buffered_is_parsed() {
+        // As in memcached, whose 2048-byte rule only judges a line still without `\n`.
+        let line = format!("set {} 0 0 1\r\n", "k".repeat(2100));
+        let input = format!("{line}x\r\n");
+        let got = parse(input.as_bytes(), &LIMITS);
+        let reply = &b"CLIENT_ERROR bad command line format\r\n"[..];
+        assert_eq!(
+            got,
+            Err(ParseError::Invalid {
+                reply,
+                consumed: line.len(),
+                swallow_bytes: 0
+            })
+        );
+        let input = [unterminated(b"get ", 5000), b"\r\n".to_vec()].concat();
+        assert_eq!(keys_of(parse(&input, &LIMITS).unwrap().0).len(), 2498);
+    }
+
+    #[test]
+    fn c_number_readers_match_memcacheds_safe_strto_functions() {
+        assert_eq!(safe_strtoull(b"0"), Some(0));
+        assert_eq!(safe_strtoull(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(safe_strtoull(b"18446744073709551616"), None);
+        assert_eq!(safe_strtoull(b"-1"), None);
+        // strtoull negates modulo 2^64; memcached only refuses what came out negative.
+        assert_eq!(
+            safe_strtoull(b"-9223372036854775809"),
+            Some(9223372036854775807)
+        );
+        assert_eq!(safe_strtoull(b""), None);
+        assert_eq!(safe_strtoull(b"+"), None);
+        assert_eq!(safe_strtoull(b"\t7\r"), Some(7));
+        assert_eq!(safe_strtoull(b"7a"), None);
+        assert_eq!(safe_strtol(b"-9223372036854775808"), Some(0));
+        assert_eq!(safe_strtol(b"-9223372036854775809"), None);
+        assert_eq!(safe_strtol(b"9223372036854775807"), Some(-1));
+        assert_eq!(safe_strtol(b"-5"), Some(-5));
+        assert_eq!(safe_strtoul(b"4294967296"), Some(0));
+    }
 }
