@@ -52,6 +52,9 @@ pub const MEMORY_LIMIT_DEFAULT_MB: usize = 64;
 /// Default `-c`: simultaneous client connections per node.
 pub const CONN_LIMIT_DEFAULT: usize = 1024;
 
+/// Pending connections the kernel queues on a listening socket (memcached's `-b`).
+pub const LISTEN_BACKLOG: i32 = 1024;
+
 /// Bytes read from a socket at once.
 pub const READ_CHUNK_BYTES: usize = 16 * 1024;
 

@@ -8,15 +8,14 @@
 use super::messages::{Answer, Ask, Batch, ForwardKind, Replies};
 use super::shard::{with_state, ShardCtx};
 use crate::config::ShutdownCommand;
-use crate::engine::{self, NodeView, Settings, Step};
+use crate::engine::{self, reply, NodeView, Settings, Step};
 use crate::limits::{
     FORWARD_BATCH_REQUESTS_MAX, ITEM_SIZE_MAX_MAX_BYTES, MULTIGET_LINE_LEN_MAX, READ_BUFFER_KEEP_BYTES,
     READ_CHUNK_BYTES, REPLY_BUFFER_FLUSH_BYTES,
 };
-use crate::protocol::text::{Reply, Request};
+use crate::protocol::text::{Request, ShutdownMode};
 use crate::protocol::{self, ParseError};
 use crate::storage::ttl::Clock;
-use crate::storage::StoreStats;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use std::sync::atomic::Ordering;
@@ -324,41 +323,38 @@ async fn handle_buffer(
     After::Continue
 }
 
-fn ok(reply: Reply, out: &mut Vec<u8>) {
-    if reply == Reply::Wanted {
-        out.extend_from_slice(b"OK\r\n");
-    }
-}
-
 /// Requests that concern every shard of the node.
 async fn node_request(ctx: &ShardCtx, req: &Request<'_>, clock: &Clock, out: &mut Vec<u8>) -> Step {
     let node = &ctx.node;
     match *req {
         Request::Quit => return Step::Close,
-        Request::Version => {
-            out.extend_from_slice(b"VERSION ");
-            out.extend_from_slice(engine::VERSION.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        Request::Verbosity { reply } => ok(reply, out),
+        Request::Version => engine::write_version(out),
+        Request::Verbosity { reply, .. } => engine::write_reply(reply, reply::OK, out),
         Request::FlushAll { delay_secs, reply } => {
             ctx.ask_all(|| Ask::Flush { delay_secs }).await;
-            with_state(|s| engine::flush(s, delay_secs, clock));
-            ok(reply, out);
+            with_state(|s| {
+                engine::flush(s, delay_secs, clock);
+                s.stats.cmd_flush += 1;
+            });
+            engine::write_reply(reply, reply::OK, out);
         }
         Request::CacheMemlimit { megabytes, reply } => {
             let bytes = (megabytes as usize).saturating_mul(1024 * 1024) / node.shards;
             ctx.ask_all(|| Ask::MemoryLimit { bytes }).await;
             with_state(|s| s.store.set_memory_limit(bytes));
-            ok(reply, out);
+            engine::write_reply(reply, reply::OK, out);
         }
-        Request::Shutdown => {
-            if node.config.shutdown == ShutdownCommand::Allowed {
-                // The main thread waits for SIGINT and stops every shard.
+        Request::Shutdown { mode } => {
+            if node.config.shutdown == ShutdownCommand::Refused {
+                out.extend_from_slice(reply::SHUTDOWN_NOT_ENABLED);
+            } else if mode == ShutdownMode::Invalid {
+                out.extend_from_slice(reply::SHUTDOWN_INVALID_MODE);
+            } else {
+                // The main thread waits for SIGINT and stops every shard, letting
+                // connections finish what they have read (graceful either way).
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGINT);
                 return Step::Close;
             }
-            out.extend_from_slice(b"ERROR: shutdown not enabled\r\n");
         }
         Request::Stats { group } if group == b"reset" => {
             ctx.ask_all(|| Ask::ResetStats).await;
@@ -366,7 +362,7 @@ async fn node_request(ctx: &ShardCtx, req: &Request<'_>, clock: &Clock, out: &mu
                 s.stats.reset();
                 s.store.reset_stats();
             });
-            out.extend_from_slice(b"RESET\r\n");
+            out.extend_from_slice(reply::RESET);
         }
         Request::Stats { group } => {
             let view = node_view(ctx, clock).await;
@@ -399,7 +395,9 @@ async fn node_view(ctx: &ShardCtx, clock: &Clock) -> NodeView {
         rusage_system_micros: usage.map(|u| micros(u.system_time())).unwrap_or(0),
         threads: node.shards as u64,
         shard,
-        store: StoreStats { ..store },
+        malloced_bytes: store.limit_maxbytes,
+        store,
+        conns: Vec::new(),
         settings: Settings {
             max_bytes: config.memory_limit_bytes as u64,
             max_connections: config.conn_limit as u64,

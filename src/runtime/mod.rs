@@ -12,11 +12,13 @@ mod waiters;
 
 use crate::cluster::ring::{Ring, POINTS_PER_SERVER_DEFAULT};
 use crate::config::Config;
-use crate::limits::{IO_MEMORY_BYTES, SHARD_CHANNEL_CAPACITY};
+use crate::limits::{IO_MEMORY_BYTES, LISTEN_BACKLOG, SHARD_CHANNEL_CAPACITY};
 use crate::storage::ttl::Clock;
 use glommio::channels::shared_channel;
 use glommio::{LocalExecutorBuilder, Placement};
 use nix::sys::signal::{SigSet, Signal};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -54,17 +56,53 @@ fn allowed_cpus() -> Vec<usize> {
     }
 }
 
+/// The address to listen on, resolved once.
+fn listen_addr(config: &Config) -> Result<SocketAddr, String> {
+    (config.listen.as_str(), config.port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| format!("cannot resolve listen address {:?}", config.listen))
+}
+
+/// A listening socket with SO_REUSEADDR (restarts do not wait for TIME_WAIT) and,
+/// with `share`, SO_REUSEPORT so that every shard accepts on the same port.
+pub(crate) fn listen_socket(addr: SocketAddr, share: Sharing) -> std::io::Result<OwnedFd> {
+    use nix::sys::socket::{self, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage};
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    if share == Sharing::Shared {
+        socket::setsockopt(&fd, sockopt::ReusePort, &true)?;
+    }
+    socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
+    socket::listen(&fd, Backlog::new(LISTEN_BACKLOG).unwrap_or(Backlog::MAXCONN))?;
+    Ok(fd)
+}
+
+/// Whether a listening socket shares its port with the node's other shards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sharing {
+    Shared,
+    Exclusive,
+}
+
 /// Fails early, with the cause, when another process holds the port.
-fn check_port_free(config: &Config) -> Result<(), String> {
-    // A plain bind (no SO_REUSEPORT) fails if anyone listens there, even another
+fn check_port_free(addr: SocketAddr) -> Result<(), String> {
+    // Without SO_REUSEPORT this fails if anyone listens there, even another
     // ringcache whose sockets would otherwise share the port with ours.
-    match std::net::TcpListener::bind((config.listen.as_str(), config.port)) {
+    match listen_socket(addr, Sharing::Exclusive) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(format!(
             "port {} on {} is already in use by another process: stop it or choose another port with -p",
-            config.port, config.listen
+            addr.port(),
+            addr.ip()
         )),
-        Err(e) => Err(format!("cannot listen on {}:{}: {e}", config.listen, config.port)),
+        Err(e) => Err(format!("cannot listen on {addr}: {e}")),
     }
 }
 
@@ -88,10 +126,13 @@ pub fn run(config: Config) -> i32 {
     let shards = config.threads.unwrap_or(cpus.len()).max(1);
     let pinned = shards <= cpus.len();
 
-    if let Err(message) = check_port_free(&config) {
-        eprintln!("ringcache: {message}");
-        return 1;
-    }
+    let addr = match listen_addr(&config).and_then(|addr| check_port_free(addr).map(|_| addr)) {
+        Ok(addr) => addr,
+        Err(message) => {
+            eprintln!("ringcache: {message}");
+            return 1;
+        }
+    };
 
     // Shards inherit this mask, so only the main thread takes the stop signals.
     let mut stop_signals = SigSet::empty();
@@ -178,7 +219,7 @@ pub fn run(config: Config) -> i32 {
                         return;
                     }
                 };
-                executor.run(shard::run(id as u32, node, links, started));
+                        executor.run(shard::run(id as u32, node, addr, links, started));
             });
         match thread {
             Ok(thread) => threads.push(thread),

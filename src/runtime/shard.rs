@@ -16,6 +16,8 @@ use crate::storage::{Store, StoreConfig};
 use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
 use glommio::net::TcpListener;
 use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -90,7 +92,7 @@ impl ShardCtx {
 pub type Started = std::sync::mpsc::Sender<Result<u32, String>>;
 
 /// The body of a shard's executor: set up, serve until the node stops, drain.
-pub async fn run(id: u32, node: Arc<Node>, links: ShardLinks, started: Started) {
+pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, started: Started) {
     let config = &node.config;
     let shards = node.shards as u64;
     let cas_suffix_bits = 8;
@@ -108,13 +110,11 @@ pub async fn run(id: u32, node: Arc<Node>, links: ShardLinks, started: Started) 
     });
     debug_assert!(shards <= 1 << cas_suffix_bits);
 
-    let listener = match TcpListener::bind((config.listen.as_str(), config.port)) {
-        Ok(listener) => listener,
+    let listener = match super::listen_socket(addr, super::Sharing::Shared) {
+        // SAFETY: the descriptor is a listening TCP socket we own and hand over.
+        Ok(fd) => unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) },
         Err(e) => {
-            let _ = started.send(Err(format!(
-                "cannot listen on {}:{}: {e}",
-                config.listen, config.port
-            )));
+            let _ = started.send(Err(format!("cannot listen on {addr}: {e}")));
             return;
         }
     };
