@@ -155,13 +155,25 @@ fn an_unfinished_request_is_answered_once_finished() {
         let mut client = server.connect();
         client.send(b"set a 0 0 5\r\nab");
         let early = client.read_available(QUIET);
-        assert!(early.is_empty(), "{}: answered {} early", server.name, show(&early));
+        assert!(
+            early.is_empty(),
+            "{}: answered {} early",
+            server.name,
+            show(&early)
+        );
         client.send(b"cde\r\nget a");
         let early = client.read_available(QUIET);
         assert_eq!(show(&early), "STORED\\r\\n", "{}", server.name);
         client.send(b"\r\n");
-        let reply = client.read_until(b"END\r\n", REPLY_TIMEOUT).expect("get reply");
-        assert_eq!(show(&reply), "VALUE a 0 5\\r\\nabcde\\r\\nEND\\r\\n", "{}", server.name);
+        let reply = client
+            .read_until(b"END\r\n", REPLY_TIMEOUT)
+            .expect("get reply");
+        assert_eq!(
+            show(&reply),
+            "VALUE a 0 5\\r\\nabcde\\r\\nEND\\r\\n",
+            "{}",
+            server.name
+        );
     }
 }
 
@@ -243,10 +255,21 @@ fn connections_beyond_the_limit_are_refused_and_the_rest_served() {
             server.name,
             admitted.len()
         );
-        assert!(refused > 0, "{}: no connection refused beyond -c {LIMIT}", server.name);
-        assert!(admitted.len() <= LIMIT, "{}: admitted {} > -c", server.name, admitted.len());
+        assert!(
+            refused > 0,
+            "{}: no connection refused beyond -c {LIMIT}",
+            server.name
+        );
+        assert!(
+            admitted.len() <= LIMIT,
+            "{}: admitted {} > -c",
+            server.name,
+            admitted.len()
+        );
         for client in admitted.iter_mut() {
-            assert!(client.call(b"version\r\n", b"\r\n").starts_with(b"VERSION "));
+            assert!(client
+                .call(b"version\r\n", b"\r\n")
+                .starts_with(b"VERSION "));
         }
         // Closing some lets new clients in.
         admitted.truncate(admitted.len().saturating_sub(3));
@@ -277,8 +300,18 @@ fn a_client_that_never_reads_does_not_stop_others_or_grow_memory() {
         let sent = hog.send_until_blocked(&requests, Duration::from_secs(3));
         let mut other = server.connect();
         other.set("other", b"ok");
-        assert_eq!(other.get("other").as_deref(), Some(b"ok".as_slice()), "{}", server.name);
-        assert_eq!(other.get("large").map(|v| v.len()), Some(VALUE_BYTES), "{}", server.name);
+        assert_eq!(
+            other.get("other").as_deref(),
+            Some(b"ok".as_slice()),
+            "{}",
+            server.name
+        );
+        assert_eq!(
+            other.get("large").map(|v| v.len()),
+            Some(VALUE_BYTES),
+            "{}",
+            server.name
+        );
         let rss_after = server.rss_bytes();
         eprintln!(
             "{}: hog wrote {sent} of {} request bytes; RSS {} -> {} KiB",
@@ -309,7 +342,9 @@ fn ten_thousand_pipelined_requests_in_one_write_are_all_answered() {
     for i in 0..10_000 {
         let key = format!("p{}", i % 500);
         match i % 4 {
-            0 => input.extend_from_slice(format!("set {key} {i} 0 {}\r\n{i}\r\n", i.to_string().len()).as_bytes()),
+            0 => input.extend_from_slice(
+                format!("set {key} {i} 0 {}\r\n{i}\r\n", i.to_string().len()).as_bytes(),
+            ),
             1 => input.extend_from_slice(format!("get {key} p{}\r\n", (i + 7) % 500).as_bytes()),
             2 => input.extend_from_slice(format!("incr {key} 3\r\n").as_bytes()),
             _ => input.extend_from_slice(format!("delete p{}\r\n", (i * 13) % 500).as_bytes()),
@@ -322,7 +357,13 @@ fn ten_thousand_pipelined_requests_in_one_write_are_all_answered() {
         client.send(&input);
         let reply = client
             .read_until(b"VERSION ", Duration::from_secs(30))
-            .unwrap_or_else(|f| panic!("{}: no complete reply: {} bytes came", server.name, f.received().len()));
+            .unwrap_or_else(|f| {
+                panic!(
+                    "{}: no complete reply: {} bytes came",
+                    server.name,
+                    f.received().len()
+                )
+            });
         replies.push(reply);
     }
     assert!(
@@ -352,8 +393,12 @@ fn over_long_lines_close_only_their_own_connection() {
             "{}: a 5000-byte line with no newline did not close the connection",
             server.name
         );
-        assert_eq!(bystander.get("b").as_deref(), Some(b"1".as_slice()), "{}", server.name);
+        assert_eq!(
+            bystander.get("b").as_deref(),
+            Some(b"1".as_slice()),
+            "{}",
+            server.name
+        );
         still_serves(server);
     }
 }
-

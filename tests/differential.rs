@@ -135,7 +135,9 @@ impl Generator {
     }
 
     fn storage(&mut self) -> Request {
-        let cmd = *self.rng.pick(&["set", "set", "add", "replace", "append", "prepend", "cas"]);
+        let cmd = *self
+            .rng
+            .pick(&["set", "set", "add", "replace", "append", "prepend", "cas"]);
         let key = if cmd.ends_with("pend") || self.rng.chance(70) {
             self.key()
         } else {
@@ -146,7 +148,11 @@ impl Generator {
         let exptime = self.exptime();
         let noreply = self.noreply();
         let cas = if cmd == "cas" { " {cas}" } else { "" };
-        let mut bytes = format!("{cmd} {key} {flags} {exptime} {}{cas}{noreply}\r\n", data.len()).into_bytes();
+        let mut bytes = format!(
+            "{cmd} {key} {flags} {exptime} {}{cas}{noreply}\r\n",
+            data.len()
+        )
+        .into_bytes();
         bytes.extend_from_slice(&data);
         bytes.extend_from_slice(b"\r\n");
         let mut request = Request::new(bytes);
@@ -193,7 +199,7 @@ impl Generator {
             8 => Request::new(format!("cas {key} 0 0 1\r\nx\r\n")),
             9 => Request::new(format!("touch {key}\r\n")),
             10 => Request::new(format!("delete {key} 1\r\n")),
-            11 => Request::new(format!("flush_all x\r\n")),
+            11 => Request::new("flush_all x\r\n"),
             12 if self.rng.chance(25) => {
                 // Too large: refused, and the data block must be swallowed.
                 let len = VALUE_LEN_MAX_FOR_ONE_BYTE_KEY + self.rng.range(1, 3) as usize;
@@ -219,9 +225,17 @@ impl Generator {
             67..=76 => {
                 let cmd = if self.rng.chance(50) { "incr" } else { "decr" };
                 let key = self.rng.pick(NUMBER_KEYS);
-                Request::new(format!("{cmd} {key} {}{}\r\n", self.delta(), self.noreply()))
+                Request::new(format!(
+                    "{cmd} {key} {}{}\r\n",
+                    self.delta(),
+                    self.noreply()
+                ))
             }
-            77..=81 => Request::new(format!("touch {key} {}{}\r\n", self.exptime(), self.noreply())),
+            77..=81 => Request::new(format!(
+                "touch {key} {}{}\r\n",
+                self.exptime(),
+                self.noreply()
+            )),
             82..=83 => {
                 // No delayed flush: in memcached 1.6.18 `flush_all <delay>` after a
                 // `flush_all` brings back flushed items the LRU crawler has not yet
@@ -229,22 +243,20 @@ impl Generator {
                 let args = *self.rng.pick(&["", " 0", " noreply", " -1", " 0 noreply"]);
                 Request::new(format!("flush_all{args}\r\n"))
             }
-            84..=91 => Request::new(
-                *self.rng.pick(&[
-                    "version\r\n",
-                    "verbosity 1\r\n",
-                    "verbosity\r\n",
-                    "verbosity 0 noreply\r\n",
-                    "stats\r\n",
-                    "stats settings\r\n",
-                    "stats reset\r\n",
-                    "shutdown\r\n",
-                    "cache_memlimit 64\r\n",
-                    "bogus\r\n",
-                    "\r\n",
-                    "get\r\n",
-                ]),
-            ),
+            84..=91 => Request::new(*self.rng.pick(&[
+                "version\r\n",
+                "verbosity 1\r\n",
+                "verbosity\r\n",
+                "verbosity 0 noreply\r\n",
+                "stats\r\n",
+                "stats settings\r\n",
+                "stats reset\r\n",
+                "shutdown\r\n",
+                "cache_memlimit 64\r\n",
+                "bogus\r\n",
+                "\r\n",
+                "get\r\n",
+            ])),
             _ => self.malformed(),
         }
     }
@@ -332,7 +344,10 @@ impl<'a> Side<'a> {
                 let mut data = reply[at..data_end].to_vec();
                 at = data_end;
                 let digits = data.iter().take_while(|b| b.is_ascii_digit()).count();
-                if digits > 0 && data.len() >= 2 && data[digits..data.len() - 2].iter().all(|b| *b == b' ') {
+                if digits > 0
+                    && data.len() >= 2
+                    && data[digits..data.len() - 2].iter().all(|b| *b == b' ')
+                {
                     data.drain(digits..data.len() - 2);
                 }
                 let mut header = fields[..fields.len().min(3)].join(" ");
@@ -430,7 +445,10 @@ fn run_stream(seed: u64, reference: &Server, target: &Server) -> Result<usize, S
         for side in sides.iter_mut() {
             side.client.send(b"quit\r\n");
             if !side.client.is_closed_within(REPLY_TIMEOUT) {
-                return Err(format!("seed {seed}: [{}] did not close on quit", side.server.name));
+                return Err(format!(
+                    "seed {seed}: [{}] did not close on quit",
+                    side.server.name
+                ));
             }
         }
     }
@@ -467,7 +485,10 @@ fn run_streams_against(threads: &str) {
             ),
         }
     }
-    eprintln!("differential {}: {count} streams, {requests} requests, all identical", target.name);
+    eprintln!(
+        "differential {}: {count} streams, {requests} requests, all identical",
+        target.name
+    );
 }
 
 #[test]

@@ -100,9 +100,23 @@ fn rss_stays_under_the_limit_plus_a_fixed_overhead_while_evicting() {
             .and_then(|(_, v)| v.parse().ok())
             .unwrap_or_else(|| panic!("{}: stats has no numeric {name}", server.name))
     };
-    assert_eq!(stat("limit_maxbytes"), MEMORY_LIMIT_MIB << 20, "{}", server.name);
-    assert!(stat("evictions") > 0, "{}: no evictions after {} MiB", server.name, written >> 20);
-    assert!(stat("bytes") <= MEMORY_LIMIT_MIB << 20, "{}: bytes over the limit", server.name);
+    assert_eq!(
+        stat("limit_maxbytes"),
+        MEMORY_LIMIT_MIB << 20,
+        "{}",
+        server.name
+    );
+    assert!(
+        stat("evictions") > 0,
+        "{}: no evictions after {} MiB",
+        server.name,
+        written >> 20
+    );
+    assert!(
+        stat("bytes") <= MEMORY_LIMIT_MIB << 20,
+        "{}: bytes over the limit",
+        server.name
+    );
 
     // What is still there reads back whole; the newest items are mostly there.
     let mut hits = 0;
@@ -118,10 +132,19 @@ fn rss_stays_under_the_limit_plus_a_fixed_overhead_while_evicting() {
         let mut expected = format!("VALUE m{i} {i} {}\r\n", lens[i]).into_bytes();
         expected.extend_from_slice(&value_of(i as u64, lens[i]));
         expected.extend_from_slice(b"\r\nEND\r\n");
-        assert!(reply == expected, "{}: m{i} read back wrong: {}", server.name, show(&reply[..reply.len().min(200)]));
+        assert!(
+            reply == expected,
+            "{}: m{i} read back wrong: {}",
+            server.name,
+            show(&reply[..reply.len().min(200)])
+        );
         if i >= newest {
             hits += 1;
         }
     }
-    assert!(hits > 0, "{}: none of the 200 newest items is left", server.name);
+    assert!(
+        hits > 0,
+        "{}: none of the 200 newest items is left",
+        server.name
+    );
 }

@@ -208,7 +208,10 @@ fn replace(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
 }
 
 fn count(haystack: &[u8], needle: &[u8]) -> usize {
-    haystack.windows(needle.len()).filter(|w| *w == needle).count()
+    haystack
+        .windows(needle.len())
+        .filter(|w| *w == needle)
+        .count()
 }
 
 fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -232,9 +235,15 @@ fn set_add_replace_append_prepend_store_or_refuse_as_memcached() {
         row(store("add", "a", 0, 0, b"x", true), ""),
         row(store("add", "b", 3, 0, b"new", false), "STORED\r\n"),
         row(store("add", "c", 0, 0, b"n", true), ""),
-        row("get b c\r\n", value("b", 3, "new") + &value("c", 0, "n") + "END\r\n"),
+        row(
+            "get b c\r\n",
+            value("b", 3, "new") + &value("c", 0, "n") + "END\r\n",
+        ),
         row(store("replace", "a", 5, 0, b"rep", false), "STORED\r\n"),
-        row(store("replace", "nope", 0, 0, b"x", false), "NOT_STORED\r\n"),
+        row(
+            store("replace", "nope", 0, 0, b"x", false),
+            "NOT_STORED\r\n",
+        ),
         row(store("replace", "nope", 0, 0, b"x", true), ""),
         row("get a nope\r\n", value("a", 5, "rep") + "END\r\n"),
         // append and prepend keep the item's flags and ignore theirs.
@@ -243,7 +252,10 @@ fn set_add_replace_append_prepend_store_or_refuse_as_memcached() {
         row(store("append", "a", 0, 0, b"!", true), ""),
         row("get a\r\n", value("a", 5, "start-rep-end!") + "END\r\n"),
         row(store("append", "nope", 0, 0, b"x", false), "NOT_STORED\r\n"),
-        row(store("prepend", "nope", 0, 0, b"x", false), "NOT_STORED\r\n"),
+        row(
+            store("prepend", "nope", 0, 0, b"x", false),
+            "NOT_STORED\r\n",
+        ),
         row(store("append", "nope", 0, 0, b"x", true), ""),
         row("get nope\r\n", "END\r\n"),
         // Empty values, the largest flags, data holding \r\n and binary bytes.
@@ -253,7 +265,10 @@ fn set_add_replace_append_prepend_store_or_refuse_as_memcached() {
         row("get f\r\n", value("f", 4294967295, "x") + "END\r\n"),
         row(store("set", "crlf", 0, 0, b"\r\n\r\n", false), "STORED\r\n"),
         row("get crlf\r\n", "VALUE crlf 0 4\r\n\r\n\r\n\r\nEND\r\n"),
-        row(store("set", "bin", 0, 0, b"\x00\xff\x80 \t", false), "STORED\r\n"),
+        row(
+            store("set", "bin", 0, 0, b"\x00\xff\x80 \t", false),
+            "STORED\r\n",
+        ),
         row(
             "get bin\r\n",
             b"VALUE bin 0 5\r\n\x00\xff\x80 \t\r\nEND\r\n".as_slice(),
@@ -266,7 +281,10 @@ fn set_add_replace_append_prepend_store_or_refuse_as_memcached() {
         // A length with a leading + or zeros is still a number.
         row("set plus 0 0 +2\r\nab\r\n", "STORED\r\n"),
         row("set zero 0 0 02\r\nab\r\n", "STORED\r\n"),
-        row("get plus zero\r\n", value("plus", 0, "ab") + &value("zero", 0, "ab") + "END\r\n"),
+        row(
+            "get plus zero\r\n",
+            value("plus", 0, "ab") + &value("zero", 0, "ab") + "END\r\n",
+        ),
     ];
     run_table("storage", &[], &steps);
 }
@@ -302,8 +320,14 @@ fn cas_stores_only_over_the_value_it_read() {
         row("cas n 0 0 1 {cas}\r\n7\r\n", "STORED\r\n"),
         row("get n\r\n", value("n", 0, "7") + "END\r\n"),
         // Bad CAS numbers are bad command lines and the data line is then a command.
-        row("cas c 0 0 1 abc\r\nx\r\n", "CLIENT_ERROR bad command line format\r\nERROR\r\n"),
-        row("cas c 0 0 1 -1\r\nx\r\n", "CLIENT_ERROR bad command line format\r\nERROR\r\n"),
+        row(
+            "cas c 0 0 1 abc\r\nx\r\n",
+            "CLIENT_ERROR bad command line format\r\nERROR\r\n",
+        ),
+        row(
+            "cas c 0 0 1 -1\r\nx\r\n",
+            "CLIENT_ERROR bad command line format\r\nERROR\r\n",
+        ),
     ];
     run_table("cas", &[], &steps);
 }
@@ -315,7 +339,14 @@ fn get_gets_gat_gats_answer_many_keys_across_shards() {
     for (i, key) in keys.iter().enumerate() {
         if i % 3 != 2 {
             steps.push(row(
-                store("set", key, i as u32, 0, format!("v{i}").as_bytes(), i % 2 == 0),
+                store(
+                    "set",
+                    key,
+                    i as u32,
+                    0,
+                    format!("v{i}").as_bytes(),
+                    i % 2 == 0,
+                ),
                 if i % 2 == 0 { "" } else { "STORED\r\n" },
             ));
         }
@@ -343,7 +374,11 @@ fn get_gets_gat_gats_answer_many_keys_across_shards() {
     // Replies come in request order, repeated keys repeat.
     steps.push(row(
         "get k1 k0 k1 k2 k1\r\n",
-        value("k1", 1, "v1") + &value("k0", 0, "v0") + &value("k1", 1, "v1") + &value("k1", 1, "v1") + "END\r\n",
+        value("k1", 1, "v1")
+            + &value("k0", 0, "v0")
+            + &value("k1", 1, "v1")
+            + &value("k1", 1, "v1")
+            + "END\r\n",
     ));
     steps.push(row("get k2 k5 missing\r\n", "END\r\n"));
     steps.push(row("get\r\n", "ERROR\r\n"));
@@ -353,12 +388,24 @@ fn get_gets_gat_gats_answer_many_keys_across_shards() {
     steps.push(row("gat 100\r\n", "END\r\n"));
     steps.push(row("gats 100\r\n", "END\r\n"));
     steps.push(row("gats\r\n", "ERROR\r\n"));
-    steps.push(row("gat k0\r\n", "CLIENT_ERROR invalid exptime argument\r\n"));
-    steps.push(row("gat x k0\r\n", "CLIENT_ERROR invalid exptime argument\r\n"));
-    steps.push(row("gats x k0\r\n", "CLIENT_ERROR invalid exptime argument\r\n"));
+    steps.push(row(
+        "gat k0\r\n",
+        "CLIENT_ERROR invalid exptime argument\r\n",
+    ));
+    steps.push(row(
+        "gat x k0\r\n",
+        "CLIENT_ERROR invalid exptime argument\r\n",
+    ));
+    steps.push(row(
+        "gats x k0\r\n",
+        "CLIENT_ERROR invalid exptime argument\r\n",
+    ));
     steps.push(row("gat 100 missing\r\n", "END\r\n"));
     // gat with a negative time returns the item, then it is gone.
-    steps.push(row("gat -1 k0 k1\r\n", value("k0", 0, "v0") + &value("k1", 1, "v1") + "END\r\n"));
+    steps.push(row(
+        "gat -1 k0 k1\r\n",
+        value("k0", 0, "v0") + &value("k1", 1, "v1") + "END\r\n",
+    ));
     steps.push(row("get k0 k1 k3\r\n", value("k3", 3, "v3") + "END\r\n"));
     steps.push(row("gets k3\r\n", value_cas("k3", 3, "v3") + "END\r\n"));
     // gat keeps the CAS.
@@ -449,8 +496,14 @@ fn incr_decr_wrap_at_2_pow_64_stop_at_zero_and_pad_in_place() {
             "incr s 1\r\n",
             "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
         ),
-        row("incr n abc\r\n", "CLIENT_ERROR invalid numeric delta argument\r\n"),
-        row("incr n -1\r\n", "CLIENT_ERROR invalid numeric delta argument\r\n"),
+        row(
+            "incr n abc\r\n",
+            "CLIENT_ERROR invalid numeric delta argument\r\n",
+        ),
+        row(
+            "incr n -1\r\n",
+            "CLIENT_ERROR invalid numeric delta argument\r\n",
+        ),
         row(
             "decr n 18446744073709551616\r\n",
             "CLIENT_ERROR invalid numeric delta argument\r\n",
@@ -503,7 +556,10 @@ fn flush_all_empties_now_or_later_and_takes_noreply() {
         row("get a\r\n", value("a", 0, "1") + "END\r\n"),
         row("flush_all 0 noreply\r\n", ""),
         row("get a\r\n", "END\r\n"),
-        row("flush_all x\r\n", "CLIENT_ERROR invalid exptime argument\r\n"),
+        row(
+            "flush_all x\r\n",
+            "CLIENT_ERROR invalid exptime argument\r\n",
+        ),
         row("flush_all 1 2 3\r\n", "ERROR\r\n"),
         // A negative delay flushes now.
         row(set("a", "1"), "STORED\r\n"),
@@ -521,7 +577,10 @@ fn version_verbosity_cache_memlimit_shutdown_and_quit() {
         row("verbosity 1\r\n", "OK\r\n"),
         row("verbosity 0 noreply\r\n", ""),
         row("verbosity\r\n", "ERROR\r\n"),
-        row("verbosity x\r\n", "CLIENT_ERROR bad command line format\r\n"),
+        row(
+            "verbosity x\r\n",
+            "CLIENT_ERROR bad command line format\r\n",
+        ),
         row("cache_memlimit 100\r\n", "OK\r\n"),
         row("cache_memlimit 64 noreply\r\n", ""),
         row(
@@ -565,11 +624,20 @@ fn expiry_is_relative_absolute_past_30_days_and_negative_is_gone() {
         // One more second is an absolute time in 1970: already gone.
         row(store("set", "abs", 0, 2_592_001, b"x", false), "STORED\r\n"),
         row("get abs\r\n", "END\r\n"),
-        row(store("set", "past", 0, now - 100, b"x", false), "STORED\r\n"),
+        row(
+            store("set", "past", 0, now - 100, b"x", false),
+            "STORED\r\n",
+        ),
         row("get past\r\n", "END\r\n"),
-        row(store("set", "future", 0, now + 3600, b"x", false), "STORED\r\n"),
+        row(
+            store("set", "future", 0, now + 3600, b"x", false),
+            "STORED\r\n",
+        ),
         row("get future\r\n", value("future", 0, "x") + "END\r\n"),
-        row("set bad 0 x 1\r\nx\r\n", "CLIENT_ERROR bad command line format\r\nERROR\r\n"),
+        row(
+            "set bad 0 x 1\r\nx\r\n",
+            "CLIENT_ERROR bad command line format\r\nERROR\r\n",
+        ),
     ];
     run_table("expiry (no waiting)", &[], &steps);
 }
@@ -631,26 +699,56 @@ fn errors_are_answered_as_memcached_answers_them() {
             set(&key_251, "x"),
             "CLIENT_ERROR bad command line format\r\nERROR\r\n",
         ),
-        row(format!("get {key_251}\r\n"), "CLIENT_ERROR bad command line format\r\n"),
+        row(
+            format!("get {key_251}\r\n"),
+            "CLIENT_ERROR bad command line format\r\n",
+        ),
         // memcached drops the hits already found when a later key is too long.
         row(
             format!("get {key_250} {key_251}\r\n"),
             "CLIENT_ERROR bad command line format\r\n",
         ),
-        row(format!("delete {key_251}\r\n"), "CLIENT_ERROR bad command line format\r\n"),
-        row(format!("incr {key_251} 1\r\n"), "CLIENT_ERROR bad command line format\r\n"),
-        row(format!("touch {key_251} 1\r\n"), "CLIENT_ERROR bad command line format\r\n"),
-        row(format!("gat 0 {key_251}\r\n"), "CLIENT_ERROR bad command line format\r\n"),
+        row(
+            format!("delete {key_251}\r\n"),
+            "CLIENT_ERROR bad command line format\r\n",
+        ),
+        row(
+            format!("incr {key_251} 1\r\n"),
+            "CLIENT_ERROR bad command line format\r\n",
+        ),
+        row(
+            format!("touch {key_251} 1\r\n"),
+            "CLIENT_ERROR bad command line format\r\n",
+        ),
+        row(
+            format!("gat 0 {key_251}\r\n"),
+            "CLIENT_ERROR bad command line format\r\n",
+        ),
         // Bad command lines: the data line that follows is read as a command.
-        row("set a 0 0 z\r\nx\r\n", "CLIENT_ERROR bad command line format\r\nERROR\r\n"),
-        row("set a 0 0 -1\r\n", "CLIENT_ERROR bad command line format\r\n"),
-        row("set a x 0 1\r\nx\r\n", "CLIENT_ERROR bad command line format\r\nERROR\r\n"),
-        row("set a -1 0 1\r\nx\r\n", "CLIENT_ERROR bad command line format\r\nERROR\r\n"),
+        row(
+            "set a 0 0 z\r\nx\r\n",
+            "CLIENT_ERROR bad command line format\r\nERROR\r\n",
+        ),
+        row(
+            "set a 0 0 -1\r\n",
+            "CLIENT_ERROR bad command line format\r\n",
+        ),
+        row(
+            "set a x 0 1\r\nx\r\n",
+            "CLIENT_ERROR bad command line format\r\nERROR\r\n",
+        ),
+        row(
+            "set a -1 0 1\r\nx\r\n",
+            "CLIENT_ERROR bad command line format\r\nERROR\r\n",
+        ),
         row("set a 0 0\r\n", "ERROR\r\n"),
         row("set a\r\n", "ERROR\r\n"),
         row("set a 0 0 1 noreply extra\r\nx\r\n", "ERROR\r\nERROR\r\n"),
         // Bad data chunk: the block does not end in \r\n where the length says.
-        row("set a 0 0 1\r\nxy\r\n", "CLIENT_ERROR bad data chunk\r\nERROR\r\n"),
+        row(
+            "set a 0 0 1\r\nxy\r\n",
+            "CLIENT_ERROR bad data chunk\r\nERROR\r\n",
+        ),
         row("set a 0 0 1 noreply\r\nxyz\r\n", "ERROR\r\n"),
         row("get a\r\n", "END\r\n"),
         // Too large: refused, its data block swallowed, the connection goes on.
@@ -663,17 +761,22 @@ fn errors_are_answered_as_memcached_answers_them() {
             "SERVER_ERROR object too large for cache\r\n",
         ),
         row("get big\r\n", "END\r\n"),
-        row(store("set", "big", 0, 0, &vec![b'x'; too_large - 1], false), "STORED\r\n"),
-        row(store("set", "big", 1, 0, &vec![b'x'; too_large - 4], false), "SERVER_ERROR object too large for cache\r\n"),
+        row(
+            store("set", "big", 0, 0, &vec![b'x'; too_large - 1], false),
+            "STORED\r\n",
+        ),
+        row(
+            store("set", "big", 1, 0, &vec![b'x'; too_large - 4], false),
+            "SERVER_ERROR object too large for cache\r\n",
+        ),
         row(set("after", "ok"), "STORED\r\n"),
         row("get after\r\n", value("after", 0, "ok") + "END\r\n"),
         // A long multi-key get is not an over-long line, even sent in two parts.
-        split_row(
-            format!("get {}\r\n", keys(1000).join(" ")),
-            3000,
-            "END\r\n",
+        split_row(format!("get {}\r\n", keys(1000).join(" ")), 3000, "END\r\n"),
+        row(
+            format!("get {} after\r\n", keys(600).join(" ")),
+            value("after", 0, "ok") + "END\r\n",
         ),
-        row(format!("get {} after\r\n", keys(600).join(" ")), value("after", 0, "ok") + "END\r\n"),
         // 2048 bytes and no newline: the connection is closed without a reply.
         closes(vec![b'x'; 2100]),
         row("get after\r\n", value("after", 0, "ok") + "END\r\n"),
@@ -735,7 +838,12 @@ fn stats_name_the_counters_clients_read() {
                 problems.push(format!("stats has no {name}"));
             }
         }
-        let stat = |name: &str| stats.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        let stat = |name: &str| {
+            stats
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
         for (name, want) in [
             ("cmd_get", "2"),
             ("get_hits", "1"),
@@ -748,19 +856,30 @@ fn stats_name_the_counters_clients_read() {
                 problems.push(format!("{name} is {:?}, not {want}", stat(name)));
             }
         }
-        if server.program == support::Program::Ringcache && stat("threads") != Some(&threads.to_string()) {
+        if server.program == support::Program::Ringcache
+            && stat("threads") != Some(&threads.to_string())
+        {
             problems.push(format!("threads is {:?}, not {threads}", stat("threads")));
         }
         if stat("pid") != Some(&server.pid().to_string()) {
             problems.push(format!("pid is {:?}, not {}", stat("pid"), server.pid()));
         }
         let settings = client.stats("settings");
-        for name in ["maxbytes", "maxconns", "tcpport", "item_size_max", "evictions"] {
+        for name in [
+            "maxbytes",
+            "maxconns",
+            "tcpport",
+            "item_size_max",
+            "evictions",
+        ] {
             if !settings.iter().any(|(n, _)| n == name) {
                 problems.push(format!("stats settings has no {name}"));
             }
         }
-        let tcpport = settings.iter().find(|(n, _)| n == "tcpport").map(|(_, v)| v.clone());
+        let tcpport = settings
+            .iter()
+            .find(|(n, _)| n == "tcpport")
+            .map(|(_, v)| v.clone());
         if tcpport != Some(server.port.to_string()) {
             problems.push(format!("stats settings tcpport is {tcpport:?}"));
         }
@@ -768,7 +887,10 @@ fn stats_name_the_counters_clients_read() {
             let reply = client.call(format!("stats {which}\r\n").as_bytes(), b"END\r\n");
             let text = String::from_utf8_lossy(&reply);
             if !text.lines().all(|l| l.starts_with("STAT ") || l == "END") {
-                problems.push(format!("stats {which} is not STAT lines and END: {}", show(&reply)));
+                problems.push(format!(
+                    "stats {which} is not STAT lines and END: {}",
+                    show(&reply)
+                ));
             }
         }
         let reply = client.call(b"stats reset\r\n", b"\r\n");
@@ -776,7 +898,10 @@ fn stats_name_the_counters_clients_read() {
             problems.push(format!("stats reset: {}", show(&reply)));
         }
         let after = client.stats("");
-        let get_hits = after.iter().find(|(n, _)| n == "get_hits").map(|(_, v)| v.as_str());
+        let get_hits = after
+            .iter()
+            .find(|(n, _)| n == "get_hits")
+            .map(|(_, v)| v.as_str());
         if get_hits != Some("0") {
             problems.push(format!("get_hits after stats reset is {get_hits:?}"));
         }

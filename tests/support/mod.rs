@@ -122,7 +122,18 @@ impl Server {
             ),
             Program::Memcached => (
                 "memcached",
-                vec!["-U", "0", "-u", "root", "-t", "1", "-l", "127.0.0.1", "-p", &port_text],
+                vec![
+                    "-U",
+                    "0",
+                    "-u",
+                    "root",
+                    "-t",
+                    "1",
+                    "-l",
+                    "127.0.0.1",
+                    "-p",
+                    &port_text,
+                ],
             ),
         };
         argv.extend_from_slice(args);
@@ -176,7 +187,10 @@ impl Server {
             }
             let listeners = listening_inodes(self.port);
             let ours = socket_inodes_of(self.child.id());
-            let foreign = listeners.iter().filter(|inode| !ours.contains(inode)).count();
+            let foreign = listeners
+                .iter()
+                .filter(|inode| !ours.contains(inode))
+                .count();
             let mine = listeners.len() - foreign;
             if mine > 0 && foreign > 0 {
                 return Err(StartError::PortTaken(format!(
@@ -387,7 +401,9 @@ impl Client {
                 Err(_) => break,
             }
         }
-        self.stream.set_write_timeout(None).expect("clear write timeout");
+        self.stream
+            .set_write_timeout(None)
+            .expect("clear write timeout");
         sent
     }
 
@@ -426,7 +442,11 @@ impl Client {
     }
 
     /// Reads until `terminator` arrives; returns everything up to and including it.
-    pub fn read_until(&mut self, terminator: &[u8], timeout: Duration) -> Result<Vec<u8>, ReadFailure> {
+    pub fn read_until(
+        &mut self,
+        terminator: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, ReadFailure> {
         self.read_until_nth(terminator, 1, timeout)
     }
 
@@ -451,7 +471,8 @@ impl Client {
                 }
             }
             // Keep a terminator that straddles two reads findable.
-            searched_from = searched_from.max(self.pending.len().saturating_sub(terminator.len() - 1));
+            searched_from =
+                searched_from.max(self.pending.len().saturating_sub(terminator.len() - 1));
             let now = Instant::now();
             if now >= deadline {
                 return Err(ReadFailure::Timeout(std::mem::take(&mut self.pending)));
@@ -508,14 +529,15 @@ impl Client {
     /// Sends `request` and reads the reply up to and including `terminator`.
     pub fn call(&mut self, request: &[u8], terminator: &[u8]) -> Vec<u8> {
         self.send(request);
-        self.read_until(terminator, REPLY_TIMEOUT).unwrap_or_else(|failure| {
-            panic!(
-                "request {} got no reply ending in {}: {failure:?} (received {})",
-                show(request),
-                show(terminator),
-                show(failure.received())
-            )
-        })
+        self.read_until(terminator, REPLY_TIMEOUT)
+            .unwrap_or_else(|failure| {
+                panic!(
+                    "request {} got no reply ending in {}: {failure:?} (received {})",
+                    show(request),
+                    show(terminator),
+                    show(failure.received())
+                )
+            })
     }
 
     /// Stores `value` under `key` and checks the reply.
