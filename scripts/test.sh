@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need when it is missing (Debian,
+# as root), builds once in release, runs every Rust test and the real-client
+# tests, and prints a summary. Exits non-zero if anything failed.
+#
+#   scripts/test.sh                              # test ringcache
+#   RINGCACHE_TEST_TARGET=memcached scripts/test.sh   # prove the tests on memcached
+#   RINGCACHE_SEED=<n> scripts/test.sh           # replay a differential seed
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+started=$(date +%s)
+
+say() { printf '\n==> %s\n' "$*"; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+        echo "need root to run: $*" >&2; return 1; fi
+}
+
+install_missing() {
+    if ! command -v memcached >/dev/null || ! command -v memccat >/dev/null \
+        || ! command -v nc >/dev/null; then
+        say "installing memcached, libmemcached-tools, netcat-openbsd"
+        export DEBIAN_FRONTEND=noninteractive
+        as_root apt-get update -qq </dev/null || return 1
+        as_root apt-get install -y -qq memcached libmemcached-tools netcat-openbsd </dev/null || return 1
+    fi
+    if ! python3 -c 'import pymemcache' 2>/dev/null; then
+        say "installing pymemcache"
+        python3 -m pip install --quiet pymemcache </dev/null \
+            || python3 -m pip install --quiet --break-system-packages pymemcache </dev/null \
+            || return 1
+    fi
+}
+
+# Servers a test leaves behind (it should not) are ours to end: only the ones
+# started from this checkout's binary, by pid.
+reap_servers() {
+    local bin pid
+    bin="$(pwd)/target/release/ringcache"
+    for pid in $(pgrep -x ringcache 2>/dev/null); do
+        if [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$bin" ]; then
+            echo "warning: a ringcache test server (pid $pid) was left running; ending it" >&2
+            kill "$pid" 2>/dev/null
+        fi
+    done
+}
+trap reap_servers EXIT
+
+failed=()
+
+install_missing || { echo "error: could not install the test dependencies" >&2; exit 2; }
+# The service the memcached package starts is not used; the tests start their own.
+if command -v systemctl >/dev/null && systemctl is-active --quiet memcached 2>/dev/null; then
+    as_root systemctl stop memcached 2>/dev/null || true
+fi
+
+say "building (release: one build serves the server and the tests)"
+if ! cargo build --release --all-targets; then
+    echo "error: build failed" >&2
+    exit 1
+fi
+
+say "cargo test --release"
+if ! cargo test --release --no-fail-fast; then
+    failed+=("cargo test")
+fi
+
+say "real clients (pymemcache, libmemcached tools)"
+if ! RINGCACHE_BIN="$(pwd)/target/release/ringcache" python3 tests/clients/test_pymemcache.py; then
+    failed+=("client tests")
+fi
+
+elapsed=$(( $(date +%s) - started ))
+echo
+echo "================================================================"
+echo "target: ${RINGCACHE_TEST_TARGET:-ringcache}; wall time: ${elapsed}s"
+if [ ${#failed[@]} -eq 0 ]; then
+    echo "ALL TESTS PASSED"
+    echo "================================================================"
+    exit 0
+fi
+echo "FAILED: ${failed[*]}"
+echo "================================================================"
+exit 1

@@ -1,0 +1,734 @@
+//! Shared helpers for the black-box tests (does I/O: processes and sockets).
+//!
+//! - [`Server`] starts `ringcache` (or a real `memcached`) on a free 127.0.0.1
+//!   port, waits until it accepts, and kills it on drop.
+//! - [`Client`] is a tiny blocking client that speaks raw bytes: send, read until
+//!   a terminator or a timeout, read exactly N bytes, notice a closed connection.
+//! - [`matches`] compares a reply with an expected pattern in which `{cas}` stands
+//!   for a CAS number and `{any}` for the rest of a line.
+//!
+//! `RINGCACHE_TEST_TARGET=memcached` makes [`Server::ringcache`] start memcached
+//! with the same flags instead, so every table can be proven against the
+//! reference before the server exists.
+#![allow(dead_code)] // each test file uses a different part of this module
+
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long a server may take to start accepting connections.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long a read waits for a reply the test expects to come.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Attempts at starting a server before a port collision is called a failure.
+const START_ATTEMPTS_MAX: usize = 8;
+
+/// Which program a [`Server`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Program {
+    Ringcache,
+    Memcached,
+}
+
+/// Whether tests that name ringcache run it, or memcached in its place.
+pub fn ringcache_stands_in_for_memcached() -> bool {
+    matches!(
+        std::env::var("RINGCACHE_TEST_TARGET").as_deref(),
+        Ok("memcached")
+    )
+}
+
+/// Whether a `memcached` binary is on the PATH.
+pub fn memcached_available() -> bool {
+    Command::new("memcached")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Says loudly that a memcached comparison is skipped. The test command
+/// (`scripts/test.sh`) installs memcached, so this only happens when tests are
+/// run by hand on a machine without it.
+pub fn warn_memcached_missing(test: &str) {
+    eprintln!();
+    eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+    eprintln!("!!! {test}: memcached is not installed: the comparison with the");
+    eprintln!("!!! reference is SKIPPED. Run scripts/test.sh, which installs it.");
+    eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+    eprintln!();
+}
+
+/// A running server, killed when dropped.
+pub struct Server {
+    child: Child,
+    pub port: u16,
+    pub program: Program,
+    /// Human name for messages, e.g. `ringcache -t 2`.
+    pub name: String,
+    log_path: PathBuf,
+}
+
+impl Server {
+    /// Starts ringcache with `args` (memcached's flags: `-t`, `-m`, `-c`, `-I`, `-A`…)
+    /// or, under `RINGCACHE_TEST_TARGET=memcached`, memcached with the same flags.
+    pub fn ringcache(args: &[&str]) -> Server {
+        if ringcache_stands_in_for_memcached() {
+            return Server::memcached(args).unwrap_or_else(|| {
+                panic!("RINGCACHE_TEST_TARGET=memcached but memcached is not installed")
+            });
+        }
+        Server::start(Program::Ringcache, args)
+    }
+
+    /// Starts the reference memcached with `args` added to
+    /// `-U 0 -u root -t 1 -l 127.0.0.1 -p PORT` (a later `-t` wins).
+    /// `None`, after a loud warning, when memcached is not installed.
+    pub fn memcached(args: &[&str]) -> Option<Server> {
+        if !memcached_available() {
+            warn_memcached_missing("memcached reference");
+            return None;
+        }
+        Some(Server::start(Program::Memcached, args))
+    }
+
+    fn start(program: Program, args: &[&str]) -> Server {
+        let mut last_error = String::new();
+        for _ in 0..START_ATTEMPTS_MAX {
+            let port = free_port();
+            match Server::try_start(program, args, port) {
+                Ok(server) => return server,
+                Err(StartError::PortTaken(message)) => last_error = message,
+                Err(StartError::Failed(message)) => panic!("{message}"),
+            }
+        }
+        panic!("could not start {program:?} on a free port: {last_error}");
+    }
+
+    fn try_start(program: Program, args: &[&str], port: u16) -> Result<Server, StartError> {
+        let port_text = port.to_string();
+        let (binary, mut argv): (&str, Vec<&str>) = match program {
+            Program::Ringcache => (
+                env!("CARGO_BIN_EXE_ringcache"),
+                vec!["-l", "127.0.0.1", "-p", &port_text],
+            ),
+            Program::Memcached => (
+                "memcached",
+                vec![
+                    "-U",
+                    "0",
+                    "-u",
+                    "root",
+                    "-t",
+                    "1",
+                    "-l",
+                    "127.0.0.1",
+                    "-p",
+                    &port_text,
+                ],
+            ),
+        };
+        argv.extend_from_slice(args);
+        let name = format!(
+            "{} {}",
+            match program {
+                Program::Ringcache => "ringcache",
+                Program::Memcached => "memcached",
+            },
+            args.join(" ")
+        )
+        .trim()
+        .to_string();
+        let log_path = log_path_for(program, port);
+        let log = File::create(&log_path).expect("create server log file");
+        let child = Command::new(binary)
+            .args(&argv)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log file handle"))
+            .stderr(log)
+            .spawn()
+            .map_err(|e| StartError::Failed(format!("cannot run {binary}: {e}")))?;
+        let mut server = Server {
+            child,
+            port,
+            program,
+            name,
+            log_path,
+        };
+        server.wait_until_listening()?;
+        Ok(server)
+    }
+
+    /// Waits until the child listens on its port, and checks that every listening
+    /// socket on the port is the child's: with `SO_REUSEPORT` two servers could
+    /// share a port, and a connect alone cannot tell whose socket answered.
+    fn wait_until_listening(&mut self) -> Result<(), StartError> {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll server process") {
+                let log = self.log();
+                let message = format!(
+                    "{} exited before accepting connections ({status}); its output:\n{log}",
+                    self.name
+                );
+                return if log.contains("in use") {
+                    Err(StartError::PortTaken(message))
+                } else {
+                    Err(StartError::Failed(message))
+                };
+            }
+            let listeners = listening_inodes(self.port);
+            let ours = socket_inodes_of(self.child.id());
+            let foreign = listeners
+                .iter()
+                .filter(|inode| !ours.contains(inode))
+                .count();
+            let mine = listeners.len() - foreign;
+            if mine > 0 && foreign > 0 {
+                return Err(StartError::PortTaken(format!(
+                    "port {} is shared with another process",
+                    self.port
+                )));
+            }
+            if mine > 0 && TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
+            }
+            if foreign > 0 && Instant::now() > deadline {
+                return Err(StartError::PortTaken(format!(
+                    "port {} is held by another process",
+                    self.port
+                )));
+            }
+            if Instant::now() > deadline {
+                return Err(StartError::Failed(format!(
+                    "{} did not accept connections on 127.0.0.1:{} within {:?}; its output:\n{}",
+                    self.name,
+                    self.port,
+                    STARTUP_TIMEOUT,
+                    self.log()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Connects a new [`Client`].
+    pub fn connect(&self) -> Client {
+        Client::connect(self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's own output so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Resident memory of the server now, in bytes (`VmRSS`).
+    pub fn rss_bytes(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmRSS:") * 1024
+    }
+
+    /// Peak resident memory of the server so far, in bytes (`VmHWM`).
+    pub fn peak_rss_bytes(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmHWM:") * 1024
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log_path);
+    }
+}
+
+enum StartError {
+    PortTaken(String),
+    Failed(String),
+}
+
+/// A port nobody listens on right now: bind `127.0.0.1:0`, read it, drop it.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}
+
+fn log_path_for(program: Program, port: u16) -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!(
+        "ringcache-test-{}-{:?}-{port}-{n}.log",
+        std::process::id(),
+        program
+    ))
+}
+
+/// Inodes of the sockets listening on 127.0.0.1:`port` or 0.0.0.0:`port` (Linux).
+fn listening_inodes(port: u16) -> Vec<u64> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 10 || fields[3] != "0A" {
+                continue;
+            }
+            let Some((_, port_hex)) = fields[1].rsplit_once(':') else {
+                continue;
+            };
+            if u16::from_str_radix(port_hex, 16) == Ok(port) {
+                if let Ok(inode) = fields[9].parse() {
+                    inodes.push(inode);
+                }
+            }
+        }
+    }
+    inodes
+}
+
+/// Inodes of every socket the process `pid` holds (across all its threads' fd table).
+fn socket_inodes_of(pid: u32) -> Vec<u64> {
+    let mut inodes = Vec::new();
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return inodes;
+    };
+    for entry in entries.flatten() {
+        if let Ok(target) = std::fs::read_link(entry.path()) {
+            let target = target.to_string_lossy().into_owned();
+            if let Some(inode) = target
+                .strip_prefix("socket:[")
+                .and_then(|rest| rest.strip_suffix(']'))
+                .and_then(|n| n.parse().ok())
+            {
+                inodes.push(inode);
+            }
+        }
+    }
+    inodes
+}
+
+/// A `kB` field of `/proc/PID/status`, e.g. `VmRSS:`.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Why a read ended without what the test waited for.
+#[derive(Debug)]
+pub enum ReadFailure {
+    /// Nothing more came within the timeout; what did come is kept.
+    Timeout(Vec<u8>),
+    /// The server closed the connection; what came before is kept.
+    Closed(Vec<u8>),
+}
+
+impl ReadFailure {
+    pub fn received(&self) -> &[u8] {
+        match self {
+            ReadFailure::Timeout(bytes) | ReadFailure::Closed(bytes) => bytes,
+        }
+    }
+}
+
+/// A blocking client that speaks raw bytes.
+pub struct Client {
+    stream: TcpStream,
+    /// Bytes read from the socket and not yet handed to the test.
+    pending: Vec<u8>,
+    closed: bool,
+}
+
+impl Client {
+    pub fn connect(port: u16) -> Client {
+        let stream = TcpStream::connect(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"));
+        stream.set_nodelay(true).expect("set TCP_NODELAY");
+        Client {
+            stream,
+            pending: Vec::new(),
+            closed: false,
+        }
+    }
+
+    /// Writes all of `bytes`. A server that closed the connection is not a
+    /// failure here: the read that follows reports it.
+    pub fn send(&mut self, bytes: &[u8]) {
+        if let Err(e) = self.stream.write_all(bytes) {
+            if is_disconnect(&e) {
+                self.closed = true;
+            } else {
+                panic!("send: {e}");
+            }
+        }
+    }
+
+    /// Writes `bytes` with a deadline, for clients that never read: returns how
+    /// many bytes went out before the socket stopped taking more.
+    pub fn send_until_blocked(&mut self, bytes: &[u8], timeout: Duration) -> usize {
+        self.stream
+            .set_write_timeout(Some(timeout))
+            .expect("set write timeout");
+        let mut sent = 0;
+        while sent < bytes.len() {
+            match self.stream.write(&bytes[sent..]) {
+                Ok(0) => break,
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        self.stream
+            .set_write_timeout(None)
+            .expect("clear write timeout");
+        sent
+    }
+
+    /// Reads more bytes into `pending`, waiting at most `timeout`.
+    /// Returns false on timeout or when the connection is closed.
+    fn fill(&mut self, timeout: Duration) -> bool {
+        if self.closed {
+            return false;
+        }
+        let timeout = timeout.max(Duration::from_millis(1));
+        self.stream
+            .set_read_timeout(Some(timeout))
+            .expect("set read timeout");
+        let mut chunk = [0u8; 64 * 1024];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => {
+                    self.closed = true;
+                    return false;
+                }
+                Ok(n) => {
+                    self.pending.extend_from_slice(&chunk[..n]);
+                    return true;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
+                    return false
+                }
+                Err(e) if is_disconnect(&e) => {
+                    self.closed = true;
+                    return false;
+                }
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    /// Reads until `terminator` arrives; returns everything up to and including it.
+    pub fn read_until(
+        &mut self,
+        terminator: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, ReadFailure> {
+        self.read_until_nth(terminator, 1, timeout)
+    }
+
+    /// Like [`Client::read_until`], but returns after the `n`th occurrence.
+    pub fn read_until_nth(
+        &mut self,
+        terminator: &[u8],
+        n: usize,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, ReadFailure> {
+        assert!(n > 0 && !terminator.is_empty());
+        let deadline = Instant::now() + timeout;
+        let mut searched_from = 0;
+        let mut seen = 0;
+        loop {
+            while let Some(at) = find(&self.pending[searched_from..], terminator) {
+                let end = searched_from + at + terminator.len();
+                seen += 1;
+                searched_from = end;
+                if seen == n {
+                    return Ok(self.pending.drain(..end).collect());
+                }
+            }
+            // Keep a terminator that straddles two reads findable.
+            searched_from =
+                searched_from.max(self.pending.len().saturating_sub(terminator.len() - 1));
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ReadFailure::Timeout(std::mem::take(&mut self.pending)));
+            }
+            if !self.fill(deadline - now) {
+                if self.closed {
+                    return Err(ReadFailure::Closed(std::mem::take(&mut self.pending)));
+                }
+                if Instant::now() >= deadline {
+                    return Err(ReadFailure::Timeout(std::mem::take(&mut self.pending)));
+                }
+            }
+        }
+    }
+
+    /// Reads exactly `n` bytes.
+    pub fn read_exact_n(&mut self, n: usize, timeout: Duration) -> Result<Vec<u8>, ReadFailure> {
+        let deadline = Instant::now() + timeout;
+        while self.pending.len() < n {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ReadFailure::Timeout(std::mem::take(&mut self.pending)));
+            }
+            if !self.fill(deadline - now) && self.closed {
+                return Err(ReadFailure::Closed(std::mem::take(&mut self.pending)));
+            }
+        }
+        Ok(self.pending.drain(..n).collect())
+    }
+
+    /// Everything that arrives until the server has been quiet for `quiet`
+    /// (or closed the connection).
+    pub fn read_available(&mut self, quiet: Duration) -> Vec<u8> {
+        while self.fill(quiet) {}
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Whether the server closes the connection within `timeout` (bytes that
+    /// arrive first are dropped).
+    pub fn is_closed_within(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.closed && Instant::now() < deadline {
+            self.fill(deadline.saturating_duration_since(Instant::now()));
+            self.pending.clear();
+        }
+        self.closed
+    }
+
+    /// Whether a read has seen the connection closed.
+    pub fn has_seen_close(&self) -> bool {
+        self.closed
+    }
+
+    /// Sends `request` and reads the reply up to and including `terminator`.
+    pub fn call(&mut self, request: &[u8], terminator: &[u8]) -> Vec<u8> {
+        self.send(request);
+        self.read_until(terminator, REPLY_TIMEOUT)
+            .unwrap_or_else(|failure| {
+                panic!(
+                    "request {} got no reply ending in {}: {failure:?} (received {})",
+                    show(request),
+                    show(terminator),
+                    show(failure.received())
+                )
+            })
+    }
+
+    /// Stores `value` under `key` and checks the reply.
+    pub fn set(&mut self, key: &str, value: &[u8]) {
+        let mut request = format!("set {key} 0 0 {}\r\n", value.len()).into_bytes();
+        request.extend_from_slice(value);
+        request.extend_from_slice(b"\r\n");
+        let reply = self.call(&request, b"\r\n");
+        assert_eq!(show(&reply), "STORED\\r\\n", "set {key}");
+    }
+
+    /// The value of `key`, or None on a miss.
+    pub fn get(&mut self, key: &str) -> Option<Vec<u8>> {
+        self.send(format!("get {key}\r\n").as_bytes());
+        let line = self
+            .read_until(b"\r\n", REPLY_TIMEOUT)
+            .unwrap_or_else(|f| panic!("get {key}: {f:?}"));
+        if line == b"END\r\n" {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&line).into_owned();
+        let fields: Vec<&str> = text.trim_end().split(' ').collect();
+        assert!(
+            fields.len() == 4 && fields[0] == "VALUE" && fields[1] == key,
+            "get {key}: unexpected header {text:?}"
+        );
+        let len: usize = fields[3].parse().expect("value length");
+        let body = self
+            .read_exact_n(len + 2 + 5, REPLY_TIMEOUT)
+            .unwrap_or_else(|f| panic!("get {key}: {f:?}"));
+        assert_eq!(&body[len..], b"\r\nEND\r\n", "get {key}: bad framing");
+        Some(body[..len].to_vec())
+    }
+
+    /// `stats` as (name, value) pairs.
+    pub fn stats(&mut self, which: &str) -> Vec<(String, String)> {
+        let request = if which.is_empty() {
+            "stats\r\n".to_string()
+        } else {
+            format!("stats {which}\r\n")
+        };
+        let reply = self.call(request.as_bytes(), b"END\r\n");
+        String::from_utf8_lossy(&reply)
+            .lines()
+            .filter_map(|line| line.strip_prefix("STAT "))
+            .filter_map(|rest| rest.split_once(' '))
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect()
+    }
+
+    /// Half-closes the sending side.
+    pub fn shutdown_write(&mut self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+}
+
+fn is_disconnect(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::BrokenPipe
+            | ErrorKind::UnexpectedEof
+    )
+}
+
+/// Index of the first `needle` in `haystack`.
+pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.len() > haystack.len() {
+        return None;
+    }
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Bytes shown for a failure message: printable ASCII as is, `\r` `\n` escaped,
+/// others as `\xNN`; long runs of one byte are shortened.
+pub fn show(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let mut run = 1;
+        while i + run < bytes.len() && bytes[i + run] == b {
+            run += 1;
+        }
+        if run > 16 {
+            out.push_str(&format!("<{run} x {}>", show(&[b])));
+            i += run;
+            continue;
+        }
+        match b {
+            b'\r' => out.push_str("\\r"),
+            b'\n' => out.push_str("\\n"),
+            b'\\' => out.push_str("\\\\"),
+            0x20..=0x7e => out.push(b as char),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Whether `reply` matches `pattern`, where `{cas}` matches one or more
+/// digits and `{any}` matches anything up to the end of the line. The CAS
+/// numbers matched are returned in order.
+pub fn matches(pattern: &[u8], reply: &[u8]) -> Option<Vec<u64>> {
+    let mut cas_values = Vec::new();
+    let (mut p, mut r) = (0, 0);
+    while p < pattern.len() {
+        if pattern[p..].starts_with(b"{cas}") {
+            let digits = reply[r..].iter().take_while(|b| b.is_ascii_digit()).count();
+            if digits == 0 {
+                return None;
+            }
+            let text = std::str::from_utf8(&reply[r..r + digits]).ok()?;
+            cas_values.push(text.parse().ok()?);
+            r += digits;
+            p += b"{cas}".len();
+        } else if pattern[p..].starts_with(b"{any}") {
+            while r < reply.len() && reply[r] != b'\r' && reply[r] != b'\n' {
+                r += 1;
+            }
+            p += b"{any}".len();
+        } else {
+            if r >= reply.len() || reply[r] != pattern[p] {
+                return None;
+            }
+            p += 1;
+            r += 1;
+        }
+    }
+    (r == reply.len()).then_some(cas_values)
+}
+
+/// A small, fast, seedable PRNG (SplitMix64), so that failing random tests
+/// replay exactly from their seed.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        assert!(n > 0);
+        self.next_u64() % n
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo + 1)
+    }
+
+    /// True with probability `percent`/100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+}
+
+/// The seed of a random test: `RINGCACHE_SEED` if set, else from the clock.
+pub fn seed_from_env_or_clock() -> u64 {
+    if let Ok(text) = std::env::var("RINGCACHE_SEED") {
+        return text
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("RINGCACHE_SEED={text:?} is not a u64"));
+    }
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+}
+
+/// Seconds since the Unix epoch, for absolute expiry times.
+pub fn unix_now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
