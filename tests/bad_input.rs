@@ -29,8 +29,51 @@ fn pair(args: &[&str]) -> Option<(Server, Server)> {
 fn exchange(server: &Server, input: &[u8]) -> (Vec<u8>, bool) {
     let mut client = server.connect();
     client.send(input);
-    let reply = client.read_available(QUIET);
+    let reply = without_versions(&client.read_available(QUIET));
     (reply, client.has_seen_close())
+}
+
+/// Replaces the version in `VERSION <version>\r\n` lines, which must differ.
+fn without_versions(reply: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(reply.len());
+    let mut rest = reply;
+    while let Some(at) = support::find(rest, b"VERSION ") {
+        out.extend_from_slice(&rest[..at + b"VERSION ".len()]);
+        rest = &rest[at + b"VERSION ".len()..];
+        match support::find(rest, b"\r\n") {
+            Some(end) => {
+                out.push(b'*');
+                rest = &rest[end..];
+            }
+            None => break,
+        }
+    }
+    out.extend_from_slice(rest);
+    out
+}
+
+/// memcached holds back `SERVER_ERROR object too large for cache` until it has
+/// swallowed the whole data block; ringcache answers at once. Once the block has
+/// been sent, both have answered the same bytes and the connection is in sync.
+#[test]
+fn a_too_large_item_is_refused_and_its_data_block_swallowed() {
+    let Some((reference, target)) = pair(&[]) else {
+        support::warn_memcached_missing("too large");
+        return;
+    };
+    for server in [&reference, &target] {
+        let mut client = server.connect();
+        client.send(b"set big 0 0 1048576\r\n");
+        client.send(&vec![b'x'; 1048576]);
+        let reply = client.call(b"\r\nversion\r\n", b"VERSION ");
+        assert!(
+            reply.starts_with(b"SERVER_ERROR object too large for cache\r\nVERSION "),
+            "{}: {}",
+            server.name,
+            show(&reply)
+        );
+        still_serves(server);
+    }
 }
 
 /// A fresh client still gets correct answers.
@@ -104,7 +147,6 @@ fn huge_and_negative_lengths_are_refused_as_memcached_refuses_them() {
         "set a 0 0 2147483648\r\nversion\r\n",
         "set a 0 0 4294967295\r\nversion\r\n",
         "set a 0 0 99999999999999999999\r\nversion\r\n",
-        "set a 0 0 1048576\r\nversion\r\n",
         "append a 0 0 -5\r\nversion\r\n",
         "cas a 0 0 -1 1\r\nversion\r\n",
         "incr a 99999999999999999999999\r\nversion\r\n",

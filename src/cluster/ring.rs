@@ -43,7 +43,7 @@ impl Ring {
     /// Builds the ring from its servers, `points_per_server` points each (a multiple of 4).
     pub fn new(servers: &[Server], points_per_server: usize) -> Ring {
         assert!(!servers.is_empty(), "a ring needs at least one server");
-        assert!(points_per_server >= 4 && points_per_server % 4 == 0);
+        assert!(points_per_server >= 4 && points_per_server.is_multiple_of(4));
         let mut points = Vec::with_capacity(servers.len() * points_per_server);
         for server in servers {
             for i in 0..points_per_server / 4 {

@@ -10,8 +10,8 @@ use super::shard::{with_state, ShardCtx};
 use crate::config::ShutdownCommand;
 use crate::engine::{self, reply, NodeView, Settings, Step};
 use crate::limits::{
-    FORWARD_BATCH_REQUESTS_MAX, ITEM_SIZE_MAX_MAX_BYTES, MULTIGET_LINE_LEN_MAX, READ_BUFFER_KEEP_BYTES,
-    READ_CHUNK_BYTES, REPLY_BUFFER_FLUSH_BYTES,
+    FORWARD_BATCH_REQUESTS_MAX, ITEM_SIZE_MAX_MAX_BYTES, MULTIGET_LINE_LEN_MAX,
+    READ_BUFFER_KEEP_BYTES, READ_CHUNK_BYTES, REPLY_BUFFER_FLUSH_BYTES,
 };
 use crate::protocol::text::{Request, ShutdownMode};
 use crate::protocol::{self, ParseError};
@@ -54,6 +54,7 @@ struct Output {
     out: Vec<u8>,
     /// Empty while every request so far ran on this shard.
     pieces: Vec<Piece>,
+    /// With `pieces`: where this shard's replies after the last forward begin.
     local_mark: usize,
     batches: Vec<Batch>,
     forwarded: usize,
@@ -74,9 +75,15 @@ impl Output {
     }
 
     fn forward(&mut self, shard: u32, bytes: &[u8], kind: ForwardKind) {
-        if self.local_mark < self.out.len() {
+        // Until the first forward, everything in `out` is this shard's own replies.
+        let start = if self.pieces.is_empty() {
+            0
+        } else {
+            self.local_mark
+        };
+        if start < self.out.len() {
             self.pieces.push(Piece::Local {
-                start: self.local_mark,
+                start,
                 end: self.out.len(),
             });
         }
@@ -137,7 +144,7 @@ impl Output {
         with_state(|s| s.stats.forwarded_out += self.forwarded as u64);
         self.out = spliced;
         self.pieces.clear();
-        self.local_mark = self.out.len();
+        self.local_mark = 0;
         self.forwarded = 0;
         Ok(())
     }
@@ -158,7 +165,12 @@ pub async fn serve(mut stream: TcpStream, ctx: &ShardCtx) {
     let mut end = 0usize;
     let mut swallow = 0usize;
     let mut output = Output::new(ctx.node.shards);
-    let buffer_max = ctx.node.config.item_size_max_bytes.min(ITEM_SIZE_MAX_MAX_BYTES) + MULTIGET_LINE_LEN_MAX;
+    let buffer_max = ctx
+        .node
+        .config
+        .item_size_max_bytes
+        .min(ITEM_SIZE_MAX_MAX_BYTES)
+        + MULTIGET_LINE_LEN_MAX;
 
     loop {
         if start == end {
@@ -195,10 +207,21 @@ pub async fn serve(mut stream: TcpStream, ctx: &ShardCtx) {
         }
 
         ctx.busy.set(ctx.busy.get() + 1);
-        let after = handle_buffer(ctx, &mut stream, &rbuf[..end], &mut start, &mut swallow, &mut output).await;
+        let after = handle_buffer(
+            ctx,
+            &mut stream,
+            &rbuf[..end],
+            &mut start,
+            &mut swallow,
+            &mut output,
+        )
+        .await;
         let written = flush(&mut stream, &mut output).await;
         ctx.busy.set(ctx.busy.get() - 1);
-        if written.is_err() || matches!(after, After::Close) || ctx.node.stop.load(Ordering::Acquire) {
+        if written.is_err()
+            || matches!(after, After::Close)
+            || ctx.node.stop.load(Ordering::Acquire)
+        {
             break;
         }
     }
@@ -254,7 +277,11 @@ async fn handle_buffer(
         let raw = &rest[..used];
         let clock = ctx.node.clock();
         match req {
-            Request::Get { kind, exptime, keys } if shards > 1 => {
+            Request::Get {
+                kind,
+                exptime,
+                keys,
+            } if shards > 1 => {
                 output.owners.clear();
                 let mut all_mine = true;
                 for key in keys.iter() {
@@ -268,7 +295,9 @@ async fn handle_buffer(
                     for (i, key) in keys.iter().enumerate() {
                         let owner = output.owners[i];
                         if owner == ctx.id {
-                            with_state(|s| engine::get_one(s, kind, exptime, key, &clock, &mut output.out));
+                            with_state(|s| {
+                                engine::get_one(s, kind, exptime, key, &clock, &mut output.out)
+                            });
                         } else {
                             output.forward(owner, key, ForwardKind::GetOne { kind, exptime });
                         }
@@ -308,7 +337,9 @@ async fn handle_buffer(
             *start += skip;
             *swallow = swallow_bytes - skip;
         }
-        if output.forwarded >= FORWARD_BATCH_REQUESTS_MAX || output.out.len() >= REPLY_BUFFER_FLUSH_BYTES {
+        if output.forwarded >= FORWARD_BATCH_REQUESTS_MAX
+            || output.out.len() >= REPLY_BUFFER_FLUSH_BYTES
+        {
             if output.complete(ctx).await.is_err() {
                 return After::Close;
             }
@@ -352,7 +383,10 @@ async fn node_request(ctx: &ShardCtx, req: &Request<'_>, clock: &Clock, out: &mu
             } else {
                 // The main thread waits for SIGINT and stops every shard, letting
                 // connections finish what they have read (graceful either way).
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGINT);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::this(),
+                    nix::sys::signal::Signal::SIGINT,
+                );
                 return Step::Close;
             }
         }
@@ -378,7 +412,11 @@ async fn node_view(ctx: &ShardCtx, clock: &Clock) -> NodeView {
     let node = &ctx.node;
     let (mut shard, mut store) = with_state(|s| (s.stats, s.store.stats()));
     for answer in ctx.ask_all(|| Ask::Stats).await {
-        if let Answer::Stats { shard: other, store: other_store } = answer {
+        if let Answer::Stats {
+            shard: other,
+            store: other_store,
+        } = answer
+        {
             shard.add(&other);
             store.add(&other_store);
         }

@@ -22,10 +22,7 @@ pub enum ForwardKind {
     Whole,
     /// One key of a multi-key retrieval: the bytes are the key; the reply is its
     /// `VALUE` block alone, without `END`.
-    GetOne {
-        kind: GetKind,
-        exptime: Option<i64>,
-    },
+    GetOne { kind: GetKind, exptime: Option<i64> },
 }
 
 /// The requests of one read that the receiving shard owns, in request order.
@@ -60,7 +57,11 @@ pub struct Replies {
 
 impl Replies {
     pub fn fragment(&self, op: usize) -> &[u8] {
-        let start = if op == 0 { 0 } else { self.ends[op - 1] as usize };
+        let start = if op == 0 {
+            0
+        } else {
+            self.ends[op - 1] as usize
+        };
         &self.bytes[start..self.ends[op] as usize]
     }
 }
@@ -69,19 +70,26 @@ impl Replies {
 pub enum Ask {
     Batch(Batch),
     /// `flush_all [delay]` on this shard.
-    Flush { delay_secs: i64 },
+    Flush {
+        delay_secs: i64,
+    },
     /// This shard's counters for `stats`.
     Stats,
     /// `stats reset`.
     ResetStats,
     /// `cache_memlimit`: this shard's new share of memory.
-    MemoryLimit { bytes: usize },
+    MemoryLimit {
+        bytes: usize,
+    },
 }
 
 #[derive(Debug)]
 pub enum Answer {
     Replies(Replies),
-    Stats { shard: ShardStats, store: StoreStats },
+    Stats {
+        shard: Box<ShardStats>,
+        store: StoreStats,
+    },
     Done,
 }
 

@@ -51,7 +51,9 @@ impl Node {
 /// The CPUs this process may run on (its affinity mask, not every online CPU).
 fn allowed_cpus() -> Vec<usize> {
     match nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
-        Ok(set) => (0..nix::sched::CpuSet::count()).filter(|&c| set.is_set(c).unwrap_or(false)).collect(),
+        Ok(set) => (0..nix::sched::CpuSet::count())
+            .filter(|&c| set.is_set(c).unwrap_or(false))
+            .collect(),
         Err(_) => vec![0],
     }
 }
@@ -68,7 +70,9 @@ fn listen_addr(config: &Config) -> Result<SocketAddr, String> {
 /// A listening socket with SO_REUSEADDR (restarts do not wait for TIME_WAIT) and,
 /// with `share`, SO_REUSEPORT so that every shard accepts on the same port.
 pub(crate) fn listen_socket(addr: SocketAddr, share: Sharing) -> std::io::Result<OwnedFd> {
-    use nix::sys::socket::{self, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage};
+    use nix::sys::socket::{
+        self, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage,
+    };
     let family = if addr.is_ipv4() {
         AddressFamily::Inet
     } else {
@@ -80,7 +84,10 @@ pub(crate) fn listen_socket(addr: SocketAddr, share: Sharing) -> std::io::Result
         socket::setsockopt(&fd, sockopt::ReusePort, &true)?;
     }
     socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
-    socket::listen(&fd, Backlog::new(LISTEN_BACKLOG).unwrap_or(Backlog::MAXCONN))?;
+    socket::listen(
+        &fd,
+        Backlog::new(LISTEN_BACKLOG).unwrap_or(Backlog::MAXCONN),
+    )?;
     Ok(fd)
 }
 
@@ -219,7 +226,7 @@ pub fn run(config: Config) -> i32 {
                         return;
                     }
                 };
-                        executor.run(shard::run(id as u32, node, addr, links, started));
+                executor.run(shard::run(id as u32, node, addr, links, started));
             });
         match thread {
             Ok(thread) => threads.push(thread),

@@ -259,13 +259,24 @@ fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
                                 .expect("a forwarded request parses as it did on its first shard");
                             assert_eq!(used, bytes.len(), "forwarded request from shard {from}");
                             if let Some(key) = conn::request_key(&req) {
-                                assert_eq!(ctx.owner(key), ctx.id, "request sent to the wrong shard");
+                                assert_eq!(
+                                    ctx.owner(key),
+                                    ctx.id,
+                                    "request sent to the wrong shard"
+                                );
                             }
                             engine::execute(state, &req, &clock, &mut replies.bytes);
                         }
                         ForwardKind::GetOne { kind, exptime } => {
                             assert_eq!(ctx.owner(bytes), ctx.id, "key sent to the wrong shard");
-                            engine::get_one(state, kind, exptime, bytes, &clock, &mut replies.bytes);
+                            engine::get_one(
+                                state,
+                                kind,
+                                exptime,
+                                bytes,
+                                &clock,
+                                &mut replies.bytes,
+                            );
                         }
                     }
                     replies.ends.push(replies.bytes.len() as u32);
@@ -278,7 +289,7 @@ fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
             Answer::Done
         }
         Ask::Stats => with_state(|s| Answer::Stats {
-            shard: s.stats,
+            shard: Box::new(s.stats),
             store: s.store.stats(),
         }),
         Ask::ResetStats => {

@@ -577,8 +577,10 @@ impl std::fmt::Write for Bytes<'_> {
     }
 }
 
-/// The version string reported by `version` and `stats`.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The version string reported by `version` and `stats`: the memcached release whose
+/// behaviour is served, then ringcache's own. Clients such as libmemcached parse the
+/// leading `major.minor.micro` and refuse a server whose major version is 0.
+pub const VERSION: &str = concat!("1.6.18-ringcache-", env!("CARGO_PKG_VERSION"));
 
 #[cfg(test)]
 mod tests {
