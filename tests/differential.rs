@@ -109,10 +109,11 @@ impl Generator {
     fn data(&mut self) -> Vec<u8> {
         match self.rng.below(10) {
             0..=3 => self.rng.below(1000).to_string().into_bytes(),
-            // Near 2^64, so incr wraps. Not 2^64 - 1 itself: right after
-            // storing it, memcached 1.6.18 now and then answers a decr of it
-            // with "non-numeric value" (rarely, and not on replay).
-            4 => b"18446744073709551600".to_vec(),
+            // Large, but below 2^63: right after storing a value of 2^63 or
+            // more, memcached 1.6.18 now and then answers incr/decr of it with
+            // "non-numeric value" (rarely, and not on replay). Wrapping at 2^64
+            // is covered by the request/reply tables instead.
+            4 => b"9223372036854775800".to_vec(),
             5 => Vec::new(),
             6 => b"x\r\ny".to_vec(),
             _ => {

@@ -16,7 +16,7 @@ use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -237,6 +237,28 @@ impl Server {
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends `signal` (a `libc` signal number such as 15 for SIGTERM) and waits up
+    /// to `patience` for the process to end: its exit status, or `None` if it is
+    /// still running (the caller fails; the server is killed on drop).
+    pub fn signal_and_wait(&mut self, signal: i32, patience: Duration) -> Option<ExitStatus> {
+        let signal = nix::sys::signal::Signal::try_from(signal).expect("a valid signal number");
+        let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
+        nix::sys::signal::kill(pid, signal).expect("signal the server");
+        self.wait_for_exit(patience)
+    }
+
+    /// Waits up to `patience` for the process to end by itself.
+    pub fn wait_for_exit(&mut self, patience: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + patience;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// Resident memory of the server now, in bytes (`VmRSS`).

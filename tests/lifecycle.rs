@@ -1,0 +1,145 @@
+//! Starting and stopping a node: clean stops on SIGTERM, SIGINT and `shutdown`,
+//! and one clear line and a non-zero exit for each start-up failure.
+
+mod support;
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Output};
+use std::time::Duration;
+use support::Server;
+
+/// How long a stopping server may take before the test calls it hung.
+const STOP_PATIENCE: Duration = Duration::from_secs(20);
+
+const SIGINT: i32 = 2;
+const SIGTERM: i32 = 15;
+
+/// Runs the binary to completion with `args` (it is expected to refuse to start).
+fn run_to_exit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ringcache"))
+        .args(args)
+        .output()
+        .expect("run ringcache")
+}
+
+fn stops_cleanly_on(signal: i32, threads: &str) {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    let mut server = Server::ringcache(&["-t", threads]);
+    let mut idle = server.connect();
+    idle.set("before-stop", b"v");
+    let status = server
+        .signal_and_wait(signal, STOP_PATIENCE)
+        .unwrap_or_else(|| panic!("{} did not stop on signal {signal}", server.name));
+    assert!(status.success(), "{} exited with {status}", server.name);
+    assert!(
+        idle.is_closed_within(Duration::from_secs(5)),
+        "the idle connection was not closed"
+    );
+}
+
+#[test]
+fn sigterm_stops_a_node_with_exit_status_0() {
+    stops_cleanly_on(SIGTERM, "1");
+    stops_cleanly_on(SIGTERM, "2");
+}
+
+#[test]
+fn sigint_stops_a_node_with_exit_status_0() {
+    stops_cleanly_on(SIGINT, "2");
+}
+
+#[test]
+fn shutdown_command_stops_a_node_started_with_dash_a() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    let mut server = Server::ringcache(&["-t", "2", "-A"]);
+    let mut client = server.connect();
+    client.send(b"shutdown\r\n");
+    let status = server
+        .wait_for_exit(STOP_PATIENCE)
+        .expect("the node did not stop after `shutdown`");
+    assert!(status.success(), "exited with {status}");
+}
+
+#[test]
+fn a_port_in_use_is_named_and_the_node_exits_non_zero() {
+    let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port().to_string();
+    let out = run_to_exit(&["-l", "127.0.0.1", "-p", &port]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("already in use"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+}
+
+#[test]
+fn a_memlock_limit_too_small_for_io_uring_is_named_and_the_node_exits_non_zero() {
+    let port = support::free_port().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_ringcache"))
+        .args(["-l", "127.0.0.1", "-p", &port, "-t", "1"])
+        .limit_memlock(64 * 1024)
+        .output()
+        .expect("run ringcache");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "started despite a 64 KiB memlock limit"
+    );
+    assert!(stderr.contains("memlock"), "{stderr}");
+    assert!(
+        stderr.contains("LimitMEMLOCK"),
+        "the fix is named: {stderr}"
+    );
+}
+
+#[test]
+fn udp_is_refused_unless_its_port_is_0() {
+    let out = run_to_exit(&["-U", "11211"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("UDP is not served"));
+}
+
+#[test]
+fn version_and_help_flags_answer_and_exit_0() {
+    let out = run_to_exit(&["-V"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ringcache "));
+    let out = run_to_exit(&["-h"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--port",
+        "--listen",
+        "--memory-limit",
+        "--conn-limit",
+        "--threads",
+        "--max-item-size",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+}
+
+/// Sets RLIMIT_MEMLOCK in the child before it runs.
+trait LimitMemlock {
+    fn limit_memlock(&mut self, bytes: u64) -> &mut Self;
+}
+
+impl LimitMemlock for Command {
+    fn limit_memlock(&mut self, bytes: u64) -> &mut Self {
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            self.pre_exec(move || {
+                nix::sys::resource::setrlimit(
+                    nix::sys::resource::Resource::RLIMIT_MEMLOCK,
+                    bytes,
+                    bytes,
+                )
+                .map_err(std::io::Error::from)
+            })
+        }
+    }
+}
