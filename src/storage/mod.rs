@@ -488,10 +488,13 @@ impl Store {
     /// Why an item is no longer valid, if it is not: memcached's `item_is_flushed`
     /// first, then expiry (`exptime != 0 && exptime <= now`).
     fn dead_why(&self, h: &Header, now: u32) -> Option<Miss> {
-        if self.oldest_live != 0
-            && self.oldest_live <= now
-            && (h.atime <= self.oldest_live || (self.oldest_cas != 0 && h.cas < self.oldest_cas))
-        {
+        // A flush that has happened stays in force through the CAS watermark even
+        // when a later `flush_all <delay>` moves `oldest_live` into the future
+        // (memcached 1.6.18 forgets it then, and flushed items can come back).
+        let flushed_by_cas = self.oldest_cas != 0 && h.cas < self.oldest_cas;
+        let flushed_by_time =
+            self.oldest_live != 0 && self.oldest_live <= now && h.atime <= self.oldest_live;
+        if flushed_by_cas || flushed_by_time {
             return Some(Miss::Flushed);
         }
         if h.exptime != 0 && h.exptime <= now {

@@ -259,6 +259,18 @@ fn a_delayed_flush_waits_then_invalidates_what_was_updated_before_it() {
 }
 
 #[test]
+fn a_delayed_flush_does_not_bring_back_what_an_earlier_flush_removed() {
+    let mut s = store(4 * MB);
+    set(&mut s, b"gone", b"v", 100);
+    s.flush(100, 100);
+    // flush_all 1000, a moment later: its time is in the future.
+    s.flush(1100, 100);
+    assert_eq!(s.get(b"gone", 100), Err(Miss::Flushed));
+    set(&mut s, b"kept", b"v", 100);
+    assert!(s.get(b"kept", 101).is_ok());
+}
+
+#[test]
 fn a_failed_set_unlinks_the_old_value() {
     let mut s = store(MB);
     set(&mut s, b"k", b"v", 1);
