@@ -143,3 +143,46 @@ impl LimitMemlock for Command {
         }
     }
 }
+
+#[test]
+fn a_node_tells_the_service_manager_when_it_is_ready_and_when_it_stops() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = std::env::temp_dir().join(format!("ringcache-notify-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join("notify.sock");
+    let _ = std::fs::remove_file(&path);
+    let manager = UnixDatagram::bind(&path).expect("bind a fake NOTIFY_SOCKET");
+    manager
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+
+    let port = support::free_port().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringcache"))
+        .args(["-l", "127.0.0.1", "-p", &port, "-t", "2"])
+        .env("NOTIFY_SOCKET", &path)
+        .spawn()
+        .expect("start ringcache");
+    let mut buf = [0u8; 256];
+    let n = manager.recv(&mut buf).expect("no READY from the node");
+    let ready = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(ready.contains("READY=1\n"), "{ready}");
+    assert!(
+        ready.contains(&format!("MAINPID={}\n", child.id())),
+        "{ready}"
+    );
+    // Ready means serving.
+    let mut client = support::Client::connect(port.parse().unwrap());
+    assert!(client
+        .call(b"version\r\n", b"\r\n")
+        .starts_with(b"VERSION "));
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let n = manager.recv(&mut buf).expect("no STOPPING from the node");
+    assert_eq!(&buf[..n], b"STOPPING=1\n");
+    assert!(child.wait().unwrap().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}

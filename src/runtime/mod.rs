@@ -7,6 +7,7 @@
 
 mod conn;
 mod messages;
+pub mod notify;
 mod shard;
 mod waiters;
 
@@ -267,8 +268,11 @@ pub fn run(config: Config) -> i32 {
         if pinned { "pinned" } else { "unpinned" }
     );
 
+    notify::notify(notify::State::Ready);
+
     let signal = stop_signals.wait();
     log::info!("{signal:?}: stopping");
+    notify::notify(notify::State::Stopping);
     node.stop.store(true, Ordering::Release);
     for thread in threads {
         let _ = thread.join();
