@@ -13,6 +13,8 @@
 
 use std::fmt::Write as _;
 
+pub mod binary;
+
 use crate::protocol::text::{ArithOp, GetKind, Keys, Reply, Request, StoreMode};
 use crate::stats::ShardStats;
 use crate::storage::ttl::{expiry, Clock};
@@ -267,6 +269,19 @@ pub fn get_one(
     clock: &Clock,
     out: &mut Vec<u8>,
 ) {
+    if let Some(item) = lookup(shard, exptime, key, clock) {
+        write_value(&item, kind, out);
+    }
+}
+
+/// Looks up one key for a retrieval (`exptime: None`) or a touch/gat (`Some`),
+/// counting it as memcached does; used by the text and binary protocols alike.
+pub fn lookup<'s>(
+    shard: &'s mut ShardState,
+    exptime: Option<i64>,
+    key: &[u8],
+    clock: &Clock,
+) -> Option<ItemView<'s>> {
     let stats = &mut shard.stats;
     let found = match exptime {
         None => {
@@ -283,11 +298,11 @@ pub fn get_one(
     match (found, exptime) {
         (Ok(item), None) => {
             stats.get_hits += 1;
-            write_value(&item, kind, out);
+            Some(item)
         }
         (Ok(item), Some(_)) => {
             stats.touch_hits += 1;
-            write_value(&item, kind, out);
+            Some(item)
         }
         (Err(miss), touching) => {
             if touching.is_some() {
@@ -296,6 +311,7 @@ pub fn get_one(
                 stats.get_misses += 1;
             }
             count_miss_cause(stats, miss);
+            None
         }
     }
 }

@@ -50,14 +50,14 @@ enum Piece {
 }
 
 /// The replies of one read, being put together.
-struct Output {
-    out: Vec<u8>,
+pub(super) struct Output {
+    pub(super) out: Vec<u8>,
     /// Empty while every request so far ran on this shard.
     pieces: Vec<Piece>,
     /// With `pieces`: where this shard's replies after the last forward begin.
     local_mark: usize,
     batches: Vec<Batch>,
-    forwarded: usize,
+    pub(super) forwarded: usize,
     /// Owners of the keys of the multi-key get being routed.
     owners: Vec<u32>,
 }
@@ -74,7 +74,7 @@ impl Output {
         }
     }
 
-    fn forward(&mut self, shard: u32, bytes: &[u8], kind: ForwardKind) {
+    pub(super) fn forward(&mut self, shard: u32, bytes: &[u8], kind: ForwardKind) {
         // Until the first forward, everything in `out` is this shard's own replies.
         let start = if self.pieces.is_empty() {
             0
@@ -99,7 +99,7 @@ impl Output {
 
     /// Sends the batches, waits for their answers, and splices every reply into
     /// `out` in request order.
-    async fn complete(&mut self, ctx: &ShardCtx) -> Result<(), ()> {
+    pub(super) async fn complete(&mut self, ctx: &ShardCtx) -> Result<(), ()> {
         if self.forwarded == 0 {
             return Ok(());
         }
@@ -151,9 +151,17 @@ impl Output {
 }
 
 /// What the read loop does after a read's requests.
-enum After {
+pub(super) enum After {
     Continue,
     Close,
+}
+
+/// Which protocol a connection speaks, known from its first byte.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    Undecided,
+    Text,
+    Binary,
 }
 
 /// Serves one client until it closes, sends `quit`, breaks the protocol beyond
@@ -165,6 +173,7 @@ pub async fn serve(mut stream: TcpStream, ctx: &ShardCtx) {
     let mut end = 0usize;
     let mut swallow = 0usize;
     let mut output = Output::new(ctx.node.shards);
+    let mut wire = Wire::Undecided;
     let buffer_max = ctx
         .node
         .config
@@ -207,15 +216,31 @@ pub async fn serve(mut stream: TcpStream, ctx: &ShardCtx) {
         }
 
         ctx.busy.set(ctx.busy.get() + 1);
-        let after = handle_buffer(
-            ctx,
-            &mut stream,
-            &rbuf[..end],
-            &mut start,
-            &mut swallow,
-            &mut output,
-        )
-        .await;
+        // As memcached does, the first byte of a connection decides its protocol for good.
+        if wire == Wire::Undecided && end > start {
+            wire = if rbuf[start] == protocol::binary::REQUEST_MAGIC {
+                Wire::Binary
+            } else {
+                Wire::Text
+            };
+        }
+        let (buf, start, swallow) = (&rbuf[..end], &mut start, &mut swallow);
+        let after = match wire {
+            Wire::Binary => {
+                super::binary_conn::handle_buffer(
+                    ctx,
+                    &mut stream,
+                    buf,
+                    start,
+                    swallow,
+                    &mut output,
+                )
+                .await
+            }
+            Wire::Text | Wire::Undecided => {
+                handle_buffer(ctx, &mut stream, buf, start, swallow, &mut output).await
+            }
+        };
         let written = flush(&mut stream, &mut output).await;
         ctx.busy.set(ctx.busy.get() - 1);
         if written.is_err()
@@ -228,7 +253,7 @@ pub async fn serve(mut stream: TcpStream, ctx: &ShardCtx) {
     let _ = stream.close().await;
 }
 
-async fn flush(stream: &mut TcpStream, output: &mut Output) -> std::io::Result<()> {
+pub(super) async fn flush(stream: &mut TcpStream, output: &mut Output) -> std::io::Result<()> {
     if output.out.is_empty() {
         return Ok(());
     }
@@ -408,7 +433,7 @@ async fn node_request(ctx: &ShardCtx, req: &Request<'_>, clock: &Clock, out: &mu
 }
 
 /// Sums every shard's counters and adds the process's own figures.
-async fn node_view(ctx: &ShardCtx, clock: &Clock) -> NodeView {
+pub(super) async fn node_view(ctx: &ShardCtx, clock: &Clock) -> NodeView {
     let node = &ctx.node;
     let (mut shard, mut store) = with_state(|s| (s.stats, s.store.stats()));
     for answer in ctx.ask_all(|| Ask::Stats).await {

@@ -23,6 +23,8 @@ pub enum ForwardKind {
     /// One key of a multi-key retrieval: the bytes are the key; the reply is its
     /// `VALUE` block alone, without `END`.
     GetOne { kind: GetKind, exptime: Option<i64> },
+    /// A whole binary request (header, extras, key and value), parsed again by the owner.
+    Binary,
 }
 
 /// The requests of one read that the receiving shard owns, in request order.

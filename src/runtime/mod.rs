@@ -5,6 +5,7 @@
 //! of shards with bounded channels, and waits for SIGINT or SIGTERM to stop them.
 //! Everything else in the crate is pure; this module is where requests meet I/O.
 
+mod binary_conn;
 mod conn;
 mod messages;
 pub mod notify;

@@ -267,6 +267,14 @@ fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
                             }
                             engine::execute(state, &req, &clock, &mut replies.bytes);
                         }
+                        ForwardKind::Binary => {
+                            let (req, used) = protocol::binary::parse(bytes, &ctx.limits)
+                                .expect("a forwarded request parses as it did on its first shard");
+                            assert_eq!(used, bytes.len(), "forwarded request from shard {from}");
+                            let key = req.command.key().expect("only key requests are forwarded");
+                            assert_eq!(ctx.owner(key), ctx.id, "request sent to the wrong shard");
+                            engine::binary::execute(state, &req, &clock, &mut replies.bytes);
+                        }
                         ForwardKind::GetOne { kind, exptime } => {
                             assert_eq!(ctx.owner(bytes), ctx.id, "key sent to the wrong shard");
                             engine::get_one(

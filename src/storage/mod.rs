@@ -224,6 +224,14 @@ impl Store {
         Ok(self.view(addr))
     }
 
+    /// Looks a key up without marking it accessed (a CAS check before a binary
+    /// delete, incr/decr or append: memcached reads the item with `DONT_UPDATE`).
+    pub fn peek(&mut self, key: &[u8], now: u32) -> Result<ItemView<'_>, Miss> {
+        let hash = self.index.hash(key);
+        let (_, addr) = self.find_live(key, hash, now)?;
+        Ok(self.view(addr))
+    }
+
     /// `touch`/`gat`: sets a new relative expiry and returns the item. The CAS
     /// unique stays (as in memcached).
     pub fn touch(&mut self, key: &[u8], exptime: u32, now: u32) -> Result<ItemView<'_>, Miss> {

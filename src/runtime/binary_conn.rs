@@ -1,0 +1,150 @@
+//! The request loop of a connection that speaks the binary protocol (does I/O).
+//!
+//! Like the text loop in `conn.rs`: key requests owned by this shard run inline,
+//! the others are forwarded whole ([`ForwardKind::Binary`]) and their replies
+//! spliced back in order; flush and stat concern every shard of the node.
+//!
+//! Ending a connection follows memcached 1.6.18: a bad magic byte closes it and
+//! drops the replies of the read not yet written (memcached queues them and
+//! never sends them); a malformed header is answered, after the earlier replies,
+//! then the connection closes; `QUIT` answers (unless quiet) and closes.
+
+use super::conn::{flush, node_view, After, Output};
+use super::messages::{Ask, ForwardKind};
+use super::shard::{with_state, ShardCtx};
+use crate::engine::binary::{self as engine, StatGroup};
+use crate::limits::{FORWARD_BATCH_REQUESTS_MAX, REPLY_BUFFER_FLUSH_BYTES};
+use crate::protocol::binary::{self, write_error, BinRequest, Command, ParseError, Status};
+use glommio::net::TcpStream;
+
+/// Executes every complete binary request in `buf[*start..]`, advancing `*start`.
+pub(super) async fn handle_buffer(
+    ctx: &ShardCtx,
+    stream: &mut TcpStream,
+    buf: &[u8],
+    start: &mut usize,
+    swallow: &mut usize,
+    output: &mut Output,
+) -> After {
+    loop {
+        if *start == buf.len() {
+            break;
+        }
+        let rest = &buf[*start..];
+        let (req, used) = match binary::parse(rest, &ctx.limits) {
+            Ok(parsed) => parsed,
+            Err(ParseError::Incomplete) => break,
+            Err(ParseError::BadMagic) => {
+                let _ = output.complete(ctx).await;
+                output.out.clear();
+                return After::Close;
+            }
+            Err(ParseError::Fatal { header, status }) => {
+                let _ = output.complete(ctx).await;
+                write_error(&mut output.out, &header, status);
+                return After::Close;
+            }
+        };
+        let raw = &rest[..used];
+        if let Some(key) = req.command.key() {
+            let owner = ctx.owner(key);
+            if owner == ctx.id {
+                let clock = ctx.node.clock();
+                with_state(|s| engine::execute(s, &req, &clock, &mut output.out));
+            } else {
+                output.forward(owner, raw, ForwardKind::Binary);
+            }
+        } else if let After::Close = node_request(ctx, &req, output).await {
+            *start += used;
+            return After::Close;
+        }
+        *start += used;
+        if let Command::TooLarge { swallow_bytes, .. } | Command::Unknown { swallow_bytes } =
+            req.command
+        {
+            let skip = swallow_bytes.min(buf.len() - *start);
+            *start += skip;
+            *swallow = swallow_bytes - skip;
+        }
+        if output.forwarded >= FORWARD_BATCH_REQUESTS_MAX
+            || output.out.len() >= REPLY_BUFFER_FLUSH_BYTES
+        {
+            if output.complete(ctx).await.is_err() {
+                return After::Close;
+            }
+            if flush(stream, output).await.is_err() {
+                return After::Close;
+            }
+        }
+    }
+    if output.complete(ctx).await.is_err() {
+        return After::Close;
+    }
+    After::Continue
+}
+
+/// Requests without a key: answered here, in order after every earlier reply.
+async fn node_request(ctx: &ShardCtx, req: &BinRequest<'_>, output: &mut Output) -> After {
+    let h = &req.header;
+    match req.command {
+        Command::Noop => engine::write_done(&mut output.out, h, binary::Quiet::No),
+        Command::Version => engine::write_version(&mut output.out, h),
+        Command::Unknown { .. } => write_error(&mut output.out, h, Status::UnknownCommand),
+        Command::Quit { quiet } => {
+            if output.complete(ctx).await.is_err() {
+                return After::Close;
+            }
+            engine::write_done(&mut output.out, h, quiet);
+            return After::Close;
+        }
+        Command::Flush { exptime, quiet } => {
+            // A flush sees the effects of every request before it.
+            if output.complete(ctx).await.is_err() {
+                return After::Close;
+            }
+            let delay_secs = exptime as i64;
+            ctx.ask_all(|| Ask::Flush { delay_secs }).await;
+            let clock = ctx.node.clock();
+            with_state(|s| {
+                crate::engine::flush(s, delay_secs, &clock);
+                s.stats.cmd_flush += 1;
+            });
+            engine::write_done(&mut output.out, h, quiet);
+        }
+        Command::Stat { group } => {
+            if output.complete(ctx).await.is_err() {
+                return After::Close;
+            }
+            match engine::stat_group(group) {
+                StatGroup::Reset => {
+                    ctx.ask_all(|| Ask::ResetStats).await;
+                    with_state(|s| {
+                        s.stats.reset();
+                        s.store.reset_stats();
+                    });
+                    engine::write_stat(&mut output.out, h, b"", b"");
+                }
+                StatGroup::Text(group) => {
+                    let clock = ctx.node.clock();
+                    let view = node_view(ctx, &clock).await;
+                    let mut text = Vec::new();
+                    crate::engine::write_stats(group, &view, &mut text);
+                    engine::write_stats_from_text(&mut output.out, h, &text);
+                }
+                StatGroup::DetailDump => {
+                    engine::write_stat(&mut output.out, h, b"detailed", b"END\r\n");
+                    engine::write_stat(&mut output.out, h, b"", b"");
+                }
+                StatGroup::DetailSwitch => engine::write_stat(&mut output.out, h, b"", b""),
+                StatGroup::NotFound => write_error(&mut output.out, h, Status::KeyNotFound),
+            }
+        }
+        Command::Get { .. }
+        | Command::Touch { .. }
+        | Command::Store { .. }
+        | Command::TooLarge { .. }
+        | Command::Delete { .. }
+        | Command::Arith { .. } => unreachable!("a key request is routed by its key"),
+    }
+    After::Continue
+}
