@@ -496,3 +496,215 @@ pub fn base64_encode(src: &[u8], out: &mut Vec<u8>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{parse, ParseError};
+
+    const LIMITS: ParseLimits = ParseLimits {
+        item_size_max_bytes: 1024 * 1024,
+    };
+
+    /// Parses `input` whole and split at every byte: a prefix must be
+    /// `Incomplete` or give the same answer as the whole.
+    fn parse_split(input: &[u8]) -> Result<(Request<'static>, usize), ParseError> {
+        let input: &'static [u8] = Vec::leak(input.to_vec());
+        let whole = parse(input, &LIMITS);
+        for i in 0..input.len() {
+            let part = parse(&input[..i], &LIMITS);
+            assert!(
+                part == Err(ParseError::Incomplete) || part == whole,
+                "{:?} split at {i}: {part:?}, whole: {whole:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        whole
+    }
+
+    fn meta(input: &[u8]) -> MetaRequest<'static> {
+        match parse_split(input) {
+            Ok((Request::Meta(req), used)) => {
+                assert_eq!(used, input.len());
+                req
+            }
+            other => panic!("{:?}: {other:?}", String::from_utf8_lossy(input)),
+        }
+    }
+
+    fn refused(input: &[u8], reply: &[u8], consumed: usize, swallow_bytes: usize) {
+        let expected = Err(ParseError::Invalid {
+            reply: Vec::leak(reply.to_vec()),
+            consumed,
+            swallow_bytes,
+        });
+        assert_eq!(
+            parse_split(input),
+            expected,
+            "{:?}",
+            String::from_utf8_lossy(input)
+        );
+    }
+
+    fn line_refused(line: &[u8], reply: &[u8]) {
+        refused(line, reply, line.len(), 0);
+    }
+
+    #[test]
+    fn node_to_node_set_carries_cas_ttl_and_flags() {
+        let req = meta(b"ms k 3 E12345 T30 F7\r\nabc\r\n");
+        assert_eq!(req.command, MetaCommand::Set);
+        assert_eq!(req.key.bytes(), b"k");
+        assert_eq!(req.data, b"abc");
+        assert_eq!(req.flags.new_cas, Some(12345));
+        assert_eq!(req.flags.ttl, Some(30));
+        assert_eq!(req.flags.client_flags, 7);
+        assert_eq!(
+            req.flag_tokens().collect::<Vec<_>>(),
+            [&b"E12345"[..], b"T30", b"F7"]
+        );
+    }
+
+    #[test]
+    fn every_flag_is_read_and_tokens_keep_their_order() {
+        let req = meta(b"mg k v q u k O9 c N5 R6 T7 s t f h l\r\n");
+        let f = req.flags;
+        assert!(f.value && f.quiet && f.no_bump);
+        assert_eq!(
+            (f.vivify_ttl, f.recache_ttl, f.ttl),
+            (Some(5), Some(6), Some(7))
+        );
+        assert_eq!(req.flag_tokens().nth(4), Some(&b"O9"[..]));
+        let req = meta(b"ma k MD D5 J9 N0 C3\r\n");
+        assert_eq!(req.flags.arith_op, ArithOp::Decr);
+        assert_eq!((req.flags.delta, req.flags.initial), (5, 9));
+        assert_eq!(req.flags.compare_cas, Some(3));
+        assert_eq!(meta(b"ma k\r\n").flags.delta, 1);
+        let req = meta(b"md k I x q\r\n");
+        assert!(req.flags.invalidate && req.flags.remove_value && req.flags.quiet);
+        for (mode, expected) in [
+            (&b"MS"[..], SetMode::Set),
+            (b"ME", SetMode::Add),
+            (b"MA", SetMode::Append),
+            (b"MP", SetMode::Prepend),
+            (b"MR", SetMode::Replace),
+        ] {
+            let input = [&b"ms k 1 "[..], mode, b"\r\nx\r\n"].concat();
+            assert_eq!(meta(&input).flags.set_mode, expected);
+        }
+    }
+
+    #[test]
+    fn mn_and_me_need_no_flags() {
+        assert_eq!(meta(b"mn\r\n").command, MetaCommand::Noop);
+        assert_eq!(meta(b"mn x y\r\n").command, MetaCommand::Noop);
+        let req = meta(b"me Zm9v b\r\n");
+        assert_eq!(
+            (req.command, req.key.bytes()),
+            (MetaCommand::Debug, &b"foo"[..])
+        );
+        line_refused(b"me\r\n", b"CLIENT_ERROR bad command line format\r\n");
+    }
+
+    #[test]
+    fn a_base64_key_is_decoded_into_the_request() {
+        let req = meta(b"mg Zm9v b v\r\n");
+        assert_eq!(req.key.bytes(), b"foo");
+        assert!(req.key.is_binary());
+        assert_eq!(meta(b"mg Zg== b\r\n").key.bytes(), b"f");
+        assert_eq!(meta(b"mg Zm8= b\r\n").key.bytes(), b"fo");
+        for line in [
+            &b"mg Zm9 b\r\n"[..],
+            b"mg Zm9v= b\r\n",
+            b"mg ==== b\r\n",
+            b"mg !! b\r\n",
+        ] {
+            line_refused(line, b"CLIENT_ERROR error decoding key\r\n");
+        }
+        let mut out = Vec::new();
+        base64_encode(b"foo", &mut out);
+        base64_encode(b"f", &mut out);
+        base64_encode(b"fo", &mut out);
+        assert_eq!(out, b"Zm9vZg==Zm8=");
+    }
+
+    #[test]
+    fn flag_errors_are_memcacheds() {
+        line_refused(b"mg\r\n", b"ERROR\r\n");
+        line_refused(b"mg k v v\r\n", b"CLIENT_ERROR duplicate flag\r\n");
+        line_refused(b"mg k z\r\n", b"CLIENT_ERROR invalid flag\r\n");
+        line_refused(b"mg k \xff\r\n", b"CLIENT_ERROR duplicate flag\r\n");
+        line_refused(
+            b"mg k Tx\r\n",
+            b"CLIENT_ERROR bad token in command line format\r\n",
+        );
+        line_refused(b"mg k Fx\r\n", b"CLIENT_ERROR bad command line format\r\n");
+        // The last bad number is the one answered.
+        line_refused(
+            b"mg k Tx Jx\r\n",
+            b"CLIENT_ERROR invalid numeric initial value\r\n",
+        );
+        line_refused(
+            b"mg k Dx\r\n",
+            b"CLIENT_ERROR invalid numeric delta value\r\n",
+        );
+        line_refused(
+            b"mg k MAB\r\n",
+            b"CLIENT_ERROR incorrect length for M token\r\n",
+        );
+        line_refused(b"md k z\r\n", b"CLIENT_ERROR invalid or duplicate flag\r\n");
+        line_refused(
+            b"ma k Tx\r\n",
+            b"CLIENT_ERROR invalid or duplicate flag\r\n",
+        );
+        line_refused(
+            b"ma k MZ\r\n",
+            b"CLIENT_ERROR invalid mode for ma M token\r\n",
+        );
+        let opaque = [&b"md k O"[..], &[b'1'; 32], b"\r\n"].concat();
+        line_refused(&opaque, b"CLIENT_ERROR opaque token too long\r\n");
+        line_refused(
+            b"mg k a b c d e f g h i j k l m n o p q r\r\n",
+            b"CLIENT_ERROR options flags are too long\r\n",
+        );
+        line_refused(
+            b"ma k a b c d e f g h i j k l m n o p q r\r\n",
+            b"CLIENT_ERROR options flags too long\r\n",
+        );
+        let long = [&b"mg "[..], &[b'k'; KEY_LEN_MAX + 1], b" v\r\n"].concat();
+        line_refused(&long, b"CLIENT_ERROR bad command line format\r\n");
+    }
+
+    #[test]
+    fn a_refused_ms_swallows_its_data_once_the_length_is_read() {
+        line_refused(b"ms k\r\n", b"CLIENT_ERROR bad command line format\r\n");
+        refused(
+            b"ms k x\r\nab\r\n",
+            b"CLIENT_ERROR bad command line format\r\n",
+            8,
+            0,
+        );
+        refused(
+            b"ms k 2 z\r\nab\r\n",
+            b"CLIENT_ERROR invalid flag\r\n",
+            10,
+            4,
+        );
+        refused(
+            b"ms k 2 MX\r\nab\r\n",
+            b"CLIENT_ERROR invalid mode for ms M token\r\n",
+            11,
+            4,
+        );
+        refused(
+            b"ms k 2 q\r\nabc\r\n",
+            b"CLIENT_ERROR bad data chunk\r\n",
+            14,
+            0,
+        );
+        // Too large: the request is made (the engine unlinks the key), the data skipped.
+        let (req, used) = parse_split(b"ms k 2000000 q\r\n").unwrap();
+        let Request::Meta(req) = req else { panic!() };
+        assert_eq!((req.swallow_bytes, used), (2_000_002, 16));
+    }
+}
