@@ -88,3 +88,15 @@ pub fn item_fits(key_len: usize, flags: u32, value_len: usize, item_size_max_byt
     let total = MEMCACHED_ITEM_OVERHEAD_BYTES + key_len + 1 + suffix_bytes + value_len + 2;
     total <= item_size_max_bytes
 }
+
+/// memcached's `MFLAG_MAX_OPT_LENGTH`: a meta request line of more tokens than
+/// this (counting the command, the key and memcached's empty terminal token) is
+/// refused, so a meta request carries at most 17 flags.
+pub const META_TOKENS_MAX: usize = 20;
+
+/// memcached's `MFLAG_MAX_OPAQUE_LENGTH`: longest `O` token, the `O` included.
+pub const META_OPAQUE_LEN_MAX: usize = 32;
+
+/// Longest key a base64 (`b`) meta key decodes to: [`KEY_LEN_MAX`] characters of
+/// base64 carry at most this many bytes.
+pub const BINARY_KEY_LEN_MAX: usize = KEY_LEN_MAX / 4 * 3;

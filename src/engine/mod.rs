@@ -14,6 +14,7 @@
 use std::fmt::Write as _;
 
 pub mod binary;
+pub mod meta;
 
 use crate::protocol::text::{ArithOp, GetKind, Keys, Reply, Request, StoreMode};
 use crate::stats::ShardStats;
@@ -154,6 +155,7 @@ pub fn execute(shard: &mut ShardState, req: &Request, clock: &Clock, out: &mut V
             };
             write_reply(reply, line, out);
         }
+        Request::Meta(ref req) => meta::execute(shard, req, clock, out),
         Request::Quit => return Step::Close,
         Request::FlushAll { .. }
         | Request::Version
@@ -246,7 +248,7 @@ fn arith(
 }
 
 /// memcached counts an expired or flushed item found by any lookup.
-fn count_miss_cause(stats: &mut ShardStats, miss: Miss) {
+pub(crate) fn count_miss_cause(stats: &mut ShardStats, miss: Miss) {
     match miss {
         Miss::Absent => {}
         Miss::Expired => stats.get_expired += 1,

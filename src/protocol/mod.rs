@@ -4,6 +4,7 @@
 //! from `buf` and how many bytes it used; `Incomplete` consumes nothing.
 
 pub mod binary;
+pub mod meta;
 pub mod text;
 
 pub use text::{parse, ParseError, Request};

@@ -18,8 +18,10 @@
 //! and a malformed storage line does not swallow its data block (memcached then reads
 //! the block as a command), while an over-large one does.
 //!
-//! Meta commands (`mg`, `ms`, ...) are not text commands; they answer `ERROR` here.
+//! Meta commands (`mg`, `ms`, `md`, `ma`, `mn`, `me`) share the line rules and are
+//! parsed in [`super::meta`].
 
+use super::meta::MetaRequest;
 use super::ParseLimits;
 use crate::limits::{
     item_fits, KEY_LEN_MAX, LEADING_SPACES_MAX, LINE_LEN_MAX, MEMLIMIT_MAX_MB, MEMLIMIT_MIN_MB,
@@ -83,6 +85,10 @@ pub enum ShutdownMode {
 }
 
 /// One parsed text request. Keys and data borrow from the read buffer.
+///
+/// `Meta` is the large variant: it carries a base64 key decoded in place, so that
+/// parsing never allocates; a request lives on the stack for one dispatch.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Request<'a> {
     /// `get`/`gets` (`exptime: None`) and `gat`/`gats` (`exptime: Some(..)`).
@@ -150,6 +156,8 @@ pub enum Request<'a> {
     Stats {
         group: &'a [u8],
     },
+    /// A meta command (`mg`, `ms`, `md`, `ma`, `mn`, `me`): see [`super::meta`].
+    Meta(MetaRequest<'a>),
 }
 
 /// Why no request could be taken from the buffer.
@@ -220,6 +228,14 @@ pub fn parse<'a>(buf: &'a [u8], limits: &ParseLimits) -> Result<(Request<'a>, us
             swallow_bytes: 0,
         }),
         Err(Rejection::Incomplete) => Err(ParseError::Incomplete),
+        Err(Rejection::Swallow {
+            reply,
+            swallow_bytes,
+        }) => Err(ParseError::Invalid {
+            reply,
+            consumed: line_len,
+            swallow_bytes,
+        }),
     }
 }
 
@@ -238,7 +254,7 @@ fn unterminated_line(buf: &[u8]) -> ParseError {
 }
 
 /// Why a complete line gave no request.
-enum Rejection {
+pub(super) enum Rejection {
     /// Answer this (possibly empty) and drop the line only.
     Line(&'static [u8]),
     /// Answer this and drop the line and `block_len` bytes after it.
@@ -248,10 +264,16 @@ enum Rejection {
     },
     /// The line is whole but the data block after it is not.
     Incomplete,
+    /// Answer this, drop the line, and skip `swallow_bytes` more as they arrive
+    /// (a meta set refused after its length was read: memcached swallows its data).
+    Swallow {
+        reply: &'static [u8],
+        swallow_bytes: usize,
+    },
 }
 
 /// A request and how many bytes after its line it used (its data block).
-type Parsed<'a> = Result<(Request<'a>, usize), Rejection>;
+pub(super) type Parsed<'a> = Result<(Request<'a>, usize), Rejection>;
 
 fn command<'a>(
     cmd: &[u8],
@@ -284,6 +306,9 @@ fn command<'a>(
             },
         }),
         b"stats" => line_only(Request::Stats { group: t.from(1) }),
+        b"mg" | b"ms" | b"md" | b"ma" | b"mn" | b"me" => {
+            super::meta::parse(cmd, t, after_line, limits)
+        }
         _ => Err(unknown_command(cmd, t)),
     }
 }
@@ -481,11 +506,11 @@ fn answer(reply: Reply, text: &'static [u8]) -> &'static [u8] {
 /// A line cut as memcached's `tokenize_command` cuts it: on single spaces (a run of
 /// spaces makes no empty token), into at most `TEXT_TOKENS_MAX - 1` tokens; whatever
 /// follows them is left unread (only a `get` reads it, through [`Tokens::from`]).
-struct Tokens<'a> {
+pub(super) struct Tokens<'a> {
     line: &'a [u8],
     /// Start and end of each token in `line`.
     spans: [(usize, usize); TEXT_TOKENS_MAX - 1],
-    count: usize,
+    pub(super) count: usize,
 }
 
 impl<'a> Tokens<'a> {
@@ -521,14 +546,14 @@ impl<'a> Tokens<'a> {
     }
 
     /// Token `i`, which the caller has checked exists.
-    fn get(&self, i: usize) -> &'a [u8] {
+    pub(super) fn get(&self, i: usize) -> &'a [u8] {
         assert!(i < self.count, "token {i} of {}", self.count);
         let (start, end) = self.spans[i];
         &self.line[start..end]
     }
 
     /// The line from token `i` on, unread tokens included; empty past the last token.
-    fn from(&self, i: usize) -> &'a [u8] {
+    pub(super) fn from(&self, i: usize) -> &'a [u8] {
         if i < self.count {
             &self.line[self.spans[i].0..]
         } else {
@@ -586,7 +611,7 @@ fn c_number(s: &[u8]) -> Option<CNumber> {
 }
 
 /// memcached's `safe_strtoull`: `strtoull`, refusing a sign that made it negative.
-fn safe_strtoull(s: &[u8]) -> Option<u64> {
+pub(super) fn safe_strtoull(s: &[u8]) -> Option<u64> {
     let n = c_number(s)?;
     debug_assert!(n.end <= s.len());
     let value = if n.negative {
@@ -602,13 +627,13 @@ fn safe_strtoull(s: &[u8]) -> Option<u64> {
 
 /// memcached's `safe_strtoul` on a 64-bit host: `strtoul` is 64 bits wide there, and
 /// memcached keeps the low 32 bits (flags 4294967297 are stored as 1).
-fn safe_strtoul(s: &[u8]) -> Option<u32> {
+pub(super) fn safe_strtoul(s: &[u8]) -> Option<u32> {
     safe_strtoull(s).map(|v| v as u32)
 }
 
 /// memcached's `safe_strtol`: `strtol` (64 bits, `ERANGE` past them), then the low 32
 /// bits (an exptime of 2147483648 is read as -2147483648).
-fn safe_strtol(s: &[u8]) -> Option<i32> {
+pub(super) fn safe_strtol(s: &[u8]) -> Option<i32> {
     let n = c_number(s)?;
     let value = if n.negative {
         if n.magnitude > 1 << 63 {
@@ -1053,7 +1078,7 @@ mod tests {
             b"mx HTTP/1.1\r\n",
             b"x HTTP/1.1\r\n",
             b"lru_crawler HTTP/1.1\r\n",
-            b"mg k v\r\n",
+            b"mx k v\r\n",
             b"slabs automove 1\r\n",
         ] {
             line_rejected(line, b"ERROR\r\n");

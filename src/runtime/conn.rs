@@ -13,6 +13,7 @@ use crate::limits::{
     FORWARD_BATCH_REQUESTS_MAX, ITEM_SIZE_MAX_MAX_BYTES, MULTIGET_LINE_LEN_MAX,
     READ_BUFFER_KEEP_BYTES, READ_CHUNK_BYTES, REPLY_BUFFER_FLUSH_BYTES,
 };
+use crate::protocol::meta::MetaCommand;
 use crate::protocol::text::{Request, ShutdownMode};
 use crate::protocol::{self, ParseError};
 use crate::storage::ttl::Clock;
@@ -29,14 +30,26 @@ pub async fn refuse(mut stream: TcpStream) {
     let _ = stream.close().await;
 }
 
-/// The key a single-key request acts on.
-pub fn request_key<'a>(req: &Request<'a>) -> Option<&'a [u8]> {
-    match *req {
+/// The key a single-key request acts on (a meta key decoded from base64).
+pub fn request_key<'r>(req: &'r Request<'_>) -> Option<&'r [u8]> {
+    match req {
         Request::Store { key, .. }
         | Request::TooLarge { key, .. }
         | Request::Delete { key, .. }
         | Request::Arith { key, .. }
         | Request::Touch { key, .. } => Some(key),
+        // Meta: every command but `mn` names one key (`me` too: it reads the owner's item).
+        Request::Meta(meta) if meta.command != MetaCommand::Noop => Some(meta.key.bytes()),
+        _ => None,
+    }
+}
+
+/// Bytes of data block after a request's line that are to be skipped: an item
+/// refused as too large before it was read.
+fn swallow_after(req: &Request) -> Option<usize> {
+    match req {
+        Request::TooLarge { swallow_bytes, .. } => Some(*swallow_bytes),
+        Request::Meta(meta) if meta.swallow_bytes > 0 => Some(meta.swallow_bytes),
         _ => None,
     }
 }
@@ -333,6 +346,16 @@ async fn handle_buffer(
             Request::Get { .. } => {
                 with_state(|s| engine::execute(s, &req, &clock, &mut output.out));
             }
+            // Meta: keyed commands route like the single-key ones below; `mn` is
+            // answered here, in order with the replies spliced around it.
+            Request::Meta(_) => match request_key(&req) {
+                Some(key) if ctx.owner(key) != ctx.id => {
+                    output.forward(ctx.owner(key), raw, ForwardKind::Whole);
+                }
+                _ => {
+                    with_state(|s| engine::execute(s, &req, &clock, &mut output.out));
+                }
+            },
             Request::Store { key, .. }
             | Request::TooLarge { key, .. }
             | Request::Delete { key, .. }
@@ -357,7 +380,7 @@ async fn handle_buffer(
             }
         }
         *start += used;
-        if let Request::TooLarge { swallow_bytes, .. } = req {
+        if let Some(swallow_bytes) = swallow_after(&req) {
             let skip = swallow_bytes.min(buf.len() - *start);
             *start += skip;
             *swallow = swallow_bytes - skip;

@@ -12,7 +12,7 @@
 //!     20     4  value_len  bytes of value
 //!     24     4  next       next item in the same index bucket (NIL: end)
 //!     28     1  key_len
-//!     29     1  bits       LINKED | ACCESSED | FETCHED
+//!     29     1  bits       LINKED | ACCESSED | FETCHED | STALE | TOKEN_SENT | KEY_BINARY
 //!     30     k  key
 //!   30+k     v  value
 //! ```
@@ -32,6 +32,12 @@ pub const BIT_LINKED: u8 = 1;
 pub const BIT_ACCESSED: u8 = 2;
 /// Read at least once since it was stored (memcached's `ITEM_FETCHED`).
 pub const BIT_FETCHED: u8 = 4;
+/// Invalidated by `md ... I` (memcached's `ITEM_STALE`): readers are told `X`.
+pub const BIT_STALE: u8 = 8;
+/// A reader has been handed the recache token `W` (memcached's `ITEM_TOKEN_SENT`).
+pub const BIT_TOKEN_SENT: u8 = 16;
+/// The key was sent in base64 (`b`): meta replies show it so (`ITEM_KEY_BINARY`).
+pub const BIT_KEY_BINARY: u8 = 32;
 
 const CAS: usize = 0;
 const EXPTIME: usize = 8;

@@ -36,6 +36,7 @@ mod arith;
 mod eviction;
 mod index;
 mod item;
+mod meta;
 pub mod ttl;
 
 #[cfg(test)]
@@ -46,9 +47,12 @@ use crate::protocol::text::{ArithOp, StoreMode};
 
 use arena::{Addr, Arena, NIL, SEGMENT_BYTES_DEFAULT};
 use index::Index;
-use item::{Header, BIT_ACCESSED, BIT_FETCHED, BIT_LINKED};
+use item::{
+    Header, BIT_ACCESSED, BIT_FETCHED, BIT_KEY_BINARY, BIT_LINKED, BIT_STALE, BIT_TOKEN_SENT,
+};
 
 pub use item::{item_bytes, HEADER_BYTES};
+pub use meta::{MetaView, Slot};
 
 /// What to do when an item does not fit in memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +88,30 @@ pub struct ItemView<'s> {
     pub exptime: u32,
     /// Relative time of the last access.
     pub atime: u32,
+}
+
+/// What the meta protocol adds to a storage command.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// The new item's CAS unique (`E`); a fresh one when `None`.
+    pub cas: Option<u64>,
+    /// Under [`StoreMode::Cas`], a CAS older than the item's still stores, as a
+    /// stale value keeping the item's TTL and recache token (`ms ... C<cas> I`).
+    pub stale_if_older: bool,
+    /// Append/prepend only if the item's CAS is this one (0: no check), as
+    /// memcached checks `ms ... MA C<cas>`.
+    pub append_cas: Option<u64>,
+    /// The key was sent in base64.
+    pub key_binary: bool,
+}
+
+/// The header fields of an item about to be written.
+#[derive(Clone, Copy, Debug)]
+struct NewItem {
+    flags: u32,
+    exptime: u32,
+    cas: Option<u64>,
+    bits: u8,
 }
 
 /// How a storage command ended; each variant is one memcached reply.
@@ -256,6 +284,30 @@ impl Store {
         value: &[u8],
         now: u32,
     ) -> StoreOutcome {
+        self.store_with(
+            mode,
+            key,
+            flags,
+            exptime,
+            value,
+            now,
+            StoreOptions::default(),
+        )
+    }
+
+    /// [`Store::store`] with the meta protocol's options: an explicit CAS, a stale
+    /// store under `cas` mode, a CAS check for append/prepend, a binary key.
+    #[allow(clippy::too_many_arguments)]
+    pub fn store_with(
+        &mut self,
+        mode: StoreMode,
+        key: &[u8],
+        flags: u32,
+        exptime: u32,
+        value: &[u8],
+        now: u32,
+        options: StoreOptions,
+    ) -> StoreOutcome {
         assert!(key.len() <= KEY_LEN_MAX);
         let hash = self.index.hash(key);
         let old = self.find_live(key, hash, now).ok().map(|(_, addr)| addr);
@@ -265,12 +317,32 @@ impl Store {
                 return StoreOutcome::NotStored
             }
             (StoreMode::Cas(_), None) => return StoreOutcome::NotFound,
-            (StoreMode::Cas(unique), Some(addr))
-                if Header::read(self.arena.item(addr)).cas != unique =>
-            {
-                return StoreOutcome::Exists
-            }
             _ => {}
+        }
+        let mut bits = if options.key_binary {
+            BIT_KEY_BINARY
+        } else {
+            0
+        };
+        let mut exptime = exptime;
+        if let (StoreMode::Cas(unique), Some(addr)) = (mode, old) {
+            let old_header = Header::read(self.arena.item(addr));
+            if old_header.cas != unique {
+                // memcached's set-stale: an older CAS may still store, as a stale
+                // value that keeps the item's TTL and recache token.
+                if !(options.stale_if_older && unique < old_header.cas) {
+                    return StoreOutcome::Exists;
+                }
+                exptime = old_header.exptime;
+                bits |= BIT_STALE | (old_header.bits & BIT_TOKEN_SENT);
+            }
+        }
+        if let (StoreMode::Append | StoreMode::Prepend, Some(addr), Some(unique)) =
+            (mode, old, options.append_cas)
+        {
+            if unique != 0 && Header::read(self.arena.item(addr)).cas != unique {
+                return StoreOutcome::Exists;
+            }
         }
 
         // Append and prepend keep the old flags and expiry; the old value is copied
@@ -290,8 +362,12 @@ impl Store {
         let outcome = self.put(
             key,
             hash,
-            flags,
-            exptime,
+            NewItem {
+                flags,
+                exptime,
+                cas: options.cas,
+                bits,
+            },
             value_len,
             now,
             |dst| match mode {
@@ -322,8 +398,7 @@ impl Store {
         &mut self,
         key: &[u8],
         hash: u64,
-        flags: u32,
-        exptime: u32,
+        new: NewItem,
         value_len: usize,
         now: u32,
         fill_value: impl FnOnce(&mut [u8]),
@@ -339,17 +414,20 @@ impl Store {
         if let Some((prev, old)) = self.index.find(&self.arena, key, hash) {
             self.unlink_at(prev, old, hash);
         }
-        let cas = self.take_cas();
+        let cas = match new.cas {
+            Some(cas) => cas,
+            None => self.take_cas(),
+        };
         let it = self.arena.item_mut(addr);
         Header {
             cas,
-            exptime,
+            exptime: new.exptime,
             atime: now,
-            flags,
+            flags: new.flags,
             value_len: value_len as u32,
             next: NIL,
             key_len: key.len() as u8,
-            bits: 0,
+            bits: new.bits,
         }
         .write(it);
         it[HEADER_BYTES..HEADER_BYTES + key.len()].copy_from_slice(key);
@@ -402,7 +480,13 @@ impl Store {
             return ArithOutcome::Value(new);
         }
         let digits_len = digits.len();
-        match self.put(key, hash, h.flags, h.exptime, digits_len, now, |dst| {
+        let new_item = NewItem {
+            flags: h.flags,
+            exptime: h.exptime,
+            cas: None,
+            bits: h.bits & BIT_KEY_BINARY,
+        };
+        match self.put(key, hash, new_item, digits_len, now, |dst| {
             dst.copy_from_slice(&buf[20 - digits_len..])
         }) {
             StoreOutcome::Stored(_) => ArithOutcome::Value(new),

@@ -663,8 +663,9 @@ pub fn show(bytes: &[u8]) -> String {
 }
 
 /// Whether `reply` matches `pattern`, where `{cas}` matches one or more
-/// digits and `{any}` matches anything up to the end of the line. The CAS
-/// numbers matched are returned in order.
+/// digits, `{n}` one or more digits that are not a CAS (a TTL or an age that
+/// depends on the clock), and `{any}` anything up to the end of the line. The
+/// CAS numbers matched are returned in order.
 pub fn matches(pattern: &[u8], reply: &[u8]) -> Option<Vec<u64>> {
     let mut cas_values = Vec::new();
     let (mut p, mut r) = (0, 0);
@@ -678,6 +679,13 @@ pub fn matches(pattern: &[u8], reply: &[u8]) -> Option<Vec<u64>> {
             cas_values.push(text.parse().ok()?);
             r += digits;
             p += b"{cas}".len();
+        } else if pattern[p..].starts_with(b"{n}") {
+            let digits = reply[r..].iter().take_while(|b| b.is_ascii_digit()).count();
+            if digits == 0 {
+                return None;
+            }
+            r += digits;
+            p += b"{n}".len();
         } else if pattern[p..].starts_with(b"{any}") {
             while r < reply.len() && reply[r] != b'\r' && reply[r] != b'\n' {
                 r += 1;
