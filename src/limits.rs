@@ -74,6 +74,11 @@ pub const SHARD_CHANNEL_CAPACITY: usize = 256;
 /// Most requests from one read forwarded to another shard in a single batch.
 pub const FORWARD_BATCH_REQUESTS_MAX: usize = 1024;
 
+/// Most forwarded retrievals one connection waits on at once. Their replies are
+/// gathered before they are written, so this bounds a connection's memory at
+/// this many items (each at most `-I`) besides [`REPLY_BUFFER_FLUSH_BYTES`].
+pub const FORWARDED_VALUES_MAX: usize = 16;
+
 /// Most shards (executors) in one node.
 pub const SHARDS_MAX: usize = 256;
 

@@ -9,11 +9,10 @@
 //! never sends them); a malformed header is answered, after the earlier replies,
 //! then the connection closes; `QUIT` answers (unless quiet) and closes.
 
-use super::conn::{flush, node_view, After, Output};
+use super::conn::{flush, node_view, After, Output, ReplySize};
 use super::messages::{Ask, ForwardKind};
 use super::shard::{with_state, ShardCtx};
 use crate::engine::binary::{self as engine, StatGroup};
-use crate::limits::{FORWARD_BATCH_REQUESTS_MAX, REPLY_BUFFER_FLUSH_BYTES};
 use crate::protocol::binary::{self, write_error, BinRequest, Command, ParseError, Status};
 use glommio::net::TcpStream;
 
@@ -52,7 +51,8 @@ pub(super) async fn handle_buffer(
                 let clock = ctx.node.clock();
                 with_state(|s| engine::execute(s, &req, &clock, &mut output.out));
             } else {
-                output.forward(owner, raw, ForwardKind::Binary);
+                // Binary requests are not told apart by reply size: any may be a get.
+                output.forward(owner, raw, ForwardKind::Binary, ReplySize::MayCarryValue);
             }
         } else if let After::Close = node_request(ctx, &req, output).await {
             *start += used;
@@ -66,9 +66,7 @@ pub(super) async fn handle_buffer(
             *start += skip;
             *swallow = swallow_bytes - skip;
         }
-        if output.forwarded >= FORWARD_BATCH_REQUESTS_MAX
-            || output.out.len() >= REPLY_BUFFER_FLUSH_BYTES
-        {
+        if output.is_full() {
             if output.complete(ctx).await.is_err() {
                 return After::Close;
             }

@@ -10,8 +10,8 @@ use super::shard::{with_state, ShardCtx};
 use crate::config::ShutdownCommand;
 use crate::engine::{self, reply, NodeView, Settings, Step};
 use crate::limits::{
-    FORWARD_BATCH_REQUESTS_MAX, ITEM_SIZE_MAX_MAX_BYTES, MULTIGET_LINE_LEN_MAX,
-    READ_BUFFER_KEEP_BYTES, READ_CHUNK_BYTES, REPLY_BUFFER_FLUSH_BYTES,
+    FORWARDED_VALUES_MAX, FORWARD_BATCH_REQUESTS_MAX, ITEM_SIZE_MAX_MAX_BYTES,
+    MULTIGET_LINE_LEN_MAX, READ_BUFFER_KEEP_BYTES, READ_CHUNK_BYTES, REPLY_BUFFER_FLUSH_BYTES,
 };
 use crate::protocol::meta::MetaCommand;
 use crate::protocol::text::{Request, ShutdownMode};
@@ -62,6 +62,15 @@ enum Piece {
     Remote { shard: u32, op: usize },
 }
 
+/// How large the reply to a forwarded request can be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ReplySize {
+    /// A status line or a number.
+    Small,
+    /// A retrieval: the reply may hold a whole item.
+    MayCarryValue,
+}
+
 /// The replies of one read, being put together.
 pub(super) struct Output {
     pub(super) out: Vec<u8>,
@@ -71,6 +80,8 @@ pub(super) struct Output {
     local_mark: usize,
     batches: Vec<Batch>,
     pub(super) forwarded: usize,
+    /// Forwarded requests whose replies may carry a value (up to `-I` bytes each).
+    forwarded_values: usize,
     /// Owners of the keys of the multi-key get being routed.
     owners: Vec<u32>,
 }
@@ -83,11 +94,29 @@ impl Output {
             local_mark: 0,
             batches: (0..shards).map(|_| Batch::default()).collect(),
             forwarded: 0,
+            forwarded_values: 0,
             owners: Vec::new(),
         }
     }
 
-    pub(super) fn forward(&mut self, shard: u32, bytes: &[u8], kind: ForwardKind) {
+    /// Whether to send what is batched and write what is gathered before going on:
+    /// this bounds the memory one connection holds, whatever it pipelines.
+    pub(super) fn is_full(&self) -> bool {
+        self.forwarded >= FORWARD_BATCH_REQUESTS_MAX
+            || self.forwarded_values >= FORWARDED_VALUES_MAX
+            || self.out.len() >= REPLY_BUFFER_FLUSH_BYTES
+    }
+
+    pub(super) fn forward(
+        &mut self,
+        shard: u32,
+        bytes: &[u8],
+        kind: ForwardKind,
+        reply: ReplySize,
+    ) {
+        if reply == ReplySize::MayCarryValue {
+            self.forwarded_values += 1;
+        }
         // Until the first forward, everything in `out` is this shard's own replies.
         let start = if self.pieces.is_empty() {
             0
@@ -159,6 +188,7 @@ impl Output {
         self.pieces.clear();
         self.local_mark = 0;
         self.forwarded = 0;
+        self.forwarded_values = 0;
         Ok(())
     }
 }
@@ -337,7 +367,12 @@ async fn handle_buffer(
                                 engine::get_one(s, kind, exptime, key, &clock, &mut output.out)
                             });
                         } else {
-                            output.forward(owner, key, ForwardKind::GetOne { kind, exptime });
+                            output.forward(
+                                owner,
+                                key,
+                                ForwardKind::GetOne { kind, exptime },
+                                ReplySize::MayCarryValue,
+                            );
                         }
                     }
                     output.out.extend_from_slice(b"END\r\n");
@@ -350,7 +385,12 @@ async fn handle_buffer(
             // answered here, in order with the replies spliced around it.
             Request::Meta(_) => match request_key(&req) {
                 Some(key) if ctx.owner(key) != ctx.id => {
-                    output.forward(ctx.owner(key), raw, ForwardKind::Whole);
+                    output.forward(
+                        ctx.owner(key),
+                        raw,
+                        ForwardKind::Whole,
+                        ReplySize::MayCarryValue,
+                    );
                 }
                 _ => {
                     with_state(|s| engine::execute(s, &req, &clock, &mut output.out));
@@ -365,7 +405,7 @@ async fn handle_buffer(
                 if owner == ctx.id {
                     with_state(|s| engine::execute(s, &req, &clock, &mut output.out));
                 } else {
-                    output.forward(owner, raw, ForwardKind::Whole);
+                    output.forward(owner, raw, ForwardKind::Whole, ReplySize::Small);
                 }
             }
             _ => {
@@ -385,9 +425,7 @@ async fn handle_buffer(
             *start += skip;
             *swallow = swallow_bytes - skip;
         }
-        if output.forwarded >= FORWARD_BATCH_REQUESTS_MAX
-            || output.out.len() >= REPLY_BUFFER_FLUSH_BYTES
-        {
+        if output.is_full() {
             if output.complete(ctx).await.is_err() {
                 return After::Close;
             }
