@@ -98,24 +98,21 @@ metrics = [
 print()
 print("medians over rounds; ratio = ringcache / memcached "
       "(throughput: higher is better; CPU and latency: lower is better)")
-print(f"{'':<18}" + "".join(f"| {m:^23} " for m, _, _ in metrics))
-head = f"{'workload':<18}" + "".join(f"| {'mc':>7} {'rc':>7} {'ratio':>7} " for _ in metrics)
-print(head)
+print(f"{'':<20}" + "".join(f"| {m:^23} " for m, _, _ in metrics))
+head = f"{'workload':<20}" + "".join(f"| {'mc':>7} {'rc':>7} {'ratio':>7} " for _ in metrics)
+print(head + f"| {'gen us/req':>7}")
 print("-" * len(head))
-gen = []
 for tag in sorted(runs, key=key):
     mc, rc = runs[tag].get("memcached", []), runs[tag].get("ringcache", [])
     d, r, v = tag.split("_")
-    row = f"{'depth ' + d[1:] + ' ' + r[1:].replace('-', ':') + ' ' + v[1:] + 'B':<18}"
+    row = f"{'depth ' + d[1:] + ' ' + r[1:].replace('-', ':') + ' ' + v[1:] + 'B':<20}"
     for m, f, digits in metrics:
         a, b = med(rc, f), med(mc, f)
         row += f"| {fmt(b, digits):>7} {fmt(a, digits):>7} {ratio(a, b):>7} "
-    print(row)
-    gen += [x["bench_cpu_us_per_request"] for x in mc + rc if x["bench_cpu_us_per_request"] is not None]
+    g = med(mc + rc, lambda r: r["bench_cpu_us_per_request"])
+    print(row + f"| {fmt(g, 2):>7}")
     errs = sum(x["errors"] for x in mc + rc)
     if errs:
         print(f"  warning: {errs} error replies in {tag}")
-if gen:
-    print(f"\ngenerator CPU per request: median {statistics.median(gen):.2f} us "
-          f"(min {min(gen):.2f}, max {max(gen):.2f})")
+print("\ngen us/req: the load generator's own CPU per request (median over both servers' runs)")
 EOF
