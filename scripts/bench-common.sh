@@ -1,0 +1,88 @@
+# Shared by the scripts/bench-*.sh drivers (sourced, not run): building,
+# installing memcached, free ports, starting and stopping servers by pid.
+#
+# Every server a driver starts is recorded in BENCH_PIDS and ended on exit,
+# by pid, whatever way the driver ends.
+
+BENCH_PIDS=()
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BENCH="$ROOT/target/release/ringcache-bench"
+RINGCACHE="$ROOT/target/release/ringcache"
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+        echo "need root to run: $*" >&2; return 1; fi
+}
+
+bench_cleanup() {
+    local pid
+    for pid in "${BENCH_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${BENCH_PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    BENCH_PIDS=()
+}
+trap bench_cleanup EXIT
+trap 'exit 130' INT TERM
+
+ensure_memcached() {
+    if ! command -v memcached >/dev/null; then
+        say "installing memcached"
+        export DEBIAN_FRONTEND=noninteractive
+        as_root apt-get update -qq </dev/null
+        as_root apt-get install -y -qq memcached </dev/null
+    fi
+}
+
+build_release() {
+    say "building release binaries"
+    (cd "$ROOT" && cargo build --release --bins) >&2
+}
+
+# A TCP port nothing listens on now.
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_for_port() {
+    local port=$1 i
+    for i in $(seq 1 200); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+        sleep 0.02
+    done
+    echo "server on port $port did not start" >&2
+    return 1
+}
+
+# start_server NAME PORT MEMORY_MB CPU: starts it and sets SERVER_PID (call it
+# directly, not in \$(...), so the pid is recorded for clean-up). NAME: memcached | ringcache.
+# Both get one worker thread (-t 1), UDP off, and room for many connections.
+start_server() {
+    local name=$1 port=$2 mem=$3 cpu=$4 pid
+    case $name in
+        memcached)
+            taskset -c "$cpu" memcached -U 0 -u root -t 1 -c 4096 -l 127.0.0.1 \
+                -p "$port" -m "$mem" >/dev/null 2>&1 &
+            pid=$! ;;
+        ringcache)
+            taskset -c "$cpu" "$RINGCACHE" -U 0 -t 1 -c 4096 -l 127.0.0.1 \
+                -p "$port" -m "$mem" >/dev/null 2>&1 &
+            pid=$! ;;
+        *) echo "unknown server $name" >&2; return 1 ;;
+    esac
+    BENCH_PIDS+=("$pid")
+    SERVER_PID=$pid
+    wait_for_port "$port"
+}
+
+stop_server() {
+    local pid=$1 p keep=()
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    for p in "${BENCH_PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
+    BENCH_PIDS=("${keep[@]}")
+}
