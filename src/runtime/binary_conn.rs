@@ -9,7 +9,7 @@
 //! never sends them); a malformed header is answered, after the earlier replies,
 //! then the connection closes; `QUIT` answers (unless quiet) and closes.
 
-use super::conn::{flush, node_view, After, Output, ReplySize};
+use super::conn::{drain_if_full, node_view, skip_data_block, After, Output, ReplySize};
 use super::messages::{Ask, ForwardKind};
 use super::shard::{with_state, ShardCtx};
 use crate::engine::binary::{self as engine, StatGroup};
@@ -62,17 +62,10 @@ pub(super) async fn handle_buffer(
         if let Command::TooLarge { swallow_bytes, .. } | Command::Unknown { swallow_bytes } =
             req.command
         {
-            let skip = swallow_bytes.min(buf.len() - *start);
-            *start += skip;
-            *swallow = swallow_bytes - skip;
+            skip_data_block(buf, start, swallow, swallow_bytes);
         }
-        if output.is_full() {
-            if output.complete(ctx).await.is_err() {
-                return After::Close;
-            }
-            if flush(stream, output).await.is_err() {
-                return After::Close;
-            }
+        if drain_if_full(ctx, stream, output).await.is_err() {
+            return After::Close;
         }
     }
     if output.complete(ctx).await.is_err() {

@@ -296,7 +296,7 @@ pub async fn serve(mut stream: TcpStream, ctx: &ShardCtx) {
     let _ = stream.close().await;
 }
 
-pub(super) async fn flush(stream: &mut TcpStream, output: &mut Output) -> std::io::Result<()> {
+async fn flush(stream: &mut TcpStream, output: &mut Output) -> std::io::Result<()> {
     if output.out.is_empty() {
         return Ok(());
     }
@@ -305,6 +305,33 @@ pub(super) async fn flush(stream: &mut TcpStream, output: &mut Output) -> std::i
     output.out.clear();
     output.local_mark = 0;
     result
+}
+
+/// Skips a data block of `swallow_bytes` that follows the request ending at
+/// `*start`: what is in `buf` now, and the rest (`*swallow`) as it arrives.
+pub(super) fn skip_data_block(
+    buf: &[u8],
+    start: &mut usize,
+    swallow: &mut usize,
+    swallow_bytes: usize,
+) {
+    let skip = swallow_bytes.min(buf.len() - *start);
+    *start += skip;
+    *swallow = swallow_bytes - skip;
+}
+
+/// Once the gathered replies reach a bound, waits for other shards' answers and
+/// writes everything out before more requests run. Err: the connection is done.
+pub(super) async fn drain_if_full(
+    ctx: &ShardCtx,
+    stream: &mut TcpStream,
+    output: &mut Output,
+) -> Result<(), ()> {
+    if output.is_full() {
+        output.complete(ctx).await?;
+        flush(stream, output).await.map_err(|_| ())?;
+    }
+    Ok(())
 }
 
 /// Executes every complete request in `buf[*start..]`, advancing `*start`.
@@ -332,9 +359,7 @@ async fn handle_buffer(
             }) => {
                 output.out.extend_from_slice(reply);
                 *start += consumed;
-                let skip = swallow_bytes.min(buf.len() - *start);
-                *start += skip;
-                *swallow = swallow_bytes - skip;
+                skip_data_block(buf, start, swallow, swallow_bytes);
                 continue;
             }
             Err(ParseError::LineTooLong) => {
@@ -421,17 +446,10 @@ async fn handle_buffer(
         }
         *start += used;
         if let Some(swallow_bytes) = swallow_after(&req) {
-            let skip = swallow_bytes.min(buf.len() - *start);
-            *start += skip;
-            *swallow = swallow_bytes - skip;
+            skip_data_block(buf, start, swallow, swallow_bytes);
         }
-        if output.is_full() {
-            if output.complete(ctx).await.is_err() {
-                return After::Close;
-            }
-            if flush(stream, output).await.is_err() {
-                return After::Close;
-            }
+        if drain_if_full(ctx, stream, output).await.is_err() {
+            return After::Close;
         }
     }
     if output.complete(ctx).await.is_err() {
