@@ -241,10 +241,14 @@ impl Generator {
         };
         match self.rng.below(100) {
             0..=39 => {
+                // Not `s` on the number keys: whether memcached pads a shortened
+                // number (and so its size) depends on references (see NUMBER_KEYS).
+                let size = if NUMBER_KEYS.contains(&key.as_str()) { "v" } else { "s" };
                 pick(
                     &mut self.rng,
                     &[
-                        "v", "f", "s", "k", "c", "O77", "q", "t", "u", "N30", "R30", "T60",
+                        "v", "f", size, "k", "c", "O77", "q", "t", "h", "l", "u", "N30", "R30",
+                        "T60",
                     ],
                     25,
                 );
