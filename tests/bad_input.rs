@@ -444,3 +444,26 @@ fn over_long_lines_close_only_their_own_connection() {
         still_serves(server);
     }
 }
+
+/// memcached fixes a connection's protocol at its first byte: text and meta mix
+/// freely, a binary packet on a text connection is text (an unknown command), and
+/// text on a binary connection is a bad magic byte, which closes it.
+#[test]
+fn mixed_protocols_on_one_connection_behave_as_in_memcached() {
+    // A binary NOOP: magic 0x80, opcode 0x0a, no key, extras or body.
+    let mut noop = vec![0x80, 0x0a];
+    noop.extend_from_slice(&[0; 22]);
+    let text_then_binary = [
+        &b"set k 0 0 1\r\nx\r\nmg k v\r\n"[..],
+        &noop,
+        b"\r\nget k\r\n",
+    ]
+    .concat();
+    let binary_then_text = [&noop[..], b"get k\r\nversion\r\n0123456789012345678901234"].concat();
+    let text_and_meta =
+        b"set k 0 0 1\r\nx\r\nmg k v f\r\nms k 2 T0\r\nyz\r\nget k\r\nmn\r\n".to_vec();
+    same_as_memcached(
+        "mixed protocols",
+        &[text_then_binary, binary_then_text, text_and_meta],
+    );
+}

@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 pub mod binary;
 pub mod meta;
 
-use crate::protocol::text::{ArithOp, GetKind, Keys, Reply, Request, StoreMode};
+use crate::protocol::text::{ArithOp, GetEnding, GetKind, Keys, Reply, Request, StoreMode};
 use crate::stats::ShardStats;
 use crate::storage::ttl::{expiry, Clock};
 use crate::storage::{
@@ -43,6 +43,7 @@ pub mod reply {
     pub const OK: &[u8] = b"OK\r\n";
     pub const END: &[u8] = b"END\r\n";
     pub const ERROR: &[u8] = b"ERROR\r\n";
+    pub const BAD_FORMAT: &[u8] = b"CLIENT_ERROR bad command line format\r\n";
     pub const RESET: &[u8] = b"RESET\r\n";
     pub const STORED: &[u8] = b"STORED\r\n";
     pub const NOT_STORED: &[u8] = b"NOT_STORED\r\n";
@@ -93,7 +94,8 @@ pub fn execute(shard: &mut ShardState, req: &Request, clock: &Clock, out: &mut V
             kind,
             exptime,
             keys,
-        } => get(shard, kind, exptime, keys, clock, out),
+            ending,
+        } => get(shard, kind, exptime, keys, ending, clock, out),
         Request::Store {
             mode,
             key,
@@ -172,13 +174,27 @@ fn get(
     kind: GetKind,
     exptime: Option<i64>,
     keys: Keys,
+    ending: GetEnding,
     clock: &Clock,
     out: &mut Vec<u8>,
 ) {
+    let start = out.len();
     for key in keys.iter() {
         get_one(shard, kind, exptime, key, clock, out);
     }
-    out.extend_from_slice(reply::END);
+    end_retrieval(ending, start, out);
+}
+
+/// Closes a retrieval whose values were appended to `out` from `start` on: `END`,
+/// or, after an over-long key, memcached's error in place of the values.
+pub fn end_retrieval(ending: GetEnding, start: usize, out: &mut Vec<u8>) {
+    match ending {
+        GetEnding::End => out.extend_from_slice(reply::END),
+        GetEnding::KeyTooLong => {
+            out.truncate(start);
+            out.extend_from_slice(reply::BAD_FORMAT);
+        }
+    }
 }
 
 /// Counts a storage command as memcached does and names its reply.
@@ -742,6 +758,14 @@ mod tests {
         let lines: Vec<&str> = out.split("\r\n").collect();
         assert!(lines[1].starts_with("VALUE a 0 1 "), "{out}");
         assert_eq!(lines[1], lines[4], "{out}");
+    }
+
+    #[test]
+    fn a_get_with_an_overlong_key_fetches_the_keys_before_it_and_drops_their_values() {
+        let long = "k".repeat(251);
+        let (out, st) = exchange(format!("set a 0 0 1\r\nx\r\nget a b {long} c\r\n").as_bytes());
+        assert_eq!(out, "STORED\r\nCLIENT_ERROR bad command line format\r\n");
+        assert_eq!((st.cmd_get, st.get_hits, st.get_misses), (2, 1, 1));
     }
 
     #[test]

@@ -60,6 +60,19 @@ pub enum Reply {
     Suppressed,
 }
 
+/// How a retrieval ends. memcached looks keys up one by one and meets an
+/// over-long key only when it gets there: the keys before it have been fetched
+/// (counted, marked fetched, touched by `gat`) when it answers
+/// `CLIENT_ERROR bad command line format` instead of their values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GetEnding {
+    /// `END` after the values.
+    End,
+    /// `keys` are those before an over-long key: look them up, drop their values,
+    /// and answer `CLIENT_ERROR bad command line format`.
+    KeyTooLong,
+}
+
 /// The keys of a multi-key retrieval, iterated in place without allocation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Keys<'a> {
@@ -96,6 +109,7 @@ pub enum Request<'a> {
         kind: GetKind,
         exptime: Option<i64>,
         keys: Keys<'a>,
+        ending: GetEnding,
     },
     Store {
         mode: StoreMode,
@@ -339,16 +353,21 @@ fn retrieval<'a>(cmd: &[u8], t: &Tokens<'a>) -> Result<Request<'a>, Rejection> {
     } else {
         (None, 1)
     };
-    let keys = Keys {
+    let mut keys = Keys {
         raw: t.from(first_key),
     };
-    if keys.iter().any(|k| k.len() > KEY_LEN_MAX) {
-        return Err(Rejection::Line(BAD_FORMAT));
+    let mut ending = GetEnding::End;
+    if let Some(long) = keys.iter().find(|k| k.len() > KEY_LEN_MAX) {
+        // `long` lies inside `keys.raw`: keep what comes before it.
+        let before = long.as_ptr() as usize - keys.raw.as_ptr() as usize;
+        keys.raw = &keys.raw[..before];
+        ending = GetEnding::KeyTooLong;
     }
     Ok(Request::Get {
         kind,
         exptime,
         keys,
+        ending,
     })
 }
 
@@ -1152,15 +1171,35 @@ mod tests {
     }
 
     #[test]
-    fn a_retrieval_with_any_overlong_key_is_a_client_error() {
+    fn a_retrieval_with_an_overlong_key_keeps_only_the_keys_before_it() {
         let long = "k".repeat(KEY_LEN_MAX + 1);
-        for line in [
-            format!("get {long}\r\n"),
-            format!("gets a {long} b\r\n"),
-            format!("gat 1 a {long}\r\n"),
+        for (line, before) in [
+            (format!("get {long}\r\n"), vec![]),
+            (format!("gets a {long} b\r\n"), vec![&b"a"[..]]),
+            (format!("gat 1 a c {long}\r\n"), vec![&b"a"[..], b"c"]),
         ] {
-            line_rejected(line.as_bytes(), b"CLIENT_ERROR bad command line format\r\n");
+            let got = request(line.as_bytes());
+            assert!(
+                matches!(
+                    got,
+                    Request::Get {
+                        ending: GetEnding::KeyTooLong,
+                        ..
+                    }
+                ),
+                "{got:?}"
+            );
+            assert_eq!(keys_of(got), before);
         }
+        let long_250 = "k".repeat(KEY_LEN_MAX);
+        let got = request(format!("get {long_250}\r\n").as_bytes());
+        assert!(matches!(
+            got,
+            Request::Get {
+                ending: GetEnding::End,
+                ..
+            }
+        ));
     }
 
     #[test]

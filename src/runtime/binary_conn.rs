@@ -9,7 +9,7 @@
 //! never sends them); a malformed header is answered, after the earlier replies,
 //! then the connection closes; `QUIT` answers (unless quiet) and closes.
 
-use super::conn::{drain_if_full, node_view, skip_data_block, After, Output, ReplySize};
+use super::conn::{drain, drain_if_full, node_view, skip_data_block, After, Output, ReplySize};
 use super::messages::{Ask, ForwardKind};
 use super::shard::{with_state, ShardCtx};
 use crate::engine::binary::{self as engine, StatGroup};
@@ -57,6 +57,12 @@ pub(super) async fn handle_buffer(
         } else if let After::Close = node_request(ctx, &req, output).await {
             *start += used;
             return After::Close;
+        } else if matches!(req.command, Command::Noop) {
+            // memcached writes out every reply up to a NOOP before it reads on, so
+            // they reach the client even if a later packet closes the connection.
+            if drain(ctx, stream, output).await.is_err() {
+                return After::Close;
+            }
         }
         *start += used;
         if let Command::TooLarge { swallow_bytes, .. } | Command::Unknown { swallow_bytes } =

@@ -14,7 +14,7 @@ use crate::limits::{
     MULTIGET_LINE_LEN_MAX, READ_BUFFER_KEEP_BYTES, READ_CHUNK_BYTES, REPLY_BUFFER_FLUSH_BYTES,
 };
 use crate::protocol::meta::MetaCommand;
-use crate::protocol::text::{Request, ShutdownMode};
+use crate::protocol::text::{GetEnding, Request, ShutdownMode};
 use crate::protocol::{self, ParseError};
 use crate::storage::ttl::Clock;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -97,6 +97,13 @@ impl Output {
             forwarded_values: 0,
             owners: Vec::new(),
         }
+    }
+
+    /// Sends a request to `shard` for its effect alone: its reply is not spliced in.
+    pub(super) fn forward_unanswered(&mut self, shard: u32, bytes: &[u8], kind: ForwardKind) {
+        self.batches[shard as usize].push(bytes, kind);
+        self.forwarded += 1;
+        self.forwarded_values += 1;
     }
 
     /// Whether to send what is batched and write what is gathered before going on:
@@ -328,10 +335,19 @@ pub(super) async fn drain_if_full(
     output: &mut Output,
 ) -> Result<(), ()> {
     if output.is_full() {
-        output.complete(ctx).await?;
-        flush(stream, output).await.map_err(|_| ())?;
+        drain(ctx, stream, output).await?;
     }
     Ok(())
+}
+
+/// Waits for other shards' answers and writes every gathered reply out now.
+pub(super) async fn drain(
+    ctx: &ShardCtx,
+    stream: &mut TcpStream,
+    output: &mut Output,
+) -> Result<(), ()> {
+    output.complete(ctx).await?;
+    flush(stream, output).await.map_err(|_| ())
 }
 
 /// Executes every complete request in `buf[*start..]`, advancing `*start`.
@@ -374,6 +390,7 @@ async fn handle_buffer(
                 kind,
                 exptime,
                 keys,
+                ending,
             } if shards > 1 => {
                 output.owners.clear();
                 let mut all_mine = true;
@@ -384,6 +401,25 @@ async fn handle_buffer(
                 }
                 if all_mine {
                     with_state(|s| engine::execute(s, &req, &clock, &mut output.out));
+                } else if ending == GetEnding::KeyTooLong {
+                    // The keys are looked up for their side effects only (see
+                    // `GetEnding`): their values are dropped, here and remotely.
+                    let mut dropped = Vec::new();
+                    for (i, key) in keys.iter().enumerate() {
+                        let owner = output.owners[i];
+                        if owner == ctx.id {
+                            with_state(|s| {
+                                engine::get_one(s, kind, exptime, key, &clock, &mut dropped)
+                            });
+                        } else {
+                            output.forward_unanswered(
+                                owner,
+                                key,
+                                ForwardKind::GetOne { kind, exptime },
+                            );
+                        }
+                    }
+                    engine::end_retrieval(ending, output.out.len(), &mut output.out);
                 } else {
                     for (i, key) in keys.iter().enumerate() {
                         let owner = output.owners[i];
@@ -400,7 +436,7 @@ async fn handle_buffer(
                             );
                         }
                     }
-                    output.out.extend_from_slice(b"END\r\n");
+                    engine::end_retrieval(ending, output.out.len(), &mut output.out);
                 }
             }
             Request::Get { .. } => {
