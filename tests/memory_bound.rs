@@ -148,3 +148,107 @@ fn rss_stays_under_the_limit_plus_a_fixed_overhead_while_evicting() {
         server.name
     );
 }
+
+/// Writes 100 KB values until the server refuses one; returns the refusal.
+fn fill_until_refused(
+    server: &Server,
+    reply_of: impl Fn(&mut support::Client, usize) -> Vec<u8>,
+) -> Vec<u8> {
+    let mut client = server.connect();
+    for i in 0..1000 {
+        let reply = reply_of(&mut client, i);
+        if !reply.starts_with(b"STORED") && reply.get(1) != Some(&0x01) {
+            return reply;
+        }
+    }
+    panic!(
+        "{}: 100 MB written under -M -m 8 and nothing refused",
+        server.name
+    );
+}
+
+/// A binary Set of `key` with a 100 KB value; the reply packet's header and body.
+fn binary_set(client: &mut support::Client, i: usize) -> Vec<u8> {
+    let key = format!("full{i}");
+    let value = vec![b'v'; 100_000];
+    let mut packet = vec![0x80, 0x01];
+    packet.extend_from_slice(&(key.len() as u16).to_be_bytes());
+    packet.extend_from_slice(&[8, 0, 0, 0]);
+    packet.extend_from_slice(&((8 + key.len() + value.len()) as u32).to_be_bytes());
+    packet.extend_from_slice(&[0; 12]);
+    packet.extend_from_slice(&[0; 8]);
+    packet.extend_from_slice(key.as_bytes());
+    packet.extend_from_slice(&value);
+    client.send(&packet);
+    let header = client
+        .read_exact_n(24, REPLY_TIMEOUT)
+        .expect("binary reply header");
+    let body_len = u32::from_be_bytes(header[8..12].try_into().unwrap()) as usize;
+    let body = client
+        .read_exact_n(body_len, REPLY_TIMEOUT)
+        .expect("binary reply body");
+    // Status and body: what must match memcached's.
+    [&header[6..8], &body[..]].concat()
+}
+
+/// Under `-M` a full cache refuses writes with memcached's errors instead of
+/// evicting, and what it holds stays readable.
+#[test]
+fn a_full_cache_under_dash_m_refuses_writes_with_memcacheds_errors() {
+    let Some(reference) = Server::memcached(&["-M", "-m", "8"]) else {
+        support::warn_memcached_missing("-M");
+        return;
+    };
+    let target = Server::ringcache(&["-M", "-m", "8", "-t", "1"]);
+    for server in [&reference, &target] {
+        let refusal = fill_until_refused(server, |client, i| {
+            let mut request = format!("set full{i} 0 0 100000\r\n").into_bytes();
+            request.extend_from_slice(&vec![b'v'; 100_000]);
+            request.extend_from_slice(b"\r\n");
+            client.call(&request, b"\r\n")
+        });
+        assert_eq!(
+            show(&refusal),
+            show(b"SERVER_ERROR out of memory storing object\r\n"),
+            "{}",
+            server.name
+        );
+        let mut client = server.connect();
+        assert_eq!(
+            client.get("full0").map(|v| v.len()),
+            Some(100_000),
+            "{}",
+            server.name
+        );
+        let stats = client.stats("");
+        let evictions = stats
+            .iter()
+            .find(|(k, _)| k == "evictions")
+            .map(|(_, v)| v.as_str());
+        assert_eq!(evictions, Some("0"), "{}: -M evicted", server.name);
+    }
+    let refusals: Vec<Vec<u8>> = [&reference, &target]
+        .iter()
+        .map(|server| {
+            let mut flush = server.connect();
+            assert!(flush.call(b"flush_all\r\n", b"\r\n").starts_with(b"OK"));
+            drop(flush);
+            // Refill under the binary protocol on a fresh connection.
+            let mut client = server.connect();
+            let mut i = 0;
+            loop {
+                let reply = binary_set(&mut client, 10_000 + i);
+                if reply[..2] != [0, 0] {
+                    return reply;
+                }
+                i += 1;
+                assert!(i < 1000, "{}: binary sets never refused", server.name);
+            }
+        })
+        .collect();
+    assert_eq!(
+        show(&refusals[1]),
+        show(&refusals[0]),
+        "binary out-of-memory status and body"
+    );
+}

@@ -248,7 +248,7 @@ fn store(
         }),
         _ if appending => Err(Status::NotStored),
         StoreOutcome::TooLarge => Err(Status::TooLarge),
-        StoreOutcome::OutOfMemory => Err(Status::OutOfMemory),
+        StoreOutcome::OutOfMemory => Err(Status::ItemOutOfMemory),
     }
 }
 

@@ -84,10 +84,21 @@ pub enum Status {
     NotStored = 0x05,
     NonNumeric = 0x06,
     UnknownCommand = 0x81,
+    /// Out of memory for an increment or decrement.
     OutOfMemory = 0x82,
+    /// Out of memory for a storage command: the same status, memcached's own text.
+    ItemOutOfMemory = 0x182,
 }
 
 impl Status {
+    /// The status on the wire.
+    pub fn code(self) -> u16 {
+        match self {
+            Status::ItemOutOfMemory => Status::OutOfMemory as u16,
+            other => other as u16,
+        }
+    }
+
     /// The body of an error response (memcached's `write_bin_error`).
     pub fn message(self) -> &'static [u8] {
         match self {
@@ -100,6 +111,7 @@ impl Status {
             Status::NonNumeric => b"Non-numeric server-side value for incr or decr",
             Status::UnknownCommand => b"Unknown command",
             Status::OutOfMemory => b"Out of memory",
+            Status::ItemOutOfMemory => b"Out of memory allocating item",
         }
     }
 }
@@ -458,7 +470,7 @@ pub fn write_header(
     out.extend_from_slice(&key_len.to_be_bytes());
     out.push(extras_len);
     out.push(0);
-    out.extend_from_slice(&(status as u16).to_be_bytes());
+    out.extend_from_slice(&status.code().to_be_bytes());
     out.extend_from_slice(&body_len.to_be_bytes());
     out.extend_from_slice(&opaque.to_be_bytes());
     out.extend_from_slice(&cas.to_be_bytes());
