@@ -20,11 +20,13 @@ as_root() {
 
 install_missing() {
     if ! command -v memcached >/dev/null || ! command -v memccat >/dev/null \
-        || ! command -v nc >/dev/null; then
-        say "installing memcached, libmemcached-tools, netcat-openbsd"
+        || ! command -v nc >/dev/null || ! command -v cc >/dev/null \
+        || [ ! -e /usr/include/libmemcached-1.0/memcached.h ]; then
+        say "installing memcached, libmemcached-tools, libmemcached-dev, netcat-openbsd, gcc"
         export DEBIAN_FRONTEND=noninteractive
         as_root apt-get update -qq </dev/null || return 1
-        as_root apt-get install -y -qq memcached libmemcached-tools netcat-openbsd </dev/null || return 1
+        as_root apt-get install -y -qq memcached libmemcached-tools libmemcached-dev \
+            netcat-openbsd gcc </dev/null || return 1
     fi
     if ! python3 -c 'import pymemcache' 2>/dev/null; then
         say "installing pymemcache"

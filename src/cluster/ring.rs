@@ -22,7 +22,7 @@ pub struct Owner {
 /// One "server" on the ring: an endpoint name and the shard behind it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Server {
-    /// The ketama name of the endpoint, `host:port` (port omitted when 11211, as libmemcached does).
+    /// The ketama name of the endpoint (see [`ketama_name`]).
     pub name: String,
     pub owner: Owner,
 }
@@ -31,6 +31,19 @@ pub struct Server {
 #[derive(Clone, Debug)]
 pub struct Ring {
     points: Vec<(u32, Owner)>,
+}
+
+/// memcached's default port: libmemcached leaves it out of a server's ketama name.
+pub const KETAMA_DEFAULT_PORT: u16 = 11211;
+
+/// The name a ketama client gives the server at `host:port` when it hashes its
+/// points: `host:port`, or `host` alone on the default port (libmemcached's rule).
+pub fn ketama_name(host: &str, port: u16) -> String {
+    if port == KETAMA_DEFAULT_PORT {
+        host.to_string()
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 /// The ketama hash of a key: the point it lands on.
