@@ -1059,10 +1059,13 @@ fn random_request(rng: &mut Rng) -> (Req, Option<u64>) {
         8 | 9 => {
             let op = [pick(INCR, INCRQ), pick(DECR, DECRQ)][rng.below(2) as usize];
             let exptime = [0, u32::MAX][rng.below(2) as usize];
+            // No delta that can carry a value to 2^63 or past: memcached 1.6.18
+            // then sometimes calls the value non-numeric (its minus-sign check
+            // reads past the number). Wrapping is covered by the tables.
             arith(
                 op,
                 &key,
-                [1, 7, u64::MAX][rng.below(3) as usize],
+                [1, 7, 1_000_000_000_000][rng.below(3) as usize],
                 rng.below(100),
                 exptime,
             )
