@@ -69,8 +69,9 @@ start_server() {
                 -p "$port" -m "$mem" >/dev/null 2>&1 &
             pid=$! ;;
         ringcache)
+            # shellcheck disable=SC2086 # RINGCACHE_ARGS: extra flags, word-split on purpose
             taskset -c "$cpu" "$RINGCACHE" -U 0 -t 1 -c 4096 -l 127.0.0.1 \
-                -p "$port" -m "$mem" >/dev/null 2>&1 &
+                -p "$port" -m "$mem" ${RINGCACHE_ARGS:-} >/dev/null 2>&1 &
             pid=$! ;;
         *) echo "unknown server $name" >&2; return 1 ;;
     esac

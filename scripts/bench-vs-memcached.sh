@@ -9,7 +9,8 @@
 # WARMUP seconds of load before measuring (0.5), CONNS (50), KEYS (100000),
 # MEMORY_MB per server (256), SERVER_CPU (1), BENCH_CPU (0),
 # WORKLOADS ("DEPTH/SETS:GETS/VALUE_BYTES ...", default all of depth 1 and 16,
-# 1:10 and 1:1, 32 B and 1 KiB), OUT (directory for the per-run JSON).
+# 1:10 and 1:1, 32 B and 1 KiB), OUT (directory for the per-run JSON),
+# RINGCACHE_ARGS (extra flags for ringcache, e.g. "--spin-before-park-us 50").
 #
 # Per run it records throughput, p50 and p99 latency, the server's CPU per
 # request (utime+stime from /proc/PID/stat over the measured seconds only,
