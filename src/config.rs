@@ -54,6 +54,12 @@ pub struct Args {
     #[arg(short = 'v', action = ArgAction::Count)]
     pub verbose: u8,
 
+    /// Each shard also listens on its own port, BASE + shard number, and is named
+    /// on the ketama ring by that endpoint: a ketama client given the endpoints
+    /// reaches every key's owner directly.
+    #[arg(long = "shard-ports", value_name = "BASE")]
+    pub shard_port_base: Option<u16>,
+
     /// Busy-poll for this many microseconds before an idle shard sleeps.
     #[arg(long = "spin-before-park-us", default_value_t = 0)]
     pub spin_before_park_us: u64,
@@ -76,6 +82,7 @@ pub struct Config {
     pub shutdown: ShutdownCommand,
     pub verbosity: u8,
     pub spin_before_park_us: u64,
+    pub shard_port_base: Option<u16>,
 }
 
 /// Whether the `shutdown` command is served (`-A`).
@@ -147,6 +154,17 @@ impl Config {
                 ));
             }
         }
+        if let Some(base) = args.shard_port_base {
+            // The shard count is known only at start (it may come from the CPU
+            // mask), so this checks for the most there can be.
+            let last = base as usize + args.threads.unwrap_or(limits::SHARDS_MAX) - 1;
+            if base == 0 || last > u16::MAX as usize {
+                return Err(format!(
+                    "--shard-ports {base}: every shard needs a port from {base} up, and ports end at {}",
+                    u16::MAX
+                ));
+            }
+        }
         Ok(Config {
             port: args.port,
             listen: args.listen.clone(),
@@ -166,6 +184,7 @@ impl Config {
             },
             verbosity: args.verbose,
             spin_before_park_us: args.spin_before_park_us,
+            shard_port_base: args.shard_port_base,
         })
     }
 }

@@ -115,6 +115,14 @@ struct Args {
     /// Every request is a get; a miss is followed by a set of that key.
     #[arg(long)]
     cache_aside: bool,
+    /// Only keys that this endpoint owns on the ketama ring of --ring (host:port),
+    /// e.g. to load one shard with keys it owns, or with keys another shard owns.
+    #[arg(long, value_name = "HOST:PORT", requires = "ring")]
+    owned_by: Option<String>,
+    /// The ketama ring's endpoints for --owned-by, comma separated (a node's
+    /// --shard-ports endpoints).
+    #[arg(long, value_delimiter = ',', value_name = "HOST:PORT,...")]
+    ring: Vec<String>,
     /// Set sequential keys until the server reports an eviction; report items held.
     #[arg(long)]
     fill_until_evictions: bool,
@@ -161,6 +169,8 @@ struct Plan {
     zipf: Option<Zipf>,
     key_prefix: Vec<u8>,
     key_digits: usize,
+    /// With --owned-by: the ids of the keys used, in order; key n is `key_ids[n]`.
+    key_ids: Option<Vec<u64>>,
     value_min: usize,
     value_max: usize,
     expiry: u32,
@@ -248,6 +258,15 @@ impl Plan {
         if args.requests.is_some() && args.warmup > 0.0 {
             return Err("--warmup goes with --test-time, not --requests".into());
         }
+        let key_ids = match &args.owned_by {
+            None => None,
+            Some(endpoint) => {
+                if args.fill_until_evictions {
+                    return Err("--owned-by does not go with --fill-until-evictions".into());
+                }
+                Some(owned_key_ids(args, endpoint)?)
+            }
+        };
         Ok(Plan {
             servers: args.servers.clone(),
             threads: args.threads,
@@ -265,6 +284,7 @@ impl Plan {
             zipf,
             key_prefix: args.key_prefix.as_bytes().to_vec(),
             key_digits: args.key_digits,
+            key_ids,
             value_min,
             value_max,
             expiry: args.expiry,
@@ -392,8 +412,44 @@ fn put_decimal(out: &mut Vec<u8>, mut n: u64, digits: usize) {
 }
 
 fn put_key(out: &mut Vec<u8>, plan: &Plan, id: u64) {
+    let id = plan.key_ids.as_ref().map_or(id, |ids| ids[id as usize]);
     out.extend_from_slice(&plan.key_prefix);
     put_decimal(out, id, plan.key_digits);
+}
+
+/// The first `--key-space` key ids whose keys `endpoint` owns on the ketama ring
+/// of `--ring` (the ring ringcache builds from its --shard-ports endpoints).
+fn owned_key_ids(args: &Args, endpoint: &str) -> Result<Vec<u64>, String> {
+    use ringcache::cluster::ring::{ketama_name, Ring, POINTS_PER_SERVER_DEFAULT};
+    let split = |e: &str| -> Result<(String, u16), String> {
+        let (host, port) = e.rsplit_once(':').ok_or(format!("{e}: not host:port"))?;
+        let port = port.parse().map_err(|_| format!("{e}: bad port"))?;
+        Ok((host.to_string(), port))
+    };
+    let names = args
+        .ring
+        .iter()
+        .map(|e| split(e).map(|(h, p)| ketama_name(&h, p)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (host, port) = split(endpoint)?;
+    let wanted = names
+        .iter()
+        .position(|n| *n == ketama_name(&host, port))
+        .ok_or(format!("--owned-by {endpoint} is not in --ring"))?;
+    let ring = Ring::single_node(&names, POINTS_PER_SERVER_DEFAULT);
+    let mut ids = Vec::with_capacity(args.key_space as usize);
+    let mut key = Vec::new();
+    let mut id = 0u64;
+    while (ids.len() as u64) < args.key_space {
+        key.clear();
+        key.extend_from_slice(args.key_prefix.as_bytes());
+        put_decimal(&mut key, id, args.key_digits);
+        if ring.owner(&key).shard as usize == wanted {
+            ids.push(id);
+        }
+        id += 1;
+    }
+    Ok(ids)
 }
 
 /// Appends one request to `out` (whose capacity was reserved before the run).

@@ -12,7 +12,7 @@ pub mod notify;
 mod shard;
 mod waiters;
 
-use crate::cluster::ring::{Ring, POINTS_PER_SERVER_DEFAULT};
+use crate::cluster::ring::{ketama_name, Ring, POINTS_PER_SERVER_DEFAULT};
 use crate::config::Config;
 use crate::limits::{IO_MEMORY_BYTES, LISTEN_BACKLOG, SHARD_CHANNEL_CAPACITY};
 use crate::storage::ttl::Clock;
@@ -152,8 +152,13 @@ pub fn run(config: Config) -> i32 {
         return 1;
     }
 
+    // With their own ports, shards are named on the ring as a ketama client names
+    // those endpoints, so that client finds every key's owner by itself.
     let endpoints: Vec<String> = (0..shards)
-        .map(|shard| format!("{}:{}#{}", config.listen, config.port, shard))
+        .map(|shard| match config.shard_port_base {
+            Some(base) => ketama_name(&config.listen, base + shard as u16),
+            None => format!("{}:{}#{}", config.listen, config.port, shard),
+        })
         .collect();
     let unix_now = SystemTime::now()
         .duration_since(UNIX_EPOCH)

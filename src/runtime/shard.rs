@@ -110,12 +110,26 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
     });
     debug_assert!(shards <= 1 << cas_suffix_bits);
 
-    let listener = match super::listen_socket(addr, super::Sharing::Shared) {
-        // SAFETY: the descriptor is a listening TCP socket we own and hand over.
-        Ok(fd) => unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) },
-        Err(e) => {
-            let _ = started.send(Err(format!("cannot listen on {addr}: {e}")));
+    let listener = match listen(addr, super::Sharing::Shared) {
+        Ok(listener) => listener,
+        Err(message) => {
+            let _ = started.send(Err(message));
             return;
+        }
+    };
+    // With --shard-ports, this shard's own port: a ketama client that knows the
+    // shard endpoints sends each key straight to its owner.
+    let own_listener = match node.config.shard_port_base {
+        None => None,
+        Some(base) => {
+            let own = SocketAddr::new(addr.ip(), base + id as u16);
+            match listen(own, super::Sharing::Exclusive) {
+                Ok(listener) => Some(listener),
+                Err(message) => {
+                    let _ = started.send(Err(message));
+                    return;
+                }
+            }
         }
     };
 
@@ -194,6 +208,7 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
     }
 
     let accept = glommio::spawn_local(accept_loop(listener, ctx.clone()));
+    let accept_own = own_listener.map(|l| glommio::spawn_local(accept_loop(l, ctx.clone())));
     let _ = started.send(Ok(id));
 
     while !node.stop.load(Ordering::Acquire) {
@@ -201,11 +216,26 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
     }
     // Stop accepting, then let connections finish the requests they have read.
     drop(accept);
+    drop(accept_own);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while ctx.busy.get() > 0 && std::time::Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
     drop(peer_tasks);
+}
+
+/// A listening socket on `addr`, or the line that says why there is none.
+fn listen(addr: SocketAddr, sharing: super::Sharing) -> Result<TcpListener, String> {
+    match super::listen_socket(addr, sharing) {
+        // SAFETY: the descriptor is a listening TCP socket we own and hand over.
+        Ok(fd) => Ok(unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) }),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(format!(
+            "port {} on {} is already in use by another process: stop it or choose other ports",
+            addr.port(),
+            addr.ip()
+        )),
+        Err(e) => Err(format!("cannot listen on {addr}: {e}")),
+    }
 }
 
 async fn accept_loop(listener: TcpListener, ctx: Rc<ShardCtx>) {
