@@ -7,6 +7,7 @@
 
 use super::messages::{Answer, Ask, Batch, ForwardKind, Replies};
 use super::shard::{with_state, ShardCtx};
+use super::waiters::Wait;
 use crate::config::ShutdownCommand;
 use crate::engine::{self, reply, NodeView, Settings, Step};
 use crate::limits::{
@@ -79,6 +80,12 @@ pub(super) struct Output {
     /// With `pieces`: where this shard's replies after the last forward begin.
     local_mark: usize,
     batches: Vec<Batch>,
+    /// Per shard: its latest replies, whose buffers the next batch lends it back.
+    replies: Vec<Replies>,
+    /// Answers being waited for, kept for its capacity.
+    waits: Vec<(usize, Wait)>,
+    /// The buffer the next splice is written into (the last `out`, emptied).
+    spliced: Vec<u8>,
     pub(super) forwarded: usize,
     /// Forwarded requests whose replies may carry a value (up to `-I` bytes each).
     forwarded_values: usize,
@@ -93,6 +100,9 @@ impl Output {
             pieces: Vec::new(),
             local_mark: 0,
             batches: (0..shards).map(|_| Batch::default()).collect(),
+            replies: (0..shards).map(|_| Replies::default()).collect(),
+            waits: Vec::with_capacity(shards),
+            spliced: Vec::new(),
             forwarded: 0,
             forwarded_values: 0,
             owners: Vec::new(),
@@ -152,13 +162,14 @@ impl Output {
         if self.forwarded == 0 {
             return Ok(());
         }
-        let mut answers: Vec<Option<Replies>> = (0..self.batches.len()).map(|_| None).collect();
-        let mut waits = Vec::new();
-        for (shard, batch) in self.batches.iter_mut().enumerate() {
-            if batch.is_empty() {
+        // Send every batch first, so the other shards work on them together.
+        let mut waits = std::mem::take(&mut self.waits);
+        for shard in 0..self.batches.len() {
+            if self.batches[shard].is_empty() {
                 continue;
             }
-            let batch = std::mem::take(batch);
+            let mut batch = std::mem::take(&mut self.batches[shard]);
+            batch.reply_buffers = std::mem::take(&mut self.replies[shard]);
             let slot = ctx.waiters.take_slot();
             let wait = ctx.waiters.wait(slot);
             let sender = ctx.requests_to[shard].as_ref().expect("no channel to self");
@@ -171,27 +182,39 @@ impl Output {
                 .map_err(|_| ())?;
             waits.push((shard, wait));
         }
-        for (shard, wait) in waits {
+        for (shard, wait) in waits.drain(..) {
             match wait.await {
-                Answer::Replies(replies) => answers[shard] = Some(replies),
+                Answer::Replies { replies, batch } => {
+                    self.replies[shard] = replies;
+                    self.batches[shard] = batch;
+                }
                 other => panic!("a batch was answered with {other:?}"),
             }
         }
-        let mut spliced = Vec::with_capacity(self.out.len() + 256);
+        self.waits = waits;
+        let mut spliced = std::mem::take(&mut self.spliced);
+        spliced.clear();
         for piece in &self.pieces {
             match *piece {
                 Piece::Local { start, end } => spliced.extend_from_slice(&self.out[start..end]),
-                Piece::Remote { shard, op } => spliced.extend_from_slice(
-                    answers[shard as usize]
-                        .as_ref()
-                        .expect("answer from every shard sent a batch")
-                        .fragment(op),
-                ),
+                Piece::Remote { shard, op } => {
+                    spliced.extend_from_slice(self.replies[shard as usize].fragment(op))
+                }
             }
         }
         spliced.extend_from_slice(&self.out[self.local_mark..]);
         with_state(|s| s.stats.forwarded_out += self.forwarded as u64);
-        self.out = spliced;
+        self.spliced = std::mem::replace(&mut self.out, spliced);
+        // Buffers kept for reuse are dropped once one carried large values, so an
+        // idle connection does not hold on to what its largest read needed.
+        if self.spliced.capacity() > REPLY_BUFFER_FLUSH_BYTES {
+            self.spliced = Vec::new();
+        }
+        for replies in &mut self.replies {
+            if replies.bytes.capacity() > REPLY_BUFFER_FLUSH_BYTES {
+                *replies = Replies::default();
+            }
+        }
         self.pieces.clear();
         self.local_mark = 0;
         self.forwarded = 0;

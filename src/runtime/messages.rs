@@ -28,10 +28,15 @@ pub enum ForwardKind {
 }
 
 /// The requests of one read that the receiving shard owns, in request order.
+///
+/// Buffers travel in a loop so that crossing shards allocates nothing in steady
+/// state: a batch lends the owner `reply_buffers` to write its replies into, and
+/// the answer brings the batch's own buffers back with the replies.
 #[derive(Debug, Default)]
 pub struct Batch {
     pub bytes: Vec<u8>,
     pub ops: Vec<ForwardOp>,
+    pub reply_buffers: Replies,
 }
 
 impl Batch {
@@ -47,6 +52,12 @@ impl Batch {
 
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
+    }
+
+    /// Empties the batch for reuse, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.ops.clear();
     }
 }
 
@@ -87,7 +98,11 @@ pub enum Ask {
 
 #[derive(Debug)]
 pub enum Answer {
-    Replies(Replies),
+    /// The replies, and the batch's buffers coming home.
+    Replies {
+        replies: Replies,
+        batch: Batch,
+    },
     Stats {
         shard: Box<ShardStats>,
         store: StoreStats,

@@ -6,7 +6,7 @@
 //! and the store has one owner, the executor's thread.
 
 use super::conn;
-use super::messages::{Answer, Ask, FromShard, Replies, ToShard};
+use super::messages::{Answer, Ask, FromShard, ToShard};
 use super::waiters::Waiters;
 use super::Node;
 use crate::engine::{self, ShardState};
@@ -274,11 +274,10 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<ShardCtx>) {
 fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
     let clock = ctx.node.clock();
     match ask {
-        Ask::Batch(batch) => {
-            let mut replies = Replies {
-                bytes: Vec::with_capacity(256),
-                ends: Vec::with_capacity(batch.ops.len()),
-            };
+        Ask::Batch(mut batch) => {
+            let mut replies = std::mem::take(&mut batch.reply_buffers);
+            replies.bytes.clear();
+            replies.ends.clear();
             with_state(|state| {
                 state.stats.forwarded_in += batch.ops.len() as u64;
                 for op in &batch.ops {
@@ -320,7 +319,8 @@ fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
                     replies.ends.push(replies.bytes.len() as u32);
                 }
             });
-            Answer::Replies(replies)
+            batch.clear();
+            Answer::Replies { replies, batch }
         }
         Ask::Flush { delay_secs } => {
             with_state(|s| engine::flush(s, delay_secs, &clock));
