@@ -1,3 +1,5 @@
-//! Placement: the consistent-hash ring and who owns a key (pure).
+//! Placement: the consistent-hash ring, the cluster configuration and who owns
+//! a key (pure).
 
+pub mod config;
 pub mod ring;
