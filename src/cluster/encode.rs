@@ -81,7 +81,7 @@ pub fn encode_stats_cluster(config: &ClusterConfig, out: &mut Vec<u8>) {
 /// (clients then resolve the host; this stays pure, with no name lookups).
 pub fn encode_config_get_cluster(config: &ClusterConfig, out: &mut Vec<u8>) {
     let mut data: Vec<u8> = Vec::new();
-    let _ = write!(data, "{}\n", config.epoch());
+    let _ = writeln!(data, "{}", config.epoch());
     let mut first = true;
     for node in config.nodes().iter().filter(|n| n.state.is_on_ring()) {
         for endpoint in &node.shards {
