@@ -88,11 +88,30 @@ impl Ring {
         Ring::new(&servers, points_per_server)
     }
 
+    /// The index of the first point at or after `point`, wrapping around.
+    fn first_at_or_after(&self, point: u32) -> usize {
+        let idx = self.points.partition_point(|&(p, _)| p < point);
+        if idx == self.points.len() {
+            0
+        } else {
+            idx
+        }
+    }
+
     /// The owner of the first point at or after `point`, wrapping around.
     pub fn owner_of_point(&self, point: u32) -> Owner {
-        let idx = self.points.partition_point(|&(p, _)| p < point);
-        let idx = if idx == self.points.len() { 0 } else { idx };
-        self.points[idx].1
+        self.points[self.first_at_or_after(point)].1
+    }
+
+    /// The owners of every ring point, clockwise from the first at or after
+    /// `point` (that one is [`Ring::owner_of_point`]), each point once, wrapping.
+    /// Replica placement walks this until it has met R distinct nodes.
+    pub fn clockwise_from(&self, point: u32) -> impl Iterator<Item = Owner> + '_ {
+        let start = self.first_at_or_after(point);
+        self.points[start..]
+            .iter()
+            .chain(&self.points[..start])
+            .map(|&(_, owner)| owner)
     }
 
     pub fn owner(&self, key: &[u8]) -> Owner {
@@ -131,6 +150,25 @@ mod tests {
         let first = ring.points()[0].1;
         assert_eq!(ring.owner_of_point(u32::MAX), first);
         assert_eq!(ring.owner_of_point(0), first);
+    }
+
+    #[test]
+    fn clockwise_walk_starts_at_the_owner_and_meets_every_point_once() {
+        let ring = ring(3);
+        for point in [
+            0,
+            ring.points()[5].0,
+            ring.points()[5].0.wrapping_add(1),
+            u32::MAX,
+        ] {
+            let walk: Vec<Owner> = ring.clockwise_from(point).collect();
+            assert_eq!(walk.len(), ring.points().len());
+            assert_eq!(walk[0], ring.owner_of_point(point));
+        }
+        let after_last = ring.points().last().unwrap().0.wrapping_add(1);
+        let walk: Vec<Owner> = ring.clockwise_from(after_last).collect();
+        let all: Vec<Owner> = ring.points().iter().map(|&(_, o)| o).collect();
+        assert_eq!(walk, all, "past the last point the walk wraps to the first");
     }
 
     #[test]

@@ -1,0 +1,883 @@
+//! The cluster configuration: one immutable, numbered value saying which nodes
+//! form the cache, where they listen, how many copies a key has and how writes
+//! are acknowledged; its validation; and the cluster file it is first read from
+//! (pure: text in, value or error out).
+//!
+//! Every node builds the same ring from the same [`ClusterConfig`] (see
+//! `cluster::placement`), so the value carries everything placement needs and
+//! nothing a node learns on its own. Multi-Paxos decides later values; the file
+//! gives the first, at epoch 1.
+//!
+//! # Format
+//!
+//! The cluster file is a small subset of TOML (any TOML reader accepts it):
+//! `key = value` lines, `#` comments, and one `[[node]]` table per node. Values
+//! are integers, double-quoted strings without escapes, and arrays of those
+//! (which may span lines). Top-level keys come before the first `[[node]]`.
+//!
+//! ```toml
+//! # ringcache cluster: 3 nodes, 2 shards each, every key on 2 nodes.
+//! replicas = 2                # copies of each key, on distinct nodes (R)
+//! vnodes_per_shard = 160      # ring points per shard endpoint (default 160)
+//! write_ack = "quorum"        # "one", "quorum" or "all" (default "quorum")
+//! acceptors = [1, 2, 3]       # node ids that run Paxos with durable state
+//!
+//! [[node]]
+//! id = 1                      # stable node id, never reused
+//! addr = "10.0.0.1:11211"     # the client port (shared by the node's shards)
+//! shards = ["10.0.0.1:11300", "10.0.0.1:11301"]   # one endpoint per shard
+//! state = "up"                # "up", "down" or "joining" (default "up")
+//!
+//! [[node]]
+//! id = 2
+//! addr = "10.0.0.2:11211"
+//! shards = ["10.0.0.2:11300", "10.0.0.2:11301"]
+//!
+//! [[node]]
+//! id = 3
+//! addr = "10.0.0.3:11211"
+//! shards = ["10.0.0.3:11300", "10.0.0.3:11301"]
+//! ```
+//!
+//! A node's states mean, for placement:
+//! - `up`: on the ring, serves reads and writes;
+//! - `down`: still on the ring (its keys do not move), but read last;
+//! - `joining`: a member that learns configurations but owns no vnodes yet; a
+//!   later epoch marks it `up`, and only then do keys move to it.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::IpAddr;
+
+use super::ring::{ketama_name, POINTS_PER_SERVER_DEFAULT};
+
+/// Most nodes in one cluster.
+pub const NODES_MAX: usize = 64;
+/// Most shards (endpoints) one node may list: one per core.
+pub const SHARDS_PER_NODE_MAX: usize = crate::limits::SHARDS_MAX;
+/// Most copies of a key. Bounds [`crate::cluster::placement::Owners`], which
+/// holds a key's owners inline so a lookup does not allocate.
+pub const REPLICAS_MAX: usize = 5;
+/// Most acceptors: Paxos with 5 tolerates 2 failures, and more only slows it.
+pub const ACCEPTORS_MAX: usize = 5;
+/// Most ring points per shard endpoint (ketama wants a multiple of 4).
+pub const VNODES_PER_SHARD_MAX: usize = 4096;
+/// Longest cluster file, in bytes, and longest host name.
+pub const CLUSTER_FILE_LEN_MAX: usize = 1 << 20;
+pub const HOST_LEN_MAX: usize = 253;
+
+/// A `host:port` address (`[v6addr]:port` for IPv6).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Endpoint {
+    /// Host name or IP literal, without IPv6 brackets.
+    pub host: String,
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// Parses `host:port` or `[v6addr]:port`.
+    pub fn parse(text: &str) -> Result<Endpoint, String> {
+        let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+            let (host, port) = rest
+                .split_once("]:")
+                .ok_or_else(|| format!("{text:?} is not [address]:port"))?;
+            if host.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(format!("{host:?} is not an IPv6 address"));
+            }
+            (host, port)
+        } else {
+            let (host, port) = text
+                .rsplit_once(':')
+                .ok_or_else(|| format!("{text:?} is not host:port"))?;
+            if host.contains(':') {
+                return Err(format!("{text:?}: write an IPv6 address as [address]:port"));
+            }
+            (host, port)
+        };
+        if host.is_empty() || host.len() > HOST_LEN_MAX {
+            return Err(format!(
+                "{text:?}: the host must be 1 to {HOST_LEN_MAX} bytes"
+            ));
+        }
+        if !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
+        {
+            return Err(format!(
+                "{text:?}: the host may hold only letters, digits, '-', '.' and '_'"
+            ));
+        }
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("{text:?}: the port is not a number from 1 to 65535"))?;
+        if port == 0 {
+            return Err(format!("{text:?}: port 0 cannot be connected to"));
+        }
+        Ok(Endpoint {
+            host: host.to_string(),
+            port,
+        })
+    }
+
+    /// The name ketama clients hash this endpoint's ring points under.
+    pub fn ketama_name(&self) -> String {
+        ketama_name(&self.host, self.port)
+    }
+
+    /// The host as an IP address, when it is one (no name resolution: pure).
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.host.parse().ok()
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Whether a node is on the ring and how it is read (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NodeState {
+    Up,
+    Down,
+    Joining,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Up => "up",
+            NodeState::Down => "down",
+            NodeState::Joining => "joining",
+        }
+    }
+
+    /// Whether the node's shards hold vnodes: `up` and `down` nodes do, so a node
+    /// going down moves no keys; `joining` nodes do not yet.
+    pub fn is_on_ring(self) -> bool {
+        matches!(self, NodeState::Up | NodeState::Down)
+    }
+
+    fn parse(text: &str) -> Option<NodeState> {
+        match text {
+            "up" => Some(NodeState::Up),
+            "down" => Some(NodeState::Down),
+            "joining" => Some(NodeState::Joining),
+            _ => None,
+        }
+    }
+}
+
+/// How many owners must have applied a write before the client hears `STORED`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WriteAck {
+    /// The primary alone.
+    One,
+    /// A majority of the R owners: R/2 + 1.
+    Quorum,
+    /// All R owners.
+    All,
+}
+
+impl WriteAck {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteAck::One => "one",
+            WriteAck::Quorum => "quorum",
+            WriteAck::All => "all",
+        }
+    }
+
+    /// Acks a write needs (the primary's own included) with `replicas` owners.
+    pub fn acks_needed(self, replicas: usize) -> usize {
+        match self {
+            WriteAck::One => 1,
+            WriteAck::Quorum => replicas / 2 + 1,
+            WriteAck::All => replicas,
+        }
+    }
+
+    fn parse(text: &str) -> Option<WriteAck> {
+        match text {
+            "one" => Some(WriteAck::One),
+            "quorum" => Some(WriteAck::Quorum),
+            "all" => Some(WriteAck::All),
+            _ => None,
+        }
+    }
+}
+
+/// One node as the configuration describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// Stable across restarts and epochs; never given to another node.
+    pub id: u32,
+    /// Where memcached clients connect (the node's shared port).
+    pub client_addr: Endpoint,
+    /// One endpoint per shard, shard 0 first: each is one "server" on the ring.
+    pub shards: Vec<Endpoint>,
+    pub state: NodeState,
+}
+
+/// The fields of a configuration before they are checked: what an operator or a
+/// Paxos proposal writes. [`ClusterConfig::new`] checks it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterSpec {
+    pub nodes: Vec<NodeConfig>,
+    pub replicas: usize,
+    pub vnodes_per_shard: usize,
+    pub write_ack: WriteAck,
+    pub acceptors: Vec<u32>,
+}
+
+/// Why a [`ClusterSpec`] is not a configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    EpochZero,
+    NoNodes,
+    TooManyNodes {
+        count: usize,
+    },
+    DuplicateNodeId {
+        id: u32,
+    },
+    NoShards {
+        node: u32,
+    },
+    TooManyShards {
+        node: u32,
+        count: usize,
+    },
+    /// An endpoint (or ketama name) used twice: by two shards, two nodes'
+    /// client ports, or one node's client port and another node's shard.
+    DuplicateEndpoint {
+        endpoint: String,
+    },
+    ReplicasZero,
+    ReplicasAboveMax {
+        replicas: usize,
+    },
+    /// R is more than the nodes on the ring (`up` or `down`).
+    ReplicasAboveNodes {
+        replicas: usize,
+        ring_nodes: usize,
+    },
+    VnodesInvalid {
+        vnodes_per_shard: usize,
+    },
+    NoAcceptors,
+    AcceptorCount {
+        count: usize,
+    },
+    UnknownAcceptor {
+        id: u32,
+    },
+    DuplicateAcceptor {
+        id: u32,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::EpochZero => write!(f, "epoch 0 is not a configuration; epochs start at 1"),
+            ConfigError::NoNodes => write!(f, "the cluster has no nodes"),
+            ConfigError::TooManyNodes { count } => {
+                write!(f, "{count} nodes: a cluster has at most {NODES_MAX}")
+            }
+            ConfigError::DuplicateNodeId { id } => write!(f, "node id {id} is used twice"),
+            ConfigError::NoShards { node } => write!(f, "node {node} lists no shards"),
+            ConfigError::TooManyShards { node, count } => write!(
+                f,
+                "node {node} lists {count} shards: at most {SHARDS_PER_NODE_MAX}"
+            ),
+            ConfigError::DuplicateEndpoint { endpoint } => {
+                write!(f, "endpoint {endpoint} is used twice")
+            }
+            ConfigError::ReplicasZero => write!(f, "replicas = 0: every key needs at least 1 copy"),
+            ConfigError::ReplicasAboveMax { replicas } => {
+                write!(f, "replicas = {replicas}: at most {REPLICAS_MAX}")
+            }
+            ConfigError::ReplicasAboveNodes {
+                replicas,
+                ring_nodes,
+            } => write!(
+                f,
+                "replicas = {replicas} but only {ring_nodes} nodes are up or down (joining nodes hold no copies)"
+            ),
+            ConfigError::VnodesInvalid { vnodes_per_shard } => write!(
+                f,
+                "vnodes_per_shard = {vnodes_per_shard}: must be a multiple of 4 from 4 to {VNODES_PER_SHARD_MAX}"
+            ),
+            ConfigError::NoAcceptors => write!(f, "no acceptors: name 1, 3 or 5 node ids"),
+            ConfigError::AcceptorCount { count } => write!(
+                f,
+                "{count} acceptors: use an odd number up to {ACCEPTORS_MAX} (an even number tolerates no more failures than one fewer)"
+            ),
+            ConfigError::UnknownAcceptor { id } => write!(f, "acceptor {id} is not a node"),
+            ConfigError::DuplicateAcceptor { id } => write!(f, "acceptor {id} is named twice"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The configuration in force at one epoch: checked, immutable, and meant to be
+/// shared as `Arc<ClusterConfig>`. Two values with the same epoch are the same
+/// configuration (Paxos decides one value per epoch), so [`Self::epoch`] is all a
+/// shard compares to know whether it is current.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    epoch: u64,
+    /// Sorted by id.
+    nodes: Vec<NodeConfig>,
+    replicas: usize,
+    vnodes_per_shard: usize,
+    write_ack: WriteAck,
+    acceptors: Vec<u32>,
+}
+
+impl ClusterConfig {
+    /// Checks `spec` and numbers it `epoch` (at least 1).
+    pub fn new(epoch: u64, spec: ClusterSpec) -> Result<ClusterConfig, ConfigError> {
+        if epoch == 0 {
+            return Err(ConfigError::EpochZero);
+        }
+        validate(&spec)?;
+        let mut nodes = spec.nodes;
+        nodes.sort_by_key(|n| n.id);
+        Ok(ClusterConfig {
+            epoch,
+            nodes,
+            replicas: spec.replicas,
+            vnodes_per_shard: spec.vnodes_per_shard,
+            write_ack: spec.write_ack,
+            acceptors: spec.acceptors,
+        })
+    }
+
+    /// The configuration that follows this one: `spec` at the next epoch.
+    pub fn successor(&self, spec: ClusterSpec) -> Result<ClusterConfig, ConfigError> {
+        let epoch = self.epoch.checked_add(1).expect("epoch overflow");
+        ClusterConfig::new(epoch, spec)
+    }
+
+    /// Reads a cluster file (see the module docs); its configuration is epoch 1.
+    pub fn from_file_text(text: &str) -> Result<ClusterConfig, ClusterFileError> {
+        let spec = parse_cluster_file(text)?;
+        ClusterConfig::new(1, spec).map_err(ClusterFileError::Invalid)
+    }
+
+    /// This configuration's fields, to edit into a successor.
+    pub fn to_spec(&self) -> ClusterSpec {
+        ClusterSpec {
+            nodes: self.nodes.clone(),
+            replicas: self.replicas,
+            vnodes_per_shard: self.vnodes_per_shard,
+            write_ack: self.write_ack,
+            acceptors: self.acceptors.clone(),
+        }
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Whether this configuration replaces `other`.
+    pub fn supersedes(&self, other: &ClusterConfig) -> bool {
+        self.epoch > other.epoch
+    }
+
+    /// Every node, sorted by id.
+    pub fn nodes(&self) -> &[NodeConfig] {
+        &self.nodes
+    }
+
+    pub fn node(&self, id: u32) -> Option<&NodeConfig> {
+        self.nodes
+            .binary_search_by_key(&id, |n| n.id)
+            .ok()
+            .map(|i| &self.nodes[i])
+    }
+
+    /// Copies of each key (R).
+    pub fn replicas(&self) -> usize {
+        self.replicas
+    }
+
+    pub fn vnodes_per_shard(&self) -> usize {
+        self.vnodes_per_shard
+    }
+
+    pub fn write_ack(&self) -> WriteAck {
+        self.write_ack
+    }
+
+    pub fn acceptors(&self) -> &[u32] {
+        &self.acceptors
+    }
+}
+
+fn validate(spec: &ClusterSpec) -> Result<(), ConfigError> {
+    if spec.nodes.is_empty() {
+        return Err(ConfigError::NoNodes);
+    }
+    if spec.nodes.len() > NODES_MAX {
+        return Err(ConfigError::TooManyNodes {
+            count: spec.nodes.len(),
+        });
+    }
+    let mut ids = HashSet::new();
+    for node in &spec.nodes {
+        if !ids.insert(node.id) {
+            return Err(ConfigError::DuplicateNodeId { id: node.id });
+        }
+        if node.shards.is_empty() {
+            return Err(ConfigError::NoShards { node: node.id });
+        }
+        if node.shards.len() > SHARDS_PER_NODE_MAX {
+            return Err(ConfigError::TooManyShards {
+                node: node.id,
+                count: node.shards.len(),
+            });
+        }
+    }
+    // Shard endpoints are ring servers: two with one ketama name would share
+    // their points. A node with one shard may serve it on its client port.
+    let mut shard_names: HashSet<String> = HashSet::new();
+    for shard in spec.nodes.iter().flat_map(|n| &n.shards) {
+        if !shard_names.insert(shard.ketama_name()) {
+            return Err(ConfigError::DuplicateEndpoint {
+                endpoint: shard.to_string(),
+            });
+        }
+    }
+    let mut client_addrs = HashSet::new();
+    for node in &spec.nodes {
+        let taken_by_other_node = spec
+            .nodes
+            .iter()
+            .filter(|other| other.id != node.id)
+            .any(|other| other.shards.contains(&node.client_addr));
+        if !client_addrs.insert(&node.client_addr) || taken_by_other_node {
+            return Err(ConfigError::DuplicateEndpoint {
+                endpoint: node.client_addr.to_string(),
+            });
+        }
+    }
+    if spec.replicas == 0 {
+        return Err(ConfigError::ReplicasZero);
+    }
+    if spec.replicas > REPLICAS_MAX {
+        return Err(ConfigError::ReplicasAboveMax {
+            replicas: spec.replicas,
+        });
+    }
+    let ring_nodes = spec.nodes.iter().filter(|n| n.state.is_on_ring()).count();
+    if spec.replicas > ring_nodes {
+        return Err(ConfigError::ReplicasAboveNodes {
+            replicas: spec.replicas,
+            ring_nodes,
+        });
+    }
+    let v = spec.vnodes_per_shard;
+    if v < 4 || !v.is_multiple_of(4) || v > VNODES_PER_SHARD_MAX {
+        return Err(ConfigError::VnodesInvalid {
+            vnodes_per_shard: v,
+        });
+    }
+    if spec.acceptors.is_empty() {
+        return Err(ConfigError::NoAcceptors);
+    }
+    let mut acceptors = HashSet::new();
+    for &id in &spec.acceptors {
+        if !acceptors.insert(id) {
+            return Err(ConfigError::DuplicateAcceptor { id });
+        }
+        if !ids.contains(&id) {
+            return Err(ConfigError::UnknownAcceptor { id });
+        }
+    }
+    let count = spec.acceptors.len();
+    if count.is_multiple_of(2) || count > ACCEPTORS_MAX {
+        return Err(ConfigError::AcceptorCount { count });
+    }
+    Ok(())
+}
+
+/// Why a cluster file was not read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClusterFileError {
+    /// The text is not in the format; `line` counts from 1.
+    Syntax { line: usize, reason: String },
+    /// The text parsed but does not describe a valid cluster.
+    Invalid(ConfigError),
+}
+
+impl fmt::Display for ClusterFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClusterFileError::Syntax { line, reason } => write!(f, "line {line}: {reason}"),
+            ClusterFileError::Invalid(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ClusterFileError {}
+
+/// One parsed value of the TOML subset.
+#[derive(Clone, Debug, PartialEq)]
+enum Value {
+    Int(u64),
+    Str(String),
+    Array(Vec<Value>),
+}
+
+impl Value {
+    fn kind(&self) -> &'static str {
+        match self {
+            Value::Int(_) => "an integer",
+            Value::Str(_) => "a string",
+            Value::Array(_) => "an array",
+        }
+    }
+}
+
+/// A `[[node]]` table as read, each field with the line it came from.
+#[derive(Default)]
+struct NodeTable {
+    header_line: usize,
+    id: Option<u32>,
+    addr: Option<Endpoint>,
+    shards: Option<Vec<Endpoint>>,
+    state: Option<NodeState>,
+}
+
+fn syntax(line: usize, reason: impl Into<String>) -> ClusterFileError {
+    ClusterFileError::Syntax {
+        line,
+        reason: reason.into(),
+    }
+}
+
+/// Parses the cluster file's text into an unchecked [`ClusterSpec`].
+pub fn parse_cluster_file(text: &str) -> Result<ClusterSpec, ClusterFileError> {
+    if text.len() > CLUSTER_FILE_LEN_MAX {
+        return Err(syntax(
+            1,
+            format!("the file is longer than {CLUSTER_FILE_LEN_MAX} bytes"),
+        ));
+    }
+    let mut replicas: Option<usize> = None;
+    let mut vnodes: Option<usize> = None;
+    let mut write_ack: Option<WriteAck> = None;
+    let mut acceptors: Option<Vec<u32>> = None;
+    let mut nodes: Vec<NodeTable> = Vec::new();
+
+    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
+    while let Some((line_no, raw)) = lines.next() {
+        let line = strip_comment(raw, line_no)?.trim();
+        if line.is_empty() {
+            continue;
+        }
+        if line.starts_with('[') && !line.contains('=') {
+            if line != "[[node]]" {
+                return Err(syntax(
+                    line_no,
+                    format!("unknown table {line:?}: the only table is [[node]]"),
+                ));
+            }
+            nodes.push(NodeTable {
+                header_line: line_no,
+                ..NodeTable::default()
+            });
+            continue;
+        }
+        let (key, value_text) = line
+            .split_once('=')
+            .ok_or_else(|| syntax(line_no, format!("expected key = value, found {line:?}")))?;
+        let key = key.trim();
+        let mut value_text = value_text.trim().to_string();
+        // An array may continue over the next lines until its `]`.
+        if value_text.starts_with('[') {
+            while !array_closed(&value_text) {
+                let Some((next_no, next_raw)) = lines.next() else {
+                    return Err(syntax(line_no, "this array has no closing ]"));
+                };
+                value_text.push(' ');
+                value_text.push_str(strip_comment(next_raw, next_no)?.trim());
+            }
+        }
+        let value = parse_value(&value_text).map_err(|r| syntax(line_no, r))?;
+        let dup = || syntax(line_no, format!("{key} is set twice"));
+        match nodes.last_mut() {
+            None => match key {
+                "replicas" => set_once(&mut replicas, as_usize(key, &value, line_no)?, dup)?,
+                "vnodes_per_shard" => set_once(&mut vnodes, as_usize(key, &value, line_no)?, dup)?,
+                "write_ack" => {
+                    let s = as_str(key, &value, line_no)?;
+                    let ack = WriteAck::parse(s).ok_or_else(|| {
+                        syntax(line_no, format!("write_ack = {s:?}: use \"one\", \"quorum\" or \"all\""))
+                    })?;
+                    set_once(&mut write_ack, ack, dup)?
+                }
+                "acceptors" => {
+                    let Value::Array(items) = &value else {
+                        return Err(syntax(line_no, format!("acceptors is {}, not an array of node ids", value.kind())));
+                    };
+                    let ids = items
+                        .iter()
+                        .map(|v| as_u32("acceptors", v, line_no))
+                        .collect::<Result<Vec<u32>, _>>()?;
+                    set_once(&mut acceptors, ids, dup)?
+                }
+                "epoch" => {
+                    return Err(syntax(line_no, "the epoch is not set in the file: a cluster file is epoch 1"))
+                }
+                _ => {
+                    return Err(syntax(
+                        line_no,
+                        format!("unknown key {key:?} (top-level keys: replicas, vnodes_per_shard, write_ack, acceptors)"),
+                    ))
+                }
+            },
+            Some(node) => match key {
+                "id" => set_once(&mut node.id, as_u32(key, &value, line_no)?, dup)?,
+                "addr" => {
+                    let e = Endpoint::parse(as_str(key, &value, line_no)?)
+                        .map_err(|r| syntax(line_no, format!("addr: {r}")))?;
+                    set_once(&mut node.addr, e, dup)?
+                }
+                "shards" => {
+                    let Value::Array(items) = &value else {
+                        return Err(syntax(line_no, format!("shards is {}, not an array of \"host:port\"", value.kind())));
+                    };
+                    let endpoints = items
+                        .iter()
+                        .map(|v| {
+                            Endpoint::parse(as_str("shards", v, line_no)?)
+                                .map_err(|r| syntax(line_no, format!("shards: {r}")))
+                        })
+                        .collect::<Result<Vec<Endpoint>, _>>()?;
+                    set_once(&mut node.shards, endpoints, dup)?
+                }
+                "state" => {
+                    let s = as_str(key, &value, line_no)?;
+                    let state = NodeState::parse(s).ok_or_else(|| {
+                        syntax(line_no, format!("state = {s:?}: use \"up\", \"down\" or \"joining\""))
+                    })?;
+                    set_once(&mut node.state, state, dup)?
+                }
+                _ => {
+                    return Err(syntax(
+                        line_no,
+                        format!("unknown node key {key:?} (node keys: id, addr, shards, state; top-level keys go before the first [[node]])"),
+                    ))
+                }
+            },
+        }
+    }
+
+    let nodes = nodes
+        .into_iter()
+        .map(|t| {
+            let missing =
+                |what: &str| syntax(t.header_line, format!("this [[node]] has no {what}"));
+            Ok(NodeConfig {
+                id: t.id.ok_or_else(|| missing("id"))?,
+                client_addr: t.addr.ok_or_else(|| missing("addr"))?,
+                shards: t.shards.ok_or_else(|| missing("shards"))?,
+                state: t.state.unwrap_or(NodeState::Up),
+            })
+        })
+        .collect::<Result<Vec<NodeConfig>, ClusterFileError>>()?;
+    let last_line = text.lines().count().max(1);
+    Ok(ClusterSpec {
+        nodes,
+        replicas: replicas.ok_or_else(|| syntax(last_line, "replicas is not set"))?,
+        vnodes_per_shard: vnodes.unwrap_or(POINTS_PER_SERVER_DEFAULT),
+        write_ack: write_ack.unwrap_or(WriteAck::Quorum),
+        acceptors: acceptors.ok_or_else(|| syntax(last_line, "acceptors is not set"))?,
+    })
+}
+
+fn set_once<T>(
+    slot: &mut Option<T>,
+    value: T,
+    dup: impl FnOnce() -> ClusterFileError,
+) -> Result<(), ClusterFileError> {
+    if slot.is_some() {
+        return Err(dup());
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+fn as_str<'a>(key: &str, v: &'a Value, line: usize) -> Result<&'a str, ClusterFileError> {
+    match v {
+        Value::Str(s) => Ok(s),
+        other => Err(syntax(
+            line,
+            format!("{key} is {}, not a string", other.kind()),
+        )),
+    }
+}
+
+fn as_usize(key: &str, v: &Value, line: usize) -> Result<usize, ClusterFileError> {
+    match v {
+        Value::Int(n) => {
+            usize::try_from(*n).map_err(|_| syntax(line, format!("{key} is too large")))
+        }
+        other => Err(syntax(
+            line,
+            format!("{key} is {}, not an integer", other.kind()),
+        )),
+    }
+}
+
+fn as_u32(key: &str, v: &Value, line: usize) -> Result<u32, ClusterFileError> {
+    match v {
+        Value::Int(n) => u32::try_from(*n)
+            .map_err(|_| syntax(line, format!("{key}: node id {n} is above {}", u32::MAX))),
+        other => Err(syntax(
+            line,
+            format!("{key} holds {}, not a node id", other.kind()),
+        )),
+    }
+}
+
+/// The line without its `#` comment (a `#` inside a string is kept).
+fn strip_comment(line: &str, line_no: usize) -> Result<&str, ClusterFileError> {
+    let mut in_string = false;
+    for (i, c) in line.char_indices() {
+        match c {
+            '"' => in_string = !in_string,
+            '\\' if in_string => {
+                return Err(syntax(line_no, "escapes (\\) in strings are not supported"))
+            }
+            '#' if !in_string => return Ok(&line[..i]),
+            _ => {}
+        }
+    }
+    if in_string {
+        return Err(syntax(line_no, "a string is not closed on this line"));
+    }
+    Ok(line)
+}
+
+/// Whether every `[` outside strings has its `]`.
+fn array_closed(text: &str) -> bool {
+    let mut depth = 0i32;
+    let mut in_string = false;
+    for c in text.chars() {
+        match c {
+            '"' => in_string = !in_string,
+            '[' if !in_string => depth += 1,
+            ']' if !in_string => depth -= 1,
+            _ => {}
+        }
+    }
+    depth <= 0
+}
+
+/// Parses one whole value: an integer, a string, or a flat array of them.
+fn parse_value(text: &str) -> Result<Value, String> {
+    let (value, rest) = parse_value_prefix(text.trim_start())?;
+    if !rest.trim().is_empty() {
+        return Err(format!("unexpected {:?} after the value", rest.trim()));
+    }
+    Ok(value)
+}
+
+fn parse_value_prefix(text: &str) -> Result<(Value, &str), String> {
+    if let Some(rest) = text.strip_prefix('"') {
+        let end = rest.find('"').ok_or("a string is not closed")?;
+        return Ok((Value::Str(rest[..end].to_string()), &rest[end + 1..]));
+    }
+    if let Some(mut rest) = text.strip_prefix('[') {
+        let mut items = Vec::new();
+        loop {
+            rest = rest.trim_start();
+            if let Some(after) = rest.strip_prefix(']') {
+                return Ok((Value::Array(items), after));
+            }
+            if rest.starts_with('[') {
+                return Err("arrays inside arrays are not supported".into());
+            }
+            let (item, after) = parse_value_prefix(rest)?;
+            items.push(item);
+            rest = after.trim_start();
+            if let Some(after) = rest.strip_prefix(',') {
+                rest = after;
+            } else if !rest.starts_with(']') {
+                return Err("expected , or ] in the array".into());
+            }
+        }
+    }
+    let digits_len = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '_'))
+        .unwrap_or(text.len());
+    let digits = &text[..digits_len];
+    if digits.is_empty() {
+        return Err(format!(
+            "expected an integer, \"string\" or [array], found {:?}",
+            text.split_whitespace().next().unwrap_or("")
+        ));
+    }
+    let n: u64 = digits
+        .replace('_', "")
+        .parse()
+        .map_err(|_| format!("{digits:?} is not an integer from 0 to {}", u64::MAX))?;
+    Ok((Value::Int(n), &text[digits_len..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_of_the_subset_parse() {
+        assert_eq!(parse_value("12"), Ok(Value::Int(12)));
+        assert_eq!(parse_value("1_000"), Ok(Value::Int(1000)));
+        assert_eq!(parse_value("\"a:1\""), Ok(Value::Str("a:1".into())));
+        assert_eq!(
+            parse_value("[1, 2,]"),
+            Ok(Value::Array(vec![Value::Int(1), Value::Int(2)]))
+        );
+        assert!(parse_value("[[1]]").is_err());
+        assert!(parse_value("1 2").is_err());
+        assert!(parse_value("true").is_err());
+    }
+
+    #[test]
+    fn endpoints_parse_with_ipv6_in_brackets() {
+        let e = Endpoint::parse("[::1]:11300").unwrap();
+        assert_eq!(e.host, "::1");
+        assert_eq!(e.to_string(), "[::1]:11300");
+        assert!(Endpoint::parse("::1:11300").is_err());
+        assert!(Endpoint::parse("host").is_err());
+        assert!(Endpoint::parse("host:0").is_err());
+        assert!(Endpoint::parse(":80").is_err());
+        assert!(Endpoint::parse("a b:80").is_err());
+        assert_eq!(
+            Endpoint::parse("cache-1.local:11211")
+                .unwrap()
+                .ketama_name(),
+            "cache-1.local"
+        );
+    }
+
+    #[test]
+    fn quorum_is_a_majority_of_the_replicas() {
+        assert_eq!(WriteAck::Quorum.acks_needed(1), 1);
+        assert_eq!(WriteAck::Quorum.acks_needed(2), 2);
+        assert_eq!(WriteAck::Quorum.acks_needed(3), 2);
+        assert_eq!(WriteAck::One.acks_needed(3), 1);
+        assert_eq!(WriteAck::All.acks_needed(3), 3);
+    }
+}

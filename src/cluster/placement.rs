@@ -1,0 +1,204 @@
+//! Placement under a cluster configuration: the ring built from a
+//! [`ClusterConfig`], a key's R owners, and the order its reads try them (pure).
+//!
+//! One ring "server" per shard endpoint of every node that is on the ring (`up`
+//! or `down`), named as ketama clients name it, so a client given the endpoints
+//! agrees with the nodes on every key's primary. A key's R owners are the first R
+//! distinct nodes met clockwise from the key's point; on each node the owning
+//! shard is the one whose vnode was met. The first owner is the primary, and is
+//! always [`Ring::owner`] of the key.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use super::config::{ClusterConfig, NodeState, REPLICAS_MAX};
+use super::ring::{key_point, Owner, Ring, Server};
+
+/// A key's owners, primary first: at most [`REPLICAS_MAX`], held inline so a
+/// lookup on the request path does not allocate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owners {
+    len: u8,
+    owners: [Owner; REPLICAS_MAX],
+}
+
+impl Owners {
+    fn new() -> Owners {
+        Owners {
+            len: 0,
+            owners: [Owner { node: 0, shard: 0 }; REPLICAS_MAX],
+        }
+    }
+
+    fn push(&mut self, owner: Owner) {
+        assert!((self.len as usize) < REPLICAS_MAX);
+        self.owners[self.len as usize] = owner;
+        self.len += 1;
+    }
+
+    /// The first owner: the one that applies writes first and answers reads.
+    pub fn primary(&self) -> Owner {
+        self.owners[0]
+    }
+}
+
+impl Deref for Owners {
+    type Target = [Owner];
+
+    fn deref(&self) -> &[Owner] {
+        &self.owners[..self.len as usize]
+    }
+}
+
+/// The ring of one epoch's configuration, built once and shared by the node's
+/// shards with the configuration it came from.
+#[derive(Clone, Debug)]
+pub struct Placement {
+    config: Arc<ClusterConfig>,
+    ring: Ring,
+}
+
+/// The ring servers of `config`: every shard endpoint of every node on the ring,
+/// `Owner { node: id, shard: index in the node's list }`.
+pub fn ring_servers(config: &ClusterConfig) -> Vec<Server> {
+    config
+        .nodes()
+        .iter()
+        .filter(|node| node.state.is_on_ring())
+        .flat_map(|node| {
+            node.shards
+                .iter()
+                .enumerate()
+                .map(|(shard, endpoint)| Server {
+                    name: endpoint.ketama_name(),
+                    owner: Owner {
+                        node: node.id,
+                        shard: shard as u32,
+                    },
+                })
+        })
+        .collect()
+}
+
+impl Placement {
+    /// Builds the ring of `config` (every node computes the same one).
+    pub fn new(config: Arc<ClusterConfig>) -> Placement {
+        let ring = Ring::new(&ring_servers(&config), config.vnodes_per_shard());
+        Placement { config, ring }
+    }
+
+    pub fn config(&self) -> &Arc<ClusterConfig> {
+        &self.config
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.config.epoch()
+    }
+
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// The R owners of `key`, primary first.
+    pub fn owners(&self, key: &[u8]) -> Owners {
+        self.owners_of_point(key_point(key))
+    }
+
+    /// The R owners of a key whose point is `point` (hashed once, by the caller):
+    /// the first R distinct nodes clockwise, each with the shard whose vnode was met.
+    pub fn owners_of_point(&self, point: u32) -> Owners {
+        let replicas = self.config.replicas();
+        let mut owners = Owners::new();
+        for owner in self.ring.clockwise_from(point) {
+            if !owners.iter().any(|o| o.node == owner.node) {
+                owners.push(owner);
+                if owners.len() == replicas {
+                    return owners;
+                }
+            }
+        }
+        // Validation guarantees R nodes on the ring, so the walk always ends above.
+        unreachable!(
+            "the ring of epoch {} has fewer than {replicas} nodes",
+            self.epoch()
+        );
+    }
+
+    /// The order in which a read of `key` tries its owners.
+    pub fn read_order(&self, key: &[u8]) -> Owners {
+        self.read_order_of_point(key_point(key))
+    }
+
+    /// The owners of `point` in the order reads try them: the primary, then the
+    /// replicas in ring order, except that `down` owners come after every `up` one.
+    pub fn read_order_of_point(&self, point: u32) -> Owners {
+        let owners = self.owners_of_point(point);
+        let is_down = |o: &Owner| {
+            self.config
+                .node(o.node)
+                .is_some_and(|n| n.state == NodeState::Down)
+        };
+        let mut order = Owners::new();
+        for &owner in owners.iter().filter(|o| !is_down(o)) {
+            order.push(owner);
+        }
+        for &owner in owners.iter().filter(|o| is_down(o)) {
+            order.push(owner);
+        }
+        order
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::config::{ClusterSpec, Endpoint, NodeConfig, WriteAck};
+
+    fn spec(nodes: u32, shards: u32, replicas: usize) -> ClusterSpec {
+        ClusterSpec {
+            nodes: (1..=nodes)
+                .map(|id| NodeConfig {
+                    id,
+                    client_addr: Endpoint::parse(&format!("10.0.0.{id}:11211")).unwrap(),
+                    shards: (0..shards)
+                        .map(|s| Endpoint::parse(&format!("10.0.0.{id}:{}", 11300 + s)).unwrap())
+                        .collect(),
+                    state: NodeState::Up,
+                })
+                .collect(),
+            replicas,
+            vnodes_per_shard: 160,
+            write_ack: WriteAck::Quorum,
+            acceptors: vec![1],
+        }
+    }
+
+    #[test]
+    fn owners_fit_inline_and_are_small() {
+        assert_eq!(std::mem::size_of::<Owners>(), 4 + 8 * REPLICAS_MAX);
+    }
+
+    #[test]
+    fn a_down_primary_is_read_last() {
+        let mut s = spec(3, 2, 3);
+        let up = Placement::new(Arc::new(ClusterConfig::new(1, s.clone()).unwrap()));
+        let owners = up.owners(b"k");
+        assert_eq!(up.read_order(b"k"), owners);
+        let primary = owners.primary().node;
+        s.nodes.iter_mut().find(|n| n.id == primary).unwrap().state = NodeState::Down;
+        let down = Placement::new(Arc::new(ClusterConfig::new(2, s).unwrap()));
+        assert_eq!(down.owners(b"k"), owners, "a node going down moves no keys");
+        let order = down.read_order(b"k");
+        assert_eq!(&order[..2], &owners[1..]);
+        assert_eq!(order[2], owners[0]);
+    }
+
+    #[test]
+    fn joining_nodes_own_nothing() {
+        let mut s = spec(3, 1, 2);
+        s.nodes[2].state = NodeState::Joining;
+        let p = Placement::new(Arc::new(ClusterConfig::new(1, s).unwrap()));
+        assert!(p.ring().points().iter().all(|&(_, o)| o.node != 3));
+        assert_eq!(p.ring().points().len(), 2 * 160);
+    }
+}

@@ -1,0 +1,496 @@
+//! The cluster configuration, its file, replica placement and the client-port
+//! encoders, checked as a user of the crate sees them (pure: no sockets).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use ringcache::cluster::config::{
+    ClusterConfig, ClusterFileError, ClusterSpec, ConfigError, Endpoint, NodeConfig, NodeState,
+    WriteAck,
+};
+use ringcache::cluster::encode::{encode_config_get_cluster, encode_stats_cluster};
+use ringcache::cluster::placement::Placement;
+
+const KEYS: usize = 100_000;
+
+/// The example in `src/cluster/config.rs`'s docs, taken from the source so the
+/// documentation cannot drift from what is tested.
+fn documented_example() -> String {
+    let source = include_str!("../src/cluster/config.rs");
+    let mut lines = source
+        .lines()
+        .skip_while(|l| l.trim() != "//! ```toml")
+        .skip(1);
+    let example: Vec<&str> = lines
+        .by_ref()
+        .take_while(|l| l.trim() != "//! ```")
+        .map(|l| {
+            l.strip_prefix("//! ")
+                .unwrap_or(l.strip_prefix("//!").unwrap_or(l))
+        })
+        .collect();
+    assert!(example.len() > 10, "the example was not found in the docs");
+    example.join("\n") + "\n"
+}
+
+fn endpoint(text: &str) -> Endpoint {
+    Endpoint::parse(text).unwrap()
+}
+
+/// `nodes` nodes with ids 1.., `shards` shard endpoints each, all up.
+fn spec(nodes: u32, shards: u32, replicas: usize) -> ClusterSpec {
+    ClusterSpec {
+        nodes: (1..=nodes)
+            .map(|id| NodeConfig {
+                id,
+                client_addr: endpoint(&format!("10.0.0.{id}:11211")),
+                shards: (0..shards)
+                    .map(|s| endpoint(&format!("10.0.0.{id}:{}", 11300 + s)))
+                    .collect(),
+                state: NodeState::Up,
+            })
+            .collect(),
+        replicas,
+        vnodes_per_shard: 160,
+        write_ack: WriteAck::Quorum,
+        acceptors: vec![1],
+    }
+}
+
+fn key(i: usize) -> String {
+    format!("key:{i}")
+}
+
+#[test]
+fn the_documented_example_parses_into_three_nodes_of_two_shards_at_epoch_1() {
+    let config = ClusterConfig::from_file_text(&documented_example()).unwrap();
+    assert_eq!(config.epoch(), 1);
+    assert_eq!(config.replicas(), 2);
+    assert_eq!(config.vnodes_per_shard(), 160);
+    assert_eq!(config.write_ack(), WriteAck::Quorum);
+    assert_eq!(config.acceptors(), &[1, 2, 3]);
+    let ids: Vec<u32> = config.nodes().iter().map(|n| n.id).collect();
+    assert_eq!(ids, [1, 2, 3]);
+    let node2 = config.node(2).unwrap();
+    assert_eq!(node2.client_addr, endpoint("10.0.0.2:11211"));
+    assert_eq!(
+        node2.shards,
+        [endpoint("10.0.0.2:11300"), endpoint("10.0.0.2:11301")]
+    );
+    assert_eq!(node2.state, NodeState::Up);
+}
+
+#[test]
+fn defaults_fill_what_the_file_leaves_out_and_arrays_may_span_lines() {
+    let text = "replicas = 1\nacceptors = [\n  7,  # the only node\n]\n\n[[node]]\nid = 7\naddr = \"cache.local:11211\"\nshards = [\n  \"cache.local:11300\",\n]\nstate = \"joining\"\n";
+    let err = ClusterConfig::from_file_text(text).unwrap_err();
+    assert_eq!(
+        err,
+        ClusterFileError::Invalid(ConfigError::ReplicasAboveNodes {
+            replicas: 1,
+            ring_nodes: 0
+        }),
+        "a lone joining node cannot hold the keys"
+    );
+    let config = ClusterConfig::from_file_text(&text.replace("joining", "up")).unwrap();
+    assert_eq!(config.vnodes_per_shard(), 160);
+    assert_eq!(config.write_ack(), WriteAck::Quorum);
+    assert_eq!(config.acceptors(), &[7]);
+    assert_eq!(
+        config.node(7).unwrap().shards,
+        [endpoint("cache.local:11300")]
+    );
+}
+
+#[test]
+fn every_syntax_error_names_its_line() {
+    let example = documented_example();
+    let cases: &[(&str, &str, usize, &str)] = &[
+        // (text to replace, replacement, line named, words in the reason)
+        ("replicas = 2 ", "replicas = two ", 2, "expected an integer"),
+        ("replicas = 2 ", "replicas 2 ", 2, "expected key = value"),
+        (
+            "write_ack = \"quorum\"",
+            "write_ack = \"most\"",
+            4,
+            "write_ack",
+        ),
+        (
+            "acceptors = [1, 2, 3]",
+            "acceptors = [1, 2, 3",
+            5,
+            "no closing ]",
+        ),
+        ("acceptors = [1, 2, 3]", "acceptors = 3", 5, "not an array"),
+        (
+            "acceptors = [1, 2, 3]",
+            "acceptors = [1, \"b\", 3]",
+            5,
+            "not a node id",
+        ),
+        ("[[node]]\nid = 1", "[nodes]\nid = 1", 7, "unknown table"),
+        ("id = 1 ", "id = 4294967296 ", 8, "above"),
+        (
+            "addr = \"10.0.0.1:11211\"",
+            "addr = \"10.0.0.1\"",
+            9,
+            "host:port",
+        ),
+        (
+            "addr = \"10.0.0.1:11211\"",
+            "addr = \"10.0.0.1:70000\"",
+            9,
+            "port",
+        ),
+        (
+            "addr = \"10.0.0.1:11211\"",
+            "addr = \"10.0.0.1:11211",
+            9,
+            "not closed",
+        ),
+        ("\"10.0.0.1:11301\"]", "\"10.0.0.1:0\"]", 10, "port 0"),
+        ("state = \"up\"", "state = \"sleeping\"", 11, "state"),
+        (
+            "state = \"up\"",
+            "state = \"up\"\nreplicas = 3",
+            12,
+            "unknown node key",
+        ),
+        ("id = 1 ", "id = 1\nid = 1 ", 9, "set twice"),
+        ("replicas = 2 ", "epoch = 9\nreplicas = 2 ", 2, "epoch 1"),
+        (
+            "replicas = 2 ",
+            "colour = 2\nreplicas = 2 ",
+            2,
+            "unknown key",
+        ),
+        ("id = 2\n", "", 13, "no id"),
+        ("addr = \"10.0.0.3:11211\"\n", "", 18, "no addr"),
+    ];
+    for &(from, to, line, words) in cases {
+        assert!(example.contains(from), "the example lacks {from:?}");
+        let text = example.replacen(from, to, 1);
+        match ClusterConfig::from_file_text(&text) {
+            Err(ClusterFileError::Syntax { line: l, reason }) => {
+                assert_eq!(l, line, "{from:?} -> {to:?}: {reason}");
+                assert!(reason.contains(words), "{from:?} -> {to:?}: {reason}");
+                let shown = ClusterFileError::Syntax { line: l, reason }.to_string();
+                assert!(shown.starts_with(&format!("line {line}: ")), "{shown}");
+            }
+            other => panic!("{from:?} -> {to:?}: {other:?}"),
+        }
+    }
+    let missing = ClusterConfig::from_file_text("acceptors = [1]\n").unwrap_err();
+    assert!(
+        missing.to_string().contains("replicas is not set"),
+        "{missing}"
+    );
+}
+
+#[test]
+fn every_invalid_configuration_is_refused_with_its_reason() {
+    type Edit = fn(&mut ClusterSpec);
+    let cases: &[(Edit, ConfigError)] = &[
+        (|s| s.nodes.clear(), ConfigError::NoNodes),
+        (
+            |s| *s = spec(65, 1, 1),
+            ConfigError::TooManyNodes { count: 65 },
+        ),
+        (
+            |s| s.nodes[1].id = 1,
+            ConfigError::DuplicateNodeId { id: 1 },
+        ),
+        (
+            |s| s.nodes[2].shards.clear(),
+            ConfigError::NoShards { node: 3 },
+        ),
+        (
+            |s| {
+                s.nodes[0].shards = (0..257)
+                    .map(|p| endpoint(&format!("h:{}", 1000 + p)))
+                    .collect()
+            },
+            ConfigError::TooManyShards {
+                node: 1,
+                count: 257,
+            },
+        ),
+        (
+            |s| s.nodes[1].shards[0] = endpoint("10.0.0.1:11300"),
+            ConfigError::DuplicateEndpoint {
+                endpoint: "10.0.0.1:11300".into(),
+            },
+        ),
+        (
+            // Two endpoints with one ketama name ("::1:2") would share ring points.
+            |s| {
+                s.nodes[0].shards[0] = endpoint("[::1:2]:11211");
+                s.nodes[1].shards[0] = endpoint("[::1]:2");
+            },
+            ConfigError::DuplicateEndpoint {
+                endpoint: "[::1]:2".into(),
+            },
+        ),
+        (
+            |s| s.nodes[1].client_addr = endpoint("10.0.0.1:11211"),
+            ConfigError::DuplicateEndpoint {
+                endpoint: "10.0.0.1:11211".into(),
+            },
+        ),
+        (
+            |s| s.nodes[1].client_addr = endpoint("10.0.0.1:11301"),
+            ConfigError::DuplicateEndpoint {
+                endpoint: "10.0.0.1:11301".into(),
+            },
+        ),
+        (|s| s.replicas = 0, ConfigError::ReplicasZero),
+        (
+            |s| s.replicas = 4,
+            ConfigError::ReplicasAboveNodes {
+                replicas: 4,
+                ring_nodes: 3,
+            },
+        ),
+        (
+            |s| {
+                *s = spec(6, 1, 6);
+            },
+            ConfigError::ReplicasAboveMax { replicas: 6 },
+        ),
+        (
+            |s| {
+                s.replicas = 3;
+                s.nodes[0].state = NodeState::Joining;
+            },
+            ConfigError::ReplicasAboveNodes {
+                replicas: 3,
+                ring_nodes: 2,
+            },
+        ),
+        (
+            |s| s.vnodes_per_shard = 0,
+            ConfigError::VnodesInvalid {
+                vnodes_per_shard: 0,
+            },
+        ),
+        (
+            |s| s.vnodes_per_shard = 162,
+            ConfigError::VnodesInvalid {
+                vnodes_per_shard: 162,
+            },
+        ),
+        (
+            |s| s.vnodes_per_shard = 8192,
+            ConfigError::VnodesInvalid {
+                vnodes_per_shard: 8192,
+            },
+        ),
+        (|s| s.acceptors.clear(), ConfigError::NoAcceptors),
+        (
+            |s| s.acceptors = vec![1, 2],
+            ConfigError::AcceptorCount { count: 2 },
+        ),
+        (
+            |s| s.acceptors = vec![1, 9, 2],
+            ConfigError::UnknownAcceptor { id: 9 },
+        ),
+        (
+            |s| s.acceptors = vec![1, 2, 1],
+            ConfigError::DuplicateAcceptor { id: 1 },
+        ),
+    ];
+    for (i, (edit, expected)) in cases.iter().enumerate() {
+        let mut s = spec(3, 2, 2);
+        edit(&mut s);
+        let err = ClusterConfig::new(1, s).unwrap_err();
+        assert_eq!(&err, expected, "case {i}");
+        assert!(!err.to_string().is_empty());
+    }
+    let seven = ClusterSpec {
+        acceptors: (1..=7).collect(),
+        ..spec(7, 1, 1)
+    };
+    assert_eq!(
+        ClusterConfig::new(1, seven).unwrap_err(),
+        ConfigError::AcceptorCount { count: 7 }
+    );
+    // One node with one shard may serve it on its client port.
+    let mut single = spec(1, 1, 1);
+    single.nodes[0].shards[0] = single.nodes[0].client_addr.clone();
+    assert!(ClusterConfig::new(1, single).is_ok());
+}
+
+#[test]
+fn epochs_start_at_one_and_only_grow() {
+    assert_eq!(
+        ClusterConfig::new(0, spec(3, 2, 2)).unwrap_err(),
+        ConfigError::EpochZero
+    );
+    let first = ClusterConfig::from_file_text(&documented_example()).unwrap();
+    assert_eq!(first.epoch(), 1);
+    let mut next_spec = first.to_spec();
+    next_spec.write_ack = WriteAck::All;
+    let second = first.successor(next_spec).unwrap();
+    assert_eq!(second.epoch(), 2);
+    assert!(second.supersedes(&first));
+    assert!(!first.supersedes(&second));
+    assert!(!first.supersedes(&first));
+    assert_eq!(second.to_spec().nodes, first.to_spec().nodes);
+    // An invalid successor leaves the current configuration in force.
+    let mut bad = second.to_spec();
+    bad.replicas = 0;
+    assert_eq!(
+        second.successor(bad).unwrap_err(),
+        ConfigError::ReplicasZero
+    );
+}
+
+#[test]
+fn a_configuration_is_shared_across_threads_by_arc() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<ClusterConfig>();
+    shareable::<Placement>();
+    let config = Arc::new(ClusterConfig::new(1, spec(3, 2, 2)).unwrap());
+    let placement = Placement::new(Arc::clone(&config));
+    assert!(Arc::ptr_eq(placement.config(), &config));
+    let other = std::thread::spawn(move || placement.owners(b"k"))
+        .join()
+        .unwrap();
+    assert_eq!(other, Placement::new(config).owners(b"k"));
+}
+
+#[test]
+fn every_key_has_r_owners_on_distinct_nodes_and_the_primary_is_the_ring_owner() {
+    for (nodes, shards, replicas) in [(1, 4, 1), (3, 2, 2), (3, 2, 3), (5, 3, 3), (5, 1, 5)] {
+        let placement = Placement::new(Arc::new(
+            ClusterConfig::new(1, spec(nodes, shards, replicas)).unwrap(),
+        ));
+        for i in 0..10_000 {
+            let k = key(i);
+            let owners = placement.owners(k.as_bytes());
+            assert_eq!(owners.len(), replicas);
+            assert_eq!(owners.primary(), placement.ring().owner(k.as_bytes()));
+            let distinct: HashSet<u32> = owners.iter().map(|o| o.node).collect();
+            assert_eq!(distinct.len(), replicas, "{k}: {owners:?}");
+            for o in owners.iter() {
+                assert!(o.shard < shards);
+            }
+        }
+    }
+}
+
+#[test]
+fn with_3_nodes_of_2_shards_and_2_replicas_each_node_holds_two_thirds_of_the_keys() {
+    let placement = Placement::new(Arc::new(ClusterConfig::new(1, spec(3, 2, 2)).unwrap()));
+    let mut held = [0usize; 3];
+    let mut primaries = [0usize; 3];
+    let mut per_shard = [[0usize; 2]; 3];
+    for i in 0..KEYS {
+        let owners = placement.owners(key(i).as_bytes());
+        assert_ne!(owners[0].node, owners[1].node);
+        primaries[owners[0].node as usize - 1] += 1;
+        for o in owners.iter() {
+            held[o.node as usize - 1] += 1;
+            per_shard[o.node as usize - 1][o.shard as usize] += 1;
+        }
+    }
+    eprintln!("keys held per node (of {KEYS}): {held:?}; as primary: {primaries:?}; per shard: {per_shard:?}");
+    let expected = KEYS as f64 * 2.0 / 3.0;
+    for count in held {
+        let off = (count as f64 - expected).abs() / expected;
+        assert!(
+            off <= 0.10,
+            "a node holds {count} keys, {:.1}% from 2/3: {held:?}",
+            off * 100.0
+        );
+    }
+}
+
+#[test]
+fn removing_a_node_moves_only_keys_it_owned() {
+    let before = ClusterConfig::new(1, spec(3, 2, 2)).unwrap();
+    let mut next = before.to_spec();
+    next.nodes.retain(|n| n.id != 3);
+    let after = before.successor(next).unwrap();
+    assert_eq!(after.epoch(), 2);
+    let before = Placement::new(Arc::new(before));
+    let after = Placement::new(Arc::new(after));
+    let mut moved = 0;
+    for i in 0..KEYS {
+        let k = key(i);
+        let old = before.owners(k.as_bytes());
+        let new = after.owners(k.as_bytes());
+        if old.iter().any(|o| o.node == 3) {
+            moved += 1;
+            // The surviving owner keeps its copy, on the same shard.
+            for o in old.iter().filter(|o| o.node != 3) {
+                assert!(new.contains(o), "{k}: {old:?} -> {new:?}");
+            }
+        } else {
+            assert_eq!(old, new, "{k} moved though node 3 did not own it");
+        }
+    }
+    eprintln!("removing node 3 of 3: {moved} of {KEYS} keys changed owners");
+    assert!(moved > KEYS / 2 && moved < KEYS * 3 / 4, "{moved}");
+}
+
+#[test]
+fn config_get_cluster_counts_its_data_bytes_exactly() {
+    let mut s = spec(2, 2, 1);
+    s.nodes[1].shards[1] = endpoint("cache-2.example:11301");
+    let config = ClusterConfig::new(7, s).unwrap();
+    let mut out = Vec::new();
+    encode_config_get_cluster(&config, &mut out);
+    let data = "7\n10.0.0.1|10.0.0.1|11300 10.0.0.1|10.0.0.1|11301 10.0.0.2|10.0.0.2|11300 cache-2.example||11301\n";
+    let expected = format!("CONFIG cluster 0 {}\r\n{data}\r\nEND\r\n", data.len());
+    assert_eq!(String::from_utf8(out.clone()).unwrap(), expected);
+    assert_eq!(data.len(), 97);
+
+    // Read back as a client does: the header's count covers exactly the data block.
+    let text = String::from_utf8(out).unwrap();
+    let (header, rest) = text.split_once("\r\n").unwrap();
+    let count: usize = header.rsplit(' ').next().unwrap().parse().unwrap();
+    assert_eq!(&rest[count..], "\r\nEND\r\n");
+}
+
+#[test]
+fn config_get_cluster_lists_down_nodes_but_not_joining_ones() {
+    let mut s = spec(3, 1, 1);
+    s.nodes[1].state = NodeState::Down;
+    s.nodes[2].state = NodeState::Joining;
+    let mut out = Vec::new();
+    encode_config_get_cluster(&ClusterConfig::new(3, s).unwrap(), &mut out);
+    assert_eq!(
+        out,
+        b"CONFIG cluster 0 50\r\n3\n10.0.0.1|10.0.0.1|11300 10.0.0.2|10.0.0.2|11300\n\r\nEND\r\n"
+    );
+}
+
+#[test]
+fn stats_cluster_names_the_epoch_settings_and_every_node() {
+    let mut s = spec(2, 2, 2);
+    s.nodes[1].state = NodeState::Down;
+    let mut out = Vec::new();
+    encode_stats_cluster(&ClusterConfig::new(4, s).unwrap(), &mut out);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "STAT epoch 4\r\n\
+         STAT replicas 2\r\n\
+         STAT write_ack quorum\r\n\
+         STAT write_acks_needed 2\r\n\
+         STAT vnodes_per_shard 160\r\n\
+         STAT nodes 2\r\n\
+         STAT acceptors 1\r\n\
+         STAT node:1:state up\r\n\
+         STAT node:1:addr 10.0.0.1:11211\r\n\
+         STAT node:1:shards 2\r\n\
+         STAT node:1:shard:0 10.0.0.1:11300\r\n\
+         STAT node:1:shard:1 10.0.0.1:11301\r\n\
+         STAT node:2:state down\r\n\
+         STAT node:2:addr 10.0.0.2:11211\r\n\
+         STAT node:2:shards 2\r\n\
+         STAT node:2:shard:0 10.0.0.2:11300\r\n\
+         STAT node:2:shard:1 10.0.0.2:11301\r\n\
+         END\r\n"
+    );
+}
