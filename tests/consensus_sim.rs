@@ -99,8 +99,19 @@ struct Faults {
     lose_unsynced_pct: u64,
 }
 
+enum Action {
+    Propose,
+    Crash,
+    Restart,
+    Repartition,
+    Duplicate,
+    Nothing,
+}
+
 struct Sim {
     seed: u64,
+    /// Per mille of steps: propose, crash, restart, repartition, duplicate.
+    actions: [u64; 5],
     rng: Rng,
     now: u64,
     trace: bool,
@@ -134,8 +145,16 @@ impl Sim {
             crash_per_mille: 2 + rng.below(9),
             lose_unsynced_pct: 50,
         };
+        let actions = [
+            2 + rng.below(60),
+            rng.below(10),
+            5 + rng.below(40),
+            rng.below(30),
+            rng.below(40),
+        ];
         let mut sim = Sim {
             seed,
+            actions,
             rng,
             now: 0,
             trace,
@@ -417,11 +436,26 @@ impl Sim {
         for _ in 0..DELIVERIES_PER_STEP {
             self.deliver_one();
         }
-        // Rates per mille of steps: admins are rare next to ticks, crashes rarer.
-        match self.rng.below(1000) {
-            0..=14 => self.propose(),
-            15..=19 => self.crash(),
-            20..=49 => {
+        // Swarm testing: each seed draws its own mix of actions (per mille of steps).
+        let r = self.rng.below(1000);
+        let [propose, crash, restart, repartition, duplicate] = self.actions;
+        let action = if r < propose {
+            Action::Propose
+        } else if r < propose + crash {
+            Action::Crash
+        } else if r < propose + crash + restart {
+            Action::Restart
+        } else if r < propose + crash + restart + repartition {
+            Action::Repartition
+        } else if r < propose + crash + restart + repartition + duplicate {
+            Action::Duplicate
+        } else {
+            Action::Nothing
+        };
+        match action {
+            Action::Propose => self.propose(),
+            Action::Crash => self.crash(),
+            Action::Restart => {
                 let down: Vec<NodeId> = NODE_IDS
                     .into_iter()
                     .filter(|id| self.nodes[id].node.is_none())
@@ -430,8 +464,8 @@ impl Sim {
                     self.restart(id);
                 }
             }
-            50..=59 => self.repartition(),
-            60..=89 => {
+            Action::Repartition => self.repartition(),
+            Action::Duplicate => {
                 let all: Vec<usize> = (0..self.net.len()).collect();
                 if let Some(i) = self.pick(&all) {
                     if self.net.len() < NET_CAPACITY {
@@ -441,7 +475,7 @@ impl Sim {
                     }
                 }
             }
-            _ => {}
+            Action::Nothing => {}
         }
         self.check();
     }
