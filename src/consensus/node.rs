@@ -442,9 +442,9 @@ impl<V: Configuration> Node<V> {
                 epoch,
                 value,
             } => self.on_accept(now, from, ballot, epoch, value, out),
-            Body::Accepted { ballot, epoch } => self.on_accepted(now, from, ballot, epoch, out),
+            Body::Accepted { ballot, epoch } => self.on_accepted(from, ballot, epoch, out),
             Body::Nack { ballot, promised } => self.on_nack(now, ballot, promised),
-            Body::Decided { epoch, value } => self.on_decided(now, epoch, value, out),
+            Body::Decided { epoch, value } => self.on_decided(epoch, value, out),
             Body::Heartbeat => {
                 if message.decided_epoch < self.decided_epoch() {
                     let values = self.values_from(message.decided_epoch + 1);
@@ -457,7 +457,7 @@ impl<V: Configuration> Node<V> {
                     self.send(out, from, Body::CatchUpReply { values });
                 }
             }
-            Body::CatchUpReply { values } => self.on_catch_up_reply(now, values, out),
+            Body::CatchUpReply { values } => self.on_catch_up_reply(values, out),
         }
     }
 
@@ -613,14 +613,7 @@ impl<V: Configuration> Node<V> {
         self.observe_ballot(now, ballot);
     }
 
-    fn on_accepted(
-        &mut self,
-        now: u64,
-        from: NodeId,
-        ballot: Ballot,
-        epoch: Epoch,
-        out: &mut Output<V>,
-    ) {
+    fn on_accepted(&mut self, from: NodeId, ballot: Ballot, epoch: Epoch, out: &mut Output<V>) {
         let is_acceptor = self.is_acceptor(from);
         let quorum = self.quorum();
         let Role::Leader {
@@ -642,7 +635,7 @@ impl<V: Configuration> Node<V> {
             return;
         }
         let value = in_flight.value.clone();
-        self.decide(now, epoch, value.clone(), out);
+        self.decide(epoch, value.clone(), out);
         for to in self.others() {
             let value = value.clone();
             self.send(out, to, Body::Decided { epoch, value });
@@ -661,7 +654,7 @@ impl<V: Configuration> Node<V> {
         self.step_down(now);
     }
 
-    fn on_decided(&mut self, now: u64, epoch: Epoch, value: V, out: &mut Output<V>) {
+    fn on_decided(&mut self, epoch: Epoch, value: V, out: &mut Output<V>) {
         if let Some(known) = self.decided_at(epoch) {
             assert_eq!(known, &value, "two values decided at epoch {epoch}");
             return;
@@ -669,10 +662,10 @@ impl<V: Configuration> Node<V> {
         if epoch != self.open_epoch() {
             return;
         }
-        self.decide(now, epoch, value, out);
+        self.decide(epoch, value, out);
     }
 
-    fn on_catch_up_reply(&mut self, now: u64, values: Vec<(Epoch, V)>, out: &mut Output<V>) {
+    fn on_catch_up_reply(&mut self, values: Vec<(Epoch, V)>, out: &mut Output<V>) {
         if values.len() > CATCHUP_BATCH_MAX || !values.windows(2).all(|w| w[0].0 < w[1].0) {
             return;
         }
@@ -685,13 +678,13 @@ impl<V: Configuration> Node<V> {
                 continue; // Older than our log; nothing to learn.
             }
             // epoch > open only when the sender's log no longer reaches back: jump.
-            self.decide(now, epoch, value, out);
+            self.decide(epoch, value, out);
         }
     }
 
     /// Record a decision. Decisions arrive in epoch order; a jump forward happens only
     /// when catching up from a log that no longer holds the epochs in between.
-    fn decide(&mut self, now: u64, epoch: Epoch, value: V, out: &mut Output<V>) {
+    fn decide(&mut self, epoch: Epoch, value: V, out: &mut Output<V>) {
         assert!(epoch > self.decided_epoch(), "decided epochs only grow");
         assert!(
             is_valid(&value),
@@ -727,9 +720,8 @@ impl<V: Configuration> Node<V> {
         if !keep {
             self.role = Role::Follower;
         }
+        // The pending proposal was for an epoch now decided (won or lost): no retries.
+        assert!(self.pending.is_none());
         self.retry_at = None;
-        if self.pending.is_some() {
-            self.retry_at = Some(self.backoff(now));
-        }
     }
 }

@@ -538,7 +538,10 @@ fn a_new_leader_proposes_the_highest_accepted_value_not_its_own() {
         .iter()
         .all(|m| matches!(&m.body, Body::Accept { value, .. } if value.tag == 40)));
     assert_eq!(out.messages.len(), 3);
-    let _ = old;
+    assert!(!out
+        .messages
+        .iter()
+        .any(|m| matches!(&m.body, Body::Accept { value, .. } if *value == old)));
 }
 
 #[test]
