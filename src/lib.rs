@@ -9,6 +9,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod consensus;
 pub mod engine;
 pub mod limits;
 pub mod protocol;
