@@ -4,7 +4,8 @@
 //! - [`protocol`] turns bytes into requests and replies into bytes (pure);
 //! - [`storage`] is one shard's store: arena, index, TTL, eviction (pure);
 //! - [`engine`] applies one parsed request to one shard's store (pure);
-//! - [`cluster`] holds the consistent-hash ring and placement (pure);
+//! - [`cluster`] holds the consistent-hash ring, the cluster configuration and placement (pure);
+//! - [`consensus`] is the Multi-Paxos state machine that agrees the configuration (pure);
 //! - [`runtime`] is the only part that touches glommio, sockets, signals and the clock.
 
 pub mod cluster;
