@@ -64,6 +64,21 @@ pub struct Args {
     #[arg(long = "spin-before-park-us", default_value_t = 0)]
     pub spin_before_park_us: u64,
 
+    /// Run as a node of the cluster this file describes (see the README's
+    /// "Running a cluster"). The node's client address and shard endpoints come
+    /// from the file, so -l, -p, -t and --shard-ports are not used.
+    #[arg(long = "cluster", value_name = "FILE", requires = "node_id")]
+    pub cluster_file: Option<std::path::PathBuf>,
+
+    /// This node's id in the cluster file.
+    #[arg(long = "node-id", value_name = "ID", requires = "cluster_file")]
+    pub node_id: Option<u32>,
+
+    /// How long a request to another node may take before the next owner is
+    /// tried and the node is skipped for a while (milliseconds).
+    #[arg(long = "peer-timeout-ms", default_value_t = limits::PEER_TIMEOUT_DEFAULT_MS)]
+    pub peer_timeout_ms: u64,
+
     /// Print version and exit.
     #[arg(short = 'V', long = "version", action = ArgAction::Version)]
     pub version: Option<bool>,
@@ -83,6 +98,16 @@ pub struct Config {
     pub verbosity: u8,
     pub spin_before_park_us: u64,
     pub shard_port_base: Option<u16>,
+    /// `--cluster FILE --node-id ID`: the file is read at start by the runtime.
+    pub cluster: Option<ClusterMembership>,
+    pub peer_timeout_ms: u64,
+}
+
+/// Which cluster file a node reads, and which of its nodes it is.
+#[derive(Clone, Debug)]
+pub struct ClusterMembership {
+    pub file: std::path::PathBuf,
+    pub node_id: u32,
 }
 
 /// Whether the `shutdown` command is served (`-A`).
@@ -165,6 +190,16 @@ impl Config {
                 ));
             }
         }
+        if !(limits::PEER_TIMEOUT_MIN_MS..=limits::PEER_TIMEOUT_MAX_MS)
+            .contains(&args.peer_timeout_ms)
+        {
+            return Err(format!(
+                "--peer-timeout-ms {}: must be {} to {}",
+                args.peer_timeout_ms,
+                limits::PEER_TIMEOUT_MIN_MS,
+                limits::PEER_TIMEOUT_MAX_MS
+            ));
+        }
         Ok(Config {
             port: args.port,
             listen: args.listen.clone(),
@@ -185,6 +220,14 @@ impl Config {
             verbosity: args.verbose,
             spin_before_park_us: args.spin_before_park_us,
             shard_port_base: args.shard_port_base,
+            cluster: match (&args.cluster_file, args.node_id) {
+                (Some(file), Some(node_id)) => Some(ClusterMembership {
+                    file: file.clone(),
+                    node_id,
+                }),
+                _ => None,
+            },
+            peer_timeout_ms: args.peer_timeout_ms,
         })
     }
 }
@@ -230,6 +273,15 @@ mod tests {
     fn item_size_above_half_the_memory_is_refused() {
         assert!(config(&["-m", "64", "-I", "32m"]).is_ok());
         assert!(config(&["-m", "64", "-I", "33m"]).is_err());
+    }
+
+    #[test]
+    fn cluster_needs_a_node_id() {
+        assert!(config(&["--cluster", "c.toml"]).is_err());
+        assert!(config(&["--node-id", "1"]).is_err());
+        let c = config(&["--cluster", "c.toml", "--node-id", "2"]).unwrap();
+        assert_eq!(c.cluster.unwrap().node_id, 2);
+        assert!(config(&["--peer-timeout-ms", "0"]).is_err());
     }
 
     #[test]

@@ -105,3 +105,29 @@ pub const META_OPAQUE_LEN_MAX: usize = 32;
 /// Longest key a base64 (`b`) meta key decodes to: [`KEY_LEN_MAX`] characters of
 /// base64 carry at most this many bytes.
 pub const BINARY_KEY_LEN_MAX: usize = KEY_LEN_MAX / 4 * 3;
+
+/// `--peer-timeout-ms`: how long a request to another node may take before the
+/// next owner is tried and that node is skipped (marked TKO) for a while.
+pub const PEER_TIMEOUT_DEFAULT_MS: u64 = 250;
+pub const PEER_TIMEOUT_MIN_MS: u64 = 10;
+pub const PEER_TIMEOUT_MAX_MS: u64 = 60_000;
+
+/// How often a node probes the peers it has marked TKO, and how long a mark
+/// lasts without a probe renewing it.
+pub const PEER_PROBE_INTERVAL_MS: u64 = 100;
+
+/// Most keys one shard keeps hints for, per unreachable node. Past this the
+/// hints for that node are dropped and marked overflowed: when it returns, it
+/// drops the data it shares with this node and copies it afresh.
+pub const HINTED_KEYS_MAX: usize = 100_000;
+
+/// Most keys a recovering node remembers as written since its recovery began
+/// (copies from peers never overwrite them). Past this, recovery restarts.
+pub const RECOVERY_WRITTEN_KEYS_MAX: usize = 1_000_000;
+
+/// Most replies bytes one peer link buffers before its reader gives up on the
+/// peer (a reply is at most one item plus a line).
+pub const PEER_REPLY_BYTES_MAX: usize = ITEM_SIZE_MAX_MAX_BYTES + 4096;
+
+/// How long a recovering node waits for one peer shard to push its copy.
+pub const RECOVERY_PEER_TIMEOUT_SECS: u64 = 120;

@@ -83,6 +83,9 @@ pub enum Status {
     InvalidArguments = 0x04,
     NotStored = 0x05,
     NonNumeric = 0x06,
+    /// In a cluster: the key's owners are on other nodes, which binary requests
+    /// are not forwarded to (use the owner's shard endpoint).
+    NotMyVbucket = 0x07,
     UnknownCommand = 0x81,
     /// Out of memory for an increment or decrement.
     OutOfMemory = 0x82,
@@ -109,6 +112,7 @@ impl Status {
             Status::InvalidArguments => b"Invalid arguments",
             Status::NotStored => b"Not stored.",
             Status::NonNumeric => b"Non-numeric server-side value for incr or decr",
+            Status::NotMyVbucket => b"Vbucket belongs to another server",
             Status::UnknownCommand => b"Unknown command",
             Status::OutOfMemory => b"Out of memory",
             Status::ItemOutOfMemory => b"Out of memory allocating item",

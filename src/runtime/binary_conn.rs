@@ -9,6 +9,7 @@
 //! never sends them); a malformed header is answered, after the earlier replies,
 //! then the connection closes; `QUIT` answers (unless quiet) and closes.
 
+use super::cluster::{self, ConnMode, Role, Route};
 use super::conn::{drain, drain_if_full, node_view, skip_data_block, After, Output, ReplySize};
 use super::messages::{Ask, ForwardKind};
 use super::shard::{with_state, ShardCtx};
@@ -46,13 +47,39 @@ pub(super) async fn handle_buffer(
         };
         let raw = &rest[..used];
         if let Some(key) = req.command.key() {
-            let owner = ctx.owner(key);
-            if owner == ctx.id {
-                let clock = ctx.node.clock();
-                with_state(|s| engine::execute(s, &req, &clock, &mut output.out));
-            } else {
+            let write = ctx.cluster.is_some() && !matches!(req.command, Command::Get { .. });
+            match ctx.route(key, write, ConnMode::Client) {
+                Route::Shard(owner, Role::Plain) if owner == ctx.id => {
+                    let clock = ctx.node.clock();
+                    with_state(|s| engine::execute(s, &req, &clock, &mut output.out));
+                }
+                Route::Shard(owner, role) if owner == ctx.id => {
+                    let clock = ctx.node.clock();
+                    let cluster = ctx.cluster.as_ref().expect("roles only in a cluster");
+                    let ticket = with_state(|s| {
+                        cluster::apply_binary(cluster, s, &req, key, role, &clock, &mut output.out)
+                    });
+                    // Binary replies are not held for write-acks: the client
+                    // is answered once this node has applied the write.
+                    if let Some(ticket) = ticket {
+                        let cluster = cluster.clone();
+                        glommio::spawn_local(async move {
+                            cluster.settle(ticket).await;
+                        })
+                        .detach();
+                    }
+                }
                 // Binary requests are not told apart by reply size: any may be a get.
-                output.forward(owner, raw, ForwardKind::Binary, ReplySize::MayCarryValue);
+                Route::Shard(owner, role) => output.forward(
+                    owner,
+                    raw,
+                    ForwardKind::Binary(role),
+                    ReplySize::MayCarryValue,
+                ),
+                // Binary requests are not forwarded to other nodes.
+                Route::Peer(_) | Route::Refuse(_) => {
+                    write_error(&mut output.out, &req.header, Status::NotMyVbucket)
+                }
             }
         } else if let After::Close = node_request(ctx, &req, output).await {
             *start += used;

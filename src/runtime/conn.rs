@@ -5,9 +5,13 @@
 //! one message per destination shard per read, and their replies are spliced in
 //! where they belong.
 
+use super::cluster::{self, ConnMode, Role, Route, Ticket};
 use super::messages::{Answer, Ask, Batch, ForwardKind, Replies};
+use super::peer::Reply;
 use super::shard::{with_state, ShardCtx};
 use super::waiters::Wait;
+use crate::cluster::ring::Owner;
+use crate::cluster::wire::{self, PeerLine, PeerMode};
 use crate::config::ShutdownCommand;
 use crate::engine::{self, reply, NodeView, Settings, Step};
 use crate::limits::{
@@ -61,6 +65,29 @@ enum Piece {
     Local { start: usize, end: usize },
     /// Fragment `op` of the answer from `shard`.
     Remote { shard: u32, op: usize },
+    /// The reply of another node to `peer_ops[op]`.
+    Peer { op: usize },
+    /// `out[start..end]`, a write this node applied as primary: sent once
+    /// `tickets[ticket]` settles, else replaced by a write-ack failure.
+    Acked {
+        start: usize,
+        end: usize,
+        ticket: usize,
+    },
+}
+
+/// A request sent to another node, kept until its reply is in, so that it can
+/// go to the next owner if this one fails.
+struct PeerOp {
+    key: Vec<u8>,
+    write: bool,
+    /// The request as sent, with its `mn`.
+    request: Vec<u8>,
+    /// One key of a multi-key get: the reply's `END` is dropped.
+    get_one: bool,
+    target: Owner,
+    reply: Option<Reply>,
+    result: Vec<u8>,
 }
 
 /// How large the reply to a forwarded request can be.
@@ -89,8 +116,11 @@ pub(super) struct Output {
     pub(super) forwarded: usize,
     /// Forwarded requests whose replies may carry a value (up to `-I` bytes each).
     forwarded_values: usize,
-    /// Owners of the keys of the multi-key get being routed.
-    owners: Vec<u32>,
+    /// Routes of the keys of the multi-key get being routed.
+    routes: Vec<Route>,
+    peer_ops: Vec<PeerOp>,
+    tickets: Vec<Option<Ticket>>,
+    tickets_ok: Vec<bool>,
 }
 
 impl Output {
@@ -105,8 +135,73 @@ impl Output {
             spliced: Vec::new(),
             forwarded: 0,
             forwarded_values: 0,
-            owners: Vec::new(),
+            routes: Vec::new(),
+            peer_ops: Vec::new(),
+            tickets: Vec::new(),
+            tickets_ok: Vec::new(),
         }
+    }
+
+    /// Closes the run of local replies before a piece that is not one.
+    fn cut_local(&mut self) {
+        // Until the first piece, everything in `out` is this shard's own replies.
+        let start = if self.pieces.is_empty() {
+            0
+        } else {
+            self.local_mark
+        };
+        if start < self.out.len() {
+            self.pieces.push(Piece::Local {
+                start,
+                end: self.out.len(),
+            });
+        }
+        self.local_mark = self.out.len();
+    }
+
+    /// Sends a request to another node now; its reply is spliced in at `complete`.
+    pub(super) fn forward_peer(
+        &mut self,
+        ctx: &ShardCtx,
+        target: Owner,
+        key: &[u8],
+        write: bool,
+        request: Vec<u8>,
+        get_one: bool,
+    ) {
+        let cluster = ctx.cluster.as_ref().expect("peers only in a cluster");
+        self.cut_local();
+        self.pieces.push(Piece::Peer {
+            op: self.peer_ops.len(),
+        });
+        let reply = cluster
+            .link(target)
+            .send(PeerMode::Forward, request.clone());
+        self.peer_ops.push(PeerOp {
+            key: key.to_vec(),
+            write,
+            request,
+            get_one,
+            target,
+            reply: Some(reply),
+            result: Vec::new(),
+        });
+        self.forwarded += 1;
+        self.forwarded_values += 1;
+    }
+
+    /// Marks `out[start..]` as the reply to a write applied here as primary,
+    /// sent once `ticket` settles. `cut_local` must have run before the write.
+    fn push_acked(&mut self, start: usize, ticket: Ticket) {
+        debug_assert_eq!(start, self.local_mark);
+        self.pieces.push(Piece::Acked {
+            start,
+            end: self.out.len(),
+            ticket: self.tickets.len(),
+        });
+        self.tickets.push(Some(ticket));
+        self.local_mark = self.out.len();
+        self.forwarded += 1;
     }
 
     /// Sends a request to `shard` for its effect alone: its reply is not spliced in.
@@ -134,19 +229,7 @@ impl Output {
         if reply == ReplySize::MayCarryValue {
             self.forwarded_values += 1;
         }
-        // Until the first forward, everything in `out` is this shard's own replies.
-        let start = if self.pieces.is_empty() {
-            0
-        } else {
-            self.local_mark
-        };
-        if start < self.out.len() {
-            self.pieces.push(Piece::Local {
-                start,
-                end: self.out.len(),
-            });
-        }
-        self.local_mark = self.out.len();
+        self.cut_local();
         let batch = &mut self.batches[shard as usize];
         self.pieces.push(Piece::Remote {
             shard,
@@ -159,7 +242,7 @@ impl Output {
     /// Sends the batches, waits for their answers, and splices every reply into
     /// `out` in request order.
     pub(super) async fn complete(&mut self, ctx: &ShardCtx) -> Result<(), ()> {
-        if self.forwarded == 0 {
+        if self.forwarded == 0 && self.pieces.is_empty() {
             return Ok(());
         }
         // Send every batch first, so the other shards work on them together.
@@ -192,6 +275,7 @@ impl Output {
             }
         }
         self.waits = waits;
+        self.complete_peers(ctx).await;
         let mut spliced = std::mem::take(&mut self.spliced);
         spliced.clear();
         for piece in &self.pieces {
@@ -200,8 +284,19 @@ impl Output {
                 Piece::Remote { shard, op } => {
                     spliced.extend_from_slice(self.replies[shard as usize].fragment(op))
                 }
+                Piece::Peer { op } => spliced.extend_from_slice(&self.peer_ops[op].result),
+                Piece::Acked { start, end, ticket } => {
+                    if self.tickets_ok[ticket] || start == end {
+                        spliced.extend_from_slice(&self.out[start..end]);
+                    } else {
+                        spliced.extend_from_slice(wire::NOT_ENOUGH_ACKS);
+                    }
+                }
             }
         }
+        self.peer_ops.clear();
+        self.tickets.clear();
+        self.tickets_ok.clear();
         spliced.extend_from_slice(&self.out[self.local_mark..]);
         with_state(|s| s.stats.forwarded_out += self.forwarded as u64);
         self.spliced = std::mem::replace(&mut self.out, spliced);
@@ -220,6 +315,68 @@ impl Output {
         self.forwarded = 0;
         self.forwarded_values = 0;
         Ok(())
+    }
+}
+
+impl Output {
+    /// Waits for the replies of other nodes, trying the next owner of a key
+    /// whose node failed, timed out or is recovering; and for the replication
+    /// of the writes applied here.
+    async fn complete_peers(&mut self, ctx: &ShardCtx) {
+        let Some(cluster) = &ctx.cluster else {
+            return;
+        };
+        for op in &mut self.peer_ops {
+            let mut tried: Vec<Owner> = Vec::new();
+            let mut reply = op.reply.take();
+            loop {
+                let link = cluster.link(op.target);
+                let answer = match reply.take() {
+                    Some(reply) => link.wait(reply).await,
+                    None => Err(super::peer::LinkError::Failed),
+                };
+                let usable = match &answer {
+                    Ok(bytes) if op.get_one => bytes.ends_with(crate::engine::reply::END),
+                    Ok(bytes) => {
+                        bytes.as_slice() != wire::RECOVERING
+                            && !bytes.starts_with(wire::EPOCH_MISMATCH_PREFIX)
+                    }
+                    Err(_) => false,
+                };
+                if usable {
+                    let mut bytes = answer.unwrap_or_default();
+                    if op.get_one {
+                        bytes.truncate(bytes.len() - crate::engine::reply::END.len());
+                    }
+                    op.result = bytes;
+                    break;
+                }
+                tried.push(op.target);
+                match cluster.node.candidates(&op.key, op.write, &tried).next() {
+                    Some(next) => {
+                        op.target = next;
+                        reply = Some(
+                            cluster
+                                .link(next)
+                                .send(PeerMode::Forward, op.request.clone()),
+                        );
+                    }
+                    None => {
+                        // A miss for one key of a get keeps the reply well formed.
+                        op.result = if op.get_one {
+                            Vec::new()
+                        } else {
+                            b"SERVER_ERROR no owner of this key is reachable\r\n".to_vec()
+                        };
+                        break;
+                    }
+                }
+            }
+        }
+        for ticket in &mut self.tickets {
+            let ticket = ticket.take().expect("a ticket is settled once");
+            self.tickets_ok.push(cluster.settle(ticket).await);
+        }
     }
 }
 
@@ -247,6 +404,7 @@ pub async fn serve(mut stream: TcpStream, ctx: &ShardCtx) {
     let mut swallow = 0usize;
     let mut output = Output::new(ctx.node.shards);
     let mut wire = Wire::Undecided;
+    let mut mode = ConnMode::Client;
     let buffer_max = ctx
         .node
         .config
@@ -311,7 +469,16 @@ pub async fn serve(mut stream: TcpStream, ctx: &ShardCtx) {
                 .await
             }
             Wire::Text | Wire::Undecided => {
-                handle_buffer(ctx, &mut stream, buf, start, swallow, &mut output).await
+                handle_buffer(
+                    ctx,
+                    &mut stream,
+                    buf,
+                    start,
+                    swallow,
+                    &mut output,
+                    &mut mode,
+                )
+                .await
             }
         };
         let written = flush(&mut stream, &mut output).await;
@@ -374,6 +541,7 @@ pub(super) async fn drain(
 }
 
 /// Executes every complete request in `buf[*start..]`, advancing `*start`.
+#[allow(clippy::too_many_arguments)]
 async fn handle_buffer(
     ctx: &ShardCtx,
     stream: &mut TcpStream,
@@ -381,6 +549,7 @@ async fn handle_buffer(
     start: &mut usize,
     swallow: &mut usize,
     output: &mut Output,
+    mode: &mut ConnMode,
 ) -> After {
     let shards = ctx.node.shards;
     loop {
@@ -388,6 +557,33 @@ async fn handle_buffer(
             break;
         }
         let rest = &buf[*start..];
+        if let (Some(cluster), true) = (&ctx.cluster, rest.starts_with(wire::PEER_LINE_PREFIX)) {
+            match wire::parse_peer_line(rest) {
+                Ok(None) => break,
+                Err(used) => {
+                    output.out.extend_from_slice(reply::BAD_FORMAT);
+                    *start += used;
+                }
+                Ok(Some((PeerLine::Mode { mode: peer, epoch }, used))) => {
+                    *mode = ConnMode::Peer { mode: peer, epoch };
+                    *start += used;
+                }
+                Ok(Some((PeerLine::Recover { epoch, node, what }, used))) => {
+                    *start += used;
+                    if output.complete(ctx).await.is_err() {
+                        return After::Close;
+                    }
+                    if epoch != cluster.node.epoch() {
+                        cluster::Refusal::Epoch(cluster.node.epoch()).write(&mut output.out);
+                    } else {
+                        let clock = ctx.node.clock();
+                        let reply = cluster.push_recovery(node, what, &clock).await;
+                        output.out.extend_from_slice(reply);
+                    }
+                }
+            }
+            continue;
+        }
         let (req, used) = match protocol::parse(rest, &ctx.limits) {
             Ok(parsed) => parsed,
             Err(ParseError::Incomplete) => break,
@@ -414,49 +610,68 @@ async fn handle_buffer(
                 exptime,
                 keys,
                 ending,
-            } if shards > 1 => {
-                output.owners.clear();
+            } if shards > 1 || ctx.cluster.is_some() => {
+                let write = ctx.cluster.is_some() && exptime.is_some();
+                output.routes.clear();
                 let mut all_mine = true;
                 for key in keys.iter() {
-                    let owner = ctx.owner(key);
-                    all_mine &= owner == ctx.id;
-                    output.owners.push(owner);
+                    let route = ctx.route(key, write, *mode);
+                    all_mine &= route == Route::Shard(ctx.id, Role::Plain);
+                    output.routes.push(route);
                 }
+                let refused = output.routes.iter().find_map(|r| match r {
+                    Route::Refuse(refusal) => Some(*refusal),
+                    _ => None,
+                });
                 if all_mine {
                     with_state(|s| engine::execute(s, &req, &clock, &mut output.out));
+                } else if let Some(refusal) = refused {
+                    // Only another node's requests are refused, one key at a time.
+                    refusal.write(&mut output.out);
                 } else if ending == GetEnding::KeyTooLong {
                     // The keys are looked up for their side effects only (see
                     // `GetEnding`): their values are dropped, here and remotely.
                     let mut dropped = Vec::new();
                     for (i, key) in keys.iter().enumerate() {
-                        let owner = output.owners[i];
-                        if owner == ctx.id {
-                            with_state(|s| {
+                        match output.routes[i] {
+                            Route::Shard(owner, _) if owner == ctx.id => with_state(|s| {
                                 engine::get_one(s, kind, exptime, key, &clock, &mut dropped)
-                            });
-                        } else {
-                            output.forward_unanswered(
+                            }),
+                            Route::Shard(owner, role) => output.forward_unanswered(
                                 owner,
                                 key,
-                                ForwardKind::GetOne { kind, exptime },
-                            );
+                                ForwardKind::GetOne {
+                                    kind,
+                                    exptime,
+                                    role,
+                                },
+                            ),
+                            // Side effects on other nodes are not worth a round trip.
+                            Route::Peer(_) | Route::Refuse(_) => {}
                         }
                     }
                     engine::end_retrieval(ending, output.out.len(), &mut output.out);
                 } else {
                     for (i, key) in keys.iter().enumerate() {
-                        let owner = output.owners[i];
-                        if owner == ctx.id {
-                            with_state(|s| {
-                                engine::get_one(s, kind, exptime, key, &clock, &mut output.out)
-                            });
-                        } else {
-                            output.forward(
+                        match output.routes[i] {
+                            Route::Shard(owner, role) if owner == ctx.id => {
+                                get_one_here(ctx, output, kind, exptime, key, role, &clock)
+                            }
+                            Route::Shard(owner, role) => output.forward(
                                 owner,
                                 key,
-                                ForwardKind::GetOne { kind, exptime },
+                                ForwardKind::GetOne {
+                                    kind,
+                                    exptime,
+                                    role,
+                                },
                                 ReplySize::MayCarryValue,
-                            );
+                            ),
+                            Route::Peer(target) => {
+                                let request = get_one_request(kind, exptime, key);
+                                output.forward_peer(ctx, target, key, write, request, true);
+                            }
+                            Route::Refuse(_) => unreachable!("refusals are answered above"),
                         }
                     }
                     engine::end_retrieval(ending, output.out.len(), &mut output.out);
@@ -465,39 +680,32 @@ async fn handle_buffer(
             Request::Get { .. } => {
                 with_state(|s| engine::execute(s, &req, &clock, &mut output.out));
             }
-            // Meta: keyed commands route like the single-key ones below; `mn` is
-            // answered here, in order with the replies spliced around it.
-            Request::Meta(_) => match request_key(&req) {
-                Some(key) if ctx.owner(key) != ctx.id => {
-                    output.forward(
-                        ctx.owner(key),
-                        raw,
-                        ForwardKind::Whole,
-                        ReplySize::MayCarryValue,
-                    );
+            // Keyed requests go to their owner; `mn` is answered here, in order
+            // with the replies spliced around it.
+            Request::Meta(_)
+            | Request::Store { .. }
+            | Request::TooLarge { .. }
+            | Request::Delete { .. }
+            | Request::Arith { .. }
+            | Request::Touch { .. } => match request_key(&req) {
+                Some(key) => {
+                    let size = if matches!(req, Request::Meta(_)) {
+                        ReplySize::MayCarryValue
+                    } else {
+                        ReplySize::Small
+                    };
+                    keyed(ctx, output, &req, raw, key, size, *mode, &clock);
                 }
-                _ => {
+                None => {
                     with_state(|s| engine::execute(s, &req, &clock, &mut output.out));
                 }
             },
-            Request::Store { key, .. }
-            | Request::TooLarge { key, .. }
-            | Request::Delete { key, .. }
-            | Request::Arith { key, .. }
-            | Request::Touch { key, .. } => {
-                let owner = ctx.owner(key);
-                if owner == ctx.id {
-                    with_state(|s| engine::execute(s, &req, &clock, &mut output.out));
-                } else {
-                    output.forward(owner, raw, ForwardKind::Whole, ReplySize::Small);
-                }
-            }
             _ => {
                 // Requests for the whole node see the effects of every request before them.
                 if output.complete(ctx).await.is_err() {
                     return After::Close;
                 }
-                if let Step::Close = node_request(ctx, &req, &clock, &mut output.out).await {
+                if let Step::Close = node_request(ctx, &req, &clock, &mut output.out, *mode).await {
                     *start += used;
                     return After::Close;
                 }
@@ -517,14 +725,106 @@ async fn handle_buffer(
     After::Continue
 }
 
+/// Routes one keyed text or meta request: runs it here, batches it for another
+/// shard, sends it to another node, or refuses it.
+#[allow(clippy::too_many_arguments)]
+fn keyed(
+    ctx: &ShardCtx,
+    output: &mut Output,
+    req: &Request<'_>,
+    raw: &[u8],
+    key: &[u8],
+    size: ReplySize,
+    mode: ConnMode,
+    clock: &Clock,
+) {
+    let write = ctx.cluster.is_some() && cluster::is_write(req);
+    match ctx.route(key, write, mode) {
+        Route::Shard(shard, Role::Plain) if shard == ctx.id => {
+            with_state(|s| engine::execute(s, req, clock, &mut output.out));
+        }
+        Route::Shard(shard, role) if shard == ctx.id => {
+            let cluster = ctx.cluster.as_ref().expect("roles only in a cluster");
+            output.cut_local();
+            let start = output.out.len();
+            let ticket =
+                with_state(|s| cluster::apply(cluster, s, req, key, role, clock, &mut output.out));
+            if let Some(ticket) = ticket {
+                output.push_acked(start, ticket);
+            }
+        }
+        Route::Shard(shard, role) => output.forward(shard, raw, ForwardKind::Whole(role), size),
+        Route::Peer(target) => {
+            let mut request = raw.to_vec();
+            request.extend_from_slice(wire::MN_REQUEST);
+            output.forward_peer(ctx, target, key, write, request, false);
+        }
+        Route::Refuse(refusal) => refusal.write(&mut output.out),
+    }
+}
+
+/// One key of a multi-key get, owned by this shard.
+fn get_one_here(
+    ctx: &ShardCtx,
+    output: &mut Output,
+    kind: crate::protocol::text::GetKind,
+    exptime: Option<i64>,
+    key: &[u8],
+    role: Role,
+    clock: &Clock,
+) {
+    match (&ctx.cluster, role) {
+        (Some(cluster), Role::Primary) => {
+            output.cut_local();
+            let start = output.out.len();
+            let ticket = with_state(|s| {
+                cluster::apply_get_one(cluster, s, kind, exptime, key, role, clock, &mut output.out)
+            });
+            if let Some(ticket) = ticket {
+                output.push_acked(start, ticket);
+            }
+        }
+        _ => with_state(|s| engine::get_one(s, kind, exptime, key, clock, &mut output.out)),
+    }
+}
+
+/// The single-key text request that reads one key of a multi-key get on another node.
+fn get_one_request(
+    kind: crate::protocol::text::GetKind,
+    exptime: Option<i64>,
+    key: &[u8],
+) -> Vec<u8> {
+    use crate::protocol::text::GetKind;
+    let mut request = Vec::with_capacity(key.len() + 32);
+    match (kind, exptime) {
+        (GetKind::Get, None) => request.extend_from_slice(b"get "),
+        (GetKind::Gets, None) => request.extend_from_slice(b"gets "),
+        (GetKind::Get, Some(t)) => request.extend_from_slice(format!("gat {t} ").as_bytes()),
+        (GetKind::Gets, Some(t)) => request.extend_from_slice(format!("gats {t} ").as_bytes()),
+    }
+    request.extend_from_slice(key);
+    request.extend_from_slice(b"\r\n");
+    request.extend_from_slice(wire::MN_REQUEST);
+    request
+}
+
 /// Requests that concern every shard of the node.
-async fn node_request(ctx: &ShardCtx, req: &Request<'_>, clock: &Clock, out: &mut Vec<u8>) -> Step {
+async fn node_request(
+    ctx: &ShardCtx,
+    req: &Request<'_>,
+    clock: &Clock,
+    out: &mut Vec<u8>,
+    mode: ConnMode,
+) -> Step {
     let node = &ctx.node;
     match *req {
         Request::Quit => return Step::Close,
         Request::Version => engine::write_version(out),
         Request::Verbosity { reply, .. } => engine::write_reply(reply, reply::OK, out),
         Request::FlushAll { delay_secs, reply } => {
+            if mode == ConnMode::Client {
+                flush_other_nodes(ctx, delay_secs).await;
+            }
             ctx.ask_all(|| Ask::Flush { delay_secs }).await;
             with_state(|s| {
                 engine::flush(s, delay_secs, clock);
@@ -561,6 +861,10 @@ async fn node_request(ctx: &ShardCtx, req: &Request<'_>, clock: &Clock, out: &mu
             });
             out.extend_from_slice(reply::RESET);
         }
+        Request::Stats { group } if group == b"cluster" && ctx.cluster.is_some() => {
+            let view = node_view(ctx, clock).await;
+            cluster::write_stats_cluster(ctx, view.store.curr_items, out).await;
+        }
         Request::Stats { group } => {
             let view = node_view(ctx, clock).await;
             engine::write_stats(group, &view, out);
@@ -568,6 +872,30 @@ async fn node_request(ctx: &ShardCtx, req: &Request<'_>, clock: &Clock, out: &mu
         _ => unreachable!("not a node request: {req:?}"),
     }
     Step::Continue
+}
+
+/// `flush_all` on a client's connection flushes every node: each other node
+/// flushes itself alone (its `rep` connection does not pass it on).
+async fn flush_other_nodes(ctx: &ShardCtx, delay_secs: i64) {
+    let Some(cluster) = &ctx.cluster else {
+        return;
+    };
+    let node = &cluster.node;
+    let request = format!("flush_all {delay_secs}\r\nmn\r\n").into_bytes();
+    let mut waits = Vec::new();
+    for peer in node.config().nodes().iter().filter(|n| n.id != node.me) {
+        let link = cluster.link(Owner {
+            node: peer.id,
+            shard: 0,
+        });
+        let reply = link.send(PeerMode::Replica, request.clone());
+        waits.push((peer.id, link, reply));
+    }
+    for (id, link, reply) in waits {
+        if link.wait(reply).await.as_deref() != Ok(reply::OK) {
+            log::warn!("node {id} did not confirm flush_all");
+        }
+    }
 }
 
 /// Sums every shard's counters and adds the process's own figures.

@@ -4,6 +4,7 @@
 //! [`ToShard`] batch per destination per read; the owner answers with one
 //! [`FromShard`] holding a reply fragment per request, in order.
 
+use super::cluster::Role;
 use crate::protocol::text::GetKind;
 use crate::stats::ShardStats;
 use crate::storage::StoreStats;
@@ -18,13 +19,18 @@ pub struct ForwardOp {
 
 #[derive(Clone, Copy, Debug)]
 pub enum ForwardKind {
-    /// A whole text request (line and data block), parsed again by the owner.
-    Whole,
+    /// A whole text request (line and data block), parsed again by the owner,
+    /// and applied in this role.
+    Whole(Role),
     /// One key of a multi-key retrieval: the bytes are the key; the reply is its
     /// `VALUE` block alone, without `END`.
-    GetOne { kind: GetKind, exptime: Option<i64> },
+    GetOne {
+        kind: GetKind,
+        exptime: Option<i64>,
+        role: Role,
+    },
     /// A whole binary request (header, extras, key and value), parsed again by the owner.
-    Binary,
+    Binary(Role),
 }
 
 /// The requests of one read that the receiving shard owns, in request order.
@@ -69,6 +75,21 @@ pub struct Replies {
 }
 
 impl Replies {
+    /// Puts `bytes` in place of fragment `op`.
+    pub fn replace(&mut self, op: usize, bytes: &[u8]) {
+        let start = if op == 0 {
+            0
+        } else {
+            self.ends[op - 1] as usize
+        };
+        let end = self.ends[op] as usize;
+        self.bytes.splice(start..end, bytes.iter().copied());
+        let shift = bytes.len() as i64 - (end - start) as i64;
+        for e in &mut self.ends[op..] {
+            *e = (*e as i64 + shift) as u32;
+        }
+    }
+
     pub fn fragment(&self, op: usize) -> &[u8] {
         let start = if op == 0 {
             0

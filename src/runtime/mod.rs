@@ -6,9 +6,11 @@
 //! Everything else in the crate is pure; this module is where requests meet I/O.
 
 mod binary_conn;
+pub mod cluster;
 mod conn;
 mod messages;
 pub mod notify;
+mod peer;
 mod shard;
 mod waiters;
 
@@ -38,6 +40,8 @@ pub struct Node {
     pub connections: AtomicUsize,
     pub started: Instant,
     pub process_started_unix: i64,
+    /// `--cluster`: this node's view of the cluster it is part of.
+    pub cluster: Option<Arc<cluster::ClusterNode>>,
 }
 
 impl Node {
@@ -129,13 +133,45 @@ fn explain_executor_error(e: &dyn std::fmt::Display) -> String {
     }
 }
 
+/// Reads the cluster file and finds this node in it.
+fn load_cluster(config: &Config) -> Result<Option<Arc<cluster::ClusterNode>>, String> {
+    let Some(membership) = &config.cluster else {
+        return Ok(None);
+    };
+    let path = membership.file.display();
+    let text = std::fs::read_to_string(&membership.file)
+        .map_err(|e| format!("cannot read cluster file {path}: {e}"))?;
+    let parsed = crate::cluster::config::ClusterConfig::from_file_text(&text)
+        .map_err(|e| format!("cluster file {path}: {e}"))?;
+    let node = cluster::ClusterNode::new(
+        parsed,
+        membership.node_id,
+        Duration::from_millis(config.peer_timeout_ms),
+    )?;
+    Ok(Some(Arc::new(node)))
+}
+
 /// Runs the node until SIGINT or SIGTERM. Returns the process exit code.
 pub fn run(config: Config) -> i32 {
+    let cluster = match load_cluster(&config) {
+        Ok(cluster) => cluster,
+        Err(message) => {
+            eprintln!("ringcache: {message}");
+            return 1;
+        }
+    };
     let cpus = allowed_cpus();
-    let shards = config.threads.unwrap_or(cpus.len()).max(1);
+    let shards = match &cluster {
+        Some(cluster) => cluster.own_addrs().1.len(),
+        None => config.threads.unwrap_or(cpus.len()).max(1),
+    };
     let pinned = shards <= cpus.len();
 
-    let addr = match listen_addr(&config).and_then(|addr| check_port_free(addr).map(|_| addr)) {
+    let addr = match cluster.as_ref().map(|c| c.own_addrs().0) {
+        Some(addr) => check_port_free(addr).map(|_| addr),
+        None => listen_addr(&config).and_then(|addr| check_port_free(addr).map(|_| addr)),
+    };
+    let addr = match addr {
         Ok(addr) => addr,
         Err(message) => {
             eprintln!("ringcache: {message}");
@@ -172,6 +208,7 @@ pub fn run(config: Config) -> i32 {
         started: Instant::now(),
         process_started_unix: unix_now - CLOCK_START_SECS as i64,
         config,
+        cluster,
     });
 
     let mut links: Vec<shard::ShardLinks> = (0..shards)
@@ -267,9 +304,8 @@ pub fn run(config: Config) -> i32 {
         return 1;
     }
     log::info!(
-        "listening on {}:{} with {} shard(s), {}",
-        node.config.listen,
-        node.config.port,
+        "listening on {} with {} shard(s), {}",
+        addr,
         shards,
         if pinned { "pinned" } else { "unpinned" }
     );

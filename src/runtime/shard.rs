@@ -5,6 +5,7 @@
 //! borrow of it can be held across an `.await`: tasks of one executor take turns
 //! and the store has one owner, the executor's thread.
 
+use super::cluster::{self, ConnMode, Role, Route, ShardCluster};
 use super::conn;
 use super::messages::{Answer, Ask, FromShard, ToShard};
 use super::waiters::Waiters;
@@ -56,6 +57,8 @@ pub struct ShardCtx {
     pub waiters: Rc<Waiters>,
     /// Connections in the middle of a read's requests; shutdown waits for them.
     pub busy: Cell<usize>,
+    /// In a cluster: this shard's links, hints and recovery state.
+    pub cluster: Option<Rc<ShardCluster>>,
 }
 
 impl ShardCtx {
@@ -65,6 +68,15 @@ impl ShardCtx {
             return 0;
         }
         self.node.ring.owner(key).shard
+    }
+
+    /// Where a keyed request goes: outside a cluster, to the shard of this node
+    /// that owns the key; in one, as `cluster::ClusterNode::route` says.
+    pub fn route(&self, key: &[u8], write: bool, mode: ConnMode) -> Route {
+        match &self.cluster {
+            None => Route::Shard(self.owner(key), Role::Plain),
+            Some(cluster) => cluster.node.route(key, write, mode),
+        }
     }
 
     /// Sends `ask` (made per shard) to every other shard and waits for all answers.
@@ -95,20 +107,33 @@ pub type Started = std::sync::mpsc::Sender<Result<u32, String>>;
 pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, started: Started) {
     let config = &node.config;
     let shards = node.shards as u64;
-    let cas_suffix_bits = 8;
+    // CAS uniques carry the shard, and in a cluster the node's place in the
+    // configuration too, so no two shards anywhere hand out the same one.
+    let (cas_suffix, cas_suffix_bits) = match &node.cluster {
+        None => (id as u64, 8),
+        Some(c) => {
+            let place = c
+                .config()
+                .nodes()
+                .iter()
+                .position(|n| n.id == c.me)
+                .unwrap_or(0);
+            (((place as u64) << 8) | id as u64, 14)
+        }
+    };
     STATE.with(|cell| {
         *cell.borrow_mut() = Some(ShardState {
             store: Store::new(StoreConfig {
                 memory_limit_bytes: config.memory_limit_bytes / node.shards,
                 item_size_max_bytes: config.item_size_max_bytes,
                 when_full: config.when_full,
-                cas_suffix: id as u64,
+                cas_suffix,
                 cas_suffix_bits,
             }),
             stats: Default::default(),
         })
     });
-    debug_assert!(shards <= 1 << cas_suffix_bits);
+    debug_assert!(shards <= 1 << 8);
 
     let listener = match listen(addr, super::Sharing::Shared) {
         Ok(listener) => listener,
@@ -119,18 +144,20 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
     };
     // With --shard-ports, this shard's own port: a ketama client that knows the
     // shard endpoints sends each key straight to its owner.
-    let own_listener = match node.config.shard_port_base {
+    let own_addr = match (&node.cluster, node.config.shard_port_base) {
+        (Some(cluster), _) => Some(cluster.own_addrs().1[id as usize]),
+        (None, Some(base)) => Some(SocketAddr::new(addr.ip(), base + id as u16)),
+        (None, None) => None,
+    };
+    let own_listener = match own_addr {
         None => None,
-        Some(base) => {
-            let own = SocketAddr::new(addr.ip(), base + id as u16);
-            match listen(own, super::Sharing::Exclusive) {
-                Ok(listener) => Some(listener),
-                Err(message) => {
-                    let _ = started.send(Err(message));
-                    return;
-                }
+        Some(own) => match listen(own, super::Sharing::Exclusive) {
+            Ok(listener) => Some(listener),
+            Err(message) => {
+                let _ = started.send(Err(message));
+                return;
             }
-        }
+        },
     };
 
     // Both ends of a channel must connect before either is used, and every shard
@@ -169,6 +196,10 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
         requests_to,
         waiters: Rc::new(Waiters::default()),
         busy: Cell::new(0),
+        cluster: node
+            .cluster
+            .as_ref()
+            .map(|c| Rc::new(ShardCluster::new(c.clone()))),
     });
 
     // Requests from shard j are answered on the answer channel to j; answers come
@@ -183,7 +214,7 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
         let ctx = ctx.clone();
         peer_tasks.push(glommio::spawn_local(async move {
             while let Some(msg) = requests.recv().await {
-                let answer = answer(&ctx, from as u32, msg.ask);
+                let answer = answer(&ctx, from as u32, msg.ask).await;
                 if answers
                     .send(FromShard {
                         slot: msg.slot,
@@ -210,6 +241,16 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
     let accept = glommio::spawn_local(accept_loop(listener, ctx.clone()));
     let accept_own = own_listener.map(|l| glommio::spawn_local(accept_loop(l, ctx.clone())));
     let _ = started.send(Ok(id));
+    // Shard 0 of a cluster node recovers what it missed while it was away, and
+    // watches its peers (probes) and itself (pauses).
+    let mut cluster_tasks = Vec::new();
+    if let (Some(cluster), 0) = (&ctx.cluster, id) {
+        cluster_tasks.push(glommio::spawn_local(cluster::recover(
+            cluster.clone(),
+            crate::cluster::wire::RecoverWhat::All,
+        )));
+        cluster_tasks.push(glommio::spawn_local(cluster::watch(cluster.clone())));
+    }
 
     while !node.stop.load(Ordering::Acquire) {
         glommio::timer::sleep(Duration::from_millis(50)).await;
@@ -221,6 +262,7 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
     while ctx.busy.get() > 0 && std::time::Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
+    drop(cluster_tasks);
     drop(peer_tasks);
 }
 
@@ -271,54 +313,141 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<ShardCtx>) {
 }
 
 /// Serves a request from another shard of this node.
-fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
+async fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
     let clock = ctx.node.clock();
     match ask {
         Ask::Batch(mut batch) => {
             let mut replies = std::mem::take(&mut batch.reply_buffers);
             replies.bytes.clear();
             replies.ends.clear();
+            let mut tickets = Vec::new();
             with_state(|state| {
                 state.stats.forwarded_in += batch.ops.len() as u64;
-                for op in &batch.ops {
+                for (i, op) in batch.ops.iter().enumerate() {
                     let bytes = &batch.bytes[op.start as usize..(op.start + op.len) as usize];
-                    match op.kind {
-                        ForwardKind::Whole => {
+                    let ticket = match op.kind {
+                        ForwardKind::Whole(role) => {
                             let (req, used) = protocol::parse(bytes, &ctx.limits)
                                 .expect("a forwarded request parses as it did on its first shard");
                             assert_eq!(used, bytes.len(), "forwarded request from shard {from}");
-                            if let Some(key) = conn::request_key(&req) {
-                                assert_eq!(
-                                    ctx.owner(key),
-                                    ctx.id,
-                                    "request sent to the wrong shard"
-                                );
+                            let key = conn::request_key(&req);
+                            if ctx.cluster.is_none() {
+                                if let Some(key) = key {
+                                    assert_eq!(
+                                        ctx.owner(key),
+                                        ctx.id,
+                                        "request sent to the wrong shard"
+                                    );
+                                }
                             }
-                            engine::execute(state, &req, &clock, &mut replies.bytes);
+                            match (&ctx.cluster, key) {
+                                (Some(c), Some(key)) if role != Role::Plain => cluster::apply(
+                                    c,
+                                    state,
+                                    &req,
+                                    key,
+                                    role,
+                                    &clock,
+                                    &mut replies.bytes,
+                                ),
+                                _ => {
+                                    engine::execute(state, &req, &clock, &mut replies.bytes);
+                                    None
+                                }
+                            }
                         }
-                        ForwardKind::Binary => {
+                        ForwardKind::Binary(role) => {
                             let (req, used) = protocol::binary::parse(bytes, &ctx.limits)
                                 .expect("a forwarded request parses as it did on its first shard");
                             assert_eq!(used, bytes.len(), "forwarded request from shard {from}");
                             let key = req.command.key().expect("only key requests are forwarded");
-                            assert_eq!(ctx.owner(key), ctx.id, "request sent to the wrong shard");
-                            engine::binary::execute(state, &req, &clock, &mut replies.bytes);
+                            match &ctx.cluster {
+                                Some(c) if role != Role::Plain => {
+                                    let ticket = cluster::apply_binary(
+                                        c,
+                                        state,
+                                        &req,
+                                        key,
+                                        role,
+                                        &clock,
+                                        &mut replies.bytes,
+                                    );
+                                    // As on the binary connection: not held for acks.
+                                    if let Some(ticket) = ticket {
+                                        let c = c.clone();
+                                        glommio::spawn_local(async move {
+                                            c.settle(ticket).await;
+                                        })
+                                        .detach();
+                                    }
+                                    None
+                                }
+                                _ => {
+                                    if ctx.cluster.is_none() {
+                                        assert_eq!(
+                                            ctx.owner(key),
+                                            ctx.id,
+                                            "request sent to the wrong shard"
+                                        );
+                                    }
+                                    engine::binary::execute(
+                                        state,
+                                        &req,
+                                        &clock,
+                                        &mut replies.bytes,
+                                    );
+                                    None
+                                }
+                            }
                         }
-                        ForwardKind::GetOne { kind, exptime } => {
-                            assert_eq!(ctx.owner(bytes), ctx.id, "key sent to the wrong shard");
-                            engine::get_one(
+                        ForwardKind::GetOne {
+                            kind,
+                            exptime,
+                            role,
+                        } => match &ctx.cluster {
+                            Some(c) if role != Role::Plain => cluster::apply_get_one(
+                                c,
                                 state,
                                 kind,
                                 exptime,
                                 bytes,
+                                role,
                                 &clock,
                                 &mut replies.bytes,
-                            );
-                        }
+                            ),
+                            _ => {
+                                if ctx.cluster.is_none() {
+                                    assert_eq!(
+                                        ctx.owner(bytes),
+                                        ctx.id,
+                                        "key sent to the wrong shard"
+                                    );
+                                }
+                                engine::get_one(
+                                    state,
+                                    kind,
+                                    exptime,
+                                    bytes,
+                                    &clock,
+                                    &mut replies.bytes,
+                                );
+                                None
+                            }
+                        },
+                    };
+                    if let Some(ticket) = ticket {
+                        tickets.push((i, ticket));
                     }
                     replies.ends.push(replies.bytes.len() as u32);
                 }
             });
+            if let Some(cluster) = &ctx.cluster {
+                for (op, ticket) in tickets {
+                    if !cluster.settle(ticket).await && !replies.fragment(op).is_empty() {
+                        replies.replace(op, crate::cluster::wire::NOT_ENOUGH_ACKS);
+                    }
+                }
+            }
             batch.clear();
             Answer::Replies { replies, batch }
         }

@@ -619,6 +619,37 @@ impl Store {
         self.unlinked_total += 1;
     }
 
+    /// Raises the CAS counter past `cas` (an item another node wrote): CAS
+    /// uniques this store hands out afterwards are larger than any it has seen.
+    pub fn observe_cas(&mut self, cas: u64) {
+        self.next_cas = self.next_cas.max((cas >> self.config.cas_suffix_bits) + 1);
+    }
+
+    /// How many segments [`Store::visit_segment`] walks.
+    pub fn segment_count(&self) -> usize {
+        self.arena.segment_count()
+    }
+
+    /// Calls `f` with every live item of segment `segment` (numbered from 0 to
+    /// [`Store::segment_count`]), without marking any accessed. Walking every
+    /// segment, with writes in between, meets every item that was live
+    /// throughout at least once: items move only within their segment.
+    pub fn visit_segment(&self, segment: usize, now: u32, mut f: impl FnMut(ItemView<'_>)) {
+        if segment >= self.arena.segment_count() {
+            return;
+        }
+        let end = self.arena.meta[segment].write_bytes;
+        let mut read = 0;
+        while read < end {
+            let addr = self.arena.addr(segment as u32, read);
+            let h = Header::read(self.arena.item(addr));
+            if h.bits & BIT_LINKED != 0 && self.dead_why(&h, now).is_none() {
+                f(self.view(addr));
+            }
+            read += h.item_bytes();
+        }
+    }
+
     fn peek_cas(&self) -> u64 {
         (self.next_cas << self.config.cas_suffix_bits) | self.config.cas_suffix
     }

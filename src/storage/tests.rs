@@ -749,3 +749,43 @@ fn small_items_fit_one_and_a_half_times_as_many_as_in_memcached() {
     assert!(s.stats().evictions > 0);
     assert!(held * 2 >= 3 * (32 * MB / memcached_chunk_bytes), "{held}");
 }
+
+#[test]
+fn visiting_every_segment_meets_each_live_item_once() {
+    let mut s = store(4 * MB);
+    for i in 0..3000 {
+        set(&mut s, format!("k{i}").as_bytes(), &[b'v'; 700], 10);
+    }
+    for i in 0..3000 {
+        if i % 3 == 0 {
+            s.delete(format!("k{i}").as_bytes(), 10);
+        }
+    }
+    s.store(StoreMode::Set, b"short", 0, 12, b"x", 10);
+    let mut seen = std::collections::HashSet::new();
+    for segment in 0..s.segment_count() {
+        s.visit_segment(segment, 20, |item| {
+            assert!(seen.insert(item.key.to_vec()), "met twice");
+        });
+    }
+    let live: std::collections::HashSet<Vec<u8>> = (0..3000)
+        .map(|i| format!("k{i}").into_bytes())
+        .filter(|k| s.peek(k, 20).is_ok())
+        .collect();
+    assert_eq!(seen, live, "expired, deleted and evicted items are not met");
+    assert!(live.len() > 1000);
+}
+
+#[test]
+fn observed_cas_uniques_are_exceeded() {
+    let mut s = Store::new(StoreConfig {
+        cas_suffix: 3,
+        cas_suffix_bits: 4,
+        ..config(4 * MB, WhenFull::Evict)
+    });
+    s.observe_cas((1000 << 4) | 9);
+    let StoreOutcome::Stored(cas) = set(&mut s, b"k", b"v", 10) else {
+        panic!("not stored");
+    };
+    assert_eq!(cas, (1001 << 4) | 3);
+}

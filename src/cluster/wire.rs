@@ -1,0 +1,397 @@
+//! What nodes say to each other on the data path (pure: bytes in, bytes out).
+//!
+//! Node-to-node traffic is memcached's own protocol, so a packet capture reads
+//! it and the receiving node parses it with the client parser. Three additions,
+//! all plain text lines:
+//!
+//! - `rc <mode> <epoch>\r\n` starts a run of requests from another node and
+//!   says how to serve them. It has no reply. `fwd`: requests a client sent to
+//!   a node that does not own their keys (the receiver serves them as an owner,
+//!   and applies writes as the primary, replicating them). `rep`: items the
+//!   primary has applied (`ms <key> <len> F<flags> T<exptime> E<cas> q` or
+//!   `md <key> q`), applied here alone; reads in this mode read the local copy.
+//!   `copy`: items a peer pushes to a recovering node, applied unless the key
+//!   was written since recovery began. A receiver at another epoch answers each
+//!   request with [`EPOCH_MISMATCH_PREFIX`] and its epoch instead of serving it.
+//! - `rc recover <epoch> <node> <hints|all>\r\n` asks a peer shard to push
+//!   (in `copy` mode) what the recovering node missed: the keys it holds hints
+//!   for, or every item the two nodes share. The reply, once everything pushed
+//!   has been acknowledged, is `OK\r\n`, or [`HINTS_OVERFLOWED`] when the hints
+//!   were dropped at their bound (the caller then asks for `all`).
+//! - Every request a node sends another is followed by `mn\r\n`, so its reply is
+//!   everything before the `MN\r\n` that answers it: [`scan_reply`] finds that end
+//!   with memcached's reply grammar and rejects anything else as garbage.
+
+use crate::protocol::meta::base64_encode;
+use std::io::Write;
+
+/// The line that starts a run of requests from another node.
+pub const PEER_LINE_PREFIX: &[u8] = b"rc ";
+
+/// The reply, instead of serving, of a node whose epoch is not the sender's.
+pub const EPOCH_MISMATCH_PREFIX: &[u8] =
+    b"SERVER_ERROR cluster epoch mismatch: this node is at epoch ";
+
+/// The reply of a node asked, in `rep` or `copy` mode, about a key it does not own.
+pub const NOT_AN_OWNER: &[u8] = b"SERVER_ERROR not an owner of this key\r\n";
+
+/// The reply of a recovering node to a forwarded read: the sender reads the
+/// next owner instead.
+pub const RECOVERING: &[u8] = b"SERVER_ERROR recovering\r\n";
+
+/// The reply when not enough owners acknowledged a write for `--write-ack`.
+pub const NOT_ENOUGH_ACKS: &[u8] = b"SERVER_ERROR not enough replicas acknowledged the write\r\n";
+
+/// The reply to `rc recover ... hints` when the hints were dropped at their bound.
+pub const HINTS_OVERFLOWED: &[u8] = b"SERVER_ERROR hints overflowed\r\n";
+
+/// The reply to a finished `rc recover`.
+pub const RECOVERED: &[u8] = b"OK\r\n";
+
+/// Ends every request a node sends another; [`MN_REPLY`] answers it.
+pub const MN_REQUEST: &[u8] = b"mn\r\n";
+pub const MN_REPLY: &[u8] = b"MN\r\n";
+
+/// Longest reply line a peer may send: the longest is a `VALUE` line, well under this.
+pub const REPLY_LINE_LEN_MAX: usize = 4096;
+
+/// How a node serves the requests after an `rc <mode>` line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerMode {
+    Forward,
+    Replica,
+    Copy,
+}
+
+impl PeerMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerMode::Forward => "fwd",
+            PeerMode::Replica => "rep",
+            PeerMode::Copy => "copy",
+        }
+    }
+}
+
+/// What a recovering node asks a peer to push.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecoverWhat {
+    /// The keys the peer holds hints for.
+    Hints,
+    /// Every item the two nodes share.
+    All,
+}
+
+/// One parsed `rc` line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerLine {
+    Mode {
+        mode: PeerMode,
+        epoch: u64,
+    },
+    Recover {
+        epoch: u64,
+        node: u32,
+        what: RecoverWhat,
+    },
+}
+
+/// Parses an `rc` line at the start of `buf`: `Ok(None)` while the line is
+/// incomplete, `Ok(Some((line, bytes used)))`, or `Err(bytes used)` for a line
+/// that is not a valid `rc` line (answered `CLIENT_ERROR bad command line format`).
+pub fn parse_peer_line(buf: &[u8]) -> Result<Option<(PeerLine, usize)>, usize> {
+    let Some(nl) = memchr::memchr(b'\n', buf) else {
+        return if buf.len() > REPLY_LINE_LEN_MAX {
+            Err(buf.len())
+        } else {
+            Ok(None)
+        };
+    };
+    let used = nl + 1;
+    let line = buf[..nl].strip_suffix(b"\r").unwrap_or(&buf[..nl]);
+    let text = std::str::from_utf8(line).map_err(|_| used)?;
+    let tokens: Vec<&str> = text.split_ascii_whitespace().collect();
+    let number = |t: Option<&&str>| t.and_then(|t| t.parse::<u64>().ok()).ok_or(used);
+    let parsed = match tokens.get(1).copied() {
+        Some(mode @ ("fwd" | "rep" | "copy")) if tokens.len() == 3 => PeerLine::Mode {
+            mode: match mode {
+                "fwd" => PeerMode::Forward,
+                "rep" => PeerMode::Replica,
+                _ => PeerMode::Copy,
+            },
+            epoch: number(tokens.get(2))?,
+        },
+        Some("recover") if tokens.len() == 5 => PeerLine::Recover {
+            epoch: number(tokens.get(2))?,
+            node: u32::try_from(number(tokens.get(3))?).map_err(|_| used)?,
+            what: match tokens[4] {
+                "hints" => RecoverWhat::Hints,
+                "all" => RecoverWhat::All,
+                _ => return Err(used),
+            },
+        },
+        _ => return Err(used),
+    };
+    Ok(Some((parsed, used)))
+}
+
+/// Writes `rc <mode> <epoch>\r\n`.
+pub fn encode_mode(mode: PeerMode, epoch: u64, out: &mut Vec<u8>) {
+    let _ = write!(out, "rc {} {epoch}\r\n", mode.as_str());
+}
+
+/// Writes `rc recover <epoch> <node> <what>\r\n` and its `mn`.
+pub fn encode_recover(epoch: u64, node: u32, what: RecoverWhat, out: &mut Vec<u8>) {
+    let what = match what {
+        RecoverWhat::Hints => "hints",
+        RecoverWhat::All => "all",
+    };
+    let _ = write!(out, "rc recover {epoch} {node} {what}\r\n");
+    out.extend_from_slice(MN_REQUEST);
+}
+
+/// Writes `key` as a meta key: as it is when the text protocol could carry it,
+/// else in base64 with the `b` flag noted in the returned bool.
+fn write_meta_key(key: &[u8], out: &mut Vec<u8>) -> bool {
+    let plain = key.len() <= crate::limits::KEY_LEN_MAX
+        && !key.is_empty()
+        && key.iter().all(|&c| c > b' ' && c != 0x7f);
+    if plain {
+        out.extend_from_slice(key);
+    } else {
+        base64_encode(key, out);
+    }
+    !plain
+}
+
+/// Writes an item as a replica applies it, with its `mn`:
+/// `ms <key> <len> F<flags> T<exptime> E<cas> q\r\n<value>\r\nmn\r\n`.
+/// `exptime_unix` is the absolute expiry (`None`: never), so the copy expires
+/// when the primary's does however long it travelled.
+pub fn encode_item(
+    key: &[u8],
+    value: &[u8],
+    flags: u32,
+    exptime_unix: Option<i64>,
+    cas: u64,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(b"ms ");
+    let binary = write_meta_key(key, out);
+    let _ = write!(
+        out,
+        " {} F{flags} T{} E{cas} q",
+        value.len(),
+        exptime_unix.unwrap_or(0)
+    );
+    if binary {
+        out.extend_from_slice(b" b");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(MN_REQUEST);
+}
+
+/// Writes the removal of an item as a replica applies it: `md <key> q\r\nmn\r\n`.
+pub fn encode_removal(key: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(b"md ");
+    let binary = write_meta_key(key, out);
+    out.extend_from_slice(if binary { b" q b\r\n" } else { b" q\r\n" });
+    out.extend_from_slice(MN_REQUEST);
+}
+
+/// Whether the reply to an item sent to a replica acknowledges it: quiet
+/// stores and removals answer nothing, a removal of a missing key `NF`.
+pub fn is_ack(reply: &[u8]) -> bool {
+    reply.is_empty() || reply == b"NF\r\n"
+}
+
+/// Where the reply to one request from another node ends, in `buf`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scan {
+    /// More bytes are needed.
+    Incomplete,
+    /// `buf[..body]` is the reply; `buf[..used]` includes its `MN\r\n`.
+    Reply { body: usize, used: usize },
+    /// Not memcached's reply grammar: the peer is disconnected.
+    Garbage(&'static str),
+}
+
+/// Finds the end of one reply (the `MN\r\n` that follows it), checking every
+/// line against the replies memcached sends and skipping value blocks by their
+/// stated length.
+pub fn scan_reply(buf: &[u8]) -> Scan {
+    let mut at = 0;
+    loop {
+        let rest = &buf[at..];
+        let Some(nl) = memchr::memchr(b'\n', rest) else {
+            return if rest.len() > REPLY_LINE_LEN_MAX {
+                Scan::Garbage("a reply line without an end")
+            } else {
+                Scan::Incomplete
+            };
+        };
+        if nl == 0 || rest[nl - 1] != b'\r' {
+            return Scan::Garbage("a reply line not ended by \\r\\n");
+        }
+        let line = &rest[..nl - 1];
+        let line_end = at + nl + 1;
+        if line == b"MN" {
+            return Scan::Reply {
+                body: at,
+                used: line_end,
+            };
+        }
+        let mut tokens = line.split(|&c| c == b' ');
+        let first = tokens.next().unwrap_or_default();
+        let data_len = match first {
+            b"VALUE" => Some(tokens.nth(2)),
+            b"VA" => Some(tokens.next()),
+            _ if is_reply_word(first) || is_number(first) => None,
+            _ => return Scan::Garbage("not a memcached reply"),
+        };
+        at = line_end;
+        if let Some(len) = data_len {
+            let Some(len) = len
+                .and_then(|t| std::str::from_utf8(t).ok())
+                .and_then(|t| t.parse::<usize>().ok())
+            else {
+                return Scan::Garbage("a value without a length");
+            };
+            if len > crate::limits::PEER_REPLY_BYTES_MAX {
+                return Scan::Garbage("a value longer than any item");
+            }
+            let block_end = at + len + 2;
+            if buf.len() < block_end {
+                return Scan::Incomplete;
+            }
+            if &buf[at + len..block_end] != b"\r\n" {
+                return Scan::Garbage("a value not ended by \\r\\n");
+            }
+            at = block_end;
+        }
+    }
+}
+
+/// The first word of every reply line memcached sends besides values and numbers.
+fn is_reply_word(word: &[u8]) -> bool {
+    matches!(
+        word,
+        b"STORED"
+            | b"NOT_STORED"
+            | b"EXISTS"
+            | b"NOT_FOUND"
+            | b"DELETED"
+            | b"TOUCHED"
+            | b"OK"
+            | b"END"
+            | b"ERROR"
+            | b"CLIENT_ERROR"
+            | b"SERVER_ERROR"
+            | b"STAT"
+            | b"VERSION"
+            | b"RESET"
+            | b"HD"
+            | b"NF"
+            | b"NS"
+            | b"EX"
+            | b"EN"
+            | b"ME"
+    )
+}
+
+fn is_number(word: &[u8]) -> bool {
+    !word.is_empty() && word.iter().all(u8::is_ascii_digit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_ends_at_its_mn() {
+        assert_eq!(
+            scan_reply(b"STORED\r\nMN\r\nEND"),
+            Scan::Reply { body: 8, used: 12 }
+        );
+        assert_eq!(scan_reply(b"MN\r\n"), Scan::Reply { body: 0, used: 4 });
+        assert_eq!(scan_reply(b"STORED\r\nM"), Scan::Incomplete);
+    }
+
+    #[test]
+    fn values_are_skipped_by_length_even_when_they_hold_mn() {
+        let reply = b"VALUE k 0 4\r\nMN\r\n\r\nEND\r\nMN\r\n";
+        assert_eq!(
+            scan_reply(reply),
+            Scan::Reply {
+                body: reply.len() - 4,
+                used: reply.len()
+            }
+        );
+        let meta = b"VA 4 f0\r\nMN\r\n\r\nMN\r\n";
+        assert_eq!(scan_reply(meta), Scan::Reply { body: 15, used: 19 });
+        assert_eq!(scan_reply(b"VA 4 f0\r\nMN\r"), Scan::Incomplete);
+    }
+
+    #[test]
+    fn anything_else_is_garbage() {
+        assert!(matches!(
+            scan_reply(b"HTTP/1.1 200 OK\r\n"),
+            Scan::Garbage(_)
+        ));
+        assert!(matches!(scan_reply(b"STORED\n"), Scan::Garbage(_)));
+        assert!(matches!(scan_reply(b"VALUE k 0 x\r\n"), Scan::Garbage(_)));
+        assert!(matches!(scan_reply(b"VA 1\r\nxyz\r\n"), Scan::Garbage(_)));
+        assert!(matches!(scan_reply(&[b'x'; 5000]), Scan::Garbage(_)));
+        assert_eq!(
+            scan_reply(b"12\r\nMN\r\n"),
+            Scan::Reply { body: 4, used: 8 }
+        );
+    }
+
+    #[test]
+    fn peer_lines_parse_and_refuse_junk() {
+        assert_eq!(
+            parse_peer_line(b"rc fwd 3\r\nget k\r\n"),
+            Ok(Some((
+                PeerLine::Mode {
+                    mode: PeerMode::Forward,
+                    epoch: 3
+                },
+                10
+            )))
+        );
+        assert_eq!(
+            parse_peer_line(b"rc recover 1 7 all\r\n"),
+            Ok(Some((
+                PeerLine::Recover {
+                    epoch: 1,
+                    node: 7,
+                    what: RecoverWhat::All
+                },
+                20
+            )))
+        );
+        assert_eq!(parse_peer_line(b"rc fwd"), Ok(None));
+        assert_eq!(parse_peer_line(b"rc fwd x\r\n"), Err(10));
+        assert_eq!(parse_peer_line(b"rc nope 1\r\n"), Err(11));
+        assert_eq!(parse_peer_line(b"rc recover 1 7 some\r\n"), Err(21));
+    }
+
+    #[test]
+    fn items_are_meta_sets_with_the_primarys_fields() {
+        let mut out = Vec::new();
+        encode_item(b"k", b"abc", 5, Some(1_900_000_000), 77, &mut out);
+        assert_eq!(
+            out,
+            b"ms k 3 F5 T1900000000 E77 q\r\nabc\r\nmn\r\n".to_vec()
+        );
+        out.clear();
+        encode_item(b"a b", b"", 0, None, 1, &mut out);
+        assert_eq!(out, b"ms YSBi 0 F0 T0 E1 q b\r\n\r\nmn\r\n".to_vec());
+        out.clear();
+        encode_removal(b"k", &mut out);
+        assert_eq!(out, b"md k q\r\nmn\r\n".to_vec());
+    }
+}

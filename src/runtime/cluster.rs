@@ -1,0 +1,826 @@
+//! A node's part in a cluster: where each request goes, replication of the
+//! writes this node applies, hints for owners that missed writes, recovery of a
+//! node that starts or was cut off, and probes of the nodes it skips (TKO).
+//!
+//! [`ClusterNode`] is shared by the node's shards (the configuration, which
+//! peers are TKO, counters); [`ShardCluster`] is one shard's own part (its
+//! links to other nodes' shards, its hints, the keys written while the node
+//! recovers). The rules, node by node:
+//!
+//! - Reads go to the first owner in the key's read order that is not TKO (and
+//!   not this node while it recovers); a failed or timed-out read tries the next.
+//! - Writes go to the first owner that is not TKO: that node applies the write
+//!   as primary, sends the resulting item to the other owners, and answers once
+//!   `write_ack` owners (itself included) have it. An owner it cannot reach gets
+//!   a hint (the key), replayed when that owner asks during its recovery.
+//! - A node recovers when it starts and when it finds it was paused: until every
+//!   reachable peer has pushed what it missed (all shared items after a start,
+//!   the hinted keys after a pause), it answers forwarded reads with
+//!   `SERVER_ERROR recovering` and its own reads go to other owners. Pushed
+//!   copies never overwrite a key written since recovery began.
+
+use super::peer::{self, Link, Reply};
+use super::shard::{with_state, ShardCtx};
+use crate::cluster::config::{ClusterConfig, Endpoint};
+use crate::cluster::placement::Placement;
+use crate::cluster::ring::Owner;
+use crate::cluster::wire::{self, PeerMode, RecoverWhat};
+use crate::engine::ShardState;
+use crate::limits::{
+    HINTED_KEYS_MAX, PEER_PROBE_INTERVAL_MS, RECOVERY_PEER_TIMEOUT_SECS, RECOVERY_WRITTEN_KEYS_MAX,
+};
+use crate::storage::ttl::Clock;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the whole node knows of its cluster.
+pub struct ClusterNode {
+    /// This node's id.
+    pub me: u32,
+    pub placement: Placement,
+    pub peer_timeout: Duration,
+    /// Shard endpoints, resolved once.
+    shard_addrs: HashMap<Owner, SocketAddr>,
+    /// Client addresses of the nodes, resolved once.
+    client_addrs: HashMap<u32, SocketAddr>,
+    /// Per node id: whether it is skipped (TKO) until a probe finds it answering.
+    tko: HashMap<u32, AtomicBool>,
+    pub recovering: AtomicBool,
+    timeouts: AtomicU64,
+    disconnects: AtomicU64,
+    hinted_keys: AtomicU64,
+}
+
+fn resolve(endpoint: &Endpoint) -> Result<SocketAddr, String> {
+    (endpoint.host.as_str(), endpoint.port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| format!("cannot resolve {endpoint}"))
+}
+
+impl ClusterNode {
+    pub fn new(
+        config: ClusterConfig,
+        me: u32,
+        peer_timeout: Duration,
+    ) -> Result<ClusterNode, String> {
+        if config.node(me).is_none() {
+            return Err(format!("--node-id {me}: the cluster file has no node {me}"));
+        }
+        let mut shard_addrs = HashMap::new();
+        let mut client_addrs = HashMap::new();
+        let mut tko = HashMap::new();
+        for node in config.nodes() {
+            client_addrs.insert(node.id, resolve(&node.client_addr)?);
+            for (shard, endpoint) in node.shards.iter().enumerate() {
+                let owner = Owner {
+                    node: node.id,
+                    shard: shard as u32,
+                };
+                shard_addrs.insert(owner, resolve(endpoint)?);
+            }
+            tko.insert(node.id, AtomicBool::new(false));
+        }
+        Ok(ClusterNode {
+            me,
+            placement: Placement::new(Arc::new(config)),
+            peer_timeout,
+            shard_addrs,
+            client_addrs,
+            tko,
+            recovering: AtomicBool::new(true),
+            timeouts: AtomicU64::new(0),
+            disconnects: AtomicU64::new(0),
+            hinted_keys: AtomicU64::new(0),
+        })
+    }
+
+    pub fn config(&self) -> &ClusterConfig {
+        self.placement.config()
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.placement.epoch()
+    }
+
+    /// This node's client address and shard endpoints.
+    pub fn own_addrs(&self) -> (SocketAddr, Vec<SocketAddr>) {
+        let shards = self.config().node(self.me).map_or(0, |n| n.shards.len());
+        (
+            self.client_addrs[&self.me],
+            (0..shards as u32)
+                .map(|shard| {
+                    self.shard_addrs[&Owner {
+                        node: self.me,
+                        shard,
+                    }]
+                })
+                .collect(),
+        )
+    }
+
+    pub fn is_tko(&self, node: u32) -> bool {
+        node != self.me
+            && self
+                .tko
+                .get(&node)
+                .is_some_and(|t| t.load(Ordering::Acquire))
+    }
+
+    pub fn mark_tko(&self, node: u32) {
+        if node == self.me {
+            return;
+        }
+        if let Some(t) = self.tko.get(&node) {
+            if !t.swap(true, Ordering::AcqRel) {
+                log::warn!("node {node} is unreachable: skipping it until it answers a probe");
+            }
+        }
+    }
+
+    fn clear_tko(&self, node: u32) {
+        if let Some(t) = self.tko.get(&node) {
+            if t.swap(false, Ordering::AcqRel) {
+                log::warn!("node {node} answers again");
+            }
+        }
+    }
+
+    /// Marks `node` TKO after a request to it timed out; counts the timeouts
+    /// that did so (those of requests already in flight when it happened do not).
+    pub fn timed_out(&self, node: u32) {
+        if node != self.me && !self.is_tko(node) {
+            self.timeouts.fetch_add(1, Ordering::Relaxed);
+        }
+        self.mark_tko(node);
+    }
+
+    /// Whether `node` answers a no-op on its first shard's endpoint in time, as
+    /// a forwarded request would be answered.
+    pub async fn probe(&self, node: u32) -> bool {
+        let addr = self.shard_addrs[&Owner { node, shard: 0 }];
+        let mode = Some((PeerMode::Forward, self.epoch()));
+        peer::one_off(addr, mode, wire::MN_REQUEST, self.peer_timeout).await == Ok(Vec::new())
+    }
+
+    pub fn count_disconnect(&self) {
+        self.disconnects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn is_recovering(&self) -> bool {
+        self.recovering.load(Ordering::Acquire)
+    }
+}
+
+/// How a shard applies a keyed request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// A read, or any request outside a cluster.
+    Plain,
+    /// A write this node applies first: the resulting item goes to the other owners.
+    Primary,
+    /// An item the primary applied.
+    Replica,
+    /// An item a peer pushes to this recovering node.
+    Copy,
+}
+
+/// How a connection's requests are served: as a client's, or as another node's
+/// after an `rc <mode> <epoch>` line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnMode {
+    Client,
+    Peer { mode: PeerMode, epoch: u64 },
+}
+
+/// Where one keyed request goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// A shard of this node, applying it in this role.
+    Shard(u32, Role),
+    /// Another node (or this one, through its own endpoint, on a retry).
+    Peer(Owner),
+    /// Answered here with a refusal.
+    Refuse(Refusal),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    NotAnOwner,
+    Recovering,
+    NoOwnerReachable,
+    Epoch(u64),
+}
+
+impl Refusal {
+    pub fn write(self, out: &mut Vec<u8>) {
+        match self {
+            Refusal::NotAnOwner => out.extend_from_slice(wire::NOT_AN_OWNER),
+            Refusal::Recovering => out.extend_from_slice(wire::RECOVERING),
+            Refusal::NoOwnerReachable => {
+                out.extend_from_slice(b"SERVER_ERROR no owner of this key is reachable\r\n")
+            }
+            Refusal::Epoch(epoch) => {
+                out.extend_from_slice(wire::EPOCH_MISMATCH_PREFIX);
+                out.extend_from_slice(epoch.to_string().as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+}
+
+impl ClusterNode {
+    /// Where a keyed request on a connection in `mode` goes.
+    pub fn route(&self, key: &[u8], write: bool, mode: ConnMode) -> Route {
+        match mode {
+            ConnMode::Client => match self.candidates(key, write, &[]).next() {
+                Some(owner) if owner.node == self.me => {
+                    Route::Shard(owner.shard, if write { Role::Primary } else { Role::Plain })
+                }
+                Some(owner) => Route::Peer(owner),
+                None if write => Route::Refuse(Refusal::NoOwnerReachable),
+                // Every owner is skipped: a read still tries the first one
+                // rather than fail without asking.
+                None => match self.placement.read_order(key).primary() {
+                    owner if owner.node == self.me => Route::Shard(owner.shard, Role::Plain),
+                    owner => Route::Peer(owner),
+                },
+            },
+            ConnMode::Peer { mode, epoch } => {
+                if epoch != self.epoch() {
+                    return Route::Refuse(Refusal::Epoch(self.epoch()));
+                }
+                let owners = self.placement.owners(key);
+                let Some(mine) = owners.iter().find(|o| o.node == self.me) else {
+                    return Route::Refuse(Refusal::NotAnOwner);
+                };
+                let role = match (mode, write) {
+                    (PeerMode::Forward, false) if self.is_recovering() => {
+                        return Route::Refuse(Refusal::Recovering)
+                    }
+                    (_, false) => Role::Plain,
+                    (PeerMode::Forward, true) => Role::Primary,
+                    (PeerMode::Replica, true) => Role::Replica,
+                    (PeerMode::Copy, true) => Role::Copy,
+                };
+                Route::Shard(mine.shard, role)
+            }
+        }
+    }
+
+    /// The owners a client's request for `key` may go to, in the order to try
+    /// them, leaving out those in `tried`, TKO ones, and this node while it
+    /// recovers (for reads).
+    pub fn candidates<'a>(
+        &'a self,
+        key: &[u8],
+        write: bool,
+        tried: &'a [Owner],
+    ) -> impl Iterator<Item = Owner> + 'a {
+        let order = if write {
+            self.placement.owners(key)
+        } else {
+            self.placement.read_order(key)
+        };
+        let recovering = self.is_recovering();
+        (0..order.len()).map(move |i| order[i]).filter(move |o| {
+            let skipped = self.is_tko(o.node) || (o.node == self.me && recovering && !write);
+            !tried.contains(o) && !skipped
+        })
+    }
+}
+
+/// One write's replication: the replies of the other owners, and how many of
+/// them must acknowledge it before the client is answered.
+pub struct Ticket {
+    key: Vec<u8>,
+    replies: Vec<(Rc<Link>, Reply)>,
+    needed: usize,
+}
+
+/// The hints one shard keeps for one unreachable node.
+#[derive(Default)]
+struct Hints {
+    keys: HashSet<Vec<u8>>,
+    overflowed: bool,
+}
+
+/// One shard's part of the cluster.
+pub struct ShardCluster {
+    pub node: Arc<ClusterNode>,
+    links: RefCell<HashMap<Owner, Rc<Link>>>,
+    hints: RefCell<HashMap<u32, Hints>>,
+    /// Keys written (by any role but `Copy`) since the node's recovery began.
+    written: RefCell<HashSet<Vec<u8>>>,
+}
+
+impl ShardCluster {
+    pub fn new(node: Arc<ClusterNode>) -> ShardCluster {
+        ShardCluster {
+            node,
+            links: RefCell::new(HashMap::new()),
+            hints: RefCell::new(HashMap::new()),
+            written: RefCell::new(HashSet::new()),
+        }
+    }
+
+    /// This shard's link to `owner`'s shard, made on first use.
+    pub fn link(&self, owner: Owner) -> Rc<Link> {
+        self.links
+            .borrow_mut()
+            .entry(owner)
+            .or_insert_with(|| Link::new(owner, self.node.shard_addrs[&owner], self.node.clone()))
+            .clone()
+    }
+
+    /// Applies a keyed request in `role` (the engine has already executed it
+    /// for `Plain`): bookkeeping before and after, and for `Primary` the
+    /// replication of the resulting item. Returns false when a `Copy` must not
+    /// be applied (the key was written since recovery began).
+    pub fn before_apply(&self, key: &[u8], role: Role) -> bool {
+        let recovering = self.node.is_recovering();
+        if !recovering {
+            if !self.written.borrow().is_empty() {
+                *self.written.borrow_mut() = HashSet::new();
+            }
+            return true;
+        }
+        match role {
+            Role::Plain => true,
+            Role::Copy => !self.written.borrow().contains(key),
+            Role::Primary | Role::Replica => {
+                let mut written = self.written.borrow_mut();
+                if written.len() < RECOVERY_WRITTEN_KEYS_MAX {
+                    written.insert(key.to_vec());
+                } else if written.len() == RECOVERY_WRITTEN_KEYS_MAX {
+                    log::warn!(
+                        "more than {RECOVERY_WRITTEN_KEYS_MAX} keys written during recovery: copies may overwrite newer writes"
+                    );
+                    written.insert(Vec::new());
+                }
+                true
+            }
+        }
+    }
+
+    /// Sends the item `key` now is (or its removal) to the key's other owners.
+    pub fn replicate(&self, state: &mut ShardState, key: &[u8], clock: &Clock) -> Ticket {
+        let mut record = Vec::new();
+        encode_current(state, key, clock, &mut record);
+        let owners = self.node.placement.owners(key);
+        let config = self.node.config();
+        let needed = config
+            .write_ack()
+            .acks_needed(config.replicas())
+            .saturating_sub(1);
+        let mut replies = Vec::with_capacity(owners.len());
+        for &owner in owners.iter().filter(|o| o.node != self.node.me) {
+            if self.node.is_tko(owner.node) {
+                self.hint(owner.node, key);
+            } else {
+                let link = self.link(owner);
+                let reply = link.send(PeerMode::Replica, record.clone());
+                replies.push((link, reply));
+            }
+        }
+        Ticket {
+            key: key.to_vec(),
+            replies,
+            needed,
+        }
+    }
+
+    /// Waits until enough owners have acknowledged the write (true) or too
+    /// many have failed (false). Owners that fail get a hint; those not waited
+    /// for are followed in the background.
+    pub async fn settle(self: &Rc<Self>, ticket: Ticket) -> bool {
+        let Ticket {
+            key,
+            replies,
+            needed,
+        } = ticket;
+        let mut acks = 0;
+        let mut replies = replies.into_iter();
+        while acks < needed {
+            let Some((link, reply)) = replies.next() else {
+                break;
+            };
+            if self.acknowledged(&link, reply, &key).await {
+                acks += 1;
+            }
+        }
+        let rest: Vec<_> = replies.collect();
+        if !rest.is_empty() {
+            let me = self.clone();
+            glommio::spawn_local(async move {
+                for (link, reply) in rest {
+                    me.acknowledged(&link, reply, &key).await;
+                }
+            })
+            .detach();
+        }
+        acks >= needed
+    }
+
+    async fn acknowledged(&self, link: &Rc<Link>, reply: Reply, key: &[u8]) -> bool {
+        match link.wait(reply).await {
+            Ok(reply) if wire::is_ack(&reply) => true,
+            Ok(reply) => {
+                log::warn!(
+                    "node {} refused a replicated item: {}",
+                    link.target.node,
+                    String::from_utf8_lossy(&reply).trim_end()
+                );
+                self.hint(link.target.node, key);
+                false
+            }
+            Err(_) => {
+                self.hint(link.target.node, key);
+                false
+            }
+        }
+    }
+
+    /// Remembers that `node` missed the latest write of `key`.
+    fn hint(&self, node: u32, key: &[u8]) {
+        let mut hints = self.hints.borrow_mut();
+        let hints = hints.entry(node).or_default();
+        if hints.overflowed {
+            return;
+        }
+        if hints.keys.len() >= HINTED_KEYS_MAX {
+            log::warn!(
+                "more than {HINTED_KEYS_MAX} hinted keys for node {node}: dropping them; it will copy what it shares with this node when it returns"
+            );
+            self.node
+                .hinted_keys
+                .fetch_sub(hints.keys.len() as u64, Ordering::Relaxed);
+            hints.keys = HashSet::new();
+            hints.overflowed = true;
+        } else if hints.keys.insert(key.to_vec()) {
+            self.node.hinted_keys.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Pushes to recovering `node` what it asked for: the keys hinted for it, or
+    /// every item of this shard it co-owns. Returns the reply to `rc recover`.
+    pub async fn push_recovery(
+        self: &Rc<Self>,
+        node: u32,
+        what: RecoverWhat,
+        clock: &Clock,
+    ) -> &'static [u8] {
+        let taken = self.hints.borrow_mut().remove(&node).unwrap_or_default();
+        self.node
+            .hinted_keys
+            .fetch_sub(taken.keys.len() as u64, Ordering::Relaxed);
+        let mut pending: Vec<(Rc<Link>, Reply, Vec<u8>)> = Vec::new();
+        match what {
+            RecoverWhat::Hints if taken.overflowed => {
+                // Keep the mark until the node copies everything.
+                self.hints.borrow_mut().entry(node).or_default().overflowed = true;
+                return wire::HINTS_OVERFLOWED;
+            }
+            RecoverWhat::Hints => {
+                for key in taken.keys {
+                    let owners = self.node.placement.owners(&key);
+                    let Some(&target) = owners.iter().find(|o| o.node == node) else {
+                        continue;
+                    };
+                    let mut record = Vec::new();
+                    with_state(|s| encode_current(s, &key, clock, &mut record));
+                    let link = self.link(target);
+                    let reply = link.send(PeerMode::Copy, record);
+                    pending.push((link, reply, key));
+                }
+            }
+            RecoverWhat::All => {
+                let segments = with_state(|s| s.store.segment_count());
+                for segment in 0..segments {
+                    let mut batch: Vec<(Owner, Vec<u8>, Vec<u8>)> = Vec::new();
+                    with_state(|s| {
+                        s.store.visit_segment(segment, clock.rel_secs, |item| {
+                            let owners = self.node.placement.owners(item.key);
+                            if let Some(&target) = owners.iter().find(|o| o.node == node) {
+                                let mut record = Vec::new();
+                                encode_view(&item, clock, &mut record);
+                                batch.push((target, record, item.key.to_vec()));
+                            }
+                        })
+                    });
+                    for (target, record, key) in batch {
+                        let link = self.link(target);
+                        let reply = link.send(PeerMode::Copy, record);
+                        pending.push((link, reply, key));
+                    }
+                    // Bound what is in flight: wait for this segment's copies.
+                    if !self.all_acknowledged(&mut pending).await {
+                        return b"SERVER_ERROR copy failed\r\n";
+                    }
+                    glommio::executor().yield_if_needed().await;
+                }
+            }
+        }
+        if self.all_acknowledged(&mut pending).await {
+            wire::RECOVERED
+        } else {
+            b"SERVER_ERROR copy failed\r\n"
+        }
+    }
+
+    async fn all_acknowledged(&self, pending: &mut Vec<(Rc<Link>, Reply, Vec<u8>)>) -> bool {
+        let mut ok = true;
+        for (link, reply, key) in pending.drain(..) {
+            if !self.acknowledged(&link, reply, &key).await {
+                ok = false;
+            }
+        }
+        ok
+    }
+
+    pub fn hinted_keys(&self) -> u64 {
+        self.node.hinted_keys.load(Ordering::Relaxed)
+    }
+}
+
+/// Applies a keyed text or meta request in `role`, writing its reply to `out`;
+/// for `Primary`, returns the replication to settle before the reply is sent.
+pub fn apply(
+    cluster: &ShardCluster,
+    state: &mut ShardState,
+    req: &crate::protocol::text::Request<'_>,
+    key: &[u8],
+    role: Role,
+    clock: &Clock,
+    out: &mut Vec<u8>,
+) -> Option<Ticket> {
+    if !cluster.before_apply(key, role) {
+        // A copy older than a write since recovery began: acknowledged, not applied.
+        return None;
+    }
+    crate::engine::execute(state, req, clock, out);
+    after_apply(cluster, state, req_new_cas(req), key, role, clock)
+}
+
+/// [`apply`] for one key of a multi-key retrieval (`gat` changes its item).
+#[allow(clippy::too_many_arguments)]
+pub fn apply_get_one(
+    cluster: &ShardCluster,
+    state: &mut ShardState,
+    kind: crate::protocol::text::GetKind,
+    exptime: Option<i64>,
+    key: &[u8],
+    role: Role,
+    clock: &Clock,
+    out: &mut Vec<u8>,
+) -> Option<Ticket> {
+    cluster.before_apply(key, role);
+    crate::engine::get_one(state, kind, exptime, key, clock, out);
+    after_apply(cluster, state, None, key, role, clock)
+}
+
+/// [`apply`] for a binary request.
+pub fn apply_binary(
+    cluster: &ShardCluster,
+    state: &mut ShardState,
+    req: &crate::protocol::binary::BinRequest<'_>,
+    key: &[u8],
+    role: Role,
+    clock: &Clock,
+    out: &mut Vec<u8>,
+) -> Option<Ticket> {
+    cluster.before_apply(key, role);
+    crate::engine::binary::execute(state, req, clock, out);
+    after_apply(cluster, state, None, key, role, clock)
+}
+
+fn req_new_cas(req: &crate::protocol::text::Request<'_>) -> Option<u64> {
+    match req {
+        crate::protocol::text::Request::Meta(meta) => meta.flags.new_cas,
+        _ => None,
+    }
+}
+
+fn after_apply(
+    cluster: &ShardCluster,
+    state: &mut ShardState,
+    new_cas: Option<u64>,
+    key: &[u8],
+    role: Role,
+    clock: &Clock,
+) -> Option<Ticket> {
+    match role {
+        Role::Primary => Some(cluster.replicate(state, key, clock)),
+        Role::Replica | Role::Copy => {
+            if let Some(cas) = new_cas {
+                state.store.observe_cas(cas);
+            }
+            None
+        }
+        Role::Plain => None,
+    }
+}
+
+/// Writes the record that makes a replica's copy of `key` what this store holds.
+fn encode_current(state: &mut ShardState, key: &[u8], clock: &Clock, out: &mut Vec<u8>) {
+    match state.store.peek(key, clock.rel_secs) {
+        Ok(item) => encode_view(&item, clock, out),
+        Err(_) => wire::encode_removal(key, out),
+    }
+}
+
+fn encode_view(item: &crate::storage::ItemView<'_>, clock: &Clock, out: &mut Vec<u8>) {
+    let exptime_unix =
+        (item.exptime != 0).then(|| clock.process_started_unix + item.exptime as i64);
+    wire::encode_item(
+        item.key,
+        item.value,
+        item.flags,
+        exptime_unix,
+        item.cas,
+        out,
+    );
+}
+
+/// Whether a text or meta request changes its item (and so goes to the primary
+/// and is replicated).
+pub fn is_write(req: &crate::protocol::text::Request<'_>) -> bool {
+    use crate::protocol::meta::MetaCommand;
+    use crate::protocol::text::Request;
+    match req {
+        Request::Store { .. }
+        | Request::TooLarge { .. }
+        | Request::Delete { .. }
+        | Request::Arith { .. }
+        | Request::Touch { .. } => true,
+        Request::Get { exptime, .. } => exptime.is_some(),
+        Request::Meta(meta) => match meta.command {
+            MetaCommand::Get => meta.flags.ttl.is_some() || meta.flags.vivify_ttl.is_some(),
+            MetaCommand::Set | MetaCommand::Delete | MetaCommand::Arith => true,
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// The node's recovery: asks every peer shard to push what this node missed,
+/// then serves reads again. Runs on shard 0 at start (`All`) and after a pause
+/// (`Hints`).
+pub async fn recover(cluster: Rc<ShardCluster>, what: RecoverWhat) {
+    let node = &cluster.node;
+    node.recovering.store(true, Ordering::Release);
+    let started = Instant::now();
+    let mut asked = 0;
+    let mut answered = 0;
+    let config = node.placement.config().clone();
+    for peer in config.nodes().iter().filter(|n| n.id != node.me) {
+        // A peer that does not answer a no-op now is not waited for: what it
+        // holds for this node is out of reach until it answers again.
+        if !node.probe(peer.id).await {
+            log::info!("node {} is not reachable for recovery", peer.id);
+            node.mark_tko(peer.id);
+            continue;
+        }
+        for shard in 0..peer.shards.len() as u32 {
+            let owner = Owner {
+                node: peer.id,
+                shard,
+            };
+            asked += 1;
+            let mut what = what;
+            loop {
+                let mut request = Vec::new();
+                wire::encode_recover(node.epoch(), node.me, what, &mut request);
+                let reply = peer::one_off(
+                    node.shard_addrs[&owner],
+                    None,
+                    &request,
+                    Duration::from_secs(RECOVERY_PEER_TIMEOUT_SECS),
+                )
+                .await;
+                match reply {
+                    Ok(reply) if reply == wire::RECOVERED => answered += 1,
+                    Ok(reply) if reply == wire::HINTS_OVERFLOWED && what == RecoverWhat::Hints => {
+                        what = RecoverWhat::All;
+                        continue;
+                    }
+                    Ok(reply) => log::warn!(
+                        "recovery from node {} shard {shard}: {}",
+                        peer.id,
+                        String::from_utf8_lossy(&reply).trim_end()
+                    ),
+                    Err(e) => log::warn!("recovery from node {} shard {shard}: {e:?}", peer.id),
+                }
+                break;
+            }
+        }
+    }
+    node.recovering.store(false, Ordering::Release);
+    log::info!(
+        "recovered ({:?}) from {answered} of {asked} peer shards in {:?}",
+        what,
+        started.elapsed()
+    );
+}
+
+/// Probes the nodes marked TKO and clears the mark of those that answer; and
+/// notices when this process was paused (a tick much later than due), which
+/// means peers may have hints for it: then it recovers them.
+pub async fn watch(cluster: Rc<ShardCluster>) {
+    let node = cluster.node.clone();
+    let interval = Duration::from_millis(PEER_PROBE_INTERVAL_MS);
+    let probing: Rc<RefCell<HashSet<u32>>> = Rc::default();
+    loop {
+        let before = Instant::now();
+        glommio::timer::sleep(interval).await;
+        let gap = before.elapsed();
+        if gap > interval + node.peer_timeout && !node.is_recovering() {
+            log::warn!("this node was paused for {gap:?}: recovering the writes it missed");
+            glommio::spawn_local(recover(cluster.clone(), RecoverWhat::Hints)).detach();
+        }
+        for id in node.config().nodes().iter().map(|n| n.id) {
+            if node.is_tko(id) && !probing.borrow().contains(&id) {
+                probing.borrow_mut().insert(id);
+                let node = node.clone();
+                let probing = probing.clone();
+                glommio::spawn_local(async move {
+                    if node.probe(id).await {
+                        node.clear_tko(id);
+                    }
+                    probing.borrow_mut().remove(&id);
+                })
+                .detach();
+            }
+        }
+    }
+}
+
+/// The cluster view for `stats cluster`: the configuration, this node's state
+/// and counters, and every node's reachability and item count.
+pub async fn write_stats_cluster(ctx: &ShardCtx, own_items: u64, out: &mut Vec<u8>) {
+    use std::io::Write;
+    let cluster = ctx.cluster.as_ref().expect("a cluster node");
+    let node = &cluster.node;
+    let mut body = Vec::new();
+    crate::cluster::encode::encode_stats_cluster(node.config(), &mut body);
+    body.truncate(body.len() - b"END\r\n".len());
+    let _ = write!(body, "STAT node_id {}\r\n", node.me);
+    let state = if node.is_recovering() {
+        "recovering"
+    } else {
+        "serving"
+    };
+    let _ = write!(body, "STAT node_state {state}\r\n");
+    let _ = write!(body, "STAT hinted_keys {}\r\n", cluster.hinted_keys());
+    let _ = write!(
+        body,
+        "STAT peer_timeouts {}\r\n",
+        node.timeouts.load(Ordering::Relaxed)
+    );
+    let _ = write!(
+        body,
+        "STAT peer_disconnects {}\r\n",
+        node.disconnects.load(Ordering::Relaxed)
+    );
+    for peer in node.config().nodes() {
+        let items = if peer.id == node.me {
+            Some(own_items)
+        } else if node.is_tko(peer.id) {
+            None
+        } else {
+            peer::one_off(
+                node.client_addrs[&peer.id],
+                None,
+                b"stats\r\nmn\r\n",
+                node.peer_timeout,
+            )
+            .await
+            .ok()
+            .and_then(|reply| curr_items(&reply))
+        };
+        match items {
+            Some(items) => {
+                let _ = write!(body, "STAT node:{}:reachable yes\r\n", peer.id);
+                let _ = write!(body, "STAT node:{}:curr_items {items}\r\n", peer.id);
+            }
+            None => {
+                let _ = write!(body, "STAT node:{}:reachable no\r\n", peer.id);
+            }
+        }
+    }
+    body.extend_from_slice(b"END\r\n");
+    out.extend_from_slice(&body);
+}
+
+fn curr_items(stats: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(stats).ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("STAT curr_items "))
+        .and_then(|n| n.trim().parse().ok())
+}

@@ -1,0 +1,342 @@
+//! Links from one shard to the shards of other nodes: one TCP connection per
+//! (this shard, remote shard), opened on first use, carrying requests in the
+//! order they were sent and handing back each reply to its sender.
+//!
+//! A request is queued with [`Link::send`], which returns a [`Reply`] to await.
+//! The link's task writes everything queued with one call (each request with
+//! its `rc` mode line when the mode changes, and its `mn`), reads replies, cuts
+//! them with `cluster::wire::scan_reply` and completes the senders in order. A
+//! link that fails (refused, reset, closed, garbage, or aborted by a sender whose
+//! wait timed out) fails every request on it and marks its node TKO: the node's
+//! shards skip it until a probe finds it answering again.
+
+use super::cluster::ClusterNode;
+use crate::cluster::ring::Owner;
+use crate::cluster::wire::{self, PeerMode, Scan};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use glommio::Task;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+/// Why a request to another node got no reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkError {
+    /// The connection could not be made, or broke.
+    Failed,
+    /// No reply within the peer timeout.
+    TimedOut,
+}
+
+struct Slot {
+    value: RefCell<Option<Result<Vec<u8>, LinkError>>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Slot {
+    fn complete(&self, value: Result<Vec<u8>, LinkError>) {
+        *self.value.borrow_mut() = Some(value);
+        if let Some(waker) = self.waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+}
+
+/// The reply to one request, to be awaited (a one-shot channel).
+pub struct Reply(Rc<Slot>);
+
+impl Reply {
+    /// A reply that is already known.
+    pub fn ready(value: Result<Vec<u8>, LinkError>) -> Reply {
+        Reply(Rc::new(Slot {
+            value: RefCell::new(Some(value)),
+            waker: RefCell::new(None),
+        }))
+    }
+}
+
+impl Future for Reply {
+    type Output = Result<Vec<u8>, LinkError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(value) = self.0.value.borrow_mut().take() {
+            return Poll::Ready(value);
+        }
+        *self.0.waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+struct Outgoing {
+    mode: PeerMode,
+    bytes: Vec<u8>,
+    slot: Rc<Slot>,
+}
+
+/// One shard's connection to one shard of another node.
+pub struct Link {
+    pub target: Owner,
+    addr: SocketAddr,
+    cluster: Arc<ClusterNode>,
+    queue: RefCell<VecDeque<Outgoing>>,
+    in_flight: RefCell<VecDeque<Rc<Slot>>>,
+    writer_waker: RefCell<Option<Waker>>,
+    task: RefCell<Option<Task<()>>>,
+    running: Cell<bool>,
+}
+
+impl Link {
+    pub fn new(target: Owner, addr: SocketAddr, cluster: Arc<ClusterNode>) -> Rc<Link> {
+        Rc::new(Link {
+            target,
+            addr,
+            cluster,
+            queue: RefCell::new(VecDeque::new()),
+            in_flight: RefCell::new(VecDeque::new()),
+            writer_waker: RefCell::new(None),
+            task: RefCell::new(None),
+            running: Cell::new(false),
+        })
+    }
+
+    /// Queues `bytes` (requests, each followed by `mn`, in `mode`) and returns
+    /// their reply. Requests on one link are written and answered in order.
+    pub fn send(self: &Rc<Self>, mode: PeerMode, bytes: Vec<u8>) -> Reply {
+        let slot = Rc::new(Slot {
+            value: RefCell::new(None),
+            waker: RefCell::new(None),
+        });
+        self.queue.borrow_mut().push_back(Outgoing {
+            mode,
+            bytes,
+            slot: slot.clone(),
+        });
+        if !self.running.get() {
+            self.running.set(true);
+            let link = self.clone();
+            *self.task.borrow_mut() = Some(glommio::spawn_local(async move {
+                let why = link.run().await;
+                link.fail_all(why);
+            }));
+        } else if let Some(waker) = self.writer_waker.borrow_mut().take() {
+            waker.wake();
+        }
+        Reply(slot)
+    }
+
+    /// Waits for `reply` at most the peer timeout; on timeout the link is
+    /// dropped (its replies are out of step) and its node marked TKO.
+    pub async fn wait(self: &Rc<Self>, reply: Reply) -> Result<Vec<u8>, LinkError> {
+        let timeout = self.cluster.peer_timeout;
+        let timer = async {
+            glommio::timer::sleep(timeout).await;
+            Err(LinkError::TimedOut)
+        };
+        let result = futures_lite::future::or(reply, timer).await;
+        if result == Err(LinkError::TimedOut) {
+            self.cluster.timed_out(self.target.node);
+            log::warn!(
+                "node {} at {} did not answer within {:?}; skipping it until it answers a probe",
+                self.target.node,
+                self.addr,
+                timeout
+            );
+            self.abort(LinkError::TimedOut);
+        }
+        result
+    }
+
+    /// Drops the connection, failing every request on it, and marks the node TKO.
+    pub fn abort(&self, why: LinkError) {
+        let task = self.task.borrow_mut().take();
+        drop(task);
+        self.fail_all(why);
+    }
+
+    fn fail_all(&self, why: LinkError) {
+        self.running.set(false);
+        self.cluster.mark_tko(self.target.node);
+        let in_flight: Vec<_> = self.in_flight.borrow_mut().drain(..).collect();
+        let queued: Vec<_> = self.queue.borrow_mut().drain(..).collect();
+        for slot in in_flight {
+            slot.complete(Err(why));
+        }
+        for out in queued {
+            out.slot.complete(Err(why));
+        }
+    }
+
+    /// Connects, then writes and reads until the connection fails.
+    async fn run(self: &Rc<Self>) -> LinkError {
+        let connect = TcpStream::connect(self.addr);
+        let timeout = async {
+            glommio::timer::sleep(self.cluster.peer_timeout).await;
+            Err(glommio::GlommioError::<()>::TimedOut(
+                self.cluster.peer_timeout,
+            ))
+        };
+        let stream = match futures_lite::future::or(connect, timeout).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                log::debug!(
+                    "cannot connect to node {} at {}: {e}",
+                    self.target.node,
+                    self.addr
+                );
+                return LinkError::Failed;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (reader, writer) = futures_lite::io::split(stream);
+        let why = futures_lite::future::or(self.write_loop(writer), self.read_loop(reader)).await;
+        self.cluster.count_disconnect();
+        why
+    }
+
+    async fn write_loop(
+        self: &Rc<Self>,
+        mut writer: futures_lite::io::WriteHalf<TcpStream>,
+    ) -> LinkError {
+        let mut mode: Option<PeerMode> = None;
+        let mut buf = Vec::new();
+        loop {
+            WaitQueued(self).await;
+            buf.clear();
+            {
+                let mut queue = self.queue.borrow_mut();
+                let mut in_flight = self.in_flight.borrow_mut();
+                for out in queue.drain(..) {
+                    if mode != Some(out.mode) {
+                        wire::encode_mode(out.mode, self.cluster.epoch(), &mut buf);
+                        mode = Some(out.mode);
+                    }
+                    buf.extend_from_slice(&out.bytes);
+                    in_flight.push_back(out.slot);
+                }
+            }
+            if writer.write_all(&buf).await.is_err() {
+                return LinkError::Failed;
+            }
+            if buf.capacity() > crate::limits::REPLY_BUFFER_FLUSH_BYTES {
+                buf = Vec::new();
+            }
+        }
+    }
+
+    async fn read_loop(
+        self: &Rc<Self>,
+        mut reader: futures_lite::io::ReadHalf<TcpStream>,
+    ) -> LinkError {
+        let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+        let mut chunk = vec![0u8; 16 * 1024];
+        loop {
+            let n = match reader.read(&mut chunk).await {
+                Ok(0) | Err(_) => return LinkError::Failed,
+                Ok(n) => n,
+            };
+            buf.extend_from_slice(&chunk[..n]);
+            let mut start = 0;
+            loop {
+                match wire::scan_reply(&buf[start..]) {
+                    Scan::Incomplete => break,
+                    Scan::Garbage(why) => return self.garbage(why),
+                    Scan::Reply { body, used } => {
+                        let Some(slot) = self.in_flight.borrow_mut().pop_front() else {
+                            return self.garbage("a reply to no request");
+                        };
+                        slot.complete(Ok(buf[start..start + body].to_vec()));
+                        start += used;
+                    }
+                }
+            }
+            buf.drain(..start);
+            if buf.len() > crate::limits::PEER_REPLY_BYTES_MAX {
+                return self.garbage("a reply longer than any item");
+            }
+        }
+    }
+
+    fn garbage(&self, why: &str) -> LinkError {
+        log::warn!(
+            "node {} at {} sent garbage ({why}); disconnecting",
+            self.target.node,
+            self.addr
+        );
+        LinkError::Failed
+    }
+}
+
+/// Resolves once the link has something queued to write.
+struct WaitQueued<'l>(&'l Link);
+
+impl Future for WaitQueued<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.0.queue.borrow().is_empty() {
+            return Poll::Ready(());
+        }
+        *self.0.writer_waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// Sends one request on a connection of its own (not a shared link) and reads
+/// its reply: for requests that may take long, such as a recovery, or that
+/// must not wait behind others, such as a probe.
+pub async fn one_off(
+    addr: SocketAddr,
+    mode: Option<(PeerMode, u64)>,
+    request: &[u8],
+    timeout: Duration,
+) -> Result<Vec<u8>, LinkError> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .map_err(|_| LinkError::Failed)?;
+        let mut out = Vec::with_capacity(request.len() + 32);
+        if let Some((mode, epoch)) = mode {
+            wire::encode_mode(mode, epoch, &mut out);
+        }
+        out.extend_from_slice(request);
+        stream
+            .write_all(&out)
+            .await
+            .map_err(|_| LinkError::Failed)?;
+        let mut buf = Vec::new();
+        let mut chunk = vec![0u8; 16 * 1024];
+        loop {
+            match wire::scan_reply(&buf) {
+                Scan::Reply { body, .. } => {
+                    buf.truncate(body);
+                    return Ok(buf);
+                }
+                Scan::Garbage(why) => {
+                    log::warn!("{addr} sent garbage ({why}); disconnecting");
+                    return Err(LinkError::Failed);
+                }
+                Scan::Incomplete => {}
+            }
+            let n = stream
+                .read(&mut chunk)
+                .await
+                .map_err(|_| LinkError::Failed)?;
+            if n == 0 {
+                return Err(LinkError::Failed);
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    let timer = async {
+        glommio::timer::sleep(timeout).await;
+        Err(LinkError::TimedOut)
+    };
+    futures_lite::future::or(exchange, timer).await
+}
