@@ -79,6 +79,11 @@ pub struct Args {
     #[arg(long = "peer-timeout-ms", default_value_t = limits::PEER_TIMEOUT_DEFAULT_MS)]
     pub peer_timeout_ms: u64,
 
+    /// Most keys one shard remembers as missed by one unreachable node (hints);
+    /// past this, that node re-copies everything it shares with this one.
+    #[arg(long = "hinted-keys-max", default_value_t = limits::HINTED_KEYS_MAX_DEFAULT)]
+    pub hinted_keys_max: usize,
+
     /// Print version and exit.
     #[arg(short = 'V', long = "version", action = ArgAction::Version)]
     pub version: Option<bool>,
@@ -101,6 +106,7 @@ pub struct Config {
     /// `--cluster FILE --node-id ID`: the file is read at start by the runtime.
     pub cluster: Option<ClusterMembership>,
     pub peer_timeout_ms: u64,
+    pub hinted_keys_max: usize,
 }
 
 /// Which cluster file a node reads, and which of its nodes it is.
@@ -200,6 +206,13 @@ impl Config {
                 limits::PEER_TIMEOUT_MAX_MS
             ));
         }
+        if args.hinted_keys_max == 0 || args.hinted_keys_max > limits::HINTED_KEYS_MAX_MAX {
+            return Err(format!(
+                "--hinted-keys-max {}: must be 1 to {}",
+                args.hinted_keys_max,
+                limits::HINTED_KEYS_MAX_MAX
+            ));
+        }
         Ok(Config {
             port: args.port,
             listen: args.listen.clone(),
@@ -228,6 +241,7 @@ impl Config {
                 _ => None,
             },
             peer_timeout_ms: args.peer_timeout_ms,
+            hinted_keys_max: args.hinted_keys_max,
         })
     }
 }

@@ -116,10 +116,12 @@ pub const PEER_TIMEOUT_MAX_MS: u64 = 60_000;
 /// lasts without a probe renewing it.
 pub const PEER_PROBE_INTERVAL_MS: u64 = 100;
 
-/// Most keys one shard keeps hints for, per unreachable node. Past this the
-/// hints for that node are dropped and marked overflowed: when it returns, it
-/// drops the data it shares with this node and copies it afresh.
-pub const HINTED_KEYS_MAX: usize = 100_000;
+/// `--hinted-keys-max`: most keys one shard keeps hints for, per unreachable
+/// node. Past this the hints for that node are dropped and marked overflowed:
+/// when it returns, it drops the data it shares with this node and copies it
+/// afresh.
+pub const HINTED_KEYS_MAX_DEFAULT: usize = 100_000;
+pub const HINTED_KEYS_MAX_MAX: usize = 100_000_000;
 
 /// Most keys a recovering node remembers as written since its recovery began
 /// (copies from peers never overwrite them). Past this, recovery restarts.

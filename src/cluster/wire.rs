@@ -11,13 +11,20 @@
 //!   primary has applied (`ms <key> <len> F<flags> T<exptime> E<cas> q` or
 //!   `md <key> q`), applied here alone; reads in this mode read the local copy.
 //!   `copy`: items a peer pushes to a recovering node, applied unless the key
-//!   was written since recovery began. A receiver at another epoch answers each
-//!   request with [`EPOCH_MISMATCH_PREFIX`] and its epoch instead of serving it.
+//!   was written since recovery began. `rc merge <epoch> <node>`: items a node
+//!   that was cut off changed and could not replicate, applied unless the
+//!   receiver changed the key itself meanwhile (it holds a hint for that node).
+//!   A receiver at another epoch answers each request with
+//!   [`EPOCH_MISMATCH_PREFIX`] and its epoch instead of serving it.
 //! - `rc recover <epoch> <node> <hints|all>\r\n` asks a peer shard to push
 //!   (in `copy` mode) what the recovering node missed: the keys it holds hints
 //!   for, or every item the two nodes share. The reply, once everything pushed
 //!   has been acknowledged, is `OK\r\n`, or [`HINTS_OVERFLOWED`] when the hints
 //!   were dropped at their bound (the caller then asks for `all`).
+//! - `rc exchange <epoch> <node>\r\n` asks a node that was unreachable to settle
+//!   with `<node>` before `<node>` reads from it again: it sends `<node>` (in
+//!   `merge` mode) what it changed and could not replicate, then asks for
+//!   `<node>`'s hints. The reply, once done, is `OK\r\n`.
 //! - Every request a node sends another is followed by `mn\r\n`, so its reply is
 //!   everything before the `MN\r\n` that answers it: [`scan_reply`] finds that end
 //!   with memcached's reply grammar and rejects anything else as garbage.
@@ -61,16 +68,8 @@ pub enum PeerMode {
     Forward,
     Replica,
     Copy,
-}
-
-impl PeerMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PeerMode::Forward => "fwd",
-            PeerMode::Replica => "rep",
-            PeerMode::Copy => "copy",
-        }
-    }
+    /// Items from this node (id), which was cut off.
+    Merge(u32),
 }
 
 /// What a recovering node asks a peer to push.
@@ -94,6 +93,10 @@ pub enum PeerLine {
         node: u32,
         what: RecoverWhat,
     },
+    Exchange {
+        epoch: u64,
+        node: u32,
+    },
 }
 
 /// Parses an `rc` line at the start of `buf`: `Ok(None)` while the line is
@@ -112,7 +115,16 @@ pub fn parse_peer_line(buf: &[u8]) -> Result<Option<(PeerLine, usize)>, usize> {
     let text = std::str::from_utf8(line).map_err(|_| used)?;
     let tokens: Vec<&str> = text.split_ascii_whitespace().collect();
     let number = |t: Option<&&str>| t.and_then(|t| t.parse::<u64>().ok()).ok_or(used);
+    let node = |t: Option<&&str>| number(t).and_then(|n| u32::try_from(n).map_err(|_| used));
     let parsed = match tokens.get(1).copied() {
+        Some("merge") if tokens.len() == 4 => PeerLine::Mode {
+            epoch: number(tokens.get(2))?,
+            mode: PeerMode::Merge(node(tokens.get(3))?),
+        },
+        Some("exchange") if tokens.len() == 4 => PeerLine::Exchange {
+            epoch: number(tokens.get(2))?,
+            node: node(tokens.get(3))?,
+        },
         Some(mode @ ("fwd" | "rep" | "copy")) if tokens.len() == 3 => PeerLine::Mode {
             mode: match mode {
                 "fwd" => PeerMode::Forward,
@@ -123,7 +135,7 @@ pub fn parse_peer_line(buf: &[u8]) -> Result<Option<(PeerLine, usize)>, usize> {
         },
         Some("recover") if tokens.len() == 5 => PeerLine::Recover {
             epoch: number(tokens.get(2))?,
-            node: u32::try_from(number(tokens.get(3))?).map_err(|_| used)?,
+            node: node(tokens.get(3))?,
             what: match tokens[4] {
                 "hints" => RecoverWhat::Hints,
                 "all" => RecoverWhat::All,
@@ -135,9 +147,20 @@ pub fn parse_peer_line(buf: &[u8]) -> Result<Option<(PeerLine, usize)>, usize> {
     Ok(Some((parsed, used)))
 }
 
-/// Writes `rc <mode> <epoch>\r\n`.
+/// Writes `rc <mode> <epoch>\r\n` (`rc merge <epoch> <node>\r\n`).
 pub fn encode_mode(mode: PeerMode, epoch: u64, out: &mut Vec<u8>) {
-    let _ = write!(out, "rc {} {epoch}\r\n", mode.as_str());
+    let _ = match mode {
+        PeerMode::Forward => write!(out, "rc fwd {epoch}\r\n"),
+        PeerMode::Replica => write!(out, "rc rep {epoch}\r\n"),
+        PeerMode::Copy => write!(out, "rc copy {epoch}\r\n"),
+        PeerMode::Merge(node) => write!(out, "rc merge {epoch} {node}\r\n"),
+    };
+}
+
+/// Writes `rc exchange <epoch> <node>\r\n` and its `mn`.
+pub fn encode_exchange(epoch: u64, node: u32, out: &mut Vec<u8>) {
+    let _ = write!(out, "rc exchange {epoch} {node}\r\n");
+    out.extend_from_slice(MN_REQUEST);
 }
 
 /// Writes `rc recover <epoch> <node> <what>\r\n` and its `mn`.
@@ -373,6 +396,24 @@ mod tests {
                 20
             )))
         );
+        assert_eq!(
+            parse_peer_line(b"rc merge 2 9\r\n"),
+            Ok(Some((
+                PeerLine::Mode {
+                    mode: PeerMode::Merge(9),
+                    epoch: 2
+                },
+                13
+            )))
+        );
+        assert_eq!(
+            parse_peer_line(b"rc exchange 2 9\r\n"),
+            Ok(Some((PeerLine::Exchange { epoch: 2, node: 9 }, 16)))
+        );
+        let mut out = Vec::new();
+        encode_mode(PeerMode::Merge(9), 2, &mut out);
+        assert_eq!(out, b"rc merge 2 9\r\n");
+        assert_eq!(parse_peer_line(b"rc merge 2\r\n"), Err(12));
         assert_eq!(parse_peer_line(b"rc fwd"), Ok(None));
         assert_eq!(parse_peer_line(b"rc fwd x\r\n"), Err(10));
         assert_eq!(parse_peer_line(b"rc nope 1\r\n"), Err(11));

@@ -19,6 +19,7 @@
 //!   `SERVER_ERROR recovering` and its own reads go to other owners. Pushed
 //!   copies never overwrite a key written since recovery began.
 
+use super::messages::{Answer, Ask};
 use super::peer::{self, Link, Reply};
 use super::shard::{with_state, ShardCtx};
 use crate::cluster::config::{ClusterConfig, Endpoint};
@@ -27,7 +28,7 @@ use crate::cluster::ring::Owner;
 use crate::cluster::wire::{self, PeerMode, RecoverWhat};
 use crate::engine::ShardState;
 use crate::limits::{
-    HINTED_KEYS_MAX, PEER_PROBE_INTERVAL_MS, RECOVERY_PEER_TIMEOUT_SECS, RECOVERY_WRITTEN_KEYS_MAX,
+    PEER_PROBE_INTERVAL_MS, RECOVERY_PEER_TIMEOUT_SECS, RECOVERY_WRITTEN_KEYS_MAX,
 };
 use crate::storage::ttl::Clock;
 use std::cell::RefCell;
@@ -44,6 +45,8 @@ pub struct ClusterNode {
     pub me: u32,
     pub placement: Placement,
     pub peer_timeout: Duration,
+    /// `--hinted-keys-max`.
+    hinted_keys_max: usize,
     /// Shard endpoints, resolved once.
     shard_addrs: HashMap<Owner, SocketAddr>,
     /// Client addresses of the nodes, resolved once.
@@ -51,6 +54,18 @@ pub struct ClusterNode {
     /// Per node id: whether it is skipped (TKO) until a probe finds it answering.
     tko: HashMap<u32, AtomicBool>,
     pub recovering: AtomicBool,
+    /// When the watch last ticked (milliseconds since `started`).
+    last_tick_ms: AtomicU64,
+    /// How many pauses of this process have been noticed: connections from
+    /// peers opened before one are closed unread (their senders gave up on
+    /// them and keep hints instead).
+    pauses: AtomicU64,
+    /// When the last pause was noticed (milliseconds since `started`, plus one;
+    /// 0: never).
+    pause_noticed_ms: AtomicU64,
+    /// A pause was noticed and the watch has not started its recovery yet.
+    recovery_wanted: AtomicBool,
+    started: Instant,
     timeouts: AtomicU64,
     disconnects: AtomicU64,
     hinted_keys: AtomicU64,
@@ -69,6 +84,7 @@ impl ClusterNode {
         config: ClusterConfig,
         me: u32,
         peer_timeout: Duration,
+        hinted_keys_max: usize,
     ) -> Result<ClusterNode, String> {
         if config.node(me).is_none() {
             return Err(format!("--node-id {me}: the cluster file has no node {me}"));
@@ -91,10 +107,16 @@ impl ClusterNode {
             me,
             placement: Placement::new(Arc::new(config)),
             peer_timeout,
+            hinted_keys_max,
             shard_addrs,
             client_addrs,
             tko,
             recovering: AtomicBool::new(true),
+            last_tick_ms: AtomicU64::new(0),
+            pauses: AtomicU64::new(0),
+            pause_noticed_ms: AtomicU64::new(0),
+            recovery_wanted: AtomicBool::new(false),
+            started: Instant::now(),
             timeouts: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
             hinted_keys: AtomicU64::new(0),
@@ -176,6 +198,71 @@ impl ClusterNode {
     pub fn is_recovering(&self) -> bool {
         self.recovering.load(Ordering::Acquire)
     }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Notices whether this process was paused (the watch, due every
+    /// [`PEER_PROBE_INTERVAL_MS`], has not ticked for much longer) and returns
+    /// how many pauses have been noticed. Called by the watch and by peer
+    /// connections before they apply anything, so that writes a sender timed
+    /// out on during the pause are not applied after it.
+    pub fn pauses(&self) -> u64 {
+        self.notice_pause();
+        self.pauses_noticed()
+    }
+
+    /// How many pauses have been noticed so far, without looking for a new one:
+    /// what a connection records when it opens, so that a pause noticed later
+    /// (even one that ended just before it was accepted) closes it.
+    pub fn pauses_noticed(&self) -> u64 {
+        self.pauses.load(Ordering::Acquire)
+    }
+
+    fn notice_pause(&self) {
+        let now = self.now_ms();
+        let seen = self.pauses.load(Ordering::Acquire);
+        let last = self.last_tick_ms.load(Ordering::Acquire);
+        let late = PEER_PROBE_INTERVAL_MS + self.peer_timeout.as_millis() as u64;
+        if now <= last + late {
+            return;
+        }
+        // The time first, then the count: whoever sees the new count sees when.
+        self.pause_noticed_ms.store(now + 1, Ordering::Release);
+        if self
+            .pauses
+            .compare_exchange(seen, seen + 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.last_tick_ms.store(now, Ordering::Release);
+            self.recovering.store(true, Ordering::Release);
+            self.recovery_wanted.store(true, Ordering::Release);
+            log::warn!(
+                "this node was paused for {} ms: recovering the writes it missed",
+                now - last
+            );
+        }
+    }
+
+    /// Milliseconds since this node started: when a connection was accepted.
+    pub fn clock_ms(&self) -> u64 {
+        self.now_ms()
+    }
+
+    /// Whether a connection from a peer, accepted at `accepted_ms` when
+    /// `pauses_at_accept` pauses had been noticed, may carry requests its sender
+    /// gave up on during a pause: it was open across one, or it was made during
+    /// one (and accepted just after it was noticed). Forwarded requests and
+    /// replicated items on it are not applied; the connection is closed and the
+    /// sender, seeing it fail, keeps hints instead.
+    pub fn opened_across_pause(&self, accepted_ms: u64, pauses_at_accept: u64) -> bool {
+        if self.pauses() != pauses_at_accept {
+            return true;
+        }
+        let noticed = self.pause_noticed_ms.load(Ordering::Acquire);
+        noticed != 0 && accepted_ms < noticed - 1 + self.peer_timeout.as_millis() as u64
+    }
 }
 
 /// How a shard applies a keyed request.
@@ -189,6 +276,8 @@ pub enum Role {
     Replica,
     /// An item a peer pushes to this recovering node.
     Copy,
+    /// An item a node that was cut off changed meanwhile.
+    Merge(u32),
 }
 
 /// How a connection's requests are served: as a client's, or as another node's
@@ -268,6 +357,7 @@ impl ClusterNode {
                     (PeerMode::Forward, true) => Role::Primary,
                     (PeerMode::Replica, true) => Role::Replica,
                     (PeerMode::Copy, true) => Role::Copy,
+                    (PeerMode::Merge(from), true) => Role::Merge(from),
                 };
                 Route::Shard(mine.shard, role)
             }
@@ -318,6 +408,8 @@ pub struct ShardCluster {
     hints: RefCell<HashMap<u32, Hints>>,
     /// Keys written (by any role but `Copy`) since the node's recovery began.
     written: RefCell<HashSet<Vec<u8>>>,
+    /// Peers this shard is settling with (see [`exchange`]).
+    exchanging: RefCell<HashSet<u32>>,
 }
 
 impl ShardCluster {
@@ -327,6 +419,7 @@ impl ShardCluster {
             links: RefCell::new(HashMap::new()),
             hints: RefCell::new(HashMap::new()),
             written: RefCell::new(HashSet::new()),
+            exchanging: RefCell::new(HashSet::new()),
         }
     }
 
@@ -344,6 +437,15 @@ impl ShardCluster {
     /// replication of the resulting item. Returns false when a `Copy` must not
     /// be applied (the key was written since recovery began).
     pub fn before_apply(&self, key: &[u8], role: Role) -> bool {
+        if let Role::Merge(from) = role {
+            // This node changed the key while `from` was away (or cannot tell,
+            // its hints having overflowed): its own item is the newer one.
+            if let Some(hints) = self.hints.borrow().get(&from) {
+                if hints.overflowed || hints.keys.contains(key) {
+                    return false;
+                }
+            }
+        }
         let recovering = self.node.is_recovering();
         if !recovering {
             if !self.written.borrow().is_empty() {
@@ -354,7 +456,7 @@ impl ShardCluster {
         match role {
             Role::Plain => true,
             Role::Copy => !self.written.borrow().contains(key),
-            Role::Primary | Role::Replica => {
+            Role::Primary | Role::Replica | Role::Merge(_) => {
                 let mut written = self.written.borrow_mut();
                 if written.len() < RECOVERY_WRITTEN_KEYS_MAX {
                     written.insert(key.to_vec());
@@ -454,9 +556,10 @@ impl ShardCluster {
         if hints.overflowed {
             return;
         }
-        if hints.keys.len() >= HINTED_KEYS_MAX {
+        let max = self.node.hinted_keys_max;
+        if hints.keys.len() >= max {
             log::warn!(
-                "more than {HINTED_KEYS_MAX} hinted keys for node {node}: dropping them; it will copy what it shares with this node when it returns"
+                "more than {max} hinted keys for node {node}: dropping them; it will copy what it shares with this node when it returns"
             );
             self.node
                 .hinted_keys
@@ -532,6 +635,49 @@ impl ShardCluster {
         } else {
             b"SERVER_ERROR copy failed\r\n"
         }
+    }
+
+    /// Sends `node`, which this node could not reach, the current items of the
+    /// keys this shard changed meanwhile (every shared item if those keys were
+    /// dropped at their bound), in `merge` mode: `node` keeps its own item for
+    /// keys it changed itself meanwhile. Returns whether all were acknowledged.
+    pub async fn push_hints(self: &Rc<Self>, node: u32, clock: &Clock) -> bool {
+        let taken = self.hints.borrow_mut().remove(&node).unwrap_or_default();
+        self.node
+            .hinted_keys
+            .fetch_sub(taken.keys.len() as u64, Ordering::Relaxed);
+        let mode = PeerMode::Merge(self.node.me);
+        let mut pending: Vec<(Rc<Link>, Reply, Vec<u8>)> = Vec::new();
+        let mut send = |key: &[u8], record: Vec<u8>| {
+            let owners = self.node.placement.owners(key);
+            if let Some(&target) = owners.iter().find(|o| o.node == node) {
+                let link = self.link(target);
+                let reply = link.send(mode, record);
+                pending.push((link, reply, key.to_vec()));
+            }
+        };
+        if taken.overflowed {
+            let mut records = Vec::new();
+            with_state(|s| {
+                for segment in 0..s.store.segment_count() {
+                    s.store.visit_segment(segment, clock.rel_secs, |item| {
+                        let mut record = Vec::new();
+                        encode_view(&item, clock, &mut record);
+                        records.push((item.key.to_vec(), record));
+                    });
+                }
+            });
+            for (key, record) in records {
+                send(&key, record);
+            }
+        } else {
+            for key in taken.keys {
+                let mut record = Vec::new();
+                with_state(|s| encode_current(s, &key, clock, &mut record));
+                send(&key, record);
+            }
+        }
+        self.all_acknowledged(&mut pending).await
     }
 
     async fn all_acknowledged(&self, pending: &mut Vec<(Rc<Link>, Reply, Vec<u8>)>) -> bool {
@@ -617,7 +763,7 @@ fn after_apply(
 ) -> Option<Ticket> {
     match role {
         Role::Primary => Some(cluster.replicate(state, key, clock)),
-        Role::Replica | Role::Copy => {
+        Role::Replica | Role::Copy | Role::Merge(_) => {
             if let Some(cas) = new_cas {
                 state.store.observe_cas(cas);
             }
@@ -669,80 +815,181 @@ pub fn is_write(req: &crate::protocol::text::Request<'_>) -> bool {
     }
 }
 
-/// The node's recovery: asks every peer shard to push what this node missed,
-/// then serves reads again. Runs on shard 0 at start (`All`) and after a pause
-/// (`Hints`).
-pub async fn recover(cluster: Rc<ShardCluster>, what: RecoverWhat) {
+/// The node's recovery: at start (`All`), every item it shares with each
+/// reachable peer is copied from that peer; after a pause (`Hints`), it settles
+/// with each reachable peer (see [`exchange`]). Until then it does not serve
+/// reads of its own.
+pub async fn recover(ctx: Rc<ShardCtx>, what: RecoverWhat) {
+    let cluster = ctx.cluster.clone().expect("a cluster node");
     let node = &cluster.node;
     node.recovering.store(true, Ordering::Release);
     let started = Instant::now();
-    let mut asked = 0;
-    let mut answered = 0;
+    let mut settled = 0;
     let config = node.placement.config().clone();
-    for peer in config.nodes().iter().filter(|n| n.id != node.me) {
+    let peers: Vec<u32> = config
+        .nodes()
+        .iter()
+        .map(|n| n.id)
+        .filter(|&id| id != node.me)
+        .collect();
+    for &peer in &peers {
         // A peer that does not answer a no-op now is not waited for: what it
-        // holds for this node is out of reach until it answers again.
-        if !node.probe(peer.id).await {
-            log::info!("node {} is not reachable for recovery", peer.id);
-            node.mark_tko(peer.id);
+        // holds for this node is out of reach until it answers again, and then
+        // its probe asks this node to settle with it.
+        if !node.probe(peer).await {
+            log::info!("node {peer} is not reachable for recovery");
+            node.mark_tko(peer);
             continue;
         }
-        for shard in 0..peer.shards.len() as u32 {
-            let owner = Owner {
-                node: peer.id,
-                shard,
-            };
-            asked += 1;
-            let mut what = what;
-            loop {
-                let mut request = Vec::new();
-                wire::encode_recover(node.epoch(), node.me, what, &mut request);
-                let reply = peer::one_off(
-                    node.shard_addrs[&owner],
-                    None,
-                    &request,
-                    Duration::from_secs(RECOVERY_PEER_TIMEOUT_SECS),
-                )
-                .await;
-                match reply {
-                    Ok(reply) if reply == wire::RECOVERED => answered += 1,
-                    Ok(reply) if reply == wire::HINTS_OVERFLOWED && what == RecoverWhat::Hints => {
-                        what = RecoverWhat::All;
-                        continue;
-                    }
-                    Ok(reply) => log::warn!(
-                        "recovery from node {} shard {shard}: {}",
-                        peer.id,
-                        String::from_utf8_lossy(&reply).trim_end()
-                    ),
-                    Err(e) => log::warn!("recovery from node {} shard {shard}: {e:?}", peer.id),
-                }
-                break;
-            }
-        }
+        let done = match what {
+            RecoverWhat::All => pull(&ctx, peer, RecoverWhat::All).await,
+            RecoverWhat::Hints => exchange(&ctx, peer).await,
+        };
+        settled += done as usize;
     }
     node.recovering.store(false, Ordering::Release);
     log::info!(
-        "recovered ({:?}) from {answered} of {asked} peer shards in {:?}",
-        what,
+        "recovered ({what:?}) from {settled} of {} peers in {:?}",
+        peers.len(),
         started.elapsed()
     );
+}
+
+/// Settles this node with `peer` after they could not reach each other: first
+/// it sends `peer` (in `merge` mode) the keys it changed and could not
+/// replicate to it, which `peer` takes unless it changed them too; then it asks
+/// for `peer`'s hints, which it takes unless written since. One exchange with
+/// a given peer runs at a time.
+pub async fn exchange(ctx: &ShardCtx, peer: u32) -> bool {
+    let cluster = ctx.cluster.as_ref().expect("a cluster node");
+    while !cluster.exchanging.borrow_mut().insert(peer) {
+        glommio::timer::sleep(Duration::from_millis(PEER_PROBE_INTERVAL_MS)).await;
+    }
+    let clock = ctx.node.clock();
+    let mut pushed = cluster.push_hints(peer, &clock).await;
+    for answer in ctx.ask_all(|| Ask::PushHints { node: peer }).await {
+        pushed &= matches!(answer, Answer::Pushed(true));
+    }
+    if !pushed {
+        log::warn!("node {peer} did not take every item this node changed while it was away");
+    }
+    let pulled = pull(ctx, peer, RecoverWhat::Hints).await;
+    cluster.exchanging.borrow_mut().remove(&peer);
+    pushed && pulled
+}
+
+/// Asks every shard of `peer` to push `what` to this node; when `peer` dropped
+/// its hints for this node, drops the data shared with `peer` and copies it all.
+async fn pull(ctx: &ShardCtx, peer: u32, mut what: RecoverWhat) -> bool {
+    let cluster = ctx.cluster.as_ref().expect("a cluster node");
+    let node = &cluster.node;
+    let shards = node
+        .config()
+        .node(peer)
+        .map_or(0, |n| n.shards.len() as u32);
+    loop {
+        let mut overflowed = false;
+        let mut complete = true;
+        for shard in 0..shards {
+            // A push can fail on a connection the peer opened while this
+            // node was paused (closed unread here): ask again.
+            let mut answered = false;
+            for attempt in 1..=RECOVERY_ATTEMPTS_MAX {
+                match ask_recovery(node, Owner { node: peer, shard }, what).await {
+                    Some(reply) if reply == wire::RECOVERED => answered = true,
+                    Some(reply) if reply == wire::HINTS_OVERFLOWED => {
+                        overflowed = true;
+                        answered = true;
+                    }
+                    Some(reply) => {
+                        log::warn!(
+                            "recovery from node {peer} shard {shard} (attempt {attempt}): {}",
+                            String::from_utf8_lossy(&reply).trim_end()
+                        );
+                        glommio::timer::sleep(Duration::from_millis(PEER_PROBE_INTERVAL_MS)).await;
+                        continue;
+                    }
+                    None => {}
+                }
+                break;
+            }
+            complete &= answered;
+        }
+        if !overflowed || what == RecoverWhat::All {
+            return complete;
+        }
+        log::warn!(
+            "node {peer} dropped its hints for this node: dropping the data shared with it and copying it afresh"
+        );
+        ctx.ask_all(|| Ask::DropShared { node: peer }).await;
+        let clock = ctx.node.clock();
+        with_state(|s| drop_shared(cluster, s, peer, &clock));
+        what = RecoverWhat::All;
+    }
+}
+
+/// How many times a recovering node asks one peer shard before it goes on
+/// without what that shard holds for it.
+const RECOVERY_ATTEMPTS_MAX: u32 = 5;
+
+/// Sends `rc recover` to one peer shard and returns its reply.
+async fn ask_recovery(node: &ClusterNode, owner: Owner, what: RecoverWhat) -> Option<Vec<u8>> {
+    let mut request = Vec::new();
+    wire::encode_recover(node.epoch(), node.me, what, &mut request);
+    let reply = peer::one_off(
+        node.shard_addrs[&owner],
+        None,
+        &request,
+        Duration::from_secs(RECOVERY_PEER_TIMEOUT_SECS),
+    )
+    .await;
+    match reply {
+        Ok(reply) => Some(reply),
+        Err(e) => {
+            log::warn!(
+                "recovery from node {} shard {}: {e:?}",
+                owner.node,
+                owner.shard
+            );
+            None
+        }
+    }
+}
+
+/// Removes from this shard's store every item whose owners include `peer`.
+pub fn drop_shared(cluster: &ShardCluster, state: &mut ShardState, peer: u32, clock: &Clock) {
+    let mut keys = Vec::new();
+    for segment in 0..state.store.segment_count() {
+        state.store.visit_segment(segment, clock.rel_secs, |item| {
+            if cluster
+                .node
+                .placement
+                .owners(item.key)
+                .iter()
+                .any(|o| o.node == peer)
+            {
+                keys.push(item.key.to_vec());
+            }
+        });
+    }
+    for key in keys {
+        state.store.unlink(&key);
+    }
 }
 
 /// Probes the nodes marked TKO and clears the mark of those that answer; and
 /// notices when this process was paused (a tick much later than due), which
 /// means peers may have hints for it: then it recovers them.
-pub async fn watch(cluster: Rc<ShardCluster>) {
-    let node = cluster.node.clone();
+pub async fn watch(ctx: Rc<ShardCtx>) {
+    let node = ctx.cluster.as_ref().expect("a cluster node").node.clone();
     let interval = Duration::from_millis(PEER_PROBE_INTERVAL_MS);
     let probing: Rc<RefCell<HashSet<u32>>> = Rc::default();
     loop {
-        let before = Instant::now();
         glommio::timer::sleep(interval).await;
-        let gap = before.elapsed();
-        if gap > interval + node.peer_timeout && !node.is_recovering() {
-            log::warn!("this node was paused for {gap:?}: recovering the writes it missed");
-            glommio::spawn_local(recover(cluster.clone(), RecoverWhat::Hints)).detach();
+        node.pauses();
+        node.last_tick_ms.store(node.now_ms(), Ordering::Release);
+        if node.recovery_wanted.swap(false, Ordering::AcqRel) {
+            glommio::spawn_local(recover(ctx.clone(), RecoverWhat::Hints)).detach();
         }
         for id in node.config().nodes().iter().map(|n| n.id) {
             if node.is_tko(id) && !probing.borrow().contains(&id) {
@@ -750,7 +997,7 @@ pub async fn watch(cluster: Rc<ShardCluster>) {
                 let node = node.clone();
                 let probing = probing.clone();
                 glommio::spawn_local(async move {
-                    if node.probe(id).await {
+                    if node.probe(id).await && ask_exchange(&node, id).await {
                         node.clear_tko(id);
                     }
                     probing.borrow_mut().remove(&id);
@@ -759,6 +1006,24 @@ pub async fn watch(cluster: Rc<ShardCluster>) {
             }
         }
     }
+}
+
+/// Asks `peer`, which answers again, to settle with this node before this
+/// node reads from it (see [`exchange`]).
+async fn ask_exchange(node: &ClusterNode, peer: u32) -> bool {
+    let mut request = Vec::new();
+    wire::encode_exchange(node.epoch(), node.me, &mut request);
+    let reply = peer::one_off(
+        node.shard_addrs[&Owner {
+            node: peer,
+            shard: 0,
+        }],
+        None,
+        &request,
+        Duration::from_secs(RECOVERY_PEER_TIMEOUT_SECS),
+    )
+    .await;
+    reply.as_deref() == Ok(wire::RECOVERED)
 }
 
 /// The cluster view for `stats cluster`: the configuration, this node's state

@@ -26,6 +26,9 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use std::sync::atomic::Ordering;
 
+/// Longest `config get cluster` line waited for before the parser takes it.
+const CONFIG_GET_LINE_LEN_MAX: usize = 64;
+
 /// memcached's answer to a connection over `-c`.
 const TOO_MANY_CONNECTIONS: &[u8] = b"ERROR Too many open connections\r\n";
 
@@ -405,6 +408,8 @@ pub async fn serve(mut stream: TcpStream, ctx: &ShardCtx) {
     let mut output = Output::new(ctx.node.shards);
     let mut wire = Wire::Undecided;
     let mut mode = ConnMode::Client;
+    let pauses_at_start = ctx.cluster.as_ref().map_or(0, |c| c.node.pauses_noticed());
+    let accepted_ms = ctx.cluster.as_ref().map_or(0, |c| c.node.clock_ms());
     let buffer_max = ctx
         .node
         .config
@@ -439,6 +444,12 @@ pub async fn serve(mut stream: TcpStream, ctx: &ShardCtx) {
             Ok(n) => n,
         };
         with_state(|s| s.stats.bytes_read += n as u64);
+        let suspect = ctx.cluster.as_ref().is_some_and(|cluster| {
+            cluster
+                .node
+                .opened_across_pause(accepted_ms, pauses_at_start)
+        });
+
         end += n;
         if swallow > 0 {
             let skip = swallow.min(end - start);
@@ -469,6 +480,10 @@ pub async fn serve(mut stream: TcpStream, ctx: &ShardCtx) {
                 .await
             }
             Wire::Text | Wire::Undecided => {
+                let mut conn = TextConn {
+                    mode: &mut mode,
+                    suspect,
+                };
                 handle_buffer(
                     ctx,
                     &mut stream,
@@ -476,7 +491,7 @@ pub async fn serve(mut stream: TcpStream, ctx: &ShardCtx) {
                     start,
                     swallow,
                     &mut output,
-                    &mut mode,
+                    &mut conn,
                 )
                 .await
             }
@@ -549,9 +564,10 @@ async fn handle_buffer(
     start: &mut usize,
     swallow: &mut usize,
     output: &mut Output,
-    mode: &mut ConnMode,
+    conn: &mut TextConn<'_>,
 ) -> After {
     let shards = ctx.node.shards;
+    let mode = &mut *conn.mode;
     loop {
         if *start == buf.len() {
             break;
@@ -568,6 +584,21 @@ async fn handle_buffer(
                     *mode = ConnMode::Peer { mode: peer, epoch };
                     *start += used;
                 }
+                Ok(Some((PeerLine::Exchange { epoch, node }, used))) => {
+                    *start += used;
+                    if output.complete(ctx).await.is_err() {
+                        return After::Close;
+                    }
+                    if epoch != cluster.node.epoch() {
+                        cluster::Refusal::Epoch(cluster.node.epoch()).write(&mut output.out);
+                    } else if cluster::exchange(ctx, node).await {
+                        output.out.extend_from_slice(wire::RECOVERED);
+                    } else {
+                        output
+                            .out
+                            .extend_from_slice(b"SERVER_ERROR exchange incomplete\r\n");
+                    }
+                }
                 Ok(Some((PeerLine::Recover { epoch, node, what }, used))) => {
                     *start += used;
                     if output.complete(ctx).await.is_err() {
@@ -583,6 +614,23 @@ async fn handle_buffer(
                 }
             }
             continue;
+        }
+        if let (Some(cluster), true) = (&ctx.cluster, rest.starts_with(b"config get cluster")) {
+            // ElastiCache-style auto-discovery: the shard endpoints, so a ketama
+            // client reaches every key's primary with no hop.
+            if let Some(nl) = memchr::memchr(b'\n', rest) {
+                let line = rest[..nl].strip_suffix(b"\r").unwrap_or(&rest[..nl]);
+                if line == b"config get cluster" {
+                    crate::cluster::encode::encode_config_get_cluster(
+                        cluster.node.config(),
+                        &mut output.out,
+                    );
+                    *start += nl + 1;
+                    continue;
+                }
+            } else if rest.len() < CONFIG_GET_LINE_LEN_MAX {
+                break;
+            }
         }
         let (req, used) = match protocol::parse(rest, &ctx.limits) {
             Ok(parsed) => parsed,
@@ -688,6 +736,13 @@ async fn handle_buffer(
             | Request::Delete { .. }
             | Request::Arith { .. }
             | Request::Touch { .. } => match request_key(&req) {
+                Some(_) if conn.suspect && mode_may_be_stale(*mode) && cluster::is_write(&req) => {
+                    log::warn!(
+                        "closing a connection from a peer opened across a pause of this node"
+                    );
+                    let _ = output.complete(ctx).await;
+                    return After::Close;
+                }
                 Some(key) => {
                     let size = if matches!(req, Request::Meta(_)) {
                         ReplySize::MayCarryValue
@@ -723,6 +778,27 @@ async fn handle_buffer(
         return After::Close;
     }
     After::Continue
+}
+
+/// What the text loop knows of its connection besides the bytes.
+struct TextConn<'m> {
+    mode: &'m mut ConnMode,
+    /// A peer's connection opened across a pause of this node (see
+    /// `ClusterNode::opened_across_pause`).
+    suspect: bool,
+}
+
+/// Whether writes in `mode` may be ones their sender gave up on while this
+/// node was paused: forwarded writes and replicated items. Copies pushed to a
+/// recovering node are asked for by the node itself, after the pause.
+fn mode_may_be_stale(mode: ConnMode) -> bool {
+    matches!(
+        mode,
+        ConnMode::Peer {
+            mode: PeerMode::Forward | PeerMode::Replica,
+            ..
+        }
+    )
 }
 
 /// Routes one keyed text or meta request: runs it here, batches it for another

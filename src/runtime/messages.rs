@@ -111,6 +111,15 @@ pub enum Ask {
     Stats,
     /// `stats reset`.
     ResetStats,
+    /// Send `node` (in `merge` mode) the keys this shard changed while it was
+    /// unreachable; answered with [`Answer::Pushed`].
+    PushHints {
+        node: u32,
+    },
+    /// Drop every item this shard shares with `node` (its hints overflowed).
+    DropShared {
+        node: u32,
+    },
     /// `cache_memlimit`: this shard's new share of memory.
     MemoryLimit {
         bytes: usize,
@@ -129,6 +138,8 @@ pub enum Answer {
         store: StoreStats,
     },
     Done,
+    /// Whether every item pushed was acknowledged.
+    Pushed(bool),
 }
 
 /// A request to another shard; `slot` names the waiter on the sending shard.

@@ -147,6 +147,7 @@ fn load_cluster(config: &Config) -> Result<Option<Arc<cluster::ClusterNode>>, St
         parsed,
         membership.node_id,
         Duration::from_millis(config.peer_timeout_ms),
+        config.hinted_keys_max,
     )?;
     Ok(Some(Arc::new(node)))
 }

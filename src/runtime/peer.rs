@@ -194,20 +194,30 @@ impl Link {
             }
         };
         let _ = stream.set_nodelay(true);
+        let pauses = self.cluster.pauses_noticed();
         let (reader, writer) = futures_lite::io::split(stream);
-        let why = futures_lite::future::or(self.write_loop(writer), self.read_loop(reader)).await;
+        let why =
+            futures_lite::future::or(self.write_loop(writer, pauses), self.read_loop(reader)).await;
         self.cluster.count_disconnect();
         why
     }
 
+    /// Writes what is queued. Once this process is found to have been paused
+    /// since the connection opened, what is queued is stale (its senders'
+    /// peers have moved on): the link fails instead, and those writes become
+    /// hints, settled when the nodes exchange.
     async fn write_loop(
         self: &Rc<Self>,
         mut writer: futures_lite::io::WriteHalf<TcpStream>,
+        pauses: u64,
     ) -> LinkError {
         let mut mode: Option<PeerMode> = None;
         let mut buf = Vec::new();
         loop {
             WaitQueued(self).await;
+            if self.cluster.pauses() != pauses {
+                return LinkError::Failed;
+            }
             buf.clear();
             {
                 let mut queue = self.queue.borrow_mut();

@@ -244,12 +244,12 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
     // Shard 0 of a cluster node recovers what it missed while it was away, and
     // watches its peers (probes) and itself (pauses).
     let mut cluster_tasks = Vec::new();
-    if let (Some(cluster), 0) = (&ctx.cluster, id) {
+    if ctx.cluster.is_some() && id == 0 {
         cluster_tasks.push(glommio::spawn_local(cluster::recover(
-            cluster.clone(),
+            ctx.clone(),
             crate::cluster::wire::RecoverWhat::All,
         )));
-        cluster_tasks.push(glommio::spawn_local(cluster::watch(cluster.clone())));
+        cluster_tasks.push(glommio::spawn_local(cluster::watch(ctx.clone())));
     }
 
     while !node.stop.load(Ordering::Acquire) {
@@ -464,6 +464,16 @@ async fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
                 s.stats.reset();
                 s.store.reset_stats();
             });
+            Answer::Done
+        }
+        Ask::PushHints { node } => match &ctx.cluster {
+            Some(c) => Answer::Pushed(c.push_hints(node, &clock).await),
+            None => Answer::Pushed(true),
+        },
+        Ask::DropShared { node } => {
+            if let Some(c) = &ctx.cluster {
+                with_state(|s| cluster::drop_shared(c, s, node, &clock));
+            }
             Answer::Done
         }
         Ask::MemoryLimit { bytes } => {
