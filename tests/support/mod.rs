@@ -1,7 +1,10 @@
 //! Shared helpers for the black-box tests (does I/O: processes and sockets).
 //!
 //! - [`Server`] starts `ringcache` (or a real `memcached`) on a free 127.0.0.1
-//!   port, waits until it accepts, and kills it on drop.
+//!   port, waits until it accepts, and kills it on drop;
+//!   [`Server::ringcache_at`] starts ringcache with exactly the given flags
+//!   (e.g. a cluster node, whose address comes from its cluster file) and waits
+//!   on the address named.
 //! - [`Client`] is a tiny blocking client that speaks raw bytes: send, read until
 //!   a terminator or a timeout, read exactly N bytes, notice a closed connection.
 //! - [`matches`] compares a reply with an expected pattern in which `{cas}` stands
@@ -14,7 +17,7 @@
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -70,6 +73,9 @@ pub fn warn_memcached_missing(test: &str) {
 /// A running server, killed when dropped.
 pub struct Server {
     child: Child,
+    /// The IPv4 address [`Server::connect`] connects to: 127.0.0.1 unless
+    /// started by [`Server::ringcache_at`].
+    pub ip: String,
     pub port: u16,
     pub program: Program,
     /// Human name for messages, e.g. `ringcache -t 2`.
@@ -113,6 +119,35 @@ impl Server {
         panic!("could not start {program:?} on a free port: {last_error}");
     }
 
+    /// Starts ringcache with exactly `args` (no `-l`/`-p` added) and waits until
+    /// it accepts on `ip:port`, e.g. a cluster node whose addresses come from
+    /// its cluster file. Panics if it does not start.
+    pub fn ringcache_at(ip: &str, port: u16, args: &[&str]) -> Server {
+        match Server::try_ringcache_at(ip, port, args) {
+            Ok(server) => server,
+            Err(StartError::PortTaken(message)) | Err(StartError::Failed(message)) => {
+                panic!("{message}")
+            }
+        }
+    }
+
+    /// Like [`Server::ringcache_at`], but says why it did not start, so that a
+    /// caller that chose the ports can choose others when one was taken.
+    pub fn try_ringcache_at(ip: &str, port: u16, args: &[&str]) -> Result<Server, StartError> {
+        let ipv4: Ipv4Addr = ip
+            .parse()
+            .unwrap_or_else(|_| panic!("{ip:?} is not an IPv4 address"));
+        Server::spawn_and_wait(
+            Program::Ringcache,
+            env!("CARGO_BIN_EXE_ringcache"),
+            args.to_vec(),
+            args,
+            ip,
+            Some(ipv4),
+            port,
+        )
+    }
+
     fn try_start(program: Program, args: &[&str], port: u16) -> Result<Server, StartError> {
         let port_text = port.to_string();
         let (binary, mut argv): (&str, Vec<&str>) = match program {
@@ -137,6 +172,21 @@ impl Server {
             ),
         };
         argv.extend_from_slice(args);
+        Server::spawn_and_wait(program, binary, argv, args, "127.0.0.1", None, port)
+    }
+
+    /// Runs `binary` with `argv`, its output to a log file, and waits until it
+    /// listens on `port`: on `only_ip` (or the wildcard address) when given,
+    /// else on any address; connections are tried on `ip`.
+    fn spawn_and_wait(
+        program: Program,
+        binary: &str,
+        argv: Vec<&str>,
+        args: &[&str],
+        ip: &str,
+        only_ip: Option<Ipv4Addr>,
+        port: u16,
+    ) -> Result<Server, StartError> {
         let name = format!(
             "{} {}",
             match program {
@@ -158,19 +208,21 @@ impl Server {
             .map_err(|e| StartError::Failed(format!("cannot run {binary}: {e}")))?;
         let mut server = Server {
             child,
+            ip: ip.to_string(),
             port,
             program,
             name,
             log_path,
         };
-        server.wait_until_listening()?;
+        server.wait_until_listening(only_ip)?;
         Ok(server)
     }
 
     /// Waits until the child listens on its port, and checks that every listening
     /// socket on the port is the child's: with `SO_REUSEPORT` two servers could
     /// share a port, and a connect alone cannot tell whose socket answered.
-    fn wait_until_listening(&mut self) -> Result<(), StartError> {
+    /// With `only_ip`, only sockets on that address (or the wildcard) count.
+    fn wait_until_listening(&mut self, only_ip: Option<Ipv4Addr>) -> Result<(), StartError> {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait().expect("poll server process") {
@@ -185,7 +237,7 @@ impl Server {
                     Err(StartError::Failed(message))
                 };
             }
-            let listeners = listening_inodes(self.port);
+            let listeners = listening_inodes(only_ip, self.port);
             let ours = socket_inodes_of(self.child.id());
             let foreign = listeners
                 .iter()
@@ -198,7 +250,7 @@ impl Server {
                     self.port
                 )));
             }
-            if mine > 0 && TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if mine > 0 && TcpStream::connect((self.ip.as_str(), self.port)).is_ok() {
                 return Ok(());
             }
             if foreign > 0 && Instant::now() > deadline {
@@ -209,8 +261,9 @@ impl Server {
             }
             if Instant::now() > deadline {
                 return Err(StartError::Failed(format!(
-                    "{} did not accept connections on 127.0.0.1:{} within {:?}; its output:\n{}",
+                    "{} did not accept connections on {}:{} within {:?}; its output:\n{}",
                     self.name,
+                    self.ip,
                     self.port,
                     STARTUP_TIMEOUT,
                     self.log()
@@ -222,7 +275,7 @@ impl Server {
 
     /// Connects a new [`Client`].
     pub fn connect(&self) -> Client {
-        Client::connect(self.port)
+        Client::connect_at(&self.ip, self.port)
     }
 
     pub fn pid(&self) -> u32 {
@@ -280,7 +333,10 @@ impl Drop for Server {
     }
 }
 
-enum StartError {
+/// Why a server did not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// Its port was in use (by another process, or shared with one).
     PortTaken(String),
     Failed(String),
 }
@@ -301,8 +357,9 @@ fn log_path_for(program: Program, port: u16) -> PathBuf {
     ))
 }
 
-/// Inodes of the sockets listening on 127.0.0.1:`port` or 0.0.0.0:`port` (Linux).
-fn listening_inodes(port: u16) -> Vec<u64> {
+/// Inodes of the sockets listening on `port` (Linux): on any address, or with
+/// `only_ip` on that address or the IPv4 wildcard.
+fn listening_inodes(only_ip: Option<Ipv4Addr>, port: u16) -> Vec<u64> {
     let mut inodes = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(table) else {
@@ -313,9 +370,20 @@ fn listening_inodes(port: u16) -> Vec<u64> {
             if fields.len() < 10 || fields[3] != "0A" {
                 continue;
             }
-            let Some((_, port_hex)) = fields[1].rsplit_once(':') else {
+            let Some((ip_hex, port_hex)) = fields[1].rsplit_once(':') else {
                 continue;
             };
+            if let Some(ip) = only_ip {
+                // The kernel prints the address's four bytes as one native-endian
+                // word; IPv6 entries (32 hex digits) never match an IPv4 address.
+                let Ok(word) = u32::from_str_radix(ip_hex, 16).map(u32::to_ne_bytes) else {
+                    continue;
+                };
+                let listening_on = Ipv4Addr::from(word);
+                if ip_hex.len() != 8 || (listening_on != ip && !listening_on.is_unspecified()) {
+                    continue;
+                }
+            }
             if u16::from_str_radix(port_hex, 16) == Ok(port) {
                 if let Ok(inode) = fields[9].parse() {
                     inodes.push(inode);
@@ -386,14 +454,24 @@ pub struct Client {
 
 impl Client {
     pub fn connect(port: u16) -> Client {
-        let stream = TcpStream::connect(("127.0.0.1", port))
-            .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"));
+        Client::connect_at("127.0.0.1", port)
+    }
+
+    /// Connects to `ip:port`, panicking if that fails.
+    pub fn connect_at(ip: &str, port: u16) -> Client {
+        Client::try_connect_at(ip, port).unwrap_or_else(|e| panic!("connect to {ip}:{port}: {e}"))
+    }
+
+    /// Connects to `ip:port`, or says why not (for callers that poll a server
+    /// that may not listen yet, or not any more).
+    pub fn try_connect_at(ip: &str, port: u16) -> std::io::Result<Client> {
+        let stream = TcpStream::connect((ip, port))?;
         stream.set_nodelay(true).expect("set TCP_NODELAY");
-        Client {
+        Ok(Client {
             stream,
             pending: Vec::new(),
             closed: false,
-        }
+        })
     }
 
     /// Writes all of `bytes`. A server that closed the connection is not a
