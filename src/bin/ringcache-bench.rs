@@ -17,6 +17,10 @@
 //! - `--fill-until-evictions`: sets sequential keys until the server's `stats`
 //!   shows an eviction, then reports how many items it holds (memory density).
 //!
+//! Requests go to `--servers`, connection i to server i mod n; with `--ketama`
+//! each connection instead holds one socket per endpoint and sends each request
+//! to the endpoint owning its key on their ketama ring, as a ketama client does.
+//!
 //! Progress goes to stderr once a second; the summary goes to stdout, as text or
 //! (with `--json`) as one JSON object.
 
@@ -49,6 +53,9 @@ const PREFILL_PIPELINE: usize = 64;
 const FILL_BATCH_SETS: u64 = 2000;
 /// Latency histogram range, in nanoseconds: 1 ns to 60 s, 3 significant figures.
 const LATENCY_MAX_NS: u64 = 60_000_000_000;
+/// Largest --key-space with --ketama: the owner of every key is looked up once
+/// before the run and kept in a table of 2 bytes a key.
+const KETAMA_KEY_SPACE_MAX: u64 = 1 << 26;
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -57,6 +64,7 @@ const LATENCY_MAX_NS: u64 = 60_000_000_000;
 )]
 struct Args {
     /// Servers, host:port, comma separated; connection i goes to server i mod n.
+    /// See --ketama for routing each request to its key's owner instead.
     #[arg(
         short = 's',
         long,
@@ -70,7 +78,8 @@ struct Args {
     /// Connections per thread.
     #[arg(short = 'c', long, default_value_t = 50)]
     clients: usize,
-    /// Requests each connection keeps in flight.
+    /// Requests each connection keeps in flight (with --ketama: in all, over
+    /// the connection's sockets).
     #[arg(long, default_value_t = 1)]
     pipeline: usize,
     /// set:get ratio, such as 1:10.
@@ -123,6 +132,22 @@ struct Args {
     /// --shard-ports endpoints).
     #[arg(long, value_delimiter = ',', value_name = "HOST:PORT,...")]
     ring: Vec<String>,
+    /// Route by key, as a ketama client does: each connection (of --clients) is
+    /// one socket per endpoint listed, and each request goes to the endpoint that
+    /// owns its key on the ketama ring of these endpoints (160 points each, as
+    /// ringcache builds its ring: give the shard endpoints of a cluster's up and
+    /// down nodes, not joining ones, to send every key to its primary with no
+    /// hop; or a node's --shard-ports endpoints). --pipeline stays
+    /// per connection: that many requests in flight over its sockets together,
+    /// so the load offered is the same as without --ketama. Replaces --servers;
+    /// --key-space at most 2^26 (every key is hashed once before the run).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "HOST:PORT,...",
+        conflicts_with_all = ["servers", "fill_until_evictions"]
+    )]
+    ketama: Vec<String>,
     /// Set sequential keys until the server reports an eviction; report items held.
     #[arg(long)]
     fill_until_evictions: bool,
@@ -156,6 +181,7 @@ enum Protocol {
 
 /// Everything a worker needs, checked once.
 struct Plan {
+    /// --servers, or with --ketama its endpoints (each connection opens them all).
     servers: Vec<String>,
     threads: usize,
     clients: usize,
@@ -171,6 +197,8 @@ struct Plan {
     key_digits: usize,
     /// With --owned-by: the ids of the keys used, in order; key n is `key_ids[n]`.
     key_ids: Option<Vec<u64>>,
+    /// With --ketama: key n goes to `servers[route[n]]`, its owner on the ring.
+    route: Option<Vec<u16>>,
     value_min: usize,
     value_max: usize,
     expiry: u32,
@@ -184,6 +212,15 @@ struct Plan {
 impl Plan {
     fn connections(&self) -> usize {
         self.threads * self.clients
+    }
+
+    /// Sockets per connection: one, or with --ketama one per endpoint.
+    fn links_per_conn(&self) -> usize {
+        if self.route.is_some() {
+            self.servers.len()
+        } else {
+            1
+        }
     }
 }
 
@@ -240,6 +277,19 @@ impl Plan {
                 "--threads x --clients must be 1 to {CONNECTIONS_MAX}"
             ));
         }
+        if !args.ketama.is_empty() {
+            if args.connections_total().saturating_mul(args.ketama.len()) > CONNECTIONS_MAX {
+                return Err(format!(
+                    "--threads x --clients x --ketama endpoints must be at most {CONNECTIONS_MAX}"
+                ));
+            }
+            if args.key_space > KETAMA_KEY_SPACE_MAX {
+                return Err(format!(
+                    "--key-space {}: at most {KETAMA_KEY_SPACE_MAX} with --ketama",
+                    args.key_space
+                ));
+            }
+        }
         if args.pipeline == 0 || args.pipeline > PIPELINE_MAX {
             return Err(format!("--pipeline must be 1 to {PIPELINE_MAX}"));
         }
@@ -267,8 +317,17 @@ impl Plan {
                 Some(owned_key_ids(args, endpoint)?)
             }
         };
-        Ok(Plan {
-            servers: args.servers.clone(),
+        let ring = if args.ketama.is_empty() {
+            None
+        } else {
+            Some(ketama_ring(&args.ketama)?)
+        };
+        let mut plan = Plan {
+            servers: if ring.is_some() {
+                args.ketama.clone()
+            } else {
+                args.servers.clone()
+            },
             threads: args.threads,
             clients: args.clients,
             pipeline: args.pipeline,
@@ -285,6 +344,7 @@ impl Plan {
             key_prefix: args.key_prefix.as_bytes().to_vec(),
             key_digits: args.key_digits,
             key_ids,
+            route: None,
             value_min,
             value_max,
             expiry: args.expiry,
@@ -293,7 +353,11 @@ impl Plan {
             prefill: args.prefill,
             cache_aside: args.cache_aside,
             seed: args.seed,
-        })
+        };
+        if let Some(ring) = ring {
+            plan.route = Some(route_table(&plan, &ring));
+        }
+        Ok(plan)
     }
 }
 
@@ -450,6 +514,42 @@ fn owned_key_ids(args: &Args, endpoint: &str) -> Result<Vec<u64>, String> {
         id += 1;
     }
     Ok(ids)
+}
+
+/// The ketama ring of the --ketama endpoints, as ringcache builds it from a
+/// cluster's shard endpoints (`cluster::placement`): the same names, the same
+/// points per endpoint. An owner's `shard` is the endpoint's index in the list.
+/// (Two endpoints' points that hash alike sort by that index, where the nodes
+/// sort them by node id and shard: list endpoints in that order to agree even
+/// on such ties.)
+fn ketama_ring(endpoints: &[String]) -> Result<ringcache::cluster::ring::Ring, String> {
+    use ringcache::cluster::config::Endpoint;
+    use ringcache::cluster::ring::{Ring, POINTS_PER_SERVER_DEFAULT};
+    if endpoints.len() > u16::MAX as usize {
+        return Err(format!("--ketama: at most {} endpoints", u16::MAX));
+    }
+    let mut names = Vec::with_capacity(endpoints.len());
+    for text in endpoints {
+        let endpoint = Endpoint::parse(text).map_err(|e| format!("--ketama: {e}"))?;
+        let name = endpoint.ketama_name();
+        if names.contains(&name) {
+            return Err(format!("--ketama: {text} is listed twice"));
+        }
+        names.push(name);
+    }
+    Ok(Ring::single_node(&names, POINTS_PER_SERVER_DEFAULT))
+}
+
+/// For each key n of the key space, the index of the endpoint owning it on `ring`.
+fn route_table(plan: &Plan, ring: &ringcache::cluster::ring::Ring) -> Vec<u16> {
+    let mut key = Vec::with_capacity(plan.key_prefix.len() + 20);
+    (0..plan.key_space)
+        .map(|n| {
+            key.clear();
+            put_key(&mut key, plan, n);
+            ring.owner(&key).shard as u16
+        })
+        .collect()
 }
 
 /// Appends one request to `out` (whose capacity was reserved before the run).
@@ -652,7 +752,10 @@ enum Source {
     Workload,
 }
 
-struct Conn {
+/// One socket of a connection: its buffers, and the requests sent on it that
+/// await their replies, oldest first.
+struct Link {
+    addr: String,
     stream: TcpStream,
     out: Vec<u8>,
     out_pos: usize,
@@ -660,23 +763,11 @@ struct Conn {
     in_start: usize,
     in_end: usize,
     inflight: VecDeque<InFlight>,
-    /// Keys that missed and are to be set (cache-aside), oldest first.
-    to_set: VecDeque<u64>,
-    rng: Rng,
-    /// Position in the set:get cycle.
-    cycle: u32,
-    /// Next key of the sequential pattern.
-    seq_next: u64,
-    /// Requests kept in flight in the current phase.
-    depth: usize,
-    /// Requests this connection may still send (`None`: until told to stop).
-    quota: Option<u64>,
-    source: Source,
     wants_write: bool,
 }
 
-impl Conn {
-    fn open(addr: &str, plan: &Plan, index: usize) -> Result<Conn, String> {
+impl Link {
+    fn open(addr: &str, plan: &Plan) -> Result<Link, String> {
         let stream = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
         stream
             .set_nodelay(true)
@@ -685,8 +776,8 @@ impl Conn {
             .set_nonblocking(true)
             .map_err(|e| format!("{addr}: O_NONBLOCK: {e}"))?;
         let request_max = 64 + plan.key_prefix.len() + plan.key_digits.max(20) + plan.value_max;
-        let conns = plan.connections() as u64;
-        Ok(Conn {
+        Ok(Link {
+            addr: addr.to_string(),
             stream,
             out: Vec::with_capacity(request_max * (plan.window_max + 1)),
             out_pos: 0,
@@ -694,6 +785,128 @@ impl Conn {
             in_start: 0,
             in_end: 0,
             inflight: VecDeque::with_capacity(plan.window_max),
+            wants_write: false,
+        })
+    }
+
+    /// Writes what is buffered; `Ok(true)` when all of it went out.
+    fn flush(&mut self) -> Result<bool, String> {
+        while self.out_pos < self.out.len() {
+            match self.stream.write(&self.out[self.out_pos..]) {
+                Ok(0) => return Err(format!("{}: server closed the connection", self.addr)),
+                Ok(n) => self.out_pos += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("{}: write: {e}", self.addr)),
+            }
+        }
+        self.out.clear();
+        self.out_pos = 0;
+        Ok(true)
+    }
+
+    /// Reads once and handles every complete reply; returns how many there were.
+    /// A get that missed is queued on `to_set` with `--cache-aside`.
+    fn read_replies(
+        &mut self,
+        plan: &Plan,
+        tally: &mut Tally,
+        counting: bool,
+        now: Instant,
+        to_set: &mut VecDeque<u64>,
+    ) -> Result<usize, String> {
+        if self.in_start == self.in_end {
+            self.in_start = 0;
+            self.in_end = 0;
+        } else if self.in_end == self.inbuf.len() {
+            self.inbuf.copy_within(self.in_start..self.in_end, 0);
+            self.in_end -= self.in_start;
+            self.in_start = 0;
+        }
+        let n = match self.stream.read(&mut self.inbuf[self.in_end..]) {
+            Ok(0) => return Err(format!("{}: server closed the connection", self.addr)),
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(0),
+            Err(e) if e.kind() == ErrorKind::Interrupted => return Ok(0),
+            Err(e) => return Err(format!("{}: read: {e}", self.addr)),
+        };
+        self.in_end += n;
+        let mut replies = 0;
+        while let Some(front) = self.inflight.front().copied() {
+            let buf = &self.inbuf[self.in_start..self.in_end];
+            let Some((len, outcome)) = measure_reply(buf, front.op, plan.protocol) else {
+                if self.in_start == 0 && self.in_end == self.inbuf.len() {
+                    return Err(format!(
+                        "{}: a reply larger than the read buffer",
+                        self.addr
+                    ));
+                }
+                break;
+            };
+            self.in_start += len;
+            self.inflight.pop_front();
+            replies += 1;
+            if outcome == Outcome::Miss && plan.cache_aside {
+                to_set.push_back(front.id);
+            }
+            if counting {
+                match front.op {
+                    Op::Get => tally.gets += 1,
+                    Op::Set => tally.sets += 1,
+                }
+                match outcome {
+                    Outcome::Hit => tally.hits += 1,
+                    Outcome::Miss => tally.misses += 1,
+                    Outcome::Stored => {}
+                    Outcome::Error => tally.errors += 1,
+                }
+                let ns = now.saturating_duration_since(front.sent).as_nanos() as u64;
+                tally
+                    .latency_ns
+                    .saturating_record(ns.clamp(1, LATENCY_MAX_NS));
+            }
+        }
+        if self.inflight.is_empty() && self.in_start != self.in_end {
+            return Err(format!(
+                "{}: the server sent bytes that answer no request",
+                self.addr
+            ));
+        }
+        Ok(replies)
+    }
+}
+
+/// One client connection: one socket, or with --ketama one socket per endpoint
+/// (its links), and the state that picks its requests.
+struct Conn {
+    links: Vec<Link>,
+    /// Requests awaiting replies, over all links.
+    in_flight: usize,
+    /// Keys that missed and are to be set (cache-aside), oldest first.
+    to_set: VecDeque<u64>,
+    rng: Rng,
+    /// Position in the set:get cycle.
+    cycle: u32,
+    /// Next key of the sequential pattern.
+    seq_next: u64,
+    /// Requests kept in flight in the current phase (over all links).
+    depth: usize,
+    /// Requests this connection may still send (`None`: until told to stop).
+    quota: Option<u64>,
+    source: Source,
+}
+
+impl Conn {
+    /// Opens one link to each of `addrs` (one address unless --ketama routes).
+    fn open(addrs: &[String], plan: &Plan, index: usize) -> Result<Conn, String> {
+        let links = addrs
+            .iter()
+            .map(|addr| Link::open(addr, plan))
+            .collect::<Result<Vec<_>, _>>()?;
+        let conns = plan.connections() as u64;
+        Ok(Conn {
+            links,
+            in_flight: 0,
             to_set: VecDeque::with_capacity(plan.window_max),
             rng: Rng(plan.seed ^ (index as u64).wrapping_mul(0x2545_f491_4f6c_dd1d)),
             cycle: 0,
@@ -701,7 +914,6 @@ impl Conn {
             depth: plan.pipeline,
             quota: None,
             source: Source::Workload,
-            wants_write: false,
         })
     }
 
@@ -756,10 +968,20 @@ impl Conn {
         Some(next)
     }
 
-    /// Tops the window up to the pipeline depth; returns whether anything was added.
-    fn refill(&mut self, plan: &Plan, values: &[u8], now: Instant) -> bool {
-        let mut added = false;
-        while self.inflight.len() < self.depth {
+    /// Whether no link is part way through writing its buffer.
+    fn no_partial_write(&self) -> bool {
+        self.links.iter().all(|l| l.out_pos == 0)
+    }
+
+    /// Whether nothing is in flight nor waiting to be written.
+    fn idle(&self) -> bool {
+        self.in_flight == 0 && self.links.iter().all(|l| l.out.is_empty())
+    }
+
+    /// Tops the window up to the pipeline depth, each request on the link of
+    /// its key's owner (the only link unless --ketama routes).
+    fn refill(&mut self, plan: &Plan, values: &[u8], now: Instant) {
+        while self.in_flight < self.depth {
             let Some((op, id)) = self.next_request(plan) else {
                 break;
             };
@@ -769,93 +991,34 @@ impl Conn {
                 plan.value_min
                     + self.rng.below((plan.value_max - plan.value_min + 1) as u64) as usize
             };
-            put_request(&mut self.out, plan, op, id, &values[..len]);
-            self.inflight.push_back(InFlight { op, id, sent: now });
-            added = true;
+            let link = plan.route.as_ref().map_or(0, |r| r[id as usize] as usize);
+            let link = &mut self.links[link];
+            put_request(&mut link.out, plan, op, id, &values[..len]);
+            link.inflight.push_back(InFlight { op, id, sent: now });
+            self.in_flight += 1;
         }
-        added
     }
 
-    /// Writes what is buffered; `Ok(true)` when all of it went out.
-    fn flush(&mut self) -> Result<bool, String> {
-        while self.out_pos < self.out.len() {
-            match self.stream.write(&self.out[self.out_pos..]) {
-                Ok(0) => return Err("server closed the connection".into()),
-                Ok(n) => self.out_pos += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("write: {e}")),
-            }
-        }
-        self.out.clear();
-        self.out_pos = 0;
-        Ok(true)
-    }
-
-    /// Reads once and handles every complete reply; `Ok(false)` on WouldBlock.
+    /// Reads once from link `l` and handles every complete reply.
     fn read_replies(
         &mut self,
+        l: usize,
         plan: &Plan,
         tally: &mut Tally,
         counting: bool,
         now: Instant,
-    ) -> Result<bool, String> {
-        if self.in_start == self.in_end {
-            self.in_start = 0;
-            self.in_end = 0;
-        } else if self.in_end == self.inbuf.len() {
-            self.inbuf.copy_within(self.in_start..self.in_end, 0);
-            self.in_end -= self.in_start;
-            self.in_start = 0;
-        }
-        let n = match self.stream.read(&mut self.inbuf[self.in_end..]) {
-            Ok(0) => return Err("server closed the connection".into()),
-            Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
-            Err(e) if e.kind() == ErrorKind::Interrupted => return Ok(true),
-            Err(e) => return Err(format!("read: {e}")),
-        };
-        self.in_end += n;
-        while let Some(front) = self.inflight.front().copied() {
-            let buf = &self.inbuf[self.in_start..self.in_end];
-            let Some((len, outcome)) = measure_reply(buf, front.op, plan.protocol) else {
-                if self.in_start == 0 && self.in_end == self.inbuf.len() {
-                    return Err("a reply larger than the read buffer".into());
-                }
-                break;
-            };
-            self.in_start += len;
-            self.inflight.pop_front();
-            if outcome == Outcome::Miss && plan.cache_aside {
-                self.to_set.push_back(front.id);
-            }
-            if counting {
-                match front.op {
-                    Op::Get => tally.gets += 1,
-                    Op::Set => tally.sets += 1,
-                }
-                match outcome {
-                    Outcome::Hit => tally.hits += 1,
-                    Outcome::Miss => tally.misses += 1,
-                    Outcome::Stored => {}
-                    Outcome::Error => tally.errors += 1,
-                }
-                let ns = now.saturating_duration_since(front.sent).as_nanos() as u64;
-                tally
-                    .latency_ns
-                    .saturating_record(ns.clamp(1, LATENCY_MAX_NS));
-            }
-        }
-        if self.inflight.is_empty() && self.in_start != self.in_end {
-            return Err("the server sent bytes that answer no request".into());
-        }
-        Ok(true)
+    ) -> Result<(), String> {
+        let replies = self.links[l].read_replies(plan, tally, counting, now, &mut self.to_set)?;
+        self.in_flight -= replies;
+        Ok(())
     }
 }
 
 /// One worker: its connections, one epoll set, and its tally.
 struct Worker {
     conns: Vec<Conn>,
+    /// Links per connection: an epoll token is `connection * this + link`.
+    links_per_conn: usize,
     epoll: Epoll,
     tally: Tally,
 }
@@ -864,37 +1027,58 @@ impl Worker {
     fn new(plan: &Plan, thread: usize) -> Result<Worker, String> {
         let epoll =
             Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| format!("epoll: {e}"))?;
+        let links_per_conn = plan.links_per_conn();
         let mut conns = Vec::with_capacity(plan.clients);
         for c in 0..plan.clients {
             let index = thread * plan.clients + c;
-            let addr = &plan.servers[index % plan.servers.len()];
-            let conn = Conn::open(addr, plan, index)?;
-            epoll
-                .add(&conn.stream, EpollEvent::new(EpollFlags::EPOLLIN, c as u64))
-                .map_err(|e| format!("epoll add: {e}"))?;
+            let addrs = if plan.route.is_some() {
+                &plan.servers[..]
+            } else {
+                let i = index % plan.servers.len();
+                &plan.servers[i..i + 1]
+            };
+            let conn = Conn::open(addrs, plan, index)?;
+            for (l, link) in conn.links.iter().enumerate() {
+                let token = (c * links_per_conn + l) as u64;
+                epoll
+                    .add(&link.stream, EpollEvent::new(EpollFlags::EPOLLIN, token))
+                    .map_err(|e| format!("epoll add: {e}"))?;
+            }
             conns.push(conn);
         }
         Ok(Worker {
             conns,
+            links_per_conn,
             epoll,
             tally: Tally::new(),
         })
     }
 
-    fn set_write_interest(&mut self, c: usize, wants: bool) -> Result<(), String> {
-        let conn = &mut self.conns[c];
-        if conn.wants_write == wants {
+    fn set_write_interest(&mut self, c: usize, l: usize, wants: bool) -> Result<(), String> {
+        let link = &mut self.conns[c].links[l];
+        if link.wants_write == wants {
             return Ok(());
         }
-        conn.wants_write = wants;
+        link.wants_write = wants;
         let flags = if wants {
             EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT
         } else {
             EpollFlags::EPOLLIN
         };
+        let token = (c * self.links_per_conn + l) as u64;
         self.epoll
-            .modify(&conn.stream, &mut EpollEvent::new(flags, c as u64))
+            .modify(&link.stream, &mut EpollEvent::new(flags, token))
             .map_err(|e| format!("epoll modify: {e}"))
+    }
+
+    /// Writes what connection `c` has buffered on each of its links, and asks
+    /// to hear when a link can take the rest.
+    fn flush(&mut self, c: usize) -> Result<(), String> {
+        for l in 0..self.conns[c].links.len() {
+            let all_out = self.conns[c].links[l].flush()?;
+            self.set_write_interest(c, l, !all_out)?;
+        }
+        Ok(())
     }
 
     /// Drives every connection until none has anything to send or await.
@@ -908,7 +1092,7 @@ impl Worker {
         thread: usize,
         timed: bool,
     ) -> Result<(), String> {
-        let mut events = vec![EpollEvent::empty(); self.conns.len()];
+        let mut events = vec![EpollEvent::empty(); self.conns.len() * self.links_per_conn];
         let mut phase = if timed {
             shared.phase.load(Ordering::Acquire)
         } else {
@@ -919,8 +1103,7 @@ impl Worker {
         let now = Instant::now();
         for c in 0..self.conns.len() {
             self.conns[c].refill(plan, values, now);
-            let all_out = self.conns[c].flush()?;
-            self.set_write_interest(c, !all_out)?;
+            self.flush(c)?;
         }
         loop {
             if timed {
@@ -941,11 +1124,7 @@ impl Worker {
                     }
                 }
             }
-            if self
-                .conns
-                .iter()
-                .all(|c| c.inflight.is_empty() && c.out.is_empty())
-            {
+            if self.conns.iter().all(Conn::idle) {
                 return Ok(());
             }
             if let Some(t) = stop_at {
@@ -965,19 +1144,19 @@ impl Worker {
                 })?;
             let now = Instant::now();
             for ev in &events[..n] {
-                let c = ev.data() as usize;
+                let token = ev.data() as usize;
+                let (c, l) = (token / self.links_per_conn, token % self.links_per_conn);
                 let flags = ev.events();
                 if flags
                     .intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP)
                 {
-                    self.conns[c].read_replies(plan, &mut self.tally, counting, now)?;
+                    self.conns[c].read_replies(l, plan, &mut self.tally, counting, now)?;
                 }
                 let conn = &mut self.conns[c];
-                if conn.out_pos == 0 {
+                if conn.no_partial_write() {
                     conn.refill(plan, values, now);
                 }
-                let all_out = conn.flush()?;
-                self.set_write_interest(c, !all_out)?;
+                self.flush(c)?;
             }
             if counting {
                 shared.done[thread].store(self.tally.requests(), Ordering::Relaxed);
@@ -1302,10 +1481,15 @@ fn report(plan: &Plan, args: &Args, s: &Summary) {
     let max_us = t.latency_ns.max() as f64 / 1000.0;
     let bench_cpu = per_request(s.bench_user_us + s.bench_sys_us);
     let server_cpu = s.server_cpu_us.and_then(per_request);
+    let routing = if plan.route.is_some() {
+        "ketama"
+    } else {
+        "round-robin"
+    };
     if args.json {
         println!(
             concat!(
-                "{{\"protocol\":\"{:?}\",\"servers\":[{}],\"threads\":{},\"connections\":{},",
+                "{{\"protocol\":\"{:?}\",\"servers\":[{}],\"routing\":\"{}\",\"threads\":{},\"connections\":{},",
                 "\"pipeline\":{},\"ratio\":{},\"key_space\":{},\"key_pattern\":\"{:?}\",",
                 "\"value_bytes_min\":{},\"value_bytes_max\":{},\"cache_aside\":{},",
                 "\"elapsed_secs\":{:.4},\"requests\":{},\"gets\":{},\"sets\":{},\"hits\":{},",
@@ -1316,6 +1500,7 @@ fn report(plan: &Plan, args: &Args, s: &Summary) {
             ),
             plan.protocol,
             plan.servers.iter().map(|s| json_string(s)).collect::<Vec<_>>().join(","),
+            routing,
             plan.threads,
             plan.connections(),
             plan.pipeline,
@@ -1352,11 +1537,20 @@ fn report(plan: &Plan, args: &Args, s: &Summary) {
     } else {
         format!("{}-{} B", plan.value_min, plan.value_max)
     };
+    let sockets = if plan.route.is_some() {
+        format!(
+            " (each {} sockets, routed by ketama)",
+            plan.links_per_conn()
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "{:?} protocol, {} x {} connections, pipeline {}, {}, {:?} keys over {}, values {}",
+        "{:?} protocol, {} x {} connections{}, pipeline {}, {}, {:?} keys over {}, values {}",
         plan.protocol,
         plan.threads,
         plan.clients,
+        sockets,
         plan.pipeline,
         if plan.cache_aside {
             "cache-aside gets".to_string()
