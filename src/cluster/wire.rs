@@ -403,12 +403,12 @@ mod tests {
                     mode: PeerMode::Merge(9),
                     epoch: 2
                 },
-                13
+                14
             )))
         );
         assert_eq!(
             parse_peer_line(b"rc exchange 2 9\r\n"),
-            Ok(Some((PeerLine::Exchange { epoch: 2, node: 9 }, 16)))
+            Ok(Some((PeerLine::Exchange { epoch: 2, node: 9 }, 17)))
         );
         let mut out = Vec::new();
         encode_mode(PeerMode::Merge(9), 2, &mut out);
