@@ -428,6 +428,12 @@ impl Cluster {
             .collect()
     }
 
+    /// The primary of `key` and its owning shard there.
+    fn primary(&self, key: &str) -> (u32, usize) {
+        let owner = self.placement.owners(key.as_bytes()).primary();
+        (owner.node, owner.shard as usize)
+    }
+
     /// Node `id`'s output so far (empty for a fake or a killed node).
     fn log(&self, id: u32) -> String {
         self.node(id)
@@ -1364,4 +1370,39 @@ fn paused_node_past_the_hint_bound_copies_afresh() {
         return;
     }
     paused_node_catches_up("10", true);
+}
+
+/// A ketama client given the shard endpoints (here: the test, placing keys as the
+/// nodes do) reaches each key's primary with no hop: no node forwards anything,
+/// to another shard or to another node.
+#[test]
+fn keys_sent_to_their_primary_shard_cross_nothing() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    let cluster = Cluster::start(&Layout::real(3, 2, 1, "one"));
+    let mut endpoints: HashMap<(u32, usize), Client> = HashMap::new();
+    let items = items("direct", 600, "d");
+    for (key, value) in &items {
+        let (node, shard) = cluster.primary(key);
+        let client = endpoints.entry((node, shard)).or_insert_with(|| {
+            let n = cluster.node(node);
+            Client::connect_at(&n.ip, n.shard_ports[shard])
+        });
+        client.set(key, value.as_bytes());
+        assert_eq!(client.get(key).as_deref(), Some(value.as_bytes()), "{key}");
+    }
+    assert_eq!(
+        endpoints.len(),
+        6,
+        "every shard of every node owns some of the keys"
+    );
+    for id in [1, 2, 3] {
+        let stats = parse_stats(&cluster.client(id).call(b"stats\r\n", b"END\r\n"));
+        assert_eq!(stat_u64(&stats, "forwarded_out"), 0, "node {id} forwarded");
+    }
+    // The same keys through one node's client port do cross.
+    assert_all_read(&mut cluster.client(1), &items, 1);
+    let stats = parse_stats(&cluster.client(1).call(b"stats\r\n", b"END\r\n"));
+    assert!(stat_u64(&stats, "forwarded_out") > 0);
 }

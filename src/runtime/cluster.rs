@@ -169,7 +169,7 @@ impl ClusterNode {
     fn clear_tko(&self, node: u32) {
         if let Some(t) = self.tko.get(&node) {
             if t.swap(false, Ordering::AcqRel) {
-                log::warn!("node {node} answers again");
+                log::info!("node {node} answers again");
             }
         }
     }
@@ -837,8 +837,13 @@ pub async fn recover(ctx: Rc<ShardCtx>, what: RecoverWhat) {
         // holds for this node is out of reach until it answers again, and then
         // its probe asks this node to settle with it.
         if !node.probe(peer).await {
-            log::info!("node {peer} is not reachable for recovery");
-            node.mark_tko(peer);
+            // Usual when a whole cluster starts at once: not worth a warning.
+            log::info!(
+                "node {peer} is not reachable for recovery: skipping it until it answers a probe"
+            );
+            if let Some(t) = node.tko.get(&peer) {
+                t.store(true, Ordering::Release);
+            }
             continue;
         }
         let done = match what {

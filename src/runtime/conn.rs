@@ -297,11 +297,13 @@ impl Output {
                 }
             }
         }
+        // Writes applied here and held for their acks were not forwarded.
+        let forwarded = self.forwarded - self.tickets_ok.len();
+        with_state(|s| s.stats.forwarded_out += forwarded as u64);
         self.peer_ops.clear();
         self.tickets.clear();
         self.tickets_ok.clear();
         spliced.extend_from_slice(&self.out[self.local_mark..]);
-        with_state(|s| s.stats.forwarded_out += self.forwarded as u64);
         self.spliced = std::mem::replace(&mut self.out, spliced);
         // Buffers kept for reuse are dropped once one carried large values, so an
         // idle connection does not hold on to what its largest read needed.
