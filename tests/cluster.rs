@@ -1406,3 +1406,100 @@ fn keys_sent_to_their_primary_shard_cross_nothing() {
     let stats = parse_stats(&cluster.client(1).call(b"stats\r\n", b"END\r\n"));
     assert!(stat_u64(&stats, "forwarded_out") > 0);
 }
+
+/// One binary request: `opcode`, `extras`, `key`, `value`, opaque `opaque`.
+fn binary_request(opcode: u8, extras: &[u8], key: &[u8], value: &[u8], opaque: u32) -> Vec<u8> {
+    let body = extras.len() + key.len() + value.len();
+    let mut out = vec![0x80, opcode];
+    out.extend_from_slice(&(key.len() as u16).to_be_bytes());
+    out.push(extras.len() as u8);
+    out.extend_from_slice(&[0, 0, 0]);
+    out.extend_from_slice(&(body as u32).to_be_bytes());
+    out.extend_from_slice(&opaque.to_be_bytes());
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(extras);
+    out.extend_from_slice(key);
+    out.extend_from_slice(value);
+    out
+}
+
+/// Reads one binary response: (opcode, status, opaque, value after extras and key).
+fn binary_response(client: &mut Client) -> (u8, u16, u32, Vec<u8>) {
+    let header = client
+        .read_exact_n(24, REPLY_TIMEOUT)
+        .unwrap_or_else(|f| panic!("binary response header: {f:?}"));
+    assert_eq!(header[0], 0x81, "response magic: {}", show(&header));
+    let key_len = u16::from_be_bytes([header[2], header[3]]) as usize;
+    let extras_len = header[4] as usize;
+    let status = u16::from_be_bytes([header[6], header[7]]);
+    let body_len = u32::from_be_bytes([header[8], header[9], header[10], header[11]]) as usize;
+    let opaque = u32::from_be_bytes([header[12], header[13], header[14], header[15]]);
+    let body = client
+        .read_exact_n(body_len, REPLY_TIMEOUT)
+        .unwrap_or_else(|f| panic!("binary response body: {f:?}"));
+    (
+        header[1],
+        status,
+        opaque,
+        body[extras_len + key_len..].to_vec(),
+    )
+}
+
+/// Binary clients (spymemcached's default) reach every key through any node:
+/// requests for keys owned elsewhere travel to the owner as binary packets and
+/// come back in order, quiet ones included; writes replicate.
+#[test]
+fn binary_requests_reach_every_key_through_any_node() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    let cluster = Cluster::start(&Layout::real(3, 2, 2, "all"));
+    let items = items("bin", 300, "v");
+    let mut node1 = cluster.client(1);
+    // Pipelined SETQ for every key, then a NOOP: only the NOOP answers.
+    let mut batch = Vec::new();
+    for (i, (key, value)) in items.iter().enumerate() {
+        let extras = [0, 0, 0, 7, 0, 0, 0, 0];
+        batch.extend(binary_request(
+            0x11,
+            &extras,
+            key.as_bytes(),
+            value.as_bytes(),
+            i as u32,
+        ));
+    }
+    batch.extend(binary_request(0x0a, &[], &[], &[], 0xfeed));
+    node1.send(&batch);
+    let (opcode, status, opaque, _) = binary_response(&mut node1);
+    assert_eq!(
+        (opcode, status, opaque),
+        (0x0a, 0, 0xfeed),
+        "only the NOOP answers"
+    );
+    // GET each through node 2, in order, with its flags.
+    let mut node2 = cluster.client(2);
+    let mut gets = Vec::new();
+    for (i, (key, _)) in items.iter().enumerate() {
+        gets.extend(binary_request(0x00, &[], key.as_bytes(), &[], i as u32));
+    }
+    node2.send(&gets);
+    for (i, (key, value)) in items.iter().enumerate() {
+        let (opcode, status, opaque, body) = binary_response(&mut node2);
+        assert_eq!((opcode, status, opaque), (0x00, 0, i as u32), "get {key}");
+        assert_eq!(body, value.as_bytes(), "get {key}");
+    }
+    // Every owner holds its copy (set with write_ack all).
+    assert_owners_hold(&cluster, &items, "after binary sets through node 1");
+    // DELETE and a GET miss through node 3.
+    let mut node3 = cluster.client(3);
+    let (key, _) = &items[0];
+    node3.send(&binary_request(0x04, &[], key.as_bytes(), &[], 1));
+    assert_eq!(binary_response(&mut node3).1, 0, "delete {key}");
+    node3.send(&binary_request(0x00, &[], key.as_bytes(), &[], 2));
+    assert_eq!(
+        binary_response(&mut node3).1,
+        1,
+        "get {key} after delete: not found"
+    );
+    assert_eq!(cluster.client(1).get(key), None);
+}

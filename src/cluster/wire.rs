@@ -55,6 +55,12 @@ pub const HINTS_OVERFLOWED: &[u8] = b"SERVER_ERROR hints overflowed\r\n";
 /// The reply to a finished `rc recover`.
 pub const RECOVERED: &[u8] = b"OK\r\n";
 
+/// Ends every binary request a node sends another (a NOOP): the reply is every
+/// response packet before the NOOP's, found by [`scan_binary_reply`].
+pub const BINARY_NOOP_REQUEST: [u8; 24] = [
+    0x80, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+];
+
 /// Ends every request a node sends another; [`MN_REPLY`] answers it.
 pub const MN_REQUEST: &[u8] = b"mn\r\n";
 pub const MN_REPLY: &[u8] = b"MN\r\n";
@@ -297,6 +303,40 @@ pub fn scan_reply(buf: &[u8]) -> Scan {
     }
 }
 
+/// [`scan_reply`] for binary requests: response packets, each its 24-byte
+/// header and the body it states, up to and including the NOOP response.
+pub fn scan_binary_reply(buf: &[u8]) -> Scan {
+    let mut at = 0;
+    loop {
+        let rest = &buf[at..];
+        if rest.len() < 24 {
+            return Scan::Incomplete;
+        }
+        if rest[0] != 0x81 {
+            return Scan::Garbage("not a binary response");
+        }
+        let body = u32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]) as usize;
+        if body > crate::limits::PEER_REPLY_BYTES_MAX {
+            return Scan::Garbage("a response longer than any item");
+        }
+        if rest.len() < 24 + body {
+            return Scan::Incomplete;
+        }
+        if rest[1] == 0x0a {
+            return Scan::Reply {
+                body: at,
+                used: at + 24 + body,
+            };
+        }
+        at += 24 + body;
+    }
+}
+
+/// The status of the first response packet in `reply`, if there is one.
+pub fn binary_status(reply: &[u8]) -> Option<u16> {
+    (reply.len() >= 24).then(|| u16::from_be_bytes([reply[6], reply[7]]))
+}
+
 /// The first word of every reply line memcached sends besides values and numbers.
 fn is_reply_word(word: &[u8]) -> bool {
     matches!(
@@ -371,6 +411,23 @@ mod tests {
             scan_reply(b"12\r\nMN\r\n"),
             Scan::Reply { body: 4, used: 8 }
         );
+    }
+
+    #[test]
+    fn binary_replies_end_at_the_noop_response() {
+        let mut reply = vec![0x81, 0x00, 0, 0, 4, 0, 0, 0, 0, 0, 0, 7];
+        reply.extend_from_slice(&[0; 12]);
+        reply.extend_from_slice(b"\0\0\0\0abc");
+        let noop = [
+            0x81, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        let mut both = reply.clone();
+        both.extend_from_slice(&noop);
+        assert_eq!(scan_binary_reply(&both), Scan::Reply { body: 31, used: 55 });
+        assert_eq!(scan_binary_reply(&both[..40]), Scan::Incomplete);
+        assert_eq!(scan_binary_reply(&noop), Scan::Reply { body: 0, used: 24 });
+        assert!(matches!(scan_binary_reply(&[0x80; 30]), Scan::Garbage(_)));
+        assert_eq!(binary_status(&reply), Some(0));
     }
 
     #[test]

@@ -87,6 +87,8 @@ pub enum Status {
     /// are not forwarded to (use the owner's shard endpoint).
     NotMyVbucket = 0x07,
     UnknownCommand = 0x81,
+    /// In a cluster: no owner of the key answered.
+    TemporaryFailure = 0x86,
     /// Out of memory for an increment or decrement.
     OutOfMemory = 0x82,
     /// Out of memory for a storage command: the same status, memcached's own text.
@@ -114,6 +116,7 @@ impl Status {
             Status::NonNumeric => b"Non-numeric server-side value for incr or decr",
             Status::NotMyVbucket => b"Vbucket belongs to another server",
             Status::UnknownCommand => b"Unknown command",
+            Status::TemporaryFailure => b"Temporary failure",
             Status::OutOfMemory => b"Out of memory",
             Status::ItemOutOfMemory => b"Out of memory allocating item",
         }

@@ -9,8 +9,11 @@
 //! never sends them); a malformed header is answered, after the earlier replies,
 //! then the connection closes; `QUIT` answers (unless quiet) and closes.
 
-use super::cluster::{self, ConnMode, Role, Route};
-use super::conn::{drain, drain_if_full, node_view, skip_data_block, After, Output, ReplySize};
+use super::cluster::{ConnMode, Role, Route};
+use super::conn::{
+    apply_binary_here, drain, drain_if_full, node_view, skip_data_block, After, Output, PeerReply,
+    ReplySize,
+};
 use super::messages::{Ask, ForwardKind};
 use super::shard::{with_state, ShardCtx};
 use crate::engine::binary::{self as engine, StatGroup};
@@ -55,19 +58,7 @@ pub(super) async fn handle_buffer(
                 }
                 Route::Shard(owner, role) if owner == ctx.id => {
                     let clock = ctx.node.clock();
-                    let cluster = ctx.cluster.as_ref().expect("roles only in a cluster");
-                    let ticket = with_state(|s| {
-                        cluster::apply_binary(cluster, s, &req, key, role, &clock, &mut output.out)
-                    });
-                    // Binary replies are not held for write-acks: the client
-                    // is answered once this node has applied the write.
-                    if let Some(ticket) = ticket {
-                        let cluster = cluster.clone();
-                        glommio::spawn_local(async move {
-                            cluster.settle(ticket).await;
-                        })
-                        .detach();
-                    }
+                    apply_binary_here(ctx, output, &req, key, role, &clock);
                 }
                 // Binary requests are not told apart by reply size: any may be a get.
                 Route::Shard(owner, role) => output.forward(
@@ -76,10 +67,28 @@ pub(super) async fn handle_buffer(
                     ForwardKind::Binary(role),
                     ReplySize::MayCarryValue,
                 ),
-                // Binary requests are not forwarded to other nodes.
-                Route::Peer(_) | Route::Refuse(_) => {
-                    write_error(&mut output.out, &req.header, Status::NotMyVbucket)
+                // A request refused as too large before its body was read is
+                // answered here (see `conn::keyed`).
+                Route::Peer(_) if matches!(req.command, Command::TooLarge { .. }) => {
+                    let clock = ctx.node.clock();
+                    with_state(|s| engine::execute(s, &req, &clock, &mut output.out));
                 }
+                Route::Peer(target) => {
+                    let mut request = raw.to_vec();
+                    request.extend_from_slice(&crate::cluster::wire::BINARY_NOOP_REQUEST);
+                    let mut on_failure = Vec::new();
+                    write_error(&mut on_failure, &req.header, Status::TemporaryFailure);
+                    output.forward_peer(
+                        ctx,
+                        target,
+                        key,
+                        write,
+                        request,
+                        PeerReply::Binary,
+                        on_failure,
+                    );
+                }
+                Route::Refuse(_) => write_error(&mut output.out, &req.header, Status::NotMyVbucket),
             }
         } else if let After::Close = node_request(ctx, &req, output).await {
             *start += used;

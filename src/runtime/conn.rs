@@ -7,7 +7,7 @@
 
 use super::cluster::{self, ConnMode, Role, Route, Ticket};
 use super::messages::{Answer, Ask, Batch, ForwardKind, Replies};
-use super::peer::Reply;
+use super::peer::{Framing, Reply};
 use super::shard::{with_state, ShardCtx};
 use super::waiters::Wait;
 use crate::cluster::ring::Owner;
@@ -86,8 +86,9 @@ struct PeerOp {
     write: bool,
     /// The request as sent, with its `mn`.
     request: Vec<u8>,
-    /// One key of a multi-key get: the reply's `END` is dropped.
-    get_one: bool,
+    shape: PeerReply,
+    /// The reply when no owner answers.
+    on_failure: Vec<u8>,
     target: Owner,
     reply: Option<Reply>,
     result: Vec<u8>,
@@ -124,6 +125,8 @@ pub(super) struct Output {
     peer_ops: Vec<PeerOp>,
     tickets: Vec<Option<Ticket>>,
     tickets_ok: Vec<bool>,
+    /// Per ticket: the reply if it fails (empty: the text one).
+    ticket_failures: Vec<Vec<u8>>,
 }
 
 impl Output {
@@ -142,6 +145,7 @@ impl Output {
             peer_ops: Vec::new(),
             tickets: Vec::new(),
             tickets_ok: Vec::new(),
+            ticket_failures: Vec::new(),
         }
     }
 
@@ -163,6 +167,7 @@ impl Output {
     }
 
     /// Sends a request to another node now; its reply is spliced in at `complete`.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn forward_peer(
         &mut self,
         ctx: &ShardCtx,
@@ -170,21 +175,24 @@ impl Output {
         key: &[u8],
         write: bool,
         request: Vec<u8>,
-        get_one: bool,
+        shape: PeerReply,
+        on_failure: Vec<u8>,
     ) {
         let cluster = ctx.cluster.as_ref().expect("peers only in a cluster");
         self.cut_local();
         self.pieces.push(Piece::Peer {
             op: self.peer_ops.len(),
         });
-        let reply = cluster
-            .link(target)
-            .send(PeerMode::Forward, request.clone());
+        let reply =
+            cluster
+                .link(target)
+                .send_framed(PeerMode::Forward, shape.framing(), request.clone());
         self.peer_ops.push(PeerOp {
             key: key.to_vec(),
             write,
             request,
-            get_one,
+            shape,
+            on_failure,
             target,
             reply: Some(reply),
             result: Vec::new(),
@@ -195,7 +203,10 @@ impl Output {
 
     /// Marks `out[start..]` as the reply to a write applied here as primary,
     /// sent once `ticket` settles. `cut_local` must have run before the write.
-    fn push_acked(&mut self, start: usize, ticket: Ticket) {
+    ///
+    /// `failure` replaces the reply when too few owners acknowledge (empty: the
+    /// text protocol's [`wire::NOT_ENOUGH_ACKS`]).
+    pub(super) fn push_acked(&mut self, start: usize, ticket: Ticket, failure: Vec<u8>) {
         debug_assert_eq!(start, self.local_mark);
         self.pieces.push(Piece::Acked {
             start,
@@ -203,6 +214,7 @@ impl Output {
             ticket: self.tickets.len(),
         });
         self.tickets.push(Some(ticket));
+        self.ticket_failures.push(failure);
         self.local_mark = self.out.len();
         self.forwarded += 1;
     }
@@ -291,8 +303,10 @@ impl Output {
                 Piece::Acked { start, end, ticket } => {
                     if self.tickets_ok[ticket] || start == end {
                         spliced.extend_from_slice(&self.out[start..end]);
-                    } else {
+                    } else if self.ticket_failures[ticket].is_empty() {
                         spliced.extend_from_slice(wire::NOT_ENOUGH_ACKS);
+                    } else {
+                        spliced.extend_from_slice(&self.ticket_failures[ticket]);
                     }
                 }
             }
@@ -303,6 +317,7 @@ impl Output {
         self.peer_ops.clear();
         self.tickets.clear();
         self.tickets_ok.clear();
+        self.ticket_failures.clear();
         spliced.extend_from_slice(&self.out[self.local_mark..]);
         self.spliced = std::mem::replace(&mut self.out, spliced);
         // Buffers kept for reuse are dropped once one carried large values, so an
@@ -341,16 +356,12 @@ impl Output {
                     None => Err(super::peer::LinkError::Failed),
                 };
                 let usable = match &answer {
-                    Ok(bytes) if op.get_one => bytes.ends_with(crate::engine::reply::END),
-                    Ok(bytes) => {
-                        bytes.as_slice() != wire::RECOVERING
-                            && !bytes.starts_with(wire::EPOCH_MISMATCH_PREFIX)
-                    }
+                    Ok(bytes) => op.shape.is_usable(bytes),
                     Err(_) => false,
                 };
                 if usable {
                     let mut bytes = answer.unwrap_or_default();
-                    if op.get_one {
+                    if op.shape == PeerReply::GetOne {
                         bytes.truncate(bytes.len() - crate::engine::reply::END.len());
                     }
                     op.result = bytes;
@@ -360,19 +371,14 @@ impl Output {
                 match cluster.node.candidates(&op.key, op.write, &tried).next() {
                     Some(next) => {
                         op.target = next;
-                        reply = Some(
-                            cluster
-                                .link(next)
-                                .send(PeerMode::Forward, op.request.clone()),
-                        );
+                        reply = Some(cluster.link(next).send_framed(
+                            PeerMode::Forward,
+                            op.shape.framing(),
+                            op.request.clone(),
+                        ));
                     }
                     None => {
-                        // A miss for one key of a get keeps the reply well formed.
-                        op.result = if op.get_one {
-                            Vec::new()
-                        } else {
-                            b"SERVER_ERROR no owner of this key is reachable\r\n".to_vec()
-                        };
+                        op.result = std::mem::take(&mut op.on_failure);
                         break;
                     }
                 }
@@ -381,6 +387,43 @@ impl Output {
         for ticket in &mut self.tickets {
             let ticket = ticket.take().expect("a ticket is settled once");
             self.tickets_ok.push(cluster.settle(ticket).await);
+        }
+    }
+}
+
+/// What a request sent to another node is, for reading its reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum PeerReply {
+    /// A whole text or meta request.
+    Whole,
+    /// One key of a multi-key get: the reply's `END` is dropped.
+    GetOne,
+    /// A binary request.
+    Binary,
+}
+
+impl PeerReply {
+    fn framing(self) -> Framing {
+        match self {
+            PeerReply::Binary => Framing::Binary,
+            PeerReply::Whole | PeerReply::GetOne => Framing::Text,
+        }
+    }
+
+    /// Whether `reply` answers the request, or says to ask the next owner
+    /// (recovering, another epoch, not an owner).
+    fn is_usable(self, reply: &[u8]) -> bool {
+        match self {
+            PeerReply::GetOne => reply.ends_with(crate::engine::reply::END),
+            PeerReply::Whole => {
+                reply != wire::RECOVERING
+                    && reply != wire::NOT_AN_OWNER
+                    && !reply.starts_with(wire::EPOCH_MISMATCH_PREFIX)
+            }
+            PeerReply::Binary => {
+                wire::binary_status(reply)
+                    != Some(crate::protocol::binary::Status::NotMyVbucket.code())
+            }
         }
     }
 }
@@ -634,6 +677,18 @@ async fn handle_buffer(
                 break;
             }
         }
+        if let (ConnMode::Peer { .. }, Some(&protocol::binary::REQUEST_MAGIC)) =
+            (*mode, rest.first())
+        {
+            // A binary request another node forwarded, ended by a binary NOOP.
+            match peer_binary_request(ctx, output, *mode, conn.suspect, rest) {
+                Some(used) => {
+                    *start += used;
+                    continue;
+                }
+                None => break,
+            }
+        }
         let (req, used) = match protocol::parse(rest, &ctx.limits) {
             Ok(parsed) => parsed,
             Err(ParseError::Incomplete) => break,
@@ -719,7 +774,16 @@ async fn handle_buffer(
                             ),
                             Route::Peer(target) => {
                                 let request = get_one_request(kind, exptime, key);
-                                output.forward_peer(ctx, target, key, write, request, true);
+                                // A miss keeps the reply well formed when no owner answers.
+                                output.forward_peer(
+                                    ctx,
+                                    target,
+                                    key,
+                                    write,
+                                    request,
+                                    PeerReply::GetOne,
+                                    Vec::new(),
+                                );
                             }
                             Route::Refuse(_) => unreachable!("refusals are answered above"),
                         }
@@ -803,6 +867,88 @@ fn mode_may_be_stale(mode: ConnMode) -> bool {
     )
 }
 
+/// Serves one binary request at the start of `rest` on another node's
+/// connection: keyed requests as the mode says, the NOOP that ends each by
+/// answering it. Returns the bytes used, or `None` while it is incomplete.
+fn peer_binary_request(
+    ctx: &ShardCtx,
+    output: &mut Output,
+    mode: ConnMode,
+    suspect: bool,
+    rest: &[u8],
+) -> Option<usize> {
+    use crate::engine::binary as bin_engine;
+    use crate::protocol::binary::{self as bin, Command, Quiet, Status};
+    let (req, used) = match bin::parse(rest, &ctx.limits) {
+        Ok(parsed) => parsed,
+        Err(bin::ParseError::Incomplete) => return None,
+        // Senders forward only whole, well-formed requests.
+        Err(_) => {
+            log::warn!("another node forwarded a malformed binary request; closing");
+            return Some(rest.len());
+        }
+    };
+    let raw = &rest[..used];
+    let Some(key) = req.command.key() else {
+        match req.command {
+            Command::Noop => bin_engine::write_done(&mut output.out, &req.header, Quiet::No),
+            _ => bin::write_error(&mut output.out, &req.header, Status::UnknownCommand),
+        }
+        return Some(used);
+    };
+    let write = !matches!(req.command, Command::Get { .. });
+    if suspect && mode_may_be_stale(mode) && write {
+        log::warn!("dropping a binary write from a peer sent across a pause of this node");
+        bin::write_error(&mut output.out, &req.header, Status::NotMyVbucket);
+        return Some(used);
+    }
+    let clock = ctx.node.clock();
+    match ctx.route(key, write, mode) {
+        Route::Shard(shard, Role::Plain) if shard == ctx.id => {
+            with_state(|s| bin_engine::execute(s, &req, &clock, &mut output.out));
+        }
+        Route::Shard(shard, role) if shard == ctx.id => {
+            apply_binary_here(ctx, output, &req, key, role, &clock);
+        }
+        Route::Shard(shard, role) => output.forward(
+            shard,
+            raw,
+            ForwardKind::Binary(role),
+            ReplySize::MayCarryValue,
+        ),
+        Route::Peer(_) | Route::Refuse(_) => {
+            bin::write_error(&mut output.out, &req.header, Status::NotMyVbucket)
+        }
+    }
+    Some(used)
+}
+
+/// Applies a binary write in `role` on this shard; a primary's reply waits for
+/// `write_ack` like a text one, and becomes a `Temporary failure` error without it.
+pub(super) fn apply_binary_here(
+    ctx: &ShardCtx,
+    output: &mut Output,
+    req: &crate::protocol::binary::BinRequest<'_>,
+    key: &[u8],
+    role: Role,
+    clock: &Clock,
+) {
+    let cluster = ctx.cluster.as_ref().expect("roles only in a cluster");
+    output.cut_local();
+    let start = output.out.len();
+    let ticket =
+        with_state(|s| cluster::apply_binary(cluster, s, req, key, role, clock, &mut output.out));
+    if let Some(ticket) = ticket {
+        let mut failure = Vec::new();
+        crate::protocol::binary::write_error(
+            &mut failure,
+            &req.header,
+            crate::protocol::binary::Status::TemporaryFailure,
+        );
+        output.push_acked(start, ticket, failure);
+    }
+}
+
 /// Routes one keyed text or meta request: runs it here, batches it for another
 /// shard, sends it to another node, or refuses it.
 #[allow(clippy::too_many_arguments)]
@@ -828,14 +974,28 @@ fn keyed(
             let ticket =
                 with_state(|s| cluster::apply(cluster, s, req, key, role, clock, &mut output.out));
             if let Some(ticket) = ticket {
-                output.push_acked(start, ticket);
+                output.push_acked(start, ticket, Vec::new());
             }
         }
         Route::Shard(shard, role) => output.forward(shard, raw, ForwardKind::Whole(role), size),
+        // A request refused as too large before its data was read is answered
+        // here: its line alone, forwarded, would make the owner skip the data
+        // block in what follows on the connection.
+        Route::Peer(_) if swallow_after(req).is_some() => {
+            with_state(|s| engine::execute(s, req, clock, &mut output.out));
+        }
         Route::Peer(target) => {
             let mut request = raw.to_vec();
             request.extend_from_slice(wire::MN_REQUEST);
-            output.forward_peer(ctx, target, key, write, request, false);
+            output.forward_peer(
+                ctx,
+                target,
+                key,
+                write,
+                request,
+                PeerReply::Whole,
+                b"SERVER_ERROR no owner of this key is reachable\r\n".to_vec(),
+            );
         }
         Route::Refuse(refusal) => refusal.write(&mut output.out),
     }
@@ -859,7 +1019,7 @@ fn get_one_here(
                 cluster::apply_get_one(cluster, s, kind, exptime, key, role, clock, &mut output.out)
             });
             if let Some(ticket) = ticket {
-                output.push_acked(start, ticket);
+                output.push_acked(start, ticket, Vec::new());
             }
         }
         _ => with_state(|s| engine::get_one(s, kind, exptime, key, clock, &mut output.out)),

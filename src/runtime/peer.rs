@@ -74,8 +74,18 @@ impl Future for Reply {
     }
 }
 
+/// How the reply to a request on a link ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// Text or meta requests, each followed by `mn`.
+    Text,
+    /// A binary request followed by a binary NOOP.
+    Binary,
+}
+
 struct Outgoing {
     mode: PeerMode,
+    framing: Framing,
     bytes: Vec<u8>,
     slot: Rc<Slot>,
 }
@@ -86,7 +96,7 @@ pub struct Link {
     addr: SocketAddr,
     cluster: Arc<ClusterNode>,
     queue: RefCell<VecDeque<Outgoing>>,
-    in_flight: RefCell<VecDeque<Rc<Slot>>>,
+    in_flight: RefCell<VecDeque<(Rc<Slot>, Framing)>>,
     writer_waker: RefCell<Option<Waker>>,
     task: RefCell<Option<Task<()>>>,
     running: Cell<bool>,
@@ -109,12 +119,18 @@ impl Link {
     /// Queues `bytes` (requests, each followed by `mn`, in `mode`) and returns
     /// their reply. Requests on one link are written and answered in order.
     pub fn send(self: &Rc<Self>, mode: PeerMode, bytes: Vec<u8>) -> Reply {
+        self.send_framed(mode, Framing::Text, bytes)
+    }
+
+    /// [`Link::send`] for a request whose reply ends as `framing` says.
+    pub fn send_framed(self: &Rc<Self>, mode: PeerMode, framing: Framing, bytes: Vec<u8>) -> Reply {
         let slot = Rc::new(Slot {
             value: RefCell::new(None),
             waker: RefCell::new(None),
         });
         self.queue.borrow_mut().push_back(Outgoing {
             mode,
+            framing,
             bytes,
             slot: slot.clone(),
         });
@@ -165,7 +181,7 @@ impl Link {
         self.cluster.mark_tko(self.target.node);
         let in_flight: Vec<_> = self.in_flight.borrow_mut().drain(..).collect();
         let queued: Vec<_> = self.queue.borrow_mut().drain(..).collect();
-        for slot in in_flight {
+        for (slot, _) in in_flight {
             slot.complete(Err(why));
         }
         for out in queued {
@@ -228,7 +244,7 @@ impl Link {
                         mode = Some(out.mode);
                     }
                     buf.extend_from_slice(&out.bytes);
-                    in_flight.push_back(out.slot);
+                    in_flight.push_back((out.slot, out.framing));
                 }
             }
             if writer.write_all(&buf).await.is_err() {
@@ -253,14 +269,23 @@ impl Link {
             };
             buf.extend_from_slice(&chunk[..n]);
             let mut start = 0;
-            loop {
-                match wire::scan_reply(&buf[start..]) {
+            while start < buf.len() {
+                let Some(framing) = self.in_flight.borrow().front().map(|(_, f)| *f) else {
+                    return self.garbage("a reply to no request");
+                };
+                let scan = match framing {
+                    Framing::Text => wire::scan_reply(&buf[start..]),
+                    Framing::Binary => wire::scan_binary_reply(&buf[start..]),
+                };
+                match scan {
                     Scan::Incomplete => break,
                     Scan::Garbage(why) => return self.garbage(why),
                     Scan::Reply { body, used } => {
-                        let Some(slot) = self.in_flight.borrow_mut().pop_front() else {
-                            return self.garbage("a reply to no request");
-                        };
+                        let (slot, _) = self
+                            .in_flight
+                            .borrow_mut()
+                            .pop_front()
+                            .expect("a request in flight");
                         slot.complete(Ok(buf[start..start + body].to_vec()));
                         start += used;
                     }

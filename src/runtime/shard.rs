@@ -349,7 +349,8 @@ async fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
                                     role,
                                     &clock,
                                     &mut replies.bytes,
-                                ),
+                                )
+                                .map(|t| (t, Vec::new())),
                                 _ => {
                                     engine::execute(state, &req, &clock, &mut replies.bytes);
                                     None
@@ -372,15 +373,13 @@ async fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
                                         &clock,
                                         &mut replies.bytes,
                                     );
-                                    // As on the binary connection: not held for acks.
-                                    if let Some(ticket) = ticket {
-                                        let c = c.clone();
-                                        glommio::spawn_local(async move {
-                                            c.settle(ticket).await;
-                                        })
-                                        .detach();
-                                    }
-                                    None
+                                    let mut failure = Vec::new();
+                                    protocol::binary::write_error(
+                                        &mut failure,
+                                        &req.header,
+                                        protocol::binary::Status::TemporaryFailure,
+                                    );
+                                    ticket.map(|t| (t, failure))
                                 }
                                 _ => {
                                     if ctx.cluster.is_none() {
@@ -414,7 +413,8 @@ async fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
                                 role,
                                 &clock,
                                 &mut replies.bytes,
-                            ),
+                            )
+                            .map(|t| (t, Vec::new())),
                             _ => {
                                 if ctx.cluster.is_none() {
                                     assert_eq!(
@@ -442,9 +442,14 @@ async fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
                 }
             });
             if let Some(cluster) = &ctx.cluster {
-                for (op, ticket) in tickets {
+                for (op, (ticket, failure)) in tickets {
                     if !cluster.settle(ticket).await && !replies.fragment(op).is_empty() {
-                        replies.replace(op, crate::cluster::wire::NOT_ENOUGH_ACKS);
+                        let failure = if failure.is_empty() {
+                            crate::cluster::wire::NOT_ENOUGH_ACKS
+                        } else {
+                            &failure
+                        };
+                        replies.replace(op, failure);
                     }
                 }
             }
