@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use ringcache::cluster::config::{
-    ClusterConfig, ClusterFileError, ClusterSpec, ConfigError, Endpoint, NodeConfig, NodeState,
-    WriteAck,
+    parse_cluster_file, parse_cluster_file_with_epoch, ClusterConfig, ClusterFileError,
+    ClusterSpec, ConfigError, Endpoint, NodeConfig, NodeState, WriteAck,
 };
 use ringcache::cluster::encode::{encode_config_get_cluster, encode_stats_cluster};
 use ringcache::cluster::placement::Placement;
@@ -157,7 +157,24 @@ fn every_syntax_error_names_its_line() {
             "unknown node key",
         ),
         ("id = 1 ", "id = 1\nid = 1 ", 9, "set twice"),
-        ("replicas = 2 ", "epoch = 9\nreplicas = 2 ", 2, "epoch 1"),
+        (
+            "replicas = 2 ",
+            "epoch = 0\nreplicas = 2 ",
+            2,
+            "epochs start at 1",
+        ),
+        (
+            "replicas = 2 ",
+            "epoch = 3\nepoch = 3\nreplicas = 2 ",
+            3,
+            "set twice",
+        ),
+        (
+            "replicas = 2 ",
+            "epoch = \"3\"\nreplicas = 2 ",
+            2,
+            "not an integer",
+        ),
         (
             "replicas = 2 ",
             "colour = 2\nreplicas = 2 ",
@@ -318,6 +335,31 @@ fn every_invalid_configuration_is_refused_with_its_reason() {
     let mut single = spec(1, 1, 1);
     single.nodes[0].shards[0] = single.nodes[0].client_addr.clone();
     assert!(ClusterConfig::new(1, single).is_ok());
+}
+
+#[test]
+fn a_file_may_set_its_epoch_and_is_epoch_1_without_one() {
+    let example = documented_example();
+    assert!(!example.contains("epoch ="), "the example sets no epoch");
+    assert_eq!(ClusterConfig::from_file_text(&example).unwrap().epoch(), 1);
+    let at_9 = ClusterConfig::from_file_text(&format!("epoch = 9\n{example}")).unwrap();
+    assert_eq!(at_9.epoch(), 9);
+    let at_max = format!("epoch = {}\n{example}", u64::MAX);
+    assert_eq!(
+        ClusterConfig::from_file_text(&at_max).unwrap().epoch(),
+        u64::MAX
+    );
+    // The epoch is a top-level key: after a [[node]] it is a node key, and unknown.
+    let in_node = example.replacen("state = \"up\"", "epoch = 2", 1);
+    match ClusterConfig::from_file_text(&in_node) {
+        Err(ClusterFileError::Syntax { reason, .. }) => {
+            assert!(reason.contains("unknown node key"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let (epoch, spec) = parse_cluster_file_with_epoch(&format!("epoch = 4\n{example}")).unwrap();
+    assert_eq!(epoch, 4);
+    assert_eq!(parse_cluster_file(&example).unwrap(), spec);
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! Every node builds the same ring from the same [`ClusterConfig`] (see
 //! `cluster::placement`), so the value carries everything placement needs and
 //! nothing a node learns on its own. Multi-Paxos decides later values; the file
-//! gives the first, at epoch 1.
+//! an operator writes gives the first, at epoch 1.
 //!
 //! # Format
 //!
@@ -38,6 +38,11 @@
 //! addr = "10.0.0.3:11211"
 //! shards = ["10.0.0.3:11300", "10.0.0.3:11301"]
 //! ```
+//!
+//! A file may also set `epoch = N` among the top-level keys: the configuration's
+//! number, at least 1, and 1 when the key is absent. An operator starting a
+//! cluster leaves it out; a node that saves a later configuration writes it
+//! so the text names the value exactly.
 //!
 //! A node's states mean, for placement:
 //! - `up`: on the ring, serves reads and writes;
@@ -367,10 +372,11 @@ impl ClusterConfig {
         ClusterConfig::new(epoch, spec)
     }
 
-    /// Reads a cluster file (see the module docs); its configuration is epoch 1.
+    /// Reads a cluster file (see the module docs): its configuration is at the
+    /// file's `epoch`, 1 when the file does not set one.
     pub fn from_file_text(text: &str) -> Result<ClusterConfig, ClusterFileError> {
-        let spec = parse_cluster_file(text)?;
-        ClusterConfig::new(1, spec).map_err(ClusterFileError::Invalid)
+        let (epoch, spec) = parse_cluster_file_with_epoch(text)?;
+        ClusterConfig::new(epoch, spec).map_err(ClusterFileError::Invalid)
     }
 
     /// This configuration's fields, to edit into a successor.
@@ -565,14 +571,22 @@ fn syntax(line: usize, reason: impl Into<String>) -> ClusterFileError {
     }
 }
 
-/// Parses the cluster file's text into an unchecked [`ClusterSpec`].
+/// Parses the cluster file's text into an unchecked [`ClusterSpec`]. The file's
+/// `epoch` is checked but not returned: see [`parse_cluster_file_with_epoch`].
 pub fn parse_cluster_file(text: &str) -> Result<ClusterSpec, ClusterFileError> {
+    parse_cluster_file_with_epoch(text).map(|(_, spec)| spec)
+}
+
+/// Parses the cluster file's text into its epoch (1 when the file sets none) and
+/// an unchecked [`ClusterSpec`].
+pub fn parse_cluster_file_with_epoch(text: &str) -> Result<(u64, ClusterSpec), ClusterFileError> {
     if text.len() > CLUSTER_FILE_LEN_MAX {
         return Err(syntax(
             1,
             format!("the file is longer than {CLUSTER_FILE_LEN_MAX} bytes"),
         ));
     }
+    let mut epoch: Option<u64> = None;
     let mut replicas: Option<usize> = None;
     let mut vnodes: Option<usize> = None;
     let mut write_ack: Option<WriteAck> = None;
@@ -637,12 +651,18 @@ pub fn parse_cluster_file(text: &str) -> Result<ClusterSpec, ClusterFileError> {
                     set_once(&mut acceptors, ids, dup)?
                 }
                 "epoch" => {
-                    return Err(syntax(line_no, "the epoch is not set in the file: a cluster file is epoch 1"))
+                    let Value::Int(n) = value else {
+                        return Err(syntax(line_no, format!("epoch is {}, not an integer", value.kind())));
+                    };
+                    if n == 0 {
+                        return Err(syntax(line_no, "epoch = 0: epochs start at 1"));
+                    }
+                    set_once(&mut epoch, n, dup)?
                 }
                 _ => {
                     return Err(syntax(
                         line_no,
-                        format!("unknown key {key:?} (top-level keys: replicas, vnodes_per_shard, write_ack, acceptors)"),
+                        format!("unknown key {key:?} (top-level keys: epoch, replicas, vnodes_per_shard, write_ack, acceptors)"),
                     ))
                 }
             },
@@ -697,13 +717,14 @@ pub fn parse_cluster_file(text: &str) -> Result<ClusterSpec, ClusterFileError> {
         })
         .collect::<Result<Vec<NodeConfig>, ClusterFileError>>()?;
     let last_line = text.lines().count().max(1);
-    Ok(ClusterSpec {
+    let spec = ClusterSpec {
         nodes,
         replicas: replicas.ok_or_else(|| syntax(last_line, "replicas is not set"))?,
         vnodes_per_shard: vnodes.unwrap_or(POINTS_PER_SERVER_DEFAULT),
         write_ack: write_ack.unwrap_or(WriteAck::Quorum),
         acceptors: acceptors.ok_or_else(|| syntax(last_line, "acceptors is not set"))?,
-    })
+    };
+    Ok((epoch.unwrap_or(1), spec))
 }
 
 fn set_once<T>(
