@@ -536,3 +536,238 @@ fn stats_cluster_names_the_epoch_settings_and_every_node() {
          END\r\n"
     );
 }
+
+/// A tiny deterministic generator (xorshift64*), so a failing case replays.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+}
+
+/// A valid configuration drawn from `seed`: 1 to 8 nodes with ids anywhere in
+/// u32, 1 to 4 shards each on IPv4, IPv6 or named hosts, every node state, every
+/// write_ack, 1, 3 or 5 acceptors in any order, any epoch from 1 to u64::MAX.
+fn random_config(seed: u64) -> ClusterConfig {
+    const HOSTS: &[&str] = &[
+        "10.0.0.1",
+        "127.0.0.1",
+        "::1",
+        "fe80::1",
+        "2001:db8::7",
+        "cache-1.local",
+        "node_2.example.com",
+        "h",
+    ];
+    const STATES: &[NodeState] = &[NodeState::Up, NodeState::Down, NodeState::Joining];
+    const ACKS: &[WriteAck] = &[WriteAck::One, WriteAck::Quorum, WriteAck::All];
+    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let count = 1 + rng.below(8) as usize;
+    let mut ids: Vec<u32> = Vec::new();
+    while ids.len() < count {
+        let id = match rng.below(3) {
+            0 => rng.below(10) as u32,
+            1 => u32::MAX - rng.below(3) as u32,
+            _ => rng.next() as u32,
+        };
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    // Distinct ports keep every endpoint (and ketama name) distinct.
+    let mut port = 1 + rng.below(1000) as u16;
+    let mut next_endpoint = |rng: &mut Rng| {
+        port += 1 + rng.below(50) as u16;
+        Endpoint {
+            host: rng.pick(HOSTS).to_string(),
+            port,
+        }
+    };
+    let mut nodes: Vec<NodeConfig> = ids
+        .iter()
+        .map(|&id| NodeConfig {
+            id,
+            client_addr: next_endpoint(&mut rng),
+            shards: (0..1 + rng.below(4))
+                .map(|_| next_endpoint(&mut rng))
+                .collect(),
+            state: *rng.pick(STATES),
+        })
+        .collect();
+    if !nodes.iter().any(|n| n.state.is_on_ring()) {
+        nodes[0].state = NodeState::Up;
+    }
+    let ring_nodes = nodes.iter().filter(|n| n.state.is_on_ring()).count();
+    let replicas = 1 + rng.below(ring_nodes.min(5) as u64) as usize;
+    let acceptor_count = [1, 3, 5].into_iter().filter(|&a| a <= count).max().unwrap();
+    let mut acceptors = ids.clone();
+    for i in (1..acceptors.len()).rev() {
+        acceptors.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    acceptors.truncate(1 + rng.below(acceptor_count as u64 / 2 + 1) as usize * 2);
+    let epoch = match rng.below(3) {
+        0 => 1,
+        1 => u64::MAX - rng.below(2),
+        _ => 1 + rng.below(1 << 40),
+    };
+    let spec = ClusterSpec {
+        nodes,
+        replicas,
+        vnodes_per_shard: 4 * (1 + rng.below(1024) as usize),
+        write_ack: *rng.pick(ACKS),
+        acceptors,
+    };
+    ClusterConfig::new(epoch, spec.clone()).unwrap_or_else(|e| panic!("seed {seed}: {e}: {spec:?}"))
+}
+
+#[test]
+fn every_configuration_reads_back_from_its_own_file_text() {
+    let mut seen = (HashSet::new(), HashSet::new(), HashSet::new(), false);
+    for seed in 0..500 {
+        let config = random_config(seed);
+        let text = config.to_file_text();
+        let read = ClusterConfig::from_file_text(&text)
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}\n{text}"));
+        assert_eq!(read, config, "seed {seed}\n{text}");
+        assert_eq!(read.to_file_text(), text, "seed {seed}");
+        for node in config.nodes() {
+            seen.0.insert(node.state.as_str());
+            seen.3 |= node.shards.iter().any(|s| s.host.contains(':'));
+        }
+        seen.1.insert(config.write_ack().as_str());
+        seen.2.insert(config.acceptors().len());
+    }
+    // The generator covered what the format must carry.
+    assert_eq!(seen.0.len(), 3, "states: {:?}", seen.0);
+    assert_eq!(seen.1.len(), 3, "write_acks: {:?}", seen.1);
+    assert_eq!(seen.2.len(), 3, "acceptor counts: {:?}", seen.2);
+    assert!(seen.3, "no IPv6 endpoint was drawn");
+}
+
+#[test]
+fn the_documented_example_is_written_back_with_every_default_spelled_out() {
+    let config = ClusterConfig::from_file_text(&documented_example()).unwrap();
+    let mut spec = config.to_spec();
+    spec.nodes[1].state = NodeState::Down;
+    spec.nodes[2].client_addr = endpoint("[::1]:11211");
+    spec.nodes[2].shards = vec![endpoint("[::1]:11300")];
+    spec.write_ack = WriteAck::All;
+    spec.acceptors = vec![3, 1, 2];
+    let config = config.successor(spec).unwrap();
+    assert_eq!(
+        config.to_file_text(),
+        "epoch = 2\n\
+         replicas = 2\n\
+         vnodes_per_shard = 160\n\
+         write_ack = \"all\"\n\
+         acceptors = [3, 1, 2]\n\
+         \n\
+         [[node]]\n\
+         id = 1\n\
+         addr = \"10.0.0.1:11211\"\n\
+         shards = [\"10.0.0.1:11300\", \"10.0.0.1:11301\"]\n\
+         state = \"up\"\n\
+         \n\
+         [[node]]\n\
+         id = 2\n\
+         addr = \"10.0.0.2:11211\"\n\
+         shards = [\"10.0.0.2:11300\", \"10.0.0.2:11301\"]\n\
+         state = \"down\"\n\
+         \n\
+         [[node]]\n\
+         id = 3\n\
+         addr = \"[::1]:11211\"\n\
+         shards = [\"[::1]:11300\"]\n\
+         state = \"up\"\n"
+    );
+    assert_eq!(
+        ClusterConfig::from_file_text(&config.to_file_text()).unwrap(),
+        config
+    );
+}
+
+#[test]
+fn an_endpoint_that_would_not_read_back_is_refused() {
+    type Edit = fn(&mut Endpoint);
+    let cases: &[(Edit, &str)] = &[
+        (|e| e.port = 0, "10.0.0.1:0"),
+        (|e| e.host = "a:b".into(), "[a:b]:11300"),
+        (|e| e.host = String::new(), ":11300"),
+        (|e| e.host = "bad\"host".into(), "bad\"host:11300"),
+        (|e| e.host = "two words".into(), "two words:11300"),
+        (|e| e.host = "x".repeat(254), ""),
+    ];
+    for (i, (edit, shown)) in cases.iter().enumerate() {
+        for in_shard in [false, true] {
+            let mut s = spec(3, 2, 2);
+            let target = if in_shard {
+                &mut s.nodes[0].shards[0]
+            } else {
+                &mut s.nodes[0].client_addr
+            };
+            edit(target);
+            match ClusterConfig::new(1, s) {
+                Err(ConfigError::InvalidEndpoint { endpoint, reason }) => {
+                    if in_shard && !shown.is_empty() {
+                        assert_eq!(endpoint, *shown, "case {i}");
+                    }
+                    assert!(!reason.is_empty(), "case {i}");
+                }
+                other => panic!("case {i} (in shard: {in_shard}): {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_configuration_too_long_to_write_as_a_file_is_refused() {
+    // 64 nodes of 128 shards on 200-byte host names: about 1.7 MB of text.
+    let host = |node: u32| format!("{node:03}{}", "h".repeat(197));
+    let nodes = (1..=64)
+        .map(|id| NodeConfig {
+            id,
+            client_addr: Endpoint {
+                host: host(id),
+                port: 1,
+            },
+            shards: (0..128)
+                .map(|s| Endpoint {
+                    host: host(id),
+                    port: 2 + s,
+                })
+                .collect(),
+            state: NodeState::Up,
+        })
+        .collect();
+    let s = ClusterSpec {
+        nodes,
+        ..spec(1, 1, 1)
+    };
+    match ClusterConfig::new(1, s.clone()) {
+        Err(ConfigError::FileTextTooLong { bytes }) => {
+            assert!(bytes > ringcache::cluster::config::CLUSTER_FILE_LEN_MAX)
+        }
+        other => panic!("{other:?}"),
+    }
+    // Half the shards fit, and read back.
+    let mut half = s;
+    for node in &mut half.nodes {
+        node.shards.truncate(32);
+    }
+    let config = ClusterConfig::new(1, half).unwrap();
+    let text = config.to_file_text();
+    assert!(text.len() > 400_000, "{}", text.len());
+    assert_eq!(ClusterConfig::from_file_text(&text).unwrap(), config);
+}

@@ -42,7 +42,7 @@
 //! A file may also set `epoch = N` among the top-level keys: the configuration's
 //! number, at least 1, and 1 when the key is absent. An operator starting a
 //! cluster leaves it out; a node that saves a later configuration writes it
-//! so the text names the value exactly.
+//! ([`ClusterConfig::to_file_text`]), so the text names the value exactly.
 //!
 //! A node's states mean, for placement:
 //! - `up`: on the ring, serves reads and writes;
@@ -52,6 +52,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use super::ring::{ketama_name, POINTS_PER_SERVER_DEFAULT};
@@ -285,6 +286,18 @@ pub enum ConfigError {
     DuplicateAcceptor {
         id: u32,
     },
+    /// An endpoint whose text does not read back as itself (a host with
+    /// characters a cluster file cannot hold, or port 0): built in code rather
+    /// than by [`Endpoint::parse`].
+    InvalidEndpoint {
+        endpoint: String,
+        reason: String,
+    },
+    /// The configuration's cluster file would be longer than
+    /// [`CLUSTER_FILE_LEN_MAX`], so it could not be read back.
+    FileTextTooLong {
+        bytes: usize,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -326,6 +339,13 @@ impl fmt::Display for ConfigError {
             ),
             ConfigError::UnknownAcceptor { id } => write!(f, "acceptor {id} is not a node"),
             ConfigError::DuplicateAcceptor { id } => write!(f, "acceptor {id} is named twice"),
+            ConfigError::InvalidEndpoint { endpoint, reason } => {
+                write!(f, "endpoint {endpoint} is not host:port: {reason}")
+            }
+            ConfigError::FileTextTooLong { bytes } => write!(
+                f,
+                "the configuration's cluster file would be {bytes} bytes: at most {CLUSTER_FILE_LEN_MAX}"
+            ),
         }
     }
 }
@@ -356,14 +376,21 @@ impl ClusterConfig {
         validate(&spec)?;
         let mut nodes = spec.nodes;
         nodes.sort_by_key(|n| n.id);
-        Ok(ClusterConfig {
+        let config = ClusterConfig {
             epoch,
             nodes,
             replicas: spec.replicas,
             vnodes_per_shard: spec.vnodes_per_shard,
             write_ack: spec.write_ack,
             acceptors: spec.acceptors,
-        })
+        };
+        // Every configuration must read back from its own text (it is saved and
+        // sent as that text), so one too long to be read back is refused here.
+        let bytes = config.to_file_text().len();
+        if bytes > CLUSTER_FILE_LEN_MAX {
+            return Err(ConfigError::FileTextTooLong { bytes });
+        }
+        Ok(config)
     }
 
     /// The configuration that follows this one: `spec` at the next epoch.
@@ -377,6 +404,47 @@ impl ClusterConfig {
     pub fn from_file_text(text: &str) -> Result<ClusterConfig, ClusterFileError> {
         let (epoch, spec) = parse_cluster_file_with_epoch(text)?;
         ClusterConfig::new(epoch, spec).map_err(ClusterFileError::Invalid)
+    }
+
+    /// This configuration as a cluster file, with its `epoch` and every default
+    /// spelled out: [`ClusterConfig::from_file_text`] reads it back as a value
+    /// equal to `self`, and writing that value again gives the same text.
+    ///
+    /// # Format
+    ///
+    /// ```toml
+    /// epoch = 2
+    /// replicas = 2
+    /// vnodes_per_shard = 160
+    /// write_ack = "quorum"
+    /// acceptors = [1, 2, 3]
+    ///
+    /// [[node]]
+    /// id = 1
+    /// addr = "10.0.0.1:11211"
+    /// shards = ["10.0.0.1:11300", "10.0.0.1:11301"]
+    /// state = "up"
+    /// ```
+    ///
+    /// and one `[[node]]` table per node, by id.
+    pub fn to_file_text(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = writeln!(text, "epoch = {}", self.epoch);
+        let _ = writeln!(text, "replicas = {}", self.replicas);
+        let _ = writeln!(text, "vnodes_per_shard = {}", self.vnodes_per_shard);
+        let _ = writeln!(text, "write_ack = \"{}\"", self.write_ack.as_str());
+        let acceptors: Vec<String> = self.acceptors.iter().map(u32::to_string).collect();
+        let _ = writeln!(text, "acceptors = [{}]", acceptors.join(", "));
+        for node in &self.nodes {
+            let shards: Vec<String> = node.shards.iter().map(|s| format!("\"{s}\"")).collect();
+            let _ = writeln!(text, "\n[[node]]");
+            let _ = writeln!(text, "id = {}", node.id);
+            let _ = writeln!(text, "addr = \"{}\"", node.client_addr);
+            let _ = writeln!(text, "shards = [{}]", shards.join(", "));
+            let _ = writeln!(text, "state = \"{}\"", node.state.as_str());
+        }
+        text
     }
 
     /// This configuration's fields, to edit into a successor.
@@ -452,6 +520,9 @@ fn validate(spec: &ClusterSpec) -> Result<(), ConfigError> {
                 count: node.shards.len(),
             });
         }
+        for endpoint in std::iter::once(&node.client_addr).chain(&node.shards) {
+            check_endpoint(endpoint)?;
+        }
     }
     // Shard endpoints are ring servers: two with one ketama name would share
     // their points. A node with one shard may serve it on its client port.
@@ -514,6 +585,23 @@ fn validate(spec: &ClusterSpec) -> Result<(), ConfigError> {
         return Err(ConfigError::AcceptorCount { count });
     }
     Ok(())
+}
+
+/// An endpoint is valid when its text reads back as itself, so that a
+/// configuration survives [`ClusterConfig::to_file_text`].
+fn check_endpoint(endpoint: &Endpoint) -> Result<(), ConfigError> {
+    let text = endpoint.to_string();
+    match Endpoint::parse(&text) {
+        Ok(read) if read == *endpoint => Ok(()),
+        Ok(read) => Err(ConfigError::InvalidEndpoint {
+            endpoint: text,
+            reason: format!("it reads back as {read}"),
+        }),
+        Err(reason) => Err(ConfigError::InvalidEndpoint {
+            endpoint: text,
+            reason,
+        }),
+    }
 }
 
 /// Why a cluster file was not read.
