@@ -10,6 +10,7 @@ use ringcache::cluster::config::{
 };
 use ringcache::cluster::encode::{encode_config_get_cluster, encode_stats_cluster};
 use ringcache::cluster::placement::Placement;
+use ringcache::consensus::{self, Configuration, Input, Node};
 
 const KEYS: usize = 100_000;
 
@@ -770,4 +771,97 @@ fn a_configuration_too_long_to_write_as_a_file_is_refused() {
     let text = config.to_file_text();
     assert!(text.len() > 400_000, "{}", text.len());
     assert_eq!(ClusterConfig::from_file_text(&text).unwrap(), config);
+}
+
+#[test]
+fn acceptors_decide_and_every_other_member_learns() {
+    let mut s = spec(5, 1, 2);
+    s.nodes.reverse();
+    s.nodes[0].state = NodeState::Joining;
+    s.nodes[1].state = NodeState::Down;
+    s.acceptors = vec![3, 1, 2];
+    let config = ClusterConfig::new(1, s.clone()).unwrap();
+    assert_eq!(Configuration::acceptors(&config), &[3, 1, 2]);
+    assert_eq!(config.acceptors(), &[3, 1, 2], "the inherent method is u32");
+    assert_eq!(config.learners(), &[4, 5], "learners are by id, any state");
+    assert!(consensus::is_valid(&config));
+    // The cached ids follow the configuration, so equality is unchanged.
+    s.nodes.reverse();
+    assert_eq!(ClusterConfig::new(1, s.clone()).unwrap(), config);
+    s.acceptors = vec![1];
+    let one = ClusterConfig::new(1, s).unwrap();
+    assert_ne!(one, config);
+    assert_eq!(Configuration::acceptors(&one), &[1]);
+    assert_eq!(one.learners(), &[2, 3, 4, 5]);
+    let big = ClusterConfig::new(
+        1,
+        ClusterSpec {
+            acceptors: vec![64, 1, 2, 3, 33],
+            ..spec(64, 1, 5)
+        },
+    )
+    .unwrap();
+    assert!(consensus::is_valid(&big));
+    assert_eq!(big.learners().len(), 59);
+    for seed in 0..200 {
+        let config = random_config(seed);
+        assert!(consensus::is_valid(&config), "seed {seed}");
+        let mut members: Vec<u64> = Configuration::acceptors(&config)
+            .iter()
+            .chain(config.learners())
+            .copied()
+            .collect();
+        members.sort_unstable();
+        let ids: Vec<u64> = config.nodes().iter().map(|n| u64::from(n.id)).collect();
+        assert_eq!(members, ids, "seed {seed}: each node is one or the other");
+    }
+}
+
+#[test]
+fn three_acceptors_decide_a_successor_configuration_and_the_learner_learns_it() {
+    let first = ClusterConfig::new(
+        1,
+        ClusterSpec {
+            acceptors: vec![1, 2, 3],
+            ..spec(4, 2, 2)
+        },
+    )
+    .unwrap();
+    assert!(consensus::is_valid(&first));
+    let mut nodes: Vec<Node<ClusterConfig>> = (1..=4)
+        .map(|id| Node::new(id, first.epoch(), first.clone(), id))
+        .collect();
+    let mut next_spec = first.to_spec();
+    next_spec.nodes[3].state = NodeState::Down;
+    let second = first.successor(next_spec).unwrap();
+    let out = nodes[0].step(
+        1,
+        Input::Propose {
+            epoch: 2,
+            value: second.clone(),
+        },
+    );
+    let mut queue: std::collections::VecDeque<_> = out.messages.into();
+    let mut steps = 0;
+    while let Some(message) = queue.pop_front() {
+        steps += 1;
+        assert!(steps < 1000, "the network never went quiet");
+        let to = usize::try_from(message.to).unwrap() - 1;
+        queue.extend(nodes[to].step(2, Input::Message(message)).messages);
+    }
+    for node in &mut nodes {
+        // Learners hear of the decision at the next heartbeat, or at once.
+        let out = node.step(100, Input::Tick);
+        queue.extend(out.messages);
+    }
+    while let Some(message) = queue.pop_front() {
+        steps += 1;
+        assert!(steps < 1000, "the network never went quiet");
+        let to = usize::try_from(message.to).unwrap() - 1;
+        queue.extend(nodes[to].step(101, Input::Message(message)).messages);
+    }
+    for node in &nodes {
+        assert_eq!(node.decided_epoch(), 2, "node {}", node.id());
+        assert_eq!(node.config(), &second, "node {}", node.id());
+    }
 }

@@ -56,6 +56,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use super::ring::{ketama_name, POINTS_PER_SERVER_DEFAULT};
+use crate::consensus::{self, Configuration, NodeId};
 
 /// Most nodes in one cluster.
 pub const NODES_MAX: usize = 64;
@@ -356,6 +357,9 @@ impl std::error::Error for ConfigError {}
 /// shared as `Arc<ClusterConfig>`. Two values with the same epoch are the same
 /// configuration (Paxos decides one value per epoch), so [`Self::epoch`] is all a
 /// shard compares to know whether it is current.
+///
+/// It is also the value Multi-Paxos agrees on: it implements
+/// [`Configuration`], whose acceptors and learners are node ids as `u64`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterConfig {
     epoch: u64,
@@ -365,7 +369,17 @@ pub struct ClusterConfig {
     vnodes_per_shard: usize,
     write_ack: WriteAck,
     acceptors: Vec<u32>,
+    /// `acceptors` as consensus ids, in the same order. Built by
+    /// [`ClusterConfig::new`] from the fields above, so comparing it adds nothing
+    /// to equality: two values are equal exactly when their configurations are.
+    consensus_acceptors: Vec<NodeId>,
+    /// The ids of the nodes that are not acceptors, by id: they learn decisions.
+    consensus_learners: Vec<NodeId>,
 }
+
+// Every valid configuration can be agreed on by the consensus core.
+const _: () = assert!(ACCEPTORS_MAX <= consensus::ACCEPTORS_MAX);
+const _: () = assert!(NODES_MAX <= consensus::MEMBERS_MAX);
 
 impl ClusterConfig {
     /// Checks `spec` and numbers it `epoch` (at least 1).
@@ -376,6 +390,12 @@ impl ClusterConfig {
         validate(&spec)?;
         let mut nodes = spec.nodes;
         nodes.sort_by_key(|n| n.id);
+        let consensus_acceptors = spec.acceptors.iter().map(|&id| NodeId::from(id)).collect();
+        let consensus_learners = nodes
+            .iter()
+            .filter(|n| !spec.acceptors.contains(&n.id))
+            .map(|n| NodeId::from(n.id))
+            .collect();
         let config = ClusterConfig {
             epoch,
             nodes,
@@ -383,6 +403,8 @@ impl ClusterConfig {
             vnodes_per_shard: spec.vnodes_per_shard,
             write_ack: spec.write_ack,
             acceptors: spec.acceptors,
+            consensus_acceptors,
+            consensus_learners,
         };
         // Every configuration must read back from its own text (it is saved and
         // sent as that text), so one too long to be read back is refused here.
@@ -492,8 +514,22 @@ impl ClusterConfig {
         self.write_ack
     }
 
+    /// The node ids that run Paxos, as the file lists them. Consensus reads the
+    /// same ids as `u64` through [`Configuration::acceptors`].
     pub fn acceptors(&self) -> &[u32] {
         &self.acceptors
+    }
+}
+
+/// The acceptors decide the next epoch; every other node (`up`, `down` or
+/// `joining`) learns it. A node id `n` is consensus id `n as u64`.
+impl Configuration for ClusterConfig {
+    fn acceptors(&self) -> &[NodeId] {
+        &self.consensus_acceptors
+    }
+
+    fn learners(&self) -> &[NodeId] {
+        &self.consensus_learners
     }
 }
 
