@@ -5,11 +5,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use ringcache::cluster::config::{
-    ClusterConfig, ClusterFileError, ClusterSpec, ConfigError, Endpoint, NodeConfig, NodeState,
-    WriteAck,
+    parse_cluster_file, parse_cluster_file_with_epoch, ClusterConfig, ClusterFileError,
+    ClusterSpec, ConfigError, Endpoint, NodeConfig, NodeState, WriteAck,
 };
 use ringcache::cluster::encode::{encode_config_get_cluster, encode_stats_cluster};
 use ringcache::cluster::placement::Placement;
+use ringcache::consensus::{self, Configuration, Input, Node};
 
 const KEYS: usize = 100_000;
 
@@ -157,7 +158,24 @@ fn every_syntax_error_names_its_line() {
             "unknown node key",
         ),
         ("id = 1 ", "id = 1\nid = 1 ", 9, "set twice"),
-        ("replicas = 2 ", "epoch = 9\nreplicas = 2 ", 2, "epoch 1"),
+        (
+            "replicas = 2 ",
+            "epoch = 0\nreplicas = 2 ",
+            2,
+            "epochs start at 1",
+        ),
+        (
+            "replicas = 2 ",
+            "epoch = 3\nepoch = 3\nreplicas = 2 ",
+            3,
+            "set twice",
+        ),
+        (
+            "replicas = 2 ",
+            "epoch = \"3\"\nreplicas = 2 ",
+            2,
+            "not an integer",
+        ),
         (
             "replicas = 2 ",
             "colour = 2\nreplicas = 2 ",
@@ -318,6 +336,31 @@ fn every_invalid_configuration_is_refused_with_its_reason() {
     let mut single = spec(1, 1, 1);
     single.nodes[0].shards[0] = single.nodes[0].client_addr.clone();
     assert!(ClusterConfig::new(1, single).is_ok());
+}
+
+#[test]
+fn a_file_may_set_its_epoch_and_is_epoch_1_without_one() {
+    let example = documented_example();
+    assert!(!example.contains("epoch ="), "the example sets no epoch");
+    assert_eq!(ClusterConfig::from_file_text(&example).unwrap().epoch(), 1);
+    let at_9 = ClusterConfig::from_file_text(&format!("epoch = 9\n{example}")).unwrap();
+    assert_eq!(at_9.epoch(), 9);
+    let at_max = format!("epoch = {}\n{example}", u64::MAX);
+    assert_eq!(
+        ClusterConfig::from_file_text(&at_max).unwrap().epoch(),
+        u64::MAX
+    );
+    // The epoch is a top-level key: after a [[node]] it is a node key, and unknown.
+    let in_node = example.replacen("state = \"up\"", "epoch = 2", 1);
+    match ClusterConfig::from_file_text(&in_node) {
+        Err(ClusterFileError::Syntax { reason, .. }) => {
+            assert!(reason.contains("unknown node key"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let (epoch, spec) = parse_cluster_file_with_epoch(&format!("epoch = 4\n{example}")).unwrap();
+    assert_eq!(epoch, 4);
+    assert_eq!(parse_cluster_file(&example).unwrap(), spec);
 }
 
 #[test]
@@ -493,4 +536,332 @@ fn stats_cluster_names_the_epoch_settings_and_every_node() {
          STAT node:2:shard:1 10.0.0.2:11301\r\n\
          END\r\n"
     );
+}
+
+/// A tiny deterministic generator (xorshift64*), so a failing case replays.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+}
+
+/// A valid configuration drawn from `seed`: 1 to 8 nodes with ids anywhere in
+/// u32, 1 to 4 shards each on IPv4, IPv6 or named hosts, every node state, every
+/// write_ack, 1, 3 or 5 acceptors in any order, any epoch from 1 to u64::MAX.
+fn random_config(seed: u64) -> ClusterConfig {
+    const HOSTS: &[&str] = &[
+        "10.0.0.1",
+        "127.0.0.1",
+        "::1",
+        "fe80::1",
+        "2001:db8::7",
+        "cache-1.local",
+        "node_2.example.com",
+        "h",
+    ];
+    const STATES: &[NodeState] = &[NodeState::Up, NodeState::Down, NodeState::Joining];
+    const ACKS: &[WriteAck] = &[WriteAck::One, WriteAck::Quorum, WriteAck::All];
+    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let count = 1 + rng.below(8) as usize;
+    let mut ids: Vec<u32> = Vec::new();
+    while ids.len() < count {
+        let id = match rng.below(3) {
+            0 => rng.below(10) as u32,
+            1 => u32::MAX - rng.below(3) as u32,
+            _ => rng.next() as u32,
+        };
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    // Distinct ports keep every endpoint (and ketama name) distinct.
+    let mut port = 1 + rng.below(1000) as u16;
+    let mut next_endpoint = |rng: &mut Rng| {
+        port += 1 + rng.below(50) as u16;
+        Endpoint {
+            host: rng.pick(HOSTS).to_string(),
+            port,
+        }
+    };
+    let mut nodes: Vec<NodeConfig> = ids
+        .iter()
+        .map(|&id| NodeConfig {
+            id,
+            client_addr: next_endpoint(&mut rng),
+            shards: (0..1 + rng.below(4))
+                .map(|_| next_endpoint(&mut rng))
+                .collect(),
+            state: *rng.pick(STATES),
+        })
+        .collect();
+    if !nodes.iter().any(|n| n.state.is_on_ring()) {
+        nodes[0].state = NodeState::Up;
+    }
+    let ring_nodes = nodes.iter().filter(|n| n.state.is_on_ring()).count();
+    let replicas = 1 + rng.below(ring_nodes.min(5) as u64) as usize;
+    let acceptor_count = [1, 3, 5].into_iter().filter(|&a| a <= count).max().unwrap();
+    let mut acceptors = ids.clone();
+    for i in (1..acceptors.len()).rev() {
+        acceptors.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    acceptors.truncate(1 + rng.below(acceptor_count as u64 / 2 + 1) as usize * 2);
+    let epoch = match rng.below(3) {
+        0 => 1,
+        1 => u64::MAX - rng.below(2),
+        _ => 1 + rng.below(1 << 40),
+    };
+    let spec = ClusterSpec {
+        nodes,
+        replicas,
+        vnodes_per_shard: 4 * (1 + rng.below(1024) as usize),
+        write_ack: *rng.pick(ACKS),
+        acceptors,
+    };
+    ClusterConfig::new(epoch, spec.clone()).unwrap_or_else(|e| panic!("seed {seed}: {e}: {spec:?}"))
+}
+
+#[test]
+fn every_configuration_reads_back_from_its_own_file_text() {
+    let mut seen = (HashSet::new(), HashSet::new(), HashSet::new(), false);
+    for seed in 0..500 {
+        let config = random_config(seed);
+        let text = config.to_file_text();
+        let read = ClusterConfig::from_file_text(&text)
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}\n{text}"));
+        assert_eq!(read, config, "seed {seed}\n{text}");
+        assert_eq!(read.to_file_text(), text, "seed {seed}");
+        for node in config.nodes() {
+            seen.0.insert(node.state.as_str());
+            seen.3 |= node.shards.iter().any(|s| s.host.contains(':'));
+        }
+        seen.1.insert(config.write_ack().as_str());
+        seen.2.insert(config.acceptors().len());
+    }
+    // The generator covered what the format must carry.
+    assert_eq!(seen.0.len(), 3, "states: {:?}", seen.0);
+    assert_eq!(seen.1.len(), 3, "write_acks: {:?}", seen.1);
+    assert_eq!(seen.2.len(), 3, "acceptor counts: {:?}", seen.2);
+    assert!(seen.3, "no IPv6 endpoint was drawn");
+}
+
+#[test]
+fn the_documented_example_is_written_back_with_every_default_spelled_out() {
+    let config = ClusterConfig::from_file_text(&documented_example()).unwrap();
+    let mut spec = config.to_spec();
+    spec.nodes[1].state = NodeState::Down;
+    spec.nodes[2].client_addr = endpoint("[::1]:11211");
+    spec.nodes[2].shards = vec![endpoint("[::1]:11300")];
+    spec.write_ack = WriteAck::All;
+    spec.acceptors = vec![3, 1, 2];
+    let config = config.successor(spec).unwrap();
+    assert_eq!(
+        config.to_file_text(),
+        "epoch = 2\n\
+         replicas = 2\n\
+         vnodes_per_shard = 160\n\
+         write_ack = \"all\"\n\
+         acceptors = [3, 1, 2]\n\
+         \n\
+         [[node]]\n\
+         id = 1\n\
+         addr = \"10.0.0.1:11211\"\n\
+         shards = [\"10.0.0.1:11300\", \"10.0.0.1:11301\"]\n\
+         state = \"up\"\n\
+         \n\
+         [[node]]\n\
+         id = 2\n\
+         addr = \"10.0.0.2:11211\"\n\
+         shards = [\"10.0.0.2:11300\", \"10.0.0.2:11301\"]\n\
+         state = \"down\"\n\
+         \n\
+         [[node]]\n\
+         id = 3\n\
+         addr = \"[::1]:11211\"\n\
+         shards = [\"[::1]:11300\"]\n\
+         state = \"up\"\n"
+    );
+    assert_eq!(
+        ClusterConfig::from_file_text(&config.to_file_text()).unwrap(),
+        config
+    );
+}
+
+#[test]
+fn an_endpoint_that_would_not_read_back_is_refused() {
+    type Edit = fn(&mut Endpoint);
+    let cases: &[(Edit, &str)] = &[
+        (|e| e.port = 0, "10.0.0.1:0"),
+        (|e| e.host = "a:b".into(), "[a:b]:11300"),
+        (|e| e.host = String::new(), ":11300"),
+        (|e| e.host = "bad\"host".into(), "bad\"host:11300"),
+        (|e| e.host = "two words".into(), "two words:11300"),
+        (|e| e.host = "x".repeat(254), ""),
+    ];
+    for (i, (edit, shown)) in cases.iter().enumerate() {
+        for in_shard in [false, true] {
+            let mut s = spec(3, 2, 2);
+            let target = if in_shard {
+                &mut s.nodes[0].shards[0]
+            } else {
+                &mut s.nodes[0].client_addr
+            };
+            edit(target);
+            match ClusterConfig::new(1, s) {
+                Err(ConfigError::InvalidEndpoint { endpoint, reason }) => {
+                    if in_shard && !shown.is_empty() {
+                        assert_eq!(endpoint, *shown, "case {i}");
+                    }
+                    assert!(!reason.is_empty(), "case {i}");
+                }
+                other => panic!("case {i} (in shard: {in_shard}): {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_configuration_too_long_to_write_as_a_file_is_refused() {
+    // 64 nodes of 128 shards on 200-byte host names: about 1.7 MB of text.
+    let host = |node: u32| format!("{node:03}{}", "h".repeat(197));
+    let nodes = (1..=64)
+        .map(|id| NodeConfig {
+            id,
+            client_addr: Endpoint {
+                host: host(id),
+                port: 1,
+            },
+            shards: (0..128)
+                .map(|s| Endpoint {
+                    host: host(id),
+                    port: 2 + s,
+                })
+                .collect(),
+            state: NodeState::Up,
+        })
+        .collect();
+    let s = ClusterSpec {
+        nodes,
+        ..spec(1, 1, 1)
+    };
+    match ClusterConfig::new(1, s.clone()) {
+        Err(ConfigError::FileTextTooLong { bytes }) => {
+            assert!(bytes > ringcache::cluster::config::CLUSTER_FILE_LEN_MAX)
+        }
+        other => panic!("{other:?}"),
+    }
+    // Half the shards fit, and read back.
+    let mut half = s;
+    for node in &mut half.nodes {
+        node.shards.truncate(32);
+    }
+    let config = ClusterConfig::new(1, half).unwrap();
+    let text = config.to_file_text();
+    assert!(text.len() > 400_000, "{}", text.len());
+    assert_eq!(ClusterConfig::from_file_text(&text).unwrap(), config);
+}
+
+#[test]
+fn acceptors_decide_and_every_other_member_learns() {
+    let mut s = spec(5, 1, 2);
+    s.nodes.reverse();
+    s.nodes[0].state = NodeState::Joining;
+    s.nodes[1].state = NodeState::Down;
+    s.acceptors = vec![3, 1, 2];
+    let config = ClusterConfig::new(1, s.clone()).unwrap();
+    assert_eq!(Configuration::acceptors(&config), &[3, 1, 2]);
+    assert_eq!(config.acceptors(), &[3, 1, 2], "the inherent method is u32");
+    assert_eq!(config.learners(), &[4, 5], "learners are by id, any state");
+    assert!(consensus::is_valid(&config));
+    // The cached ids follow the configuration, so equality is unchanged.
+    s.nodes.reverse();
+    assert_eq!(ClusterConfig::new(1, s.clone()).unwrap(), config);
+    s.acceptors = vec![1];
+    let one = ClusterConfig::new(1, s).unwrap();
+    assert_ne!(one, config);
+    assert_eq!(Configuration::acceptors(&one), &[1]);
+    assert_eq!(one.learners(), &[2, 3, 4, 5]);
+    let big = ClusterConfig::new(
+        1,
+        ClusterSpec {
+            acceptors: vec![64, 1, 2, 3, 33],
+            ..spec(64, 1, 5)
+        },
+    )
+    .unwrap();
+    assert!(consensus::is_valid(&big));
+    assert_eq!(big.learners().len(), 59);
+    for seed in 0..200 {
+        let config = random_config(seed);
+        assert!(consensus::is_valid(&config), "seed {seed}");
+        let mut members: Vec<u64> = Configuration::acceptors(&config)
+            .iter()
+            .chain(config.learners())
+            .copied()
+            .collect();
+        members.sort_unstable();
+        let ids: Vec<u64> = config.nodes().iter().map(|n| u64::from(n.id)).collect();
+        assert_eq!(members, ids, "seed {seed}: each node is one or the other");
+    }
+}
+
+#[test]
+fn three_acceptors_decide_a_successor_configuration_and_the_learner_learns_it() {
+    let first = ClusterConfig::new(
+        1,
+        ClusterSpec {
+            acceptors: vec![1, 2, 3],
+            ..spec(4, 2, 2)
+        },
+    )
+    .unwrap();
+    assert!(consensus::is_valid(&first));
+    let mut nodes: Vec<Node<ClusterConfig>> = (1..=4)
+        .map(|id| Node::new(id, first.epoch(), first.clone(), id))
+        .collect();
+    let mut next_spec = first.to_spec();
+    next_spec.nodes[3].state = NodeState::Down;
+    let second = first.successor(next_spec).unwrap();
+    let out = nodes[0].step(
+        1,
+        Input::Propose {
+            epoch: 2,
+            value: second.clone(),
+        },
+    );
+    let mut queue: std::collections::VecDeque<_> = out.messages.into();
+    let mut steps = 0;
+    while let Some(message) = queue.pop_front() {
+        steps += 1;
+        assert!(steps < 1000, "the network never went quiet");
+        let to = usize::try_from(message.to).unwrap() - 1;
+        queue.extend(nodes[to].step(2, Input::Message(message)).messages);
+    }
+    for node in &mut nodes {
+        // Learners hear of the decision at the next heartbeat, or at once.
+        let out = node.step(100, Input::Tick);
+        queue.extend(out.messages);
+    }
+    while let Some(message) = queue.pop_front() {
+        steps += 1;
+        assert!(steps < 1000, "the network never went quiet");
+        let to = usize::try_from(message.to).unwrap() - 1;
+        queue.extend(nodes[to].step(101, Input::Message(message)).messages);
+    }
+    for node in &nodes {
+        assert_eq!(node.decided_epoch(), 2, "node {}", node.id());
+        assert_eq!(node.config(), &second, "node {}", node.id());
+    }
 }

@@ -6,7 +6,7 @@
 //! Every node builds the same ring from the same [`ClusterConfig`] (see
 //! `cluster::placement`), so the value carries everything placement needs and
 //! nothing a node learns on its own. Multi-Paxos decides later values; the file
-//! gives the first, at epoch 1.
+//! an operator writes gives the first, at epoch 1.
 //!
 //! # Format
 //!
@@ -39,6 +39,11 @@
 //! shards = ["10.0.0.3:11300", "10.0.0.3:11301"]
 //! ```
 //!
+//! A file may also set `epoch = N` among the top-level keys: the configuration's
+//! number, at least 1, and 1 when the key is absent. An operator starting a
+//! cluster leaves it out; a node that saves a later configuration writes it
+//! ([`ClusterConfig::to_file_text`]), so the text names the value exactly.
+//!
 //! A node's states mean, for placement:
 //! - `up`: on the ring, serves reads and writes;
 //! - `down`: still on the ring (its keys do not move), but read last;
@@ -47,9 +52,11 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use super::ring::{ketama_name, POINTS_PER_SERVER_DEFAULT};
+use crate::consensus::{self, Configuration, NodeId};
 
 /// Most nodes in one cluster.
 pub const NODES_MAX: usize = 64;
@@ -280,6 +287,18 @@ pub enum ConfigError {
     DuplicateAcceptor {
         id: u32,
     },
+    /// An endpoint whose text does not read back as itself (a host with
+    /// characters a cluster file cannot hold, or port 0): built in code rather
+    /// than by [`Endpoint::parse`].
+    InvalidEndpoint {
+        endpoint: String,
+        reason: String,
+    },
+    /// The configuration's cluster file would be longer than
+    /// [`CLUSTER_FILE_LEN_MAX`], so it could not be read back.
+    FileTextTooLong {
+        bytes: usize,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -321,6 +340,13 @@ impl fmt::Display for ConfigError {
             ),
             ConfigError::UnknownAcceptor { id } => write!(f, "acceptor {id} is not a node"),
             ConfigError::DuplicateAcceptor { id } => write!(f, "acceptor {id} is named twice"),
+            ConfigError::InvalidEndpoint { endpoint, reason } => {
+                write!(f, "endpoint {endpoint} is not host:port: {reason}")
+            }
+            ConfigError::FileTextTooLong { bytes } => write!(
+                f,
+                "the configuration's cluster file would be {bytes} bytes: at most {CLUSTER_FILE_LEN_MAX}"
+            ),
         }
     }
 }
@@ -331,6 +357,9 @@ impl std::error::Error for ConfigError {}
 /// shared as `Arc<ClusterConfig>`. Two values with the same epoch are the same
 /// configuration (Paxos decides one value per epoch), so [`Self::epoch`] is all a
 /// shard compares to know whether it is current.
+///
+/// It is also the value Multi-Paxos agrees on: it implements
+/// [`Configuration`], whose acceptors and learners are node ids as `u64`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterConfig {
     epoch: u64,
@@ -340,7 +369,17 @@ pub struct ClusterConfig {
     vnodes_per_shard: usize,
     write_ack: WriteAck,
     acceptors: Vec<u32>,
+    /// `acceptors` as consensus ids, in the same order. Built by
+    /// [`ClusterConfig::new`] from the fields above, so comparing it adds nothing
+    /// to equality: two values are equal exactly when their configurations are.
+    consensus_acceptors: Vec<NodeId>,
+    /// The ids of the nodes that are not acceptors, by id: they learn decisions.
+    consensus_learners: Vec<NodeId>,
 }
+
+// Every valid configuration can be agreed on by the consensus core.
+const _: () = assert!(ACCEPTORS_MAX <= consensus::ACCEPTORS_MAX);
+const _: () = assert!(NODES_MAX <= consensus::MEMBERS_MAX);
 
 impl ClusterConfig {
     /// Checks `spec` and numbers it `epoch` (at least 1).
@@ -351,14 +390,29 @@ impl ClusterConfig {
         validate(&spec)?;
         let mut nodes = spec.nodes;
         nodes.sort_by_key(|n| n.id);
-        Ok(ClusterConfig {
+        let consensus_acceptors = spec.acceptors.iter().map(|&id| NodeId::from(id)).collect();
+        let consensus_learners = nodes
+            .iter()
+            .filter(|n| !spec.acceptors.contains(&n.id))
+            .map(|n| NodeId::from(n.id))
+            .collect();
+        let config = ClusterConfig {
             epoch,
             nodes,
             replicas: spec.replicas,
             vnodes_per_shard: spec.vnodes_per_shard,
             write_ack: spec.write_ack,
             acceptors: spec.acceptors,
-        })
+            consensus_acceptors,
+            consensus_learners,
+        };
+        // Every configuration must read back from its own text (it is saved and
+        // sent as that text), so one too long to be read back is refused here.
+        let bytes = config.to_file_text().len();
+        if bytes > CLUSTER_FILE_LEN_MAX {
+            return Err(ConfigError::FileTextTooLong { bytes });
+        }
+        Ok(config)
     }
 
     /// The configuration that follows this one: `spec` at the next epoch.
@@ -367,10 +421,52 @@ impl ClusterConfig {
         ClusterConfig::new(epoch, spec)
     }
 
-    /// Reads a cluster file (see the module docs); its configuration is epoch 1.
+    /// Reads a cluster file (see the module docs): its configuration is at the
+    /// file's `epoch`, 1 when the file does not set one.
     pub fn from_file_text(text: &str) -> Result<ClusterConfig, ClusterFileError> {
-        let spec = parse_cluster_file(text)?;
-        ClusterConfig::new(1, spec).map_err(ClusterFileError::Invalid)
+        let (epoch, spec) = parse_cluster_file_with_epoch(text)?;
+        ClusterConfig::new(epoch, spec).map_err(ClusterFileError::Invalid)
+    }
+
+    /// This configuration as a cluster file, with its `epoch` and every default
+    /// spelled out: [`ClusterConfig::from_file_text`] reads it back as a value
+    /// equal to `self`, and writing that value again gives the same text.
+    ///
+    /// # Format
+    ///
+    /// ```toml
+    /// epoch = 2
+    /// replicas = 2
+    /// vnodes_per_shard = 160
+    /// write_ack = "quorum"
+    /// acceptors = [1, 2, 3]
+    ///
+    /// [[node]]
+    /// id = 1
+    /// addr = "10.0.0.1:11211"
+    /// shards = ["10.0.0.1:11300", "10.0.0.1:11301"]
+    /// state = "up"
+    /// ```
+    ///
+    /// and one `[[node]]` table per node, by id.
+    pub fn to_file_text(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = writeln!(text, "epoch = {}", self.epoch);
+        let _ = writeln!(text, "replicas = {}", self.replicas);
+        let _ = writeln!(text, "vnodes_per_shard = {}", self.vnodes_per_shard);
+        let _ = writeln!(text, "write_ack = \"{}\"", self.write_ack.as_str());
+        let acceptors: Vec<String> = self.acceptors.iter().map(u32::to_string).collect();
+        let _ = writeln!(text, "acceptors = [{}]", acceptors.join(", "));
+        for node in &self.nodes {
+            let shards: Vec<String> = node.shards.iter().map(|s| format!("\"{s}\"")).collect();
+            let _ = writeln!(text, "\n[[node]]");
+            let _ = writeln!(text, "id = {}", node.id);
+            let _ = writeln!(text, "addr = \"{}\"", node.client_addr);
+            let _ = writeln!(text, "shards = [{}]", shards.join(", "));
+            let _ = writeln!(text, "state = \"{}\"", node.state.as_str());
+        }
+        text
     }
 
     /// This configuration's fields, to edit into a successor.
@@ -418,8 +514,22 @@ impl ClusterConfig {
         self.write_ack
     }
 
+    /// The node ids that run Paxos, as the file lists them. Consensus reads the
+    /// same ids as `u64` through [`Configuration::acceptors`].
     pub fn acceptors(&self) -> &[u32] {
         &self.acceptors
+    }
+}
+
+/// The acceptors decide the next epoch; every other node (`up`, `down` or
+/// `joining`) learns it. A node id `n` is consensus id `n as u64`.
+impl Configuration for ClusterConfig {
+    fn acceptors(&self) -> &[NodeId] {
+        &self.consensus_acceptors
+    }
+
+    fn learners(&self) -> &[NodeId] {
+        &self.consensus_learners
     }
 }
 
@@ -445,6 +555,9 @@ fn validate(spec: &ClusterSpec) -> Result<(), ConfigError> {
                 node: node.id,
                 count: node.shards.len(),
             });
+        }
+        for endpoint in std::iter::once(&node.client_addr).chain(&node.shards) {
+            check_endpoint(endpoint)?;
         }
     }
     // Shard endpoints are ring servers: two with one ketama name would share
@@ -510,6 +623,23 @@ fn validate(spec: &ClusterSpec) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// An endpoint is valid when its text reads back as itself, so that a
+/// configuration survives [`ClusterConfig::to_file_text`].
+fn check_endpoint(endpoint: &Endpoint) -> Result<(), ConfigError> {
+    let text = endpoint.to_string();
+    match Endpoint::parse(&text) {
+        Ok(read) if read == *endpoint => Ok(()),
+        Ok(read) => Err(ConfigError::InvalidEndpoint {
+            endpoint: text,
+            reason: format!("it reads back as {read}"),
+        }),
+        Err(reason) => Err(ConfigError::InvalidEndpoint {
+            endpoint: text,
+            reason,
+        }),
+    }
+}
+
 /// Why a cluster file was not read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClusterFileError {
@@ -565,14 +695,22 @@ fn syntax(line: usize, reason: impl Into<String>) -> ClusterFileError {
     }
 }
 
-/// Parses the cluster file's text into an unchecked [`ClusterSpec`].
+/// Parses the cluster file's text into an unchecked [`ClusterSpec`]. The file's
+/// `epoch` is checked but not returned: see [`parse_cluster_file_with_epoch`].
 pub fn parse_cluster_file(text: &str) -> Result<ClusterSpec, ClusterFileError> {
+    parse_cluster_file_with_epoch(text).map(|(_, spec)| spec)
+}
+
+/// Parses the cluster file's text into its epoch (1 when the file sets none) and
+/// an unchecked [`ClusterSpec`].
+pub fn parse_cluster_file_with_epoch(text: &str) -> Result<(u64, ClusterSpec), ClusterFileError> {
     if text.len() > CLUSTER_FILE_LEN_MAX {
         return Err(syntax(
             1,
             format!("the file is longer than {CLUSTER_FILE_LEN_MAX} bytes"),
         ));
     }
+    let mut epoch: Option<u64> = None;
     let mut replicas: Option<usize> = None;
     let mut vnodes: Option<usize> = None;
     let mut write_ack: Option<WriteAck> = None;
@@ -637,12 +775,18 @@ pub fn parse_cluster_file(text: &str) -> Result<ClusterSpec, ClusterFileError> {
                     set_once(&mut acceptors, ids, dup)?
                 }
                 "epoch" => {
-                    return Err(syntax(line_no, "the epoch is not set in the file: a cluster file is epoch 1"))
+                    let Value::Int(n) = value else {
+                        return Err(syntax(line_no, format!("epoch is {}, not an integer", value.kind())));
+                    };
+                    if n == 0 {
+                        return Err(syntax(line_no, "epoch = 0: epochs start at 1"));
+                    }
+                    set_once(&mut epoch, n, dup)?
                 }
                 _ => {
                     return Err(syntax(
                         line_no,
-                        format!("unknown key {key:?} (top-level keys: replicas, vnodes_per_shard, write_ack, acceptors)"),
+                        format!("unknown key {key:?} (top-level keys: epoch, replicas, vnodes_per_shard, write_ack, acceptors)"),
                     ))
                 }
             },
@@ -697,13 +841,14 @@ pub fn parse_cluster_file(text: &str) -> Result<ClusterSpec, ClusterFileError> {
         })
         .collect::<Result<Vec<NodeConfig>, ClusterFileError>>()?;
     let last_line = text.lines().count().max(1);
-    Ok(ClusterSpec {
+    let spec = ClusterSpec {
         nodes,
         replicas: replicas.ok_or_else(|| syntax(last_line, "replicas is not set"))?,
         vnodes_per_shard: vnodes.unwrap_or(POINTS_PER_SERVER_DEFAULT),
         write_ack: write_ack.unwrap_or(WriteAck::Quorum),
         acceptors: acceptors.ok_or_else(|| syntax(last_line, "acceptors is not set"))?,
-    })
+    };
+    Ok((epoch.unwrap_or(1), spec))
 }
 
 fn set_once<T>(
