@@ -1309,6 +1309,9 @@ fn paused_node_catches_up(hinted_keys_max: &'static str, expect_overflow: bool) 
     if !expect_overflow {
         assert!(hinted > 0, "no hints were kept for the paused node");
     }
+    // Long enough past node 3's pause threshold (100 ms + its peer timeout)
+    // that it notices, however fast the writes above went.
+    std::thread::sleep(Duration::from_millis(1500));
     cluster.signal(3, "-CONT");
 
     let deadline = Instant::now() + READY_TIMEOUT;
@@ -1502,4 +1505,86 @@ fn binary_requests_reach_every_key_through_any_node() {
         "get {key} after delete: not found"
     );
     assert_eq!(cluster.client(1).get(key), None);
+}
+
+/// SIGHUP makes each node read the cluster file again: a newer `epoch` is put in
+/// force between requests, under a running client that sees no error and no
+/// stale value, and `stats cluster` shows it on every node.
+#[test]
+fn sighup_swaps_in_a_newer_configuration_under_load() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    let cluster = Cluster::start(&Layout::real(3, 2, 2, "one"));
+    let seed = support::seed_from_env_or_clock();
+    eprintln!("sighup_swaps_in_a_newer_configuration_under_load: RINGCACHE_SEED={seed}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = {
+        let (ip, port) = (cluster.node(1).ip.clone(), cluster.node(1).port);
+        let stop = stop.clone();
+        std::thread::spawn(move || run_traffic(&ip, port, &stop, seed))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    // Epoch 2: every write waits for both owners, and node 3 is read last.
+    let newer = cluster
+        .text
+        .replacen("write_ack = \"one\"", "write_ack = \"all\"", 1)
+        .replacen(
+            "# written by tests/cluster.rs\n",
+            "# written by tests/cluster.rs\nepoch = 2\n",
+            1,
+        )
+        .replacen(
+            "\n[[node]]\nid = 3\n",
+            "\n[[node]]\nid = 3\nstate = \"down\"\n",
+            1,
+        );
+    assert_ne!(newer, cluster.text);
+    std::fs::write(cluster.dir.join("cluster.toml"), &newer).expect("rewrite the cluster file");
+    for id in [1, 2, 3] {
+        cluster.signal(id, "-HUP");
+    }
+    let deadline = Instant::now() + READY_TIMEOUT;
+    for id in [1, 2, 3] {
+        loop {
+            let stats = cluster.stats_cluster(id);
+            let now = (
+                stats.get("epoch").map(String::as_str),
+                stats.get("write_ack").map(String::as_str),
+                stats.get("node:3:state").map(String::as_str),
+            );
+            if now == (Some("2"), Some("all"), Some("down")) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id} did not take up epoch 2: {now:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    let traffic = traffic.join().expect("the client thread panicked");
+    assert!(
+        traffic.errors.is_empty() && traffic.mismatches.is_empty(),
+        "the client saw errors {:?} or stale values {} (seed {seed})",
+        traffic.errors,
+        traffic.mismatches.len()
+    );
+    assert!(
+        traffic.requests >= 100,
+        "only {} requests",
+        traffic.requests
+    );
+    // An older epoch in the file changes nothing.
+    std::fs::write(cluster.dir.join("cluster.toml"), &cluster.text).expect("rewrite");
+    cluster.signal(1, "-HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(cluster.stats_cluster(1)["epoch"], "2");
+    assert!(
+        cluster.log(1).contains("is not newer than 2"),
+        "{}",
+        cluster.log(1)
+    );
 }

@@ -31,28 +31,88 @@ use crate::limits::{
     PEER_PROBE_INTERVAL_MS, RECOVERY_PEER_TIMEOUT_SECS, RECOVERY_WRITTEN_KEYS_MAX,
 };
 use crate::storage::ttl::Clock;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
+
+/// One epoch's configuration as a node uses it: its placement, the resolved
+/// addresses of its nodes, and their TKO marks (shared by every view of the
+/// node, so a mark outlives an epoch change). Immutable; each shard keeps a copy
+/// of its own and swaps it between requests when the epoch changes.
+#[derive(Clone)]
+pub struct View {
+    pub placement: Placement,
+    shard_addrs: HashMap<Owner, SocketAddr>,
+    client_addrs: HashMap<u32, SocketAddr>,
+    tko: HashMap<u32, Arc<AtomicBool>>,
+}
+
+impl View {
+    fn new(
+        config: ClusterConfig,
+        mut tko_of: impl FnMut(u32) -> Arc<AtomicBool>,
+    ) -> Result<View, String> {
+        let mut shard_addrs = HashMap::new();
+        let mut client_addrs = HashMap::new();
+        let mut tko = HashMap::new();
+        for node in config.nodes() {
+            client_addrs.insert(node.id, resolve(&node.client_addr)?);
+            for (shard, endpoint) in node.shards.iter().enumerate() {
+                let owner = Owner {
+                    node: node.id,
+                    shard: shard as u32,
+                };
+                shard_addrs.insert(owner, resolve(endpoint)?);
+            }
+            tko.insert(node.id, tko_of(node.id));
+        }
+        Ok(View {
+            placement: Placement::new(Arc::new(config)),
+            shard_addrs,
+            client_addrs,
+            tko,
+        })
+    }
+
+    pub fn config(&self) -> &ClusterConfig {
+        self.placement.config()
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.placement.epoch()
+    }
+
+    pub fn shard_addr(&self, owner: Owner) -> Option<SocketAddr> {
+        self.shard_addrs.get(&owner).copied()
+    }
+
+    pub fn client_addr(&self, node: u32) -> Option<SocketAddr> {
+        self.client_addrs.get(&node).copied()
+    }
+
+    fn tko_mark(&self, node: u32) -> bool {
+        self.tko
+            .get(&node)
+            .is_some_and(|t| t.load(Ordering::Acquire))
+    }
+}
 
 /// What the whole node knows of its cluster.
 pub struct ClusterNode {
     /// This node's id.
     pub me: u32,
-    pub placement: Placement,
+    /// The view in force; shards copy it when `epoch` moves past theirs.
+    view: RwLock<Arc<View>>,
+    epoch: AtomicU64,
     pub peer_timeout: Duration,
     /// `--hinted-keys-max`.
     hinted_keys_max: usize,
-    /// Shard endpoints, resolved once.
-    shard_addrs: HashMap<Owner, SocketAddr>,
-    /// Client addresses of the nodes, resolved once.
-    client_addrs: HashMap<u32, SocketAddr>,
     /// Per node id: whether it is skipped (TKO) until a probe finds it answering.
-    tko: HashMap<u32, AtomicBool>,
+    tko: RwLock<HashMap<u32, Arc<AtomicBool>>>,
     pub recovering: AtomicBool,
     /// When the watch last ticked (milliseconds since `started`).
     last_tick_ms: AtomicU64,
@@ -89,28 +149,19 @@ impl ClusterNode {
         if config.node(me).is_none() {
             return Err(format!("--node-id {me}: the cluster file has no node {me}"));
         }
-        let mut shard_addrs = HashMap::new();
-        let mut client_addrs = HashMap::new();
         let mut tko = HashMap::new();
-        for node in config.nodes() {
-            client_addrs.insert(node.id, resolve(&node.client_addr)?);
-            for (shard, endpoint) in node.shards.iter().enumerate() {
-                let owner = Owner {
-                    node: node.id,
-                    shard: shard as u32,
-                };
-                shard_addrs.insert(owner, resolve(endpoint)?);
-            }
-            tko.insert(node.id, AtomicBool::new(false));
-        }
+        let view = View::new(config, |id| {
+            tko.entry(id)
+                .or_insert_with(|| Arc::new(AtomicBool::new(false)))
+                .clone()
+        })?;
         Ok(ClusterNode {
             me,
-            placement: Placement::new(Arc::new(config)),
+            epoch: AtomicU64::new(view.epoch()),
+            view: RwLock::new(Arc::new(view)),
             peer_timeout,
             hinted_keys_max,
-            shard_addrs,
-            client_addrs,
-            tko,
+            tko: RwLock::new(tko),
             recovering: AtomicBool::new(true),
             last_tick_ms: AtomicU64::new(0),
             pauses: AtomicU64::new(0),
@@ -123,22 +174,64 @@ impl ClusterNode {
         })
     }
 
-    pub fn config(&self) -> &ClusterConfig {
-        self.placement.config()
+    /// The view in force (for paths off the request path; shards keep their own).
+    pub fn view(&self) -> Arc<View> {
+        self.view.read().expect("view lock").clone()
     }
 
     pub fn epoch(&self) -> u64 {
-        self.placement.epoch()
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Puts `config` in force if its epoch is newer than the one in force;
+    /// shards take it up between requests. This node's own addresses cannot
+    /// change while it runs (its sockets are bound), nor can it leave.
+    pub fn install(&self, config: ClusterConfig) -> Result<bool, String> {
+        if config.epoch() <= self.epoch() {
+            return Ok(false);
+        }
+        let old = self.view();
+        match (old.config().node(self.me), config.node(self.me)) {
+            (Some(before), Some(after))
+                if before.client_addr == after.client_addr && before.shards == after.shards => {}
+            (_, None) => {
+                return Err(format!(
+                    "epoch {} leaves out this node ({}): not installed",
+                    config.epoch(),
+                    self.me
+                ))
+            }
+            _ => {
+                return Err(format!(
+                    "epoch {} changes this node's own addresses: restart it with the new file",
+                    config.epoch()
+                ))
+            }
+        }
+        let view = {
+            let mut tko = self.tko.write().expect("tko lock");
+            View::new(config, |id| {
+                tko.entry(id)
+                    .or_insert_with(|| Arc::new(AtomicBool::new(false)))
+                    .clone()
+            })?
+        };
+        let epoch = view.epoch();
+        *self.view.write().expect("view lock") = Arc::new(view);
+        self.epoch.store(epoch, Ordering::Release);
+        log::warn!("cluster configuration of epoch {epoch} in force");
+        Ok(true)
     }
 
     /// This node's client address and shard endpoints.
     pub fn own_addrs(&self) -> (SocketAddr, Vec<SocketAddr>) {
-        let shards = self.config().node(self.me).map_or(0, |n| n.shards.len());
+        let view = self.view();
+        let shards = view.config().node(self.me).map_or(0, |n| n.shards.len());
         (
-            self.client_addrs[&self.me],
+            view.client_addrs[&self.me],
             (0..shards as u32)
                 .map(|shard| {
-                    self.shard_addrs[&Owner {
+                    view.shard_addrs[&Owner {
                         node: self.me,
                         shard,
                     }]
@@ -147,11 +240,14 @@ impl ClusterNode {
         )
     }
 
+    fn tko_flag(&self, node: u32) -> Option<Arc<AtomicBool>> {
+        self.tko.read().expect("tko lock").get(&node).cloned()
+    }
+
     pub fn is_tko(&self, node: u32) -> bool {
         node != self.me
             && self
-                .tko
-                .get(&node)
+                .tko_flag(node)
                 .is_some_and(|t| t.load(Ordering::Acquire))
     }
 
@@ -159,7 +255,7 @@ impl ClusterNode {
         if node == self.me {
             return;
         }
-        if let Some(t) = self.tko.get(&node) {
+        if let Some(t) = self.tko_flag(node) {
             if !t.swap(true, Ordering::AcqRel) {
                 log::warn!("node {node} is unreachable: skipping it until it answers a probe");
             }
@@ -167,7 +263,7 @@ impl ClusterNode {
     }
 
     fn clear_tko(&self, node: u32) {
-        if let Some(t) = self.tko.get(&node) {
+        if let Some(t) = self.tko_flag(node) {
             if t.swap(false, Ordering::AcqRel) {
                 log::info!("node {node} answers again");
             }
@@ -186,7 +282,9 @@ impl ClusterNode {
     /// Whether `node` answers a no-op on its first shard's endpoint in time, as
     /// a forwarded request would be answered.
     pub async fn probe(&self, node: u32) -> bool {
-        let addr = self.shard_addrs[&Owner { node, shard: 0 }];
+        let Some(addr) = self.view().shard_addr(Owner { node, shard: 0 }) else {
+            return false;
+        };
         let mode = Some((PeerMode::Forward, self.epoch()));
         peer::one_off(addr, mode, wire::MN_REQUEST, self.peer_timeout).await == Ok(Vec::new())
     }
@@ -324,33 +422,54 @@ impl Refusal {
     }
 }
 
-impl ClusterNode {
+impl ShardCluster {
+    fn node_clock(&self) -> Clock {
+        self.runtime.clock()
+    }
+
+    /// This shard's copy of the view in force, taken up when the epoch moved.
+    pub fn view(&self) -> Arc<View> {
+        let epoch = self.node.epoch();
+        if epoch != self.view_epoch.get() {
+            let view = self.node.view();
+            // Links to endpoints that moved are dropped; new ones connect anew.
+            self.links
+                .borrow_mut()
+                .retain(|owner, link| view.shard_addr(*owner) == Some(link.addr()));
+            self.view_epoch.set(view.epoch());
+            *self.view.borrow_mut() = Arc::new((*view).clone());
+        }
+        self.view.borrow().clone()
+    }
+
     /// Where a keyed request on a connection in `mode` goes.
     pub fn route(&self, key: &[u8], write: bool, mode: ConnMode) -> Route {
+        let view = self.view();
+        let me = self.node.me;
         match mode {
-            ConnMode::Client => match self.candidates(key, write, &[]).next() {
-                Some(owner) if owner.node == self.me => {
+            ConnMode::Client => match self.next_candidate(&view, key, write, &[]) {
+                Some(owner) if owner.node == me => {
                     Route::Shard(owner.shard, if write { Role::Primary } else { Role::Plain })
                 }
                 Some(owner) => Route::Peer(owner),
                 None if write => Route::Refuse(Refusal::NoOwnerReachable),
                 // Every owner is skipped: a read still tries the first one
                 // rather than fail without asking.
-                None => match self.placement.read_order(key).primary() {
-                    owner if owner.node == self.me => Route::Shard(owner.shard, Role::Plain),
+                None => match view.placement.read_order(key).primary() {
+                    owner if owner.node == me => Route::Shard(owner.shard, Role::Plain),
                     owner => Route::Peer(owner),
                 },
             },
             ConnMode::Peer { mode, epoch } => {
-                if epoch != self.epoch() {
-                    return Route::Refuse(Refusal::Epoch(self.epoch()));
+                if epoch != view.epoch() {
+                    return Route::Refuse(Refusal::Epoch(view.epoch()));
                 }
-                let owners = self.placement.owners(key);
-                let Some(mine) = owners.iter().find(|o| o.node == self.me) else {
+                let owners = view.placement.owners(key);
+                let Some(mine) = owners.iter().find(|o| o.node == me) else {
                     return Route::Refuse(Refusal::NotAnOwner);
                 };
                 let role = match (mode, write) {
-                    (PeerMode::Forward, false) if self.is_recovering() => {
+                    (PeerMode::Forward, false) if self.node.is_recovering() => {
                         return Route::Refuse(Refusal::Recovering)
                     }
                     (_, false) => Role::Plain,
@@ -364,23 +483,25 @@ impl ClusterNode {
         }
     }
 
-    /// The owners a client's request for `key` may go to, in the order to try
-    /// them, leaving out those in `tried`, TKO ones, and this node while it
-    /// recovers (for reads).
-    pub fn candidates<'a>(
-        &'a self,
+    /// The next owner a client's request for `key` may go to, leaving out those
+    /// in `tried`, TKO ones, and this node while it recovers (for reads).
+    pub fn next_candidate(
+        &self,
+        view: &View,
         key: &[u8],
         write: bool,
-        tried: &'a [Owner],
-    ) -> impl Iterator<Item = Owner> + 'a {
+        tried: &[Owner],
+    ) -> Option<Owner> {
         let order = if write {
-            self.placement.owners(key)
+            view.placement.owners(key)
         } else {
-            self.placement.read_order(key)
+            view.placement.read_order(key)
         };
-        let recovering = self.is_recovering();
-        (0..order.len()).map(move |i| order[i]).filter(move |o| {
-            let skipped = self.is_tko(o.node) || (o.node == self.me && recovering && !write);
+        let me = self.node.me;
+        let recovering = self.node.is_recovering();
+        order.iter().copied().find(|o| {
+            let skipped =
+                (o.node != me && view.tko_mark(o.node)) || (o.node == me && recovering && !write);
             !tried.contains(o) && !skipped
         })
     }
@@ -404,17 +525,25 @@ struct Hints {
 /// One shard's part of the cluster.
 pub struct ShardCluster {
     pub node: Arc<ClusterNode>,
+    /// The node this shard belongs to (for the store's clock).
+    runtime: Arc<super::Node>,
     links: RefCell<HashMap<Owner, Rc<Link>>>,
     hints: RefCell<HashMap<u32, Hints>>,
     /// Keys written (by any role but `Copy`) since the node's recovery began.
     written: RefCell<HashSet<Vec<u8>>>,
     /// Peers this shard is settling with (see [`exchange`]).
     exchanging: RefCell<HashSet<u32>>,
+    view: RefCell<Arc<View>>,
+    view_epoch: Cell<u64>,
 }
 
 impl ShardCluster {
-    pub fn new(node: Arc<ClusterNode>) -> ShardCluster {
+    pub fn new(node: Arc<ClusterNode>, runtime: Arc<super::Node>) -> ShardCluster {
+        let view = node.view();
         ShardCluster {
+            runtime,
+            view_epoch: Cell::new(view.epoch()),
+            view: RefCell::new(Arc::new((*view).clone())),
             node,
             links: RefCell::new(HashMap::new()),
             hints: RefCell::new(HashMap::new()),
@@ -425,10 +554,15 @@ impl ShardCluster {
 
     /// This shard's link to `owner`'s shard, made on first use.
     pub fn link(&self, owner: Owner) -> Rc<Link> {
+        let view = self.view();
         self.links
             .borrow_mut()
             .entry(owner)
-            .or_insert_with(|| Link::new(owner, self.node.shard_addrs[&owner], self.node.clone()))
+            .or_insert_with(|| {
+                // An owner is always a member of the view it was found in.
+                let addr = view.shard_addr(owner).expect("an owner of this view");
+                Link::new(owner, addr, self.node.clone())
+            })
             .clone()
     }
 
@@ -475,8 +609,9 @@ impl ShardCluster {
     pub fn replicate(&self, state: &mut ShardState, key: &[u8], clock: &Clock) -> Ticket {
         let mut record = Vec::new();
         encode_current(state, key, clock, &mut record);
-        let owners = self.node.placement.owners(key);
-        let config = self.node.config();
+        let view = self.view();
+        let owners = view.placement.owners(key);
+        let config = view.config();
         let needed = config
             .write_ack()
             .acks_needed(config.replicas())
@@ -513,7 +648,10 @@ impl ShardCluster {
             let Some((link, reply)) = replies.next() else {
                 break;
             };
-            if self.acknowledged(&link, reply, &key).await {
+            if self
+                .acknowledged(&link, reply, &key, PeerMode::Replica)
+                .await
+            {
                 acks += 1;
             }
         }
@@ -522,7 +660,7 @@ impl ShardCluster {
             let me = self.clone();
             glommio::spawn_local(async move {
                 for (link, reply) in rest {
-                    me.acknowledged(&link, reply, &key).await;
+                    me.acknowledged(&link, reply, &key, PeerMode::Replica).await;
                 }
             })
             .detach();
@@ -530,21 +668,44 @@ impl ShardCluster {
         acks >= needed
     }
 
-    async fn acknowledged(&self, link: &Rc<Link>, reply: Reply, key: &[u8]) -> bool {
-        match link.wait(reply).await {
-            Ok(reply) if wire::is_ack(&reply) => true,
-            Ok(reply) => {
-                log::warn!(
-                    "node {} refused a replicated item: {}",
-                    link.target.node,
-                    String::from_utf8_lossy(&reply).trim_end()
-                );
-                self.hint(link.target.node, key);
-                false
-            }
-            Err(_) => {
-                self.hint(link.target.node, key);
-                false
+    async fn acknowledged(
+        &self,
+        link: &Rc<Link>,
+        reply: Reply,
+        key: &[u8],
+        mode: PeerMode,
+    ) -> bool {
+        let mut reply = reply;
+        let mut epoch_retries = 0;
+        loop {
+            match link.wait(reply).await {
+                Ok(answer) if wire::is_ack(&answer) => return true,
+                // The owner is taking up another configuration: send it the
+                // item as it is now, a moment later.
+                Ok(answer)
+                    if answer.starts_with(wire::EPOCH_MISMATCH_PREFIX)
+                        && epoch_retries < EPOCH_RETRIES_MAX =>
+                {
+                    epoch_retries += 1;
+                    glommio::timer::sleep(EPOCH_RETRY_PAUSE).await;
+                    let clock = self.node_clock();
+                    let mut record = Vec::new();
+                    with_state(|s| encode_current(s, key, &clock, &mut record));
+                    reply = link.send(mode, record);
+                }
+                Ok(answer) => {
+                    log::warn!(
+                        "node {} refused a replicated item: {}",
+                        link.target.node,
+                        String::from_utf8_lossy(&answer).trim_end()
+                    );
+                    self.hint(link.target.node, key);
+                    return false;
+                }
+                Err(_) => {
+                    self.hint(link.target.node, key);
+                    return false;
+                }
             }
         }
     }
@@ -592,7 +753,7 @@ impl ShardCluster {
             }
             RecoverWhat::Hints => {
                 for key in taken.keys {
-                    let owners = self.node.placement.owners(&key);
+                    let owners = self.view().placement.owners(&key);
                     let Some(&target) = owners.iter().find(|o| o.node == node) else {
                         continue;
                     };
@@ -609,7 +770,7 @@ impl ShardCluster {
                     let mut batch: Vec<(Owner, Vec<u8>, Vec<u8>)> = Vec::new();
                     with_state(|s| {
                         s.store.visit_segment(segment, clock.rel_secs, |item| {
-                            let owners = self.node.placement.owners(item.key);
+                            let owners = self.view().placement.owners(item.key);
                             if let Some(&target) = owners.iter().find(|o| o.node == node) {
                                 let mut record = Vec::new();
                                 encode_view(&item, clock, &mut record);
@@ -623,14 +784,14 @@ impl ShardCluster {
                         pending.push((link, reply, key));
                     }
                     // Bound what is in flight: wait for this segment's copies.
-                    if !self.all_acknowledged(&mut pending).await {
+                    if !self.all_acknowledged(&mut pending, PeerMode::Copy).await {
                         return b"SERVER_ERROR copy failed\r\n";
                     }
                     glommio::executor().yield_if_needed().await;
                 }
             }
         }
-        if self.all_acknowledged(&mut pending).await {
+        if self.all_acknowledged(&mut pending, PeerMode::Copy).await {
             wire::RECOVERED
         } else {
             b"SERVER_ERROR copy failed\r\n"
@@ -649,7 +810,7 @@ impl ShardCluster {
         let mode = PeerMode::Merge(self.node.me);
         let mut pending: Vec<(Rc<Link>, Reply, Vec<u8>)> = Vec::new();
         let mut send = |key: &[u8], record: Vec<u8>| {
-            let owners = self.node.placement.owners(key);
+            let owners = self.view().placement.owners(key);
             if let Some(&target) = owners.iter().find(|o| o.node == node) {
                 let link = self.link(target);
                 let reply = link.send(mode, record);
@@ -677,13 +838,18 @@ impl ShardCluster {
                 send(&key, record);
             }
         }
-        self.all_acknowledged(&mut pending).await
+        self.all_acknowledged(&mut pending, PeerMode::Merge(self.node.me))
+            .await
     }
 
-    async fn all_acknowledged(&self, pending: &mut Vec<(Rc<Link>, Reply, Vec<u8>)>) -> bool {
+    async fn all_acknowledged(
+        &self,
+        pending: &mut Vec<(Rc<Link>, Reply, Vec<u8>)>,
+        mode: PeerMode,
+    ) -> bool {
         let mut ok = true;
         for (link, reply, key) in pending.drain(..) {
-            if !self.acknowledged(&link, reply, &key).await {
+            if !self.acknowledged(&link, reply, &key, mode).await {
                 ok = false;
             }
         }
@@ -825,7 +991,7 @@ pub async fn recover(ctx: Rc<ShardCtx>, what: RecoverWhat) {
     node.recovering.store(true, Ordering::Release);
     let started = Instant::now();
     let mut settled = 0;
-    let config = node.placement.config().clone();
+    let config = node.view().placement.config().clone();
     let peers: Vec<u32> = config
         .nodes()
         .iter()
@@ -841,7 +1007,7 @@ pub async fn recover(ctx: Rc<ShardCtx>, what: RecoverWhat) {
             log::info!(
                 "node {peer} is not reachable for recovery: skipping it until it answers a probe"
             );
-            if let Some(t) = node.tko.get(&peer) {
+            if let Some(t) = node.tko_flag(peer) {
                 t.store(true, Ordering::Release);
             }
             continue;
@@ -889,6 +1055,7 @@ async fn pull(ctx: &ShardCtx, peer: u32, mut what: RecoverWhat) -> bool {
     let cluster = ctx.cluster.as_ref().expect("a cluster node");
     let node = &cluster.node;
     let shards = node
+        .view()
         .config()
         .node(peer)
         .map_or(0, |n| n.shards.len() as u32);
@@ -933,6 +1100,11 @@ async fn pull(ctx: &ShardCtx, peer: u32, mut what: RecoverWhat) -> bool {
     }
 }
 
+/// How many times, and how far apart, an item refused by an owner at another
+/// epoch is sent to it again (nodes take up a configuration a few ms apart).
+const EPOCH_RETRIES_MAX: u32 = 20;
+const EPOCH_RETRY_PAUSE: Duration = Duration::from_millis(10);
+
 /// How many times a recovering node asks one peer shard before it goes on
 /// without what that shard holds for it.
 const RECOVERY_ATTEMPTS_MAX: u32 = 5;
@@ -942,7 +1114,7 @@ async fn ask_recovery(node: &ClusterNode, owner: Owner, what: RecoverWhat) -> Op
     let mut request = Vec::new();
     wire::encode_recover(node.epoch(), node.me, what, &mut request);
     let reply = peer::one_off(
-        node.shard_addrs[&owner],
+        node.view().shard_addr(owner)?,
         None,
         &request,
         Duration::from_secs(RECOVERY_PEER_TIMEOUT_SECS),
@@ -964,10 +1136,10 @@ async fn ask_recovery(node: &ClusterNode, owner: Owner, what: RecoverWhat) -> Op
 /// Removes from this shard's store every item whose owners include `peer`.
 pub fn drop_shared(cluster: &ShardCluster, state: &mut ShardState, peer: u32, clock: &Clock) {
     let mut keys = Vec::new();
+    let view = cluster.view();
     for segment in 0..state.store.segment_count() {
         state.store.visit_segment(segment, clock.rel_secs, |item| {
-            if cluster
-                .node
+            if view
                 .placement
                 .owners(item.key)
                 .iter()
@@ -996,7 +1168,8 @@ pub async fn watch(ctx: Rc<ShardCtx>) {
         if node.recovery_wanted.swap(false, Ordering::AcqRel) {
             glommio::spawn_local(recover(ctx.clone(), RecoverWhat::Hints)).detach();
         }
-        for id in node.config().nodes().iter().map(|n| n.id) {
+        let ids: Vec<u32> = node.view().config().nodes().iter().map(|n| n.id).collect();
+        for id in ids {
             if node.is_tko(id) && !probing.borrow().contains(&id) {
                 probing.borrow_mut().insert(id);
                 let node = node.clone();
@@ -1018,11 +1191,14 @@ pub async fn watch(ctx: Rc<ShardCtx>) {
 async fn ask_exchange(node: &ClusterNode, peer: u32) -> bool {
     let mut request = Vec::new();
     wire::encode_exchange(node.epoch(), node.me, &mut request);
+    let Some(addr) = node.view().shard_addr(Owner {
+        node: peer,
+        shard: 0,
+    }) else {
+        return false;
+    };
     let reply = peer::one_off(
-        node.shard_addrs[&Owner {
-            node: peer,
-            shard: 0,
-        }],
+        addr,
         None,
         &request,
         Duration::from_secs(RECOVERY_PEER_TIMEOUT_SECS),
@@ -1038,7 +1214,8 @@ pub async fn write_stats_cluster(ctx: &ShardCtx, own_items: u64, out: &mut Vec<u
     let cluster = ctx.cluster.as_ref().expect("a cluster node");
     let node = &cluster.node;
     let mut body = Vec::new();
-    crate::cluster::encode::encode_stats_cluster(node.config(), &mut body);
+    let view = node.view();
+    crate::cluster::encode::encode_stats_cluster(view.config(), &mut body);
     body.truncate(body.len() - b"END\r\n".len());
     let _ = write!(body, "STAT node_id {}\r\n", node.me);
     let state = if node.is_recovering() {
@@ -1058,14 +1235,14 @@ pub async fn write_stats_cluster(ctx: &ShardCtx, own_items: u64, out: &mut Vec<u
         "STAT peer_disconnects {}\r\n",
         node.disconnects.load(Ordering::Relaxed)
     );
-    for peer in node.config().nodes() {
+    for peer in view.config().nodes() {
         let items = if peer.id == node.me {
             Some(own_items)
         } else if node.is_tko(peer.id) {
             None
         } else {
             peer::one_off(
-                node.client_addrs[&peer.id],
+                view.client_addr(peer.id).expect("a member's address"),
                 None,
                 b"stats\r\nmn\r\n",
                 node.peer_timeout,

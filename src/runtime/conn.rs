@@ -26,6 +26,12 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use std::sync::atomic::Ordering;
 
+/// How many times, and how far apart, a request refused by a peer at another
+/// epoch is sent to it again before the next owner is tried: nodes take up a
+/// new configuration a few milliseconds apart.
+const EPOCH_RETRIES_MAX: u32 = 20;
+const EPOCH_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Longest `config get cluster` line waited for before the parser takes it.
 const CONFIG_GET_LINE_LEN_MAX: usize = 64;
 
@@ -349,6 +355,7 @@ impl Output {
         for op in &mut self.peer_ops {
             let mut tried: Vec<Owner> = Vec::new();
             let mut reply = op.reply.take();
+            let mut epoch_retries = 0;
             loop {
                 let link = cluster.link(op.target);
                 let answer = match reply.take() {
@@ -359,6 +366,22 @@ impl Output {
                     Ok(bytes) => op.shape.is_usable(bytes),
                     Err(_) => false,
                 };
+                // A peer at another epoch is taking up (or has taken up) another
+                // configuration: give it a moment and ask it again.
+                if let Ok(bytes) = &answer {
+                    if bytes.starts_with(wire::EPOCH_MISMATCH_PREFIX)
+                        && epoch_retries < EPOCH_RETRIES_MAX
+                    {
+                        epoch_retries += 1;
+                        glommio::timer::sleep(EPOCH_RETRY_PAUSE).await;
+                        reply = Some(cluster.link(op.target).send_framed(
+                            PeerMode::Forward,
+                            op.shape.framing(),
+                            op.request.clone(),
+                        ));
+                        continue;
+                    }
+                }
                 if usable {
                     let mut bytes = answer.unwrap_or_default();
                     if op.shape == PeerReply::GetOne {
@@ -368,7 +391,8 @@ impl Output {
                     break;
                 }
                 tried.push(op.target);
-                match cluster.node.candidates(&op.key, op.write, &tried).next() {
+                let view = cluster.view();
+                match cluster.next_candidate(&view, &op.key, op.write, &tried) {
                     Some(next) => {
                         op.target = next;
                         reply = Some(cluster.link(next).send_framed(
@@ -667,7 +691,7 @@ async fn handle_buffer(
                 let line = rest[..nl].strip_suffix(b"\r").unwrap_or(&rest[..nl]);
                 if line == b"config get cluster" {
                     crate::cluster::encode::encode_config_get_cluster(
-                        cluster.node.config(),
+                        cluster.view().config(),
                         &mut output.out,
                     );
                     *start += nl + 1;
@@ -1121,7 +1145,8 @@ async fn flush_other_nodes(ctx: &ShardCtx, delay_secs: i64) {
     let node = &cluster.node;
     let request = format!("flush_all {delay_secs}\r\nmn\r\n").into_bytes();
     let mut waits = Vec::new();
-    for peer in node.config().nodes().iter().filter(|n| n.id != node.me) {
+    let view = cluster.view();
+    for peer in view.config().nodes().iter().filter(|n| n.id != node.me) {
         let link = cluster.link(Owner {
             node: peer.id,
             shard: 0,

@@ -152,6 +152,37 @@ fn load_cluster(config: &Config) -> Result<Option<Arc<cluster::ClusterNode>>, St
     Ok(Some(Arc::new(node)))
 }
 
+/// On SIGHUP: reads the cluster file again and puts its configuration in
+/// force if its `epoch` is newer than the one in force. Shards take it up
+/// between requests; a bad file changes nothing and is logged.
+fn reload_cluster(node: &Node) {
+    let Some(cluster) = &node.cluster else {
+        log::info!("SIGHUP: not a cluster node, nothing to reload");
+        return;
+    };
+    let loaded = node
+        .config
+        .cluster
+        .as_ref()
+        .ok_or_else(|| "no cluster file".to_string())
+        .and_then(|membership| {
+            let path = membership.file.display();
+            let text = std::fs::read_to_string(&membership.file)
+                .map_err(|e| format!("cannot read cluster file {path}: {e}"))?;
+            crate::cluster::config::ClusterConfig::from_file_text(&text)
+                .map_err(|e| format!("cluster file {path}: {e}"))
+        })
+        .and_then(|config| cluster.install(config));
+    match loaded {
+        Ok(true) => {}
+        Ok(false) => log::warn!(
+            "SIGHUP: the cluster file's epoch is not newer than {}: nothing changed",
+            cluster.epoch()
+        ),
+        Err(message) => log::error!("SIGHUP: {message}"),
+    }
+}
+
 /// Runs the node until SIGINT or SIGTERM. Returns the process exit code.
 pub fn run(config: Config) -> i32 {
     let cluster = match load_cluster(&config) {
@@ -184,6 +215,8 @@ pub fn run(config: Config) -> i32 {
     let mut stop_signals = SigSet::empty();
     stop_signals.add(Signal::SIGINT);
     stop_signals.add(Signal::SIGTERM);
+    // SIGHUP: a cluster node reads its cluster file again (see `reload_cluster`).
+    stop_signals.add(Signal::SIGHUP);
     if let Err(e) = stop_signals.thread_block() {
         eprintln!("ringcache: cannot block signals: {e}");
         return 1;
@@ -313,7 +346,12 @@ pub fn run(config: Config) -> i32 {
 
     notify::notify(notify::State::Ready);
 
-    let signal = stop_signals.wait();
+    let signal = loop {
+        match stop_signals.wait() {
+            Ok(Signal::SIGHUP) => reload_cluster(&node),
+            other => break other,
+        }
+    };
     log::info!("{signal:?}: stopping");
     notify::notify(notify::State::Stopping);
     node.stop.store(true, Ordering::Release);

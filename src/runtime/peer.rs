@@ -116,6 +116,11 @@ impl Link {
         })
     }
 
+    /// The endpoint this link connects to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// Queues `bytes` (requests, each followed by `mn`, in `mode`) and returns
     /// their reply. Requests on one link are written and answered in order.
     pub fn send(self: &Rc<Self>, mode: PeerMode, bytes: Vec<u8>) -> Reply {
@@ -227,7 +232,8 @@ impl Link {
         mut writer: futures_lite::io::WriteHalf<TcpStream>,
         pauses: u64,
     ) -> LinkError {
-        let mut mode: Option<PeerMode> = None;
+        // The mode line in force on the connection, with the epoch it named.
+        let mut mode: Option<(PeerMode, u64)> = None;
         let mut buf = Vec::new();
         loop {
             WaitQueued(self).await;
@@ -238,10 +244,11 @@ impl Link {
             {
                 let mut queue = self.queue.borrow_mut();
                 let mut in_flight = self.in_flight.borrow_mut();
+                let epoch = self.cluster.epoch();
                 for out in queue.drain(..) {
-                    if mode != Some(out.mode) {
-                        wire::encode_mode(out.mode, self.cluster.epoch(), &mut buf);
-                        mode = Some(out.mode);
+                    if mode != Some((out.mode, epoch)) {
+                        wire::encode_mode(out.mode, epoch, &mut buf);
+                        mode = Some((out.mode, epoch));
                     }
                     buf.extend_from_slice(&out.bytes);
                     in_flight.push_back((out.slot, out.framing));

@@ -75,7 +75,7 @@ impl ShardCtx {
     pub fn route(&self, key: &[u8], write: bool, mode: ConnMode) -> Route {
         match &self.cluster {
             None => Route::Shard(self.owner(key), Role::Plain),
-            Some(cluster) => cluster.node.route(key, write, mode),
+            Some(cluster) => cluster.route(key, write, mode),
         }
     }
 
@@ -113,6 +113,7 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
         None => (id as u64, 8),
         Some(c) => {
             let place = c
+                .view()
                 .config()
                 .nodes()
                 .iter()
@@ -199,7 +200,7 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
         cluster: node
             .cluster
             .as_ref()
-            .map(|c| Rc::new(ShardCluster::new(c.clone()))),
+            .map(|c| Rc::new(ShardCluster::new(c.clone(), node.clone()))),
     });
 
     // Requests from shard j are answered on the answer channel to j; answers come
