@@ -1,7 +1,9 @@
 //! Placement: the consistent-hash ring, the cluster configuration, who owns a
-//! key, how the configuration is shown to clients, and what nodes say to each
-//! other on the data path (pure).
+//! key, how the configuration is shown to clients, what nodes say to each other
+//! on the data path, and the configuration's consensus messages and durable state
+//! as bytes (pure).
 
+pub mod codec;
 pub mod config;
 pub mod encode;
 pub mod placement;
