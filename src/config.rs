@@ -79,6 +79,12 @@ pub struct Args {
     #[arg(long = "peer-timeout-ms", default_value_t = limits::PEER_TIMEOUT_DEFAULT_MS)]
     pub peer_timeout_ms: u64,
 
+    /// In a cluster: run Multi-Paxos over the configuration, keeping this node's
+    /// acceptor state in DIR (created if missing). Without it the configuration
+    /// changes only by SIGHUP.
+    #[arg(long = "data-dir", value_name = "DIR", requires = "cluster_file")]
+    pub data_dir: Option<std::path::PathBuf>,
+
     /// Most keys one shard remembers as missed by one unreachable node (hints);
     /// past this, that node re-copies everything it shares with this one.
     #[arg(long = "hinted-keys-max", default_value_t = limits::HINTED_KEYS_MAX_DEFAULT)]
@@ -107,6 +113,7 @@ pub struct Config {
     pub cluster: Option<ClusterMembership>,
     pub peer_timeout_ms: u64,
     pub hinted_keys_max: usize,
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 /// Which cluster file a node reads, and which of its nodes it is.
@@ -242,6 +249,7 @@ impl Config {
             },
             peer_timeout_ms: args.peer_timeout_ms,
             hinted_keys_max: args.hinted_keys_max,
+            data_dir: args.data_dir.clone(),
         })
     }
 }

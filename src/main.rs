@@ -4,6 +4,10 @@ use clap::Parser;
 use ringcache::config::{Args, Config};
 
 fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("cluster") {
+        std::process::exit(ringcache::runtime::admin::main(&argv[2..]));
+    }
     let args = Args::parse();
     let config = match Config::from_args(&args) {
         Ok(config) => config,

@@ -232,6 +232,9 @@ struct Layout {
     /// `--peer-timeout-ms`: generous unless the test is about timeouts, so
     /// that a slow moment on a loaded machine does not mark a live node TKO.
     peer_timeout_ms: u32,
+    /// Every real node runs consensus with its own `--data-dir`, and every real
+    /// node is an acceptor.
+    consensus: bool,
 }
 
 impl Layout {
@@ -244,7 +247,13 @@ impl Layout {
             write_ack,
             args: Vec::new(),
             peer_timeout_ms: 2000,
+            consensus: false,
         }
+    }
+
+    fn with_consensus(mut self) -> Layout {
+        self.consensus = true;
+        self
     }
 
     fn with_peer_timeout_ms(mut self, ms: u32) -> Layout {
@@ -360,6 +369,11 @@ impl Cluster {
                 ];
                 node.args.push("--peer-timeout-ms".to_string());
                 node.args.push(layout.peer_timeout_ms.to_string());
+                if layout.consensus {
+                    node.args.push("--data-dir".to_string());
+                    let data = cluster.dir.join(format!("data-{}", node.id));
+                    node.args.push(data.to_string_lossy().into_owned());
+                }
                 node.args
                     .extend(layout.args.iter().map(|arg| arg.to_string()));
                 let args: Vec<&str> = node.args.iter().map(String::as_str).collect();
@@ -561,8 +575,21 @@ fn cluster_file_text(layout: &Layout, nodes: &[Node]) -> String {
          replicas = {}\n\
          vnodes_per_shard = 160\n\
          write_ack = \"{}\"\n\
-         acceptors = [1]\n",
-        layout.replicas, layout.write_ack
+         acceptors = [{}]\n",
+        layout.replicas,
+        layout.write_ack,
+        if layout.consensus {
+            let real: Vec<String> = layout
+                .roles
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| matches!(r, Role::Real))
+                .map(|(i, _)| (i + 1).to_string())
+                .collect();
+            real.join(", ")
+        } else {
+            "1".to_string()
+        }
     );
     for node in nodes {
         let shards: Vec<String> = node
@@ -1587,4 +1614,106 @@ fn sighup_swaps_in_a_newer_configuration_under_load() {
         "{}",
         cluster.log(1)
     );
+}
+
+/// Runs `ringcache cluster --node <node 'id'> <args>`: (exit success, stdout).
+fn admin(cluster: &Cluster, id: u32, args: &[&str]) -> (bool, String) {
+    let node = cluster.node(id);
+    let addr = format!("{}:{}", node.ip, node.port);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringcache"))
+        .args(["cluster", "--node", &addr])
+        .args(args)
+        .output()
+        .expect("run ringcache cluster");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Waits until every node of `ids` reports `epoch` in `stats cluster`.
+fn wait_for_epoch(cluster: &Cluster, ids: &[u32], epoch: u64) {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    for &id in ids {
+        while cluster.stats_cluster(id)["epoch"] != epoch.to_string() {
+            assert!(
+                Instant::now() < deadline,
+                "node {id} did not learn epoch {epoch}: {:?}\n{}",
+                cluster.stats_cluster(id),
+                cluster.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Three acceptors agree on configuration changes with Multi-Paxos: a change
+/// proposed through one node is in force on every node; with the leader killed
+/// (-9), a change through another node still commits; the killed node restarts
+/// from its `--data-dir`, learns what it missed, and takes part again; a
+/// proposal for an epoch already decided is refused.
+#[test]
+fn paxos_changes_commit_with_the_leader_killed() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    let mut cluster = Cluster::start(&Layout::real(3, 2, 2, "one").with_consensus());
+    let started = Instant::now();
+    let (ok, out) = admin(&cluster, 2, &["set", "write_ack=all"]);
+    eprintln!("epoch 2 committed in {:?}", started.elapsed());
+    assert!(ok && out.contains("epoch 2: OK"), "{out}");
+    wait_for_epoch(&cluster, &[1, 2, 3], 2);
+    for id in [1, 2, 3] {
+        assert_eq!(cluster.stats_cluster(id)["write_ack"], "all", "node {id}");
+    }
+
+    // Node 2 led the last decision.
+    cluster.kill9(2);
+    let started = Instant::now();
+    let (ok, out) = admin(&cluster, 3, &["set", "write_ack=one", "down=2"]);
+    eprintln!(
+        "epoch 3 committed without the old leader in {:?}",
+        started.elapsed()
+    );
+    assert!(
+        ok && out.contains("epoch 3: OK"),
+        "{out}\n{}",
+        cluster.logs()
+    );
+    wait_for_epoch(&cluster, &[1, 3], 3);
+    assert_eq!(cluster.stats_cluster(1)["node:2:state"], "down");
+    // Writes and reads go on with node 2 marked down.
+    let items = items("paxos", 100, "p");
+    set_many(&mut cluster.client(1), &items, 1);
+    assert_all_read(&mut cluster.client(3), &items, 3);
+
+    cluster.restart(2);
+    cluster.wait_until_serving(2, &[], Instant::now() + READY_TIMEOUT);
+    wait_for_epoch(&cluster, &[2], 3);
+    let (ok, out) = admin(&cluster, 2, &["set", "up=2"]);
+    assert!(ok && out.contains("epoch 4: OK"), "{out}");
+    wait_for_epoch(&cluster, &[1, 2, 3], 4);
+    assert_eq!(cluster.stats_cluster(3)["node:2:state"], "up");
+
+    // Compare-and-set: epoch 4 is decided, so a proposal for it is refused.
+    let text = cluster.text.replacen(
+        "# written by tests/cluster.rs\n",
+        "# written by tests/cluster.rs\nepoch = 4\n",
+        1,
+    );
+    let stale = ClusterConfig::from_file_text(&text).expect("a valid configuration");
+    let mut request = b"rc propose ".to_vec();
+    ringcache::cluster::codec::encode_config(&stale, &mut request);
+    request.extend_from_slice(b"\r\n");
+    let reply = cluster.client(1).call(&request, b"\r\n");
+    assert!(
+        show(&reply).starts_with("SERVER_ERROR epoch already decided"),
+        "{}",
+        show(&reply)
+    );
+    assert_eq!(cluster.stats_cluster(1)["epoch"], "4");
 }

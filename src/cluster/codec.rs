@@ -631,16 +631,20 @@ fn parse_number(field: &[u8]) -> Result<u64, &'static str> {
     })
 }
 
-fn encode_config(config: &ClusterConfig, out: &mut Vec<u8>) {
+/// A configuration as one token: its cluster file in base64 (as inside messages).
+pub fn encode_config(config: &ClusterConfig, out: &mut Vec<u8>) {
     base64_encode(config.to_file_text().as_bytes(), out);
 }
 
-enum ConfigFieldError {
+/// Why a configuration token was not read.
+#[derive(Debug)]
+pub enum ConfigFieldError {
     Syntax(&'static str),
     Config(ClusterFileError),
 }
 
-fn decode_config(field: &[u8]) -> Result<ClusterConfig, ConfigFieldError> {
+/// Reads a token [`encode_config`] wrote.
+pub fn decode_config(field: &[u8]) -> Result<ClusterConfig, ConfigFieldError> {
     if field.len() > CONFIG_FIELD_LEN_MAX {
         return Err(ConfigFieldError::Syntax(
             "a configuration longer than CLUSTER_FILE_LEN_MAX",

@@ -643,6 +643,15 @@ async fn handle_buffer(
         }
         let rest = &buf[*start..];
         if let (Some(cluster), true) = (&ctx.cluster, rest.starts_with(wire::PEER_LINE_PREFIX)) {
+            match control_request(ctx, cluster, rest, output).await {
+                Control::NotOne => {}
+                Control::Incomplete => break,
+                Control::Done(used) => {
+                    *start += used;
+                    continue;
+                }
+                Control::Close => return After::Close,
+            }
             match wire::parse_peer_line(rest) {
                 Ok(None) => break,
                 Err(used) => {
@@ -868,6 +877,124 @@ async fn handle_buffer(
         return After::Close;
     }
     After::Continue
+}
+
+/// What became of a line that may be for the control thread.
+enum Control {
+    /// Not `rc paxos`, `rc propose` or `rc show`.
+    NotOne,
+    Incomplete,
+    /// Served; the bytes used.
+    Done(usize),
+    Close,
+}
+
+/// `rc paxos <px1 line>`: a consensus message for this node's control thread (no
+/// reply). `rc propose <config>`: an admin proposal of the configuration
+/// `<config>` (a cluster file in base64, at the epoch it names), answered `OK`
+/// once decided, `EXISTS` if another value won that epoch, or `SERVER_ERROR
+/// ...`. `rc show`: the configuration in force as a cluster file, in a `VALUE`
+/// block.
+async fn control_request(
+    ctx: &ShardCtx,
+    cluster: &cluster::ShardCluster,
+    rest: &[u8],
+    output: &mut Output,
+) -> Control {
+    use super::control::{ControlInput, PROPOSAL_TIMEOUT};
+    use crate::cluster::codec;
+    let kind = if rest.starts_with(b"rc paxos ") {
+        0
+    } else if rest.starts_with(b"rc propose ") {
+        1
+    } else if rest.starts_with(b"rc show\r\n") || rest.starts_with(b"rc show\n") {
+        2
+    } else {
+        return Control::NotOne;
+    };
+    let window = &rest[..rest.len().min(codec::MESSAGE_LINE_LEN_MAX + 16)];
+    let Some(nl) = memchr::memchr(b'\n', window) else {
+        return if window.len() < rest.len() || rest.len() > codec::MESSAGE_LINE_LEN_MAX {
+            Control::Close
+        } else {
+            Control::Incomplete
+        };
+    };
+    let line = rest[..nl].strip_suffix(b"\r").unwrap_or(&rest[..nl]);
+    let used = nl + 1;
+    let control = ctx
+        .node
+        .control
+        .as_ref()
+        .map(|tx| tx.lock().expect("control").clone());
+    match kind {
+        0 => match codec::decode_message_line(&line[b"rc paxos ".len()..]) {
+            Ok(message) => {
+                if let Some(tx) = control {
+                    let _ = tx.send(ControlInput::Message(message));
+                }
+                Control::Done(used)
+            }
+            Err(e) => {
+                log::warn!("a peer sent a bad consensus message ({e}); closing");
+                Control::Close
+            }
+        },
+        1 => {
+            if output.complete(ctx).await.is_err() {
+                return Control::Close;
+            }
+            let Some(tx) = control else {
+                output.out.extend_from_slice(
+                    b"SERVER_ERROR this node runs no consensus (start it with --data-dir)\r\n",
+                );
+                return Control::Done(used);
+            };
+            let value = match codec::decode_config(&line[b"rc propose ".len()..]) {
+                Ok(value) => value,
+                Err(e) => {
+                    output.out.extend_from_slice(
+                        format!("CLIENT_ERROR bad configuration: {e:?}\r\n").as_bytes(),
+                    );
+                    return Control::Done(used);
+                }
+            };
+            let (reply_tx, reply_rx) = std::sync::mpsc::channel();
+            let _ = tx.send(ControlInput::Propose {
+                epoch: value.epoch(),
+                value,
+                reply: reply_tx,
+            });
+            let deadline = std::time::Instant::now() + PROPOSAL_TIMEOUT + PROPOSAL_TIMEOUT;
+            loop {
+                match reply_rx.try_recv() {
+                    Ok(answer) => {
+                        output.out.extend_from_slice(&answer);
+                        break;
+                    }
+                    Err(std::sync::mpsc::TryRecvError::Empty)
+                        if std::time::Instant::now() < deadline =>
+                    {
+                        glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+                    }
+                    Err(_) => {
+                        output
+                            .out
+                            .extend_from_slice(b"SERVER_ERROR the proposal got no answer\r\n");
+                        break;
+                    }
+                }
+            }
+            Control::Done(used)
+        }
+        _ => {
+            let text = cluster.view().config().to_file_text();
+            output.out.extend_from_slice(
+                format!("VALUE cluster 0 {}\r\n{text}\r\nEND\r\n", text.len()).as_bytes(),
+            );
+            Control::Done(used)
+        }
+    }
 }
 
 /// What the text loop knows of its connection besides the bytes.

@@ -5,9 +5,11 @@
 //! of shards with bounded channels, and waits for SIGINT or SIGTERM to stop them.
 //! Everything else in the crate is pure; this module is where requests meet I/O.
 
+pub mod admin;
 mod binary_conn;
 pub mod cluster;
 mod conn;
+pub mod control;
 mod messages;
 pub mod notify;
 mod peer;
@@ -42,6 +44,8 @@ pub struct Node {
     pub process_started_unix: i64,
     /// `--cluster`: this node's view of the cluster it is part of.
     pub cluster: Option<Arc<cluster::ClusterNode>>,
+    /// `--data-dir`: the control thread's inputs (consensus messages, proposals).
+    pub control: Option<std::sync::Mutex<mpsc::Sender<control::ControlInput>>>,
 }
 
 impl Node {
@@ -230,6 +234,32 @@ pub fn run(config: Config) -> i32 {
             None => format!("{}:{}#{}", config.listen, config.port, shard),
         })
         .collect();
+    // With --data-dir: the acceptor state of an earlier run, and its newest
+    // configuration in force from the start.
+    let mut control_start = None;
+    if let (Some(cluster), Some(dir)) = (&cluster, &config.data_dir) {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            eprintln!("ringcache: cannot create --data-dir {}: {e}", dir.display());
+            return 1;
+        }
+        let durable = match control::load_durable(dir) {
+            Ok(durable) => durable,
+            Err(message) => {
+                eprintln!("ringcache: {message}");
+                return 1;
+            }
+        };
+        if let Some(durable) = &durable {
+            if let Some((_, value)) = durable.decided.last() {
+                if let Err(message) = cluster.install(value.clone()) {
+                    eprintln!("ringcache: --data-dir {}: {message}", dir.display());
+                    return 1;
+                }
+            }
+        }
+        let (tx, rx) = mpsc::channel();
+        control_start = Some((dir.clone(), durable, tx, rx));
+    }
     let unix_now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -243,6 +273,9 @@ pub fn run(config: Config) -> i32 {
         process_started_unix: unix_now - CLOCK_START_SECS as i64,
         config,
         cluster,
+        control: control_start
+            .as_ref()
+            .map(|(_, _, tx, _)| std::sync::Mutex::new(tx.clone())),
     });
 
     let mut links: Vec<shard::ShardLinks> = (0..shards)
@@ -344,6 +377,18 @@ pub fn run(config: Config) -> i32 {
         if pinned { "pinned" } else { "unpinned" }
     );
 
+    let control_thread = match (control_start, &node.cluster) {
+        (Some((dir, durable, tx, rx)), Some(cluster)) => {
+            let cluster = cluster.clone();
+            let node = node.clone();
+            std::thread::Builder::new()
+                .name("control".into())
+                .spawn(move || control::run(cluster, dir, durable, rx, tx, &node.stop))
+                .ok()
+        }
+        _ => None,
+    };
+
     notify::notify(notify::State::Ready);
 
     let signal = loop {
@@ -356,6 +401,9 @@ pub fn run(config: Config) -> i32 {
     notify::notify(notify::State::Stopping);
     node.stop.store(true, Ordering::Release);
     for thread in threads {
+        let _ = thread.join();
+    }
+    if let Some(thread) = control_thread {
         let _ = thread.join();
     }
     0

@@ -1,0 +1,153 @@
+//! `ringcache cluster ...`: the admin commands, run against any node's client
+//! port.
+//!
+//! - `status`: the node's `stats cluster`.
+//! - `show`: the configuration in force, as a cluster file.
+//! - `set KEY=VALUE...`: proposes the configuration in force with changes, at the
+//!   next epoch, and waits for the decision. Keys: `write_ack=one|quorum|all`,
+//!   `replicas=N`, `down=ID`, `up=ID`, `acceptors=ID,ID,...`. The proposal is a
+//!   compare-and-set on the epoch: if another change wins that epoch, `set` says
+//!   so and changes nothing.
+
+use crate::cluster::codec;
+use crate::cluster::config::{ClusterConfig, NodeState, WriteAck};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// How long the admin command waits for a node's answer.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs `ringcache cluster <args>`; returns the exit code.
+pub fn main(args: &[String]) -> i32 {
+    let mut node = "127.0.0.1:11211".to_string();
+    let mut rest = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        if args[i] == "--node" && i + 1 < args.len() {
+            node = args[i + 1].clone();
+            i += 2;
+        } else {
+            rest.push(args[i].clone());
+            i += 1;
+        }
+    }
+    let result = match rest.first().map(String::as_str) {
+        Some("status") => exchange(&node, b"stats cluster\r\n", b"END\r\n"),
+        Some("show") => show(&node).map(|c| c.to_file_text().into_bytes()),
+        Some("set") if rest.len() > 1 => set(&node, &rest[1..]),
+        _ => Err(
+            "usage: ringcache cluster [--node HOST:PORT] status | show | set KEY=VALUE...\n\
+             keys: write_ack=one|quorum|all replicas=N down=ID up=ID acceptors=ID,ID,..."
+                .into(),
+        ),
+    };
+    match result {
+        Ok(bytes) => {
+            let _ = std::io::stdout().write_all(&bytes);
+            let refused = |word: &[u8]| bytes.windows(word.len()).any(|w| w == word);
+            if refused(b"SERVER_ERROR") || refused(b"EXISTS") || refused(b"CLIENT_ERROR") {
+                1
+            } else {
+                0
+            }
+        }
+        Err(message) => {
+            eprintln!("ringcache cluster: {message}");
+            2
+        }
+    }
+}
+
+/// Sends `request` and reads until the reply ends with `end`.
+fn exchange(node: &str, request: &[u8], end: &[u8]) -> Result<Vec<u8>, String> {
+    let mut stream = TcpStream::connect(node).map_err(|e| format!("cannot reach {node}: {e}"))?;
+    stream
+        .set_read_timeout(Some(ADMIN_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(request)
+        .map_err(|e| format!("{node}: {e}"))?;
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    while !reply.ends_with(end) {
+        let n = stream
+            .read(&mut chunk)
+            .map_err(|e| format!("{node}: {e}"))?;
+        if n == 0 {
+            return Err(format!("{node} closed the connection"));
+        }
+        reply.extend_from_slice(&chunk[..n]);
+    }
+    Ok(reply)
+}
+
+fn show(node: &str) -> Result<ClusterConfig, String> {
+    let reply = exchange(node, b"rc show\r\n", b"END\r\n")?;
+    let text = String::from_utf8_lossy(&reply);
+    let body = text
+        .split_once("\r\n")
+        .map(|(_, body)| body.trim_end_matches("\r\nEND\r\n"))
+        .filter(|_| text.starts_with("VALUE cluster "))
+        .ok_or_else(|| format!("{node} is not a cluster node: {}", text.trim_end()))?;
+    ClusterConfig::from_file_text(body).map_err(|e| format!("{node}: {e}"))
+}
+
+fn set(node: &str, changes: &[String]) -> Result<Vec<u8>, String> {
+    let current = show(node)?;
+    let mut spec = current.to_spec();
+    for change in changes {
+        let (key, value) = change
+            .split_once('=')
+            .ok_or_else(|| format!("{change}: not KEY=VALUE"))?;
+        let id = || {
+            value
+                .parse::<u32>()
+                .map_err(|_| format!("{change}: not a node id"))
+        };
+        match key {
+            "write_ack" => {
+                spec.write_ack = match value {
+                    "one" => WriteAck::One,
+                    "quorum" => WriteAck::Quorum,
+                    "all" => WriteAck::All,
+                    _ => return Err(format!("{change}: one, quorum or all")),
+                }
+            }
+            "replicas" => {
+                spec.replicas = value
+                    .parse()
+                    .map_err(|_| format!("{change}: not a number"))?
+            }
+            "down" | "up" => {
+                let id = id()?;
+                let node = spec
+                    .nodes
+                    .iter_mut()
+                    .find(|n| n.id == id)
+                    .ok_or_else(|| format!("{change}: no node {id}"))?;
+                node.state = if key == "down" {
+                    NodeState::Down
+                } else {
+                    NodeState::Up
+                };
+            }
+            "acceptors" => {
+                spec.acceptors = value
+                    .split(',')
+                    .map(|v| v.trim().parse::<u32>())
+                    .collect::<Result<_, _>>()
+                    .map_err(|_| format!("{change}: node ids separated by commas"))?
+            }
+            _ => return Err(format!("{change}: unknown key {key}")),
+        }
+    }
+    let next = current.successor(spec).map_err(|e| e.to_string())?;
+    let mut request = b"rc propose ".to_vec();
+    codec::encode_config(&next, &mut request);
+    request.extend_from_slice(b"\r\n");
+    let reply = exchange(node, &request, b"\r\n")?;
+    let mut out = format!("epoch {}: ", next.epoch()).into_bytes();
+    out.extend_from_slice(&reply);
+    Ok(out)
+}
