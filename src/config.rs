@@ -85,6 +85,12 @@ pub struct Args {
     #[arg(long = "data-dir", value_name = "DIR", requires = "cluster_file")]
     pub data_dir: Option<std::path::PathBuf>,
 
+    /// With --data-dir: how long a majority of the nodes must have found a node
+    /// unreachable before the Paxos leader proposes marking it down (and
+    /// reachable again before it proposes marking it up), in milliseconds.
+    #[arg(long = "failover-timeout-ms", default_value_t = limits::FAILOVER_TIMEOUT_DEFAULT_MS)]
+    pub failover_timeout_ms: u64,
+
     /// Most keys one shard remembers as missed by one unreachable node (hints);
     /// past this, that node re-copies everything it shares with this one.
     #[arg(long = "hinted-keys-max", default_value_t = limits::HINTED_KEYS_MAX_DEFAULT)]
@@ -114,6 +120,7 @@ pub struct Config {
     pub peer_timeout_ms: u64,
     pub hinted_keys_max: usize,
     pub data_dir: Option<std::path::PathBuf>,
+    pub failover_timeout_ms: u64,
 }
 
 /// Which cluster file a node reads, and which of its nodes it is.
@@ -213,6 +220,16 @@ impl Config {
                 limits::PEER_TIMEOUT_MAX_MS
             ));
         }
+        if !(limits::FAILOVER_TIMEOUT_MIN_MS..=limits::FAILOVER_TIMEOUT_MAX_MS)
+            .contains(&args.failover_timeout_ms)
+        {
+            return Err(format!(
+                "--failover-timeout-ms {}: must be {} to {}",
+                args.failover_timeout_ms,
+                limits::FAILOVER_TIMEOUT_MIN_MS,
+                limits::FAILOVER_TIMEOUT_MAX_MS
+            ));
+        }
         if args.hinted_keys_max == 0 || args.hinted_keys_max > limits::HINTED_KEYS_MAX_MAX {
             return Err(format!(
                 "--hinted-keys-max {}: must be 1 to {}",
@@ -250,6 +267,7 @@ impl Config {
             peer_timeout_ms: args.peer_timeout_ms,
             hinted_keys_max: args.hinted_keys_max,
             data_dir: args.data_dir.clone(),
+            failover_timeout_ms: args.failover_timeout_ms,
         })
     }
 }

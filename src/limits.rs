@@ -133,3 +133,9 @@ pub const PEER_REPLY_BYTES_MAX: usize = ITEM_SIZE_MAX_MAX_BYTES + 4096;
 
 /// How long a recovering node waits for one peer shard to push its copy.
 pub const RECOVERY_PEER_TIMEOUT_SECS: u64 = 120;
+
+/// `--failover-timeout-ms`: how long a majority of nodes must find a node
+/// unreachable before the Paxos leader proposes marking it down.
+pub const FAILOVER_TIMEOUT_DEFAULT_MS: u64 = 3_000;
+pub const FAILOVER_TIMEOUT_MIN_MS: u64 = 100;
+pub const FAILOVER_TIMEOUT_MAX_MS: u64 = 3_600_000;

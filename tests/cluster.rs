@@ -1717,3 +1717,110 @@ fn paxos_changes_commit_with_the_leader_killed() {
     );
     assert_eq!(cluster.stats_cluster(1)["epoch"], "4");
 }
+
+/// Failure detection through Paxos: a node killed with SIGKILL is suspected by
+/// the others, and once a majority has found it unreachable for
+/// `--failover-timeout-ms`, a decision marks it down (reads go to the other
+/// owners first); restarted, it is reachable again and a decision marks it up.
+/// A client running throughout sees no error.
+#[test]
+fn a_dead_node_is_marked_down_by_a_decision_and_back_up() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    let mut cluster = Cluster::start(
+        &Layout::real(3, 2, 2, "one")
+            .with_consensus()
+            .with_peer_timeout_ms(1000)
+            .with_args(&["--failover-timeout-ms", "1000"]),
+    );
+    let seed = support::seed_from_env_or_clock();
+    eprintln!("a_dead_node_is_marked_down_by_a_decision_and_back_up: RINGCACHE_SEED={seed}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = {
+        let (ip, port) = (cluster.node(1).ip.clone(), cluster.node(1).port);
+        let stop = stop.clone();
+        std::thread::spawn(move || run_traffic(&ip, port, &stop, seed))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = Instant::now();
+    cluster.kill9(3);
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while cluster.stats_cluster(1)["node:3:state"] != "down" {
+        assert!(
+            Instant::now() < deadline,
+            "node 3 was not marked down\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!("node 3 marked down {:?} after SIGKILL", killed.elapsed());
+    assert_eq!(
+        cluster.stats_cluster(2)["epoch"],
+        cluster.stats_cluster(1)["epoch"]
+    );
+
+    let restarted = Instant::now();
+    cluster.restart(3);
+    while cluster.stats_cluster(1)["node:3:state"] != "up" {
+        assert!(
+            Instant::now() < deadline + READY_TIMEOUT,
+            "node 3 was not marked up\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!(
+        "node 3 marked up {:?} after its restart",
+        restarted.elapsed()
+    );
+    wait_for_epoch(
+        &cluster,
+        &[3],
+        cluster.stats_cluster(1)["epoch"].parse().unwrap(),
+    );
+    stop.store(true, Ordering::SeqCst);
+    let traffic = traffic.join().expect("the client thread panicked");
+    assert!(
+        traffic.errors.is_empty(),
+        "the client saw errors (seed {seed}): {:?}",
+        traffic.errors
+    );
+}
+
+/// The cap on automatic mark-downs: with R=2, at most one node is down at a
+/// time, so every key keeps an owner that is up, however many nodes die.
+#[test]
+fn automatic_mark_downs_stop_at_replicas_minus_one() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    let mut cluster = Cluster::start(
+        &Layout::real(5, 1, 2, "one")
+            .with_consensus()
+            .with_peer_timeout_ms(1000)
+            .with_args(&["--failover-timeout-ms", "1000"]),
+    );
+    cluster.kill9(4);
+    cluster.kill9(5);
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let down = |cluster: &Cluster| {
+        let stats = cluster.stats_cluster(1);
+        [4, 5]
+            .iter()
+            .filter(|id| stats[&format!("node:{id}:state")] == "down")
+            .count()
+    };
+    while down(&cluster) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no node was marked down\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Well past more failover timeouts: still only one.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(down(&cluster), 1, "{:?}", cluster.stats_cluster(1));
+    assert!(cluster.log(1).contains("proposing node") || cluster.log(2).contains("proposing node"));
+}

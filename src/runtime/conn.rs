@@ -881,7 +881,7 @@ async fn handle_buffer(
 
 /// What became of a line that may be for the control thread.
 enum Control {
-    /// Not `rc paxos`, `rc propose` or `rc show`.
+    /// Not `rc paxos`, `rc propose`, `rc show` or `rc suspect`.
     NotOne,
     Incomplete,
     /// Served; the bytes used.
@@ -909,6 +909,8 @@ async fn control_request(
         1
     } else if rest.starts_with(b"rc show\r\n") || rest.starts_with(b"rc show\n") {
         2
+    } else if rest.starts_with(b"rc suspect ") {
+        3
     } else {
         return Control::NotOne;
     };
@@ -983,6 +985,29 @@ async fn control_request(
                             .extend_from_slice(b"SERVER_ERROR the proposal got no answer\r\n");
                         break;
                     }
+                }
+            }
+            Control::Done(used)
+        }
+        3 => {
+            // `rc suspect <from> <id,id,...|->`: another node's failure report.
+            let text = String::from_utf8_lossy(&line[b"rc suspect ".len()..]).into_owned();
+            let mut fields = text.split(' ');
+            let from = fields.next().and_then(|f| f.parse::<u32>().ok());
+            let ids: Option<Vec<u32>> = match fields.next() {
+                Some("-") => Some(Vec::new()),
+                Some(list) => list.split(',').map(|id| id.parse().ok()).collect(),
+                None => None,
+            };
+            match (from, ids, control) {
+                (Some(from), Some(ids), Some(tx)) => {
+                    let _ = tx.send(ControlInput::Suspicions { from, ids });
+                    output.out.extend_from_slice(reply::OK);
+                }
+                (Some(_), Some(_), None) => output.out.extend_from_slice(reply::OK),
+                _ => {
+                    log::warn!("a peer sent a bad failure report; closing");
+                    return Control::Close;
                 }
             }
             Control::Done(used)

@@ -19,7 +19,7 @@ use crate::cluster::codec;
 use crate::cluster::config::ClusterConfig;
 use crate::consensus::{Durable, Epoch, Input, Message, Node, Output, ProposeResult};
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -32,6 +32,11 @@ pub const TICK: Duration = Duration::from_millis(10);
 /// How long a proposal may wait for its epoch to be decided.
 pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often a node tells the others which nodes it finds unreachable; a
+/// report older than [`SUSPICION_REPORT_TTL`] no longer counts.
+const SUSPICION_INTERVAL: Duration = Duration::from_millis(100);
+const SUSPICION_REPORT_TTL: Duration = Duration::from_millis(1000);
+
 /// How long the control thread waits to connect or write to a peer.
 const PEER_IO_TIMEOUT: Duration = Duration::from_millis(200);
 
@@ -41,6 +46,11 @@ pub const DURABLE_FILE: &str = "acceptor";
 /// What reaches the control thread.
 pub enum ControlInput {
     Message(Message<ClusterConfig>),
+    /// Node `from` has found `ids` unreachable for at least the failover timeout.
+    Suspicions {
+        from: u32,
+        ids: Vec<u32>,
+    },
     /// Decide `value` at `epoch`; the answer is one reply line.
     Propose {
         epoch: Epoch,
@@ -76,6 +86,116 @@ fn persist(dir: &Path, durable: &Durable<ClusterConfig>) -> std::io::Result<()> 
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Failure detection: which nodes this node and the others find unreachable,
+/// and the proposals that follow (see [`Detector::propose`]).
+struct Detector {
+    failover: Duration,
+    /// Since when this node's data path has found each node unreachable (TKO).
+    unreachable_since: HashMap<u32, Instant>,
+    /// Since when each node has been reachable again.
+    reachable_since: HashMap<u32, Instant>,
+    /// The latest report of each other node, and when it came.
+    reports: HashMap<u32, (Instant, Vec<u32>)>,
+    last_report: Instant,
+    /// The epoch of this node's own pending proposal, if any.
+    proposing: Option<(Epoch, Instant)>,
+}
+
+impl Detector {
+    /// Samples the data path's TKO marks.
+    fn sample(&mut self, cluster: &ClusterNode, config: &ClusterConfig) {
+        let now = Instant::now();
+        for node in config.nodes().iter().filter(|n| n.id != cluster.me) {
+            if cluster.is_tko(node.id) {
+                self.unreachable_since.entry(node.id).or_insert(now);
+                self.reachable_since.remove(&node.id);
+            } else {
+                self.unreachable_since.remove(&node.id);
+                self.reachable_since.entry(node.id).or_insert(now);
+            }
+        }
+    }
+
+    /// The nodes this node has found unreachable for the failover timeout.
+    fn suspects(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self
+            .unreachable_since
+            .iter()
+            .filter(|(_, since)| since.elapsed() >= self.failover)
+            .map(|(&id, _)| id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// How many nodes (this one included) now suspect `id`.
+    fn suspected_by(&self, mine: &[u32], id: u32) -> usize {
+        let fresh = self
+            .reports
+            .values()
+            .filter(|(at, ids)| at.elapsed() < SUSPICION_REPORT_TTL && ids.contains(&id))
+            .count();
+        fresh + usize::from(mine.contains(&id))
+    }
+
+    /// The change to propose, if any: mark down an up node a majority of the
+    /// members suspects (unless `replicas - 1` nodes are down already, so every
+    /// key keeps an owner that is up: the cap on automatic mark-downs), or mark
+    /// up a down node that nobody suspects and this node has reached for the
+    /// failover timeout. Only the lowest-id acceptor this node reaches proposes,
+    /// so nodes rarely duel (Paxos settles it when they do).
+    fn propose(&self, cluster: &ClusterNode, config: &ClusterConfig) -> Option<ClusterConfig> {
+        use crate::cluster::config::NodeState;
+        let proposer = config
+            .acceptors()
+            .iter()
+            .copied()
+            .filter(|&id| id == cluster.me || !cluster.is_tko(id))
+            .min();
+        if proposer != Some(cluster.me) {
+            return None;
+        }
+        let mine = self.suspects();
+        let majority = config.nodes().len() / 2 + 1;
+        let down = config
+            .nodes()
+            .iter()
+            .filter(|n| n.state == NodeState::Down)
+            .count();
+        let mut spec = config.to_spec();
+        for node in config.nodes().iter().filter(|n| n.id != cluster.me) {
+            let suspected = self.suspected_by(&mine, node.id);
+            let change = match node.state {
+                NodeState::Up if suspected >= majority && down + 1 < config.replicas() => {
+                    Some(NodeState::Down)
+                }
+                NodeState::Down
+                    if suspected == 0
+                        && self
+                            .reachable_since
+                            .get(&node.id)
+                            .is_some_and(|since| since.elapsed() >= self.failover) =>
+                {
+                    Some(NodeState::Up)
+                }
+                _ => None,
+            };
+            if let Some(state) = change {
+                let entry = spec.nodes.iter_mut().find(|n| n.id == node.id)?;
+                entry.state = state;
+                log::warn!(
+                    "proposing node {} {} ({suspected} of {} nodes find it unreachable)",
+                    node.id,
+                    state.as_str(),
+                    config.nodes().len()
+                );
+                return config.successor(spec).ok();
+            }
+        }
+        None
+    }
+}
+
 /// A proposal waiting for its epoch to be decided.
 struct Pending {
     epoch: Epoch,
@@ -91,6 +211,7 @@ pub fn run(
     durable: Option<Durable<ClusterConfig>>,
     inputs: Receiver<ControlInput>,
     feedback: Sender<ControlInput>,
+    failover: Duration,
     stop: &std::sync::atomic::AtomicBool,
 ) {
     let started = Instant::now();
@@ -115,12 +236,47 @@ pub fn run(
     install(&cluster, node.config().clone());
     let mut links: HashMap<u64, TcpStream> = HashMap::new();
     let mut pending: Vec<Pending> = Vec::new();
+    let mut detector = Detector {
+        failover,
+        unreachable_since: HashMap::new(),
+        reachable_since: HashMap::new(),
+        reports: HashMap::new(),
+        last_report: Instant::now(),
+        proposing: None,
+    };
     let now = |started: Instant| (started.elapsed().as_millis() / TICK.as_millis()) as u64;
     let mut timer_at = 0u64;
     while !stop.load(std::sync::atomic::Ordering::Acquire) {
         let wait = timer_at.saturating_sub(now(started)).clamp(1, 10) * TICK.as_millis() as u64;
+        if detector.last_report.elapsed() >= SUSPICION_INTERVAL {
+            detector.last_report = Instant::now();
+            let config = node.config().clone();
+            detector.sample(&cluster, &config);
+            report(&cluster, &config, &detector.suspects(), &mut links);
+            if detector.proposing.is_some_and(|(epoch, at)| {
+                node.decided_epoch() >= epoch || at.elapsed() > PROPOSAL_TIMEOUT
+            }) {
+                detector.proposing = None;
+            }
+            if detector.proposing.is_none() && pending.is_empty() {
+                if let Some(value) = detector.propose(&cluster, &config) {
+                    let epoch = value.epoch();
+                    detector.proposing = Some((epoch, Instant::now()));
+                    let (reply, _) = std::sync::mpsc::channel();
+                    let _ = feedback.send(ControlInput::Propose {
+                        epoch,
+                        value,
+                        reply,
+                    });
+                }
+            }
+        }
         let input = match inputs.recv_timeout(Duration::from_millis(wait)) {
             Ok(ControlInput::Message(message)) => Input::Message(message),
+            Ok(ControlInput::Suspicions { from, ids }) => {
+                detector.reports.insert(from, (Instant::now(), ids));
+                continue;
+            }
             Ok(ControlInput::Propose {
                 epoch,
                 value,
@@ -224,8 +380,45 @@ fn install(cluster: &ClusterNode, value: ClusterConfig) {
     }
 }
 
-/// Sends one message on the connection to its node, opening it if needed; a
-/// failed connection is dropped (Paxos tolerates lost messages; the core retries).
+/// Tells every other node which nodes this one suspects: `rc suspect <me> <ids>`.
+fn report(
+    cluster: &ClusterNode,
+    config: &ClusterConfig,
+    suspects: &[u32],
+    links: &mut HashMap<u64, TcpStream>,
+) {
+    let ids: Vec<String> = suspects.iter().map(u32::to_string).collect();
+    let ids = if ids.is_empty() {
+        "-".to_string()
+    } else {
+        ids.join(",")
+    };
+    let line = format!("rc suspect {} {ids}\r\n", cluster.me).into_bytes();
+    // The report is also this node's heartbeat to the others: a node that does
+    // not answer it in time is marked TKO, as a request on the data path would.
+    for node in config.nodes().iter().filter(|n| n.id != cluster.me) {
+        if cluster.is_tko(node.id) {
+            continue;
+        }
+        let to = u64::from(node.id);
+        write_line(cluster, links, to, &line);
+        let answered = links.get_mut(&to).is_some_and(|stream| {
+            let mut ok = [0u8; 4];
+            stream
+                .set_read_timeout(Some(cluster.peer_timeout))
+                .and_then(|_| stream.read_exact(&mut ok))
+                .is_ok()
+                && &ok == b"OK\r\n"
+        });
+        if !answered {
+            links.remove(&to);
+            cluster.mark_tko(node.id);
+        }
+    }
+}
+
+/// Sends one consensus message to its node (Paxos tolerates lost messages; the
+/// core retries).
 fn send(
     cluster: &ClusterNode,
     links: &mut HashMap<u64, TcpStream>,
@@ -233,7 +426,12 @@ fn send(
 ) {
     let mut line = b"rc paxos ".to_vec();
     codec::encode_message(message, &mut line);
-    let to = message.to;
+    write_line(cluster, links, message.to, &line);
+}
+
+/// Writes `line` on the connection to node `to`, opening it if needed; a failed
+/// connection is dropped and opened again next time.
+fn write_line(cluster: &ClusterNode, links: &mut HashMap<u64, TcpStream>, to: u64, line: &[u8]) {
     if let std::collections::hash_map::Entry::Vacant(entry) = links.entry(to) {
         let Some(addr) = u32::try_from(to)
             .ok()
@@ -249,7 +447,7 @@ fn send(
         }
     }
     let stream = links.get_mut(&to).expect("just made");
-    if stream.write_all(&line).is_err() {
+    if stream.write_all(line).is_err() {
         links.remove(&to);
     }
 }

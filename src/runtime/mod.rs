@@ -383,7 +383,10 @@ pub fn run(config: Config) -> i32 {
             let node = node.clone();
             std::thread::Builder::new()
                 .name("control".into())
-                .spawn(move || control::run(cluster, dir, durable, rx, tx, &node.stop))
+                .spawn(move || {
+                    let failover = Duration::from_millis(node.config.failover_timeout_ms);
+                    control::run(cluster, dir, durable, rx, tx, failover, &node.stop)
+                })
                 .ok()
         }
         _ => None,
