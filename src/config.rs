@@ -85,6 +85,11 @@ pub struct Args {
     #[arg(long = "data-dir", value_name = "DIR", requires = "cluster_file")]
     pub data_dir: Option<std::path::PathBuf>,
 
+    /// With --data-dir: the CPU the control thread (consensus, failure detection)
+    /// runs on. Default: unpinned, sharing the CPUs with the shards.
+    #[arg(long = "control-cpu", value_name = "CPU", requires = "data_dir")]
+    pub control_cpu: Option<usize>,
+
     /// With --data-dir: how long a majority of the nodes must have found a node
     /// unreachable before the Paxos leader proposes marking it down (and
     /// reachable again before it proposes marking it up), in milliseconds.
@@ -121,6 +126,7 @@ pub struct Config {
     pub hinted_keys_max: usize,
     pub data_dir: Option<std::path::PathBuf>,
     pub failover_timeout_ms: u64,
+    pub control_cpu: Option<usize>,
 }
 
 /// Which cluster file a node reads, and which of its nodes it is.
@@ -268,6 +274,7 @@ impl Config {
             hinted_keys_max: args.hinted_keys_max,
             data_dir: args.data_dir.clone(),
             failover_timeout_ms: args.failover_timeout_ms,
+            control_cpu: args.control_cpu,
         })
     }
 }

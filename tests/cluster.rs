@@ -1669,6 +1669,7 @@ fn paxos_changes_commit_with_the_leader_killed() {
     wait_for_epoch(&cluster, &[1, 2, 3], 2);
     for id in [1, 2, 3] {
         assert_eq!(cluster.stats_cluster(id)["write_ack"], "all", "node {id}");
+        assert_eq!(cluster.stats_cluster(id)["leader"], "2", "node {id}");
     }
 
     // Node 2 led the last decision.
@@ -1686,6 +1687,7 @@ fn paxos_changes_commit_with_the_leader_killed() {
     );
     wait_for_epoch(&cluster, &[1, 3], 3);
     assert_eq!(cluster.stats_cluster(1)["node:2:state"], "down");
+    assert_eq!(cluster.stats_cluster(1)["leader"], "3");
     // Writes and reads go on with node 2 marked down.
     let items = items("paxos", 100, "p");
     set_many(&mut cluster.client(1), &items, 1);

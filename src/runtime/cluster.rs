@@ -129,6 +129,9 @@ pub struct ClusterNode {
     timeouts: AtomicU64,
     disconnects: AtomicU64,
     hinted_keys: AtomicU64,
+    /// With `--data-dir`: the node whose ballot this node last promised (the
+    /// Paxos leader as far as this node knows; 0: none yet).
+    pub leader: AtomicU64,
 }
 
 fn resolve(endpoint: &Endpoint) -> Result<SocketAddr, String> {
@@ -171,6 +174,7 @@ impl ClusterNode {
             timeouts: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
             hinted_keys: AtomicU64::new(0),
+            leader: AtomicU64::new(0),
         })
     }
 
@@ -1218,6 +1222,11 @@ pub async fn write_stats_cluster(ctx: &ShardCtx, own_items: u64, out: &mut Vec<u
     crate::cluster::encode::encode_stats_cluster(view.config(), &mut body);
     body.truncate(body.len() - b"END\r\n".len());
     let _ = write!(body, "STAT node_id {}\r\n", node.me);
+    let _ = write!(
+        body,
+        "STAT leader {}\r\n",
+        node.leader.load(Ordering::Relaxed)
+    );
     let state = if node.is_recovering() {
         "recovering"
     } else {

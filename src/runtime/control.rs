@@ -294,6 +294,10 @@ pub fn run(
             Err(RecvTimeoutError::Disconnected) => break,
         };
         let output = node.step(now(started), input);
+        cluster.leader.store(
+            node.durable().promised.node,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         timer_at = output.timer_at;
         carry_out(&cluster, &dir, output, &mut links, &mut pending, &feedback);
         pending.retain(|p| {

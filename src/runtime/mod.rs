@@ -156,6 +156,22 @@ fn load_cluster(config: &Config) -> Result<Option<Arc<cluster::ClusterNode>>, St
     Ok(Some(Arc::new(node)))
 }
 
+/// Pins the calling thread to `cpu` (`--control-cpu`); logs and stays
+/// unpinned if that CPU is not in the process's mask.
+fn pin_this_thread(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    let pinned = set.set(cpu).is_ok()
+        && allowed_cpus().contains(&cpu)
+        && nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).is_ok();
+    if pinned {
+        log::info!("control thread on CPU {cpu}");
+    } else {
+        log::warn!(
+            "--control-cpu {cpu}: not a CPU this process may use; the control thread is unpinned"
+        );
+    }
+}
+
 /// On SIGHUP: reads the cluster file again and puts its configuration in
 /// force if its `epoch` is newer than the one in force. Shards take it up
 /// between requests; a bad file changes nothing and is logged.
@@ -384,6 +400,9 @@ pub fn run(config: Config) -> i32 {
             std::thread::Builder::new()
                 .name("control".into())
                 .spawn(move || {
+                    if let Some(cpu) = node.config.control_cpu {
+                        pin_this_thread(cpu);
+                    }
                     let failover = Duration::from_millis(node.config.failover_timeout_ms);
                     control::run(cluster, dir, durable, rx, tx, failover, &node.stop)
                 })
