@@ -113,6 +113,8 @@ pub struct ClusterNode {
     hinted_keys_max: usize,
     /// Per node id: whether it is skipped (TKO) until a probe finds it answering.
     tko: RwLock<HashMap<u32, Arc<AtomicBool>>>,
+    /// The address connections to other nodes leave from: this node's own.
+    pub local_ip: Option<std::net::IpAddr>,
     pub recovering: AtomicBool,
     /// When the watch last ticked (milliseconds since `started`).
     last_tick_ms: AtomicU64,
@@ -158,8 +160,10 @@ impl ClusterNode {
                 .or_insert_with(|| Arc::new(AtomicBool::new(false)))
                 .clone()
         })?;
+        let local_ip = view.client_addr(me).map(|addr| addr.ip());
         Ok(ClusterNode {
             me,
+            local_ip,
             epoch: AtomicU64::new(view.epoch()),
             view: RwLock::new(Arc::new(view)),
             peer_timeout,
@@ -290,7 +294,15 @@ impl ClusterNode {
             return false;
         };
         let mode = Some((PeerMode::Forward, self.epoch()));
-        peer::one_off(addr, mode, wire::MN_REQUEST, self.peer_timeout).await == Ok(Vec::new())
+        peer::one_off(
+            self.local_ip,
+            addr,
+            mode,
+            wire::MN_REQUEST,
+            self.peer_timeout,
+        )
+        .await
+            == Ok(Vec::new())
     }
 
     pub fn count_disconnect(&self) {
@@ -1006,7 +1018,14 @@ pub async fn recover(ctx: Rc<ShardCtx>, what: RecoverWhat) {
         // A peer that does not answer a no-op now is not waited for: what it
         // holds for this node is out of reach until it answers again, and then
         // its probe asks this node to settle with it.
-        if !node.probe(peer).await {
+        let mut reachable = false;
+        for _ in 0..RECOVERY_PROBES {
+            if node.probe(peer).await {
+                reachable = true;
+                break;
+            }
+        }
+        if !reachable {
             // Usual when a whole cluster starts at once: not worth a warning.
             log::info!(
                 "node {peer} is not reachable for recovery: skipping it until it answers a probe"
@@ -1109,6 +1128,10 @@ async fn pull(ctx: &ShardCtx, peer: u32, mut what: RecoverWhat) -> bool {
 const EPOCH_RETRIES_MAX: u32 = 20;
 const EPOCH_RETRY_PAUSE: Duration = Duration::from_millis(10);
 
+/// How many no-ops a recovering node sends a peer before it goes on without it
+/// (one may be lost to a slow moment, or to a connection made during a pause).
+const RECOVERY_PROBES: u32 = 3;
+
 /// How many times a recovering node asks one peer shard before it goes on
 /// without what that shard holds for it.
 const RECOVERY_ATTEMPTS_MAX: u32 = 5;
@@ -1118,6 +1141,7 @@ async fn ask_recovery(node: &ClusterNode, owner: Owner, what: RecoverWhat) -> Op
     let mut request = Vec::new();
     wire::encode_recover(node.epoch(), node.me, what, &mut request);
     let reply = peer::one_off(
+        node.local_ip,
         node.view().shard_addr(owner)?,
         None,
         &request,
@@ -1202,6 +1226,7 @@ async fn ask_exchange(node: &ClusterNode, peer: u32) -> bool {
         return false;
     };
     let reply = peer::one_off(
+        node.local_ip,
         addr,
         None,
         &request,
@@ -1251,6 +1276,7 @@ pub async fn write_stats_cluster(ctx: &ShardCtx, own_items: u64, out: &mut Vec<u
             None
         } else {
             peer::one_off(
+                node.local_ip,
                 view.client_addr(peer.id).expect("a member's address"),
                 None,
                 b"stats\r\nmn\r\n",

@@ -443,7 +443,7 @@ fn write_line(cluster: &ClusterNode, links: &mut HashMap<u64, TcpStream>, to: u6
         else {
             return;
         };
-        match connect(addr) {
+        match connect(cluster.local_ip, addr) {
             Ok(stream) => {
                 entry.insert(stream);
             }
@@ -456,8 +456,21 @@ fn write_line(cluster: &ClusterNode, links: &mut HashMap<u64, TcpStream>, to: u6
     }
 }
 
-fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
-    let stream = TcpStream::connect_timeout(&addr, PEER_IO_TIMEOUT)?;
+fn connect(local: Option<std::net::IpAddr>, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let fd = super::connect_from(local, addr)?;
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLOUT)];
+    let timeout = PollTimeout::from(PEER_IO_TIMEOUT.as_millis() as u16);
+    if poll(&mut fds, timeout)? == 0 {
+        return Err(std::io::ErrorKind::TimedOut.into());
+    }
+    let error = nix::sys::socket::getsockopt(&fd, nix::sys::socket::sockopt::SocketError)?;
+    if error != 0 {
+        return Err(std::io::Error::from_raw_os_error(error));
+    }
+    let stream = TcpStream::from(fd);
+    stream.set_nonblocking(false)?;
     stream.set_write_timeout(Some(PEER_IO_TIMEOUT))?;
     stream.set_nodelay(true)?;
     Ok(stream)

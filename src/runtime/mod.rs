@@ -23,7 +23,7 @@ use crate::storage::ttl::Clock;
 use glommio::channels::shared_channel;
 use glommio::{LocalExecutorBuilder, Placement};
 use nix::sys::signal::{SigSet, Signal};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -99,6 +99,38 @@ pub(crate) fn listen_socket(addr: SocketAddr, share: Sharing) -> std::io::Result
         Backlog::new(LISTEN_BACKLOG).unwrap_or(Backlog::MAXCONN),
     )?;
     Ok(fd)
+}
+
+/// A non-blocking TCP socket from `local` (any port) to `peer`, its connection
+/// started: a cluster node's connections to other nodes leave from its own
+/// address, so the other side (and a firewall rule) sees which node it is.
+/// Writing to it waits for the connection; a refused one fails the write.
+pub(crate) fn connect_from(local: Option<IpAddr>, peer: SocketAddr) -> std::io::Result<OwnedFd> {
+    use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
+    let family = if peer.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket::socket(
+        family,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    if let Some(ip) = local.filter(|ip| !ip.is_unspecified() && ip.is_ipv4() == peer.is_ipv4()) {
+        if peer.is_ipv4() {
+            let _ = socket::setsockopt(&fd, sockopt::IpBindAddressNoPort, &true);
+        }
+        socket::bind(
+            fd.as_raw_fd(),
+            &SockaddrStorage::from(SocketAddr::new(ip, 0)),
+        )?;
+    }
+    match socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(peer)) {
+        Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => Ok(fd),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Whether a listening socket shares its port with the node's other shards.

@@ -26,6 +26,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+/// A connection from `local` to `addr`, being made (see `runtime::connect_from`).
+fn connect(local: Option<std::net::IpAddr>, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let fd = super::connect_from(local, addr)?;
+    // SAFETY: a TCP socket we own, handed over whole.
+    Ok(unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) })
+}
+
 /// Why a request to another node got no reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LinkError {
@@ -196,14 +204,9 @@ impl Link {
 
     /// Connects, then writes and reads until the connection fails.
     async fn run(self: &Rc<Self>) -> LinkError {
-        let connect = TcpStream::connect(self.addr);
-        let timeout = async {
-            glommio::timer::sleep(self.cluster.peer_timeout).await;
-            Err(glommio::GlommioError::<()>::TimedOut(
-                self.cluster.peer_timeout,
-            ))
-        };
-        let stream = match futures_lite::future::or(connect, timeout).await {
+        // The connection completes as the first write waits for it; a peer that
+        // never answers the handshake times out like one that never answers.
+        let stream = match connect(self.cluster.local_ip, self.addr) {
             Ok(stream) => stream,
             Err(e) => {
                 log::debug!(
@@ -334,15 +337,14 @@ impl Future for WaitQueued<'_> {
 /// its reply: for requests that may take long, such as a recovery, or that
 /// must not wait behind others, such as a probe.
 pub async fn one_off(
+    local: Option<std::net::IpAddr>,
     addr: SocketAddr,
     mode: Option<(PeerMode, u64)>,
     request: &[u8],
     timeout: Duration,
 ) -> Result<Vec<u8>, LinkError> {
     let exchange = async {
-        let mut stream = TcpStream::connect(addr)
-            .await
-            .map_err(|_| LinkError::Failed)?;
+        let mut stream = connect(local, addr).map_err(|_| LinkError::Failed)?;
         let mut out = Vec::with_capacity(request.len() + 32);
         if let Some((mode, epoch)) = mode {
             wire::encode_mode(mode, epoch, &mut out);
