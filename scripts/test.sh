@@ -21,12 +21,13 @@ as_root() {
 install_missing() {
     if ! command -v memcached >/dev/null || ! command -v memccat >/dev/null \
         || ! command -v nc >/dev/null || ! command -v cc >/dev/null \
+        || ! command -v nft >/dev/null \
         || [ ! -e /usr/include/libmemcached-1.0/memcached.h ]; then
-        say "installing memcached, libmemcached-tools, libmemcached-dev, netcat-openbsd, gcc"
+        say "installing memcached, libmemcached-tools, libmemcached-dev, netcat-openbsd, gcc, nftables"
         export DEBIAN_FRONTEND=noninteractive
         as_root apt-get update -qq </dev/null || return 1
         as_root apt-get install -y -qq memcached libmemcached-tools libmemcached-dev \
-            netcat-openbsd gcc </dev/null || return 1
+            netcat-openbsd gcc nftables </dev/null || return 1
     fi
     if ! python3 -c 'import pymemcache' 2>/dev/null; then
         say "installing pymemcache"

@@ -1824,3 +1824,134 @@ fn automatic_mark_downs_stop_at_replicas_minus_one() {
     assert_eq!(down(&cluster), 1, "{:?}", cluster.stats_cluster(1));
     assert!(cluster.log(1).contains("proposing node") || cluster.log(2).contains("proposing node"));
 }
+
+/// Moves the calling test thread (and the processes it starts from now on)
+/// into a network namespace of its own, with its loopback up, so that
+/// nftables rules can cut the links between nodes without touching anything
+/// else. `None`, after a loud warning, when that cannot be done here (not
+/// root, or `nft` missing: `scripts/test.sh` installs it).
+fn own_network_namespace() -> Option<()> {
+    let nft = std::process::Command::new("nft").arg("--version").output();
+    if nft.is_err() {
+        eprintln!(
+            "!!!! network partition test skipped: nft missing (apt-get install nftables) !!!!"
+        );
+        return None;
+    }
+    if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
+        eprintln!("!!!! network partition test skipped: no network namespace of its own ({e}); run as root !!!!");
+        return None;
+    }
+    let up = std::process::Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .expect("run ip");
+    assert!(up.success(), "ip link set lo up");
+    Some(())
+}
+
+/// Runs `nft` with `args` in the calling thread's namespace.
+fn nft(args: &str) {
+    let status = std::process::Command::new("nft")
+        .args(args.split(' '))
+        .status()
+        .expect("run nft");
+    assert!(status.success(), "nft {args}");
+}
+
+/// A connection to `ip:port` from `from`, an address the partition rules leave alone.
+fn client_from(from: &str, ip: &str, port: u16) -> Client {
+    use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrIn};
+    use std::os::fd::AsRawFd;
+    let fd = socket::socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .expect("socket");
+    let local: SockaddrIn = format!("{from}:0")
+        .parse::<std::net::SocketAddrV4>()
+        .unwrap()
+        .into();
+    socket::bind(fd.as_raw_fd(), &local).expect("bind");
+    let peer: SockaddrIn = format!("{ip}:{port}")
+        .parse::<std::net::SocketAddrV4>()
+        .unwrap()
+        .into();
+    socket::connect(fd.as_raw_fd(), &peer).expect("connect");
+    Client::from_stream(TcpStream::from(fd))
+}
+
+/// A network partition (nftables drops every packet between node 3 and nodes 1
+/// and 2): the majority side decides a change and the minority cannot; after
+/// healing, every node reports the same epoch and configuration.
+#[test]
+fn a_partitioned_minority_cannot_decide_and_catches_up_after_healing() {
+    if support::ringcache_stands_in_for_memcached() || own_network_namespace().is_none() {
+        return;
+    }
+    let cluster = Cluster::start(
+        &Layout::real(3, 1, 2, "one")
+            .with_consensus()
+            .with_peer_timeout_ms(500)
+            .with_args(&["--failover-timeout-ms", "1000"]),
+    );
+    nft("add table inet partition");
+    nft("add chain inet partition out { type filter hook output priority 0 ; }");
+    nft("add rule inet partition out ip saddr 127.0.0.3 ip daddr { 127.0.0.1, 127.0.0.2 } drop");
+    nft("add rule inet partition out ip saddr { 127.0.0.1, 127.0.0.2 } ip daddr 127.0.0.3 drop");
+
+    // The majority decides.
+    let (ok, out) = admin(&cluster, 1, &["set", "write_ack=all"]);
+    assert!(ok && out.contains("OK"), "{out}");
+    let majority_epoch: u64 = cluster.stats_cluster(1)["epoch"].parse().unwrap();
+    wait_for_epoch(&cluster, &[2], majority_epoch);
+    // The minority cannot: its proposal goes nowhere and its epoch stays.
+    let node3 = cluster.node(3);
+    let mut minority = client_from("127.0.0.9", &node3.ip, node3.port);
+    let text = minority.call(b"rc show\r\n", b"END\r\n");
+    let body = String::from_utf8_lossy(&text);
+    assert!(
+        body.contains("write_ack = \"one\""),
+        "node 3 took up a change: {body}"
+    );
+    let epoch3 = parse_stats(&minority.call(b"stats cluster\r\n", b"END\r\n"))
+        .into_iter()
+        .find(|(k, _)| k == "epoch")
+        .map(|(_, v)| v)
+        .unwrap();
+    assert_eq!(epoch3, "1", "node 3 alone decided something");
+    std::thread::sleep(Duration::from_millis(1500));
+    let still = parse_stats(&minority.call(b"stats cluster\r\n", b"END\r\n"))
+        .into_iter()
+        .find(|(k, _)| k == "epoch")
+        .map(|(_, v)| v)
+        .unwrap();
+    assert_eq!(still, "1", "node 3 alone decided something");
+
+    // Heal: every node ends at the same epoch with the same configuration.
+    nft("delete table inet partition");
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let views: Vec<(String, Vec<u8>)> = [1, 2, 3]
+            .iter()
+            .map(|&id| {
+                let epoch = cluster.stats_cluster(id)["epoch"].clone();
+                let config = cluster.client(id).call(b"rc show\r\n", b"END\r\n");
+                (epoch, config)
+            })
+            .collect();
+        if views.iter().all(|v| *v == views[0])
+            && views[0].0.parse::<u64>().unwrap() >= majority_epoch
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after healing the nodes disagree: {:?}",
+            views.iter().map(|(e, c)| (e, show(c))).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -361,7 +361,8 @@ fn log_path_for(program: Program, port: u16) -> PathBuf {
 /// `only_ip` on that address or the IPv4 wildcard.
 fn listening_inodes(only_ip: Option<Ipv4Addr>, port: u16) -> Vec<u64> {
     let mut inodes = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+    // The calling thread's network namespace (a test may run in its own).
+    for table in ["/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(table) else {
             continue;
         };
@@ -460,6 +461,16 @@ impl Client {
     /// Connects to `ip:port`, panicking if that fails.
     pub fn connect_at(ip: &str, port: u16) -> Client {
         Client::try_connect_at(ip, port).unwrap_or_else(|e| panic!("connect to {ip}:{port}: {e}"))
+    }
+
+    /// A client over a connection made elsewhere (e.g. from a chosen address).
+    pub fn from_stream(stream: TcpStream) -> Client {
+        stream.set_nodelay(true).expect("set TCP_NODELAY");
+        Client {
+            stream,
+            pending: Vec::new(),
+            closed: false,
+        }
     }
 
     /// Connects to `ip:port`, or says why not (for callers that poll a server
