@@ -16,7 +16,7 @@ impl Ballot {
 }
 
 /// A value an acceptor accepted in phase 2, with the epoch (slot) it was for.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Accepted<V> {
     pub ballot: Ballot,
     pub epoch: Epoch,
@@ -25,7 +25,7 @@ pub struct Accepted<V> {
 
 /// What the caller must persist (and fdatasync) before sending the messages of the
 /// same [`Output`]. Restoring a node from the last synced copy is safe.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Durable<V> {
     /// This incarnation's id. Never reused with different durable state.
     pub node_id: NodeId,
@@ -43,7 +43,7 @@ pub struct Durable<V> {
 
 /// One message between nodes. Every message carries the sender's decided epoch, so
 /// any message can tell a receiver it is behind.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Message<V> {
     pub from: NodeId,
     pub to: NodeId,
@@ -52,7 +52,7 @@ pub struct Message<V> {
 }
 
 /// The message kinds.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Body<V> {
     /// Phase 1a: promise `ballot` for `epoch` and every later epoch.
     Prepare { ballot: Ballot, epoch: Epoch },

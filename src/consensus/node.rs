@@ -9,7 +9,7 @@ use super::{
 };
 
 /// The proposer side of a node. Tallies hold at most `ACCEPTORS_MAX` ids.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Role<V> {
     Follower,
     /// Phase 1 for `epoch` under `ballot`.
@@ -27,15 +27,16 @@ enum Role<V> {
     },
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct InFlight<V> {
     epoch: Epoch,
     value: V,
     accepted_by: Vec<NodeId>,
 }
 
-/// A consensus node. Single owner; lives on the control core.
-#[derive(Clone, Debug)]
+/// A consensus node. Single owner; lives on the control core. `Hash` and `Eq` let a
+/// model checker (tests/consensus_model.rs) store and compare whole node states.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Node<V> {
     durable: Durable<V>,
     dirty: bool,
