@@ -67,6 +67,7 @@
 //! proposals for stale epochs are refused before they touch any state; the decided
 //! log's truncation at `DECIDED_LOG_MAX` is out of reach of these bounds.
 
+use std::cell::Cell;
 use std::hash::Hash;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, RwLock};
@@ -296,6 +297,31 @@ fn idx(id: NodeId) -> usize {
     (id - 1) as usize
 }
 
+thread_local! {
+    /// Set while this thread runs the core under `catch_unwind`.
+    static IN_CORE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` (a step or restore of the core), catching a panic: the model records it
+/// and the checker reports it with the path that led to it.
+fn run_core<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    IN_CORE.with(|c| c.set(true));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    IN_CORE.with(|c| c.set(false));
+    result.map_err(|payload| panic_message(payload.as_ref()))
+}
+
+/// The default hook would also print every caught panic of the core, with a backtrace,
+/// as the checker meets it again and again; any other panic still goes to it.
+fn quiet_core_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !IN_CORE.with(|c| c.get()) {
+            default(info);
+        }
+    }));
+}
+
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         s.to_string()
@@ -336,10 +362,9 @@ impl ConsensusModel {
     ) -> Option<Option<ProposeResult>> {
         let mut peer = Peer::clone(&self.peer(state, id));
         let now = peer.clock;
-        let out = match catch_unwind(AssertUnwindSafe(|| peer.node.step(now, input))) {
+        let out = match run_core(|| peer.node.step(now, input)) {
             Ok(out) => out,
-            Err(payload) => {
-                let message = panic_message(payload.as_ref());
+            Err(message) => {
                 let message = format!("node {id} panicked in step: {message}");
                 state.panicked = Some(self.panics.id(message));
                 return None;
@@ -378,15 +403,14 @@ impl ConsensusModel {
         let mut peer = Peer::clone(&self.peer(state, id));
         peer.incarnation += 1;
         let (persisted, incarnation) = (peer.persisted.clone(), peer.incarnation);
-        match catch_unwind(|| Node::restore(persisted, seed(id, incarnation))) {
+        match run_core(|| Node::restore(persisted, seed(id, incarnation))) {
             Ok(node) => {
                 peer.node = node;
                 peer.timer_at = 0;
                 self.observe(state, &mut peer, &[]);
                 state.peers[idx(id)] = self.peers.id(peer);
             }
-            Err(payload) => {
-                let message = panic_message(payload.as_ref());
+            Err(message) => {
                 let message = format!("node {id} panicked in restore: {message}");
                 state.panicked = Some(self.panics.id(message));
             }
@@ -690,6 +714,7 @@ fn parse_number<T: std::str::FromStr>(name: &str, value: &str) -> T {
 #[test]
 fn the_consensus_core_is_safe_in_every_interleaving_within_the_bound() {
     let (bounds, examples) = bounds();
+    quiet_core_panics();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let started = Instant::now();
     let checker = ConsensusModel::new(bounds.clone())
