@@ -139,3 +139,9 @@ pub const RECOVERY_PEER_TIMEOUT_SECS: u64 = 120;
 pub const FAILOVER_TIMEOUT_DEFAULT_MS: u64 = 3_000;
 pub const FAILOVER_TIMEOUT_MIN_MS: u64 = 100;
 pub const FAILOVER_TIMEOUT_MAX_MS: u64 = 3_600_000;
+
+/// How many times, and how far apart, a request or item refused by a peer at
+/// another epoch is sent to it again before giving up on that peer: nodes take
+/// up a new configuration a few milliseconds apart.
+pub const EPOCH_RETRIES_MAX: u32 = 20;
+pub const EPOCH_RETRY_PAUSE_MS: u64 = 10;

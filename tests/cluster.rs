@@ -1043,12 +1043,7 @@ fn kill_nine_keeps_keys_readable_and_restart_recovers() {
 
     let seed = support::seed_from_env_or_clock();
     eprintln!("kill_nine_keeps_keys_readable_and_restart_recovers: RINGCACHE_SEED={seed}");
-    let stop = Arc::new(AtomicBool::new(false));
-    let traffic = {
-        let (ip, port) = (cluster.node(1).ip.clone(), cluster.node(1).port);
-        let stop = stop.clone();
-        std::thread::spawn(move || run_traffic(&ip, port, &stop, seed))
-    };
+    let (stop, traffic) = start_traffic(&cluster, 1, seed);
     std::thread::sleep(Duration::from_millis(500));
     let kill_sent = Instant::now();
     cluster.kill9(3);
@@ -1545,12 +1540,7 @@ fn sighup_swaps_in_a_newer_configuration_under_load() {
     let cluster = Cluster::start(&Layout::real(3, 2, 2, "one"));
     let seed = support::seed_from_env_or_clock();
     eprintln!("sighup_swaps_in_a_newer_configuration_under_load: RINGCACHE_SEED={seed}");
-    let stop = Arc::new(AtomicBool::new(false));
-    let traffic = {
-        let (ip, port) = (cluster.node(1).ip.clone(), cluster.node(1).port);
-        let stop = stop.clone();
-        std::thread::spawn(move || run_traffic(&ip, port, &stop, seed))
-    };
+    let (stop, traffic) = start_traffic(&cluster, 1, seed);
     std::thread::sleep(Duration::from_millis(300));
     // Epoch 2: every write waits for both owners, and node 3 is read last.
     let newer = cluster
@@ -1738,12 +1728,7 @@ fn a_dead_node_is_marked_down_by_a_decision_and_back_up() {
     );
     let seed = support::seed_from_env_or_clock();
     eprintln!("a_dead_node_is_marked_down_by_a_decision_and_back_up: RINGCACHE_SEED={seed}");
-    let stop = Arc::new(AtomicBool::new(false));
-    let traffic = {
-        let (ip, port) = (cluster.node(1).ip.clone(), cluster.node(1).port);
-        let stop = stop.clone();
-        std::thread::spawn(move || run_traffic(&ip, port, &stop, seed))
-    };
+    let (stop, traffic) = start_traffic(&cluster, 1, seed);
     std::thread::sleep(Duration::from_millis(300));
     let killed = Instant::now();
     cluster.kill9(3);
@@ -1954,4 +1939,14 @@ fn a_partitioned_minority_cannot_decide_and_catches_up_after_healing() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Starts [`run_traffic`] through node `id` on a thread of its own; set the
+/// flag to stop it, then join it for what it saw.
+fn start_traffic(cluster: &Cluster, id: u32, seed: u64) -> (Arc<AtomicBool>, JoinHandle<Traffic>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ip, port) = (cluster.node(id).ip.clone(), cluster.node(id).port);
+    let flag = stop.clone();
+    let thread = std::thread::spawn(move || run_traffic(&ip, port, &flag, seed));
+    (stop, thread)
 }

@@ -28,7 +28,8 @@ use crate::cluster::ring::Owner;
 use crate::cluster::wire::{self, PeerMode, RecoverWhat};
 use crate::engine::ShardState;
 use crate::limits::{
-    PEER_PROBE_INTERVAL_MS, RECOVERY_PEER_TIMEOUT_SECS, RECOVERY_WRITTEN_KEYS_MAX,
+    EPOCH_RETRIES_MAX, EPOCH_RETRY_PAUSE_MS, PEER_PROBE_INTERVAL_MS, RECOVERY_PEER_TIMEOUT_SECS,
+    RECOVERY_WRITTEN_KEYS_MAX,
 };
 use crate::storage::ttl::Clock;
 use std::cell::{Cell, RefCell};
@@ -703,7 +704,7 @@ impl ShardCluster {
                         && epoch_retries < EPOCH_RETRIES_MAX =>
                 {
                     epoch_retries += 1;
-                    glommio::timer::sleep(EPOCH_RETRY_PAUSE).await;
+                    glommio::timer::sleep(Duration::from_millis(EPOCH_RETRY_PAUSE_MS)).await;
                     let clock = self.node_clock();
                     let mut record = Vec::new();
                     with_state(|s| encode_current(s, key, &clock, &mut record));
@@ -1122,11 +1123,6 @@ async fn pull(ctx: &ShardCtx, peer: u32, mut what: RecoverWhat) -> bool {
         what = RecoverWhat::All;
     }
 }
-
-/// How many times, and how far apart, an item refused by an owner at another
-/// epoch is sent to it again (nodes take up a configuration a few ms apart).
-const EPOCH_RETRIES_MAX: u32 = 20;
-const EPOCH_RETRY_PAUSE: Duration = Duration::from_millis(10);
 
 /// How many no-ops a recovering node sends a peer before it goes on without it
 /// (one may be lost to a slow moment, or to a connection made during a pause).

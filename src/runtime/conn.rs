@@ -15,8 +15,9 @@ use crate::cluster::wire::{self, PeerLine, PeerMode};
 use crate::config::ShutdownCommand;
 use crate::engine::{self, reply, NodeView, Settings, Step};
 use crate::limits::{
-    FORWARDED_VALUES_MAX, FORWARD_BATCH_REQUESTS_MAX, ITEM_SIZE_MAX_MAX_BYTES,
-    MULTIGET_LINE_LEN_MAX, READ_BUFFER_KEEP_BYTES, READ_CHUNK_BYTES, REPLY_BUFFER_FLUSH_BYTES,
+    EPOCH_RETRIES_MAX, EPOCH_RETRY_PAUSE_MS, FORWARDED_VALUES_MAX, FORWARD_BATCH_REQUESTS_MAX,
+    ITEM_SIZE_MAX_MAX_BYTES, MULTIGET_LINE_LEN_MAX, READ_BUFFER_KEEP_BYTES, READ_CHUNK_BYTES,
+    REPLY_BUFFER_FLUSH_BYTES,
 };
 use crate::protocol::meta::MetaCommand;
 use crate::protocol::text::{GetEnding, Request, ShutdownMode};
@@ -25,12 +26,6 @@ use crate::storage::ttl::Clock;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use std::sync::atomic::Ordering;
-
-/// How many times, and how far apart, a request refused by a peer at another
-/// epoch is sent to it again before the next owner is tried: nodes take up a
-/// new configuration a few milliseconds apart.
-const EPOCH_RETRIES_MAX: u32 = 20;
-const EPOCH_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Longest `config get cluster` line waited for before the parser takes it.
 const CONFIG_GET_LINE_LEN_MAX: usize = 64;
@@ -373,7 +368,10 @@ impl Output {
                         && epoch_retries < EPOCH_RETRIES_MAX
                     {
                         epoch_retries += 1;
-                        glommio::timer::sleep(EPOCH_RETRY_PAUSE).await;
+                        glommio::timer::sleep(std::time::Duration::from_millis(
+                            EPOCH_RETRY_PAUSE_MS,
+                        ))
+                        .await;
                         reply = Some(cluster.link(op.target).send_framed(
                             PeerMode::Forward,
                             op.shape.framing(),
