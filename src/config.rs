@@ -80,10 +80,29 @@ pub struct Args {
     pub peer_timeout_ms: u64,
 
     /// In a cluster: run Multi-Paxos over the configuration, keeping this node's
-    /// acceptor state in DIR (created if missing). Without it the configuration
-    /// changes only by SIGHUP.
-    #[arg(long = "data-dir", value_name = "DIR", requires = "cluster_file")]
+    /// identity and acceptor state in DIR (created if missing). Without it the
+    /// configuration changes only by SIGHUP. A node that has state in DIR
+    /// restarts from it with just --data-dir.
+    #[arg(long = "data-dir", value_name = "DIR")]
     pub data_dir: Option<std::path::PathBuf>,
+
+    /// With an empty --data-dir: create a new cluster of this one node (id 1,
+    /// one copy of each key), listening on -l/-p with its shards on
+    /// --shard-ports (default: the ports after -p). Ignored once DIR has state.
+    #[arg(long = "init", requires = "data_dir", conflicts_with_all = ["cluster_file", "join"])]
+    pub init: bool,
+
+    /// With an empty --data-dir: join the cluster the node at HOST:PORT belongs
+    /// to, as a new member listening on -l/-p with its shards on --shard-ports
+    /// (default: the ports after -p). It takes keys once it has started.
+    /// Ignored once DIR has state.
+    #[arg(
+        long = "join",
+        value_name = "HOST:PORT",
+        requires = "data_dir",
+        conflicts_with = "cluster_file"
+    )]
+    pub join: Option<String>,
 
     /// With --data-dir: the CPU the control thread (consensus, failure detection)
     /// runs on. Default: unpinned, sharing the CPUs with the shards.
@@ -125,6 +144,10 @@ pub struct Config {
     pub peer_timeout_ms: u64,
     pub hinted_keys_max: usize,
     pub data_dir: Option<std::path::PathBuf>,
+    /// `--init`: create a one-node cluster when `data_dir` is empty.
+    pub init: bool,
+    /// `--join HOST:PORT`: join that node's cluster when `data_dir` is empty.
+    pub join: Option<String>,
     pub failover_timeout_ms: u64,
     pub control_cpu: Option<usize>,
 }
@@ -273,6 +296,8 @@ impl Config {
             peer_timeout_ms: args.peer_timeout_ms,
             hinted_keys_max: args.hinted_keys_max,
             data_dir: args.data_dir.clone(),
+            init: args.init,
+            join: args.join.clone(),
             failover_timeout_ms: args.failover_timeout_ms,
             control_cpu: args.control_cpu,
         })

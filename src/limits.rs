@@ -131,6 +131,13 @@ pub const RECOVERY_WRITTEN_KEYS_MAX: usize = 1_000_000;
 /// peer (a reply is at most one item plus a line).
 pub const PEER_REPLY_BYTES_MAX: usize = ITEM_SIZE_MAX_MAX_BYTES + 4096;
 
+/// Data movement: how long after an epoch takes keys from a node it first
+/// tries to release them (drop its copies), and how long it waits to try again
+/// while some of their new owners are unreachable or still copying. Copies
+/// are only dropped once every new owner reports the epoch and has copied.
+pub const MIGRATION_RELEASE_GRACE_MS: u64 = 1_000;
+pub const MIGRATION_RELEASE_RETRY_MS: u64 = 1_000;
+
 /// How long a recovering node waits for one peer shard to push its copy.
 pub const RECOVERY_PEER_TIMEOUT_SECS: u64 = 120;
 

@@ -1585,9 +1585,10 @@ fn sighup_swaps_in_a_newer_configuration_under_load() {
     let traffic = traffic.join().expect("the client thread panicked");
     assert!(
         traffic.errors.is_empty() && traffic.mismatches.is_empty(),
-        "the client saw errors {:?} or stale values {} (seed {seed})",
+        "the client saw errors {:?} or stale values {} (seed {seed}), first {:?}",
         traffic.errors,
-        traffic.mismatches.len()
+        traffic.mismatches.len(),
+        traffic.mismatches.first()
     );
     assert!(
         traffic.requests >= 100,

@@ -55,6 +55,7 @@ fn spec(nodes: u32, shards: u32, replicas: usize) -> ClusterSpec {
         vnodes_per_shard: 160,
         write_ack: WriteAck::Quorum,
         acceptors: vec![1],
+        next_node_id: 0,
     }
 }
 
@@ -629,6 +630,7 @@ fn random_config(seed: u64) -> ClusterConfig {
         vnodes_per_shard: 4 * (1 + rng.below(1024) as usize),
         write_ack: *rng.pick(ACKS),
         acceptors,
+        next_node_id: 0,
     };
     ClusterConfig::new(epoch, spec.clone()).unwrap_or_else(|e| panic!("seed {seed}: {e}: {spec:?}"))
 }
@@ -674,6 +676,7 @@ fn the_documented_example_is_written_back_with_every_default_spelled_out() {
          vnodes_per_shard = 160\n\
          write_ack = \"all\"\n\
          acceptors = [3, 1, 2]\n\
+         next_node_id = 4\n\
          \n\
          [[node]]\n\
          id = 1\n\
@@ -864,4 +867,29 @@ fn three_acceptors_decide_a_successor_configuration_and_the_learner_learns_it() 
         assert_eq!(node.decided_epoch(), 2, "node {}", node.id());
         assert_eq!(node.config(), &second, "node {}", node.id());
     }
+}
+
+#[test]
+fn node_ids_are_never_handed_out_twice() {
+    let three = ClusterConfig::new(1, spec(3, 1, 1)).unwrap();
+    assert_eq!(three.next_node_id(), 4);
+    // Removing the highest id does not free it.
+    let mut spec2 = three.to_spec();
+    spec2.nodes.retain(|n| n.id != 3);
+    let two = three.successor(spec2).unwrap();
+    assert_eq!(two.next_node_id(), 4);
+    // Nor does a spec that asks for less, and the text carries the value.
+    let mut spec3 = two.to_spec();
+    spec3.next_node_id = 1;
+    let again = two.successor(spec3).unwrap();
+    assert_eq!(again.next_node_id(), 4);
+    let read = ClusterConfig::from_file_text(&again.to_file_text()).unwrap();
+    assert_eq!(read, again);
+    assert!(again.to_file_text().contains("next_node_id = 4\n"));
+    // A file that sets it too low is raised past its highest id.
+    let low = ClusterConfig::from_file_text(
+        &again.to_file_text().replace("next_node_id = 4", "next_node_id = 2"),
+    )
+    .unwrap();
+    assert_eq!(low.next_node_id(), 3);
 }

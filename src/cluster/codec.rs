@@ -772,6 +772,7 @@ mod tests {
             vnodes_per_shard: 160,
             write_ack: acks[variant % 3],
             acceptors: if nodes >= 3 { vec![3, 1, 2] } else { vec![1] },
+            next_node_id: 0,
         };
         ClusterConfig::new(epoch, spec).unwrap()
     }
@@ -909,6 +910,7 @@ mod tests {
             vnodes_per_shard: 4,
             write_ack: WriteAck::All,
             acceptors: vec![1, 2, 3, 4, 5],
+            next_node_id: 0,
         };
         // About 262 bytes a shard: 62 shards a node come just under the bound.
         let config = (1..=70)

@@ -39,7 +39,8 @@
 //! shards = ["10.0.0.3:11300", "10.0.0.3:11301"]
 //! ```
 //!
-//! A file may also set `epoch = N` among the top-level keys: the configuration's
+//! A file may also set `next_node_id = N`, the id the next node to join gets
+//! (ids are never reused; by default one past the highest id), and `epoch = N` among the top-level keys: the configuration's
 //! number, at least 1, and 1 when the key is absent. An operator starting a
 //! cluster leaves it out; a node that saves a later configuration writes it
 //! ([`ClusterConfig::to_file_text`]), so the text names the value exactly.
@@ -240,6 +241,10 @@ pub struct ClusterSpec {
     pub vnodes_per_shard: usize,
     pub write_ack: WriteAck,
     pub acceptors: Vec<u32>,
+    /// The id the next node to join gets: ids are never reused, so this only
+    /// grows. 0 means one past the highest id in `nodes`, and a value at or
+    /// below that is raised to it.
+    pub next_node_id: u32,
 }
 
 /// Why a [`ClusterSpec`] is not a configuration.
@@ -369,6 +374,8 @@ pub struct ClusterConfig {
     vnodes_per_shard: usize,
     write_ack: WriteAck,
     acceptors: Vec<u32>,
+    /// See [`ClusterSpec::next_node_id`]; always above every id in `nodes`.
+    next_node_id: u32,
     /// `acceptors` as consensus ids, in the same order. Built by
     /// [`ClusterConfig::new`] from the fields above, so comparing it adds nothing
     /// to equality: two values are equal exactly when their configurations are.
@@ -390,6 +397,8 @@ impl ClusterConfig {
         validate(&spec)?;
         let mut nodes = spec.nodes;
         nodes.sort_by_key(|n| n.id);
+        let past_highest = nodes.last().map_or(1, |n| n.id.saturating_add(1));
+        let next_node_id = spec.next_node_id.max(past_highest);
         let consensus_acceptors = spec.acceptors.iter().map(|&id| NodeId::from(id)).collect();
         let consensus_learners = nodes
             .iter()
@@ -403,6 +412,7 @@ impl ClusterConfig {
             vnodes_per_shard: spec.vnodes_per_shard,
             write_ack: spec.write_ack,
             acceptors: spec.acceptors,
+            next_node_id,
             consensus_acceptors,
             consensus_learners,
         };
@@ -415,9 +425,11 @@ impl ClusterConfig {
         Ok(config)
     }
 
-    /// The configuration that follows this one: `spec` at the next epoch.
-    pub fn successor(&self, spec: ClusterSpec) -> Result<ClusterConfig, ConfigError> {
+    /// The configuration that follows this one: `spec` at the next epoch. Node
+    /// ids handed out so far stay used even if `spec` asks for fewer.
+    pub fn successor(&self, mut spec: ClusterSpec) -> Result<ClusterConfig, ConfigError> {
         let epoch = self.epoch.checked_add(1).expect("epoch overflow");
+        spec.next_node_id = spec.next_node_id.max(self.next_node_id);
         ClusterConfig::new(epoch, spec)
     }
 
@@ -458,6 +470,7 @@ impl ClusterConfig {
         let _ = writeln!(text, "write_ack = \"{}\"", self.write_ack.as_str());
         let acceptors: Vec<String> = self.acceptors.iter().map(u32::to_string).collect();
         let _ = writeln!(text, "acceptors = [{}]", acceptors.join(", "));
+        let _ = writeln!(text, "next_node_id = {}", self.next_node_id);
         for node in &self.nodes {
             let shards: Vec<String> = node.shards.iter().map(|s| format!("\"{s}\"")).collect();
             let _ = writeln!(text, "\n[[node]]");
@@ -477,6 +490,7 @@ impl ClusterConfig {
             vnodes_per_shard: self.vnodes_per_shard,
             write_ack: self.write_ack,
             acceptors: self.acceptors.clone(),
+            next_node_id: self.next_node_id,
         }
     }
 
@@ -518,6 +532,11 @@ impl ClusterConfig {
     /// same ids as `u64` through [`Configuration::acceptors`].
     pub fn acceptors(&self) -> &[u32] {
         &self.acceptors
+    }
+
+    /// The id the next node to join gets (see [`ClusterSpec::next_node_id`]).
+    pub fn next_node_id(&self) -> u32 {
+        self.next_node_id
     }
 }
 
@@ -715,6 +734,7 @@ pub fn parse_cluster_file_with_epoch(text: &str) -> Result<(u64, ClusterSpec), C
     let mut vnodes: Option<usize> = None;
     let mut write_ack: Option<WriteAck> = None;
     let mut acceptors: Option<Vec<u32>> = None;
+    let mut next_node_id: Option<u32> = None;
     let mut nodes: Vec<NodeTable> = Vec::new();
 
     let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
@@ -774,6 +794,9 @@ pub fn parse_cluster_file_with_epoch(text: &str) -> Result<(u64, ClusterSpec), C
                         .collect::<Result<Vec<u32>, _>>()?;
                     set_once(&mut acceptors, ids, dup)?
                 }
+                "next_node_id" => {
+                    set_once(&mut next_node_id, as_u32(key, &value, line_no)?, dup)?
+                }
                 "epoch" => {
                     let Value::Int(n) = value else {
                         return Err(syntax(line_no, format!("epoch is {}, not an integer", value.kind())));
@@ -786,7 +809,7 @@ pub fn parse_cluster_file_with_epoch(text: &str) -> Result<(u64, ClusterSpec), C
                 _ => {
                     return Err(syntax(
                         line_no,
-                        format!("unknown key {key:?} (top-level keys: epoch, replicas, vnodes_per_shard, write_ack, acceptors)"),
+                        format!("unknown key {key:?} (top-level keys: epoch, replicas, vnodes_per_shard, write_ack, acceptors, next_node_id)"),
                     ))
                 }
             },
@@ -847,6 +870,7 @@ pub fn parse_cluster_file_with_epoch(text: &str) -> Result<(u64, ClusterSpec), C
         vnodes_per_shard: vnodes.unwrap_or(POINTS_PER_SERVER_DEFAULT),
         write_ack: write_ack.unwrap_or(WriteAck::Quorum),
         acceptors: acceptors.ok_or_else(|| syntax(last_line, "acceptors is not set"))?,
+        next_node_id: next_node_id.unwrap_or(0),
     };
     Ok((epoch.unwrap_or(1), spec))
 }

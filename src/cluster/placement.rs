@@ -149,6 +149,47 @@ impl Placement {
     }
 }
 
+/// What a change of placement means for one node: whether it now owns keys it
+/// did not own before (on the same shard), which it must fetch from the nodes
+/// that hold them, and whether it no longer owns some it did, which it may
+/// release once their new owners have them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Moves {
+    pub gains: bool,
+    pub loses: bool,
+}
+
+/// Compares `node`'s keys under `old` and `new`, exactly: the points of both
+/// rings cut the key space into arcs on which each placement has one owner set,
+/// and each arc is checked once.
+pub fn moves(old: &Placement, new: &Placement, node: u32) -> Moves {
+    let mut points: Vec<u32> = old
+        .ring()
+        .points()
+        .iter()
+        .chain(new.ring().points())
+        .map(|&(point, _)| point)
+        .collect();
+    points.sort_unstable();
+    points.dedup();
+    let mut moves = Moves::default();
+    for point in points {
+        let before = old.owners_of_point(point);
+        let after = new.owners_of_point(point);
+        let mine = |owners: &Owners, other: &Owners| {
+            owners
+                .iter()
+                .any(|o| o.node == node && !other.iter().any(|x| x == o))
+        };
+        moves.gains |= mine(&after, &before);
+        moves.loses |= mine(&before, &after);
+        if moves.gains && moves.loses {
+            break;
+        }
+    }
+    moves
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,6 +211,7 @@ mod tests {
             vnodes_per_shard: 160,
             write_ack: WriteAck::Quorum,
             acceptors: vec![1],
+            next_node_id: 0,
         }
     }
 
@@ -200,5 +242,56 @@ mod tests {
         let p = Placement::new(Arc::new(ClusterConfig::new(1, s).unwrap()));
         assert!(p.ring().points().iter().all(|&(_, o)| o.node != 3));
         assert_eq!(p.ring().points().len(), 2 * 160);
+    }
+
+    #[test]
+    fn moves_name_exactly_the_nodes_whose_keys_change() {
+        let at =
+            |epoch, s: ClusterSpec| Placement::new(Arc::new(ClusterConfig::new(epoch, s).unwrap()));
+        let three = at(1, spec(3, 2, 2));
+        // The same ring again: nothing moves.
+        for id in 1..=3 {
+            assert_eq!(moves(&three, &at(2, spec(3, 2, 2)), id), Moves::default());
+        }
+        // A node marked down keeps its keys.
+        let mut down = spec(3, 2, 2);
+        down.nodes[0].state = NodeState::Down;
+        assert_eq!(moves(&three, &at(2, down), 1), Moves::default());
+        // A fourth node gains keys and loses none; some old owner loses keys.
+        let four = at(2, spec(4, 2, 2));
+        assert_eq!(
+            moves(&three, &four, 4),
+            Moves {
+                gains: true,
+                loses: false
+            }
+        );
+        assert!((1..=3).any(|id| moves(&three, &four, id).loses));
+        assert!((1..=3).all(|id| !moves(&three, &four, id).gains));
+        // One more copy of every key: every node gains, none loses.
+        for id in 1..=3 {
+            assert_eq!(
+                moves(&three, &at(2, spec(3, 2, 3)), id),
+                Moves {
+                    gains: true,
+                    loses: false
+                }
+            );
+        }
+        // Checked against every key of a sample: a node that gains owns some
+        // sampled key it did not own before.
+        let keys: Vec<String> = (0..20_000).map(|i| format!("key:{i}")).collect();
+        for id in 1..=4 {
+            let m = moves(&three, &four, id);
+            let gained = keys.iter().any(|k| {
+                four.owners(k.as_bytes()).iter().any(|o| o.node == id)
+                    && !three.owners(k.as_bytes()).iter().any(|o| o.node == id)
+            });
+            let lost = keys.iter().any(|k| {
+                three.owners(k.as_bytes()).iter().any(|o| o.node == id)
+                    && !four.owners(k.as_bytes()).iter().any(|o| o.node == id)
+            });
+            assert_eq!((m.gains, m.loses), (gained, lost), "node {id}");
+        }
     }
 }

@@ -25,6 +25,11 @@
 //!   with `<node>` before `<node>` reads from it again: it sends `<node>` (in
 //!   `merge` mode) what it changed and could not replicate, then asks for
 //!   `<node>`'s hints. The reply, once done, is `OK\r\n`.
+//! - `rc status\r\n` asks a node where it stands: a `stats`-style reply with its
+//!   `epoch`, its `node_state` (`serving` or `recovering`) and `votes_seen`, the
+//!   nodes whose Paxos votes it has received (see [`Status`]).
+//! - `rc join <addr> <shard>,<shard>...\r\n` asks a node to add a new member
+//!   with those endpoints (see `runtime::control`).
 //! - Every request a node sends another is followed by `mn\r\n`, so its reply is
 //!   everything before the `MN\r\n` that answers it: [`scan_reply`] finds that end
 //!   with memcached's reply grammar and rejects anything else as garbage.
@@ -151,6 +156,66 @@ pub fn parse_peer_line(buf: &[u8]) -> Result<Option<(PeerLine, usize)>, usize> {
         _ => return Err(used),
     };
     Ok(Some((parsed, used)))
+}
+
+/// A node's answer to `rc status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Status {
+    pub epoch: u64,
+    pub recovering: bool,
+    /// Nodes whose Paxos votes (promises, acceptances) this node has received
+    /// since it started.
+    pub votes_seen: Vec<u32>,
+}
+
+/// Writes the reply to `rc status`.
+pub fn encode_status(status: &Status, out: &mut Vec<u8>) {
+    let seen: Vec<String> = status.votes_seen.iter().map(u32::to_string).collect();
+    let _ = write!(
+        out,
+        "STAT epoch {}\r\nSTAT node_state {}\r\nSTAT votes_seen {}\r\nEND\r\n",
+        status.epoch,
+        if status.recovering {
+            "recovering"
+        } else {
+            "serving"
+        },
+        if seen.is_empty() {
+            "-".to_string()
+        } else {
+            seen.join(",")
+        }
+    );
+}
+
+/// Reads a reply to `rc status`; `None` if it is not one.
+pub fn parse_status(reply: &[u8]) -> Option<Status> {
+    let text = std::str::from_utf8(reply).ok()?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix("STAT ")?
+                    .strip_prefix(name)?
+                    .strip_prefix(' ')
+            })
+            .map(str::trim)
+    };
+    let votes_seen = match field("votes_seen")? {
+        "-" => Vec::new(),
+        list => list
+            .split(',')
+            .map(|id| id.parse().ok())
+            .collect::<Option<Vec<u32>>>()?,
+    };
+    Some(Status {
+        epoch: field("epoch")?.parse().ok()?,
+        recovering: match field("node_state")? {
+            "recovering" => true,
+            "serving" => false,
+            _ => return None,
+        },
+        votes_seen,
+    })
 }
 
 /// Writes `rc <mode> <epoch>\r\n` (`rc merge <epoch> <node>\r\n`).
@@ -491,5 +556,34 @@ mod tests {
         out.clear();
         encode_removal(b"k", &mut out);
         assert_eq!(out, b"md k q\r\nmn\r\n".to_vec());
+    }
+
+    #[test]
+    fn status_reads_back_and_odd_replies_are_refused() {
+        for status in [
+            Status::default(),
+            Status {
+                epoch: 7,
+                recovering: true,
+                votes_seen: vec![1, 3, 64],
+            },
+        ] {
+            let mut out = Vec::new();
+            encode_status(&status, &mut out);
+            assert_eq!(
+                scan_reply(&[out.as_slice(), MN_REPLY].concat()),
+                Scan::Reply {
+                    body: out.len(),
+                    used: out.len() + MN_REPLY.len()
+                }
+            );
+            assert_eq!(parse_status(&out), Some(status));
+        }
+        assert_eq!(
+            parse_status(b"STAT epoch 2\r\nSTAT node_state asleep\r\nSTAT votes_seen -\r\nEND\r\n"),
+            None
+        );
+        assert_eq!(parse_status(b"STAT epoch 2\r\nEND\r\n"), None);
+        assert_eq!(parse_status(b"ERROR\r\n"), None);
     }
 }

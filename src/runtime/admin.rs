@@ -8,6 +8,14 @@
 //!   `replicas=N`, `down=ID`, `up=ID`, `acceptors=ID,ID,...`. The proposal is a
 //!   compare-and-set on the epoch: if another change wins that epoch, `set` says
 //!   so and changes nothing.
+//! - `add HOST:PORT SHARD,SHARD...`: adds a member with these endpoints as
+//!   `joining`, under the next unused id, which it prints. Start that node with
+//!   the configuration `show` prints, its id and an empty `--data-dir`: once it
+//!   runs it asks to be marked `up`, and keys move to it. (`ringcache --join`
+//!   does both steps from the new node.)
+//! - `remove ID`: proposes the configuration without node ID (not an acceptor:
+//!   change `acceptors` first). Its keys move to the nodes that now own them,
+//!   copied from the other owners.
 
 use crate::cluster::codec;
 use crate::cluster::config::{ClusterConfig, NodeState, WriteAck};
@@ -36,8 +44,23 @@ pub fn main(args: &[String]) -> i32 {
         Some("status") => exchange(&node, b"stats cluster\r\n", b"END\r\n"),
         Some("show") => show(&node).map(|c| c.to_file_text().into_bytes()),
         Some("set") if rest.len() > 1 => set(&node, &rest[1..]),
+        Some("add") if rest.len() == 3 => {
+            let request = format!("rc join {} {}\r\n", rest[1], rest[2]);
+            exchange(&node, request.as_bytes(), b"\r\n").map(|reply| {
+                let text = String::from_utf8_lossy(&reply).into_owned();
+                let mut fields = text.split(' ');
+                match (fields.next(), fields.next(), fields.next()) {
+                    (Some("JOINED"), Some(id), Some(epoch)) => {
+                        format!("epoch {epoch}: added node {id} (joining)\n").into_bytes()
+                    }
+                    _ => reply,
+                }
+            })
+        }
+        Some("remove") if rest.len() == 2 => remove(&node, &rest[1]),
         _ => Err(
-            "usage: ringcache cluster [--node HOST:PORT] status | show | set KEY=VALUE...\n\
+            "usage: ringcache cluster [--node HOST:PORT] status | show | set KEY=VALUE... |\n\
+             \x20      add HOST:PORT SHARD,SHARD... | remove ID\n\
              keys: write_ack=one|quorum|all replicas=N down=ID up=ID acceptors=ID,ID,..."
                 .into(),
         ),
@@ -142,6 +165,31 @@ fn set(node: &str, changes: &[String]) -> Result<Vec<u8>, String> {
             _ => return Err(format!("{change}: unknown key {key}")),
         }
     }
+    propose(node, &current, spec)
+}
+
+fn remove(node: &str, id: &str) -> Result<Vec<u8>, String> {
+    let id: u32 = id.parse().map_err(|_| format!("{id}: not a node id"))?;
+    let current = show(node)?;
+    if current.node(id).is_none() {
+        return Err(format!("there is no node {id}"));
+    }
+    if current.acceptors().contains(&id) {
+        return Err(format!(
+            "node {id} is an acceptor: move it out first (set acceptors=...)"
+        ));
+    }
+    let mut spec = current.to_spec();
+    spec.nodes.retain(|n| n.id != id);
+    propose(node, &current, spec)
+}
+
+/// Proposes `spec` as the successor of `current` through `node`.
+fn propose(
+    node: &str,
+    current: &ClusterConfig,
+    spec: crate::cluster::config::ClusterSpec,
+) -> Result<Vec<u8>, String> {
     let next = current.successor(spec).map_err(|e| e.to_string())?;
     let mut request = b"rc propose ".to_vec();
     codec::encode_config(&next, &mut request);

@@ -28,7 +28,8 @@ use crate::cluster::ring::Owner;
 use crate::cluster::wire::{self, PeerMode, RecoverWhat};
 use crate::engine::ShardState;
 use crate::limits::{
-    EPOCH_RETRIES_MAX, EPOCH_RETRY_PAUSE_MS, PEER_PROBE_INTERVAL_MS, RECOVERY_PEER_TIMEOUT_SECS,
+    EPOCH_RETRIES_MAX, EPOCH_RETRY_PAUSE_MS, MIGRATION_RELEASE_GRACE_MS,
+    MIGRATION_RELEASE_RETRY_MS, PEER_PROBE_INTERVAL_MS, RECOVERY_PEER_TIMEOUT_SECS,
     RECOVERY_WRITTEN_KEYS_MAX,
 };
 use crate::storage::ttl::Clock;
@@ -128,6 +129,16 @@ pub struct ClusterNode {
     pause_noticed_ms: AtomicU64,
     /// A pause was noticed and the watch has not started its recovery yet.
     recovery_wanted: AtomicBool,
+    /// This node must copy every item it owns from the nodes holding them: at
+    /// start, and when an epoch gives it keys it did not own (data movement).
+    migration_wanted: AtomicBool,
+    /// Orders the raising and clearing of `recovering` with the two flags above.
+    recovery_lock: std::sync::Mutex<()>,
+    /// When this node may release the items it no longer owns (milliseconds
+    /// since `started`; 0: nothing to release).
+    release_due_ms: AtomicU64,
+    /// Nodes whose Paxos votes this node's control thread has received.
+    votes_seen: std::sync::Mutex<std::collections::BTreeSet<u32>>,
     started: Instant,
     timeouts: AtomicU64,
     disconnects: AtomicU64,
@@ -175,6 +186,10 @@ impl ClusterNode {
             pauses: AtomicU64::new(0),
             pause_noticed_ms: AtomicU64::new(0),
             recovery_wanted: AtomicBool::new(false),
+            migration_wanted: AtomicBool::new(true),
+            recovery_lock: std::sync::Mutex::new(()),
+            release_due_ms: AtomicU64::new(0),
+            votes_seen: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             started: Instant::now(),
             timeouts: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
@@ -226,10 +241,62 @@ impl ClusterNode {
             })?
         };
         let epoch = view.epoch();
+        // Data movement: a node given keys it did not own copies them before it
+        // reads them (recovering from now on, so the writes it takes meanwhile
+        // are not overwritten by the copies); one that lost keys releases them
+        // once their new owners have them.
+        let moves = crate::cluster::placement::moves(&old.placement, &view.placement, self.me);
+        if moves.gains {
+            log::warn!("epoch {epoch} gives this node keys it did not own: copying them");
+            self.want_recovery(&self.migration_wanted);
+        }
+        if moves.loses {
+            let due = self.now_ms() + MIGRATION_RELEASE_GRACE_MS;
+            self.release_due_ms.store(due, Ordering::Release);
+        }
         *self.view.write().expect("view lock") = Arc::new(view);
         self.epoch.store(epoch, Ordering::Release);
         log::warn!("cluster configuration of epoch {epoch} in force");
         Ok(true)
+    }
+
+    /// Raises `flag` (a recovery for the watch to run) and marks the node
+    /// recovering until that recovery ends.
+    fn want_recovery(&self, flag: &AtomicBool) {
+        let _order = self.recovery_lock.lock().expect("recovery lock");
+        flag.store(true, Ordering::Release);
+        self.recovering.store(true, Ordering::Release);
+    }
+
+    /// Ends a recovery: the node serves its own reads again unless another
+    /// recovery was asked for meanwhile.
+    fn recovery_done(&self) {
+        let _order = self.recovery_lock.lock().expect("recovery lock");
+        if !self.migration_wanted.load(Ordering::Acquire)
+            && !self.recovery_wanted.load(Ordering::Acquire)
+        {
+            self.recovering.store(false, Ordering::Release);
+        }
+    }
+
+    /// Notes that node `id` sent this node a Paxos vote.
+    pub fn saw_vote(&self, id: u32) {
+        self.votes_seen.lock().expect("votes lock").insert(id);
+    }
+
+    /// This node's answer to `rc status`.
+    pub fn status(&self) -> wire::Status {
+        wire::Status {
+            epoch: self.epoch(),
+            recovering: self.is_recovering(),
+            votes_seen: self
+                .votes_seen
+                .lock()
+                .expect("votes lock")
+                .iter()
+                .copied()
+                .collect(),
+        }
     }
 
     /// This node's client address and shard endpoints.
@@ -351,8 +418,7 @@ impl ClusterNode {
             .is_ok()
         {
             self.last_tick_ms.store(now, Ordering::Release);
-            self.recovering.store(true, Ordering::Release);
-            self.recovery_wanted.store(true, Ordering::Release);
+            self.want_recovery(&self.recovery_wanted);
             log::warn!(
                 "this node was paused for {} ms: recovering the writes it missed",
                 now - last
@@ -485,8 +551,15 @@ impl ShardCluster {
                 let Some(mine) = owners.iter().find(|o| o.node == me) else {
                     return Route::Refuse(Refusal::NotAnOwner);
                 };
+                // A recovering node sends reads to another owner, if one is
+                // reachable; the only one left serves what it has.
+                let elsewhere = || {
+                    owners
+                        .iter()
+                        .any(|o| o.node != me && !view.tko_mark(o.node))
+                };
                 let role = match (mode, write) {
-                    (PeerMode::Forward, false) if self.node.is_recovering() => {
+                    (PeerMode::Forward, false) if self.node.is_recovering() && elsewhere() => {
                         return Route::Refuse(Refusal::Recovering)
                     }
                     (_, false) => Role::Plain,
@@ -1005,7 +1078,6 @@ pub fn is_write(req: &crate::protocol::text::Request<'_>) -> bool {
 pub async fn recover(ctx: Rc<ShardCtx>, what: RecoverWhat) {
     let cluster = ctx.cluster.clone().expect("a cluster node");
     let node = &cluster.node;
-    node.recovering.store(true, Ordering::Release);
     let started = Instant::now();
     let mut settled = 0;
     let config = node.view().placement.config().clone();
@@ -1042,7 +1114,7 @@ pub async fn recover(ctx: Rc<ShardCtx>, what: RecoverWhat) {
         };
         settled += done as usize;
     }
-    node.recovering.store(false, Ordering::Release);
+    node.recovery_done();
     log::info!(
         "recovered ({what:?}) from {settled} of {} peers in {:?}",
         peers.len(),
@@ -1185,13 +1257,52 @@ pub async fn watch(ctx: Rc<ShardCtx>) {
     let node = ctx.cluster.as_ref().expect("a cluster node").node.clone();
     let interval = Duration::from_millis(PEER_PROBE_INTERVAL_MS);
     let probing: Rc<RefCell<HashSet<u32>>> = Rc::default();
+    // One recovery, and one release, runs at a time.
+    let recovering = Rc::new(Cell::new(false));
+    let releasing = Rc::new(Cell::new(false));
     loop {
+        if !recovering.get() {
+            let what = if node.migration_wanted.swap(false, Ordering::AcqRel) {
+                Some(RecoverWhat::All)
+            } else if node.recovery_wanted.swap(false, Ordering::AcqRel) {
+                Some(RecoverWhat::Hints)
+            } else {
+                None
+            };
+            if let Some(what) = what {
+                recovering.set(true);
+                let (ctx, recovering) = (ctx.clone(), recovering.clone());
+                glommio::spawn_local(async move {
+                    recover(ctx, what).await;
+                    recovering.set(false);
+                })
+                .detach();
+            }
+        }
+        let due = node.release_due_ms.load(Ordering::Acquire);
+        if due != 0 && node.now_ms() >= due && !node.is_recovering() && !releasing.get() {
+            releasing.set(true);
+            let (ctx, releasing) = (ctx.clone(), releasing.clone());
+            glommio::spawn_local(async move {
+                let node = &ctx.cluster.as_ref().expect("a cluster node").node;
+                let next = match release(&ctx).await {
+                    0 => 0,
+                    _ => node.now_ms() + MIGRATION_RELEASE_RETRY_MS,
+                };
+                // A newer epoch's release, set meanwhile, stands.
+                let _ = node.release_due_ms.compare_exchange(
+                    due,
+                    next,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+                releasing.set(false);
+            })
+            .detach();
+        }
         glommio::timer::sleep(interval).await;
         node.pauses();
         node.last_tick_ms.store(node.now_ms(), Ordering::Release);
-        if node.recovery_wanted.swap(false, Ordering::AcqRel) {
-            glommio::spawn_local(recover(ctx.clone(), RecoverWhat::Hints)).detach();
-        }
         let ids: Vec<u32> = node.view().config().nodes().iter().map(|n| n.id).collect();
         for id in ids {
             if node.is_tko(id) && !probing.borrow().contains(&id) {
@@ -1208,6 +1319,95 @@ pub async fn watch(ctx: Rc<ShardCtx>) {
             }
         }
     }
+}
+
+/// Releases, on every shard, the items this node no longer owns whose new
+/// owners all have them: nodes that answer `rc status` at this epoch or a later
+/// one and are not recovering (so they have copied what they gained). Returns
+/// how many items are kept for a later try.
+async fn release(ctx: &ShardCtx) -> u64 {
+    let node = &ctx.cluster.as_ref().expect("a cluster node").node;
+    let view = node.view();
+    let mut ready = Vec::new();
+    for peer in view.config().nodes().iter().filter(|n| n.id != node.me) {
+        if node.is_tko(peer.id) {
+            continue;
+        }
+        let Some(addr) = view.client_addr(peer.id) else {
+            continue;
+        };
+        let reply = peer::one_off(
+            node.local_ip,
+            addr,
+            None,
+            b"rc status\r\nmn\r\n",
+            node.peer_timeout,
+        )
+        .await
+        .ok()
+        .and_then(|reply| wire::parse_status(&reply));
+        if let Some(status) = reply {
+            if status.epoch >= view.epoch() && !status.recovering {
+                ready.push(peer.id);
+            }
+        }
+    }
+    let clock = ctx.node.clock();
+    let cluster = ctx.cluster.as_ref().expect("a cluster node");
+    let mut kept = with_state(|s| release_items(cluster, s, ctx.id, &ready, &clock));
+    for answer in ctx
+        .ask_all(|| Ask::Release {
+            ready: ready.clone(),
+        })
+        .await
+    {
+        if let Answer::Kept(n) = answer {
+            kept += n;
+        }
+    }
+    if kept > 0 {
+        log::info!("{kept} items this node no longer owns wait for their new owners");
+    } else {
+        log::info!("released every item this node no longer owns");
+    }
+    kept
+}
+
+/// Drops the items of shard `shard` that this node no longer owns on it and
+/// whose owners are all in `ready`; returns how many others it keeps. An item
+/// that moves to another shard of this node is kept (its new shard copies it
+/// from the other owners).
+pub fn release_items(
+    cluster: &ShardCluster,
+    state: &mut ShardState,
+    shard: u32,
+    ready: &[u32],
+    clock: &Clock,
+) -> u64 {
+    let view = cluster.view();
+    let me = Owner {
+        node: cluster.node.me,
+        shard,
+    };
+    let mut drop = Vec::new();
+    let mut kept = 0;
+    for segment in 0..state.store.segment_count() {
+        state.store.visit_segment(segment, clock.rel_secs, |item| {
+            let owners = view.placement.owners(item.key);
+            if owners.contains(&me) {
+                return;
+            }
+            if owners.iter().all(|o| ready.contains(&o.node)) {
+                drop.push(item.key.to_vec());
+            } else {
+                kept += 1;
+            }
+        });
+    }
+    for key in drop {
+        state.store.unlink(&key);
+    }
+    kept
 }
 
 /// Asks `peer`, which answers again, to settle with this node before this

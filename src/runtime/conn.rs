@@ -879,7 +879,8 @@ async fn handle_buffer(
 
 /// What became of a line that may be for the control thread.
 enum Control {
-    /// Not `rc paxos`, `rc propose`, `rc show` or `rc suspect`.
+    /// Not `rc paxos`, `rc propose`, `rc show`, `rc suspect`, `rc join` or
+    /// `rc status`.
     NotOne,
     Incomplete,
     /// Served; the bytes used.
@@ -899,7 +900,7 @@ async fn control_request(
     rest: &[u8],
     output: &mut Output,
 ) -> Control {
-    use super::control::{ControlInput, PROPOSAL_TIMEOUT};
+    use super::control::ControlInput;
     use crate::cluster::codec;
     let kind = if rest.starts_with(b"rc paxos ") {
         0
@@ -909,6 +910,10 @@ async fn control_request(
         2
     } else if rest.starts_with(b"rc suspect ") {
         3
+    } else if rest.starts_with(b"rc join ") {
+        4
+    } else if rest.starts_with(b"rc status\r\n") || rest.starts_with(b"rc status\n") {
+        5
     } else {
         return Control::NotOne;
     };
@@ -959,32 +964,24 @@ async fn control_request(
                     return Control::Done(used);
                 }
             };
-            let (reply_tx, reply_rx) = std::sync::mpsc::channel();
-            let _ = tx.send(ControlInput::Propose {
-                epoch: value.epoch(),
-                value,
-                reply: reply_tx,
-            });
-            let deadline = std::time::Instant::now() + PROPOSAL_TIMEOUT + PROPOSAL_TIMEOUT;
-            loop {
-                match reply_rx.try_recv() {
-                    Ok(answer) => {
-                        output.out.extend_from_slice(&answer);
-                        break;
-                    }
-                    Err(std::sync::mpsc::TryRecvError::Empty)
-                        if std::time::Instant::now() < deadline =>
-                    {
-                        glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
-                    }
-                    Err(_) => {
-                        output
-                            .out
-                            .extend_from_slice(b"SERVER_ERROR the proposal got no answer\r\n");
-                        break;
-                    }
-                }
+            let answer = propose(&tx, value).await;
+            output.out.extend_from_slice(&answer);
+            Control::Done(used)
+        }
+        4 => {
+            if output.complete(ctx).await.is_err() {
+                return Control::Close;
             }
+            let answer = match control {
+                Some(tx) => join(cluster, &tx, &line[b"rc join ".len()..]).await,
+                None => b"SERVER_ERROR this node runs no consensus (start it with --data-dir)\r\n"
+                    .to_vec(),
+            };
+            output.out.extend_from_slice(&answer);
+            Control::Done(used)
+        }
+        5 => {
+            crate::cluster::wire::encode_status(&cluster.node.status(), &mut output.out);
             Control::Done(used)
         }
         3 => {
@@ -1019,6 +1016,115 @@ async fn control_request(
         }
     }
 }
+
+/// Hands `value` to the control thread as an admin proposal and waits for its
+/// answer line (`OK`, `EXISTS` or `SERVER_ERROR ...`).
+async fn propose(
+    tx: &std::sync::mpsc::Sender<super::control::ControlInput>,
+    value: crate::cluster::config::ClusterConfig,
+) -> Vec<u8> {
+    use super::control::{ControlInput, PROPOSAL_TIMEOUT};
+    let (reply_tx, reply_rx) = std::sync::mpsc::channel();
+    let _ = tx.send(ControlInput::Propose {
+        epoch: value.epoch(),
+        value,
+        reply: reply_tx,
+    });
+    let deadline = std::time::Instant::now() + PROPOSAL_TIMEOUT + PROPOSAL_TIMEOUT;
+    loop {
+        match reply_rx.try_recv() {
+            Ok(answer) => return answer,
+            Err(std::sync::mpsc::TryRecvError::Empty) if std::time::Instant::now() < deadline => {
+                glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            Err(_) => return b"SERVER_ERROR the proposal got no answer\r\n".to_vec(),
+        }
+    }
+}
+
+/// `rc join <addr> <shard>,<shard>...`: adds a member with these endpoints, as
+/// `joining`, under the next unused node id, and answers `JOINED <id> <epoch>
+/// <configuration in base64>` once that is decided. A member already at `addr`
+/// is taken to be this node before its disk was wiped: it is replaced (and in
+/// the acceptors, the new id takes its place), so a node never comes back as
+/// the acceptor it was; with the same shard endpoints it keeps the old node's
+/// state and so its place on the ring. A race with another change is retried.
+async fn join(
+    cluster: &cluster::ShardCluster,
+    tx: &std::sync::mpsc::Sender<super::control::ControlInput>,
+    args: &[u8],
+) -> Vec<u8> {
+    use crate::cluster::codec;
+    use crate::cluster::config::{Endpoint, NodeConfig, NodeState};
+    let text = String::from_utf8_lossy(args).into_owned();
+    let mut fields = text.split_ascii_whitespace();
+    let parsed = (|| -> Result<(Endpoint, Vec<Endpoint>), String> {
+        let addr = Endpoint::parse(fields.next().ok_or("no address")?)?;
+        let shards = fields
+            .next()
+            .ok_or("no shard endpoints")?
+            .split(',')
+            .map(Endpoint::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        if fields.next().is_some() {
+            return Err("too many fields".into());
+        }
+        Ok((addr, shards))
+    })();
+    let (addr, shards) = match parsed {
+        Ok(parsed) => parsed,
+        Err(e) => return format!("CLIENT_ERROR bad join request: {e}\r\n").into_bytes(),
+    };
+    for _ in 0..JOIN_ATTEMPTS_MAX {
+        let current = cluster.node.view().config().clone();
+        let mut spec = current.to_spec();
+        let id = current.next_node_id();
+        let mut state = NodeState::Joining;
+        if let Some(old) = spec.nodes.iter().find(|n| n.client_addr == addr).cloned() {
+            log::warn!(
+                "node {} at {addr} joins again with an empty disk: it becomes node {id}",
+                old.id
+            );
+            // With the same endpoints it keeps its place on the ring, and copies
+            // its keys from the other owners when it starts.
+            if old.shards == shards {
+                state = old.state;
+            }
+            let old = old.id;
+            spec.nodes.retain(|n| n.id != old);
+            for acceptor in spec.acceptors.iter_mut().filter(|a| **a == old) {
+                *acceptor = id;
+            }
+        }
+        spec.nodes.push(NodeConfig {
+            id,
+            client_addr: addr.clone(),
+            shards: shards.clone(),
+            state,
+        });
+        spec.next_node_id = id + 1;
+        let value = match current.successor(spec) {
+            Ok(value) => value,
+            Err(e) => return format!("SERVER_ERROR cannot add this node: {e}\r\n").into_bytes(),
+        };
+        let answer = propose(tx, value.clone()).await;
+        if answer == b"OK\r\n" {
+            let mut reply = format!("JOINED {id} {} ", value.epoch()).into_bytes();
+            codec::encode_config(&value, &mut reply);
+            reply.extend_from_slice(b"\r\n");
+            return reply;
+        }
+        if !answer.starts_with(b"EXISTS") && !answer.starts_with(b"SERVER_ERROR epoch already") {
+            return answer;
+        }
+        // Another change took that epoch: try again on top of it.
+        glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    b"SERVER_ERROR the cluster kept changing; try again\r\n".to_vec()
+}
+
+/// How many epochs a join tries before it gives up.
+const JOIN_ATTEMPTS_MAX: u32 = 10;
 
 /// What the text loop knows of its connection besides the bytes.
 struct TextConn<'m> {

@@ -17,7 +17,7 @@
 use super::cluster::ClusterNode;
 use crate::cluster::codec;
 use crate::cluster::config::ClusterConfig;
-use crate::consensus::{Durable, Epoch, Input, Message, Node, Output, ProposeResult};
+use crate::consensus::{Body, Durable, Epoch, Input, Message, Node, Output, ProposeResult};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -196,6 +196,20 @@ impl Detector {
     }
 }
 
+/// A node that joined (state `joining`, owning no keys yet) asks to be marked
+/// `up` once it runs and has finished its start-up recovery; keys then move to
+/// it (see `ClusterNode::install`).
+fn activation(cluster: &ClusterNode, config: &ClusterConfig) -> Option<ClusterConfig> {
+    use crate::cluster::config::NodeState;
+    if config.node(cluster.me)?.state != NodeState::Joining || cluster.is_recovering() {
+        return None;
+    }
+    let mut spec = config.to_spec();
+    spec.nodes.iter_mut().find(|n| n.id == cluster.me)?.state = NodeState::Up;
+    log::warn!("this node has joined: proposing it up");
+    config.successor(spec).ok()
+}
+
 /// A proposal waiting for its epoch to be decided.
 struct Pending {
     epoch: Epoch,
@@ -259,7 +273,9 @@ pub fn run(
                 detector.proposing = None;
             }
             if detector.proposing.is_none() && pending.is_empty() {
-                if let Some(value) = detector.propose(&cluster, &config) {
+                let change =
+                    activation(&cluster, &config).or_else(|| detector.propose(&cluster, &config));
+                if let Some(value) = change {
                     let epoch = value.epoch();
                     detector.proposing = Some((epoch, Instant::now()));
                     let (reply, _) = std::sync::mpsc::channel();
@@ -272,7 +288,14 @@ pub fn run(
             }
         }
         let input = match inputs.recv_timeout(Duration::from_millis(wait)) {
-            Ok(ControlInput::Message(message)) => Input::Message(message),
+            Ok(ControlInput::Message(message)) => {
+                if let (Body::Promise { .. } | Body::Accepted { .. }, Ok(from)) =
+                    (&message.body, u32::try_from(message.from))
+                {
+                    cluster.saw_vote(from);
+                }
+                Input::Message(message)
+            }
             Ok(ControlInput::Suspicions { from, ids }) => {
                 detector.reports.insert(from, (Instant::now(), ids));
                 continue;

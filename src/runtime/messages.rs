@@ -120,6 +120,11 @@ pub enum Ask {
     DropShared {
         node: u32,
     },
+    /// Drop the items this node no longer owns whose owners are all in
+    /// `ready`; answered with [`Answer::Kept`].
+    Release {
+        ready: Vec<u32>,
+    },
     /// `cache_memlimit`: this shard's new share of memory.
     MemoryLimit {
         bytes: usize,
@@ -140,6 +145,8 @@ pub enum Answer {
     Done,
     /// Whether every item pushed was acknowledged.
     Pushed(bool),
+    /// How many items a release kept.
+    Kept(u64),
 }
 
 /// A request to another shard; `slot` names the waiter on the sending shard.

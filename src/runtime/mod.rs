@@ -14,8 +14,10 @@ mod messages;
 pub mod notify;
 mod peer;
 mod shard;
+mod start;
 mod waiters;
 
+use crate::cluster::config::ClusterConfig;
 use crate::cluster::ring::{ketama_name, Ring, POINTS_PER_SERVER_DEFAULT};
 use crate::config::Config;
 use crate::limits::{IO_MEMORY_BYTES, LISTEN_BACKLOG, SHARD_CHANNEL_CAPACITY};
@@ -169,23 +171,85 @@ fn explain_executor_error(e: &dyn std::fmt::Display) -> String {
     }
 }
 
-/// Reads the cluster file and finds this node in it.
-fn load_cluster(config: &Config) -> Result<Option<Arc<cluster::ClusterNode>>, String> {
-    let Some(membership) = &config.cluster else {
+/// The durable state a node restarts from, if any.
+type Restart = Option<crate::consensus::Durable<ClusterConfig>>;
+
+/// Finds this node's cluster and its place in it:
+/// - with state in `--data-dir`: its own id and newest configuration (a newer
+///   cluster file that still names it wins);
+/// - `--cluster FILE --node-id ID`: the file; with an empty `--data-dir`, unless
+///   the other nodes have seen this id vote (its disk was wiped), in which case
+///   it joins again as a new member (see [`start::wiped`]);
+/// - `--init`: a new one-node cluster; `--join HOST:PORT`: a new member.
+fn load_cluster(config: &Config) -> Result<Option<(Arc<cluster::ClusterNode>, Restart)>, String> {
+    let durable = match &config.data_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create --data-dir {}: {e}", dir.display()))?;
+            control::load_durable(dir)?
+        }
+        None => None,
+    };
+    let file = match &config.cluster {
+        Some(membership) => {
+            let path = membership.file.display();
+            let text = std::fs::read_to_string(&membership.file)
+                .map_err(|e| format!("cannot read cluster file {path}: {e}"))?;
+            Some((
+                ClusterConfig::from_file_text(&text)
+                    .map_err(|e| format!("cluster file {path}: {e}"))?,
+                membership.node_id,
+            ))
+        }
+        None => None,
+    };
+    let (value, me) = if let Some(durable) = &durable {
+        let me = u32::try_from(durable.node_id)
+            .map_err(|_| "--data-dir: the saved node id is out of range".to_string())?;
+        let (_, saved) = durable.decided.last().expect("a decided value");
+        let value = match file {
+            Some((file, _)) if file.supersedes(saved) && file.node(me).is_some() => file,
+            _ => saved.clone(),
+        };
+        log::info!(
+            "node {me}: restarting from --data-dir at epoch {}",
+            value.epoch()
+        );
+        (value, me)
+    } else if let Some((file, me)) = file {
+        match (&config.data_dir, start::wiped(&file, me)) {
+            (Some(_), Some(through)) => {
+                let own = file
+                    .node(me)
+                    .ok_or_else(|| format!("--node-id {me}: the cluster file has no node {me}"))?;
+                log::warn!(
+                    "node {me} has an empty --data-dir but the cluster has seen it vote: joining through {through} as a new member"
+                );
+                start::join(&through, &own.client_addr, &own.shards)?
+            }
+            _ => (file, me),
+        }
+    } else if config.init {
+        let (addr, shards) = start::own_endpoints(config)?;
+        (start::genesis(addr, shards)?, 1)
+    } else if let Some(through) = &config.join {
+        let (addr, shards) = start::own_endpoints(config)?;
+        start::join(through, &addr, &shards)?
+    } else if let Some(dir) = &config.data_dir {
+        return Err(format!(
+            "--data-dir {} holds no state: start the node with --cluster FILE --node-id ID, --init or --join HOST:PORT",
+            dir.display()
+        ));
+    } else {
         return Ok(None);
     };
-    let path = membership.file.display();
-    let text = std::fs::read_to_string(&membership.file)
-        .map_err(|e| format!("cannot read cluster file {path}: {e}"))?;
-    let parsed = crate::cluster::config::ClusterConfig::from_file_text(&text)
-        .map_err(|e| format!("cluster file {path}: {e}"))?;
     let node = cluster::ClusterNode::new(
-        parsed,
-        membership.node_id,
+        value,
+        me,
         Duration::from_millis(config.peer_timeout_ms),
         config.hinted_keys_max,
     )?;
-    Ok(Some(Arc::new(node)))
+    Ok(Some((Arc::new(node), durable)))
 }
 
 /// Pins the calling thread to `cpu` (`--control-cpu`); logs and stays
@@ -237,8 +301,9 @@ fn reload_cluster(node: &Node) {
 
 /// Runs the node until SIGINT or SIGTERM. Returns the process exit code.
 pub fn run(config: Config) -> i32 {
-    let cluster = match load_cluster(&config) {
-        Ok(cluster) => cluster,
+    let (cluster, restart) = match load_cluster(&config) {
+        Ok(Some((cluster, restart))) => (Some(cluster), restart),
+        Ok(None) => (None, None),
         Err(message) => {
             eprintln!("ringcache: {message}");
             return 1;
@@ -285,28 +350,9 @@ pub fn run(config: Config) -> i32 {
     // With --data-dir: the acceptor state of an earlier run, and its newest
     // configuration in force from the start.
     let mut control_start = None;
-    if let (Some(cluster), Some(dir)) = (&cluster, &config.data_dir) {
-        if let Err(e) = std::fs::create_dir_all(dir) {
-            eprintln!("ringcache: cannot create --data-dir {}: {e}", dir.display());
-            return 1;
-        }
-        let durable = match control::load_durable(dir) {
-            Ok(durable) => durable,
-            Err(message) => {
-                eprintln!("ringcache: {message}");
-                return 1;
-            }
-        };
-        if let Some(durable) = &durable {
-            if let Some((_, value)) = durable.decided.last() {
-                if let Err(message) = cluster.install(value.clone()) {
-                    eprintln!("ringcache: --data-dir {}: {message}", dir.display());
-                    return 1;
-                }
-            }
-        }
+    if let (Some(_), Some(dir)) = (&cluster, &config.data_dir) {
         let (tx, rx) = mpsc::channel();
-        control_start = Some((dir.clone(), durable, tx, rx));
+        control_start = Some((dir.clone(), restart, tx, rx));
     }
     let unix_now = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -246,10 +246,6 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
     // watches its peers (probes) and itself (pauses).
     let mut cluster_tasks = Vec::new();
     if ctx.cluster.is_some() && id == 0 {
-        cluster_tasks.push(glommio::spawn_local(cluster::recover(
-            ctx.clone(),
-            crate::cluster::wire::RecoverWhat::All,
-        )));
         cluster_tasks.push(glommio::spawn_local(cluster::watch(ctx.clone())));
     }
 
@@ -482,6 +478,12 @@ async fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
             }
             Answer::Done
         }
+        Ask::Release { ready } => match &ctx.cluster {
+            Some(c) => Answer::Kept(with_state(|s| {
+                cluster::release_items(c, s, ctx.id, &ready, &clock)
+            })),
+            None => Answer::Kept(0),
+        },
         Ask::MemoryLimit { bytes } => {
             with_state(|s| s.store.set_memory_limit(bytes));
             Answer::Done

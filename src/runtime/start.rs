@@ -1,0 +1,166 @@
+//! How a node without saved state finds its place in a cluster, before its
+//! shards start (plain blocking sockets: nothing runs yet).
+//!
+//! - `--init`: [`genesis`], a cluster of this one node.
+//! - `--join HOST:PORT`: [`join`] asks that member to add this node (`rc join`);
+//!   the member proposes it as `joining` under a fresh id and answers with the
+//!   decided configuration, which this node starts from as a learner.
+//! - `--cluster FILE --node-id ID` with an empty `--data-dir`: [`wiped`] asks the
+//!   other nodes whether they have seen node ID vote. If one has, ID's acceptor
+//!   state is gone with its disk, and coming back under that id could break the
+//!   promises it made; the node joins as a new member instead (replacing ID).
+
+use crate::cluster::codec;
+use crate::cluster::config::{
+    ClusterConfig, ClusterSpec, Endpoint, NodeConfig, NodeState, WriteAck,
+};
+use crate::cluster::ring::POINTS_PER_SERVER_DEFAULT;
+use crate::cluster::wire;
+use crate::config::Config;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+/// How long a joining node keeps trying to reach the member it joins through
+/// (it may be starting too), and how long it waits for the decision.
+const JOIN_WAIT: Duration = Duration::from_secs(30);
+
+/// How long a node with an empty `--data-dir` waits for each other node's
+/// `rc status`.
+const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// This node's client endpoint (`-l`, `-p`) and shard endpoints
+/// (`--shard-ports BASE`, default the ports right after `-p`), for `--init` and
+/// `--join`.
+pub fn own_endpoints(config: &Config) -> Result<(Endpoint, Vec<Endpoint>), String> {
+    let shards = config
+        .threads
+        .unwrap_or_else(|| super::allowed_cpus().len())
+        .max(1);
+    let base = config
+        .shard_port_base
+        .map(usize::from)
+        .unwrap_or(usize::from(config.port) + 1);
+    if base + shards - 1 > usize::from(u16::MAX) {
+        return Err(format!(
+            "{shards} shards need ports {base} to {}: past 65535 (set --shard-ports)",
+            base + shards - 1
+        ));
+    }
+    let endpoint = |port: usize| Endpoint::parse(&format!("{}:{port}", config.listen));
+    let addr = endpoint(usize::from(config.port))?;
+    let shards = (base..base + shards)
+        .map(endpoint)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((addr, shards))
+}
+
+/// A new cluster of one node, id 1: one copy of each key, the node its only
+/// acceptor. Grow it with `--join`, then `ringcache cluster set replicas=...
+/// acceptors=...`.
+pub fn genesis(addr: Endpoint, shards: Vec<Endpoint>) -> Result<ClusterConfig, String> {
+    let spec = ClusterSpec {
+        nodes: vec![NodeConfig {
+            id: 1,
+            client_addr: addr,
+            shards,
+            state: NodeState::Up,
+        }],
+        replicas: 1,
+        vnodes_per_shard: POINTS_PER_SERVER_DEFAULT,
+        write_ack: WriteAck::Quorum,
+        acceptors: vec![1],
+        next_node_id: 2,
+    };
+    ClusterConfig::new(1, spec).map_err(|e| format!("--init: {e}"))
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    addr.to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| format!("cannot resolve {addr}"))
+}
+
+/// Sends one request line and reads the reply until it ends with `end`.
+fn ask(addr: &str, request: &[u8], end: &[u8], timeout: Duration) -> Result<Vec<u8>, String> {
+    let to = resolve(addr)?;
+    let mut stream = TcpStream::connect_timeout(&to, timeout.min(Duration::from_secs(1)))
+        .map_err(|e| format!("cannot reach {addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|_| stream.write_all(request))
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !reply.ends_with(end) {
+        let n = stream
+            .read(&mut chunk)
+            .map_err(|e| format!("{addr}: {e}"))?;
+        if n == 0 {
+            return Err(format!("{addr} closed the connection"));
+        }
+        reply.extend_from_slice(&chunk[..n]);
+        if reply.len() > crate::cluster::config::CLUSTER_FILE_LEN_MAX * 2 {
+            return Err(format!("{addr}: reply too long"));
+        }
+    }
+    Ok(reply)
+}
+
+/// Joins the cluster of the member at `through` with these endpoints; returns
+/// the configuration that adds this node and its new id.
+pub fn join(
+    through: &str,
+    addr: &Endpoint,
+    shards: &[Endpoint],
+) -> Result<(ClusterConfig, u32), String> {
+    let shards: Vec<String> = shards.iter().map(Endpoint::to_string).collect();
+    let request = format!("rc join {addr} {}\r\n", shards.join(","));
+    let deadline = Instant::now() + JOIN_WAIT;
+    let reply = loop {
+        match ask(through, request.as_bytes(), b"\r\n", JOIN_WAIT) {
+            Ok(reply) => break reply,
+            Err(e) if Instant::now() < deadline => {
+                log::info!("joining through {through}: {e}; trying again");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => return Err(format!("--join {through}: {e}")),
+        }
+    };
+    let line = String::from_utf8_lossy(&reply).trim_end().to_string();
+    let mut fields = line.split(' ');
+    match (fields.next(), fields.next(), fields.next(), fields.next()) {
+        (Some("JOINED"), Some(id), Some(_epoch), Some(config)) => {
+            let id: u32 = id
+                .parse()
+                .map_err(|_| format!("--join {through}: bad reply {line:?}"))?;
+            let config = codec::decode_config(config.as_bytes())
+                .map_err(|e| format!("--join {through}: bad configuration: {e:?}"))?;
+            if config.node(id).is_none() {
+                return Err(format!(
+                    "--join {through}: the configuration leaves out node {id}"
+                ));
+            }
+            log::warn!(
+                "joined the cluster as node {id} at epoch {}",
+                config.epoch()
+            );
+            Ok((config, id))
+        }
+        _ => Err(format!("--join {through}: {line}")),
+    }
+}
+
+/// With an empty `--data-dir`: the client address of another node of `file`
+/// that has seen node `me` vote, if one has (so `me` lost its acceptor state).
+/// Nodes that do not answer are passed over: a cluster starting for the first
+/// time has nobody to ask.
+pub fn wiped(file: &ClusterConfig, me: u32) -> Option<String> {
+    file.nodes().iter().filter(|n| n.id != me).find_map(|n| {
+        let addr = n.client_addr.to_string();
+        let reply = ask(&addr, b"rc status\r\n", b"END\r\n", STATUS_TIMEOUT).ok()?;
+        let status = wire::parse_status(&reply)?;
+        status.votes_seen.contains(&me).then_some(addr)
+    })
+}
