@@ -5,16 +5,39 @@
 //! proposals race (some for stale epochs) and swap an acceptor for the learner and
 //! back. Pure and single-threaded: one seed always gives the same run.
 //!
+//! Disks get wiped too, on members up or down (0 to `WIPES_MAX` per run, drawn per
+//! seed). The rule the system follows is modelled here: a node whose disk was wiped
+//! never comes back under its old id. The old id is retired for good (that incarnation
+//! stays down and its durable state is gone; messages to it are lost), and a new member
+//! with a never-used id (5, 6, ...) starts with `Node::new` and the latest decided
+//! configuration that a live member reports, as a joining node is told by the member
+//! it joins through. It starts outside the configuration and catches up through its own
+//! heartbeats. Each of the four places in the cluster (a *seat*) is held by one id at
+//! a time; admin proposals, racing like the others, replace every retired id in the
+//! configuration by its seat's current id, which makes the new member an acceptor (or
+//! the learner) in the old one's place.
+//!
 //! Checked after every step: at most one value decided per epoch across all nodes and
-//! incarnations, a decided value never changes, decided epochs only grow on every node
-//! (and in its synced state). Checked at the end, after healing: a new value gets
-//! decided and every node has decided the same epochs, ending on the same value.
+//! incarnations (new members included), a decided value never changes, decided epochs
+//! only grow on every node (and in its synced state). Checked at the end, after
+//! healing: if a majority of the acceptors in force are retired ids, no decision can
+//! ever be made again, so the seed is counted and only safety is checked while healing;
+//! otherwise admins replace retired acceptors, a new value gets decided and every
+//! member has decided the same epochs, ending on the same value. A member may skip an
+//! epoch only below the last `DECIDED_LOG_MAX`, or by catching up from a member whose
+//! log starts later because it joined there (the catch-up jumps to that epoch).
+//!
+//! `a_wiped_acceptor_back_under_its_old_id_lets_a_second_value_be_decided` scripts
+//! the run the rule prevents: an acceptor that accepted the decided value is wiped and
+//! comes back under its old id with empty state, and a second value is decided at the
+//! same epoch. The checker must catch it; the same script with a new id must not.
 //!
 //! `RINGCACHE_SEED=<seed>` replays one seed with a trace; `RINGCACHE_SIM_SEEDS=<n>`
 //! runs n seeds (default 2000).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Instant;
 
 use ringcache::consensus::{
     Body, Configuration, Durable, Epoch, Input, Message, Node, NodeId, Output, ProposeResult,
@@ -33,7 +56,12 @@ const NET_CAPACITY: usize = 512;
 const DELAY_TICKS_MAX: u64 = 12;
 /// Messages delivered (if due) per step; each step is one tick.
 const DELIVERIES_PER_STEP: usize = 4;
-const NODE_IDS: [NodeId; 4] = [1, 2, 3, 4];
+/// The first incarnations; seat `i` starts held by `GENESIS_IDS[i]`.
+const GENESIS_IDS: [NodeId; 4] = [1, 2, 3, 4];
+/// Ids given to members that join after a wipe count up from here.
+const FIRST_NEW_ID: NodeId = 5;
+/// Most wiped disks per run, so that a live majority of acceptors stays possible.
+const WIPES_MAX: u64 = 2;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Conf {
@@ -79,15 +107,23 @@ impl Rng {
 }
 
 struct SimNode {
-    /// `None` while crashed.
+    /// `None` while crashed, and for good once retired.
     node: Option<Node<Conf>>,
-    /// What the disk holds: the last persist that was synced.
+    /// What the disk holds: the last persist that was synced. Never read once retired
+    /// (the disk was wiped).
     synced: Durable<Conf>,
     timer_at: u64,
     /// Highest decided epoch seen from this incarnation (epochs only grow).
     epoch_seen: Epoch,
-    /// Every epoch this node has decided, across incarnations.
+    /// Every epoch this node has decided, across restarts.
     decided: BTreeSet<Epoch>,
+    /// The place in the cluster this id holds (or held): 0..4.
+    seat: usize,
+    /// Its disk was wiped: this id never runs again.
+    retired: bool,
+    /// The epoch it started at: 0 for the genesis members, the configuration it was
+    /// told about for a member that joined after a wipe.
+    joined_at: Epoch,
 }
 
 struct Faults {
@@ -105,17 +141,26 @@ enum Action {
     Restart,
     Repartition,
     Duplicate,
+    Wipe,
     Nothing,
 }
 
 struct Sim {
     seed: u64,
-    /// Per mille of steps: propose, crash, restart, repartition, duplicate.
-    actions: [u64; 5],
+    /// Per mille of steps: propose, crash, restart, repartition, duplicate, wipe.
+    actions: [u64; 6],
+    /// Wipes this seed may do (0..=WIPES_MAX).
+    wipes_max: u64,
     rng: Rng,
     now: u64,
     trace: bool,
+    /// Every incarnation ever started, retired ones included.
     nodes: BTreeMap<NodeId, SimNode>,
+    /// The id holding each seat now.
+    seats: [NodeId; 4],
+    next_id: NodeId,
+    /// Epochs at which a member joined after a wipe (its log starts there).
+    joins: BTreeSet<Epoch>,
     net: Vec<(u64, Message<Conf>)>,
     /// Unordered pairs that cannot talk.
     cut: BTreeSet<(NodeId, NodeId)>,
@@ -123,6 +168,8 @@ struct Sim {
     chosen: BTreeMap<Epoch, Conf>,
     next_tag: u64,
     faults: Faults,
+    /// After healing: admins replace retired ids whenever they see one.
+    healing: bool,
     stats: Stats,
 }
 
@@ -134,6 +181,32 @@ struct Stats {
     stale_refused: u64,
     acceptor_changes: u64,
     acceptor_changes_decided: u64,
+    wipes: u64,
+    replacements_proposed: u64,
+    /// New members (ids from a wipe) that some decided value names as acceptors.
+    new_acceptors_decided: u64,
+    /// Runs (0 or 1 per seed) where a majority of the acceptors in force were retired
+    /// ids, so no decision could be made after healing and liveness was not checked.
+    no_live_majority: u64,
+    /// Epochs (within the last DECIDED_LOG_MAX) a member never decided because it
+    /// caught up from a joined member whose log starts after them.
+    skipped_to_a_join: u64,
+}
+
+impl Stats {
+    fn add(&mut self, other: &Stats) {
+        self.delivered += other.delivered;
+        self.crashes += other.crashes;
+        self.lost_writes += other.lost_writes;
+        self.stale_refused += other.stale_refused;
+        self.acceptor_changes += other.acceptor_changes;
+        self.acceptor_changes_decided += other.acceptor_changes_decided;
+        self.wipes += other.wipes;
+        self.replacements_proposed += other.replacements_proposed;
+        self.new_acceptors_decided += other.new_acceptors_decided;
+        self.no_live_majority += other.no_live_majority;
+        self.skipped_to_a_join += other.skipped_to_a_join;
+    }
 }
 
 impl Sim {
@@ -151,43 +224,57 @@ impl Sim {
             5 + rng.below(40),
             rng.below(30),
             rng.below(40),
+            1 + rng.below(3),
         ];
+        let wipes_max = rng.below(WIPES_MAX + 1);
         let mut sim = Sim {
             seed,
             actions,
+            wipes_max,
             rng,
             now: 0,
             trace,
             nodes: BTreeMap::new(),
+            seats: GENESIS_IDS,
+            next_id: FIRST_NEW_ID,
+            joins: BTreeSet::new(),
             net: Vec::new(),
             cut: BTreeSet::new(),
             chosen: BTreeMap::from([(0, genesis())]),
             next_tag: 1,
             faults,
+            healing: false,
             stats: Stats::default(),
         };
-        for id in NODE_IDS {
+        for (seat, id) in GENESIS_IDS.into_iter().enumerate() {
             let node_seed = sim.rng.next();
-            let node = Node::new(id, 0, genesis(), node_seed);
-            let synced = node.durable().clone();
-            sim.nodes.insert(
-                id,
-                SimNode {
-                    node: Some(node),
-                    synced,
-                    timer_at: 0,
-                    epoch_seen: 0,
-                    decided: BTreeSet::from([0]),
-                },
-            );
+            sim.start(Node::new(id, 0, genesis(), node_seed), seat);
         }
         sim
     }
 
+    /// Add a new incarnation; its initial durable state counts as synced (restoring
+    /// from it is the same as starting afresh: nothing promised, nothing accepted).
+    fn start(&mut self, node: Node<Conf>, seat: usize) {
+        let id = node.id();
+        let joined_at = node.decided_epoch();
+        let sim_node = SimNode {
+            synced: node.durable().clone(),
+            node: Some(node),
+            timer_at: 0,
+            epoch_seen: joined_at,
+            decided: BTreeSet::from([joined_at]),
+            seat,
+            retired: false,
+            joined_at,
+        };
+        assert!(self.nodes.insert(id, sim_node).is_none(), "id {id} reused");
+    }
+
     fn fail(&self, what: String) -> ! {
         panic!(
-            "seed {}: step {}: {what}\n  chosen: {:?}\n  stats: {:?}",
-            self.seed, self.now, self.chosen, self.stats
+            "seed {}: step {}: {what}\n  chosen: {:?}\n  seats: {:?}\n  stats: {:?}",
+            self.seed, self.now, self.chosen, self.seats, self.stats
         );
     }
 
@@ -269,10 +356,13 @@ impl Sim {
         sim_node.decided.insert(epoch);
     }
 
-    /// Invariants over every live node, after every step.
+    /// Invariants over every live node (every incarnation), after every step.
     fn check(&self) {
         for (id, sim_node) in &self.nodes {
             let Some(node) = &sim_node.node else { continue };
+            if sim_node.retired {
+                self.fail(format!("retired node {id} runs"));
+            }
             if node.decided_epoch() != sim_node.epoch_seen {
                 self.fail(format!(
                     "node {id} is at epoch {} but last reported {}",
@@ -297,6 +387,28 @@ impl Sim {
             .collect()
     }
 
+    /// The ids holding a seat now, up or down (every id not retired).
+    fn members(&self) -> Vec<NodeId> {
+        self.seats.to_vec()
+    }
+
+    fn is_retired(&self, id: NodeId) -> bool {
+        self.nodes[&id].retired
+    }
+
+    /// The id holding `id`'s seat now: `id` itself unless it was retired.
+    fn current(&self, id: NodeId) -> NodeId {
+        self.seats[self.nodes[&id].seat]
+    }
+
+    /// Whether the acceptors of `value` can still form a quorum: retired ids never
+    /// answer again.
+    fn has_live_majority(&self, value: &Conf) -> bool {
+        let acceptors = &value.acceptors;
+        let live = acceptors.iter().filter(|a| !self.is_retired(**a)).count();
+        live > acceptors.len() / 2
+    }
+
     fn pick<T: Copy>(&mut self, from: &[T]) -> Option<T> {
         if from.is_empty() {
             return None;
@@ -319,6 +431,7 @@ impl Sim {
         let Some(i) = self.pick(&due) else { return };
         let (_, m) = self.net.swap_remove(i);
         let pair = (m.from.min(m.to), m.from.max(m.to));
+        // A retired id is never up, so what is addressed to it is lost.
         if self.cut.contains(&pair) || self.nodes[&m.to].node.is_none() {
             return;
         }
@@ -346,13 +459,26 @@ impl Sim {
         };
         value.tag = self.next_tag;
         self.next_tag += 1;
-        if self.rng.percent(25) {
-            // The acceptor change: 3 and 4 trade places (and back on a later one).
-            let (a, b) = if value.acceptors.contains(&3) {
-                (3, 4)
-            } else {
-                (4, 3)
-            };
+        let names_retired = value
+            .acceptors
+            .iter()
+            .chain(&value.learners)
+            .any(|m| self.is_retired(*m));
+        if names_retired && (self.healing || self.rng.percent(50)) {
+            // The replacement: every retired id gives way to its seat's new member.
+            value.acceptors = value.acceptors.iter().map(|a| self.current(*a)).collect();
+            value.learners = value.learners.iter().map(|l| self.current(*l)).collect();
+            self.stats.replacements_proposed += 1;
+        } else if self.rng.percent(25) {
+            // The acceptor change: seats 2 and 3 trade places (and back on a later
+            // one). Seats 0 and 1 are always acceptors; the learner is the other of 2, 3.
+            let a = *value
+                .acceptors
+                .iter()
+                .find(|a| self.nodes[a].seat >= 2)
+                .unwrap();
+            assert_eq!(value.learners.len(), 1, "one learner: {value:?}");
+            let b = self.current(value.learners[0]);
             value.acceptors.retain(|x| *x != a);
             value.acceptors.push(b);
             value.learners = vec![a];
@@ -394,6 +520,7 @@ impl Sim {
     fn restart(&mut self, id: NodeId) {
         let seed = self.rng.next();
         let sim_node = self.nodes.get_mut(&id).unwrap();
+        assert!(!sim_node.retired, "a retired id never comes back");
         let node = Node::restore(sim_node.synced.clone(), seed);
         // Epochs only grow in what the disk holds, so this is not a step back.
         sim_node.epoch_seen = node.decided_epoch();
@@ -407,19 +534,66 @@ impl Sim {
         }
     }
 
+    /// A random member's disk is wiped (if this seed still may, and some other member
+    /// is up to join through).
+    fn wipe(&mut self) {
+        if self.stats.wipes >= self.wipes_max {
+            return;
+        }
+        let Some(old) = self.pick(&self.members()) else {
+            return;
+        };
+        let others: Vec<NodeId> = self.live().into_iter().filter(|i| *i != old).collect();
+        let Some(via) = self.pick(&others) else {
+            return;
+        };
+        self.wipe_node(old, via);
+    }
+
+    /// `old`'s disk is wiped: the id is retired for good and a new member with a
+    /// never-used id takes its seat, starting from the latest decided configuration
+    /// that `via` (the member it joins through) reports.
+    fn wipe_node(&mut self, old: NodeId, via: NodeId) -> NodeId {
+        let node = self.nodes[&via]
+            .node
+            .as_ref()
+            .expect("join through a live node");
+        let (epoch, config) = (node.decided_epoch(), node.config().clone());
+        let sim_node = self.nodes.get_mut(&old).unwrap();
+        assert!(!sim_node.retired, "wipe a member");
+        sim_node.node = None;
+        sim_node.retired = true;
+        let seat = sim_node.seat;
+        let new_id = self.next_id;
+        self.next_id += 1;
+        self.seats[seat] = new_id;
+        self.joins.insert(epoch);
+        let seed = self.rng.next();
+        self.start(Node::new(new_id, epoch, config, seed), seat);
+        self.stats.wipes += 1;
+        if self.trace {
+            eprintln!(
+                "{}: node {old}'s disk is wiped; it is retired and node {new_id} joins through node {via} at epoch {epoch}",
+                self.now
+            );
+        }
+        new_id
+    }
+
     fn repartition(&mut self) {
         self.cut.clear();
+        let members = self.members();
         match self.rng.below(3) {
             0 => {}
             1 => {
-                let lone = NODE_IDS[self.rng.below(4) as usize];
-                for other in NODE_IDS.into_iter().filter(|o| *o != lone) {
+                let lone = self.pick(&members).unwrap();
+                for other in members.iter().copied().filter(|o| *o != lone) {
                     self.cut.insert((lone.min(other), lone.max(other)));
                 }
             }
             _ => {
-                let a = NODE_IDS[self.rng.below(4) as usize];
-                let b = NODE_IDS[self.rng.below(4) as usize];
+                let a = self.pick(&members).unwrap();
+                let b = self.pick(&members).unwrap();
                 if a != b {
                     self.cut.insert((a.min(b), a.max(b)));
                 }
@@ -438,7 +612,7 @@ impl Sim {
         }
         // Swarm testing: each seed draws its own mix of actions (per mille of steps).
         let r = self.rng.below(1000);
-        let [propose, crash, restart, repartition, duplicate] = self.actions;
+        let [propose, crash, restart, repartition, duplicate, wipe] = self.actions;
         let action = if r < propose {
             Action::Propose
         } else if r < propose + crash {
@@ -449,6 +623,8 @@ impl Sim {
             Action::Repartition
         } else if r < propose + crash + restart + repartition + duplicate {
             Action::Duplicate
+        } else if r < propose + crash + restart + repartition + duplicate + wipe {
+            Action::Wipe
         } else {
             Action::Nothing
         };
@@ -456,7 +632,8 @@ impl Sim {
             Action::Propose => self.propose(),
             Action::Crash => self.crash(),
             Action::Restart => {
-                let down: Vec<NodeId> = NODE_IDS
+                let down: Vec<NodeId> = self
+                    .members()
                     .into_iter()
                     .filter(|id| self.nodes[id].node.is_none())
                     .collect();
@@ -475,12 +652,24 @@ impl Sim {
                     }
                 }
             }
+            Action::Wipe => self.wipe(),
             Action::Nothing => {}
         }
         self.check();
     }
 
-    /// Heal everything, then require a new decision and every node to agree on it.
+    /// The newest epoch any member (not retired) has decided: the slot after it is the
+    /// one the live cluster can work on.
+    fn members_epoch(&self) -> Epoch {
+        let members = self.members().into_iter();
+        let epochs = members.map(|id| self.nodes[&id].node.as_ref().unwrap().decided_epoch());
+        epochs.max().unwrap()
+    }
+
+    /// Heal everything, then require retired acceptors to be replaced, a new decision,
+    /// and every member to agree on it; unless a majority of the acceptors in force
+    /// are retired, in which case no decision can ever be made again and only safety
+    /// is checked while healing.
     fn heal(&mut self) {
         self.cut.clear();
         self.faults = Faults {
@@ -489,71 +678,107 @@ impl Sim {
             crash_per_mille: 0,
             lose_unsynced_pct: 0,
         };
-        for id in NODE_IDS {
+        self.healing = true;
+        for id in self.members() {
             if self.nodes[&id].node.is_none() {
                 self.restart(id);
             }
         }
         let target = self.chosen.keys().last().unwrap() + 1;
+        let mut live_expected = true;
         for step in 0..HEAL_STEPS_MAX {
             self.now += 1;
             self.tick_due();
             for _ in 0..DELIVERIES_PER_STEP {
                 self.deliver_one();
             }
-            if step % 60 == 0 && !self.chosen.contains_key(&target) {
+            let (max, last) = self.chosen.last_key_value().unwrap();
+            let names_retired = last.acceptors.iter().any(|a| self.is_retired(*a));
+            if step % 60 == 0 && (*max < target || names_retired) {
                 self.propose();
             }
             self.check();
-            let max = *self.chosen.keys().last().unwrap();
-            let agreed = NODE_IDS
+            // No quorum of the configuration in force is left: nothing can be decided
+            // after it. Keep going (for safety) but claim no liveness.
+            if live_expected && !self.has_live_majority(&self.chosen[&self.members_epoch()]) {
+                live_expected = false;
+                self.stats.no_live_majority = 1;
+                if self.trace {
+                    eprintln!("{}: a majority of the acceptors in force are retired; no liveness expected", self.now);
+                }
+            }
+            if !live_expected {
+                continue;
+            }
+            let (max, last) = self.chosen.last_key_value().unwrap();
+            let max = *max;
+            let names_retired = last.acceptors.iter().any(|a| self.is_retired(*a));
+            let agreed = self
+                .members()
                 .iter()
                 .all(|id| self.nodes[id].node.as_ref().unwrap().decided_epoch() == max);
-            if max >= target && agreed {
-                return self.check_same_epochs(max);
+            if max >= target && !names_retired && agreed {
+                self.stats.skipped_to_a_join = self.check_same_epochs(max);
+                return;
             }
         }
-        let epochs: Vec<Epoch> = NODE_IDS
-            .iter()
-            .map(|id| self.nodes[id].node.as_ref().unwrap().decided_epoch())
+        if !live_expected {
+            return;
+        }
+        let epochs: Vec<(NodeId, Epoch)> = self
+            .members()
+            .into_iter()
+            .map(|id| (id, self.nodes[&id].node.as_ref().unwrap().decided_epoch()))
             .collect();
         self.fail(format!(
-            "no agreement on a new epoch {target} within {HEAL_STEPS_MAX} steps after healing; node epochs {epochs:?}"
+            "no agreement on a new epoch {target} without retired acceptors within {HEAL_STEPS_MAX} steps after healing; member epochs {epochs:?}"
         ));
     }
 
-    /// Every node decided every chosen epoch it could still learn: all of them, except
-    /// that a node far behind jumps over epochs its peers' logs no longer hold.
-    fn check_same_epochs(&self, max: Epoch) {
+    /// Every member decided every chosen epoch it could still learn: all of them since
+    /// it started, except that a node far behind jumps over epochs its peers' logs no
+    /// longer hold, and that a node catching up from a member that joined after a wipe
+    /// jumps to that member's first epoch (its log starts where it joined), however
+    /// little it was behind. Returns how many epochs were skipped the second way.
+    fn check_same_epochs(&self, max: Epoch) -> u64 {
         let window = max.saturating_sub(DECIDED_LOG_MAX as u64 - 1);
-        let expected: BTreeSet<Epoch> = self
-            .chosen
-            .keys()
-            .copied()
-            .filter(|e| *e >= window)
-            .collect();
-        for id in NODE_IDS {
-            let got: BTreeSet<Epoch> = self.nodes[&id]
+        let mut skipped = 0;
+        for id in self.members() {
+            let sim_node = &self.nodes[&id];
+            let from = window.max(sim_node.joined_at);
+            let expected: BTreeSet<Epoch> =
+                self.chosen.keys().copied().filter(|e| *e >= from).collect();
+            let got: BTreeSet<Epoch> = sim_node
                 .decided
                 .iter()
                 .copied()
-                .filter(|e| *e >= window)
+                .filter(|e| *e >= from)
                 .collect();
-            if got != expected {
+            for e in expected.difference(&got) {
+                let landed = sim_node.decided.range(e + 1..).next();
+                if !landed.is_some_and(|n| self.joins.contains(n)) {
+                    self.fail(format!(
+                        "node {id} decided epochs {got:?}, expected {expected:?}: it skipped {e} and not for a joined member's log"
+                    ));
+                }
+                skipped += 1;
+            }
+            if !got.is_subset(&expected) {
                 self.fail(format!(
                     "node {id} decided epochs {got:?}, expected {expected:?}"
                 ));
             }
-            let node = self.nodes[&id].node.as_ref().unwrap();
+            let node = sim_node.node.as_ref().unwrap();
             assert_eq!(Some(node.config()), self.chosen.get(&max));
         }
+        skipped
     }
 }
 
 /// One full run; returns a fingerprint of what was decided.
 fn run(seed: u64, trace: bool) -> (Vec<(Epoch, u64)>, Stats) {
     let mut sim = Sim::new(seed, trace);
-    for id in NODE_IDS {
+    for id in GENESIS_IDS {
         sim.feed(id, Input::Tick);
     }
     for _ in 0..CHAOS_STEPS {
@@ -565,6 +790,12 @@ fn run(seed: u64, trace: bool) -> (Vec<(Epoch, u64)>, Stats) {
         .windows(2)
         .filter(|w| w[0].acceptors != w[1].acceptors)
         .count() as u64;
+    let new_acceptors: BTreeSet<NodeId> = values
+        .iter()
+        .flat_map(|v| v.acceptors.iter().copied())
+        .filter(|a| *a >= FIRST_NEW_ID)
+        .collect();
+    sim.stats.new_acceptors_decided = new_acceptors.len() as u64;
     let chosen = sim.chosen.iter().map(|(e, v)| (*e, v.tag)).collect();
     (chosen, sim.stats)
 }
@@ -583,18 +814,16 @@ fn every_seed_agrees_on_one_value_per_epoch_and_converges_after_healing() {
         None => (0..env_u64("RINGCACHE_SIM_SEEDS").unwrap_or(SEEDS_DEFAULT)).collect(),
     };
     let trace = seeds.len() == 1;
+    let started = Instant::now();
     let mut totals = Stats::default();
     let mut epochs = 0;
+    let mut seeds_with_wipes = 0;
     for seed in seeds.iter().copied() {
         match catch_unwind(AssertUnwindSafe(|| run(seed, trace))) {
             Ok((chosen, stats)) => {
                 epochs += chosen.len() as u64 - 1;
-                totals.delivered += stats.delivered;
-                totals.crashes += stats.crashes;
-                totals.lost_writes += stats.lost_writes;
-                totals.stale_refused += stats.stale_refused;
-                totals.acceptor_changes += stats.acceptor_changes;
-                totals.acceptor_changes_decided += stats.acceptor_changes_decided;
+                seeds_with_wipes += (stats.wipes > 0) as u64;
+                totals.add(&stats);
             }
             Err(_) => {
                 panic!("consensus_sim failed on seed {seed}; replay with RINGCACHE_SEED={seed}")
@@ -602,9 +831,16 @@ fn every_seed_agrees_on_one_value_per_epoch_and_converges_after_healing() {
         }
     }
     eprintln!(
-        "consensus_sim: {} seeds, {epochs} epochs decided, {totals:?}",
-        seeds.len()
+        "consensus_sim: {} seeds in {:.1} s, {seeds_with_wipes} with wiped disks: {} wipes, \
+         {} new members decided into the acceptor set, {} seeds left without a live \
+         majority of acceptors (safety checked only)",
+        seeds.len(),
+        started.elapsed().as_secs_f64(),
+        totals.wipes,
+        totals.new_acceptors_decided,
+        totals.no_live_majority,
     );
+    eprintln!("consensus_sim: {epochs} epochs decided, {totals:?}");
 }
 
 #[test]
@@ -616,9 +852,8 @@ fn one_seed_replays_exactly() {
     assert_ne!(a, c, "different seeds explore different runs");
 }
 
-#[test]
-fn the_learner_hears_about_decisions_through_heartbeats_alone() {
-    // Decided messages to the learner are all lost; catch-up must bring it along.
+/// A simulator without random faults, for scripted runs.
+fn calm_sim() -> Sim {
     let mut sim = Sim::new(1, false);
     sim.faults = Faults {
         drop_pct: 0,
@@ -626,9 +861,53 @@ fn the_learner_hears_about_decisions_through_heartbeats_alone() {
         crash_per_mille: 0,
         lose_unsynced_pct: 0,
     };
-    for id in NODE_IDS {
+    sim.actions = [0; 6];
+    for id in GENESIS_IDS {
         sim.feed(id, Input::Tick);
     }
+    sim
+}
+
+impl Sim {
+    /// Run calm steps (every due message delivered) until `done` or `steps` ran out;
+    /// whether `done` held.
+    fn run_until(&mut self, steps: u64, done: impl Fn(&Sim) -> bool) -> bool {
+        for _ in 0..steps {
+            if done(self) {
+                return true;
+            }
+            self.now += 1;
+            self.tick_due();
+            while self.net.iter().any(|(at, _)| *at <= self.now) {
+                self.deliver_one();
+            }
+            self.check();
+        }
+        done(self)
+    }
+
+    /// Only the pairs among `group` can talk.
+    fn isolate_all_but(&mut self, group: &[NodeId]) {
+        self.cut.clear();
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for a in &ids {
+            for b in &ids {
+                if a < b && !(group.contains(a) && group.contains(b)) {
+                    self.cut.insert((*a, *b));
+                }
+            }
+        }
+    }
+
+    fn decided_by(&self, id: NodeId, epoch: Epoch) -> bool {
+        self.nodes[&id].decided.contains(&epoch)
+    }
+}
+
+#[test]
+fn the_learner_hears_about_decisions_through_heartbeats_alone() {
+    // Decided messages to the learner are all lost; catch-up must bring it along.
+    let mut sim = calm_sim();
     let value = Conf {
         tag: 99,
         ..genesis()
@@ -648,4 +927,81 @@ fn the_learner_hears_about_decisions_through_heartbeats_alone() {
         sim.check();
     }
     assert_eq!(sim.nodes[&4].node.as_ref().unwrap().decided_epoch(), 1);
+}
+
+/// The script of the negative test: node 1 gets value A decided at epoch 1 with node
+/// 2's acceptance alone (3 and 4 cut off), then node 2's disk is wiped before it hears
+/// of the decision, then node 3 (which never saw node 1's ballot) proposes B at epoch 1
+/// with node 1 cut off. With `back_under_old_id` node 2 restarts as acceptor 2 with
+/// empty state, breaking the rule; otherwise it joins as node 5, as the rule says.
+fn wipe_script(back_under_old_id: bool) -> Sim {
+    let mut sim = calm_sim();
+    let a = Conf {
+        tag: 100,
+        ..genesis()
+    };
+    let b = Conf {
+        tag: 200,
+        ..genesis()
+    };
+    sim.isolate_all_but(&[1, 2]);
+    let proposing = sim.feed(1, Input::Propose { epoch: 1, value: a });
+    assert_eq!(proposing, Some(ProposeResult::Proposing));
+    assert!(sim.run_until(200, |s| s.decided_by(1, 1)));
+    // Node 1 is cut off the moment it decides: node 2 accepted A but never hears that
+    // it was decided.
+    sim.isolate_all_but(&[2, 3]);
+    assert!(!sim.decided_by(2, 1));
+    if back_under_old_id {
+        let seed = sim.rng.next();
+        let sim_node = sim.nodes.get_mut(&2).unwrap();
+        let node = Node::new(2, 0, genesis(), seed);
+        sim_node.synced = node.durable().clone();
+        sim_node.node = Some(node);
+        sim_node.timer_at = 0;
+        sim_node.epoch_seen = 0;
+    } else {
+        assert_eq!(sim.wipe_node(2, 3), 5);
+        sim.isolate_all_but(&[3, 5]);
+    }
+    let proposing = sim.feed(3, Input::Propose { epoch: 1, value: b });
+    assert_eq!(proposing, Some(ProposeResult::Proposing));
+    sim.run_until(400, |s| s.decided_by(3, 1));
+    sim
+}
+
+#[test]
+fn a_wiped_acceptor_back_under_its_old_id_lets_a_second_value_be_decided() {
+    let broken = catch_unwind(AssertUnwindSafe(|| wipe_script(true)));
+    let message = match broken {
+        Ok(_) => panic!("the checker missed a second value decided at epoch 1"),
+        Err(payload) => payload.downcast::<String>().map(|s| *s).unwrap_or_default(),
+    };
+    assert!(
+        message.contains("node 3 decided") && message.contains("at epoch 1, but"),
+        "unexpected failure: {message}"
+    );
+
+    // The same schedule under the rule: node 3 finds no quorum (2 is retired, 1 is cut
+    // off), and once node 1 is back it learns A; replacing 2 by 5 then works.
+    let mut sim = wipe_script(false);
+    assert!(!sim.decided_by(3, 1), "node 3 decided without a quorum");
+    sim.cut.clear();
+    assert!(sim.run_until(400, |s| s.decided_by(3, 1)));
+    assert_eq!(sim.chosen[&1].tag, 100);
+    let replace = Conf {
+        acceptors: vec![1, 5, 3],
+        learners: vec![4],
+        tag: 300,
+    };
+    let proposing = sim.feed(
+        3,
+        Input::Propose {
+            epoch: 2,
+            value: replace.clone(),
+        },
+    );
+    assert_eq!(proposing, Some(ProposeResult::Proposing));
+    assert!(sim.run_until(400, |s| s.decided_by(5, 2) && s.decided_by(1, 2)));
+    assert_eq!(sim.chosen[&2], replace);
 }
