@@ -47,14 +47,28 @@ const GARBAGE: &[u8] = b"HTTP/1.1 200 OK\r\n\r\nhello";
 /// A port free on `ip` that no other test of this process was given: the
 /// tests run in parallel, and each cluster's ports are fixed in its file.
 fn fresh_port(ip: &str) -> u16 {
+    fresh_ports(ip, 1)
+}
+
+/// `count` consecutive ports free on `ip`, none given to another test of this
+/// process; returns the first.
+fn fresh_ports(ip: &str, count: u16) -> u16 {
     static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     for _ in 0..1000 {
-        let port = support::free_port();
-        if TcpListener::bind((ip, port)).is_ok() && GIVEN.lock().unwrap().insert(port) {
-            return port;
+        let base = support::free_port();
+        if base.checked_add(count).is_none() {
+            continue;
+        }
+        let ports = base..base + count;
+        if ports.clone().all(|p| TcpListener::bind((ip, p)).is_ok()) {
+            let mut given = GIVEN.lock().unwrap();
+            if ports.clone().all(|p| !given.contains(&p)) {
+                given.extend(ports);
+                return base;
+            }
         }
     }
-    panic!("no free port on {ip}");
+    panic!("no {count} free ports on {ip}");
 }
 
 /// How a fake node misbehaves once the test calls [`FakePeer::misbehave`].
@@ -1945,9 +1959,408 @@ fn a_partitioned_minority_cannot_decide_and_catches_up_after_healing() {
 /// Starts [`run_traffic`] through node `id` on a thread of its own; set the
 /// flag to stop it, then join it for what it saw.
 fn start_traffic(cluster: &Cluster, id: u32, seed: u64) -> (Arc<AtomicBool>, JoinHandle<Traffic>) {
+    start_traffic_at(&cluster.node(id).ip, cluster.node(id).port, seed)
+}
+
+fn start_traffic_at(ip: &str, port: u16, seed: u64) -> (Arc<AtomicBool>, JoinHandle<Traffic>) {
     let stop = Arc::new(AtomicBool::new(false));
-    let (ip, port) = (cluster.node(id).ip.clone(), cluster.node(id).port);
+    let ip = ip.to_string();
     let flag = stop.clone();
     let thread = std::thread::spawn(move || run_traffic(&ip, port, &flag, seed));
     (stop, thread)
+}
+
+// ---------------------------------------------------------------------------
+// Membership: nodes that create a cluster (`--init`) or join one (`--join`).
+
+/// Shards of each node of the membership tests.
+const MEMBER_SHARDS: u16 = 2;
+
+/// A node started with `--init` or `--join`, on 127.0.0.`n`, with its state in
+/// a directory of its own. Killed on drop.
+struct Member {
+    ip: String,
+    port: u16,
+    server: Option<Server>,
+}
+
+impl Member {
+    /// Starts a node on 127.0.0.`n` under `root` with `how` (`--init`, or
+    /// `--join HOST:PORT`) and waits until it accepts clients.
+    fn start(n: u32, root: &std::path::Path, how: &[&str]) -> Member {
+        let ip = format!("127.0.0.{n}");
+        let port = fresh_port(&ip);
+        let base = fresh_ports(&ip, MEMBER_SHARDS);
+        let dir = root.join(format!("member-{n}"));
+        let mut args: Vec<String> = how.iter().map(|a| a.to_string()).collect();
+        args.extend(
+            [
+                "--data-dir",
+                &dir.to_string_lossy(),
+                "-l",
+                &ip,
+                "-p",
+                &port.to_string(),
+                "-t",
+                &MEMBER_SHARDS.to_string(),
+                "--shard-ports",
+                &base.to_string(),
+                "--peer-timeout-ms",
+                "2000",
+            ]
+            .iter()
+            .map(|a| a.to_string()),
+        );
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let server = Server::ringcache_at(&ip, port, &argv);
+        Member {
+            ip,
+            port,
+            server: Some(server),
+        }
+    }
+
+    fn addr(&self) -> String {
+        format!("{}:{}", self.ip, self.port)
+    }
+
+    fn client(&self) -> Client {
+        Client::connect_at(&self.ip, self.port)
+    }
+
+    fn stats_cluster(&self) -> HashMap<String, String> {
+        let reply = self.client().call(b"stats cluster\r\n", b"END\r\n");
+        parse_stats(&reply).into_iter().collect()
+    }
+
+    fn try_stats_cluster(&self) -> Result<HashMap<String, String>, String> {
+        let mut client = Client::try_connect_at(&self.ip, self.port)
+            .map_err(|e| format!("connect to {}: {e}", self.addr()))?;
+        client.send(b"stats cluster\r\n");
+        let reply = client
+            .read_until(b"END\r\n", REPLY_TIMEOUT)
+            .map_err(|f| format!("stats cluster on {}: {f:?}", self.addr()))?;
+        Ok(parse_stats(&reply).into_iter().collect())
+    }
+
+    fn curr_items(&self) -> u64 {
+        stat_u64(&self.client().stats(""), "curr_items")
+    }
+
+    fn log(&self) -> String {
+        self.server.as_ref().map(Server::log).unwrap_or_default()
+    }
+
+    /// Runs `ringcache cluster --node <this node> <args>`.
+    fn admin(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringcache"))
+            .args(["cluster", "--node", &self.addr()])
+            .args(args)
+            .output()
+            .expect("run ringcache cluster");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "ringcache cluster {args:?}: {text}");
+        text
+    }
+}
+
+/// Waits until every member reports the same epoch, `serving`, and node states
+/// `states` (id, state) and nothing else: a change and the data movement it
+/// starts are over.
+fn wait_for_members(members: &[&Member], states: &[(u32, &str)]) -> u64 {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let views: Vec<HashMap<String, String>> = members
+            .iter()
+            .map(|m| m.try_stats_cluster())
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{e}\n{}",
+                    members
+                        .iter()
+                        .map(|m| m.log())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )
+            });
+        let agreed = views.iter().all(|v| {
+            v.get("epoch") == views[0].get("epoch")
+                && v.get("node_state").map(String::as_str) == Some("serving")
+                && v.get("nodes") == Some(&states.len().to_string())
+                && states.iter().all(|(id, state)| {
+                    v.get(&format!("node:{id}:state")).map(String::as_str) == Some(*state)
+                })
+        });
+        if agreed {
+            return views[0]["epoch"].parse().expect("an epoch");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the members did not settle on {states:?}: {:?}\n{}",
+            views
+                .iter()
+                .map(|v| (v.get("node_id"), v.get("epoch"), v.get("node_state")))
+                .collect::<Vec<_>>(),
+            members
+                .iter()
+                .map(|m| m.log())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until the members' `curr_items` add up to `expected` (the old owners
+/// of moved keys have released them).
+fn wait_for_item_total(members: &[&Member], expected: u64) {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let counts: Vec<u64> = members.iter().map(|m| m.curr_items()).collect();
+        if counts.iter().sum::<u64>() == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the members hold {counts:?} items, not {expected} in all"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A cluster grows from one node to three and shrinks again, every change
+/// decided by Paxos: a first node creates it (`--init`), two more join
+/// through running members (`--join`) and take their share of the keys, one
+/// copy becomes two and the acceptors become three (`cluster set`), a fourth
+/// node joins and a third is removed (`cluster remove`) while a client keeps
+/// writing and reading through node 1; then back to one copy, a node leaves
+/// and its keys are copied from it. Every key set before is readable through
+/// every node after each step; each step's moved copies are released by their
+/// old owners, so the nodes hold exactly one (then two, then one) copies of
+/// each key; and the client sees no error and no stale value.
+#[test]
+fn nodes_join_and_leave_through_paxos_while_a_client_runs() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    let root = std::env::temp_dir().join(format!("ringcache-members-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let m1 = Member::start(1, &root, &["--init"]);
+    wait_for_members(&[&m1], &[(1, "up")]);
+    let items = items("member", 1000, "m");
+    set_many(&mut m1.client(), &items, 1);
+
+    // Two nodes join through running members and take their share.
+    let started = Instant::now();
+    let join1 = format!("--join={}", m1.addr());
+    let m2 = Member::start(2, &root, &[&join1]);
+    wait_for_members(&[&m1, &m2], &[(1, "up"), (2, "up")]);
+    eprintln!("node 2 joined and took its keys in {:?}", started.elapsed());
+    let join2 = format!("--join={}", m2.addr());
+    let m3 = Member::start(3, &root, &[&join2]);
+    let all = [&m1, &m2, &m3];
+    wait_for_members(&all, &[(1, "up"), (2, "up"), (3, "up")]);
+    for (via, m) in all.iter().enumerate() {
+        assert_all_read(&mut m.client(), &items, via as u32 + 1);
+    }
+    wait_for_item_total(&all, 1000);
+    for m in all {
+        assert!(m.curr_items() > 150, "node {} holds too few keys", m.addr());
+    }
+
+    // Two copies of each key, three acceptors.
+    let out = m3.admin(&["set", "replicas=2", "acceptors=1,2,3"]);
+    assert!(out.contains(": OK"), "{out}");
+    wait_for_members(&all, &[(1, "up"), (2, "up"), (3, "up")]);
+    wait_for_item_total(&all, 2000);
+    assert_eq!(m2.stats_cluster()["acceptors"], "1,2,3");
+
+    // Under a client: a fourth node joins, the third leaves.
+    let seed = support::seed_from_env_or_clock();
+    eprintln!("nodes_join_and_leave_through_paxos_while_a_client_runs: RINGCACHE_SEED={seed}");
+    let (stop, traffic) = start_traffic_at(&m1.ip, m1.port, seed);
+    std::thread::sleep(Duration::from_millis(300));
+    let m4 = Member::start(4, &root, &[&join1]);
+    let four = [&m1, &m2, &m3, &m4];
+    wait_for_members(&four, &[(1, "up"), (2, "up"), (3, "up"), (4, "up")]);
+    let out = m1.admin(&["set", "acceptors=1,2,4"]);
+    assert!(out.contains(": OK"), "{out}");
+    let out = m1.admin(&["remove", "3"]);
+    assert!(out.contains(": OK"), "{out}");
+    let rest = [&m1, &m2, &m4];
+    wait_for_members(&rest, &[(1, "up"), (2, "up"), (4, "up")]);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    let traffic = traffic.join().expect("the client thread panicked");
+    assert!(
+        traffic.errors.is_empty() && traffic.mismatches.is_empty(),
+        "the client saw errors {:?} or stale values {} (seed {seed}), first {:?}\n{}",
+        traffic.errors,
+        traffic.mismatches.len(),
+        traffic.mismatches.first(),
+        [&m1, &m2, &m3, &m4]
+            .iter()
+            .map(|m| m.log())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        traffic.requests >= 100,
+        "only {} requests",
+        traffic.requests
+    );
+    eprintln!(
+        "the client made {} requests across the changes",
+        traffic.requests
+    );
+    drop(m3);
+    for (via, m) in rest.iter().enumerate() {
+        assert_all_read(&mut m.client(), &items, via as u32 + 1);
+    }
+    let keys = 1000 + traffic.written.len() as u64;
+    wait_for_item_total(&rest, 2 * keys);
+    assert_eq!(m4.stats_cluster()["acceptors"], "1,2,4");
+
+    // Back to one copy, and a node leaves: its keys are copied from it, as
+    // no other node holds them.
+    let out = m2.admin(&["set", "replicas=1", "acceptors=1"]);
+    assert!(out.contains(": OK"), "{out}");
+    wait_for_members(&rest, &[(1, "up"), (2, "up"), (4, "up")]);
+    wait_for_item_total(&rest, keys);
+    let out = m2.admin(&["remove", "4"]);
+    assert!(out.contains(": OK"), "{out}");
+    let two = [&m1, &m2];
+    wait_for_members(&two, &[(1, "up"), (2, "up")]);
+    assert_eq!(m4.stats_cluster()["node_state"], "removed");
+    for (via, m) in two.iter().enumerate() {
+        assert_all_read(&mut m.client(), &items, via as u32 + 1);
+    }
+    wait_for_item_total(&two, keys);
+    wait_for_item_total(&[&m4], 0);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A node whose disk was wiped never comes back as the acceptor it was: started
+/// again with its old command line and an empty `--data-dir`, it learns from
+/// the others that they have seen its id vote, and joins as a new member in
+/// its place (new id, same endpoints, and in the acceptors instead of the old
+/// id). It copies its keys back, and the new acceptor takes part in the next
+/// decision, which needs it once another node is killed.
+#[test]
+fn a_wiped_node_comes_back_as_a_new_member() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    let mut cluster = Cluster::start(&Layout::real(3, 2, 2, "quorum").with_consensus());
+    for change in ["write_ack=all", "write_ack=quorum"] {
+        let (ok, out) = admin(&cluster, 2, &["set", change]);
+        assert!(ok, "{out}");
+    }
+    wait_for_epoch(&cluster, &[1, 2, 3], 3);
+    let items = items("wiped", 500, "w");
+    set_many(&mut cluster.client(1), &items, 1);
+
+    cluster.kill9(3);
+    std::fs::remove_dir_all(cluster.dir.join("data-3")).expect("wipe node 3's data");
+    cluster.restart(3);
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let views: Vec<HashMap<String, String>> = [1, 2, 3]
+            .iter()
+            .map(|&id| cluster.stats_cluster(id))
+            .collect();
+        let settled = views.iter().all(|v| {
+            v["epoch"] == views[0]["epoch"]
+                && v["node_state"] == "serving"
+                && v.get("node:4:state").map(String::as_str) == Some("up")
+        });
+        if settled {
+            assert_eq!(views[2]["node_id"], "4", "the wiped node's new id");
+            assert!(!views[0].contains_key("node:3:state"), "node 3 is gone");
+            assert_eq!(views[0]["acceptors"], "1,2,4");
+            assert_eq!(
+                views[0]["node:4:addr"],
+                format!("127.0.0.3:{}", cluster.node(3).port)
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the wiped node did not come back as node 4: {:?}\n{}",
+            views
+                .iter()
+                .map(|v| (v.get("node_id"), v.get("epoch"), v.get("node_state")))
+                .collect::<Vec<_>>(),
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        cluster.log(3).contains("has seen it vote"),
+        "{}",
+        cluster.log(3)
+    );
+    // Its keys are back: through it, and two copies of each in all.
+    assert_all_read(&mut cluster.client(3), &items, 3);
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while (1..=3).map(|id| curr_items(&cluster, id)).sum::<u64>() != 1000 {
+        assert!(
+            Instant::now() < deadline,
+            "the nodes do not hold two copies of each key"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // With node 1 dead, a decision needs node 2 and the new acceptor.
+    cluster.kill9(1);
+    let (ok, out) = admin(&cluster, 2, &["set", "write_ack=all"]);
+    assert!(ok && out.contains(": OK"), "{out}\n{}", cluster.logs());
+    let epoch: u64 = cluster.stats_cluster(2)["epoch"].parse().unwrap();
+    wait_for_epoch(&cluster, &[2, 3], epoch);
+}
+
+/// An acceptor stopped with SIGSTOP (the leader, here) holds up nothing: the
+/// two others decide without it; resumed, it learns what was decided, and a
+/// change proposed through it then commits under a new ballot.
+#[test]
+fn a_stopped_leader_catches_up_when_resumed() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    let cluster = Cluster::start(
+        &Layout::real(3, 1, 2, "quorum")
+            .with_consensus()
+            .with_args(&["--failover-timeout-ms", "60000"]),
+    );
+    let (ok, out) = admin(&cluster, 2, &["set", "write_ack=all"]);
+    assert!(ok && out.contains("epoch 2: OK"), "{out}");
+    wait_for_epoch(&cluster, &[1, 2, 3], 2);
+    assert_eq!(cluster.stats_cluster(1)["leader"], "2");
+
+    cluster.signal(2, "-STOP");
+    let (ok, out) = admin(&cluster, 1, &["set", "write_ack=one"]);
+    cluster.signal(2, "-CONT");
+    assert!(
+        ok && out.contains("epoch 3: OK"),
+        "{out}\n{}",
+        cluster.logs()
+    );
+    wait_for_epoch(&cluster, &[1, 2, 3], 3);
+    let (ok, out) = admin(&cluster, 2, &["set", "write_ack=quorum"]);
+    assert!(
+        ok && out.contains("epoch 4: OK"),
+        "{out}\n{}",
+        cluster.logs()
+    );
+    wait_for_epoch(&cluster, &[1, 2, 3], 4);
+    let shown: Vec<Vec<u8>> = [1, 2, 3]
+        .iter()
+        .map(|&id| cluster.client(id).call(b"rc show\r\n", b"END\r\n"))
+        .collect();
+    assert!(shown.iter().all(|s| *s == shown[0]), "the nodes disagree");
+    assert_eq!(cluster.stats_cluster(3)["write_ack"], "quorum");
 }

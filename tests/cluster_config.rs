@@ -888,7 +888,9 @@ fn node_ids_are_never_handed_out_twice() {
     assert!(again.to_file_text().contains("next_node_id = 4\n"));
     // A file that sets it too low is raised past its highest id.
     let low = ClusterConfig::from_file_text(
-        &again.to_file_text().replace("next_node_id = 4", "next_node_id = 2"),
+        &again
+            .to_file_text()
+            .replace("next_node_id = 4", "next_node_id = 2"),
     )
     .unwrap();
     assert_eq!(low.next_node_id(), 3);

@@ -132,6 +132,16 @@ pub struct ClusterNode {
     /// This node must copy every item it owns from the nodes holding them: at
     /// start, and when an epoch gives it keys it did not own (data movement).
     migration_wanted: AtomicBool,
+    /// Keys moved to this node and it is copying them: it reads only the keys
+    /// it owned on the same shard under every placement in `migrating_from`
+    /// (those of the epochs before each move since the copy began).
+    migrating: AtomicBool,
+    migrating_from: RwLock<Vec<Placement>>,
+    /// The placement before the epoch that last changed placement, if that
+    /// epoch moved keys to or from this node: a copy of a key it owned then is
+    /// current; one it did not own then or now is not (it kept it only until
+    /// release, and writes went elsewhere) and is never sent.
+    previous: RwLock<Option<Placement>>,
     /// Orders the raising and clearing of `recovering` with the two flags above.
     recovery_lock: std::sync::Mutex<()>,
     /// When this node may release the items it no longer owns (milliseconds
@@ -187,6 +197,9 @@ impl ClusterNode {
             pause_noticed_ms: AtomicU64::new(0),
             recovery_wanted: AtomicBool::new(false),
             migration_wanted: AtomicBool::new(true),
+            migrating: AtomicBool::new(false),
+            migrating_from: RwLock::new(Vec::new()),
+            previous: RwLock::new(None),
             recovery_lock: std::sync::Mutex::new(()),
             release_due_ms: AtomicU64::new(0),
             votes_seen: std::sync::Mutex::new(std::collections::BTreeSet::new()),
@@ -209,7 +222,9 @@ impl ClusterNode {
 
     /// Puts `config` in force if its epoch is newer than the one in force;
     /// shards take it up between requests. This node's own addresses cannot
-    /// change while it runs (its sockets are bound), nor can it leave.
+    /// change while it runs (its sockets are bound). A node an epoch leaves out
+    /// (removed) takes it up too: it owns nothing, forwards what clients still
+    /// send it, and its keys are copied from it by their new owners.
     pub fn install(&self, config: ClusterConfig) -> Result<bool, String> {
         if config.epoch() <= self.epoch() {
             return Ok(false);
@@ -218,9 +233,15 @@ impl ClusterNode {
         match (old.config().node(self.me), config.node(self.me)) {
             (Some(before), Some(after))
                 if before.client_addr == after.client_addr && before.shards == after.shards => {}
-            (_, None) => {
+            (Some(_), None) => log::warn!(
+                "epoch {} removes this node ({}) from the cluster: it hands its keys to their new owners and passes requests on to them; stop it",
+                config.epoch(),
+                self.me
+            ),
+            (None, None) => {}
+            (None, Some(_)) => {
                 return Err(format!(
-                    "epoch {} leaves out this node ({}): not installed",
+                    "epoch {} names this node ({}) again after it was removed: not installed",
                     config.epoch(),
                     self.me
                 ))
@@ -248,7 +269,21 @@ impl ClusterNode {
         let moves = crate::cluster::placement::moves(&old.placement, &view.placement, self.me);
         if moves.gains {
             log::warn!("epoch {epoch} gives this node keys it did not own: copying them");
-            self.want_recovery(&self.migration_wanted);
+            let _order = self.recovery_lock.lock().expect("recovery lock");
+            self.migrating_from
+                .write()
+                .expect("migration lock")
+                .push(old.placement.clone());
+            self.migration_wanted.store(true, Ordering::Release);
+            self.migrating.store(true, Ordering::Release);
+        }
+        let placement_changed = old.placement.ring().points() != view.placement.ring().points()
+            || old.config().replicas() != view.config().replicas();
+        if placement_changed {
+            // Copies this node kept of keys it lost before are stale from now
+            // on: only those lost at this epoch are still current.
+            *self.previous.write().expect("previous lock") =
+                (moves.gains || moves.loses).then(|| old.placement.clone());
         }
         if moves.loses {
             let due = self.now_ms() + MIGRATION_RELEASE_GRACE_MS;
@@ -276,7 +311,50 @@ impl ClusterNode {
             && !self.recovery_wanted.load(Ordering::Acquire)
         {
             self.recovering.store(false, Ordering::Release);
+            self.migrating.store(false, Ordering::Release);
+            self.migrating_from.write().expect("migration lock").clear();
         }
+    }
+
+    /// Whether this node is copying what it missed or what moved to it: the
+    /// keys written meanwhile are kept from being overwritten by the copies.
+    pub fn is_copying(&self) -> bool {
+        self.is_recovering() || self.migrating.load(Ordering::Acquire)
+    }
+
+    /// Whether this node's copy of `key` on shard `owner` is one to hand to
+    /// others: `owner` owns the key now and has it (it is not still copying
+    /// it), or owned it before the last move.
+    pub fn holds_current(
+        &self,
+        key: &[u8],
+        owners: &crate::cluster::placement::Owners,
+        owner: Owner,
+    ) -> bool {
+        (owners.contains(&owner) && self.may_read(key, owner))
+            || self
+                .previous
+                .read()
+                .expect("previous lock")
+                .as_ref()
+                .is_some_and(|p| p.owners(key).contains(&owner))
+    }
+
+    /// Whether this node's copy of `key` on shard `owner` may be read: not
+    /// while it recovers, and while keys move to it, only if it owned `key`
+    /// on that shard before they began to move.
+    pub fn may_read(&self, key: &[u8], owner: Owner) -> bool {
+        if self.is_recovering() {
+            return false;
+        }
+        if !self.migrating.load(Ordering::Acquire) {
+            return true;
+        }
+        self.migrating_from
+            .read()
+            .expect("migration lock")
+            .iter()
+            .all(|placement| placement.owners(key).contains(&owner))
     }
 
     /// Notes that node `id` sent this node a Paxos vote.
@@ -288,7 +366,7 @@ impl ClusterNode {
     pub fn status(&self) -> wire::Status {
         wire::Status {
             epoch: self.epoch(),
-            recovering: self.is_recovering(),
+            recovering: self.is_copying(),
             votes_seen: self
                 .votes_seen
                 .lock()
@@ -297,6 +375,30 @@ impl ClusterNode {
                 .copied()
                 .collect(),
         }
+    }
+
+    /// The shard endpoints of `peer`: a member in force, or one removed since
+    /// keys began to move to this node.
+    pub fn shard_addrs(&self, peer: u32) -> Vec<SocketAddr> {
+        let view = self.view();
+        let from_config = |config: &ClusterConfig| {
+            config.node(peer).map(|n| {
+                n.shards
+                    .iter()
+                    .filter_map(|e| resolve(e).ok())
+                    .collect::<Vec<_>>()
+            })
+        };
+        if let Some(addrs) = from_config(view.config()) {
+            return addrs;
+        }
+        self.migrating_from
+            .read()
+            .expect("migration lock")
+            .iter()
+            .rev()
+            .find_map(|p| from_config(p.config()))
+            .unwrap_or_default()
     }
 
     /// This node's client address and shard endpoints.
@@ -358,7 +460,7 @@ impl ClusterNode {
     /// Whether `node` answers a no-op on its first shard's endpoint in time, as
     /// a forwarded request would be answered.
     pub async fn probe(&self, node: u32) -> bool {
-        let Some(addr) = self.view().shard_addr(Owner { node, shard: 0 }) else {
+        let Some(&addr) = self.shard_addrs(node).first() else {
             return false;
         };
         let mode = Some((PeerMode::Forward, self.epoch()));
@@ -559,7 +661,9 @@ impl ShardCluster {
                         .any(|o| o.node != me && !view.tko_mark(o.node))
                 };
                 let role = match (mode, write) {
-                    (PeerMode::Forward, false) if self.node.is_recovering() && elsewhere() => {
+                    (PeerMode::Forward, false)
+                        if !self.node.may_read(key, *mine) && elsewhere() =>
+                    {
                         return Route::Refuse(Refusal::Recovering)
                     }
                     (_, false) => Role::Plain,
@@ -588,13 +692,21 @@ impl ShardCluster {
             view.placement.read_order(key)
         };
         let me = self.node.me;
-        let recovering = self.node.is_recovering();
         order.iter().copied().find(|o| {
-            let skipped =
-                (o.node != me && view.tko_mark(o.node)) || (o.node == me && recovering && !write);
+            let skipped = (o.node != me && view.tko_mark(o.node))
+                || (o.node == me && !write && !self.node.may_read(key, *o));
             !tried.contains(o) && !skipped
         })
     }
+}
+
+/// What became of one item sent to another owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ack {
+    Acked,
+    /// The receiver does not own the key at the epoch it is at.
+    Moved,
+    Failed,
 }
 
 /// One write's replication: the replies of the other owners, and how many of
@@ -603,6 +715,8 @@ pub struct Ticket {
     key: Vec<u8>,
     replies: Vec<(Rc<Link>, Reply)>,
     needed: usize,
+    /// The epoch whose owners the item went to.
+    epoch: u64,
 }
 
 /// The hints one shard keeps for one unreachable node.
@@ -625,12 +739,15 @@ pub struct ShardCluster {
     exchanging: RefCell<HashSet<u32>>,
     view: RefCell<Arc<View>>,
     view_epoch: Cell<u64>,
+    /// This shard's number on its node.
+    shard: u32,
 }
 
 impl ShardCluster {
-    pub fn new(node: Arc<ClusterNode>, runtime: Arc<super::Node>) -> ShardCluster {
+    pub fn new(node: Arc<ClusterNode>, runtime: Arc<super::Node>, shard: u32) -> ShardCluster {
         let view = node.view();
         ShardCluster {
+            shard,
             runtime,
             view_epoch: Cell::new(view.epoch()),
             view: RefCell::new(Arc::new((*view).clone())),
@@ -642,17 +759,23 @@ impl ShardCluster {
         }
     }
 
-    /// This shard's link to `owner`'s shard, made on first use.
+    /// This shard's link to `owner`'s shard, made on first use. An owner found
+    /// in an older view may have left the cluster since: its link goes nowhere
+    /// (port 0 refuses at once), so the caller's request fails and moves on to
+    /// the owners of the view in force.
     pub fn link(&self, owner: Owner) -> Rc<Link> {
         let view = self.view();
+        let Some(addr) = view.shard_addr(owner) else {
+            return Link::new(
+                owner,
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                self.node.clone(),
+            );
+        };
         self.links
             .borrow_mut()
             .entry(owner)
-            .or_insert_with(|| {
-                // An owner is always a member of the view it was found in.
-                let addr = view.shard_addr(owner).expect("an owner of this view");
-                Link::new(owner, addr, self.node.clone())
-            })
+            .or_insert_with(|| Link::new(owner, addr, self.node.clone()))
             .clone()
     }
 
@@ -670,7 +793,7 @@ impl ShardCluster {
                 }
             }
         }
-        let recovering = self.node.is_recovering();
+        let recovering = self.node.is_copying();
         if !recovering {
             if !self.written.borrow().is_empty() {
                 *self.written.borrow_mut() = HashSet::new();
@@ -702,10 +825,12 @@ impl ShardCluster {
         let view = self.view();
         let owners = view.placement.owners(key);
         let config = view.config();
+        // This node's own copy counts when it is one of the owners.
+        let mine = usize::from(owners.iter().any(|o| o.node == self.node.me));
         let needed = config
             .write_ack()
             .acks_needed(config.replicas())
-            .saturating_sub(1);
+            .saturating_sub(mine);
         let mut replies = Vec::with_capacity(owners.len());
         for &owner in owners.iter().filter(|o| o.node != self.node.me) {
             if self.node.is_tko(owner.node) {
@@ -720,58 +845,98 @@ impl ShardCluster {
             key: key.to_vec(),
             replies,
             needed,
+            epoch: view.epoch(),
         }
     }
 
     /// Waits until enough owners have acknowledged the write (true) or too
     /// many have failed (false). Owners that fail get a hint; those not waited
     /// for are followed in the background.
-    pub async fn settle(self: &Rc<Self>, ticket: Ticket) -> bool {
-        let Ticket {
-            key,
-            replies,
-            needed,
-        } = ticket;
-        let mut acks = 0;
-        let mut replies = replies.into_iter();
-        while acks < needed {
-            let Some((link, reply)) = replies.next() else {
-                break;
-            };
-            if self
-                .acknowledged(&link, reply, &key, PeerMode::Replica)
-                .await
-            {
-                acks += 1;
-            }
-        }
-        let rest: Vec<_> = replies.collect();
-        if !rest.is_empty() {
-            let me = self.clone();
-            glommio::spawn_local(async move {
-                for (link, reply) in rest {
-                    me.acknowledged(&link, reply, &key, PeerMode::Replica).await;
+    ///
+    /// An owner that answers it no longer owns the key has taken up an epoch
+    /// that moved it: the item is sent again to the owners in force, which
+    /// may have copied the key before this write.
+    pub async fn settle(self: &Rc<Self>, mut ticket: Ticket) -> bool {
+        let mut attempt = 0;
+        loop {
+            let Ticket {
+                key,
+                replies,
+                needed,
+                epoch,
+            } = ticket;
+            let mut acks = 0;
+            let mut moved = false;
+            let mut replies = replies.into_iter();
+            while acks < needed {
+                let Some((link, reply)) = replies.next() else {
+                    break;
+                };
+                match self
+                    .acknowledged(&link, reply, &key, PeerMode::Replica)
+                    .await
+                {
+                    Ack::Acked => acks += 1,
+                    Ack::Moved => moved = true,
+                    Ack::Failed => {}
                 }
-            })
-            .detach();
+            }
+            let rest: Vec<_> = replies.collect();
+            if !rest.is_empty() {
+                let me = self.clone();
+                let key = key.clone();
+                glommio::spawn_local(async move {
+                    let mut moved = false;
+                    for (link, reply) in rest {
+                        moved |= me.acknowledged(&link, reply, &key, PeerMode::Replica).await
+                            == Ack::Moved;
+                    }
+                    if moved {
+                        let clock = me.node_clock();
+                        let again = with_state(|s| me.replicate(s, &key, &clock));
+                        for (link, reply) in again.replies {
+                            me.acknowledged(&link, reply, &key, PeerMode::Replica).await;
+                        }
+                    }
+                })
+                .detach();
+            }
+            // Owners acknowledged under an epoch that has since moved the key
+            // may not be its owners now: the owners in force are sent it too.
+            moved |= self.view().epoch() != epoch
+                && !self
+                    .view()
+                    .placement
+                    .owners(&key)
+                    .iter()
+                    .any(|o| o.node == self.node.me);
+            if !moved || attempt == EPOCH_RETRIES_MAX {
+                return acks >= needed;
+            }
+            attempt += 1;
+            glommio::timer::sleep(Duration::from_millis(EPOCH_RETRY_PAUSE_MS)).await;
+            let clock = self.node_clock();
+            ticket = with_state(|s| self.replicate(s, &key, &clock));
         }
-        acks >= needed
     }
 
-    async fn acknowledged(
-        &self,
-        link: &Rc<Link>,
-        reply: Reply,
-        key: &[u8],
-        mode: PeerMode,
-    ) -> bool {
+    async fn acknowledged(&self, link: &Rc<Link>, reply: Reply, key: &[u8], mode: PeerMode) -> Ack {
         let mut reply = reply;
         let mut epoch_retries = 0;
         loop {
             match link.wait(reply).await {
-                Ok(answer) if wire::is_ack(&answer) => return true,
+                Ok(answer) if wire::is_ack(&answer) => return Ack::Acked,
+                Ok(answer) if answer == wire::NOT_AN_OWNER => return Ack::Moved,
                 // The owner is taking up another configuration: send it the
                 // item as it is now, a moment later.
+                // An owner of an older view that the view in force has moved
+                // the key from (or left out): the caller sends it anew.
+                Ok(answer)
+                    if answer.starts_with(wire::EPOCH_MISMATCH_PREFIX)
+                        && !self.view().placement.owners(key).contains(&link.target) =>
+                {
+                    return Ack::Moved
+                }
                 Ok(answer)
                     if answer.starts_with(wire::EPOCH_MISMATCH_PREFIX)
                         && epoch_retries < EPOCH_RETRIES_MAX =>
@@ -790,11 +955,11 @@ impl ShardCluster {
                         String::from_utf8_lossy(&answer).trim_end()
                     );
                     self.hint(link.target.node, key);
-                    return false;
+                    return Ack::Failed;
                 }
                 Err(_) => {
                     self.hint(link.target.node, key);
-                    return false;
+                    return Ack::Failed;
                 }
             }
         }
@@ -858,10 +1023,17 @@ impl ShardCluster {
                 let segments = with_state(|s| s.store.segment_count());
                 for segment in 0..segments {
                     let mut batch: Vec<(Owner, Vec<u8>, Vec<u8>)> = Vec::new();
+                    let me = Owner {
+                        node: self.node.me,
+                        shard: self.shard,
+                    };
                     with_state(|s| {
                         s.store.visit_segment(segment, clock.rel_secs, |item| {
                             let owners = self.view().placement.owners(item.key);
-                            if let Some(&target) = owners.iter().find(|o| o.node == node) {
+                            let target = owners.iter().find(|o| o.node == node);
+                            if let (Some(&target), true) =
+                                (target, self.node.holds_current(item.key, &owners, me))
+                            {
                                 let mut record = Vec::new();
                                 encode_view(&item, clock, &mut record);
                                 batch.push((target, record, item.key.to_vec()));
@@ -939,7 +1111,7 @@ impl ShardCluster {
     ) -> bool {
         let mut ok = true;
         for (link, reply, key) in pending.drain(..) {
-            if !self.acknowledged(&link, reply, &key, mode).await {
+            if self.acknowledged(&link, reply, &key, mode).await != Ack::Acked {
                 ok = false;
             }
         }
@@ -964,6 +1136,10 @@ pub fn apply(
 ) -> Option<Ticket> {
     if !cluster.before_apply(key, role) {
         // A copy older than a write since recovery began: acknowledged, not applied.
+        return None;
+    }
+    if role == Role::Copy && holds_newer(state, key, req_new_cas(req), clock) {
+        // Several nodes may push a key; the newest write wins whatever the order.
         return None;
     }
     crate::engine::execute(state, req, clock, out);
@@ -1000,6 +1176,16 @@ pub fn apply_binary(
     cluster.before_apply(key, role);
     crate::engine::binary::execute(state, req, clock, out);
     after_apply(cluster, state, None, key, role, clock)
+}
+
+/// Whether this store's item `key` is at least as new as a copy carrying
+/// `cas`: CAS values grow with every write of a key on any node (each node
+/// raises its counter past those it is sent), so the higher one is newer.
+fn holds_newer(state: &mut ShardState, key: &[u8], cas: Option<u64>, clock: &Clock) -> bool {
+    match (cas, state.store.peek(key, clock.rel_secs)) {
+        (Some(cas), Ok(item)) => item.cas >= cas,
+        _ => false,
+    }
 }
 
 fn req_new_cas(req: &crate::protocol::text::Request<'_>) -> Option<u64> {
@@ -1079,14 +1265,24 @@ pub async fn recover(ctx: Rc<ShardCtx>, what: RecoverWhat) {
     let cluster = ctx.cluster.clone().expect("a cluster node");
     let node = &cluster.node;
     let started = Instant::now();
+    if what == RecoverWhat::All && !node.is_recovering() {
+        // Keys moved here: copies this node kept from an earlier time it owned
+        // them are stale (a key deleted since would come back), so they go
+        // before the current ones are copied.
+        let clock = ctx.node.clock();
+        with_state(|s| drop_gained(&cluster, s, &clock));
+        ctx.ask_all(|| Ask::DropGained).await;
+    }
     let mut settled = 0;
-    let config = node.view().placement.config().clone();
-    let peers: Vec<u32> = config
-        .nodes()
-        .iter()
-        .map(|n| n.id)
-        .filter(|&id| id != node.me)
-        .collect();
+    // The members in force, and those removed since keys began to move here
+    // (they still hold the keys they owned).
+    let mut peers: Vec<u32> = node.view().config().nodes().iter().map(|n| n.id).collect();
+    for placement in node.migrating_from.read().expect("migration lock").iter() {
+        peers.extend(placement.config().nodes().iter().map(|n| n.id));
+    }
+    peers.sort_unstable();
+    peers.dedup();
+    peers.retain(|&id| id != node.me);
     for &peer in &peers {
         // A peer that does not answer a no-op now is not waited for: what it
         // holds for this node is out of reach until it answers again, and then
@@ -1150,11 +1346,7 @@ pub async fn exchange(ctx: &ShardCtx, peer: u32) -> bool {
 async fn pull(ctx: &ShardCtx, peer: u32, mut what: RecoverWhat) -> bool {
     let cluster = ctx.cluster.as_ref().expect("a cluster node");
     let node = &cluster.node;
-    let shards = node
-        .view()
-        .config()
-        .node(peer)
-        .map_or(0, |n| n.shards.len() as u32);
+    let shards = node.shard_addrs(peer).len() as u32;
     loop {
         let mut overflowed = false;
         let mut complete = true;
@@ -1208,9 +1400,10 @@ const RECOVERY_ATTEMPTS_MAX: u32 = 5;
 async fn ask_recovery(node: &ClusterNode, owner: Owner, what: RecoverWhat) -> Option<Vec<u8>> {
     let mut request = Vec::new();
     wire::encode_recover(node.epoch(), node.me, what, &mut request);
+    let addr = *node.shard_addrs(owner.node).get(owner.shard as usize)?;
     let reply = peer::one_off(
         node.local_ip,
-        node.view().shard_addr(owner)?,
+        addr,
         None,
         &request,
         Duration::from_secs(RECOVERY_PEER_TIMEOUT_SECS),
@@ -1280,7 +1473,7 @@ pub async fn watch(ctx: Rc<ShardCtx>) {
             }
         }
         let due = node.release_due_ms.load(Ordering::Acquire);
-        if due != 0 && node.now_ms() >= due && !node.is_recovering() && !releasing.get() {
+        if due != 0 && node.now_ms() >= due && !node.is_copying() && !releasing.get() {
             releasing.set(true);
             let (ctx, releasing) = (ctx.clone(), releasing.clone());
             glommio::spawn_local(async move {
@@ -1373,6 +1566,33 @@ async fn release(ctx: &ShardCtx) -> u64 {
     kept
 }
 
+/// Drops this shard's copies of the keys that moved to it (it reads them only
+/// once copied), except those written since they moved.
+pub fn drop_gained(cluster: &ShardCluster, state: &mut ShardState, clock: &Clock) {
+    let view = cluster.view();
+    let me = Owner {
+        node: cluster.node.me,
+        shard: cluster.shard,
+    };
+    let mut stale = Vec::new();
+    {
+        let written = cluster.written.borrow();
+        for segment in 0..state.store.segment_count() {
+            state.store.visit_segment(segment, clock.rel_secs, |item| {
+                if view.placement.owners(item.key).contains(&me)
+                    && !cluster.node.may_read(item.key, me)
+                    && !written.contains(item.key)
+                {
+                    stale.push(item.key.to_vec());
+                }
+            });
+        }
+    }
+    for key in stale {
+        state.store.unlink(&key);
+    }
+}
+
 /// Drops the items of shard `shard` that this node no longer owns on it and
 /// whose owners are all in `ready`; returns how many others it keeps. An item
 /// that moves to another shard of this node is kept (its new shard copies it
@@ -1448,8 +1668,12 @@ pub async fn write_stats_cluster(ctx: &ShardCtx, own_items: u64, out: &mut Vec<u
         "STAT leader {}\r\n",
         node.leader.load(Ordering::Relaxed)
     );
-    let state = if node.is_recovering() {
+    let state = if view.config().node(node.me).is_none() {
+        "removed"
+    } else if node.is_recovering() {
         "recovering"
+    } else if node.is_copying() {
+        "migrating"
     } else {
         "serving"
     };

@@ -201,7 +201,7 @@ impl Detector {
 /// it (see `ClusterNode::install`).
 fn activation(cluster: &ClusterNode, config: &ClusterConfig) -> Option<ClusterConfig> {
     use crate::cluster::config::NodeState;
-    if config.node(cluster.me)?.state != NodeState::Joining || cluster.is_recovering() {
+    if config.node(cluster.me)?.state != NodeState::Joining || cluster.is_copying() {
         return None;
     }
     let mut spec = config.to_spec();

@@ -125,6 +125,8 @@ pub enum Ask {
     Release {
         ready: Vec<u32>,
     },
+    /// Drop this shard's stale copies of the keys that moved to this node.
+    DropGained,
     /// `cache_memlimit`: this shard's new share of memory.
     MemoryLimit {
         bytes: usize,

@@ -200,7 +200,7 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
         cluster: node
             .cluster
             .as_ref()
-            .map(|c| Rc::new(ShardCluster::new(c.clone(), node.clone()))),
+            .map(|c| Rc::new(ShardCluster::new(c.clone(), node.clone(), id))),
     });
 
     // Requests from shard j are answered on the answer channel to j; answers come
@@ -484,6 +484,12 @@ async fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
             })),
             None => Answer::Kept(0),
         },
+        Ask::DropGained => {
+            if let Some(c) = &ctx.cluster {
+                with_state(|s| cluster::drop_gained(c, s, &clock));
+            }
+            Answer::Done
+        }
         Ask::MemoryLimit { bytes } => {
             with_state(|s| s.store.set_memory_limit(bytes));
             Answer::Done
