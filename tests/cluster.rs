@@ -2364,3 +2364,56 @@ fn a_stopped_leader_catches_up_when_resumed() {
     assert!(shown.iter().all(|s| *s == shown[0]), "the nodes disagree");
     assert_eq!(cluster.stats_cluster(3)["write_ack"], "quorum");
 }
+
+/// `ringcache cluster add` adds a member from an admin's shell: it is decided
+/// as `joining` under the next id; started from the file `cluster show` prints,
+/// with that id and an empty `--data-dir` (no node has seen that id vote, so
+/// it is no wiped node), it proposes itself up and takes its keys.
+#[test]
+fn an_added_member_started_from_the_shown_file_takes_its_keys() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    let root = std::env::temp_dir().join(format!("ringcache-add-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let m1 = Member::start(1, &root, &["--init"]);
+    wait_for_members(&[&m1], &[(1, "up")]);
+    let items = items("added", 1000, "a");
+    set_many(&mut m1.client(), &items, 1);
+
+    let ip = "127.0.0.2";
+    let port = fresh_port(ip);
+    let base = fresh_ports(ip, MEMBER_SHARDS);
+    let shards: Vec<String> = (0..MEMBER_SHARDS)
+        .map(|s| format!("{ip}:{}", base + s))
+        .collect();
+    let out = m1.admin(&["add", &format!("{ip}:{port}"), &shards.join(",")]);
+    assert!(out.contains("added node 2 (joining)"), "{out}");
+    let file = root.join("shown.toml");
+    std::fs::write(&file, m1.admin(&["show"])).expect("write the shown file");
+    let data = root.join("data-2");
+    let args = [
+        "--cluster",
+        &file.to_string_lossy(),
+        "--node-id",
+        "2",
+        "--data-dir",
+        &data.to_string_lossy(),
+        "--peer-timeout-ms",
+        "2000",
+    ];
+    let server = Server::ringcache_at(ip, port, &args);
+    let m2 = Member {
+        ip: ip.to_string(),
+        port,
+        server: Some(server),
+    };
+    wait_for_members(&[&m1, &m2], &[(1, "up"), (2, "up")]);
+    assert!(!m2.log().contains("has seen it vote"), "{}", m2.log());
+    for (via, m) in [&m1, &m2].iter().enumerate() {
+        assert_all_read(&mut m.client(), &items, via as u32 + 1);
+    }
+    wait_for_item_total(&[&m1, &m2], 1000);
+    assert!(m2.curr_items() > 200, "node 2 took too few keys");
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -55,7 +55,9 @@ pub const ACCEPTORS_MAX: usize = 7;
 /// Most members (acceptors and learners) one configuration may name.
 pub const MEMBERS_MAX: usize = 256;
 /// Decided values kept (in memory and in [`Durable`]) to serve catching-up learners.
-/// A learner further behind than this jumps to the oldest value kept.
+/// A learner that asks a node whose log no longer reaches back to its next epoch (it
+/// is further behind than this, or the node joined after that epoch with a log that
+/// starts at its join) jumps to the oldest value that node kept.
 pub const DECIDED_LOG_MAX: usize = 16;
 /// Most decided values in one catch-up reply.
 pub const CATCHUP_BATCH_MAX: usize = DECIDED_LOG_MAX;

@@ -678,13 +678,16 @@ impl<V: Configuration> Node<V> {
             if epoch < self.open_epoch() {
                 continue; // Older than our log; nothing to learn.
             }
-            // epoch > open only when the sender's log no longer reaches back: jump.
+            // epoch > open only when the sender's log does not reach back that far
+            // (it was trimmed, or the sender joined later): jump.
             self.decide(epoch, value, out);
         }
     }
 
     /// Record a decision. Decisions arrive in epoch order; a jump forward happens only
-    /// when catching up from a log that no longer holds the epochs in between.
+    /// when catching up from a log that does not hold the epochs in between (trimmed,
+    /// or begun at its node's join). The runtime compares placements, not epochs, so a
+    /// jump moves keys as the epochs in between together would.
     fn decide(&mut self, epoch: Epoch, value: V, out: &mut Output<V>) {
         assert!(epoch > self.decided_epoch(), "decided epochs only grow");
         assert!(

@@ -18,6 +18,13 @@
 //!   the hinted keys after a pause), it answers forwarded reads with
 //!   `SERVER_ERROR recovering` and its own reads go to other owners. Pushed
 //!   copies never overwrite a key written since recovery began.
+//! - When an epoch moves keys (nodes added or removed, `replicas` changed), a
+//!   node given keys it did not own drops any old copies of them and copies
+//!   them from the nodes holding them, reading them only once it has (other
+//!   owners serve them meanwhile); a copy never replaces a newer item (higher
+//!   CAS). A node that lost keys releases them once every new owner reports
+//!   the epoch and has finished copying. A node an epoch removes owns nothing,
+//!   forwards, and is copied from.
 
 use super::messages::{Answer, Ask};
 use super::peer::{self, Link, Reply};
