@@ -2051,6 +2051,15 @@ impl Member {
         self.server.as_ref().map(Server::log).unwrap_or_default()
     }
 
+    /// SIGKILLs the node and waits until it is gone.
+    fn kill9(&mut self) {
+        self.server
+            .as_mut()
+            .expect("a running node")
+            .signal_and_wait(SIGKILL, Duration::from_secs(10))
+            .expect("the node survived SIGKILL");
+    }
+
     /// Runs `ringcache cluster --node <this node> <args>`.
     fn admin(&self, args: &[&str]) -> String {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringcache"))
@@ -2135,7 +2144,8 @@ fn wait_for_item_total(members: &[&Member], expected: u64) {
 
 /// A cluster grows from one node to three and shrinks again, every change
 /// decided by Paxos: a first node creates it (`--init`), two more join
-/// through running members (`--join`) and take their share of the keys, one
+/// through running members (`--join`) under a client and take their share of
+/// the keys (moved keys are read from their old owner until copied), one
 /// copy becomes two and the acceptors become three (`cluster set`), a fourth
 /// node joins and a third is removed (`cluster remove`) while a client keeps
 /// writing and reading through node 1; then back to one copy, a node leaves
@@ -2154,8 +2164,15 @@ fn nodes_join_and_leave_through_paxos_while_a_client_runs() {
     wait_for_members(&[&m1], &[(1, "up")]);
     let items = items("member", 1000, "m");
     set_many(&mut m1.client(), &items, 1);
+    let seed = support::seed_from_env_or_clock();
+    eprintln!("nodes_join_and_leave_through_paxos_while_a_client_runs: RINGCACHE_SEED={seed}");
+    // The keys the client thread has written, over both of its runs.
+    let mut live: BTreeSet<String> = BTreeSet::new();
 
-    // Two nodes join through running members and take their share.
+    // One copy of each key, under a client: two nodes join through running
+    // members and take their share.
+    let (stop, traffic) = start_traffic_at(&m1.ip, m1.port, seed);
+    std::thread::sleep(Duration::from_millis(200));
     let started = Instant::now();
     let join1 = format!("--join={}", m1.addr());
     let m2 = Member::start(2, &root, &[&join1]);
@@ -2165,10 +2182,11 @@ fn nodes_join_and_leave_through_paxos_while_a_client_runs() {
     let m3 = Member::start(3, &root, &[&join2]);
     let all = [&m1, &m2, &m3];
     wait_for_members(&all, &[(1, "up"), (2, "up"), (3, "up")]);
+    live.extend(stop_traffic(stop, traffic, seed, &[&m1, &m2, &m3]));
     for (via, m) in all.iter().enumerate() {
         assert_all_read(&mut m.client(), &items, via as u32 + 1);
     }
-    wait_for_item_total(&all, 1000);
+    wait_for_item_total(&all, 1000 + live.len() as u64);
     for m in all {
         assert!(m.curr_items() > 150, "node {} holds too few keys", m.addr());
     }
@@ -2177,14 +2195,12 @@ fn nodes_join_and_leave_through_paxos_while_a_client_runs() {
     let out = m3.admin(&["set", "replicas=2", "acceptors=1,2,3"]);
     assert!(out.contains(": OK"), "{out}");
     wait_for_members(&all, &[(1, "up"), (2, "up"), (3, "up")]);
-    wait_for_item_total(&all, 2000);
+    wait_for_item_total(&all, 2 * (1000 + live.len() as u64));
     assert_eq!(m2.stats_cluster()["acceptors"], "1,2,3");
 
     // Under a client: a fourth node joins, the third leaves.
-    let seed = support::seed_from_env_or_clock();
-    eprintln!("nodes_join_and_leave_through_paxos_while_a_client_runs: RINGCACHE_SEED={seed}");
-    let (stop, traffic) = start_traffic_at(&m1.ip, m1.port, seed);
-    std::thread::sleep(Duration::from_millis(300));
+    let (stop, traffic) = start_traffic_at(&m1.ip, m1.port, seed ^ 1);
+    std::thread::sleep(Duration::from_millis(200));
     let m4 = Member::start(4, &root, &[&join1]);
     let four = [&m1, &m2, &m3, &m4];
     wait_for_members(&four, &[(1, "up"), (2, "up"), (3, "up"), (4, "up")]);
@@ -2194,35 +2210,12 @@ fn nodes_join_and_leave_through_paxos_while_a_client_runs() {
     assert!(out.contains(": OK"), "{out}");
     let rest = [&m1, &m2, &m4];
     wait_for_members(&rest, &[(1, "up"), (2, "up"), (4, "up")]);
-    std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::SeqCst);
-    let traffic = traffic.join().expect("the client thread panicked");
-    assert!(
-        traffic.errors.is_empty() && traffic.mismatches.is_empty(),
-        "the client saw errors {:?} or stale values {} (seed {seed}), first {:?}\n{}",
-        traffic.errors,
-        traffic.mismatches.len(),
-        traffic.mismatches.first(),
-        [&m1, &m2, &m3, &m4]
-            .iter()
-            .map(|m| m.log())
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    assert!(
-        traffic.requests >= 100,
-        "only {} requests",
-        traffic.requests
-    );
-    eprintln!(
-        "the client made {} requests across the changes",
-        traffic.requests
-    );
+    live.extend(stop_traffic(stop, traffic, seed ^ 1, &four));
     drop(m3);
     for (via, m) in rest.iter().enumerate() {
         assert_all_read(&mut m.client(), &items, via as u32 + 1);
     }
-    let keys = 1000 + traffic.written.len() as u64;
+    let keys = 1000 + live.len() as u64;
     wait_for_item_total(&rest, 2 * keys);
     assert_eq!(m4.stats_cluster()["acceptors"], "1,2,4");
 
@@ -2243,6 +2236,41 @@ fn nodes_join_and_leave_through_paxos_while_a_client_runs() {
     wait_for_item_total(&two, keys);
     wait_for_item_total(&[&m4], 0);
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Stops a client thread of [`start_traffic_at`], checks it saw no error and no
+/// stale value (with the members' logs if it did), and returns the keys it wrote.
+fn stop_traffic(
+    stop: Arc<AtomicBool>,
+    traffic: JoinHandle<Traffic>,
+    seed: u64,
+    members: &[&Member],
+) -> Vec<String> {
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::SeqCst);
+    let traffic = traffic.join().expect("the client thread panicked");
+    assert!(
+        traffic.errors.is_empty() && traffic.mismatches.is_empty(),
+        "the client saw errors {:?} or stale values {} (seed {seed}), first {:?}\n{}",
+        traffic.errors,
+        traffic.mismatches.len(),
+        traffic.mismatches.first(),
+        members
+            .iter()
+            .map(|m| m.log())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        traffic.requests >= 100,
+        "only {} requests",
+        traffic.requests
+    );
+    eprintln!(
+        "the client made {} requests across the changes",
+        traffic.requests
+    );
+    traffic.written.into_keys().collect()
 }
 
 /// A node whose disk was wiped never comes back as the acceptor it was: started
@@ -2415,5 +2443,82 @@ fn an_added_member_started_from_the_shown_file_takes_its_keys() {
     }
     wait_for_item_total(&[&m1, &m2], 1000);
     assert!(m2.curr_items() > 200, "node 2 took too few keys");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Three acceptors and a learner: with the Paxos leader killed (-9), a
+/// membership change still commits (a fifth node joins through a survivor and
+/// takes its keys), the learner learns it, and with two copies of each key no
+/// write acknowledged before the kill is lost.
+#[test]
+fn a_membership_change_commits_with_the_leader_killed() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    let root = std::env::temp_dir().join(format!("ringcache-leader-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let mut members = vec![Member::start(1, &root, &["--init"])];
+    for n in 2..=4 {
+        let through = format!("--join={}", members[0].addr());
+        members.push(Member::start(n, &root, &[&through]));
+        let all: Vec<&Member> = members.iter().collect();
+        let states: Vec<(u32, &str)> = (1..=n).map(|id| (id, "up")).collect();
+        wait_for_members(&all, &states);
+    }
+    let out = members[0].admin(&["set", "replicas=2", "acceptors=1,2,3"]);
+    assert!(out.contains(": OK"), "{out}");
+    let all: Vec<&Member> = members.iter().collect();
+    wait_for_members(&all, &[(1, "up"), (2, "up"), (3, "up"), (4, "up")]);
+    let items = items("leader", 1000, "l");
+    set_many(&mut members[3].client(), &items, 4);
+
+    // A change through node 2 runs phase 1 among the three acceptors.
+    let out = members[1].admin(&["set", "write_ack=all"]);
+    assert!(out.contains(": OK"), "{out}");
+    let leader: u32 = members[2].stats_cluster()["leader"]
+        .parse()
+        .expect("a leader id");
+    assert!((1..=3).contains(&leader), "leader {leader}");
+    members[leader as usize - 1].kill9();
+    let survivors: Vec<usize> = (0..4).filter(|&i| i != leader as usize - 1).collect();
+    let through = format!("--join={}", members[survivors[0]].addr());
+    let started = Instant::now();
+    let m5 = Member::start(5, &root, &[&through]);
+    let mut live: Vec<&Member> = survivors.iter().map(|&i| &members[i]).collect();
+    live.push(&m5);
+    let mut states: Vec<(u32, &str)> = (1..=5).map(|id| (id, "up")).collect();
+    // The dead leader is marked down by the others once they suspect it long enough.
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let view = m5.try_stats_cluster().unwrap_or_default();
+        if view.get("node:5:state").map(String::as_str) == Some("up") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 5 did not join: {view:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!(
+        "node 5 joined through node {} with leader {leader} dead in {:?}",
+        survivors[0] + 1,
+        started.elapsed()
+    );
+    let dead_state = live[0].stats_cluster()[&format!("node:{leader}:state")].clone();
+    states[leader as usize - 1].1 = if dead_state == "down" { "down" } else { "up" };
+    let epoch = live
+        .iter()
+        .map(|m| m.stats_cluster()["epoch"].clone())
+        .max()
+        .unwrap();
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while !live.iter().all(|m| m.stats_cluster()["epoch"] >= epoch) {
+        assert!(
+            Instant::now() < deadline,
+            "the learner did not learn epoch {epoch}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (i, m) in live.iter().enumerate() {
+        assert_all_read(&mut m.client(), &items, i as u32 + 1);
+    }
     let _ = std::fs::remove_dir_all(&root);
 }

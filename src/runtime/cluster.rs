@@ -149,6 +149,11 @@ pub struct ClusterNode {
     /// current; one it did not own then or now is not (it kept it only until
     /// release, and writes went elsewhere) and is never sent.
     previous: RwLock<Option<Placement>>,
+    /// Keys written (by any role but `Copy`) on any shard since the node began
+    /// to copy (recovery or moved keys): copies never overwrite them, and the
+    /// node reads them even before its copy is done. Empty otherwise.
+    written: std::sync::Mutex<HashSet<Vec<u8>>>,
+    written_any: AtomicBool,
     /// Orders the raising and clearing of `recovering` with the two flags above.
     recovery_lock: std::sync::Mutex<()>,
     /// When this node may release the items it no longer owns (milliseconds
@@ -207,6 +212,8 @@ impl ClusterNode {
             migrating: AtomicBool::new(false),
             migrating_from: RwLock::new(Vec::new()),
             previous: RwLock::new(None),
+            written: std::sync::Mutex::new(HashSet::new()),
+            written_any: AtomicBool::new(false),
             recovery_lock: std::sync::Mutex::new(()),
             release_due_ms: AtomicU64::new(0),
             votes_seen: std::sync::Mutex::new(std::collections::BTreeSet::new()),
@@ -289,8 +296,7 @@ impl ClusterNode {
         if placement_changed {
             // Copies this node kept of keys it lost before are stale from now
             // on: only those lost at this epoch are still current.
-            *self.previous.write().expect("previous lock") =
-                (moves.gains || moves.loses).then(|| old.placement.clone());
+            *self.previous.write().expect("previous lock") = Some(old.placement.clone());
         }
         if moves.loses {
             let due = self.now_ms() + MIGRATION_RELEASE_GRACE_MS;
@@ -362,6 +368,42 @@ impl ClusterNode {
             .expect("migration lock")
             .iter()
             .all(|placement| placement.owners(key).contains(&owner))
+            || self.was_written(key)
+    }
+
+    /// The shard of this node that held `key` before the last move and still
+    /// holds it for its new owners (their reads come here while they copy).
+    pub fn handing_over(
+        &self,
+        key: &[u8],
+        owners: &crate::cluster::placement::Owners,
+    ) -> Option<Owner> {
+        if self.release_due_ms.load(Ordering::Acquire) == 0
+            || owners.iter().any(|o| o.node == self.me)
+        {
+            return None;
+        }
+        self.previous_owners(key)?
+            .iter()
+            .copied()
+            .find(|o| o.node == self.me)
+    }
+
+    /// Whether `key` was written here since the node began to copy.
+    fn was_written(&self, key: &[u8]) -> bool {
+        self.written_any.load(Ordering::Acquire)
+            && self.written.lock().expect("written lock").contains(key)
+    }
+
+    /// The owners of `key` under the placement before the last change of
+    /// placement: while keys move, a node that owned a key then still holds
+    /// it (until its new owners have it) and serves reads of it.
+    pub fn previous_owners(&self, key: &[u8]) -> Option<crate::cluster::placement::Owners> {
+        self.previous
+            .read()
+            .expect("previous lock")
+            .as_ref()
+            .map(|p| p.owners(key))
     }
 
     /// Notes that node `id` sent this node a Paxos vote.
@@ -658,14 +700,26 @@ impl ShardCluster {
                 }
                 let owners = view.placement.owners(key);
                 let Some(mine) = owners.iter().find(|o| o.node == me) else {
-                    return Route::Refuse(Refusal::NotAnOwner);
+                    // A read of a key this node lost at the last move and
+                    // still holds: its new owners are copying it.
+                    return match (mode, write, self.node.handing_over(key, &owners)) {
+                        (PeerMode::Forward, false, Some(held)) => {
+                            Route::Shard(held.shard, Role::Plain)
+                        }
+                        _ => Route::Refuse(Refusal::NotAnOwner),
+                    };
                 };
                 // A recovering node sends reads to another owner, if one is
                 // reachable; the only one left serves what it has.
+                let reachable = |o: &Owner| {
+                    o.node != me && !view.tko_mark(o.node) && view.shard_addr(*o).is_some()
+                };
                 let elsewhere = || {
-                    owners
-                        .iter()
-                        .any(|o| o.node != me && !view.tko_mark(o.node))
+                    owners.iter().any(reachable)
+                        || self
+                            .node
+                            .previous_owners(key)
+                            .is_some_and(|p| p.iter().any(reachable))
                 };
                 let role = match (mode, write) {
                     (PeerMode::Forward, false)
@@ -699,10 +753,21 @@ impl ShardCluster {
             view.placement.read_order(key)
         };
         let me = self.node.me;
-        order.iter().copied().find(|o| {
+        let found = order.iter().copied().find(|o| {
             let skipped = (o.node != me && view.tko_mark(o.node))
                 || (o.node == me && !write && !self.node.may_read(key, *o));
             !tried.contains(o) && !skipped
+        });
+        if found.is_some() || write {
+            return found;
+        }
+        // No owner can serve the read yet (keys are moving): a node that held
+        // the key before the move still does.
+        self.node.previous_owners(key)?.iter().copied().find(|o| {
+            !tried.contains(o)
+                && !order.contains(o)
+                && view.shard_addr(*o).is_some()
+                && (o.node == me || !view.tko_mark(o.node))
         })
     }
 }
@@ -740,8 +805,6 @@ pub struct ShardCluster {
     runtime: Arc<super::Node>,
     links: RefCell<HashMap<Owner, Rc<Link>>>,
     hints: RefCell<HashMap<u32, Hints>>,
-    /// Keys written (by any role but `Copy`) since the node's recovery began.
-    written: RefCell<HashSet<Vec<u8>>>,
     /// Peers this shard is settling with (see [`exchange`]).
     exchanging: RefCell<HashSet<u32>>,
     view: RefCell<Arc<View>>,
@@ -761,7 +824,6 @@ impl ShardCluster {
             node,
             links: RefCell::new(HashMap::new()),
             hints: RefCell::new(HashMap::new()),
-            written: RefCell::new(HashSet::new()),
             exchanging: RefCell::new(HashSet::new()),
         }
     }
@@ -800,18 +862,19 @@ impl ShardCluster {
                 }
             }
         }
-        let recovering = self.node.is_copying();
-        if !recovering {
-            if !self.written.borrow().is_empty() {
-                *self.written.borrow_mut() = HashSet::new();
+        let node = &self.node;
+        if !node.is_copying() {
+            if node.written_any.swap(false, Ordering::AcqRel) {
+                *node.written.lock().expect("written lock") = HashSet::new();
             }
             return true;
         }
         match role {
             Role::Plain => true,
-            Role::Copy => !self.written.borrow().contains(key),
+            Role::Copy => !node.was_written(key),
             Role::Primary | Role::Replica | Role::Merge(_) => {
-                let mut written = self.written.borrow_mut();
+                node.written_any.store(true, Ordering::Release);
+                let mut written = node.written.lock().expect("written lock");
                 if written.len() < RECOVERY_WRITTEN_KEYS_MAX {
                     written.insert(key.to_vec());
                 } else if written.len() == RECOVERY_WRITTEN_KEYS_MAX {
@@ -1582,18 +1645,14 @@ pub fn drop_gained(cluster: &ShardCluster, state: &mut ShardState, clock: &Clock
         shard: cluster.shard,
     };
     let mut stale = Vec::new();
-    {
-        let written = cluster.written.borrow();
-        for segment in 0..state.store.segment_count() {
-            state.store.visit_segment(segment, clock.rel_secs, |item| {
-                if view.placement.owners(item.key).contains(&me)
-                    && !cluster.node.may_read(item.key, me)
-                    && !written.contains(item.key)
-                {
-                    stale.push(item.key.to_vec());
-                }
-            });
-        }
+    // `may_read` is true for keys written since they moved.
+    for segment in 0..state.store.segment_count() {
+        state.store.visit_segment(segment, clock.rel_secs, |item| {
+            if view.placement.owners(item.key).contains(&me) && !cluster.node.may_read(item.key, me)
+            {
+                stale.push(item.key.to_vec());
+            }
+        });
     }
     for key in stale {
         state.store.unlink(&key);
