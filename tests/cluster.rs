@@ -2080,6 +2080,18 @@ impl Member {
     }
 }
 
+/// A cluster of one node made with `--init`, in a fresh directory named after
+/// `name`, holding 1,000 keys `<name>:<i>`.
+fn one_node_cluster(name: &str) -> (PathBuf, Member, Vec<(String, String)>) {
+    let root = std::env::temp_dir().join(format!("ringcache-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let m1 = Member::start(1, &root, &["--init"]);
+    wait_for_members(&[&m1], &[(1, "up")]);
+    let items = items(name, 1000, name);
+    set_many(&mut m1.client(), &items, 1);
+    (root, m1, items)
+}
+
 /// Waits until every member reports the same epoch, `serving`, and node states
 /// `states` (id, state) and nothing else: a change and the data movement it
 /// starts are over.
@@ -2161,12 +2173,7 @@ fn nodes_join_and_leave_through_paxos_while_a_client_runs() {
     if support::ringcache_stands_in_for_memcached() {
         return;
     }
-    let root = std::env::temp_dir().join(format!("ringcache-members-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    let m1 = Member::start(1, &root, &["--init"]);
-    wait_for_members(&[&m1], &[(1, "up")]);
-    let items = items("member", 1000, "m");
-    set_many(&mut m1.client(), &items, 1);
+    let (root, m1, items) = one_node_cluster("member");
     let seed = support::seed_from_env_or_clock();
     eprintln!("nodes_join_and_leave_through_paxos_while_a_client_runs: RINGCACHE_SEED={seed}");
     // The keys the client thread has written, over both of its runs.
@@ -2405,12 +2412,7 @@ fn an_added_member_started_from_the_shown_file_takes_its_keys() {
     if support::ringcache_stands_in_for_memcached() {
         return;
     }
-    let root = std::env::temp_dir().join(format!("ringcache-add-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    let m1 = Member::start(1, &root, &["--init"]);
-    wait_for_members(&[&m1], &[(1, "up")]);
-    let items = items("added", 1000, "a");
-    set_many(&mut m1.client(), &items, 1);
+    let (root, m1, items) = one_node_cluster("added");
 
     let ip = "127.0.0.2";
     let port = fresh_port(ip);

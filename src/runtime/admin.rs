@@ -19,8 +19,7 @@
 
 use crate::cluster::codec;
 use crate::cluster::config::{ClusterConfig, NodeState, WriteAck};
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::time::Duration;
 
 /// How long the admin command waits for a node's answer.
@@ -84,25 +83,7 @@ pub fn main(args: &[String]) -> i32 {
 
 /// Sends `request` and reads until the reply ends with `end`.
 fn exchange(node: &str, request: &[u8], end: &[u8]) -> Result<Vec<u8>, String> {
-    let mut stream = TcpStream::connect(node).map_err(|e| format!("cannot reach {node}: {e}"))?;
-    stream
-        .set_read_timeout(Some(ADMIN_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    stream
-        .write_all(request)
-        .map_err(|e| format!("{node}: {e}"))?;
-    let mut reply = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    while !reply.ends_with(end) {
-        let n = stream
-            .read(&mut chunk)
-            .map_err(|e| format!("{node}: {e}"))?;
-        if n == 0 {
-            return Err(format!("{node} closed the connection"));
-        }
-        reply.extend_from_slice(&chunk[..n]);
-    }
-    Ok(reply)
+    super::start::ask(node, request, end, ADMIN_TIMEOUT)
 }
 
 fn show(node: &str) -> Result<ClusterConfig, String> {

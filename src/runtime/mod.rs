@@ -14,7 +14,7 @@ mod messages;
 pub mod notify;
 mod peer;
 mod shard;
-mod start;
+pub(crate) mod start;
 mod waiters;
 
 use crate::cluster::config::ClusterConfig;

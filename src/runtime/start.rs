@@ -82,8 +82,14 @@ fn resolve(addr: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("cannot resolve {addr}"))
 }
 
-/// Sends one request line and reads the reply until it ends with `end`.
-fn ask(addr: &str, request: &[u8], end: &[u8], timeout: Duration) -> Result<Vec<u8>, String> {
+/// Sends one request and reads the reply until it ends with `end` (also for
+/// `ringcache cluster`).
+pub(crate) fn ask(
+    addr: &str,
+    request: &[u8],
+    end: &[u8],
+    timeout: Duration,
+) -> Result<Vec<u8>, String> {
     let to = resolve(addr)?;
     let mut stream = TcpStream::connect_timeout(&to, timeout.min(Duration::from_secs(1)))
         .map_err(|e| format!("cannot reach {addr}: {e}"))?;
