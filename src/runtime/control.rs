@@ -142,16 +142,24 @@ impl Detector {
     /// members suspects (unless `replicas - 1` nodes are down already, so every
     /// key keeps an owner that is up: the cap on automatic mark-downs), or mark
     /// up a down node that nobody suspects and this node has reached for the
-    /// failover timeout. Only the lowest-id acceptor this node reaches proposes,
-    /// so nodes rarely duel (Paxos settles it when they do).
+    /// failover timeout. Only the Paxos leader proposes (the node whose ballot
+    /// this node last promised), or when this node knows of no reachable
+    /// leader, the lowest-id acceptor it reaches; so nodes rarely duel (Paxos
+    /// settles it when they do).
     fn propose(&self, cluster: &ClusterNode, config: &ClusterConfig) -> Option<ClusterConfig> {
         use crate::cluster::config::NodeState;
-        let proposer = config
-            .acceptors()
-            .iter()
-            .copied()
-            .filter(|&id| id == cluster.me || !cluster.is_tko(id))
-            .min();
+        let reachable = |id: u32| id == cluster.me || !cluster.is_tko(id);
+        let leader = u32::try_from(cluster.leader.load(std::sync::atomic::Ordering::Relaxed))
+            .ok()
+            .filter(|&id| config.acceptors().contains(&id) && reachable(id));
+        let proposer = leader.or_else(|| {
+            config
+                .acceptors()
+                .iter()
+                .copied()
+                .filter(|&id| reachable(id))
+                .min()
+        });
         if proposer != Some(cluster.me) {
             return None;
         }
