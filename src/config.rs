@@ -348,6 +348,29 @@ mod tests {
     }
 
     #[test]
+    fn init_and_join_need_a_data_dir_and_exclude_each_other() {
+        assert!(config(&["--init"]).is_err());
+        assert!(config(&["--join", "10.0.0.1:11211"]).is_err());
+        let c = config(&["--init", "--data-dir", "d"]).unwrap();
+        assert!(c.init && c.join.is_none());
+        let c = config(&["--join", "10.0.0.1:11211", "--data-dir", "d"]).unwrap();
+        assert_eq!(c.join.as_deref(), Some("10.0.0.1:11211"));
+        assert!(config(&["--init", "--join", "h:1", "--data-dir", "d"]).is_err());
+        assert!(config(&[
+            "--init",
+            "--data-dir",
+            "d",
+            "--cluster",
+            "c",
+            "--node-id",
+            "1"
+        ])
+        .is_err());
+        // A node restarts from its data directory alone.
+        assert!(config(&["--data-dir", "d"]).is_ok());
+    }
+
+    #[test]
     fn cluster_needs_a_node_id() {
         assert!(config(&["--cluster", "c.toml"]).is_err());
         assert!(config(&["--node-id", "1"]).is_err());
