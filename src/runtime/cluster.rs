@@ -864,7 +864,11 @@ impl ShardCluster {
         }
         let node = &self.node;
         if !node.is_copying() {
-            if node.written_any.swap(false, Ordering::AcqRel) {
+            // A load first: the flag is shared by every shard, and a write
+            // to it on each apply would bounce its cache line between them.
+            if node.written_any.load(Ordering::Acquire)
+                && node.written_any.swap(false, Ordering::AcqRel)
+            {
                 *node.written.lock().expect("written lock") = HashSet::new();
             }
             return true;
