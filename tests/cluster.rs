@@ -2527,3 +2527,28 @@ fn a_membership_change_commits_with_the_leader_killed() {
     }
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// Joining replaces a member at the same address (a wiped node coming back),
+/// so a `--join` at the address of a member that is running is refused before
+/// it asks: the process exits naming the port, and the cluster is unchanged.
+#[test]
+fn a_join_at_a_live_members_address_is_refused() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    let (root, m1, _) = one_node_cluster("livejoin");
+    let epoch = m1.stats_cluster()["epoch"].clone();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringcache"))
+        .args(["--join", &m1.addr(), "--data-dir"])
+        .arg(root.join("intruder"))
+        .args(["-l", &m1.ip, "-p", &m1.port.to_string(), "-t", "1"])
+        .output()
+        .expect("run ringcache");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the join went ahead: {stderr}");
+    assert!(stderr.contains("already in use"), "{stderr}");
+    let view = m1.stats_cluster();
+    assert_eq!(view["epoch"], epoch);
+    assert_eq!(view["nodes"], "1");
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -129,11 +129,16 @@ impl Detector {
     }
 
     /// How many nodes (this one included) now suspect `id`.
-    fn suspected_by(&self, mine: &[u32], id: u32) -> usize {
+    fn suspected_by(&self, config: &ClusterConfig, mine: &[u32], id: u32) -> usize {
+        // Only members count: a removed node may still report for a while.
         let fresh = self
             .reports
-            .values()
-            .filter(|(at, ids)| at.elapsed() < SUSPICION_REPORT_TTL && ids.contains(&id))
+            .iter()
+            .filter(|(from, (at, ids))| {
+                config.node(**from).is_some()
+                    && at.elapsed() < SUSPICION_REPORT_TTL
+                    && ids.contains(&id)
+            })
             .count();
         fresh + usize::from(mine.contains(&id))
     }
@@ -172,7 +177,7 @@ impl Detector {
             .count();
         let mut spec = config.to_spec();
         for node in config.nodes().iter().filter(|n| n.id != cluster.me) {
-            let suspected = self.suspected_by(&mine, node.id);
+            let suspected = self.suspected_by(config, &mine, node.id);
             let change = match node.state {
                 NodeState::Up if suspected >= majority && down + 1 < config.replicas() => {
                     Some(NodeState::Down)

@@ -225,6 +225,7 @@ fn load_cluster(config: &Config) -> Result<Option<(Arc<cluster::ClusterNode>, Re
                 log::warn!(
                     "node {me} has an empty --data-dir but the cluster has seen it vote: joining through {through} as a new member"
                 );
+                own_port_free(&own.client_addr)?;
                 start::join(&through, &own.client_addr, &own.shards)?
             }
             _ => (file, me),
@@ -234,6 +235,8 @@ fn load_cluster(config: &Config) -> Result<Option<(Arc<cluster::ClusterNode>, Re
         (start::genesis(addr, shards)?, 1)
     } else if let Some(through) = &config.join {
         let (addr, shards) = start::own_endpoints(config)?;
+        // A member already listening here would be replaced by the join.
+        own_port_free(&addr)?;
         start::join(through, &addr, &shards)?
     } else if let Some(dir) = &config.data_dir {
         return Err(format!(
@@ -250,6 +253,17 @@ fn load_cluster(config: &Config) -> Result<Option<(Arc<cluster::ClusterNode>, Re
         config.hinted_keys_max,
     )?;
     Ok(Some((Arc::new(node), durable)))
+}
+
+/// Checks, before a join, that this node's client port is free: joining
+/// replaces a member at the same address, which must not be a live one.
+fn own_port_free(addr: &crate::cluster::config::Endpoint) -> Result<(), String> {
+    let resolved = (addr.host.as_str(), addr.port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| format!("cannot resolve {addr}"))?;
+    check_port_free(resolved)
 }
 
 /// Pins the calling thread to `cpu` (`--control-cpu`); logs and stays
