@@ -266,9 +266,6 @@ fn parse_data_size(text: &str) -> Result<(usize, usize), String> {
 
 impl Plan {
     fn from_args(args: &Args) -> Result<Plan, String> {
-        if args.protocol == Protocol::Binary {
-            return Err("--protocol binary: not yet supported by ringcache-bench".into());
-        }
         if args.servers.is_empty() {
             return Err("--servers: at least one host:port".into());
         }
@@ -587,9 +584,40 @@ fn put_request(out: &mut Vec<u8>, plan: &Plan, op: Op, id: u64, value: &[u8]) {
             out.extend_from_slice(value);
             out.extend_from_slice(b"\r\n");
         }
-        (Protocol::Binary, _) => unreachable!("refused in Plan::from_args"),
+        (Protocol::Binary, op) => {
+            // Header (24 bytes), extras (a set's flags and expiry), key, value.
+            let start = out.len();
+            out.extend_from_slice(&[0u8; BINARY_HEADER_LEN]);
+            out[start] = BINARY_REQUEST_MAGIC;
+            let extras: &[u8] = match op {
+                Op::Get => &[],
+                Op::Set => &(plan.expiry as u64).to_be_bytes(), // flags 0, then expiry
+            };
+            out.extend_from_slice(extras);
+            let key_start = out.len();
+            put_key(out, plan, id);
+            let key_len = out.len() - key_start;
+            if op == Op::Set {
+                out.extend_from_slice(value);
+            }
+            let body = (out.len() - start - BINARY_HEADER_LEN) as u32;
+            let header = &mut out[start..start + BINARY_HEADER_LEN];
+            header[1] = match op {
+                Op::Get => 0x00,
+                Op::Set => 0x01,
+            };
+            header[2..4].copy_from_slice(&(key_len as u16).to_be_bytes());
+            header[4] = extras.len() as u8;
+            header[8..12].copy_from_slice(&body.to_be_bytes());
+        }
     }
 }
+
+/// Binary protocol framing: every request and response starts with a 24-byte
+/// header; requests carry magic 0x80, responses 0x81.
+const BINARY_HEADER_LEN: usize = 24;
+const BINARY_REQUEST_MAGIC: u8 = 0x80;
+const BINARY_RESPONSE_MAGIC: u8 = 0x81;
 
 /// The last space-separated token of a line (without `\r\n`) as a number.
 fn last_number(line: &[u8]) -> Option<usize> {
@@ -614,6 +642,22 @@ fn parse_usize(digits: &[u8]) -> Option<usize> {
 /// Measures one reply at the front of `buf`: `None` while it is incomplete, else
 /// its length and outcome. Replies are measured, never copied.
 fn measure_reply(buf: &[u8], op: Op, protocol: Protocol) -> Option<(usize, Outcome)> {
+    if protocol == Protocol::Binary {
+        let header = buf.get(..BINARY_HEADER_LEN)?;
+        let body = u32::from_be_bytes([header[8], header[9], header[10], header[11]]) as usize;
+        let total = BINARY_HEADER_LEN + body;
+        if buf.len() < total {
+            return None;
+        }
+        let status = u16::from_be_bytes([header[6], header[7]]);
+        let outcome = match (header[0] == BINARY_RESPONSE_MAGIC, status, op) {
+            (true, 0, Op::Get) => Outcome::Hit,
+            (true, 1, Op::Get) => Outcome::Miss,
+            (true, 0, Op::Set) => Outcome::Stored,
+            _ => Outcome::Error,
+        };
+        return Some((total, outcome));
+    }
     let nl = memchr::memchr(b'\n', buf)?;
     let line_len = nl + 1;
     let line = buf[..nl].strip_suffix(b"\r").unwrap_or(&buf[..nl]);
@@ -666,7 +710,7 @@ fn measure_reply(buf: &[u8], op: Op, protocol: Protocol) -> Option<(usize, Outco
                 Outcome::Error
             },
         )),
-        (Protocol::Binary, _) => unreachable!("refused in Plan::from_args"),
+        (Protocol::Binary, _) => unreachable!("measured above"),
     }
 }
 
