@@ -144,10 +144,11 @@ pub struct ClusterNode {
     /// (those of the epochs before each move since the copy began).
     migrating: AtomicBool,
     migrating_from: RwLock<Vec<Placement>>,
-    /// The placement before the epoch that last changed placement, if that
-    /// epoch moved keys to or from this node: a copy of a key it owned then is
-    /// current; one it did not own then or now is not (it kept it only until
-    /// release, and writes went elsewhere) and is never sent.
+    /// The placement before the epoch that last changed placement: a copy of a
+    /// key this node owned then (and lost at that epoch) is current, and its
+    /// new owners may read and copy it here until it is released; a copy of a
+    /// key it owned neither then nor now is stale (kept only until release,
+    /// while writes went elsewhere) and is never sent.
     previous: RwLock<Option<Placement>>,
     /// Keys written (by any role but `Copy`) on any shard since the node began
     /// to copy (recovery or moved keys): copies never overwrite them, and the
@@ -277,7 +278,7 @@ impl ClusterNode {
         };
         let epoch = view.epoch();
         // Data movement: a node given keys it did not own copies them before it
-        // reads them (recovering from now on, so the writes it takes meanwhile
+        // reads them (migrating from now on, so the writes it takes meanwhile
         // are not overwritten by the copies); one that lost keys releases them
         // once their new owners have them.
         let moves = crate::cluster::placement::moves(&old.placement, &view.placement, self.me);
@@ -430,6 +431,12 @@ impl ClusterNode {
     /// keys began to move to this node.
     pub fn shard_addrs(&self, peer: u32) -> Vec<SocketAddr> {
         let view = self.view();
+        if let Some(node) = view.config().node(peer) {
+            // Resolved when the view was made.
+            return (0..node.shards.len() as u32)
+                .filter_map(|shard| view.shard_addr(Owner { node: peer, shard }))
+                .collect();
+        }
         let from_config = |config: &ClusterConfig| {
             config.node(peer).map(|n| {
                 n.shards
@@ -438,9 +445,6 @@ impl ClusterNode {
                     .collect::<Vec<_>>()
             })
         };
-        if let Some(addrs) = from_config(view.config()) {
-            return addrs;
-        }
         self.migrating_from
             .read()
             .expect("migration lock")
@@ -509,7 +513,12 @@ impl ClusterNode {
     /// Whether `node` answers a no-op on its first shard's endpoint in time, as
     /// a forwarded request would be answered.
     pub async fn probe(&self, node: u32) -> bool {
-        let Some(&addr) = self.shard_addrs(node).first() else {
+        let first = Owner { node, shard: 0 };
+        let Some(addr) = self
+            .view()
+            .shard_addr(first)
+            .or_else(|| self.shard_addrs(node).first().copied())
+        else {
             return false;
         };
         let mode = Some((PeerMode::Forward, self.epoch()));
