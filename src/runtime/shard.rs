@@ -107,20 +107,12 @@ pub type Started = std::sync::mpsc::Sender<Result<u32, String>>;
 pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, started: Started) {
     let config = &node.config;
     let shards = node.shards as u64;
-    // CAS uniques carry the shard, and in a cluster the node's place in the
-    // configuration too, so no two shards anywhere hand out the same one.
+    // CAS uniques carry the shard, and in a cluster the node's id too (ids
+    // are never reused; two members collide only if their ids are 256 apart),
+    // so no two shards anywhere hand out the same one.
     let (cas_suffix, cas_suffix_bits) = match &node.cluster {
         None => (id as u64, 8),
-        Some(c) => {
-            let place = c
-                .view()
-                .config()
-                .nodes()
-                .iter()
-                .position(|n| n.id == c.me)
-                .unwrap_or(0);
-            (((place as u64) << 8) | id as u64, 14)
-        }
+        Some(c) => ((u64::from(c.me % 256) << 8) | id as u64, 16),
     };
     STATE.with(|cell| {
         *cell.borrow_mut() = Some(ShardState {
