@@ -2032,8 +2032,7 @@ impl Member {
     }
 
     fn stats_cluster(&self) -> HashMap<String, String> {
-        let reply = self.client().call(b"stats cluster\r\n", b"END\r\n");
-        parse_stats(&reply).into_iter().collect()
+        self.try_stats_cluster().unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn try_stats_cluster(&self) -> Result<HashMap<String, String>, String> {

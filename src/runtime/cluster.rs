@@ -837,6 +837,14 @@ impl ShardCluster {
         }
     }
 
+    /// This shard as an owner of keys.
+    fn own_owner(&self) -> Owner {
+        Owner {
+            node: self.node.me,
+            shard: self.shard,
+        }
+    }
+
     /// This shard's link to `owner`'s shard, made on first use. An owner found
     /// in an older view may have left the cluster since: its link goes nowhere
     /// (port 0 refuses at once), so the caller's request fails and moves on to
@@ -986,9 +994,9 @@ impl ShardCluster {
             }
             // Owners acknowledged under an epoch that has since moved the key
             // may not be its owners now: the owners in force are sent it too.
-            moved |= self.view().epoch() != epoch
-                && !self
-                    .view()
+            let view = self.view();
+            moved |= view.epoch() != epoch
+                && !view
                     .placement
                     .owners(&key)
                     .iter()
@@ -1106,10 +1114,7 @@ impl ShardCluster {
                 let segments = with_state(|s| s.store.segment_count());
                 for segment in 0..segments {
                     let mut batch: Vec<(Owner, Vec<u8>, Vec<u8>)> = Vec::new();
-                    let me = Owner {
-                        node: self.node.me,
-                        shard: self.shard,
-                    };
+                    let me = self.own_owner();
                     with_state(|s| {
                         s.store.visit_segment(segment, clock.rel_secs, |item| {
                             let owners = self.view().placement.owners(item.key);
@@ -1484,15 +1489,7 @@ async fn ask_recovery(node: &ClusterNode, owner: Owner, what: RecoverWhat) -> Op
     let mut request = Vec::new();
     wire::encode_recover(node.epoch(), node.me, what, &mut request);
     let addr = *node.shard_addrs(owner.node).get(owner.shard as usize)?;
-    let reply = peer::one_off(
-        node.local_ip,
-        addr,
-        None,
-        &request,
-        Duration::from_secs(RECOVERY_PEER_TIMEOUT_SECS),
-    )
-    .await;
-    match reply {
+    match ask_peer_shard(node, addr, &request).await {
         Ok(reply) => Some(reply),
         Err(e) => {
             log::warn!(
@@ -1507,16 +1504,24 @@ async fn ask_recovery(node: &ClusterNode, owner: Owner, what: RecoverWhat) -> Op
 
 /// Removes from this shard's store every item whose owners include `peer`.
 pub fn drop_shared(cluster: &ShardCluster, state: &mut ShardState, peer: u32, clock: &Clock) {
-    let mut keys = Vec::new();
+    unlink_where(cluster, state, clock, |_, owners| {
+        owners.iter().any(|o| o.node == peer)
+    });
+}
+
+/// Unlinks every item of this shard's store that `unwanted` picks, given its
+/// key and its owners under the view in force.
+fn unlink_where(
+    cluster: &ShardCluster,
+    state: &mut ShardState,
+    clock: &Clock,
+    mut unwanted: impl FnMut(&[u8], &crate::cluster::placement::Owners) -> bool,
+) {
     let view = cluster.view();
+    let mut keys = Vec::new();
     for segment in 0..state.store.segment_count() {
         state.store.visit_segment(segment, clock.rel_secs, |item| {
-            if view
-                .placement
-                .owners(item.key)
-                .iter()
-                .any(|o| o.node == peer)
-            {
+            if unwanted(item.key, &view.placement.owners(item.key)) {
                 keys.push(item.key.to_vec());
             }
         });
@@ -1630,7 +1635,7 @@ async fn release(ctx: &ShardCtx) -> u64 {
     }
     let clock = ctx.node.clock();
     let cluster = ctx.cluster.as_ref().expect("a cluster node");
-    let mut kept = with_state(|s| release_items(cluster, s, ctx.id, &ready, &clock));
+    let mut kept = with_state(|s| release_items(cluster, s, &ready, &clock));
     for answer in ctx
         .ask_all(|| Ask::Release {
             ready: ready.clone(),
@@ -1652,60 +1657,33 @@ async fn release(ctx: &ShardCtx) -> u64 {
 /// Drops this shard's copies of the keys that moved to it (it reads them only
 /// once copied), except those written since they moved.
 pub fn drop_gained(cluster: &ShardCluster, state: &mut ShardState, clock: &Clock) {
-    let view = cluster.view();
-    let me = Owner {
-        node: cluster.node.me,
-        shard: cluster.shard,
-    };
-    let mut stale = Vec::new();
+    let me = cluster.own_owner();
     // `may_read` is true for keys written since they moved.
-    for segment in 0..state.store.segment_count() {
-        state.store.visit_segment(segment, clock.rel_secs, |item| {
-            if view.placement.owners(item.key).contains(&me) && !cluster.node.may_read(item.key, me)
-            {
-                stale.push(item.key.to_vec());
-            }
-        });
-    }
-    for key in stale {
-        state.store.unlink(&key);
-    }
+    unlink_where(cluster, state, clock, |key, owners| {
+        owners.contains(&me) && !cluster.node.may_read(key, me)
+    });
 }
 
-/// Drops the items of shard `shard` that this node no longer owns on it and
+/// Drops the items of this shard that this node no longer owns on it and
 /// whose owners are all in `ready`; returns how many others it keeps. An item
 /// that moves to another shard of this node is kept (its new shard copies it
 /// from the other owners).
 pub fn release_items(
     cluster: &ShardCluster,
     state: &mut ShardState,
-    shard: u32,
     ready: &[u32],
     clock: &Clock,
 ) -> u64 {
-    let view = cluster.view();
-    let me = Owner {
-        node: cluster.node.me,
-        shard,
-    };
-    let mut drop = Vec::new();
+    let me = cluster.own_owner();
     let mut kept = 0;
-    for segment in 0..state.store.segment_count() {
-        state.store.visit_segment(segment, clock.rel_secs, |item| {
-            let owners = view.placement.owners(item.key);
-            if owners.contains(&me) {
-                return;
-            }
-            if owners.iter().all(|o| ready.contains(&o.node)) {
-                drop.push(item.key.to_vec());
-            } else {
-                kept += 1;
-            }
-        });
-    }
-    for key in drop {
-        state.store.unlink(&key);
-    }
+    unlink_where(cluster, state, clock, |_, owners| {
+        if owners.contains(&me) {
+            return false;
+        }
+        let released = owners.iter().all(|o| ready.contains(&o.node));
+        kept += u64::from(!released);
+        released
+    });
     kept
 }
 
@@ -1720,15 +1698,18 @@ async fn ask_exchange(node: &ClusterNode, peer: u32) -> bool {
     }) else {
         return false;
     };
-    let reply = peer::one_off(
-        node.local_ip,
-        addr,
-        None,
-        &request,
-        Duration::from_secs(RECOVERY_PEER_TIMEOUT_SECS),
-    )
-    .await;
-    reply.as_deref() == Ok(wire::RECOVERED)
+    ask_peer_shard(node, addr, &request).await.as_deref() == Ok(wire::RECOVERED)
+}
+
+/// Sends a recovery request (`rc recover`, `rc exchange`) on a connection of
+/// its own and waits for the reply, which comes once the work is done.
+async fn ask_peer_shard(
+    node: &ClusterNode,
+    addr: SocketAddr,
+    request: &[u8],
+) -> Result<Vec<u8>, peer::LinkError> {
+    let timeout = Duration::from_secs(RECOVERY_PEER_TIMEOUT_SECS);
+    peer::one_off(node.local_ip, addr, None, request, timeout).await
 }
 
 /// The cluster view for `stats cluster`: the configuration, this node's state

@@ -471,9 +471,7 @@ async fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
             Answer::Done
         }
         Ask::Release { ready } => match &ctx.cluster {
-            Some(c) => Answer::Kept(with_state(|s| {
-                cluster::release_items(c, s, ctx.id, &ready, &clock)
-            })),
+            Some(c) => Answer::Kept(with_state(|s| cluster::release_items(c, s, &ready, &clock))),
             None => Answer::Kept(0),
         },
         Ask::DropGained => {
