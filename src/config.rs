@@ -64,6 +64,13 @@ pub struct Args {
     #[arg(long = "spin-before-park-us", default_value_t = 0)]
     pub spin_before_park_us: u64,
 
+    /// How shards drive client sockets: `uring`, a ring of each shard's own with a
+    /// multishot receive per connection and sends as submissions (no system call
+    /// per request); or `glommio`, glommio's sockets (a `recv` and a `send` per
+    /// request). `uring` falls back to `glommio` where the kernel lacks it.
+    #[arg(long = "sockets", value_enum, default_value_t = SocketPath::Uring)]
+    pub sockets: SocketPath,
+
     /// Run as a node of the cluster this file describes (see the README's
     /// "Running a cluster"). The node's client address and shard endpoints come
     /// from the file, so -l, -p, -t and --shard-ports are not used.
@@ -138,6 +145,7 @@ pub struct Config {
     pub shutdown: ShutdownCommand,
     pub verbosity: u8,
     pub spin_before_park_us: u64,
+    pub sockets: SocketPath,
     pub shard_port_base: Option<u16>,
     /// `--cluster FILE --node-id ID`: the file is read at start by the runtime.
     pub cluster: Option<ClusterMembership>,
@@ -157,6 +165,15 @@ pub struct Config {
 pub struct ClusterMembership {
     pub file: std::path::PathBuf,
     pub node_id: u32,
+}
+
+/// How shards drive client sockets (`--sockets`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SocketPath {
+    /// A ring of each shard's own: no system call per request.
+    Uring,
+    /// glommio's sockets: a `recv` and a `send` per request.
+    Glommio,
 }
 
 /// Whether the `shutdown` command is served (`-A`).
@@ -285,6 +302,7 @@ impl Config {
             },
             verbosity: args.verbose,
             spin_before_park_us: args.spin_before_park_us,
+            sockets: args.sockets,
             shard_port_base: args.shard_port_base,
             cluster: match (&args.cluster_file, args.node_id) {
                 (Some(file), Some(node_id)) => Some(ClusterMembership {

@@ -35,6 +35,9 @@ pub struct ShardStats {
     /// Requests this shard sent to another shard of the node, and received from one.
     pub forwarded_out: u64,
     pub forwarded_in: u64,
+    /// Times a connection's receiving stopped because it held the most received,
+    /// unread bytes a connection may hold (the socket ring's bound).
+    pub receive_pauses: u64,
 }
 
 impl ShardStats {
@@ -69,7 +72,8 @@ impl ShardStats {
             bytes_read,
             bytes_written,
             forwarded_out,
-            forwarded_in
+            forwarded_in,
+            receive_pauses
         );
     }
 

@@ -508,6 +508,8 @@ fn general_stats(v: &NodeView, w: &mut Bytes) {
     // ringcache's own: requests that crossed between shards of this node.
     stat(w, "forwarded_out", s.forwarded_out);
     stat(w, "forwarded_in", s.forwarded_in);
+    // And times a connection stopped receiving, holding the most unread bytes it may.
+    stat(w, "receive_pauses", s.receive_pauses);
 }
 
 /// `stats settings`, in memcached's order, for the settings this server has.
@@ -1031,7 +1033,7 @@ mod tests {
         let reply = stats_of(b"", &view());
         let ours: Vec<&str> = stat_names(&reply)
             .into_iter()
-            .filter(|n| !n.starts_with("forwarded_"))
+            .filter(|n| !n.starts_with("forwarded_") && *n != "receive_pauses")
             .collect();
         let theirs: Vec<&str> = MEMCACHED_STATS.split_whitespace().collect();
         let positions: Vec<usize> = ours

@@ -16,14 +16,14 @@ use super::conn::{
 };
 use super::messages::{Ask, ForwardKind};
 use super::shard::{with_state, ShardCtx};
+use super::uring::ClientStream;
 use crate::engine::binary::{self as engine, StatGroup};
 use crate::protocol::binary::{self, write_error, BinRequest, Command, ParseError, Status};
-use glommio::net::TcpStream;
 
 /// Executes every complete binary request in `buf[*start..]`, advancing `*start`.
 pub(super) async fn handle_buffer(
     ctx: &ShardCtx,
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     buf: &[u8],
     start: &mut usize,
     swallow: &mut usize,

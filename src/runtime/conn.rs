@@ -9,6 +9,7 @@ use super::cluster::{self, ConnMode, Role, Route, Ticket};
 use super::messages::{Answer, Ask, Batch, ForwardKind, Replies};
 use super::peer::{Framing, Reply};
 use super::shard::{with_state, ShardCtx};
+use super::uring::ClientStream;
 use super::waiters::Wait;
 use crate::cluster::ring::Owner;
 use crate::cluster::wire::{self, PeerLine, PeerMode};
@@ -466,8 +467,7 @@ enum Wire {
 
 /// Serves one client until it closes, sends `quit`, breaks the protocol beyond
 /// repair, or the node stops.
-pub async fn serve(mut stream: TcpStream, ctx: &ShardCtx) {
-    let _ = stream.set_nodelay(true);
+pub async fn serve(mut stream: ClientStream, ctx: &ShardCtx) {
     let mut rbuf = vec![0u8; READ_CHUNK_BYTES];
     let mut start = 0usize;
     let mut end = 0usize;
@@ -575,7 +575,7 @@ pub async fn serve(mut stream: TcpStream, ctx: &ShardCtx) {
     let _ = stream.close().await;
 }
 
-async fn flush(stream: &mut TcpStream, output: &mut Output) -> std::io::Result<()> {
+async fn flush(stream: &mut ClientStream, output: &mut Output) -> std::io::Result<()> {
     if output.out.is_empty() {
         return Ok(());
     }
@@ -603,7 +603,7 @@ pub(super) fn skip_data_block(
 /// writes everything out before more requests run. Err: the connection is done.
 pub(super) async fn drain_if_full(
     ctx: &ShardCtx,
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     output: &mut Output,
 ) -> Result<(), ()> {
     if output.is_full() {
@@ -615,7 +615,7 @@ pub(super) async fn drain_if_full(
 /// Waits for other shards' answers and writes every gathered reply out now.
 pub(super) async fn drain(
     ctx: &ShardCtx,
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     output: &mut Output,
 ) -> Result<(), ()> {
     output.complete(ctx).await?;
@@ -626,7 +626,7 @@ pub(super) async fn drain(
 #[allow(clippy::too_many_arguments)]
 async fn handle_buffer(
     ctx: &ShardCtx,
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     buf: &[u8],
     start: &mut usize,
     swallow: &mut usize,

@@ -15,6 +15,7 @@ pub mod notify;
 mod peer;
 mod shard;
 pub(crate) mod start;
+mod uring;
 mod waiters;
 
 use crate::cluster::config::ClusterConfig;

@@ -8,8 +8,10 @@
 use super::cluster::{self, ConnMode, Role, Route, ShardCluster};
 use super::conn;
 use super::messages::{Answer, Ask, FromShard, ToShard};
+use super::uring::{self, ClientStream, SocketRing};
 use super::waiters::Waiters;
 use super::Node;
+use crate::config::SocketPath;
 use crate::engine::{self, ShardState};
 use crate::protocol::{self, ParseLimits};
 use crate::runtime::messages::ForwardKind;
@@ -231,8 +233,27 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
         }));
     }
 
-    let accept = glommio::spawn_local(accept_loop(listener, ctx.clone()));
-    let accept_own = own_listener.map(|l| glommio::spawn_local(accept_loop(l, ctx.clone())));
+    let sockets = match config.sockets {
+        SocketPath::Glommio => None,
+        SocketPath::Uring => match SocketRing::new() {
+            Ok(ring) => Some(Rc::new(ring)),
+            Err(e) => {
+                if id == 0 {
+                    log::warn!("no socket ring ({e}): client sockets go through glommio's");
+                }
+                None
+            }
+        },
+    };
+    let driver = sockets.clone().map(|ring| {
+        let node = node.clone();
+        glommio::spawn_local(uring::drive(ring, move || {
+            node.stop.load(Ordering::Acquire)
+        }))
+    });
+    let accept = glommio::spawn_local(accept_loop(listener, ctx.clone(), sockets.clone()));
+    let accept_own =
+        own_listener.map(|l| glommio::spawn_local(accept_loop(l, ctx.clone(), sockets.clone())));
     let _ = started.send(Ok(id));
     // Shard 0 of a cluster node recovers what it missed while it was away, and
     // watches its peers (probes) and itself (pauses).
@@ -253,6 +274,11 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
     }
     drop(cluster_tasks);
     drop(peer_tasks);
+    // The last replies may still be queued on the ring: submit them.
+    drop(driver);
+    if let Some(ring) = &sockets {
+        ring.flush();
+    }
 }
 
 /// A listening socket on `addr`, or the line that says why there is none.
@@ -269,7 +295,7 @@ fn listen(addr: SocketAddr, sharing: super::Sharing) -> Result<TcpListener, Stri
     }
 }
 
-async fn accept_loop(listener: TcpListener, ctx: Rc<ShardCtx>) {
+async fn accept_loop(listener: TcpListener, ctx: Rc<ShardCtx>, sockets: Option<Rc<SocketRing>>) {
     loop {
         let stream = match listener.accept().await {
             Ok(stream) => stream,
@@ -291,6 +317,18 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<ShardCtx>) {
             s.stats.curr_connections += 1;
             s.stats.total_connections += 1;
         });
+        let stream = match ClientStream::new(stream, sockets.as_ref()) {
+            Ok(stream) => stream,
+            Err(e) => {
+                log::warn!(
+                    "shard {}: taking a connection onto the socket ring: {e}",
+                    ctx.id
+                );
+                node.connections.fetch_sub(1, Ordering::AcqRel);
+                with_state(|s| s.stats.curr_connections -= 1);
+                continue;
+            }
+        };
         let ctx = ctx.clone();
         glommio::spawn_local(async move {
             conn::serve(stream, &ctx).await;

@@ -1,0 +1,648 @@
+//! Client sockets on a ring of the shard's own (io_uring), in place of glommio's
+//! socket path, so that a request costs no system call of its own.
+//!
+//! glommio's sockets call `recv` and `send` directly and use its ring only to
+//! wait, arming a one-shot poll after every partial read: two system calls and a
+//! poll a request at pipeline depth 1. Here each connection has one multishot
+//! receive that lands its bytes in buffers the kernel takes from a ring of
+//! provided buffers, and each reply is a send submission; one task per shard (the
+//! driver) submits every send of a pass and reaps every completion with one
+//! `io_uring_enter`, copying received bytes to their connection and waking it.
+//!
+//! When a pass finds nothing, the driver waits for the ring's descriptor to turn
+//! readable through glommio's own reactor, so the shard still parks in one place
+//! and wakes for timers, channels and peers as before. Connections see a
+//! [`ClientStream`], the same `AsyncRead`/`AsyncWrite` either way.
+//!
+//! Bounds: a connection holds at most [`RECEIVED_QUEUE_BYTES_MAX`] received and
+//! unread bytes (its receive is cancelled above that and armed again once read);
+//! a reply waits for the one send in flight before it (the connection's own
+//! output buffer holds the rest); the provided buffers are
+//! [`PROVIDED_BUFFERS`] x [`PROVIDED_BUFFER_BYTES`] a shard.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::task::{Context, Poll, Waker};
+
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite};
+use glommio::net::TcpStream;
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+
+/// Buffers lent to the kernel for receiving (a power of two).
+pub const PROVIDED_BUFFERS: u16 = 1024;
+/// Bytes of one provided buffer.
+pub const PROVIDED_BUFFER_BYTES: usize = 4096;
+/// Received bytes one connection may hold unread before its receive is paused.
+pub const RECEIVED_QUEUE_BYTES_MAX: usize = 256 * 1024;
+/// Submission queue entries of a shard's ring (completions: twice that).
+const RING_ENTRIES: u32 = 1024;
+/// Passes that find nothing before the driver parks on the ring's descriptor.
+const IDLE_PASSES_BEFORE_PARK: u32 = 2;
+const BUFFER_GROUP: u16 = 0;
+
+const RECV: u64 = 1;
+const SEND: u64 = 2;
+const CANCEL: u64 = 3;
+
+fn user_data(kind: u64, slot: u32, generation: u32) -> u64 {
+    kind << 56 | (generation as u64 & 0xff_ffff) << 32 | slot as u64
+}
+
+/// Stops taking a connection's bytes until it has read some (counted in `stats`).
+fn pause(io: &mut Io) {
+    io.paused = true;
+    super::shard::with_state(|s| s.stats.receive_pauses += 1);
+}
+
+/// One connection's side of the ring, shared by its stream and the driver.
+struct Io {
+    fd: RawFd,
+    slot: u32,
+    generation: u32,
+    /// Received, not yet read: `received[read_from..]`.
+    received: Vec<u8>,
+    read_from: usize,
+    /// The peer closed (0) or the socket failed.
+    ended: Option<io::ErrorKind>,
+    reader: Option<Waker>,
+    /// The multishot receive is armed (its last completion not yet seen).
+    receiving: bool,
+    /// Receiving was stopped because `received` is full.
+    paused: bool,
+    /// The bytes of the send in flight (kept here until it completes).
+    sending: Vec<u8>,
+    sent: usize,
+    in_flight: bool,
+    send_error: Option<io::ErrorKind>,
+    writer: Option<Waker>,
+    /// The stream is gone: the descriptor is closed and the slot freed once no
+    /// operation of it is outstanding.
+    closed: bool,
+}
+
+impl Io {
+    fn unread(&self) -> usize {
+        self.received.len() - self.read_from
+    }
+}
+
+/// The provided buffers and the ring that lends them to the kernel.
+struct ProvidedBuffers {
+    entries: *mut types::BufRingEntry,
+    memory: Vec<u8>,
+    tail: u16,
+}
+
+impl ProvidedBuffers {
+    fn layout() -> std::alloc::Layout {
+        std::alloc::Layout::from_size_align(
+            PROVIDED_BUFFERS as usize * std::mem::size_of::<types::BufRingEntry>(),
+            4096,
+        )
+        .expect("a page-aligned layout")
+    }
+
+    fn new() -> ProvidedBuffers {
+        // SAFETY: a non-zero size; all zeroes is a valid, empty ring.
+        let entries = unsafe { std::alloc::alloc_zeroed(Self::layout()) };
+        assert!(!entries.is_null(), "allocating the provided-buffer ring");
+        let mut buffers = ProvidedBuffers {
+            entries: entries as *mut types::BufRingEntry,
+            memory: vec![0; PROVIDED_BUFFERS as usize * PROVIDED_BUFFER_BYTES],
+            tail: 0,
+        };
+        for bid in 0..PROVIDED_BUFFERS {
+            buffers.lend(bid);
+        }
+        buffers
+    }
+
+    fn bytes(&self, bid: u16, len: usize) -> &[u8] {
+        let start = bid as usize * PROVIDED_BUFFER_BYTES;
+        &self.memory[start..start + len]
+    }
+
+    /// Lends buffer `bid` to the kernel (again).
+    fn lend(&mut self, bid: u16) {
+        let at = (self.tail & (PROVIDED_BUFFERS - 1)) as usize;
+        // SAFETY: `at` < PROVIDED_BUFFERS, the entries allocated in `new`. The kernel
+        // reads entries only below the published tail, which moves after the write.
+        unsafe {
+            let entry = &mut *self.entries.add(at);
+            let start = self
+                .memory
+                .as_ptr()
+                .add(bid as usize * PROVIDED_BUFFER_BYTES);
+            entry.set_addr(start as u64);
+            entry.set_len(PROVIDED_BUFFER_BYTES as u32);
+            entry.set_bid(bid);
+            self.tail = self.tail.wrapping_add(1);
+            let tail = types::BufRingEntry::tail(self.entries) as *const AtomicU16;
+            (*tail).store(self.tail, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for ProvidedBuffers {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout. The ring that used it is
+        // dropped first (it is declared before the buffers in `SocketRing`).
+        unsafe { std::alloc::dealloc(self.entries as *mut u8, Self::layout()) };
+    }
+}
+
+/// A shard's ring for client sockets.
+pub struct SocketRing {
+    ring: RefCell<IoUring>,
+    /// Signalled by the kernel when the ring has work for us: what the driver
+    /// waits on, through glommio, when it parks.
+    ready: nix::sys::eventfd::EventFd,
+    buffers: RefCell<ProvidedBuffers>,
+    conns: RefCell<Vec<Option<Rc<RefCell<Io>>>>>,
+    free: RefCell<Vec<u32>>,
+    generation: Cell<u32>,
+    /// The driver, while it waits: woken by the ring turning readable, or by a
+    /// submission queued meanwhile, which only the driver submits.
+    parked: RefCell<Option<Waker>>,
+}
+
+impl SocketRing {
+    /// A ring with its provided buffers registered, or why there is none.
+    pub fn new() -> io::Result<SocketRing> {
+        // Completions wait, as deferred task work, for the driver's next pass
+        // (one `io_uring_enter` runs them all) instead of interrupting the thread
+        // as each packet arrives; the taskrun flag says when a pass must enter.
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_taskrun_flag()
+            .build(RING_ENTRIES)?;
+        let ready = nix::sys::eventfd::EventFd::from_flags(
+            nix::sys::eventfd::EfdFlags::EFD_NONBLOCK | nix::sys::eventfd::EfdFlags::EFD_CLOEXEC,
+        )?;
+        ring.submitter().register_eventfd(ready.as_raw_fd())?;
+        let buffers = ProvidedBuffers::new();
+        // SAFETY: the entries stay allocated as long as the ring (see Drop above).
+        unsafe {
+            ring.submitter().register_buf_ring_with_flags(
+                buffers.entries as u64,
+                PROVIDED_BUFFERS,
+                BUFFER_GROUP,
+                0,
+            )?;
+        }
+        Ok(SocketRing {
+            ring: RefCell::new(ring),
+            ready,
+            buffers: RefCell::new(buffers),
+            conns: RefCell::new(Vec::new()),
+            free: RefCell::new(Vec::new()),
+            generation: Cell::new(0),
+            parked: RefCell::new(None),
+        })
+    }
+
+    fn push(&self, entry: squeue::Entry) {
+        if let Some(driver) = self.parked.borrow_mut().take() {
+            driver.wake();
+        }
+        let mut ring = self.ring.borrow_mut();
+        // SAFETY: every buffer a submission points at (a send's bytes) is kept in
+        // its connection's `Io`, which the slot table holds until it completes.
+        while unsafe { ring.submission().push(&entry) }.is_err() {
+            if let Err(e) = ring.submit() {
+                log::warn!("submitting to the socket ring: {e}");
+            }
+        }
+    }
+
+    fn arm_receive(&self, io: &mut Io) {
+        io.receiving = true;
+        io.paused = false;
+        self.push(
+            opcode::RecvMulti::new(types::Fd(io.fd), BUFFER_GROUP)
+                .build()
+                .user_data(user_data(RECV, io.slot, io.generation)),
+        );
+    }
+
+    fn submit_send(&self, io: &mut Io) {
+        io.in_flight = true;
+        let rest = &io.sending[io.sent..];
+        let entry = opcode::Send::new(types::Fd(io.fd), rest.as_ptr(), rest.len() as u32)
+            .build()
+            .user_data(user_data(SEND, io.slot, io.generation));
+        self.push(entry);
+    }
+
+    fn cancel_receive(&self, io: &Io) {
+        self.push(
+            opcode::AsyncCancel::new(user_data(RECV, io.slot, io.generation))
+                .build()
+                .user_data(user_data(CANCEL, io.slot, io.generation)),
+        );
+    }
+
+    /// Takes over an accepted connection.
+    fn adopt(self: &Rc<Self>, stream: TcpStream) -> io::Result<RingStream> {
+        let _ = stream.set_nodelay(true);
+        // glommio's stream has no way to give its descriptor up: keep a duplicate
+        // and let glommio close the original.
+        let fd = nix::unistd::dup(stream.as_raw_fd())?;
+        drop(stream);
+        let slot = match self.free.borrow_mut().pop() {
+            Some(slot) => slot,
+            None => {
+                let mut conns = self.conns.borrow_mut();
+                conns.push(None);
+                conns.len() as u32 - 1
+            }
+        };
+        let generation = self.generation.get().wrapping_add(1);
+        self.generation.set(generation);
+        let io = Rc::new(RefCell::new(Io {
+            fd,
+            slot,
+            generation,
+            received: Vec::with_capacity(PROVIDED_BUFFER_BYTES),
+            read_from: 0,
+            ended: None,
+            reader: None,
+            receiving: false,
+            paused: false,
+            sending: Vec::new(),
+            sent: 0,
+            in_flight: false,
+            send_error: None,
+            writer: None,
+            closed: false,
+        }));
+        self.arm_receive(&mut io.borrow_mut());
+        self.conns.borrow_mut()[slot as usize] = Some(io.clone());
+        Ok(RingStream {
+            ring: self.clone(),
+            io,
+        })
+    }
+
+    /// Submits what is queued and handles every completion; how many there were.
+    fn pass(&self) -> usize {
+        {
+            let mut ring = self.ring.borrow_mut();
+            let sq = ring.submission();
+            let enter = !sq.is_empty() || sq.taskrun() || sq.cq_overflow();
+            drop(sq);
+            if enter {
+                if let Err(e) = ring.submit() {
+                    log::warn!("submitting to the socket ring: {e}");
+                }
+            }
+        }
+        let mut handled = 0;
+        loop {
+            let cqe = self.ring.borrow_mut().completion().next();
+            let Some(cqe) = cqe else { break };
+            handled += 1;
+            self.complete(cqe.user_data(), cqe.result(), cqe.flags());
+        }
+        handled
+    }
+
+    fn complete(&self, data: u64, result: i32, flags: u32) {
+        let kind = data >> 56;
+        let slot = (data & 0xffff_ffff) as u32;
+        let generation = ((data >> 32) & 0xff_ffff) as u32;
+        let bid = cqueue::buffer_select(flags);
+        let io = self
+            .conns
+            .borrow()
+            .get(slot as usize)
+            .and_then(|c| c.clone())
+            .filter(|io| io.borrow().generation & 0xff_ffff == generation);
+        let Some(io) = io else {
+            // A completion for a slot already freed cannot carry a buffer (the
+            // receive's last completion frees it), but lend it back regardless.
+            if let Some(bid) = bid {
+                self.buffers.borrow_mut().lend(bid);
+            }
+            return;
+        };
+        let mut io = io.borrow_mut();
+        match kind {
+            RECV => {
+                if let Some(bid) = bid {
+                    if result > 0 && !io.closed {
+                        let buffers = self.buffers.borrow();
+                        let bytes = buffers.bytes(bid, result as usize);
+                        if io.read_from > 0 && io.read_from == io.received.len() {
+                            io.received.clear();
+                            io.read_from = 0;
+                        }
+                        io.received.extend_from_slice(bytes);
+                    }
+                    self.buffers.borrow_mut().lend(bid);
+                }
+                let more = cqueue::more(flags);
+                if !more {
+                    io.receiving = false;
+                }
+                if result == 0 {
+                    io.ended.get_or_insert(io::ErrorKind::UnexpectedEof);
+                } else if result < 0 {
+                    let errno = -result;
+                    if errno == nix::errno::Errno::ENOBUFS as i32 && !io.closed {
+                        // Every provided buffer was taken: receive again.
+                        if !io.receiving {
+                            self.arm_receive(&mut io);
+                        }
+                    } else if errno != nix::errno::Errno::ECANCELED as i32 {
+                        io.ended
+                            .get_or_insert(io::Error::from_raw_os_error(errno).kind());
+                    }
+                } else if !io.closed && !more && io.ended.is_none() {
+                    if io.unread() >= RECEIVED_QUEUE_BYTES_MAX {
+                        pause(&mut io);
+                    } else {
+                        self.arm_receive(&mut io);
+                    }
+                }
+                if !io.closed
+                    && io.receiving
+                    && !io.paused
+                    && io.unread() >= RECEIVED_QUEUE_BYTES_MAX
+                {
+                    pause(&mut io);
+                    self.cancel_receive(&io);
+                }
+                if let Some(waker) = io.reader.take() {
+                    waker.wake();
+                }
+            }
+            SEND => {
+                io.in_flight = false;
+                if result < 0 {
+                    io.send_error
+                        .get_or_insert(io::Error::from_raw_os_error(-result).kind());
+                } else {
+                    io.sent += result as usize;
+                    if io.sent < io.sending.len() && !io.closed && io.send_error.is_none() {
+                        self.submit_send(&mut io);
+                    } else {
+                        io.sending.clear();
+                        io.sent = 0;
+                    }
+                }
+                if let Some(waker) = io.writer.take() {
+                    waker.wake();
+                }
+            }
+            _ => {}
+        }
+        if io.closed {
+            self.release(io);
+        }
+    }
+
+    /// Closes a closed connection's descriptor and frees its slot once no
+    /// operation of it is outstanding. Not before: a submission names the socket
+    /// by its descriptor number, which a new connection could otherwise be given.
+    fn release(&self, io: std::cell::RefMut<'_, Io>) {
+        if io.receiving || io.in_flight {
+            return;
+        }
+        let (fd, slot) = (io.fd, io.slot);
+        drop(io);
+        let _ = nix::unistd::close(fd);
+        self.conns.borrow_mut()[slot as usize] = None;
+        self.free.borrow_mut().push(slot);
+    }
+
+    /// Submits what is queued (at shutdown, when the driver has stopped).
+    pub fn flush(&self) {
+        self.pass();
+    }
+
+    /// Waits until the ring has a completion, through glommio's reactor.
+    async fn readable(&self) {
+        let Ok(dup) = nix::unistd::dup(self.ready.as_raw_fd()) else {
+            return;
+        };
+        // glommio arms a poll of the descriptor as it adopts it; the first read
+        // waits for that poll. The read itself would fail (a ring is no socket),
+        // so the wait ends at the wake-up, before the read is polled again.
+        // SAFETY: `dup` is a descriptor of our own, closed when `waiter` drops.
+        let mut waiter = unsafe { TcpStream::from_raw_fd(dup) };
+        let mut byte = [0u8; 1];
+        let mut read = waiter.read(&mut byte);
+        let mut armed = false;
+        futures_lite::future::poll_fn(|cx| {
+            if armed {
+                return Poll::Ready(());
+            }
+            armed = true;
+            *self.parked.borrow_mut() = Some(cx.waker().clone());
+            match Pin::new(&mut read).poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(_) => Poll::Ready(()),
+            }
+        })
+        .await;
+        self.parked.borrow_mut().take();
+        // Reset: what signalled it is handled by the pass that follows, and
+        // anything after this read signals again.
+        let _ = self.ready.read();
+    }
+}
+
+/// Runs the shard's socket ring until the node stops.
+pub async fn drive(ring: Rc<SocketRing>, stop: impl Fn() -> bool) {
+    let mut idle = 0;
+    while !stop() {
+        if ring.pass() > 0 {
+            idle = 0;
+        } else {
+            idle += 1;
+            if idle > IDLE_PASSES_BEFORE_PARK {
+                ring.readable().await;
+                idle = 0;
+                continue;
+            }
+        }
+        // Let the connections just woken run, and glommio's own I/O, then pass again.
+        glommio::executor().yield_task_queue_now().await;
+    }
+}
+
+/// One client connection on a [`SocketRing`].
+pub struct RingStream {
+    ring: Rc<SocketRing>,
+    io: Rc<RefCell<Io>>,
+}
+
+impl RingStream {
+    fn close_now(&mut self) {
+        let mut io = self.io.borrow_mut();
+        if io.closed {
+            return;
+        }
+        io.closed = true;
+        if io.receiving {
+            self.ring.cancel_receive(&io);
+        }
+        self.ring.release(io);
+    }
+}
+
+impl Drop for RingStream {
+    fn drop(&mut self) {
+        self.close_now();
+    }
+}
+
+impl AsyncRead for RingStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let mut io = this.io.borrow_mut();
+        let unread = io.unread();
+        if unread > 0 {
+            let n = unread.min(buf.len());
+            let from = io.read_from;
+            buf[..n].copy_from_slice(&io.received[from..from + n]);
+            io.read_from += n;
+            if io.read_from == io.received.len() {
+                io.received.clear();
+                io.read_from = 0;
+            }
+            if io.paused && !io.receiving && io.unread() < RECEIVED_QUEUE_BYTES_MAX / 2 {
+                this.ring.arm_receive(&mut io);
+            }
+            return Poll::Ready(Ok(n));
+        }
+        match io.ended {
+            Some(io::ErrorKind::UnexpectedEof) => Poll::Ready(Ok(0)),
+            Some(kind) => Poll::Ready(Err(kind.into())),
+            None => {
+                if io.paused && !io.receiving {
+                    this.ring.arm_receive(&mut io);
+                }
+                io.reader = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl AsyncWrite for RingStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let mut io = this.io.borrow_mut();
+        if let Some(kind) = io.send_error {
+            return Poll::Ready(Err(kind.into()));
+        }
+        if io.in_flight {
+            io.writer = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        // The bytes are the ring's now: the write is done as far as the caller
+        // is concerned, and the next one waits for this one to complete.
+        io.sending.clear();
+        io.sending.extend_from_slice(buf);
+        io.sent = 0;
+        this.ring.submit_send(&mut io);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let mut io = this.io.borrow_mut();
+        if let Some(kind) = io.send_error {
+            return Poll::Ready(Err(kind.into()));
+        }
+        if io.in_flight {
+            io.writer = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.as_mut().poll_flush(cx)?.is_pending() {
+            return Poll::Pending;
+        }
+        self.get_mut().close_now();
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// A client connection: on the shard's socket ring when it has one, else on
+/// glommio's sockets.
+pub enum ClientStream {
+    Glommio(TcpStream),
+    Ring(RingStream),
+}
+
+impl ClientStream {
+    /// The connection on `ring` if there is one, else as it is.
+    pub fn new(stream: TcpStream, ring: Option<&Rc<SocketRing>>) -> io::Result<ClientStream> {
+        match ring {
+            Some(ring) => Ok(ClientStream::Ring(ring.adopt(stream)?)),
+            None => {
+                let _ = stream.set_nodelay(true);
+                Ok(ClientStream::Glommio(stream))
+            }
+        }
+    }
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Glommio(s) => Pin::new(s).poll_read(cx, buf),
+            ClientStream::Ring(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Glommio(s) => Pin::new(s).poll_write(cx, buf),
+            ClientStream::Ring(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Glommio(s) => Pin::new(s).poll_flush(cx),
+            ClientStream::Ring(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Glommio(s) => Pin::new(s).poll_close(cx),
+            ClientStream::Ring(s) => Pin::new(s).poll_close(cx),
+        }
+    }
+}
