@@ -43,6 +43,18 @@ build_release() {
     (cd "$ROOT" && cargo build --release --bins) >&2
 }
 
+# Builds benches/floor.rs and sets FLOOR to its executable.
+build_floor() {
+    say "building the floor server (benches/floor.rs)"
+    FLOOR=$(cd "$ROOT" && cargo bench --bench floor --no-run --message-format=json 2>/dev/null |
+        python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("executable") and m["target"]["name"] == "floor":
+        print(m["executable"])')
+    [ -x "$FLOOR" ] || { echo "building benches/floor.rs failed" >&2; return 1; }
+}
+
 # A TCP port nothing listens on now.
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
@@ -59,8 +71,9 @@ wait_for_port() {
 }
 
 # start_server NAME PORT MEMORY_MB CPU: starts it and sets SERVER_PID (call it
-# directly, not in \$(...), so the pid is recorded for clean-up). NAME: memcached | ringcache.
-# Both get one worker thread (-t 1), UDP off, and room for many connections.
+# directly, not in \$(...), so the pid is recorded for clean-up). NAME: memcached |
+# ringcache | floor-epoll | floor-uring.
+# memcached and ringcache get one worker thread (-t 1), UDP off, and room for many connections.
 start_server() {
     local name=$1 port=$2 mem=$3 cpu=$4 pid
     case $name in
@@ -72,6 +85,11 @@ start_server() {
             # shellcheck disable=SC2086 # RINGCACHE_ARGS: extra flags, word-split on purpose
             taskset -c "$cpu" "$RINGCACHE" -U 0 -t 1 -c 4096 -l 127.0.0.1 \
                 -p "$port" -m "$mem" ${RINGCACHE_ARGS:-} >/dev/null 2>&1 &
+            pid=$! ;;
+        floor-epoll|floor-uring)
+            # benches/floor.rs (path in FLOOR, see build_floor): canned replies, no store.
+            taskset -c "$cpu" "$FLOOR" "${name#floor-}" "$port" "${FLOOR_VALUE_BYTES:-32}" \
+                >/dev/null 2>&1 &
             pid=$! ;;
         *) echo "unknown server $name" >&2; return 1 ;;
     esac
