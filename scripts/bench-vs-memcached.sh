@@ -69,12 +69,15 @@ python3 - "$OUT" <<'EOF'
 import json, os, statistics, sys
 out = sys.argv[1]
 runs = {}
+rounds = {}
 for name in sorted(os.listdir(out)):
     if not name.endswith(".json"):
         continue
-    tag, server, _ = name[:-5].rsplit("_", 2)
+    tag, server, rnd = name[:-5].rsplit("_", 2)
     with open(os.path.join(out, name)) as f:
-        runs.setdefault(tag, {}).setdefault(server, []).append(json.load(f))
+        run = json.load(f)
+    runs.setdefault(tag, {}).setdefault(server, []).append(run)
+    rounds.setdefault(tag, {}).setdefault(rnd, {})[server] = run
 
 def med(rs, f):
     vals = [f(r) for r in rs if f(r) is not None]
@@ -101,7 +104,7 @@ print("medians over rounds; ratio = ringcache / memcached "
       "(throughput: higher is better; CPU and latency: lower is better)")
 print(f"{'':<20}" + "".join(f"| {m:^23} " for m, _, _ in metrics))
 head = f"{'workload':<20}" + "".join(f"| {'mc':>7} {'rc':>7} {'ratio':>7} " for _ in metrics)
-print(head + f"| {'gen us/req':>7}")
+print(head + f"| {'paired':>7} | {'gen us/req':>7}")
 print("-" * len(head))
 for tag in sorted(runs, key=key):
     mc, rc = runs[tag].get("memcached", []), runs[tag].get("ringcache", [])
@@ -110,10 +113,16 @@ for tag in sorted(runs, key=key):
     for m, f, digits in metrics:
         a, b = med(rc, f), med(mc, f)
         row += f"| {fmt(b, digits):>7} {fmt(a, digits):>7} {ratio(a, b):>7} "
+    # Each round's two runs are minutes apart at most: the median of their CPU
+    # ratios is steadier than the ratio of medians when the machine drifts.
+    paired = [p["ringcache"]["server_cpu_us_per_request"] / p["memcached"]["server_cpu_us_per_request"]
+              for p in rounds[tag].values() if "ringcache" in p and "memcached" in p]
+    pr = f"{statistics.median(paired):.2f}x" if paired else "-"
     g = med(mc + rc, lambda r: r["bench_cpu_us_per_request"])
-    print(row + f"| {fmt(g, 2):>7}")
+    print(row + f"| {pr:>7} | {fmt(g, 2):>7}")
     errs = sum(x["errors"] for x in mc + rc)
     if errs:
         print(f"  warning: {errs} error replies in {tag}")
-print("\ngen us/req: the load generator's own CPU per request (median over both servers' runs)")
+print("\npaired: the median over rounds of each round's server CPU ratio (its two runs back to back)")
+print("gen us/req: the load generator's own CPU per request (median over both servers' runs)")
 EOF
