@@ -45,6 +45,16 @@ impl Index {
         self.hasher.hash_one(key)
     }
 
+    /// Asks the CPU to fetch the bucket of `hash` into cache (a hint only).
+    pub fn prefetch_bucket(&self, hash: u64) {
+        prefetch(&self.buckets[self.bucket(hash)] as *const Addr as *const u8);
+    }
+
+    /// The first item of the bucket of `hash` (NIL: none), to prefetch.
+    pub fn head(&self, hash: u64) -> Addr {
+        self.buckets[self.bucket(hash)]
+    }
+
     fn bucket(&self, hash: u64) -> usize {
         (hash & self.mask) as usize
     }
@@ -99,6 +109,18 @@ impl Index {
             item::set_next(arena.item_mut(prev), to);
         }
     }
+}
+
+/// A read prefetch of the cache line at `at`: no effect on what any load returns.
+pub fn prefetch(at: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint; it does not fault or read memory visibly,
+    // whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(at as *const i8, std::arch::x86_64::_MM_HINT_T0);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
 }
 
 #[cfg(test)]
