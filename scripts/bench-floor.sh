@@ -65,23 +65,24 @@ for name in sorted(os.listdir(out)):
     if not name.endswith(".json"):
         continue
     ratio, size, rest = name[:-5].split("_", 2)
-    server, _ = rest.rsplit("_", 1)
+    server, rnd = rest.rsplit("_", 1)
     with open(os.path.join(out, name)) as f:
-        runs.setdefault((ratio, size), {}).setdefault(server, []).append(json.load(f))
+        cpu = json.load(f)["server_cpu_us_per_request"]
+    runs.setdefault((ratio, size), {}).setdefault(rnd, {})[server] = cpu
 print()
-print("depth 1, server CPU per request (us), medians over rounds; x = against memcached")
+print("depth 1, server CPU per request (us), medians over rounds; (x): the median of each")
+print("round's ratio to memcached's run of that round (the runs of a round are back to back)")
 print(f"{'workload':<14}" + "".join(f"| {s:>20} " for s in servers))
 for (ratio, size) in sorted(runs, key=lambda k: int(k[1][1:])):
     row = f"{ratio[1:].replace('-', ':') + ' ' + size[1:] + ' B':<14}"
-    base = None
+    rounds = runs[(ratio, size)].values()
     for s in servers:
-        vals = [r["server_cpu_us_per_request"] for r in runs[(ratio, size)].get(s, [])]
+        vals = [r[s] for r in rounds if s in r]
         if not vals:
             row += f"| {'-':>20} "
             continue
-        v = statistics.median(vals)
-        base = v if s == "memcached" else base
-        rel = f"({v / base:.2f}x)" if base else ""
-        row += f"| {v:>11.2f} {rel:>8} "
+        paired = [r[s] / r["memcached"] for r in rounds if s in r and "memcached" in r]
+        rel = f"({statistics.median(paired):.2f}x)" if paired else ""
+        row += f"| {statistics.median(vals):>11.2f} {rel:>8} "
     print(row)
 EOF_PY
