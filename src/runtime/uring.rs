@@ -43,6 +43,9 @@ pub const PROVIDED_BUFFER_BYTES: usize = 4096;
 pub const RECEIVED_QUEUE_BYTES_MAX: usize = 256 * 1024;
 /// Submission queue entries of a shard's ring (completions: twice that).
 const RING_ENTRIES: u32 = 1024;
+/// Capacity a connection's received or sending buffer keeps once emptied; a
+/// larger one (after a large value) is given back.
+const BUFFER_KEEP_BYTES: usize = 64 * 1024;
 /// Passes that find nothing before the driver parks on the ring's descriptor.
 const IDLE_PASSES_BEFORE_PARK: u32 = 2;
 const BUFFER_GROUP: u16 = 0;
@@ -174,6 +177,9 @@ pub struct SocketRing {
     /// Connections that received bytes in this pass, whose first keys are
     /// prefetched before they run.
     fresh: RefCell<Vec<Rc<RefCell<Io>>>>,
+    /// Submissions that found the submission queue full and the kernel not
+    /// taking more: queued again by the next pass, after it has reaped.
+    backlog: RefCell<Vec<squeue::Entry>>,
 }
 
 impl SocketRing {
@@ -210,6 +216,7 @@ impl SocketRing {
             generation: Cell::new(0),
             parked: RefCell::new(None),
             fresh: RefCell::new(Vec::new()),
+            backlog: RefCell::new(Vec::new()),
         })
     }
 
@@ -218,13 +225,19 @@ impl SocketRing {
             driver.wake();
         }
         let mut ring = self.ring.borrow_mut();
-        // SAFETY: every buffer a submission points at (a send's bytes) is kept in
-        // its connection's `Io`, which the slot table holds until it completes.
-        while unsafe { ring.submission().push(&entry) }.is_err() {
-            if let Err(e) = ring.submit() {
-                log::warn!("submitting to the socket ring: {e}");
-            }
+        // SAFETY (both pushes): every buffer a submission points at (a send's
+        // bytes) is kept in its connection's `Io`, which the slot table holds
+        // until the submission completes.
+        if self.backlog.borrow().is_empty() && unsafe { ring.submission().push(&entry) }.is_ok() {
+            return;
         }
+        if self.backlog.borrow().is_empty()
+            && ring.submit().is_ok()
+            && unsafe { ring.submission().push(&entry) }.is_ok()
+        {
+            return;
+        }
+        self.backlog.borrow_mut().push(entry);
     }
 
     fn arm_receive(&self, io: &mut Io) {
@@ -300,6 +313,15 @@ impl SocketRing {
     fn pass(&self) -> usize {
         {
             let mut ring = self.ring.borrow_mut();
+            let mut backlog = self.backlog.borrow_mut();
+            while let Some(entry) = backlog.first() {
+                // SAFETY: as in `push`.
+                if unsafe { ring.submission().push(entry) }.is_err() {
+                    break;
+                }
+                backlog.remove(0);
+            }
+            drop(backlog);
             let sq = ring.submission();
             let enter = !sq.is_empty() || sq.taskrun() || sq.cq_overflow();
             drop(sq);
@@ -370,8 +392,10 @@ impl SocketRing {
                     if result > 0 && !io.closed {
                         let buffers = self.buffers.borrow();
                         let bytes = buffers.bytes(bid, result as usize);
-                        if io.read_from > 0 && io.read_from == io.received.len() {
-                            io.received.clear();
+                        // Drop what was read once it outweighs what was not.
+                        if io.read_from > 0 && io.read_from >= io.unread() {
+                            let from = io.read_from;
+                            io.received.drain(..from);
                             io.read_from = 0;
                         }
                         io.received.extend_from_slice(bytes);
@@ -429,6 +453,9 @@ impl SocketRing {
                     } else {
                         io.sending.clear();
                         io.sent = 0;
+                        if io.sending.capacity() > BUFFER_KEEP_BYTES {
+                            io.sending = Vec::new();
+                        }
                     }
                 }
                 if let Some(waker) = io.writer.take() {
@@ -565,6 +592,9 @@ impl AsyncRead for RingStream {
             if io.read_from == io.received.len() {
                 io.received.clear();
                 io.read_from = 0;
+                if io.received.capacity() > BUFFER_KEEP_BYTES {
+                    io.received = Vec::with_capacity(PROVIDED_BUFFER_BYTES);
+                }
             }
             if io.paused && !io.receiving && io.unread() < RECEIVED_QUEUE_BYTES_MAX / 2 {
                 this.ring.arm_receive(&mut io);
