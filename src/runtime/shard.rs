@@ -247,9 +247,12 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
     };
     let driver = sockets.clone().map(|ring| {
         let node = node.clone();
-        glommio::spawn_local(uring::drive(ring, move || {
-            node.stop.load(Ordering::Acquire)
-        }))
+        let spin = Duration::from_micros(node.config.spin_before_park_us);
+        glommio::spawn_local(uring::drive(
+            ring,
+            move || node.stop.load(Ordering::Acquire),
+            spin,
+        ))
     });
     let accept = glommio::spawn_local(accept_loop(listener, ctx.clone(), sockets.clone()));
     let accept_own =

@@ -8,11 +8,14 @@
 //! provided buffers, and each reply is a send submission; one task per shard (the
 //! driver) submits every send of a pass and reaps every completion with one
 //! `io_uring_enter`, copying received bytes to their connection and waking it.
+//! The kernel defers its completion work to that call (`DEFER_TASKRUN`) instead
+//! of interrupting the shard as each packet arrives.
 //!
-//! When a pass finds nothing, the driver waits for the ring's descriptor to turn
-//! readable through glommio's own reactor, so the shard still parks in one place
-//! and wakes for timers, channels and peers as before. Connections see a
-//! [`ClientStream`], the same `AsyncRead`/`AsyncWrite` either way.
+//! When a pass finds nothing, the driver waits, through glommio's own reactor
+//! (a read of it), on the eventfd the kernel signals when the ring has work, so
+//! the shard still parks in one place and wakes for timers, channels and peers as
+//! before. Connections see a [`ClientStream`], the same `AsyncRead`/`AsyncWrite`
+//! either way.
 //!
 //! Bounds: a connection holds at most [`RECEIVED_QUEUE_BYTES_MAX`] received and
 //! unread bytes (its receive is cancelled above that and armed again once read);
@@ -23,13 +26,14 @@
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite};
+use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
@@ -164,9 +168,6 @@ impl Drop for ProvidedBuffers {
 /// A shard's ring for client sockets.
 pub struct SocketRing {
     ring: RefCell<IoUring>,
-    /// Signalled by the kernel when the ring has work for us: what the driver
-    /// waits on, through glommio, when it parks.
-    ready: nix::sys::eventfd::EventFd,
     buffers: RefCell<ProvidedBuffers>,
     conns: RefCell<Vec<Option<Rc<RefCell<Io>>>>>,
     free: RefCell<Vec<u32>>,
@@ -180,6 +181,10 @@ pub struct SocketRing {
     /// Submissions that found the submission queue full and the kernel not
     /// taking more: queued again by the next pass, after it has reaped.
     backlog: RefCell<Vec<squeue::Entry>>,
+    /// The eventfd the kernel signals when the ring has work for us, as a file
+    /// glommio reads when the driver parks; and the read of it in flight, if any.
+    ready_file: Rc<glommio::io::BufferedFile>,
+    waiting: RefCell<Option<Pin<Box<dyn Future<Output = ()>>>>>,
 }
 
 impl SocketRing {
@@ -197,6 +202,9 @@ impl SocketRing {
             nix::sys::eventfd::EfdFlags::EFD_NONBLOCK | nix::sys::eventfd::EfdFlags::EFD_CLOEXEC,
         )?;
         ring.submitter().register_eventfd(ready.as_raw_fd())?;
+        let ready = std::os::fd::OwnedFd::from(ready).into_raw_fd();
+        // SAFETY: the descriptor is ours alone; the file closes it when dropped.
+        let ready_file = Rc::new(unsafe { glommio::io::BufferedFile::from_raw_fd(ready) });
         let buffers = ProvidedBuffers::new();
         // SAFETY: the entries stay allocated as long as the ring (see Drop above).
         unsafe {
@@ -209,7 +217,6 @@ impl SocketRing {
         }
         Ok(SocketRing {
             ring: RefCell::new(ring),
-            ready,
             buffers: RefCell::new(buffers),
             conns: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
@@ -217,6 +224,8 @@ impl SocketRing {
             parked: RefCell::new(None),
             fresh: RefCell::new(Vec::new()),
             backlog: RefCell::new(Vec::new()),
+            ready_file,
+            waiting: RefCell::new(None),
         })
     }
 
@@ -347,10 +356,10 @@ impl SocketRing {
     /// lookup's two cache misses are most of a request's own CPU, and fetched
     /// together they overlap instead of stalling one request at a time.
     fn prefetch_fresh(&self) {
-        let fresh = std::mem::take(&mut *self.fresh.borrow_mut());
-        if fresh.is_empty() {
+        if self.fresh.borrow().is_empty() {
             return;
         }
+        let fresh = std::mem::take(&mut *self.fresh.borrow_mut());
         super::shard::with_state(|state| {
             for stage in [Prefetch::Bucket, Prefetch::Item] {
                 for io in &fresh {
@@ -488,49 +497,63 @@ impl SocketRing {
         self.pass();
     }
 
-    /// Waits until the ring has a completion, through glommio's reactor.
+    /// Waits until the ring has a completion, through glommio's reactor, or a
+    /// submission is queued.
+    ///
+    /// glommio reads the eventfd the kernel signals for this ring: the read
+    /// completes once it is signalled, and resets it. A wait that a queued
+    /// submission ends early leaves its read in flight for the next wait, so a
+    /// read (and its few allocations) is made only per signal, not per wait.
     async fn readable(&self) {
-        let Ok(dup) = nix::unistd::dup(self.ready.as_raw_fd()) else {
-            return;
+        let mut waiting = self.waiting.borrow_mut().take();
+        let mut read = match waiting.take() {
+            Some(read) => read,
+            None => {
+                let file = self.ready_file.clone();
+                Box::pin(async move {
+                    let _ = file.read_at(0, 8).await;
+                }) as Pin<Box<dyn Future<Output = ()>>>
+            }
         };
-        // glommio arms a poll of the descriptor as it adopts it; the first read
-        // waits for that poll. The read itself would fail (a ring is no socket),
-        // so the wait ends at the wake-up, before the read is polled again.
-        // SAFETY: `dup` is a descriptor of our own, closed when `waiter` drops.
-        let mut waiter = unsafe { TcpStream::from_raw_fd(dup) };
-        let mut byte = [0u8; 1];
-        let mut read = waiter.read(&mut byte);
-        let mut armed = false;
-        futures_lite::future::poll_fn(|cx| {
-            if armed {
-                return Poll::Ready(());
+        let mut first = true;
+        let signalled = futures_lite::future::poll_fn(|cx| {
+            if read.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(true);
             }
-            armed = true;
+            if !first {
+                return Poll::Ready(false);
+            }
+            first = false;
             *self.parked.borrow_mut() = Some(cx.waker().clone());
-            match Pin::new(&mut read).poll(cx) {
-                Poll::Pending => Poll::Pending,
-                Poll::Ready(_) => Poll::Ready(()),
-            }
+            Poll::Pending
         })
         .await;
         self.parked.borrow_mut().take();
-        // Reset: what signalled it is handled by the pass that follows, and
-        // anything after this read signals again.
-        let _ = self.ready.read();
+        if !signalled {
+            *self.waiting.borrow_mut() = Some(read);
+        }
     }
 }
 
 /// Runs the shard's socket ring until the node stops.
-pub async fn drive(ring: Rc<SocketRing>, stop: impl Fn() -> bool) {
+///
+/// With `spin` (`--spin-before-park-us`) the driver keeps passing that long after
+/// its last completion before it waits, as glommio spins before it parks.
+pub async fn drive(ring: Rc<SocketRing>, stop: impl Fn() -> bool, spin: Duration) {
     let mut idle = 0;
+    let mut last_work = Instant::now();
     while !stop() {
         if ring.pass() > 0 {
             idle = 0;
+            if !spin.is_zero() {
+                last_work = Instant::now();
+            }
         } else {
             idle += 1;
-            if idle > IDLE_PASSES_BEFORE_PARK {
+            if idle > IDLE_PASSES_BEFORE_PARK && (spin.is_zero() || last_work.elapsed() >= spin) {
                 ring.readable().await;
                 idle = 0;
+                last_work = Instant::now();
                 continue;
             }
         }
