@@ -68,7 +68,7 @@ fn start_node(sockets: &str) -> u16 {
         "--sockets",
         sockets,
         "--spin-before-park-us",
-        "20000",
+        "100000",
     ]);
     let config = Config::from_args(&args).expect("a valid configuration");
     std::thread::spawn(move || ringcache::runtime::run(config));
