@@ -316,10 +316,6 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<ShardCtx>, sockets: Option<R
             glommio::spawn_local(conn::refuse(stream)).detach();
             continue;
         }
-        with_state(|s| {
-            s.stats.curr_connections += 1;
-            s.stats.total_connections += 1;
-        });
         let stream = match ClientStream::new(stream, sockets.as_ref()) {
             Ok(stream) => stream,
             Err(e) => {
@@ -328,10 +324,13 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<ShardCtx>, sockets: Option<R
                     ctx.id
                 );
                 node.connections.fetch_sub(1, Ordering::AcqRel);
-                with_state(|s| s.stats.curr_connections -= 1);
                 continue;
             }
         };
+        with_state(|s| {
+            s.stats.curr_connections += 1;
+            s.stats.total_connections += 1;
+        });
         let ctx = ctx.clone();
         glommio::spawn_local(async move {
             conn::serve(stream, &ctx).await;

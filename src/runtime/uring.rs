@@ -24,6 +24,7 @@
 //! [`PROVIDED_BUFFERS`] x [`PROVIDED_BUFFER_BYTES`] a shard.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
@@ -36,8 +37,6 @@ use std::time::{Duration, Instant};
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
-
-use crate::storage::Prefetch;
 
 /// Buffers lent to the kernel for receiving (a power of two).
 pub const PROVIDED_BUFFERS: u16 = 1024;
@@ -58,8 +57,11 @@ const RECV: u64 = 1;
 const SEND: u64 = 2;
 const CANCEL: u64 = 3;
 
+/// Generations of a slot wrap within the 24 bits user data has room for.
+const GENERATION_MASK: u32 = 0xff_ffff;
+
 fn user_data(kind: u64, slot: u32, generation: u32) -> u64 {
-    kind << 56 | (generation as u64 & 0xff_ffff) << 32 | slot as u64
+    kind << 56 | (generation as u64) << 32 | slot as u64
 }
 
 /// Stops taking a connection's bytes until it has read some (counted in `stats`).
@@ -176,11 +178,12 @@ pub struct SocketRing {
     /// submission queued meanwhile, which only the driver submits.
     parked: RefCell<Option<Waker>>,
     /// Connections that received bytes in this pass, whose first keys are
-    /// prefetched before they run.
+    /// prefetched before they run, and those keys' hashes (reused buffers).
     fresh: RefCell<Vec<Rc<RefCell<Io>>>>,
+    fresh_hashes: RefCell<Vec<u64>>,
     /// Submissions that found the submission queue full and the kernel not
     /// taking more: queued again by the next pass, after it has reaped.
-    backlog: RefCell<Vec<squeue::Entry>>,
+    backlog: RefCell<VecDeque<squeue::Entry>>,
     /// The eventfd the kernel signals when the ring has work for us, as a file
     /// glommio reads when the driver parks; and the read of it in flight, if any.
     ready_file: Rc<glommio::io::BufferedFile>,
@@ -223,7 +226,8 @@ impl SocketRing {
             generation: Cell::new(0),
             parked: RefCell::new(None),
             fresh: RefCell::new(Vec::new()),
-            backlog: RefCell::new(Vec::new()),
+            fresh_hashes: RefCell::new(Vec::new()),
+            backlog: RefCell::new(VecDeque::new()),
             ready_file,
             waiting: RefCell::new(None),
         })
@@ -246,7 +250,7 @@ impl SocketRing {
         {
             return;
         }
-        self.backlog.borrow_mut().push(entry);
+        self.backlog.borrow_mut().push_back(entry);
     }
 
     fn arm_receive(&self, io: &mut Io) {
@@ -291,7 +295,7 @@ impl SocketRing {
                 conns.len() as u32 - 1
             }
         };
-        let generation = self.generation.get().wrapping_add(1);
+        let generation = self.generation.get().wrapping_add(1) & GENERATION_MASK;
         self.generation.set(generation);
         let io = Rc::new(RefCell::new(Io {
             fd,
@@ -323,12 +327,12 @@ impl SocketRing {
         {
             let mut ring = self.ring.borrow_mut();
             let mut backlog = self.backlog.borrow_mut();
-            while let Some(entry) = backlog.first() {
+            while let Some(entry) = backlog.front() {
                 // SAFETY: as in `push`.
                 if unsafe { ring.submission().push(entry) }.is_err() {
                     break;
                 }
-                backlog.remove(0);
+                backlog.pop_front();
             }
             drop(backlog);
             let sq = ring.submission();
@@ -356,36 +360,37 @@ impl SocketRing {
     /// lookup's two cache misses are most of a request's own CPU, and fetched
     /// together they overlap instead of stalling one request at a time.
     fn prefetch_fresh(&self) {
-        if self.fresh.borrow().is_empty() {
+        let mut fresh = self.fresh.borrow_mut();
+        if fresh.is_empty() {
             return;
         }
-        let fresh = std::mem::take(&mut *self.fresh.borrow_mut());
+        let mut hashes = self.fresh_hashes.borrow_mut();
         super::shard::with_state(|state| {
-            for stage in [Prefetch::Bucket, Prefetch::Item] {
-                for io in &fresh {
-                    let io = io.borrow();
-                    if let Some(key) = first_key(&io.received[io.read_from..]) {
-                        state.store.prefetch(key, stage);
-                    }
+            for io in fresh.iter() {
+                let io = io.borrow();
+                if let Some(key) = first_key(&io.received[io.read_from..]) {
+                    hashes.push(state.store.prefetch_bucket(key));
                 }
             }
+            for &hash in hashes.iter() {
+                state.store.prefetch_item(hash);
+            }
         });
-        let mut fresh = fresh;
         fresh.clear();
-        *self.fresh.borrow_mut() = fresh;
+        hashes.clear();
     }
 
     fn complete(&self, data: u64, result: i32, flags: u32) {
         let kind = data >> 56;
         let slot = (data & 0xffff_ffff) as u32;
-        let generation = ((data >> 32) & 0xff_ffff) as u32;
+        let generation = (data >> 32) as u32 & GENERATION_MASK;
         let bid = cqueue::buffer_select(flags);
         let io = self
             .conns
             .borrow()
             .get(slot as usize)
             .and_then(|c| c.clone())
-            .filter(|io| io.borrow().generation & 0xff_ffff == generation);
+            .filter(|io| io.borrow().generation == generation);
         let Some(io_rc) = io else {
             // A completion for a slot already freed cannot carry a buffer (the
             // receive's last completion frees it), but lend it back regardless.
@@ -505,16 +510,13 @@ impl SocketRing {
     /// submission ends early leaves its read in flight for the next wait, so a
     /// read (and its few allocations) is made only per signal, not per wait.
     async fn readable(&self) {
-        let mut waiting = self.waiting.borrow_mut().take();
-        let mut read = match waiting.take() {
-            Some(read) => read,
-            None => {
-                let file = self.ready_file.clone();
-                Box::pin(async move {
-                    let _ = file.read_at(0, 8).await;
-                }) as Pin<Box<dyn Future<Output = ()>>>
-            }
-        };
+        let waiting = self.waiting.borrow_mut().take();
+        let mut read = waiting.unwrap_or_else(|| {
+            let file = self.ready_file.clone();
+            Box::pin(async move {
+                let _ = file.read_at(0, 8).await;
+            })
+        });
         let mut first = true;
         let signalled = futures_lite::future::poll_fn(|cx| {
             if read.as_mut().poll(cx).is_ready() {
@@ -638,6 +640,19 @@ impl AsyncRead for RingStream {
     }
 }
 
+/// Ready once no send of `io` is in flight (with the error of the last, if it
+/// failed); else the writer is woken when the one in flight completes.
+fn send_done(io: &mut Io, cx: &Context<'_>) -> Poll<io::Result<()>> {
+    if let Some(kind) = io.send_error {
+        return Poll::Ready(Err(kind.into()));
+    }
+    if io.in_flight {
+        io.writer = Some(cx.waker().clone());
+        return Poll::Pending;
+    }
+    Poll::Ready(Ok(()))
+}
+
 impl AsyncWrite for RingStream {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -646,13 +661,7 @@ impl AsyncWrite for RingStream {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let mut io = this.io.borrow_mut();
-        if let Some(kind) = io.send_error {
-            return Poll::Ready(Err(kind.into()));
-        }
-        if io.in_flight {
-            io.writer = Some(cx.waker().clone());
-            return Poll::Pending;
-        }
+        std::task::ready!(send_done(&mut io, cx))?;
         // The bytes are the ring's now: the write is done as far as the caller
         // is concerned, and the next one waits for this one to complete.
         io.sending.clear();
@@ -663,16 +672,7 @@ impl AsyncWrite for RingStream {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let mut io = this.io.borrow_mut();
-        if let Some(kind) = io.send_error {
-            return Poll::Ready(Err(kind.into()));
-        }
-        if io.in_flight {
-            io.writer = Some(cx.waker().clone());
-            return Poll::Pending;
-        }
-        Poll::Ready(Ok(()))
+        send_done(&mut self.io.borrow_mut(), cx)
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -704,16 +704,26 @@ impl ClientStream {
     }
 }
 
+/// What both kinds of stream are.
+trait Duplex: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> Duplex for T {}
+
+impl ClientStream {
+    fn inner(self: Pin<&mut Self>) -> Pin<&mut dyn Duplex> {
+        match self.get_mut() {
+            ClientStream::Glommio(s) => Pin::new(s),
+            ClientStream::Ring(s) => Pin::new(s),
+        }
+    }
+}
+
 impl AsyncRead for ClientStream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientStream::Glommio(s) => Pin::new(s).poll_read(cx, buf),
-            ClientStream::Ring(s) => Pin::new(s).poll_read(cx, buf),
-        }
+        self.inner().poll_read(cx, buf)
     }
 }
 
@@ -723,24 +733,15 @@ impl AsyncWrite for ClientStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientStream::Glommio(s) => Pin::new(s).poll_write(cx, buf),
-            ClientStream::Ring(s) => Pin::new(s).poll_write(cx, buf),
-        }
+        self.inner().poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Glommio(s) => Pin::new(s).poll_flush(cx),
-            ClientStream::Ring(s) => Pin::new(s).poll_flush(cx),
-        }
+        self.inner().poll_flush(cx)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Glommio(s) => Pin::new(s).poll_close(cx),
-            ClientStream::Ring(s) => Pin::new(s).poll_close(cx),
-        }
+        self.inner().poll_close(cx)
     }
 }
 

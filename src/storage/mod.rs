@@ -54,15 +54,6 @@ use item::{
 pub use item::{item_bytes, HEADER_BYTES};
 pub use meta::{MetaView, Slot};
 
-/// The stages of [`Store::prefetch`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Prefetch {
-    /// Fetch the key's bucket.
-    Bucket,
-    /// Fetch the first item of the key's bucket (its bucket should be cached by now).
-    Item,
-}
-
 /// What to do when an item does not fit in memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WhenFull {
@@ -571,23 +562,25 @@ impl Store {
         }
     }
 
-    /// Finds a live item; an expired or flushed one is unlinked and reported.
-    /// Warms the cache for a lookup of `key` about to come, in two stages so
-    /// that many keys' fetches overlap: [`Prefetch::Bucket`] for every key first,
-    /// then [`Prefetch::Item`] for each (which reads the bucket). A hint only.
-    pub fn prefetch(&self, key: &[u8], stage: Prefetch) {
+    /// Warms the cache for a lookup of `key` about to come, first stage: fetches
+    /// its bucket and returns its hash for [`Store::prefetch_item`]. Called for many
+    /// keys before the second stage for any, so that their fetches overlap. A hint only.
+    pub fn prefetch_bucket(&self, key: &[u8]) -> u64 {
         let hash = self.index.hash(key);
-        match stage {
-            Prefetch::Bucket => self.index.prefetch_bucket(hash),
-            Prefetch::Item => {
-                let head = self.index.head(hash);
-                if head != NIL {
-                    index::prefetch(self.arena.item(head).as_ptr());
-                }
-            }
+        self.index.prefetch_bucket(hash);
+        hash
+    }
+
+    /// Second stage of [`Store::prefetch_bucket`]: fetches the first item of the
+    /// bucket of `hash` (reading the bucket, which the first stage fetched).
+    pub fn prefetch_item(&self, hash: u64) {
+        let head = self.index.head(hash);
+        if head != NIL {
+            index::prefetch(self.arena.item(head).as_ptr());
         }
     }
 
+    /// Finds a live item; an expired or flushed one is unlinked and reported.
     fn find_live(&mut self, key: &[u8], hash: u64, now: u32) -> Result<(Addr, Addr), Miss> {
         let (prev, addr) = self
             .index
