@@ -1446,6 +1446,35 @@ fn keys_sent_to_their_primary_shard_cross_nothing() {
     assert!(stat_u64(&stats, "forwarded_out") > 0);
 }
 
+/// A lone client reading through a node that does not own the key is answered
+/// as soon as the owner answers: the request crosses to the owner and back on
+/// peer links that wake their shards, not on the next timer. The bound is
+/// generous (a missed wake-up costs 8 to 32 ms a request); how fast one hop is
+/// is measured by scripts/bench-cluster.sh.
+#[test]
+fn a_lone_client_reading_through_one_hop_is_answered_at_once() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    const GETS: usize = 200;
+    const MEDIAN_BOUND: Duration = Duration::from_millis(2);
+    for sockets in ["uring", "glommio"] {
+        let cluster =
+            Cluster::start(&Layout::real(2, 1, 1, "one").with_args(&["--sockets", sockets]));
+        let key = (0..)
+            .map(|i| format!("hop:{i}"))
+            .find(|key| cluster.primary(key).0 == 2)
+            .expect("a key of node 2");
+        let mut client = cluster.client(1);
+        client.set(&key, b"value");
+        let median = support::median_get_round_trip(&mut client, &key, GETS);
+        assert!(
+            median < MEDIAN_BOUND,
+            "--sockets {sockets}: median of {GETS} gets through one hop took {median:?}"
+        );
+    }
+}
+
 /// One binary request: `opcode`, `extras`, `key`, `value`, opaque `opaque`.
 fn binary_request(opcode: u8, extras: &[u8], key: &[u8], value: &[u8], opaque: u32) -> Vec<u8> {
     let body = extras.len() + key.len() + value.len();

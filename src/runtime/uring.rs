@@ -8,8 +8,8 @@
 //! provided buffers, and each reply is a send submission; one task per shard (the
 //! driver) submits every send of a pass and reaps every completion with one
 //! `io_uring_enter`, copying received bytes to their connection and waking it.
-//! The kernel defers its completion work to that call (`DEFER_TASKRUN`) instead
-//! of interrupting the shard as each packet arrives.
+//! The kernel runs its completion work when the shard next enters it
+//! (`COOP_TASKRUN`) instead of interrupting the shard as each packet arrives.
 //!
 //! When a pass finds nothing, the driver waits, through glommio's own reactor
 //! (a read of it), on the eventfd the kernel signals when the ring has work, so
@@ -193,12 +193,18 @@ pub struct SocketRing {
 impl SocketRing {
     /// A ring with its provided buffers registered, or why there is none.
     pub fn new() -> io::Result<SocketRing> {
-        // Completions wait, as deferred task work, for the driver's next pass
-        // (one `io_uring_enter` runs them all) instead of interrupting the thread
-        // as each packet arrives; the taskrun flag says when a pass must enter.
+        // Completions are task work the kernel runs when the shard next enters
+        // it (any system call), not an interrupt of the thread as each packet
+        // arrives (`COOP_TASKRUN`); the taskrun flag says when a pass must
+        // enter to collect them. Not `DEFER_TASKRUN`: measured on Linux 6.18, a
+        // completion deferred to the next `io_uring_enter` did not signal the
+        // ring's eventfd while the shard was parked, so a lone request waited
+        // for the shard's next timer (8 to 32 ms); at depth 1 and 16 under load
+        // both cost the same CPU per request (tests/lone_client.rs,
+        // scripts/bench-vs-memcached.sh).
         let ring = IoUring::builder()
             .setup_single_issuer()
-            .setup_defer_taskrun()
+            .setup_coop_taskrun()
             .setup_taskrun_flag()
             .build(RING_ENTRIES)?;
         let ready = nix::sys::eventfd::EventFd::from_flags(

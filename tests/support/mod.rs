@@ -851,3 +851,27 @@ pub fn unix_now_secs() -> u64 {
         .expect("clock after 1970")
         .as_secs()
 }
+
+/// How long a lone client waits between requests: long enough for an idle
+/// shard to park (it parks after a few empty passes, microseconds).
+pub const LONE_CLIENT_PAUSE: Duration = Duration::from_millis(1);
+
+/// The median time of `count` sequential `get key` round trips on one
+/// connection, each sent [`LONE_CLIENT_PAUSE`] after the previous reply is
+/// whole: what a lone client sees, with no other traffic to keep the server
+/// awake and time for it to park between requests.
+pub fn median_get_round_trip(client: &mut Client, key: &str, count: usize) -> Duration {
+    let request = format!("get {key}\r\n");
+    let mut times: Vec<Duration> = (0..count)
+        .map(|_| {
+            std::thread::sleep(LONE_CLIENT_PAUSE);
+            let started = Instant::now();
+            let reply = client.call(request.as_bytes(), b"END\r\n");
+            let elapsed = started.elapsed();
+            assert!(reply.starts_with(b"VALUE "), "get {key}: {}", show(&reply));
+            elapsed
+        })
+        .collect();
+    times.sort();
+    times[count / 2]
+}

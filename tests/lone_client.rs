@@ -1,0 +1,96 @@
+//! A lone client: one connection sending one `get` at a time, with nothing else
+//! to keep the server awake, is answered as soon as its request arrives, on both
+//! socket paths, through the shared port and a shard's own port, for a key of the
+//! shard it reached and a key of another shard (does I/O: real servers, real
+//! sockets). A shard that parks must be woken by the request itself, not by the
+//! next timer; a park that waits for a timer takes milliseconds a request.
+//!
+//! The bound is generous on purpose ([`MEDIAN_BOUND`]): a loaded CI machine stays
+//! far below it and a missed wake-up (8 to 32 ms a request) far above it. How fast
+//! a lone client is served is measured by `scripts/bench-vs-memcached.sh`.
+
+mod support;
+
+use ringcache::cluster::ring::{ketama_name, Ring, POINTS_PER_SERVER_DEFAULT};
+use std::net::TcpListener;
+use std::time::Duration;
+use support::{Client, Server};
+
+/// Sequential gets timed per case.
+const GETS: usize = 200;
+/// The median round trip a woken shard stays under, even on a busy machine.
+const MEDIAN_BOUND: Duration = Duration::from_millis(2);
+const SOCKET_PATHS: [&str; 2] = ["uring", "glommio"];
+
+/// Two consecutive free ports on 127.0.0.1.
+fn free_port_pair() -> u16 {
+    for _ in 0..100 {
+        let base = support::free_port();
+        if base < u16::MAX && TcpListener::bind(("127.0.0.1", base + 1)).is_ok() {
+            return base;
+        }
+    }
+    panic!("no two consecutive free ports");
+}
+
+fn assert_quick(case: &str, median: Duration) {
+    assert!(
+        median < MEDIAN_BOUND,
+        "{case}: median of {GETS} sequential gets took {median:?} (bound {MEDIAN_BOUND:?})"
+    );
+}
+
+#[test]
+fn a_lone_connection_on_one_shard_is_answered_at_once() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    for sockets in SOCKET_PATHS {
+        let server = Server::ringcache(&["-t", "1", "--sockets", sockets]);
+        let mut client = server.connect();
+        client.set("lone", b"value");
+        let median = support::median_get_round_trip(&mut client, "lone", GETS);
+        assert_quick(&format!("-t 1 --sockets {sockets}"), median);
+    }
+}
+
+#[test]
+fn a_lone_connection_is_answered_at_once_for_its_shards_keys_and_anothers() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    for sockets in SOCKET_PATHS {
+        let base = free_port_pair();
+        let base_text = base.to_string();
+        let server =
+            Server::ringcache(&["-t", "2", "--sockets", sockets, "--shard-ports", &base_text]);
+        let names: Vec<String> = [base, base + 1]
+            .iter()
+            .map(|p| ketama_name("127.0.0.1", *p))
+            .collect();
+        let ring = Ring::single_node(&names, POINTS_PER_SERVER_DEFAULT);
+        // A key of each shard, both reached through shard 0's own port.
+        let key_of = |shard: usize| {
+            (0..)
+                .map(|i| format!("lone:{i}"))
+                .find(|key| ring.owner(key.as_bytes()).shard as usize == shard)
+                .expect("a key of each shard")
+        };
+        let mut client = Client::connect(base);
+        for (shard, what) in [(0, "its own shard's key"), (1, "another shard's key")] {
+            let key = key_of(shard);
+            client.set(&key, b"value");
+            let median = support::median_get_round_trip(&mut client, &key, GETS);
+            assert_quick(
+                &format!("-t 2 --sockets {sockets}, shard port, {what}"),
+                median,
+            );
+        }
+        // The shared port, whichever shard the kernel hands the connection to.
+        let mut shared = server.connect();
+        for shard in [0, 1] {
+            let median = support::median_get_round_trip(&mut shared, &key_of(shard), GETS);
+            assert_quick(&format!("-t 2 --sockets {sockets}, shared port"), median);
+        }
+    }
+}
