@@ -60,6 +60,39 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
+# free_ports N: a port P such that P .. P+N-1 are all free now.
+free_ports() {
+    python3 - "$1" <<'PY'
+import socket, sys
+n = int(sys.argv[1])
+for _ in range(200):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); base = s.getsockname()[1]; s.close()
+    if base + n > 65535:
+        continue
+    held = []
+    try:
+        for p in range(base, base + n):
+            t = socket.socket(); t.bind(("127.0.0.1", p)); held.append(t)
+    except OSError:
+        continue
+    finally:
+        for t in held:
+            t.close()
+    print(base)
+    break
+else:
+    sys.exit("no run of free ports")
+PY
+}
+
+# ketama_endpoints PORT N: the shard endpoints of ringcache-ketama started on PORT.
+ketama_endpoints() {
+    local port=$1 n=$2 i out=()
+    for i in $(seq 1 "$n"); do out+=("127.0.0.1:$((port + i))"); done
+    local IFS=,
+    echo "${out[*]}"
+}
+
 wait_for_port() {
     local port=$1 i
     for i in $(seq 1 200); do
@@ -73,18 +106,22 @@ wait_for_port() {
 # start_server NAME PORT MEMORY_MB CPU: starts it and sets SERVER_PID (call it
 # directly, not in \$(...), so the pid is recorded for clean-up). NAME: memcached |
 # ringcache | floor-epoll | floor-uring.
-# memcached and ringcache get one worker thread (-t 1), UDP off, and room for many connections.
+# memcached and ringcache get SERVER_THREADS worker threads or shards (default 1),
+# UDP off, and room for many connections; ringcache-ketama is ringcache with
+# --shard-ports PORT+1.. (one port a shard, for a shard-aware client).
 start_server() {
-    local name=$1 port=$2 mem=$3 cpu=$4 pid
+    local name=$1 port=$2 mem=$3 cpu=$4 pid threads=${SERVER_THREADS:-1}
     case $name in
         memcached)
-            taskset -c "$cpu" memcached -U 0 -u root -t 1 -c 4096 -l 127.0.0.1 \
+            taskset -c "$cpu" memcached -U 0 -u root -t "$threads" -c 4096 -l 127.0.0.1 \
                 -p "$port" -m "$mem" >/dev/null 2>&1 &
             pid=$! ;;
-        ringcache)
+        ringcache|ringcache-ketama)
+            local shard_ports=()
+            [ "$name" = ringcache-ketama ] && shard_ports=(--shard-ports "$((port + 1))")
             # shellcheck disable=SC2086 # RINGCACHE_ARGS: extra flags, word-split on purpose
-            taskset -c "$cpu" "$RINGCACHE" -U 0 -t 1 -c 4096 -l 127.0.0.1 \
-                -p "$port" -m "$mem" ${RINGCACHE_ARGS:-} >/dev/null 2>&1 &
+            taskset -c "$cpu" "$RINGCACHE" -U 0 -t "$threads" -c 4096 -l 127.0.0.1 \
+                -p "$port" -m "$mem" "${shard_ports[@]}" ${RINGCACHE_ARGS:-} >/dev/null 2>&1 &
             pid=$! ;;
         floor-epoll|floor-uring)
             # benches/floor.rs (path in FLOOR, see build_floor): canned replies, no store.
