@@ -50,6 +50,11 @@ pub const NOT_AN_OWNER: &[u8] = b"SERVER_ERROR not an owner of this key\r\n";
 /// The reply of a recovering node to a forwarded read: the sender reads the
 /// next owner instead.
 pub const RECOVERING: &[u8] = b"SERVER_ERROR recovering\r\n";
+/// The answer to a client's write that went to another node and got no reply
+/// (timed out, or the connection broke after it was sent): it may have been
+/// applied, and is not sent to another owner, since it may not be idempotent.
+pub const OUTCOME_UNKNOWN: &[u8] =
+    b"SERVER_ERROR the key's owner did not answer; the write may have been applied\r\n";
 
 /// The reply when not enough owners acknowledged a write for `--write-ack`.
 pub const NOT_ENOUGH_ACKS: &[u8] = b"SERVER_ERROR not enough replicas acknowledged the write\r\n";

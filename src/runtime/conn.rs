@@ -356,8 +356,21 @@ impl Output {
                 let link = cluster.link(op.target);
                 let answer = match reply.take() {
                     Some(reply) => link.wait(reply).await,
-                    None => Err(super::peer::LinkError::Failed),
+                    None => Err(super::peer::LinkError::NotSent),
                 };
+                // A write the owner may have applied is not sent to another
+                // owner: incr, append, cas, add and delete are not idempotent,
+                // and the owner replicates what it applied. The client is told
+                // the outcome is unknown.
+                if let Err(e) = &answer {
+                    if op.write && e.outcome_unknown() {
+                        op.result = match op.shape {
+                            PeerReply::Binary => std::mem::take(&mut op.on_failure),
+                            PeerReply::Whole | PeerReply::GetOne => wire::OUTCOME_UNKNOWN.to_vec(),
+                        };
+                        break;
+                    }
+                }
                 let usable = match &answer {
                     Ok(bytes) => op.shape.is_usable(bytes),
                     Err(_) => false,

@@ -37,10 +37,21 @@ fn connect(local: Option<std::net::IpAddr>, addr: SocketAddr) -> std::io::Result
 /// Why a request to another node got no reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LinkError {
-    /// The connection could not be made, or broke.
+    /// The connection broke (or sent garbage) after the request was written
+    /// to it: the peer may have applied it.
     Failed,
-    /// No reply within the peer timeout.
+    /// No reply within the peer timeout: the peer may have applied it.
     TimedOut,
+    /// The request was never written (the connection could not be made, or
+    /// failed before its turn): the peer cannot have seen it.
+    NotSent,
+}
+
+impl LinkError {
+    /// Whether the peer may have received, and so applied, the request.
+    pub fn outcome_unknown(self) -> bool {
+        self != LinkError::NotSent
+    }
 }
 
 struct Slot {
@@ -198,7 +209,7 @@ impl Link {
             slot.complete(Err(why));
         }
         for out in queued {
-            out.slot.complete(Err(why));
+            out.slot.complete(Err(LinkError::NotSent));
         }
     }
 
