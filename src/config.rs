@@ -1,5 +1,11 @@
 //! The command line, with memcached's flags where they exist, turned into a
 //! checked [`Config`] (pure: parsing and validation only).
+//!
+//! Every memcached 1.6 flag is read. One that maps to a ringcache setting is
+//! honoured; one that does not apply here is accepted and leaves a line in
+//! [`Config::notes`] saying why, which `main` logs at start; one whose absence
+//! would mislead a client (a unix socket, TLS, authentication) is refused with
+//! the reason. The README's flags table lists what becomes of each.
 
 use crate::limits;
 use crate::storage::WhenFull;
@@ -11,20 +17,27 @@ use clap::{ArgAction, Parser};
     name = "ringcache",
     version,
     about = "A memcached-compatible, clustered in-memory cache (thread-per-core, io_uring)",
-    disable_version_flag = true
+    disable_version_flag = true,
+    // As memcached's getopt: a flag given twice takes its last value.
+    args_override_self = true,
+    after_help = "Subcommands:\n  cluster   administer a running cluster (status, show, set, add, remove): \
+                  `ringcache cluster --help`"
 )]
 pub struct Args {
     /// TCP port to listen on.
     #[arg(short = 'p', long = "port", default_value_t = 11211)]
     pub port: u16,
 
-    /// Interface to listen on.
-    #[arg(short = 'l', long = "listen", default_value = "127.0.0.1")]
-    pub listen: String,
+    /// Interface to listen on: an address, `ADDR:PORT` or `[IPv6]:PORT`. memcached's
+    /// comma list (and repeated -l) is read; ringcache serves one address, so a
+    /// list naming several is refused.
+    #[arg(short = 'l', long = "listen", default_value = "127.0.0.1", action = ArgAction::Append)]
+    pub listen: Vec<String>,
 
-    /// Item memory in megabytes, split evenly across shards.
-    #[arg(short = 'm', long = "memory-limit", default_value_t = limits::MEMORY_LIMIT_DEFAULT_MB)]
-    pub memory_limit_mb: usize,
+    /// Item memory, split evenly across shards: megabytes, or a number with a
+    /// k, m, g or t suffix (`64m`, `1g`).
+    #[arg(short = 'm', long = "memory-limit", default_value = "64")]
+    pub memory_limit: String,
 
     /// Most simultaneous client connections.
     #[arg(short = 'c', long = "conn-limit", default_value_t = limits::CONN_LIMIT_DEFAULT)]
@@ -46,9 +59,109 @@ pub struct Args {
     #[arg(short = 'A', long = "enable-shutdown")]
     pub enable_shutdown: bool,
 
-    /// UDP port: only 0 (UDP is not served).
+    /// UDP port: accepted, but UDP is not served (a note says so).
     #[arg(short = 'U', long = "udp-port", default_value_t = 0)]
     pub udp_port: u16,
+
+    /// Started as root: drop to this user (and its group) before listening.
+    #[arg(short = 'u', long = "user", value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Write the process id to FILE; it is removed at a clean exit.
+    #[arg(short = 'P', long = "pidfile", value_name = "FILE")]
+    pub pid_file: Option<std::path::PathBuf>,
+
+    /// Refused: ringcache runs in the foreground (see tuning/ringcache.service).
+    #[arg(short = 'd', long = "daemon")]
+    pub daemonize: bool,
+
+    /// Refused: unix sockets are not served.
+    #[arg(short = 's', long = "unix-socket", value_name = "PATH")]
+    pub unix_socket: Option<String>,
+
+    /// Octal access mask of the unix socket; applies only with -s.
+    #[arg(short = 'a', long = "unix-mask", value_name = "MASK")]
+    pub unix_mask: Option<String>,
+
+    /// Refuse `flush_all` (and the binary flush), as memcached -F does.
+    #[arg(short = 'F', long = "disable-flush-all")]
+    pub disable_flush_all: bool,
+
+    /// Protocol served: `auto` (chosen per connection from its first byte),
+    /// `ascii` or `binary`.
+    #[arg(short = 'B', long = "protocol", default_value = "auto")]
+    pub protocol: String,
+
+    /// Listen backlog (pending connections the kernel queues).
+    #[arg(short = 'b', long = "listen-backlog", default_value_t = limits::LISTEN_BACKLOG)]
+    pub listen_backlog: i32,
+
+    /// Lock all memory (mlockall); a warning if the limit does not allow it.
+    #[arg(short = 'k', long = "lock-memory")]
+    pub lock_memory: bool,
+
+    /// Raise the core file size limit to its hard limit.
+    #[arg(short = 'r', long = "enable-coredumps")]
+    pub enable_coredumps: bool,
+
+    /// memcached's requests per event: accepted, not applicable (a note says why).
+    #[arg(short = 'R', long = "max-reqs-per-event", value_name = "NUM")]
+    pub max_reqs_per_event: Option<i64>,
+
+    /// memcached's -C: accepted, not applicable (CAS is always kept).
+    #[arg(short = 'C', long = "disable-cas")]
+    pub disable_cas: bool,
+
+    /// memcached's slab growth factor: accepted, not applicable.
+    #[arg(short = 'f', long = "slab-growth-factor", value_name = "FACTOR")]
+    pub slab_growth_factor: Option<f64>,
+
+    /// memcached's smallest slab chunk: accepted, not applicable.
+    #[arg(short = 'n', long = "slab-min-size", value_name = "BYTES")]
+    pub slab_min_size: Option<i64>,
+
+    /// memcached's large pages: accepted, not applicable.
+    #[arg(short = 'L', long = "enable-largepages")]
+    pub large_pages: bool,
+
+    /// memcached's per-prefix stats delimiter: accepted, not applicable.
+    #[arg(short = 'D', value_name = "CHAR")]
+    pub prefix_delimiter: Option<String>,
+
+    /// memcached's restartable memory file: accepted; items are not kept
+    /// across restarts.
+    #[arg(short = 'e', long = "memory-file", value_name = "FILE")]
+    pub memory_file: Option<String>,
+
+    /// Refused: SASL authentication is not served.
+    #[arg(short = 'S', long = "enable-sasl")]
+    pub enable_sasl: bool,
+
+    /// Refused: ascii authentication is not served.
+    #[arg(short = 'Y', long = "auth-file", value_name = "FILE")]
+    pub auth_file: Option<String>,
+
+    /// Refused: TLS is not served.
+    #[arg(short = 'Z', long = "enable-ssl")]
+    pub enable_ssl: bool,
+
+    /// memcached's -X: accepted; nothing is dumped anyway.
+    #[arg(short = 'X', long = "disable-dumping")]
+    pub disable_dumping: bool,
+
+    /// memcached's -W: accepted; `watch` is not served anyway.
+    #[arg(short = 'W', long = "disable-watch")]
+    pub disable_watch: bool,
+
+    /// Print the license and exit.
+    #[arg(short = 'i', long = "license")]
+    pub license: bool,
+
+    /// memcached's extended options, a comma list (`-o modern,idle_timeout=0`):
+    /// each is honoured, or accepted with a note, or refused; an unknown one is
+    /// an error, as in memcached.
+    #[arg(short = 'o', long = "extended", value_name = "OPTIONS", action = ArgAction::Append)]
+    pub extended: Vec<String>,
 
     /// More logging: -v for info, -vv for debug, -vvv for trace (RUST_LOG also works).
     #[arg(short = 'v', action = ArgAction::Count)]
@@ -158,7 +271,75 @@ pub struct Config {
     pub join: Option<String>,
     pub failover_timeout_ms: u64,
     pub control_cpu: Option<usize>,
+    /// `-F`: whether `flush_all` is served.
+    pub flush: FlushCommand,
+    /// `-B`: which protocols a connection may speak.
+    pub protocol: Protocol,
+    /// `-b`: pending connections the kernel queues on each listening socket.
+    pub listen_backlog: i32,
+    /// `-u`: the user to become when started as root.
+    pub user: Option<String>,
+    /// `-P`: where to write the process id.
+    pub pid_file: Option<std::path::PathBuf>,
+    /// `-k`: lock all memory at start.
+    pub lock_memory: bool,
+    /// `-r`: raise the core file limit.
+    pub enable_coredumps: bool,
+    /// One line for each memcached flag accepted that does not apply here.
+    pub notes: Vec<String>,
 }
+
+/// Whether `flush_all` is served (`-F` refuses it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlushCommand {
+    Allowed,
+    Refused,
+}
+
+/// `-B`: the protocols a connection may speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// Chosen per connection from its first byte, as memcached's default.
+    Auto,
+    Ascii,
+    Binary,
+}
+
+impl Protocol {
+    /// memcached's name for it in `stats settings` (`binding_protocol`).
+    pub fn memcached_name(self) -> &'static str {
+        match self {
+            Protocol::Auto => "auto-negotiate",
+            Protocol::Ascii => "ascii",
+            Protocol::Binary => "binary",
+        }
+    }
+}
+
+/// What `-d` is answered, with [`EXIT_DAEMONIZE_REFUSED`].
+pub const DAEMONIZE_REFUSED: &str = "-d: ringcache does not daemonize; run it in the foreground \
+     under a supervisor, e.g. the systemd unit tuning/ringcache.service (Type=notify), \
+     which takes memcached's flags from /etc/default/ringcache";
+
+/// The exit status for `-d`.
+pub const EXIT_DAEMONIZE_REFUSED: i32 = 2;
+
+/// The largest `-R`, `-n` and numeric `-o` value memcached reads (a C int).
+const C_INT_MAX: i64 = i32::MAX as i64;
+
+/// memcached's bounds on `-o hashpower`.
+const HASHPOWER_MIN: i64 = 12;
+const HASHPOWER_MAX: i64 = 64;
+
+/// memcached's bounds on `-o hot_lru_pct` and `warm_lru_pct`.
+const LRU_PCT_MIN: i64 = 1;
+const LRU_PCT_MAX: i64 = 80;
+
+/// memcached's largest `-o lru_crawler_sleep` (microseconds).
+const LRU_CRAWLER_SLEEP_MAX_US: i64 = 1_000_000;
+
+/// memcached's largest `-o slab_automove` level.
+const SLAB_AUTOMOVE_MAX: i64 = 2;
 
 /// Which cluster file a node reads, and which of its nodes it is.
 #[derive(Clone, Debug)]
@@ -199,14 +380,322 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("size too large: {text:?}"))
 }
 
+/// Parses `-m`: a plain number is megabytes, as in memcached; a k, m, g or t
+/// suffix (either case) names the unit. memcached 1.6.18 itself reads only the
+/// leading digits (`-m 1g` is 1 megabyte there); ringcache takes the suffix as meant.
+pub fn parse_memory_limit(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let last = text.chars().last().unwrap_or('0');
+    let bytes = if last.is_ascii_digit() {
+        text.parse::<usize>()
+            .ok()
+            .and_then(|mb| mb.checked_mul(1024 * 1024))
+    } else {
+        let unit: usize = match last.to_ascii_lowercase() {
+            'k' => 1 << 10,
+            'm' => 1 << 20,
+            'g' => 1 << 30,
+            't' => 1 << 40,
+            _ => {
+                return Err(format!(
+                    "-m {text}: not a size (megabytes, or a number with k, m, g or t)"
+                ))
+            }
+        };
+        text[..text.len() - 1]
+            .parse::<usize>()
+            .map_err(|_| {
+                format!("-m {text}: not a size (megabytes, or a number with k, m, g or t)")
+            })?
+            .checked_mul(unit)
+    };
+    let bytes = bytes.ok_or_else(|| {
+        format!("-m {text}: not a size (megabytes, or a number with k, m, g or t)")
+    })?;
+    if bytes < 1024 * 1024 {
+        return Err(format!(
+            "-m {text}: the memory limit must be at least 1 megabyte"
+        ));
+    }
+    if bytes > limits::MEMORY_LIMIT_MAX_BYTES {
+        return Err(format!("-m {text}: the memory limit can be at most 1t"));
+    }
+    Ok(bytes)
+}
+
+/// Parses `-l`: memcached's comma list (repeated `-l` adds to it), each entry an
+/// address, `ADDR:PORT` or `[IPv6]:PORT`, with memcached's `notls:` prefix
+/// dropped (TLS is not served). Returns the one address and the port an entry
+/// named, if any. ringcache's shards listen on one address, so a list naming
+/// several distinct ones is refused: a client sent to the others would find nothing.
+pub fn parse_listen(lists: &[String]) -> Result<(String, Option<u16>), String> {
+    let mut chosen: Vec<(String, Option<u16>)> = Vec::new();
+    for entry in lists.iter().flat_map(|l| l.split(',')) {
+        let entry = entry.trim();
+        let entry = entry.strip_prefix("notls:").unwrap_or(entry);
+        if entry.is_empty() {
+            return Err(format!("-l {}: an empty address", lists.join(",")));
+        }
+        let (host, port) = if let Some(rest) = entry.strip_prefix('[') {
+            let (host, after) = rest
+                .split_once(']')
+                .ok_or_else(|| format!("-l {entry}: an IPv6 address needs its closing ]"))?;
+            match after.strip_prefix(':') {
+                Some(port) => (host, Some(port)),
+                None if after.is_empty() => (host, None),
+                None => return Err(format!("-l {entry}: expected [ADDR]:PORT")),
+            }
+        } else {
+            match entry.split_once(':') {
+                // Two colons or more: a bare IPv6 address.
+                Some((_, rest)) if rest.contains(':') => (entry, None),
+                Some((host, port)) => (host, Some(port)),
+                None => (entry, None),
+            }
+        };
+        let port = match port {
+            Some(p) => Some(
+                p.parse::<u16>()
+                    .ok()
+                    .filter(|&p| p != 0)
+                    .ok_or_else(|| format!("-l {entry}: {p:?} is not a port"))?,
+            ),
+            None => None,
+        };
+        if !chosen.iter().any(|(h, p)| h == host && *p == port) {
+            chosen.push((host.to_string(), port));
+        }
+    }
+    match chosen.len() {
+        1 => Ok(chosen.remove(0)),
+        0 => Err("-l: no address given".into()),
+        _ => Err(format!(
+            "-l {}: ringcache listens on one address; give one (0.0.0.0 listens on every IPv4 interface)",
+            lists.join(",")
+        )),
+    }
+}
+
+/// Takes one memcached `-o` option (`name` or `name=value`): `Ok(None)` when it
+/// is honoured or has no effect in memcached 1.6.18 either, `Ok(Some(note))` when
+/// it is accepted but does not apply here, `Err` when it is malformed, unknown
+/// (memcached: "Illegal suboption") or refused.
+pub fn extended_option(option: &str) -> Result<Option<String>, String> {
+    let (name, value) = match option.split_once('=') {
+        Some((name, value)) => (name, Some(value)),
+        None => (option, None),
+    };
+    let number = |lo: i64, hi: i64| -> Result<i64, String> {
+        let text = value.ok_or_else(|| format!("-o {name}: missing numeric argument"))?;
+        text.parse::<i64>()
+            .ok()
+            .filter(|n| (lo..=hi).contains(n))
+            .ok_or_else(|| format!("-o {option}: must be a number from {lo} to {hi}"))
+    };
+    let fraction = || -> Result<f64, String> {
+        let text = value.ok_or_else(|| format!("-o {name}: missing numeric argument"))?;
+        text.parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite() && *f >= 0.0)
+            .ok_or_else(|| format!("-o {option}: must be a non-negative number"))
+    };
+    let note = |why: &str| Ok(Some(format!("-o {option}: {why}; ignored")));
+    const NO_SLABS: &str = "the store has no slab classes (one arena per shard, sized from -m)";
+    const NO_LRU_THREADS: &str =
+        "each shard's store keeps one LRU and reclaims expired items when it meets them, with no background threads";
+    match name {
+        // ringcache always answers a connection past -c and closes it.
+        "maxconns_fast" => Ok(None),
+        "no_maxconns_fast" => note("a connection past -c is always answered and closed (maxconns_fast)"),
+        // 1.6.18's `modern` enables nothing.
+        "modern" => Ok(None),
+        "no_modern" => note("ringcache serves memcached 1.6's behaviour only"),
+        "idle_timeout" => {
+            if number(0, C_INT_MAX)? == 0 {
+                Ok(None)
+            } else {
+                note("ringcache does not close idle connections")
+            }
+        }
+        "hashpower" => {
+            number(HASHPOWER_MIN, HASHPOWER_MAX)?;
+            note("each shard's index is sized from its share of -m at start")
+        }
+        "no_hashexpand" => note("each shard's index is sized from its share of -m at start"),
+        "hash_algorithm" => match value {
+            Some("jenkins" | "murmur3" | "xxh3") => note("the index hashes keys with ahash"),
+            _ => Err(format!("-o {option}: unknown hash_algorithm (jenkins, murmur3 or xxh3)")),
+        },
+        "slab_chunk_max" | "slab_automove_window" => {
+            number(1, C_INT_MAX)?;
+            note(NO_SLABS)
+        }
+        "slab_automove" => {
+            number(0, SLAB_AUTOMOVE_MAX)?;
+            note(NO_SLABS)
+        }
+        "slab_automove_ratio" | "slab_automove_freeratio" => {
+            fraction()?;
+            note(NO_SLABS)
+        }
+        "slab_reassign" | "no_slab_reassign" => note(NO_SLABS),
+        "lru_crawler" | "no_lru_crawler" | "lru_maintainer" | "no_lru_maintainer"
+        | "lru_segmented" | "no_lru_segmented" => note(NO_LRU_THREADS),
+        "lru_crawler_sleep" => {
+            number(0, LRU_CRAWLER_SLEEP_MAX_US)?;
+            note(NO_LRU_THREADS)
+        }
+        "lru_crawler_tocrawl" | "tail_repair_time" | "temporary_ttl" => {
+            number(0, C_INT_MAX)?;
+            note(NO_LRU_THREADS)
+        }
+        "hot_lru_pct" | "warm_lru_pct" => {
+            number(LRU_PCT_MIN, LRU_PCT_MAX)?;
+            note(NO_LRU_THREADS)
+        }
+        "hot_max_factor" | "warm_max_factor" => {
+            fraction()?;
+            note(NO_LRU_THREADS)
+        }
+        "read_buf_mem_limit" => {
+            number(0, C_INT_MAX)?;
+            note("each connection's buffers are bounded by fixed limits")
+        }
+        "watcher_logbuf_size" | "worker_logbuf_size" => {
+            number(0, C_INT_MAX)?;
+            note("`watch` is not served")
+        }
+        "track_sizes" => note("`stats sizes` is not kept"),
+        "inline_ascii_response" | "no_inline_ascii_response" => {
+            note("replies are written the same way either way")
+        }
+        "drop_privileges" | "no_drop_privileges" => {
+            note("memcached's seccomp filter has no counterpart; use the systemd unit's sandboxing")
+        }
+        "sock_cookie_id" => {
+            number(0, C_INT_MAX)?;
+            note("sockets carry no cookie")
+        }
+        "large_memory_pages" => note("the arenas use the kernel's default pages"),
+        "meta_response_old" => Err(format!(
+            "-o {option}: refused: ringcache answers meta commands with 1.6's codes (HD, NS, ...), not the old OK"
+        )),
+        _ if name.starts_with("ext_") => note("items are kept in memory only (no extstore)"),
+        _ if name.starts_with("ssl_") => note("TLS is not served"),
+        _ => Err(format!("-o {option}: Illegal suboption")),
+    }
+}
+
 impl Config {
     pub fn from_args(args: &Args) -> Result<Config, String> {
-        if args.udp_port != 0 {
+        let mut notes = Vec::new();
+        if let Some(path) = &args.unix_socket {
             return Err(format!(
-                "-U {}: UDP is not served by ringcache; use -U 0 or leave it out",
+                "-s {path}: ringcache does not serve unix sockets, and a client sent there would find nothing; listen on TCP with -l and -p"
+            ));
+        }
+        if args.enable_sasl {
+            return Err("-S: SASL authentication is not served by ringcache; run it where only trusted clients reach it".into());
+        }
+        if let Some(file) = &args.auth_file {
+            return Err(format!(
+                "-Y {file}: authentication is not served by ringcache; run it where only trusted clients reach it"
+            ));
+        }
+        if args.enable_ssl {
+            return Err("-Z: TLS is not served by ringcache; terminate TLS in front of it".into());
+        }
+        if args.udp_port != 0 {
+            notes.push(format!(
+                "-U {}: UDP is not served; clients must use TCP",
                 args.udp_port
             ));
         }
+        if let Some(mask) = &args.unix_mask {
+            if u32::from_str_radix(mask, 8).is_err() {
+                return Err(format!("-a {mask}: not an octal mask"));
+            }
+            notes.push(format!(
+                "-a {mask}: applies only to a unix socket (-s), which is not served"
+            ));
+        }
+        let protocol = match args.protocol.as_str() {
+            "auto" | "negotiate" | "auto-negotiate" => Protocol::Auto,
+            "ascii" => Protocol::Ascii,
+            "binary" => Protocol::Binary,
+            other => {
+                return Err(format!(
+                    "-B {other}: Invalid value for binding protocol: -- should be one of auto, binary, or ascii"
+                ))
+            }
+        };
+        if !(1..=limits::LISTEN_BACKLOG_MAX).contains(&args.listen_backlog) {
+            return Err(format!(
+                "-b {}: the listen backlog must be 1 to {}",
+                args.listen_backlog,
+                limits::LISTEN_BACKLOG_MAX
+            ));
+        }
+        if let Some(n) = args.max_reqs_per_event {
+            if !(1..=C_INT_MAX).contains(&n) {
+                return Err(format!(
+                    "-R {n}: Number of requests per event must be greater than 0"
+                ));
+            }
+            notes.push(format!(
+                "-R {n}: a connection's requests run until its read is answered, and the executor's task queue keeps connections fair"
+            ));
+        }
+        if args.disable_cas {
+            notes.push("-C: CAS is always kept (cluster replication carries it)".into());
+        }
+        if let Some(f) = args.slab_growth_factor {
+            if f.is_nan() || f <= 1.0 {
+                return Err(format!("-f {f}: Factor must be greater than 1"));
+            }
+            notes.push(format!("-f {f}: the store has no slab classes"));
+        }
+        if let Some(n) = args.slab_min_size {
+            if !(1..=C_INT_MAX).contains(&n) {
+                return Err(format!(
+                    "-n {n}: the minimum item size must be greater than 0"
+                ));
+            }
+            notes.push(format!("-n {n}: the store has no slab classes"));
+        }
+        if args.large_pages {
+            notes.push("-L: the arenas use the kernel's default pages".into());
+        }
+        if let Some(c) = &args.prefix_delimiter {
+            if c.chars().count() != 1 {
+                return Err(format!("-D {c:?}: the delimiter must be one character"));
+            }
+            notes.push(format!("-D {c}: per-prefix stats are not kept"));
+        }
+        if let Some(file) = &args.memory_file {
+            notes.push(format!(
+                "-e {file}: items are not kept across restarts; the cache starts empty"
+            ));
+        }
+        if args.disable_dumping {
+            notes.push(
+                "-X: `stats cachedump` never lists items and `lru_crawler metadump` is not served"
+                    .into(),
+            );
+        }
+        if args.disable_watch {
+            notes.push("-W: `watch` is not served".into());
+        }
+        for option in args.extended.iter().flat_map(|o| o.split(',')) {
+            if option.is_empty() {
+                continue;
+            }
+            if let Some(note) = extended_option(option)? {
+                notes.push(note);
+            }
+        }
+        let (listen, listen_port) = parse_listen(&args.listen)?;
+        let port = listen_port.unwrap_or(args.port);
         let item_size_max_bytes = parse_size(&args.max_item_size)?;
         if item_size_max_bytes < limits::ITEM_SIZE_MAX_MIN_BYTES {
             return Err(format!(
@@ -221,17 +710,11 @@ impl Config {
                 args.max_item_size
             ));
         }
-        if args.memory_limit_mb == 0 {
-            return Err("-m 0: the memory limit must be at least 1 megabyte".into());
-        }
-        let memory_limit_bytes = args
-            .memory_limit_mb
-            .checked_mul(1024 * 1024)
-            .ok_or("-m: memory limit too large")?;
+        let memory_limit_bytes = parse_memory_limit(&args.memory_limit)?;
         if item_size_max_bytes > memory_limit_bytes / 2 {
             return Err(format!(
                 "-I {}: cannot set item size limit higher than 1/2 of memory max (-m {})",
-                args.max_item_size, args.memory_limit_mb
+                args.max_item_size, args.memory_limit
             ));
         }
         if args.conn_limit == 0 {
@@ -284,8 +767,8 @@ impl Config {
             ));
         }
         Ok(Config {
-            port: args.port,
-            listen: args.listen.clone(),
+            port,
+            listen,
             memory_limit_bytes,
             conn_limit: args.conn_limit,
             threads: args.threads,
@@ -318,6 +801,18 @@ impl Config {
             join: args.join.clone(),
             failover_timeout_ms: args.failover_timeout_ms,
             control_cpu: args.control_cpu,
+            flush: if args.disable_flush_all {
+                FlushCommand::Refused
+            } else {
+                FlushCommand::Allowed
+            },
+            protocol,
+            listen_backlog: args.listen_backlog,
+            user: args.user.clone(),
+            pid_file: args.pid_file.clone(),
+            lock_memory: args.lock_memory,
+            enable_coredumps: args.enable_coredumps,
+            notes,
         })
     }
 }
@@ -353,10 +848,211 @@ mod tests {
     }
 
     #[test]
-    fn udp_other_than_zero_is_refused() {
-        assert!(config(&["-U", "0"]).is_ok());
-        let err = config(&["-U", "11211"]).unwrap_err();
-        assert!(err.contains("UDP is not served"), "{err}");
+    fn udp_is_accepted_with_a_note_that_it_is_not_served() {
+        assert!(config(&["-U", "0"]).unwrap().notes.is_empty());
+        let notes = config(&["-U", "11211"]).unwrap().notes;
+        assert_eq!(notes.len(), 1);
+        assert!(notes[0].contains("UDP is not served"), "{notes:?}");
+    }
+
+    #[test]
+    fn memory_limits_are_megabytes_or_take_a_suffix() {
+        let mb = |text: &str| parse_memory_limit(text).map(|b| b >> 20);
+        assert_eq!(mb("64"), Ok(64));
+        assert_eq!(mb("64m"), Ok(64));
+        assert_eq!(mb("64M"), Ok(64));
+        assert_eq!(mb("1g"), Ok(1024));
+        assert_eq!(mb("2048k"), Ok(2));
+        assert_eq!(mb("1"), Ok(1));
+        assert_eq!(mb("1024k"), Ok(1));
+        assert_eq!(mb("1t"), Ok(1 << 20));
+        for bad in [
+            "0",
+            "1023k",
+            "0m",
+            "2t",
+            "",
+            "m",
+            "64x",
+            "-1",
+            "1.5g",
+            "99999999999999999999",
+        ] {
+            assert!(parse_memory_limit(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(config(&["-m", "1g"]).unwrap().memory_limit_bytes, 1 << 30);
+    }
+
+    #[test]
+    fn listen_takes_memcacheds_forms_but_one_address() {
+        let one = |l: &[&str]| parse_listen(&l.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(one(&["127.0.0.1"]), Ok(("127.0.0.1".into(), None)));
+        assert_eq!(
+            one(&["127.0.0.1:11300"]),
+            Ok(("127.0.0.1".into(), Some(11300)))
+        );
+        assert_eq!(one(&["[::1]:11300"]), Ok(("::1".into(), Some(11300))));
+        assert_eq!(one(&["::1"]), Ok(("::1".into(), None)));
+        assert_eq!(one(&["notls:127.0.0.1"]), Ok(("127.0.0.1".into(), None)));
+        assert_eq!(
+            one(&["127.0.0.1,127.0.0.1"]),
+            Ok(("127.0.0.1".into(), None))
+        );
+        assert_eq!(
+            one(&["127.0.0.1", "127.0.0.1"]),
+            Ok(("127.0.0.1".into(), None))
+        );
+        for bad in [
+            &["127.0.0.1,127.0.0.2"][..],
+            &["127.0.0.1", "::1"],
+            &["a:0"],
+            &["a:x"],
+            &[""],
+            &["a,"],
+            &["[::1"],
+        ] {
+            assert!(one(bad).is_err(), "{bad:?}");
+        }
+        let c = config(&["-l", "127.0.0.2:11300", "-p", "11211"]).unwrap();
+        assert_eq!((c.listen.as_str(), c.port), ("127.0.0.2", 11300));
+    }
+
+    #[test]
+    fn flags_that_would_mislead_a_client_are_refused() {
+        for argv in [
+            &["-s", "/tmp/m.sock"][..],
+            &["-S"],
+            &["-Y", "/etc/auth"],
+            &["-Z"],
+            &["-B", "http"],
+            &["-o", "meta_response_old"],
+            &["-o", "no_such_option"],
+        ] {
+            assert!(config(argv).is_err(), "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn flags_that_do_not_apply_are_accepted_with_a_note_each() {
+        let c = config(&[
+            "-a",
+            "0700",
+            "-R",
+            "20",
+            "-C",
+            "-f",
+            "1.25",
+            "-n",
+            "48",
+            "-L",
+            "-D",
+            ":",
+            "-e",
+            "/dev/shm/m",
+            "-X",
+            "-W",
+        ])
+        .unwrap();
+        assert_eq!(c.notes.len(), 10, "{:?}", c.notes);
+        assert!(c.notes.iter().all(|n| n.starts_with('-')), "{:?}", c.notes);
+        for (argv, what) in [
+            (&["-R", "0"][..], "greater than 0"),
+            (&["-f", "1"], "greater than 1"),
+            (&["-n", "0"], "greater than 0"),
+            (&["-D", "ab"], "one character"),
+            (&["-a", "9"], "octal"),
+            (&["-b", "0"], "backlog"),
+        ] {
+            let err = config(argv).unwrap_err();
+            assert!(err.contains(what), "{argv:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn extended_options_are_honoured_noted_or_refused() {
+        let c = config(&[
+            "-o",
+            "modern,maxconns_fast,idle_timeout=0",
+            "-o",
+            "hashpower=16",
+        ])
+        .unwrap();
+        assert_eq!(c.notes.len(), 1, "{:?}", c.notes);
+        assert!(c.notes[0].starts_with("-o hashpower=16: "), "{:?}", c.notes);
+        for option in [
+            "slab_chunk_max=512",
+            "lru_crawler",
+            "no_lru_crawler",
+            "lru_crawler_sleep=100",
+            "hot_lru_pct=20",
+            "warm_max_factor=2.0",
+            "hash_algorithm=xxh3",
+            "idle_timeout=600",
+            "no_modern",
+            "ext_path=/tmp/x:1G",
+            "ssl_chain_cert=x",
+            "slab_automove=2",
+            "track_sizes",
+            "no_maxconns_fast",
+        ] {
+            let note = extended_option(option).unwrap().unwrap();
+            assert!(note.starts_with(&format!("-o {option}: ")), "{note}");
+        }
+        for bad in [
+            "hashpower=11",
+            "hashpower=65",
+            "hashpower",
+            "hot_lru_pct=0",
+            "hot_lru_pct=81",
+            "lru_crawler_sleep=1000001",
+            "slab_automove=3",
+            "hash_algorithm=md5",
+            "idle_timeout=-1",
+            "idle_timeout=x",
+            "hot_max_factor=x",
+            "nonsense",
+        ] {
+            assert!(extended_option(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            extended_option("hashpower=12").map(|n| n.is_some()),
+            Ok(true)
+        );
+        assert_eq!(
+            extended_option("hashpower=64").map(|n| n.is_some()),
+            Ok(true)
+        );
+    }
+
+    #[test]
+    fn protocol_backlog_flush_and_identity_flags_are_kept() {
+        let c = config(&[
+            "-B",
+            "binary",
+            "-b",
+            "64",
+            "-F",
+            "-u",
+            "memcache",
+            "-P",
+            "/run/m.pid",
+            "-k",
+            "-r",
+        ])
+        .unwrap();
+        assert_eq!(c.protocol, Protocol::Binary);
+        assert_eq!(c.listen_backlog, 64);
+        assert_eq!(c.flush, FlushCommand::Refused);
+        assert_eq!(c.user.as_deref(), Some("memcache"));
+        assert_eq!(
+            c.pid_file.as_deref(),
+            Some(std::path::Path::new("/run/m.pid"))
+        );
+        assert!(c.lock_memory && c.enable_coredumps && c.notes.is_empty());
+        assert_eq!(config(&["-B", "ascii"]).unwrap().protocol, Protocol::Ascii);
+        assert_eq!(config(&["-B", "auto"]).unwrap().protocol, Protocol::Auto);
+        assert_eq!(config(&[]).unwrap().flush, FlushCommand::Allowed);
+        assert!(config(&["-b", "1048576"]).is_ok() && config(&["-b", "1048577"]).is_err());
     }
 
     #[test]

@@ -52,8 +52,15 @@ pub const MEMORY_LIMIT_DEFAULT_MB: usize = 64;
 /// Default `-c`: simultaneous client connections per node.
 pub const CONN_LIMIT_DEFAULT: usize = 1024;
 
-/// Pending connections the kernel queues on a listening socket (memcached's `-b`).
+/// Pending connections the kernel queues on a listening socket: the default of
+/// memcached's `-b`, and the most `-b` takes (the kernel caps it at
+/// `net.core.somaxconn` anyway).
 pub const LISTEN_BACKLOG: i32 = 1024;
+pub const LISTEN_BACKLOG_MAX: i32 = 1 << 20;
+
+/// The most `-m` takes: 1 TiB, far past any machine this runs on, so that a
+/// mistyped suffix is refused rather than attempted.
+pub const MEMORY_LIMIT_MAX_BYTES: usize = 1 << 40;
 
 /// Bytes read from a socket at once.
 pub const READ_CHUNK_BYTES: usize = 16 * 1024;

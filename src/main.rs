@@ -1,7 +1,10 @@
 //! The `ringcache` binary: command line to configuration to runtime, nothing else.
 
 use clap::Parser;
-use ringcache::config::{Args, Config};
+use ringcache::config::{Args, Config, DAEMONIZE_REFUSED, EXIT_DAEMONIZE_REFUSED};
+
+/// The exit status for a command line that cannot be served.
+const EXIT_USAGE: i32 = 64;
 
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
@@ -9,11 +12,19 @@ fn main() {
         std::process::exit(ringcache::runtime::admin::main(&argv[2..]));
     }
     let args = Args::parse();
+    if args.license {
+        print!("{}", include_str!("../LICENSE"));
+        return;
+    }
+    if args.daemonize {
+        eprintln!("ringcache: {DAEMONIZE_REFUSED}");
+        std::process::exit(EXIT_DAEMONIZE_REFUSED);
+    }
     let config = match Config::from_args(&args) {
         Ok(config) => config,
         Err(message) => {
             eprintln!("ringcache: {message}");
-            std::process::exit(64);
+            std::process::exit(EXIT_USAGE);
         }
     };
     let level = match config.verbosity {
@@ -23,5 +34,19 @@ fn main() {
         _ => "trace",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
-    std::process::exit(ringcache::runtime::run(config));
+    for note in &config.notes {
+        log::warn!("{note}");
+    }
+    let pid_file = match ringcache::runtime::process::prepare(&config) {
+        Ok(pid_file) => pid_file,
+        Err(message) => {
+            eprintln!("ringcache: {message}");
+            std::process::exit(1);
+        }
+    };
+    let code = ringcache::runtime::run(config);
+    if let Some(pid_file) = pid_file {
+        pid_file.remove();
+    }
+    std::process::exit(code);
 }

@@ -15,6 +15,8 @@ pub struct ShardStats {
     pub cmd_set: u64,
     pub cmd_flush: u64,
     pub cmd_touch: u64,
+    /// `me` commands (memcached 1.6.18 counts only those as `cmd_meta`).
+    pub cmd_meta: u64,
     pub get_hits: u64,
     pub get_misses: u64,
     pub get_expired: u64,
@@ -30,6 +32,10 @@ pub struct ShardStats {
     pub cas_badval: u64,
     pub touch_hits: u64,
     pub touch_misses: u64,
+    /// Stores refused before their data was read because the item exceeds `-I`.
+    pub store_too_large: u64,
+    /// Stores refused because no room could be made (`-M`, or nothing evictable).
+    pub store_no_memory: u64,
     pub bytes_read: u64,
     pub bytes_written: u64,
     /// Requests this shard sent to another shard of the node, and received from one.
@@ -54,6 +60,7 @@ impl ShardStats {
             cmd_set,
             cmd_flush,
             cmd_touch,
+            cmd_meta,
             get_hits,
             get_misses,
             get_expired,
@@ -69,6 +76,8 @@ impl ShardStats {
             cas_badval,
             touch_hits,
             touch_misses,
+            store_too_large,
+            store_no_memory,
             bytes_read,
             bytes_written,
             forwarded_out,

@@ -715,7 +715,6 @@ fn retrievals_touch_and_quiet_misses_as_memcached() {
 fn version_reply() -> Want {
     Want {
         value: b"1.6.18".to_vec(),
-        value_prefix: true,
         ..ok(VERSION, CasIs::Zero)
     }
 }

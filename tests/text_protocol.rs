@@ -915,3 +915,213 @@ fn stats_name_the_counters_clients_read() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn http_request_lines_close_the_connection_at_once() {
+    let steps = vec![
+        closes("GET / HTTP/1.0\r\n"),
+        closes("HEAD / HTTP/1.0\r\n"),
+        closes("PUT /k HTTP/1.1\r\n"),
+        closes("POST /k HTTP/1.1\r\n"),
+        closes("DELETE /k HTTP/1.1\r\n"),
+        closes("FOO HTTP/2\r\n"),
+        // Replies queued from the same read are dropped; the requests took effect.
+        closes([&set("h", "1")[..], b"version\r\nGET / HTTP/1.0\r\n"].concat()),
+        row("get h\r\n", value("h", 0, "1") + "END\r\n"),
+        // Not HTTP to memcached: known commands, one-letter commands, no HTTP/ last.
+        row("get HTTP/1.0\r\n", "END\r\n"),
+        row("x HTTP/1.0\r\n", "ERROR\r\n"),
+        row("gx / HTTP/1.0\r\n", "ERROR\r\n"),
+        row("GET /\r\n", "ERROR\r\n"),
+        row("GET / http/1.0\r\n", "ERROR\r\n"),
+        row("GET / HTTP/1.0 x\r\n", "ERROR\r\n"),
+    ];
+    run_table("http", &[], &steps);
+}
+
+#[test]
+fn version_is_memcacheds_release_alone() {
+    run_table(
+        "version",
+        &[],
+        &[
+            row("version\r\n", "VERSION 1.6.18\r\n"),
+            row("version x\r\n", "VERSION 1.6.18\r\n"),
+        ],
+    );
+}
+
+#[test]
+fn slabs_automove_answers_as_memcached() {
+    let steps = vec![
+        row("slabs automove 0\r\n", "OK\r\n"),
+        row("slabs automove 1\r\n", "OK\r\n"),
+        row("slabs automove 2\r\n", "OK\r\n"),
+        row("slabs automove 1 noreply\r\n", ""),
+        row("slabs automove ratio 0.8\r\n", "OK\r\n"),
+        row("slabs automove ratio x\r\n", "ERROR\r\n"),
+        row("slabs automove 3\r\n", "ERROR\r\n"),
+        row("slabs automove\r\n", "ERROR\r\n"),
+        row(
+            "slabs automove invalid\r\n",
+            "CLIENT_ERROR bad command line format\r\n",
+        ),
+        row(
+            "slabs automove -1\r\n",
+            "CLIENT_ERROR bad command line format\r\n",
+        ),
+        row("slabs automove x noreply\r\n", ""),
+    ];
+    run_table("slabs automove", &[], &steps);
+}
+
+#[test]
+fn meta_cas_of_zero_never_matches_and_an_empty_value_is_not_a_number() {
+    let steps = vec![
+        row(set("k", "a"), "STORED\r\n"),
+        // Twice, so that the item's CAS is above 1 on memcached too.
+        row(set("k", "a"), "STORED\r\n"),
+        // 1.6.18 takes C0 for no CAS: not a match, and not older for I.
+        row("ms k 1 I C0\r\nb\r\n", "EX\r\n"),
+        row("ms k 1 C0\r\nb\r\n", "EX\r\n"),
+        row("mg k v\r\n", "VA 1\r\na\r\n"),
+        // A CAS older than the item's still stores, stale, under I.
+        row("ms k 1 I C1\r\nc\r\n", "HD\r\n"),
+        row("mg k v\r\n", "VA 1 X W\r\nc\r\n"),
+        row(set("z", ""), "STORED\r\n"),
+        row(
+            "ma z C1\r\n",
+            "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+        ),
+        row(
+            "ma z\r\n",
+            "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+        ),
+        row(set("z", "x"), "STORED\r\n"),
+        row("ma z C1\r\n", "EX\r\n"),
+        row(set("z", "5"), "STORED\r\n"),
+        row("ma z C1\r\n", "EX\r\n"),
+        row("ma z C0 v\r\n", "VA 1\r\n6\r\n"),
+    ];
+    run_table("meta cas zero", &[], &steps);
+}
+
+#[test]
+fn flush_all_under_dash_f_is_refused_as_memcached_refuses_it() {
+    let steps = vec![
+        row(set("f", "1"), "STORED\r\n"),
+        row("flush_all\r\n", "CLIENT_ERROR flush_all not allowed\r\n"),
+        row("flush_all 10\r\n", "CLIENT_ERROR flush_all not allowed\r\n"),
+        row("flush_all noreply\r\n", ""),
+        row("flush_all 1 2 3\r\n", "ERROR\r\n"),
+        row("get f\r\n", value("f", 0, "1") + "END\r\n"),
+    ];
+    run_table("flush disabled", &["-F"], &steps);
+}
+
+/// The `stats` and `stats settings` keys memcached has and ringcache does not,
+/// and ringcache's own: the lists in the README between its markers.
+fn documented_stat_keys(list: &str) -> std::collections::BTreeSet<String> {
+    let readme = include_str!("../README.md");
+    let begin = readme
+        .find("<!-- stats keys: begin -->")
+        .expect("README has the stats keys markers");
+    let end = readme.find("<!-- stats keys: end -->").expect("end marker");
+    let line = readme[begin..end]
+        .lines()
+        .find(|l| l.starts_with(&format!("- {list}:")))
+        .unwrap_or_else(|| panic!("README lists no {list:?}"));
+    line.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|k| k.to_string())
+        .collect()
+}
+
+fn stat_keys(server: &Server, which: &str) -> std::collections::BTreeSet<String> {
+    server
+        .connect()
+        .stats(which)
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect()
+}
+
+#[test]
+fn stats_keys_differ_from_memcacheds_by_the_readmes_lists_alone() {
+    let Some(reference) = Server::memcached(&[]) else {
+        return;
+    };
+    let ours = Server::ringcache(&["-t", "2"]);
+    for (which, missing, own) in [
+        (
+            "",
+            "stats without a meaning here",
+            "stats of ringcache's own",
+        ),
+        (
+            "settings",
+            "stats settings without a meaning here",
+            "stats settings of ringcache's own",
+        ),
+    ] {
+        let theirs = stat_keys(&reference, which);
+        let mine = stat_keys(&ours, which);
+        let lacking: std::collections::BTreeSet<String> =
+            theirs.difference(&mine).cloned().collect();
+        let extra: std::collections::BTreeSet<String> = mine.difference(&theirs).cloned().collect();
+        assert_eq!(
+            lacking,
+            documented_stat_keys(missing),
+            "stats {which}: missing"
+        );
+        assert_eq!(extra, documented_stat_keys(own), "stats {which}: own");
+    }
+    let mut client = ours.connect();
+    let general = client.stats("");
+    let get = |name: &str| {
+        general
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(get("version").as_deref(), Some("1.6.18"));
+    assert_eq!(
+        get("ringcache_version").as_deref(),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn store_failures_and_me_commands_are_counted_as_memcached_counts_them() {
+    let mut failures = Vec::new();
+    for server in servers(&[]) {
+        let mut client = server.connect();
+        // Past the default -I of 1m.
+        let big = "x".repeat(1_100_000);
+        client.call(&store("set", "a", 0, 0, big.as_bytes(), false), b"\r\n");
+        client.call(
+            format!("ms a {}\r\n{big}\r\n", big.len()).as_bytes(),
+            b"\r\n",
+        );
+        client.call(b"me a\r\nmn\r\n", b"MN\r\n");
+        client.call(b"mg a v\r\nmn\r\n", b"MN\r\n");
+        let stats = client.stats("");
+        let get = |name: &str| {
+            stats
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        let got = (
+            get("store_too_large"),
+            get("store_no_memory"),
+            get("cmd_meta"),
+        );
+        if got != ("2".into(), "0".into(), "1".into()) {
+            failures.push(format!("[{}] {got:?}", server.name));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

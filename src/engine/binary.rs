@@ -76,6 +76,7 @@ pub fn execute(shard: &mut ShardState, req: &BinRequest, clock: &Clock, out: &mu
         }
         Command::TooLarge { op, key, .. } => {
             // memcached: a failed set must not leave the old value readable.
+            shard.stats.store_too_large += 1;
             if op == StoreOp::Set {
                 shard.store.unlink(key);
             }
@@ -247,8 +248,14 @@ fn store(
             _ => Status::NotStored,
         }),
         _ if appending => Err(Status::NotStored),
-        StoreOutcome::TooLarge => Err(Status::TooLarge),
-        StoreOutcome::OutOfMemory => Err(Status::ItemOutOfMemory),
+        StoreOutcome::TooLarge => {
+            stats.store_too_large += 1;
+            Err(Status::TooLarge)
+        }
+        StoreOutcome::OutOfMemory => {
+            stats.store_no_memory += 1;
+            Err(Status::ItemOutOfMemory)
+        }
     }
 }
 

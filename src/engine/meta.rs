@@ -26,7 +26,11 @@ use crate::storage::{ArithOutcome, StoreOptions, StoreOutcome};
 pub fn execute(shard: &mut ShardState, req: &MetaRequest, clock: &Clock, out: &mut Vec<u8>) {
     match req.command {
         MetaCommand::Noop => out.extend_from_slice(b"MN\r\n"),
-        MetaCommand::Debug => debug(shard, req, clock, out),
+        MetaCommand::Debug => {
+            // memcached 1.6.18's `cmd_meta` counts `me` alone.
+            shard.stats.cmd_meta += 1;
+            debug(shard, req, clock, out)
+        }
         MetaCommand::Get => get(shard, req, clock, out),
         MetaCommand::Set => set(shard, req, clock, out),
         MetaCommand::Delete => delete(shard, req, clock, out),
@@ -198,6 +202,7 @@ fn set(shard: &mut ShardState, req: &MetaRequest, clock: &Clock, out: &mut Vec<u
     let store = &mut shard.store;
     if req.swallow_bytes > 0 {
         // memcached refuses the item before reading it, and drops the old value.
+        shard.stats.store_too_large += 1;
         store.unlink(key);
         out.extend_from_slice(reply::TOO_LARGE);
         return;
@@ -227,8 +232,10 @@ fn set(shard: &mut ShardState, req: &MetaRequest, clock: &Clock, out: &mut Vec<u
         StoreOutcome::TooLarge | StoreOutcome::OutOfMemory => {
             store.unlink(key);
             let line = if outcome == StoreOutcome::TooLarge {
+                shard.stats.store_too_large += 1;
                 reply::TOO_LARGE
             } else {
+                shard.stats.store_no_memory += 1;
                 reply::STORE_OUT_OF_MEMORY
             };
             out.extend_from_slice(line);
@@ -333,8 +340,13 @@ fn arith(shard: &mut ShardState, req: &MetaRequest, clock: &Clock, out: &mut Vec
     let mut created = false;
     let value: u64 = match store.find(key, now) {
         Ok(slot) => {
-            let cas = store.meta_view(slot).item.cas;
-            if f.compare_cas.is_some_and(|c| c != 0 && c != cas) {
+            let item = store.meta_view(slot).item;
+            // memcached's do_add_delta refuses an empty value before it compares
+            // the CAS: a wrong CAS on one is still a non-numeric value.
+            if item.value.is_empty() {
+                return out.extend_from_slice(reply::NON_NUMERIC);
+            }
+            if f.compare_cas.is_some_and(|c| c != 0 && c != item.cas) {
                 return status_line(b"EX", req, out);
             }
             match store.arith(f.arith_op, key, f.delta, now) {

@@ -58,6 +58,8 @@ pub mod reply {
         b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n";
     /// `shutdown` without `-A`, whatever its arguments.
     pub const SHUTDOWN_NOT_ENABLED: &[u8] = b"ERROR: shutdown not enabled\r\n";
+    /// `flush_all` under `-F`.
+    pub const FLUSH_NOT_ALLOWED: &[u8] = b"CLIENT_ERROR flush_all not allowed\r\n";
     /// `shutdown` with `-A` and arguments other than `graceful`.
     pub const SHUTDOWN_INVALID_MODE: &[u8] = b"CLIENT_ERROR invalid shutdown mode\r\n";
     /// `cache_memlimit` that the stores cannot apply.
@@ -114,6 +116,7 @@ pub fn execute(shard: &mut ShardState, req: &Request, clock: &Clock, out: &mut V
         } => {
             // memcached refuses the item before reading it: no cmd_set. A set must
             // not leave the old value readable.
+            shard.stats.store_too_large += 1;
             if mode == StoreMode::Set {
                 shard.store.unlink(key);
             }
@@ -164,6 +167,7 @@ pub fn execute(shard: &mut ShardState, req: &Request, clock: &Clock, out: &mut V
         | Request::Verbosity { .. }
         | Request::Shutdown { .. }
         | Request::CacheMemlimit { .. }
+        | Request::SlabsAutomove { .. }
         | Request::Stats { .. } => panic!("node request handed to a shard: {req:?}"),
     }
     Step::Continue
@@ -223,10 +227,17 @@ fn store_reply(stats: &mut ShardStats, mode: StoreMode, outcome: StoreOutcome) -
             stats.cas_misses += 1;
             reply::NOT_FOUND
         }
-        // memcached answers NOT_STORED when the joined item cannot be allocated.
+        // memcached answers NOT_STORED when the joined item cannot be allocated,
+        // and counts neither store_too_large nor store_no_memory for it.
         StoreOutcome::TooLarge | StoreOutcome::OutOfMemory if appending => reply::NOT_STORED,
-        StoreOutcome::TooLarge => reply::TOO_LARGE,
-        StoreOutcome::OutOfMemory => reply::STORE_OUT_OF_MEMORY,
+        StoreOutcome::TooLarge => {
+            stats.store_too_large += 1;
+            reply::TOO_LARGE
+        }
+        StoreOutcome::OutOfMemory => {
+            stats.store_no_memory += 1;
+            reply::STORE_OUT_OF_MEMORY
+        }
     }
 }
 
@@ -373,6 +384,12 @@ pub struct Settings {
     pub evictions_on: bool,
     pub shutdown_allowed: bool,
     pub verbosity: u32,
+    /// `-b`: the listen backlog.
+    pub tcp_backlog: u32,
+    /// `-B`: memcached's name for it (`auto-negotiate`, `ascii`, `binary`).
+    pub binding_protocol: &'static str,
+    /// `flush_all` is served (no `-F`).
+    pub flush_enabled: bool,
 }
 
 /// One connection or listening socket, for `stats conns`.
@@ -399,6 +416,8 @@ pub struct NodeView {
     pub rusage_user_micros: u64,
     pub rusage_system_micros: u64,
     pub threads: u64,
+    /// Listening sockets of every shard, for `connection_structures`.
+    pub listening_sockets: u64,
     pub shard: ShardStats,
     pub store: StoreStats,
     pub settings: Settings,
@@ -475,10 +494,17 @@ fn general_stats(v: &NodeView, w: &mut Bytes) {
     stat(w, "curr_connections", s.curr_connections);
     stat(w, "total_connections", s.total_connections);
     stat(w, "rejected_connections", s.rejected_connections);
+    // memcached's count of connection states it holds, listeners included.
+    stat(
+        w,
+        "connection_structures",
+        s.curr_connections + v.listening_sockets,
+    );
     stat(w, "cmd_get", s.cmd_get);
     stat(w, "cmd_set", s.cmd_set);
     stat(w, "cmd_flush", s.cmd_flush);
     stat(w, "cmd_touch", s.cmd_touch);
+    stat(w, "cmd_meta", s.cmd_meta);
     stat(w, "get_hits", s.get_hits);
     stat(w, "get_misses", s.get_misses);
     stat(w, "get_expired", s.get_expired);
@@ -494,9 +520,16 @@ fn general_stats(v: &NodeView, w: &mut Bytes) {
     stat(w, "cas_badval", s.cas_badval);
     stat(w, "touch_hits", s.touch_hits);
     stat(w, "touch_misses", s.touch_misses);
+    stat(w, "store_too_large", s.store_too_large);
+    stat(w, "store_no_memory", s.store_no_memory);
     stat(w, "bytes_read", s.bytes_read);
     stat(w, "bytes_written", s.bytes_written);
     stat(w, "limit_maxbytes", v.store.limit_maxbytes);
+    // Past `-c` a connection is answered and closed (memcached's maxconns_fast):
+    // listening is never switched off.
+    stat(w, "accepting_conns", 1);
+    stat(w, "listen_disabled_num", 0);
+    stat(w, "time_in_listen_disabled_us", 0);
     stat(w, "threads", v.threads);
     stat(w, "bytes", v.store.bytes);
     stat(w, "curr_items", v.store.curr_items);
@@ -510,6 +543,8 @@ fn general_stats(v: &NodeView, w: &mut Bytes) {
     stat(w, "forwarded_in", s.forwarded_in);
     // And times a connection stopped receiving, holding the most unread bytes it may.
     stat(w, "receive_pauses", s.receive_pauses);
+    // `version` is the memcached release served; this is ringcache's own.
+    stat(w, "ringcache_version", RINGCACHE_VERSION);
 }
 
 /// `stats settings`, in memcached's order, for the settings this server has.
@@ -535,7 +570,14 @@ fn settings_stats(s: &Settings, w: &mut Bytes) {
     stat(w, "shutdown_command", yes_no(s.shutdown_allowed));
     stat(w, "num_threads", s.threads);
     stat(w, "cas_enabled", "yes");
+    stat(w, "tcp_backlog", s.tcp_backlog);
+    stat(w, "binding_protocol", s.binding_protocol);
+    // SASL and the ascii auth file are not served (`-S` and `-Y` are refused).
+    stat(w, "auth_enabled_sasl", "no");
+    stat(w, "auth_enabled_ascii", "no");
     stat(w, "item_size_max", s.item_size_max);
+    stat(w, "maxconns_fast", "yes");
+    stat(w, "flush_enabled", yes_no(s.flush_enabled));
 }
 
 /// `stats items`: the store has no slab classes, so its items are one class, 1,
@@ -613,10 +655,14 @@ impl std::fmt::Write for Bytes<'_> {
     }
 }
 
-/// The version string reported by `version` and `stats`: the memcached release whose
-/// behaviour is served, then ringcache's own. Clients such as libmemcached parse the
-/// leading `major.minor.micro` and refuse a server whose major version is 0.
-pub const VERSION: &str = concat!("1.6.18-ringcache-", env!("CARGO_PKG_VERSION"));
+/// The version reported by `version`, `stats` and the binary `VERSION`: the memcached
+/// release whose behaviour is served, bare. Clients parse it: libmemcached refuses a
+/// server whose major version is 0, and Perl's `version->parse` (Cache::Memcached)
+/// refuses a suffix such as `1.6.18-ringcache-0.1.0`.
+pub const VERSION: &str = "1.6.18";
+
+/// ringcache's own version, reported as `stats`' `ringcache_version`.
+pub const RINGCACHE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 #[cfg(test)]
 mod tests {
@@ -974,6 +1020,7 @@ mod tests {
             rusage_user_micros: 1_500_000,
             rusage_system_micros: 250,
             threads: 2,
+            listening_sockets: 2,
             shard: shard.stats,
             store: shard.store.stats(),
             settings: Settings {
@@ -1033,7 +1080,10 @@ mod tests {
         let reply = stats_of(b"", &view());
         let ours: Vec<&str> = stat_names(&reply)
             .into_iter()
-            .filter(|n| !n.starts_with("forwarded_") && *n != "receive_pauses")
+            .filter(|n| {
+                !n.starts_with("forwarded_")
+                    && !matches!(*n, "receive_pauses" | "ringcache_version")
+            })
             .collect();
         let theirs: Vec<&str> = MEMCACHED_STATS.split_whitespace().collect();
         let positions: Vec<usize> = ours

@@ -86,6 +86,8 @@ pub enum Status {
     /// In a cluster: the key's owners are on other nodes, which binary requests
     /// are not forwarded to (use the owner's shard endpoint).
     NotMyVbucket = 0x07,
+    /// memcached's "Auth failure.": also its answer to a flush under `-F`.
+    AuthError = 0x20,
     UnknownCommand = 0x81,
     /// In a cluster: no owner of the key answered.
     TemporaryFailure = 0x86,
@@ -115,6 +117,7 @@ impl Status {
             Status::NotStored => b"Not stored.",
             Status::NonNumeric => b"Non-numeric server-side value for incr or decr",
             Status::NotMyVbucket => b"Vbucket belongs to another server",
+            Status::AuthError => b"Auth failure.",
             Status::UnknownCommand => b"Unknown command",
             Status::TemporaryFailure => b"Temporary failure",
             Status::OutOfMemory => b"Out of memory",

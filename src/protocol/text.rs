@@ -153,8 +153,7 @@ pub enum Request<'a> {
         level: u32,
         reply: Reply,
     },
-    /// `quit`, and also any line memcached takes for HTTP (an unknown command whose
-    /// last token starts with `HTTP/`): memcached closes the connection on both.
+    /// `quit`: close the connection once earlier replies are written.
     Quit,
     /// `shutdown [graceful]`; served only with `-A`, otherwise answered
     /// `ERROR: shutdown not enabled` whatever its arguments.
@@ -163,6 +162,11 @@ pub enum Request<'a> {
     },
     CacheMemlimit {
         megabytes: u64,
+        reply: Reply,
+    },
+    /// `slabs automove 0|1|2` or `slabs automove ratio <r>`: answered `OK` as
+    /// memcached does; the store has no slab classes to move memory between.
+    SlabsAutomove {
         reply: Reply,
     },
     /// `stats [group [args]]`: `group` is the rest of the line from the first
@@ -189,7 +193,13 @@ pub enum ParseError {
     },
     /// A line with no `\n` grew past the limit: memcached closes the connection.
     LineTooLong,
+    /// A line memcached takes for an HTTP request (an unknown command whose last
+    /// token starts with `HTTP/`): it closes the connection at once, with no reply.
+    Http,
 }
+
+/// The highest `slabs automove` level memcached takes.
+const SLAB_AUTOMOVE_LEVEL_MAX: u32 = 2;
 
 const ERROR: &[u8] = b"ERROR\r\n";
 const BAD_FORMAT: &[u8] = b"CLIENT_ERROR bad command line format\r\n";
@@ -242,6 +252,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &ParseLimits) -> Result<(Request<'a>, us
             swallow_bytes: 0,
         }),
         Err(Rejection::Incomplete) => Err(ParseError::Incomplete),
+        Err(Rejection::Http) => Err(ParseError::Http),
         Err(Rejection::Swallow {
             reply,
             swallow_bytes,
@@ -271,6 +282,8 @@ fn unterminated_line(buf: &[u8]) -> ParseError {
 pub(super) enum Rejection {
     /// Answer this (possibly empty) and drop the line only.
     Line(&'static [u8]),
+    /// Close the connection: the line looks like an HTTP request.
+    Http,
     /// Answer this and drop the line and `block_len` bytes after it.
     Block {
         reply: &'static [u8],
@@ -310,6 +323,7 @@ fn command<'a>(
         b"flush_all" if (2..=4).contains(&n) => flush_all(t).and_then(line_only),
         b"verbosity" if n == 3 || n == 4 => verbosity(t).and_then(line_only),
         b"cache_memlimit" if n == 3 || n == 4 => cache_memlimit(t).and_then(line_only),
+        b"slabs" if n >= 4 && t.get(1) == b"automove" => slabs_automove(t).and_then(line_only),
         b"version" => line_only(Request::Version),
         b"quit" => line_only(Request::Quit),
         b"shutdown" => line_only(Request::Shutdown {
@@ -336,7 +350,7 @@ fn unknown_command(cmd: &[u8], t: &Tokens) -> Rejection {
     // `ERROR` (as memcached does without arguments) and never look like HTTP.
     let known = matches!(cmd, b"lru_crawler" | b"watch" | b"lru" | b"extstore");
     if !dispatched_by_letter && !known && t.get(t.count - 1).starts_with(b"HTTP/") {
-        return Rejection::Line(b"");
+        return Rejection::Http;
     }
     Rejection::Line(ERROR)
 }
@@ -512,6 +526,27 @@ fn cache_memlimit<'a>(t: &Tokens<'a>) -> Result<Request<'a>, Rejection> {
         return Err(Rejection::Line(answer(reply, MEMLIMIT_NOT_BYTES)));
     }
     Ok(Request::CacheMemlimit { megabytes, reply })
+}
+
+/// memcached's `process_slabs_automove_command`: a level must be 0, 1 or 2 (a
+/// number above is `ERROR`, anything else a format error); `ratio` takes a number.
+fn slabs_automove<'a>(t: &Tokens<'a>) -> Result<Request<'a>, Rejection> {
+    let reply = t.noreply();
+    if t.get(2) == b"ratio" {
+        let ratio = (t.count >= 4)
+            .then(|| std::str::from_utf8(t.get(3)).ok())
+            .flatten()
+            .and_then(|r| r.parse::<f64>().ok());
+        if ratio.is_none() {
+            return Err(Rejection::Line(answer(reply, ERROR)));
+        }
+    } else {
+        let level = safe_strtoul(t.get(2)).ok_or(Rejection::Line(answer(reply, BAD_FORMAT)))?;
+        if level > SLAB_AUTOMOVE_LEVEL_MAX {
+            return Err(Rejection::Line(answer(reply, ERROR)));
+        }
+    }
+    Ok(Request::SlabsAutomove { reply })
 }
 
 /// `text`, or nothing when the client said `noreply` (memcached's `out_string`).
@@ -1098,10 +1133,33 @@ mod tests {
             b"x HTTP/1.1\r\n",
             b"lru_crawler HTTP/1.1\r\n",
             b"mx k v\r\n",
-            b"slabs automove 1\r\n",
         ] {
             line_rejected(line, b"ERROR\r\n");
         }
+    }
+
+    #[test]
+    fn slabs_automove_answers_as_memcached() {
+        for line in [
+            &b"slabs automove 0\r\n"[..],
+            b"slabs automove 2\r\n",
+            b"slabs automove ratio 0.5\r\n",
+        ] {
+            assert_eq!(
+                request(line),
+                Request::SlabsAutomove {
+                    reply: Reply::Wanted
+                }
+            );
+        }
+        line_rejected(b"slabs automove 3\r\n", b"ERROR\r\n");
+        line_rejected(b"slabs automove ratio x\r\n", b"ERROR\r\n");
+        line_rejected(b"slabs automove\r\n", b"ERROR\r\n");
+        line_rejected(
+            b"slabs automove invalid\r\n",
+            b"CLIENT_ERROR bad command line format\r\n",
+        );
+        line_rejected(b"slabs automove invalid noreply\r\n", b"");
     }
 
     #[test]
@@ -1112,7 +1170,7 @@ mod tests {
             b"rx HTTP/1.1\r\n",
             b"mget HTTP/1.1\r\n",
         ] {
-            line_rejected(line, b"");
+            assert_eq!(parse(line, &LIMITS), Err(ParseError::Http), "{line:?}");
         }
         assert_eq!(request(b"quit\r\n"), Request::Quit);
         assert_eq!(request(b"quit now\r\n"), Request::Quit);

@@ -22,6 +22,12 @@ use crate::cluster::config::{ClusterConfig, NodeState, WriteAck};
 use std::io::Write;
 use std::time::Duration;
 
+/// What `ringcache cluster --help` prints (and a wrong command line, to stderr).
+const USAGE: &str =
+    "usage: ringcache cluster [--node HOST:PORT] status | show | set KEY=VALUE... |\n\
+     \x20      add HOST:PORT SHARD,SHARD... | remove ID\n\
+     keys: write_ack=one|quorum|all replicas=N down=ID up=ID acceptors=ID,ID,...";
+
 /// How long the admin command waits for a node's answer.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -40,6 +46,10 @@ pub fn main(args: &[String]) -> i32 {
         }
     }
     let result = match rest.first().map(String::as_str) {
+        Some("--help" | "-h" | "help") => {
+            println!("{USAGE}");
+            return 0;
+        }
         Some("status") => exchange(&node, b"stats cluster\r\n", b"END\r\n"),
         Some("show") => show(&node).map(|c| c.to_file_text().into_bytes()),
         Some("set") if rest.len() > 1 => set(&node, &rest[1..]),
@@ -57,12 +67,7 @@ pub fn main(args: &[String]) -> i32 {
             })
         }
         Some("remove") if rest.len() == 2 => remove(&node, &rest[1]),
-        _ => Err(
-            "usage: ringcache cluster [--node HOST:PORT] status | show | set KEY=VALUE... |\n\
-             \x20      add HOST:PORT SHARD,SHARD... | remove ID\n\
-             keys: write_ack=one|quorum|all replicas=N down=ID up=ID acceptors=ID,ID,..."
-                .into(),
-        ),
+        _ => Err(USAGE.into()),
     };
     match result {
         Ok(bytes) => {

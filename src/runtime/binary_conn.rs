@@ -17,6 +17,7 @@ use super::conn::{
 use super::messages::{Ask, ForwardKind};
 use super::shard::{with_state, ShardCtx};
 use super::uring::ClientStream;
+use crate::config::FlushCommand;
 use crate::engine::binary::{self as engine, StatGroup};
 use crate::protocol::binary::{self, write_error, BinRequest, Command, ParseError, Status};
 
@@ -134,6 +135,12 @@ async fn node_request(ctx: &ShardCtx, req: &BinRequest<'_>, output: &mut Output)
             // A flush sees the effects of every request before it.
             if output.complete(ctx).await.is_err() {
                 return After::Close;
+            }
+            if ctx.node.config.flush == FlushCommand::Refused {
+                // memcached -F: counted, refused with an auth error even when quiet.
+                with_state(|s| s.stats.cmd_flush += 1);
+                write_error(&mut output.out, h, Status::AuthError);
+                return After::Continue;
             }
             let delay_secs = exptime as i64;
             ctx.ask_all(|| Ask::Flush { delay_secs }).await;

@@ -13,7 +13,7 @@ use super::uring::ClientStream;
 use super::waiters::Wait;
 use crate::cluster::ring::Owner;
 use crate::cluster::wire::{self, PeerLine, PeerMode};
-use crate::config::ShutdownCommand;
+use crate::config::{FlushCommand, Protocol, ShutdownCommand};
 use crate::engine::{self, reply, NodeView, Settings, Step};
 use crate::limits::{
     EPOCH_RETRIES_MAX, EPOCH_RETRY_PAUSE_MS, FORWARDED_VALUES_MAX, FORWARD_BATCH_REQUESTS_MAX,
@@ -486,7 +486,12 @@ pub async fn serve(mut stream: ClientStream, ctx: &ShardCtx) {
     let mut end = 0usize;
     let mut swallow = 0usize;
     let mut output = Output::new(ctx.node.shards);
-    let mut wire = Wire::Undecided;
+    // -B ascii or binary fixes the protocol; by default the first byte decides.
+    let mut wire = match ctx.node.config.protocol {
+        Protocol::Auto => Wire::Undecided,
+        Protocol::Ascii => Wire::Text,
+        Protocol::Binary => Wire::Binary,
+    };
     let mut mode = ConnMode::Client;
     let pauses_at_start = ctx.cluster.as_ref().map_or(0, |c| c.node.pauses_noticed());
     let accepted_ms = ctx.cluster.as_ref().map_or(0, |c| c.node.clock_ms());
@@ -748,6 +753,13 @@ async fn handle_buffer(
             }
             Err(ParseError::LineTooLong) => {
                 let _ = output.complete(ctx).await;
+                return After::Close;
+            }
+            Err(ParseError::Http) => {
+                // memcached closes at once, writing none of the replies queued
+                // from this read (the requests before the line still take effect).
+                let _ = output.complete(ctx).await;
+                output.out.clear();
                 return After::Close;
             }
         };
@@ -1351,7 +1363,13 @@ async fn node_request(
     match *req {
         Request::Quit => return Step::Close,
         Request::Version => engine::write_version(out),
-        Request::Verbosity { reply, .. } => engine::write_reply(reply, reply::OK, out),
+        Request::Verbosity { reply, .. } | Request::SlabsAutomove { reply } => {
+            engine::write_reply(reply, reply::OK, out)
+        }
+        Request::FlushAll { reply, .. } if node.config.flush == FlushCommand::Refused => {
+            with_state(|s| s.stats.cmd_flush += 1);
+            engine::write_reply(reply, reply::FLUSH_NOT_ALLOWED, out);
+        }
         Request::FlushAll { delay_secs, reply } => {
             if mode == ConnMode::Client {
                 flush_other_nodes(ctx, delay_secs).await;
@@ -1455,6 +1473,13 @@ pub(super) async fn node_view(ctx: &ShardCtx, clock: &Clock) -> NodeView {
         rusage_user_micros: usage.map(|u| micros(u.user_time())).unwrap_or(0),
         rusage_system_micros: usage.map(|u| micros(u.system_time())).unwrap_or(0),
         threads: node.shards as u64,
+        // Each shard listens on the node's port, and with shard ports on its own.
+        listening_sockets: node.shards as u64
+            * if node.cluster.is_some() || config.shard_port_base.is_some() {
+                2
+            } else {
+                1
+            },
         shard,
         malloced_bytes: store.limit_maxbytes,
         store,
@@ -1469,6 +1494,9 @@ pub(super) async fn node_view(ctx: &ShardCtx, clock: &Clock) -> NodeView {
             evictions_on: config.when_full == crate::storage::WhenFull::Evict,
             shutdown_allowed: config.shutdown == ShutdownCommand::Allowed,
             verbosity: config.verbosity as u32,
+            tcp_backlog: config.listen_backlog as u32,
+            binding_protocol: config.protocol.memcached_name(),
+            flush_enabled: config.flush == FlushCommand::Allowed,
         },
     }
 }

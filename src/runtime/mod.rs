@@ -13,6 +13,7 @@ pub mod control;
 mod messages;
 pub mod notify;
 mod peer;
+pub mod process;
 mod shard;
 pub(crate) mod start;
 mod uring;
@@ -28,7 +29,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use nix::sys::signal::{SigSet, Signal};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -80,6 +81,10 @@ fn listen_addr(config: &Config) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("cannot resolve listen address {:?}", config.listen))
 }
 
+/// `-b`: the backlog every listening socket of the process gets. Set once by
+/// [`run`] before any shard starts (the shards open their own listeners).
+static LISTEN_BACKLOG_SET: AtomicI32 = AtomicI32::new(LISTEN_BACKLOG);
+
 /// A listening socket with SO_REUSEADDR (restarts do not wait for TIME_WAIT) and,
 /// with `share`, SO_REUSEPORT so that every shard accepts on the same port.
 pub(crate) fn listen_socket(addr: SocketAddr, share: Sharing) -> std::io::Result<OwnedFd> {
@@ -99,7 +104,7 @@ pub(crate) fn listen_socket(addr: SocketAddr, share: Sharing) -> std::io::Result
     socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
     socket::listen(
         &fd,
-        Backlog::new(LISTEN_BACKLOG).unwrap_or(Backlog::MAXCONN),
+        Backlog::new(LISTEN_BACKLOG_SET.load(Ordering::Relaxed)).unwrap_or(Backlog::MAXCONN),
     )?;
     Ok(fd)
 }
@@ -316,6 +321,7 @@ fn reload_cluster(node: &Node) {
 
 /// Runs the node until SIGINT or SIGTERM. Returns the process exit code.
 pub fn run(config: Config) -> i32 {
+    LISTEN_BACKLOG_SET.store(config.listen_backlog, Ordering::Relaxed);
     let (cluster, restart) = match load_cluster(&config) {
         Ok(Some((cluster, restart))) => (Some(cluster), restart),
         Ok(None) => (None, None),

@@ -327,10 +327,12 @@ impl Store {
         let mut exptime = exptime;
         if let (StoreMode::Cas(unique), Some(addr)) = (mode, old) {
             let old_header = Header::read(self.arena.item(addr));
-            if old_header.cas != unique {
+            // memcached 1.6.18 takes a CAS of 0 for none given: it never matches
+            // and is never older (`ms ... I C0` on an item answers EX).
+            if unique == 0 || old_header.cas != unique {
                 // memcached's set-stale: an older CAS may still store, as a stale
                 // value that keeps the item's TTL and recache token.
-                if !(options.stale_if_older && unique < old_header.cas) {
+                if !(options.stale_if_older && unique != 0 && unique < old_header.cas) {
                     return StoreOutcome::Exists;
                 }
                 exptime = old_header.exptime;
