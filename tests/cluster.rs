@@ -1175,7 +1175,7 @@ fn garbage_peer_is_disconnected_and_logged() {
 /// A peer that accepts connections and never answers costs one timeout: after
 /// it, the node skips that peer, so one client's 400 sequential requests pay
 /// for it once. (The only other node is the hung one, so no slow moment of a
-/// live peer can add a timeout of its own.) The write that met the timeout is
+/// live peer can add a timeout of its own.) The `add` that met the timeout is
 /// answered as of unknown outcome, not sent to the next owner.
 #[test]
 fn hung_peer_costs_one_timeout() {
@@ -1195,12 +1195,13 @@ fn hung_peer_costs_one_timeout() {
         .count();
     assert!(on_fake > 0, "no key has the hung node as its primary");
     let mut client = cluster.client(1);
-    // The write in flight when the hung node's timeout fired may have been
+    // The `add` in flight when the hung node's timeout fired may have been
     // applied there: its client is told so, and it is not sent to another
-    // owner. The node is skipped from then on, so every later write succeeds.
+    // owner (an `add` done twice answers NOT_STORED the second time). The node
+    // is skipped from then on, so every later write succeeds.
     let mut unknown = Vec::new();
     for (key, value) in &items {
-        let request = format!("set {key} 0 0 {}\r\n{value}\r\n", value.len());
+        let request = format!("add {key} 0 0 {}\r\n{value}\r\n", value.len());
         let reply = client.call(request.as_bytes(), b"\r\n");
         if reply.starts_with(b"SERVER_ERROR the key's owner did not answer") {
             unknown.push(key.clone());
@@ -1231,6 +1232,44 @@ fn hung_peer_costs_one_timeout() {
         "peer timeouts at node 1 (the fake node accepted {} connections); stats cluster: {stats:?}",
         cluster.fake(2).accepted()
     );
+}
+
+/// A node that can reach no owner of a key does not answer a miss for it (a
+/// miss is an owner's answer): the get, and a multi-key get that names it
+/// beside keys the node could read, is answered `SERVER_ERROR`.
+#[test]
+fn a_get_no_owner_answers_is_a_server_error_not_a_miss() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    let cluster = Cluster::start(
+        &Layout::real(1, 2, 1, "one")
+            .with_fake(Fake::Hung)
+            .with_peer_timeout_ms(300),
+    );
+    let key_of = |node: u32| {
+        (0..)
+            .map(|i| format!("reach:{i}"))
+            .find(|key| cluster.owners(key) == [node])
+            .expect("a key of each node")
+    };
+    let (here, there) = (key_of(1), key_of(2));
+    let mut client = cluster.client(1);
+    client.set(&here, b"value");
+    cluster.fake(2).misbehave();
+    let unreachable = "SERVER_ERROR no owner of this key is reachable\\r\\n";
+    for request in [
+        format!("get {there}\r\n"),
+        format!("get {here} {there}\r\n"),
+        format!("gets {there} {here}\r\n"),
+        // Again, now that the hung node is skipped without a timeout.
+        format!("get {here} {there}\r\n"),
+    ] {
+        let reply = client.call(request.as_bytes(), b"\r\n");
+        assert_eq!(show(&reply), unreachable, "{request:?}");
+    }
+    // The connection is in step, and the keys it can read are served.
+    assert_eq!(client.get(&here).as_deref(), Some(&b"value"[..]));
 }
 
 /// A request marked with another epoch is refused with the node's epoch; one

@@ -50,6 +50,10 @@ pub const NOT_AN_OWNER: &[u8] = b"SERVER_ERROR not an owner of this key\r\n";
 /// The reply of a recovering node to a forwarded read: the sender reads the
 /// next owner instead.
 pub const RECOVERING: &[u8] = b"SERVER_ERROR recovering\r\n";
+/// The answer to a client's request none of whose key's owners could be
+/// reached; for a multi-key get, the answer to the whole get.
+pub const NO_OWNER_REACHABLE: &[u8] = b"SERVER_ERROR no owner of this key is reachable\r\n";
+
 /// The answer to a client's write that went to another node and got no reply
 /// (timed out, or the connection broke after it was sent): it may have been
 /// applied, and is not sent to another owner, since it may not be idempotent.

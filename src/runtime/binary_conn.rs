@@ -12,14 +12,16 @@
 use super::cluster::{ConnMode, Role, Route};
 use super::conn::{
     apply_binary_here, drain, drain_if_full, node_view, skip_data_block, After, Output, PeerReply,
-    ReplySize,
+    ReplySize, Resend,
 };
 use super::messages::{Ask, ForwardKind};
 use super::shard::{with_state, ShardCtx};
 use super::uring::ClientStream;
 use crate::config::FlushCommand;
 use crate::engine::binary::{self as engine, StatGroup};
-use crate::protocol::binary::{self, write_error, BinRequest, Command, ParseError, Status};
+use crate::protocol::binary::{
+    self, write_error, BinRequest, Command, ParseError, Status, StoreOp,
+};
 
 /// Executes every complete binary request in `buf[*start..]`, advancing `*start`.
 pub(super) async fn handle_buffer(
@@ -79,6 +81,13 @@ pub(super) async fn handle_buffer(
                     request.extend_from_slice(&crate::cluster::wire::BINARY_NOOP_REQUEST);
                     let mut on_failure = Vec::new();
                     write_error(&mut on_failure, &req.header, Status::TemporaryFailure);
+                    let resend = match req.command {
+                        Command::Store {
+                            op: StoreOp::Set, ..
+                        } if req.header.cas == 0 => Resend::Safe,
+                        _ if write => Resend::OnlyIfNotSent,
+                        _ => Resend::Safe,
+                    };
                     output.forward_peer(
                         ctx,
                         target,
@@ -86,6 +95,7 @@ pub(super) async fn handle_buffer(
                         write,
                         request,
                         PeerReply::Binary,
+                        resend,
                         on_failure,
                     );
                 }

@@ -653,9 +653,7 @@ impl Refusal {
         match self {
             Refusal::NotAnOwner => out.extend_from_slice(wire::NOT_AN_OWNER),
             Refusal::Recovering => out.extend_from_slice(wire::RECOVERING),
-            Refusal::NoOwnerReachable => {
-                out.extend_from_slice(b"SERVER_ERROR no owner of this key is reachable\r\n")
-            }
+            Refusal::NoOwnerReachable => out.extend_from_slice(wire::NO_OWNER_REACHABLE),
             Refusal::Epoch(epoch) => {
                 out.extend_from_slice(wire::EPOCH_MISMATCH_PREFIX);
                 out.extend_from_slice(epoch.to_string().as_bytes());

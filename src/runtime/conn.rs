@@ -21,7 +21,7 @@ use crate::limits::{
     REPLY_BUFFER_FLUSH_BYTES,
 };
 use crate::protocol::meta::MetaCommand;
-use crate::protocol::text::{GetEnding, Request, ShutdownMode};
+use crate::protocol::text::{GetEnding, Request, ShutdownMode, StoreMode};
 use crate::protocol::{self, ParseError};
 use crate::storage::ttl::Clock;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -91,9 +91,23 @@ struct PeerOp {
     shape: PeerReply,
     /// The reply when no owner answers.
     on_failure: Vec<u8>,
+    resend: Resend,
     target: Owner,
     reply: Option<Reply>,
     result: Vec<u8>,
+    /// No owner answered.
+    unanswered: bool,
+}
+
+/// Whether a request sent to another node may go to the next owner when the
+/// first may have received it (it timed out, or its connection broke after it
+/// was sent): a read or a plain `set` may (done twice, it is the same write,
+/// finished later); incr, append, cas, add, delete and the rest may not, and
+/// their client is told the outcome is unknown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Resend {
+    Safe,
+    OnlyIfNotSent,
 }
 
 /// How large the reply to a forwarded request can be.
@@ -129,6 +143,10 @@ pub(super) struct Output {
     tickets_ok: Vec<bool>,
     /// Per ticket: the reply if it fails (empty: the text one).
     ticket_failures: Vec<Vec<u8>>,
+    /// Multi-key gets that asked other nodes: the range of `pieces` each
+    /// spans, answered whole with `SERVER_ERROR` if no owner of one of its
+    /// keys answered.
+    retrievals: Vec<std::ops::Range<usize>>,
 }
 
 impl Output {
@@ -148,6 +166,26 @@ impl Output {
             tickets: Vec::new(),
             tickets_ok: Vec::new(),
             ticket_failures: Vec::new(),
+            retrievals: Vec::new(),
+        }
+    }
+
+    /// Marks where the replies of a multi-key get begin.
+    fn begin_retrieval(&mut self) -> usize {
+        self.cut_local();
+        self.pieces.len()
+    }
+
+    /// Marks where they end (after its `END`), if any of them came from
+    /// another node.
+    fn end_retrieval(&mut self, first_piece: usize) {
+        self.cut_local();
+        let pieces = first_piece..self.pieces.len();
+        if self.pieces[pieces.clone()]
+            .iter()
+            .any(|p| matches!(p, Piece::Peer { .. }))
+        {
+            self.retrievals.push(pieces);
         }
     }
 
@@ -178,6 +216,7 @@ impl Output {
         write: bool,
         request: Vec<u8>,
         shape: PeerReply,
+        resend: Resend,
         on_failure: Vec<u8>,
     ) {
         let cluster = ctx.cluster.as_ref().expect("peers only in a cluster");
@@ -194,10 +233,12 @@ impl Output {
             write,
             request,
             shape,
+            resend,
             on_failure,
             target,
             reply: Some(reply),
             result: Vec::new(),
+            unanswered: false,
         });
         self.forwarded += 1;
         self.forwarded_values += 1;
@@ -295,7 +336,12 @@ impl Output {
         self.complete_peers(ctx).await;
         let mut spliced = std::mem::take(&mut self.spliced);
         spliced.clear();
-        for piece in &self.pieces {
+        let mut retrievals = self.retrievals.iter().peekable();
+        let mut retrieval_start = 0;
+        for (i, piece) in self.pieces.iter().enumerate() {
+            if retrievals.peek().is_some_and(|r| r.start == i) {
+                retrieval_start = spliced.len();
+            }
             match *piece {
                 Piece::Local { start, end } => spliced.extend_from_slice(&self.out[start..end]),
                 Piece::Remote { shard, op } => {
@@ -312,7 +358,17 @@ impl Output {
                     }
                 }
             }
+            if let Some(r) = retrievals.next_if(|r| r.end == i + 1) {
+                let unanswered = self.pieces[r.clone()]
+                    .iter()
+                    .any(|p| matches!(p, Piece::Peer { op } if self.peer_ops[*op].unanswered));
+                if unanswered {
+                    spliced.truncate(retrieval_start);
+                    spliced.extend_from_slice(wire::NO_OWNER_REACHABLE);
+                }
+            }
         }
+        self.retrievals.clear();
         // Writes applied here and held for their acks were not forwarded.
         let forwarded = self.forwarded - self.tickets_ok.len();
         with_state(|s| s.stats.forwarded_out += forwarded as u64);
@@ -358,12 +414,11 @@ impl Output {
                     Some(reply) => link.wait(reply).await,
                     None => Err(super::peer::LinkError::NotSent),
                 };
-                // A write the owner may have applied is not sent to another
-                // owner: incr, append, cas, add and delete are not idempotent,
-                // and the owner replicates what it applied. The client is told
-                // the outcome is unknown.
+                // A write the owner may have applied goes to another owner only
+                // if doing it twice is doing it once (see `Resend`); the owner
+                // replicates what it applied.
                 if let Err(e) = &answer {
-                    if op.write && e.outcome_unknown() {
+                    if op.resend == Resend::OnlyIfNotSent && e.outcome_unknown() {
                         op.result = match op.shape {
                             PeerReply::Binary => std::mem::take(&mut op.on_failure),
                             PeerReply::Whole | PeerReply::GetOne => wire::OUTCOME_UNKNOWN.to_vec(),
@@ -415,6 +470,7 @@ impl Output {
                     }
                     None => {
                         op.result = std::mem::take(&mut op.on_failure);
+                        op.unanswered = true;
                         break;
                     }
                 }
@@ -813,6 +869,7 @@ async fn handle_buffer(
                     }
                     engine::end_retrieval(ending, output.out.len(), &mut output.out);
                 } else {
+                    let retrieval = output.begin_retrieval();
                     for (i, key) in keys.iter().enumerate() {
                         match output.routes[i] {
                             Route::Shard(owner, role) if owner == ctx.id => {
@@ -830,7 +887,9 @@ async fn handle_buffer(
                             ),
                             Route::Peer(target) => {
                                 let request = get_one_request(kind, exptime, key);
-                                // A miss keeps the reply well formed when no owner answers.
+                                // When no owner answers, the whole retrieval is
+                                // answered `SERVER_ERROR` (see `end_retrieval`):
+                                // a miss is an owner's answer.
                                 output.forward_peer(
                                     ctx,
                                     target,
@@ -838,6 +897,7 @@ async fn handle_buffer(
                                     write,
                                     request,
                                     PeerReply::GetOne,
+                                    Resend::Safe,
                                     Vec::new(),
                                 );
                             }
@@ -845,6 +905,7 @@ async fn handle_buffer(
                         }
                     }
                     engine::end_retrieval(ending, output.out.len(), &mut output.out);
+                    output.end_retrieval(retrieval);
                 }
             }
             Request::Get { .. } => {
@@ -1292,6 +1353,14 @@ fn keyed(
         Route::Peer(target) => {
             let mut request = raw.to_vec();
             request.extend_from_slice(wire::MN_REQUEST);
+            let resend = match req {
+                Request::Store {
+                    mode: StoreMode::Set,
+                    ..
+                } => Resend::Safe,
+                _ if write => Resend::OnlyIfNotSent,
+                _ => Resend::Safe,
+            };
             output.forward_peer(
                 ctx,
                 target,
@@ -1299,7 +1368,8 @@ fn keyed(
                 write,
                 request,
                 PeerReply::Whole,
-                b"SERVER_ERROR no owner of this key is reachable\r\n".to_vec(),
+                resend,
+                wire::NO_OWNER_REACHABLE.to_vec(),
             );
         }
         Route::Refuse(refusal) => refusal.write(&mut output.out),
