@@ -15,6 +15,7 @@ pub mod notify;
 mod peer;
 mod shard;
 pub(crate) mod start;
+pub mod supervisor;
 mod uring;
 mod waiters;
 
@@ -409,6 +410,7 @@ pub fn run(config: Config) -> i32 {
         }
     }
 
+    let fault = supervisor::TestFault::from_env();
     let (started_tx, started_rx) = mpsc::channel();
     let mut threads = Vec::with_capacity(shards);
     for (id, links) in links.into_iter().enumerate() {
@@ -423,6 +425,11 @@ pub fn run(config: Config) -> i32 {
         let thread = std::thread::Builder::new()
             .name(format!("shard-{id}"))
             .spawn(move || {
+                if fault == Some(supervisor::TestFault::Stall { shard: id }) {
+                    loop {
+                        std::thread::sleep(Duration::from_secs(3600));
+                    }
+                }
                 let built = std::panic::catch_unwind(|| {
                     LocalExecutorBuilder::new(placement)
                         .name(&format!("shard-{id}"))
@@ -446,7 +453,18 @@ pub fn run(config: Config) -> i32 {
                         return;
                     }
                 };
-                executor.run(shard::run(id as u32, node, addr, links, started));
+                executor.run(async move {
+                    if let Some(supervisor::TestFault::Panic { shard, after_ms }) = fault {
+                        if shard == id {
+                            glommio::spawn_local(async move {
+                                glommio::timer::sleep(Duration::from_millis(after_ms)).await;
+                                panic!("test fault: shard {id} panics {after_ms} ms after start");
+                            })
+                            .detach();
+                        }
+                    }
+                    shard::run(id as u32, node, addr, links, started).await
+                });
             });
         match thread {
             Ok(thread) => threads.push(thread),
