@@ -89,6 +89,11 @@ pub const FORWARDED_VALUES_MAX: usize = 16;
 /// Most shards (executors) in one node.
 pub const SHARDS_MAX: usize = 256;
 
+/// How long a shard waits for another shard of its node to answer. One that
+/// has not answered by then is taken as hung: the waiting shard panics, and the
+/// supervisor stops the node (exit 70) for the service manager to restart.
+pub const SHARD_ANSWER_TIMEOUT_SECS: u64 = 30;
+
 /// Registered I/O memory per io_uring ring. glommio's default (10 MiB) does not fit
 /// an 8 MiB memlock limit; a network server needs very little.
 pub const IO_MEMORY_BYTES: usize = 512 * 1024;

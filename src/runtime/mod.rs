@@ -2,7 +2,8 @@
 //!
 //! [`run`] finds the CPUs this process may use, starts one shard (executor) per
 //! core, each listening on the client port with SO_REUSEPORT, connects every pair
-//! of shards with bounded channels, and waits for SIGINT or SIGTERM to stop them.
+//! of shards with bounded channels, and waits for SIGINT or SIGTERM to stop them,
+//! or for a shard or the control thread to fail (see [`supervisor`]).
 //! Everything else in the crate is pure; this module is where requests meet I/O.
 
 pub mod admin;
@@ -16,6 +17,7 @@ mod peer;
 pub mod process;
 mod shard;
 pub(crate) mod start;
+pub mod supervisor;
 mod uring;
 mod waiters;
 
@@ -319,7 +321,9 @@ fn reload_cluster(node: &Node) {
     }
 }
 
-/// Runs the node until SIGINT or SIGTERM. Returns the process exit code.
+/// Runs the node until SIGINT or SIGTERM, or until a supervised thread fails.
+/// Returns the process exit code (see [`supervisor`]); the caller exits with it
+/// at once, so threads still running then do not hold the process.
 pub fn run(config: Config) -> i32 {
     LISTEN_BACKLOG_SET.store(config.listen_backlog, Ordering::Relaxed);
     let (cluster, restart) = match load_cluster(&config) {
@@ -336,6 +340,12 @@ pub fn run(config: Config) -> i32 {
         None => config.threads.unwrap_or(cpus.len()).max(1),
     };
     let pinned = shards <= cpus.len();
+    if !pinned {
+        log::warn!(
+            "-t {shards}: more shards than the {} CPUs this process may use; they share CPUs, unpinned",
+            cpus.len()
+        );
+    }
 
     let addr = match cluster.as_ref().map(|c| c.own_addrs().0) {
         Some(addr) => check_port_free(addr).map(|_| addr),
@@ -415,75 +425,91 @@ pub fn run(config: Config) -> i32 {
         }
     }
 
+    // One channel for everything the main thread waits on: stop signals,
+    // shards saying they serve, and supervised threads ending (see `supervisor`).
+    let (events_tx, events) = mpsc::channel();
+    if let Err(e) = supervisor::forward_signals(stop_signals, events_tx.clone()) {
+        eprintln!("ringcache: cannot start the signal thread: {e}");
+        return supervisor::EXIT_START_FAILED;
+    }
+    let fault = supervisor::TestFault::from_env();
     let (started_tx, started_rx) = mpsc::channel();
-    let mut threads = Vec::with_capacity(shards);
+    if let Err(e) = supervisor::forward_started(started_rx, events_tx.clone()) {
+        eprintln!("ringcache: cannot start a thread: {e}");
+        return supervisor::EXIT_START_FAILED;
+    }
+    let mut running = 0;
     for (id, links) in links.into_iter().enumerate() {
         let placement = if pinned {
             Placement::Fixed(cpus[id])
         } else {
             Placement::Unbound
         };
-        let node = node.clone();
+        let shard_node = node.clone();
         let started = started_tx.clone();
+        let report = events_tx.clone();
         let spin = Duration::from_micros(node.config.spin_before_park_us);
+        let name = format!("shard-{id}");
         let thread = std::thread::Builder::new()
-            .name(format!("shard-{id}"))
+            .name(name.clone())
             .spawn(move || {
-                let built = std::panic::catch_unwind(|| {
-                    LocalExecutorBuilder::new(placement)
-                        .name(&format!("shard-{id}"))
-                        .io_memory(IO_MEMORY_BYTES)
-                        .spin_before_park(spin)
-                        .make()
-                });
-                let executor = match built {
-                    Ok(Ok(executor)) => executor,
-                    Ok(Err(e)) => {
-                        let _ = started.send(Err(explain_executor_error(&e)));
-                        return;
-                    }
-                    Err(panic) => {
-                        let text = panic
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                            .unwrap_or_else(|| "executor panicked".into());
-                        let _ = started.send(Err(explain_executor_error(&text)));
-                        return;
-                    }
-                };
-                executor.run(shard::run(id as u32, node, addr, links, started));
+                supervisor::supervised(name, report, || {
+                    run_shard(id, shard_node, addr, links, started, placement, spin, fault)
+                })
             });
         match thread {
-            Ok(thread) => threads.push(thread),
+            Ok(_) => running += 1,
             Err(e) => {
-                eprintln!("ringcache: cannot start shard thread: {e}");
-                return 1;
+                eprintln!("ringcache: cannot start shard thread {id}: {e}");
+                return stop_now(&node, &events, running, supervisor::EXIT_START_FAILED);
             }
         }
     }
     drop(started_tx);
 
-    let mut failure = None;
-    for _ in 0..shards {
-        match started_rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Ok(_)) => {}
-            Ok(Err(message)) => {
-                failure.get_or_insert(message);
+    // Start-up: every shard serves, or the node stops (a failure, a signal, or
+    // the deadline), without waiting for ever on a shard that is stuck.
+    let deadline = Instant::now() + supervisor::SHARD_START_TIMEOUT;
+    let mut serving = 0;
+    while serving < shards {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left) {
+            Ok(supervisor::Event::Started(Ok(_))) => serving += 1,
+            Ok(supervisor::Event::Started(Err(message))) => {
+                eprintln!("ringcache: {message}");
+                return stop_now(&node, &events, running, supervisor::EXIT_START_FAILED);
+            }
+            Ok(supervisor::Event::Signal(Signal::SIGHUP)) => reload_cluster(&node),
+            Ok(supervisor::Event::Signal(signal)) => {
+                log::warn!("{signal:?} during start-up: stopping");
+                return stop_now(&node, &events, running, 0);
+            }
+            // A shard that cannot start says why on `started` and then ends.
+            Ok(supervisor::Event::Ended { panic: None, .. }) => running -= 1,
+            Ok(supervisor::Event::Ended {
+                thread,
+                panic: Some(message),
+            }) => {
+                eprintln!(
+                    "ringcache: {thread} panicked during start-up: {message}; stopping the node (exit {})",
+                    supervisor::EXIT_THREAD_FAILED
+                );
+                return stop_now(&node, &events, running - 1, supervisor::EXIT_THREAD_FAILED);
             }
             Err(_) => {
-                failure.get_or_insert("a shard did not start within 30 seconds".into());
-                break;
+                eprintln!(
+                    "ringcache: {} of {shards} shards did not start within {} s{}",
+                    shards - serving,
+                    supervisor::SHARD_START_TIMEOUT.as_secs(),
+                    if shards > cpus.len() {
+                        format!(" (-t {shards} on {} CPUs: try fewer shards)", cpus.len())
+                    } else {
+                        String::new()
+                    }
+                );
+                return stop_now(&node, &events, running, supervisor::EXIT_START_FAILED);
             }
         }
-    }
-    if let Some(message) = failure {
-        eprintln!("ringcache: {message}");
-        node.stop.store(true, Ordering::Release);
-        for thread in threads {
-            let _ = thread.join();
-        }
-        return 1;
     }
     log::info!(
         "listening on {} with {} shard(s), {}",
@@ -492,40 +518,146 @@ pub fn run(config: Config) -> i32 {
         if pinned { "pinned" } else { "unpinned" }
     );
 
-    let control_thread = match (control_start, &node.cluster) {
-        (Some((dir, durable, tx, rx)), Some(cluster)) => {
-            let cluster = cluster.clone();
-            let node = node.clone();
-            std::thread::Builder::new()
-                .name("control".into())
-                .spawn(move || {
+    if let (Some((dir, durable, tx, rx)), Some(cluster)) = (control_start, &node.cluster) {
+        let cluster = cluster.clone();
+        let control_node = node.clone();
+        let report = events_tx.clone();
+        let thread = std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || {
+                supervisor::supervised("control".into(), report, || {
+                    let node = control_node;
                     if let Some(cpu) = node.config.control_cpu {
                         pin_this_thread(cpu);
                     }
                     let failover = Duration::from_millis(node.config.failover_timeout_ms);
                     control::run(cluster, dir, durable, rx, tx, failover, &node.stop)
                 })
-                .ok()
+            });
+        match thread {
+            Ok(_) => running += 1,
+            Err(e) => {
+                eprintln!("ringcache: cannot start the control thread: {e}");
+                return stop_now(&node, &events, running, supervisor::EXIT_START_FAILED);
+            }
         }
-        _ => None,
-    };
+    }
+    drop(events_tx);
 
     notify::notify(notify::State::Ready);
 
-    let signal = loop {
-        match stop_signals.wait() {
-            Ok(Signal::SIGHUP) => reload_cluster(&node),
-            other => break other,
+    // Running: until a stop signal, or until a supervised thread fails.
+    loop {
+        match events.recv() {
+            Ok(supervisor::Event::Signal(Signal::SIGHUP)) => reload_cluster(&node),
+            Ok(supervisor::Event::Signal(signal)) => {
+                log::info!("{signal:?}: stopping");
+                break;
+            }
+            Ok(supervisor::Event::Started(_)) => {}
+            Ok(supervisor::Event::Ended { thread, panic }) => {
+                match panic {
+                    Some(message) => eprintln!(
+                        "ringcache: {thread} panicked: {message}; stopping the node (exit {})",
+                        supervisor::EXIT_THREAD_FAILED
+                    ),
+                    None => eprintln!(
+                        "ringcache: {thread} ended while the node was running; stopping the node (exit {})",
+                        supervisor::EXIT_THREAD_FAILED
+                    ),
+                }
+                return stop_now(&node, &events, running - 1, supervisor::EXIT_THREAD_FAILED);
+            }
+            Err(_) => {
+                eprintln!("ringcache: the signal thread is gone; stopping the node");
+                break;
+            }
         }
-    };
-    log::info!("{signal:?}: stopping");
+    }
     notify::notify(notify::State::Stopping);
     node.stop.store(true, Ordering::Release);
-    for thread in threads {
-        let _ = thread.join();
+    let mut failed = false;
+    let left =
+        supervisor::wait_for_threads(&events, running, supervisor::STOP_PATIENCE, &mut failed);
+    if left > 0 {
+        log::warn!(
+            "{left} thread(s) did not stop within {} s: exiting without them",
+            supervisor::STOP_PATIENCE.as_secs()
+        );
     }
-    if let Some(thread) = control_thread {
-        let _ = thread.join();
+    if failed {
+        supervisor::EXIT_THREAD_FAILED
+    } else {
+        0
     }
-    0
+}
+
+/// Stops the node after a failure (or a stop signal during start-up): every
+/// thread is told to stop and given [`supervisor::FAILURE_STOP_GRACE`]; the
+/// caller then exits with `code` whether or not they have ended.
+fn stop_now(
+    node: &Node,
+    events: &mpsc::Receiver<supervisor::Event>,
+    running: usize,
+    code: i32,
+) -> i32 {
+    notify::notify(notify::State::Stopping);
+    node.stop.store(true, Ordering::Release);
+    let mut failed = false;
+    let left =
+        supervisor::wait_for_threads(events, running, supervisor::FAILURE_STOP_GRACE, &mut failed);
+    if left > 0 {
+        log::warn!("{left} thread(s) did not stop in time: exiting without them");
+    }
+    code
+}
+
+/// The body of shard `id`'s thread: its executor, running [`shard::run`].
+#[allow(clippy::too_many_arguments)]
+fn run_shard(
+    id: usize,
+    node: Arc<Node>,
+    addr: SocketAddr,
+    links: shard::ShardLinks,
+    started: shard::Started,
+    placement: Placement,
+    spin: Duration,
+    fault: Option<supervisor::TestFault>,
+) {
+    if fault == Some(supervisor::TestFault::Stall { shard: id }) {
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    let built = std::panic::catch_unwind(|| {
+        LocalExecutorBuilder::new(placement)
+            .name(&format!("shard-{id}"))
+            .io_memory(IO_MEMORY_BYTES)
+            .spin_before_park(spin)
+            .make()
+    });
+    let executor = match built {
+        Ok(Ok(executor)) => executor,
+        Ok(Err(e)) => {
+            let _ = started.send(Err(explain_executor_error(&e)));
+            return;
+        }
+        Err(panic) => {
+            let text = supervisor::panic_text(panic.as_ref());
+            let _ = started.send(Err(explain_executor_error(&text)));
+            return;
+        }
+    };
+    executor.run(async move {
+        if let Some(supervisor::TestFault::Panic { shard, after_ms }) = fault {
+            if shard == id {
+                glommio::spawn_local(async move {
+                    glommio::timer::sleep(Duration::from_millis(after_ms)).await;
+                    panic!("test fault: shard {id} panics {after_ms} ms after start");
+                })
+                .detach();
+            }
+        }
+        shard::run(id as u32, node, addr, links, started).await
+    });
 }

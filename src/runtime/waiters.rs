@@ -6,11 +6,14 @@
 //! as the most requests ever outstanding at once, not the number ever sent.
 
 use super::messages::Answer;
+use crate::limits::SHARD_ANSWER_TIMEOUT_SECS;
+use glommio::timer::Timer;
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 enum Slot {
     Free,
@@ -58,11 +61,21 @@ impl Waiters {
     }
 
     /// Waits for the answer in `slot`, then frees the slot.
+    ///
+    /// # Panics
+    /// When no answer comes within [`SHARD_ANSWER_TIMEOUT_SECS`]: the other
+    /// shard is hung, and the supervisor stops the node.
     pub fn wait(self: &Rc<Self>, slot: u32) -> Wait {
+        self.wait_at_most(slot, Duration::from_secs(SHARD_ANSWER_TIMEOUT_SECS))
+    }
+
+    fn wait_at_most(self: &Rc<Self>, slot: u32, timeout: Duration) -> Wait {
         Wait {
             waiters: self.clone(),
             slot,
             done: false,
+            timeout,
+            timer: None,
         }
     }
 }
@@ -71,6 +84,9 @@ pub struct Wait {
     waiters: Rc<Waiters>,
     slot: u32,
     done: bool,
+    timeout: Duration,
+    /// Made when the answer is not there at the first poll.
+    timer: Option<Timer>,
 }
 
 impl Future for Wait {
@@ -89,6 +105,12 @@ impl Future for Wait {
             }
             Slot::Waiting(_) => {
                 *entry = Slot::Waiting(Some(cx.waker().clone()));
+                drop(slots);
+                let timeout = self.timeout;
+                let timer = self.timer.get_or_insert_with(|| Timer::new(timeout));
+                if Pin::new(timer).poll(cx).is_ready() {
+                    panic!("no answer to slot {slot} within {timeout:?}: a shard is hung");
+                }
                 Poll::Pending
             }
             Slot::Free | Slot::Abandoned => panic!("waiting on slot {slot} that was not taken"),
@@ -111,5 +133,45 @@ impl Drop for Wait {
             }
             _ => *entry = Slot::Abandoned,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_with_no_answer_panics_after_its_timeout() {
+        let outcome = std::thread::spawn(|| {
+            glommio::LocalExecutorBuilder::default()
+                .io_memory(crate::limits::IO_MEMORY_BYTES)
+                .make()
+                .expect("an executor")
+                .run(async {
+                    let waiters = Rc::new(Waiters::default());
+                    let slot = waiters.take_slot();
+                    waiters.wait_at_most(slot, Duration::from_millis(20)).await
+                })
+        })
+        .join();
+        let panic = outcome.expect_err("the wait ended without a panic");
+        let text = crate::runtime::supervisor::panic_text(panic.as_ref());
+        assert!(text.contains("a shard is hung"), "{text}");
+    }
+
+    #[test]
+    fn an_answer_in_time_is_returned() {
+        let answer = glommio::LocalExecutorBuilder::default()
+            .io_memory(crate::limits::IO_MEMORY_BYTES)
+            .make()
+            .expect("an executor")
+            .run(async {
+                let waiters = Rc::new(Waiters::default());
+                let slot = waiters.take_slot();
+                let wait = waiters.wait_at_most(slot, Duration::from_secs(5));
+                waiters.complete(slot, Answer::Done);
+                wait.await
+            });
+        assert!(matches!(answer, Answer::Done));
     }
 }
