@@ -1272,6 +1272,55 @@ fn a_get_no_owner_answers_is_a_server_error_not_a_miss() {
     assert_eq!(client.get(&here).as_deref(), Some(&b"value"[..]));
 }
 
+/// A node that restarts is not primary for writes until it has recovered what
+/// it missed: its clients' writes go to another owner, even one that does not
+/// answer at once, instead of being applied to the restarted node's empty
+/// store (where an incr answered NOT_FOUND), and the other owner's copy stands.
+#[test]
+fn a_recovering_node_is_not_primary_for_writes() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    let mut cluster = Cluster::start(&Layout::real(2, 1, 2, "one").with_peer_timeout_ms(500));
+    let counter = (0..)
+        .map(|i| format!("counter:{i}"))
+        .find(|key| cluster.owners(key)[0] == 1)
+        .expect("a key whose primary is node 1");
+    cluster.client(2).set(&counter, b"10");
+    // Node 1 comes back while node 2 is paused: node 1 recovers until node 2
+    // answers, and has nothing of the counter meanwhile.
+    cluster.kill9(1);
+    cluster.signal(2, "-STOP");
+    cluster.restart(1);
+    assert_eq!(
+        cluster
+            .stats_cluster(1)
+            .get("node_state")
+            .map(String::as_str),
+        Some("recovering"),
+        "node 1 after its restart"
+    );
+    let incr = format!("incr {counter} 1\r\n");
+    let reply = cluster.client(1).call(incr.as_bytes(), b"\r\n");
+    // Sent to paused node 2, which got it but did not answer in time.
+    assert_eq!(
+        show(&reply),
+        "SERVER_ERROR the key's owner did not answer; the write may have been applied\\r\\n",
+        "incr through the recovering node"
+    );
+    cluster.signal(2, "-CONT");
+    // The copy at node 2 stands: the write that may have been applied there
+    // was not replicated to it as a removal.
+    match cluster.local_reader(2).mg(&counter) {
+        Local::Value(value) => assert!(
+            value == b"10" || value == b"11",
+            "node 2's copy of the counter: {}",
+            show(&value)
+        ),
+        other => panic!("node 2's copy of the counter: {other:?}"),
+    }
+}
+
 /// A request marked with another epoch is refused with the node's epoch; one
 /// marked with the node's epoch is served.
 #[test]

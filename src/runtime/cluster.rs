@@ -15,8 +15,9 @@
 //!   a hint (the key), replayed when that owner asks during its recovery.
 //! - A node recovers when it starts and when it finds it was paused: until every
 //!   reachable peer has pushed what it missed (all shared items after a start,
-//!   the hinted keys after a pause), it answers forwarded reads with
-//!   `SERVER_ERROR recovering` and its own reads go to other owners. Pushed
+//!   the hinted keys after a pause), it answers forwarded reads and writes with
+//!   `SERVER_ERROR recovering` and its own reads and writes go to other owners
+//!   (it is primary for a write only when no other owner is reachable). Pushed
 //!   copies never overwrite a key written since recovery began.
 //! - When an epoch moves keys (nodes added or removed, `replicas` changed), a
 //!   node given keys it did not own drops any old copies of them and copies
@@ -734,6 +735,12 @@ impl ShardCluster {
                     {
                         return Route::Refuse(Refusal::Recovering)
                     }
+                    // Nor is it primary for another node's client while it
+                    // recovers: the sender tries the next owner (a refusal,
+                    // so the write was not applied here).
+                    (PeerMode::Forward, true) if self.node.is_recovering() && elsewhere() => {
+                        return Route::Refuse(Refusal::Recovering)
+                    }
                     (_, false) => Role::Plain,
                     (PeerMode::Forward, true) => Role::Primary,
                     (PeerMode::Replica, true) => Role::Replica,
@@ -760,13 +767,21 @@ impl ShardCluster {
             view.placement.read_order(key)
         };
         let me = self.node.me;
-        let found = order.iter().copied().find(|o| {
+        let recovering = self.node.is_recovering();
+        let candidate = |o: &Owner, wait_for_recovery: bool| {
             let skipped = (o.node != me && view.tko_mark(o.node))
-                || (o.node == me && !write && !self.node.may_read(key, *o));
+                || (o.node == me && !write && !self.node.may_read(key, *o))
+                // A recovering node is not primary for a write while another
+                // owner can be: it has not yet got back what it missed.
+                || (o.node == me && write && recovering && wait_for_recovery);
             !tried.contains(o) && !skipped
-        });
-        if found.is_some() || write {
+        };
+        let found = order.iter().copied().find(|o| candidate(o, true));
+        if found.is_some() {
             return found;
+        }
+        if write {
+            return order.iter().copied().find(|o| candidate(o, false));
         }
         // No owner can serve the read yet (keys are moving): a node that held
         // the key before the move still does.
