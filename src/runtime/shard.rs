@@ -9,10 +9,11 @@ use super::cluster::{self, ConnMode, Role, Route, ShardCluster};
 use super::conn;
 use super::messages::{Answer, Ask, FromShard, ToShard};
 use super::uring::{self, ClientStream, SocketRing};
-use super::waiters::Waiters;
+use super::waiters::{Waiters, Watchdog};
 use super::Node;
 use crate::config::SocketPath;
 use crate::engine::{self, ShardState};
+use crate::limits::SHARD_ANSWER_TIMEOUT_SECS;
 use crate::protocol::{self, ParseLimits};
 use crate::runtime::messages::ForwardKind;
 use crate::storage::{Store, StoreConfig};
@@ -265,8 +266,16 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
         cluster_tasks.push(glommio::spawn_local(cluster::watch(ctx.clone())));
     }
 
+    let mut watchdog = Watchdog::new(Duration::from_secs(SHARD_ANSWER_TIMEOUT_SECS));
     while !node.stop.load(Ordering::Acquire) {
         glommio::timer::sleep(Duration::from_millis(50)).await;
+        // A shard that never answers is hung: the supervisor stops the node.
+        if let Some(slot) = watchdog.overdue(&ctx.waiters, std::time::Instant::now()) {
+            panic!(
+                "shard {id}: request {slot} to another shard unanswered for over \
+                 {SHARD_ANSWER_TIMEOUT_SECS} s: a shard is hung"
+            );
+        }
     }
     // Stop accepting, then let connections finish the requests they have read.
     drop(accept);

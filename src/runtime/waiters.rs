@@ -6,14 +6,13 @@
 //! as the most requests ever outstanding at once, not the number ever sent.
 
 use super::messages::Answer;
-use crate::limits::SHARD_ANSWER_TIMEOUT_SECS;
-use glommio::timer::Timer;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 enum Slot {
     Free,
@@ -28,6 +27,10 @@ enum Slot {
 pub struct Waiters {
     slots: RefCell<Vec<Slot>>,
     free: RefCell<Vec<u32>>,
+    /// Per slot: the number of the request that took it last, so a
+    /// [`Watchdog`] tells a request that waits long from slots reused often.
+    requests: RefCell<Vec<u64>>,
+    sent: Cell<u64>,
 }
 
 impl Waiters {
@@ -38,10 +41,13 @@ impl Waiters {
             Some(slot) => slot,
             None => {
                 slots.push(Slot::Free);
+                self.requests.borrow_mut().push(0);
                 (slots.len() - 1) as u32
             }
         };
         slots[slot as usize] = Slot::Waiting(None);
+        self.sent.set(self.sent.get() + 1);
+        self.requests.borrow_mut()[slot as usize] = self.sent.get();
         slot
     }
 
@@ -60,23 +66,60 @@ impl Waiters {
         }
     }
 
-    /// Waits for the answer in `slot`, then frees the slot.
-    ///
-    /// # Panics
-    /// When no answer comes within [`SHARD_ANSWER_TIMEOUT_SECS`]: the other
-    /// shard is hung, and the supervisor stops the node.
+    /// Waits for the answer in `slot`, then frees the slot. A [`Watchdog`]
+    /// stops the node if the answer never comes.
     pub fn wait(self: &Rc<Self>, slot: u32) -> Wait {
-        self.wait_at_most(slot, Duration::from_secs(SHARD_ANSWER_TIMEOUT_SECS))
-    }
-
-    fn wait_at_most(self: &Rc<Self>, slot: u32, timeout: Duration) -> Wait {
         Wait {
             waiters: self.clone(),
             slot,
             done: false,
-            timeout,
-            timer: None,
         }
+    }
+}
+
+/// Notices a request to another shard that has waited too long for its
+/// answer: that shard is hung, and half a node is worse than a restart.
+/// Checked now and then by the shard's housekeeping loop, so waiting costs
+/// the request path nothing (no timer per request).
+pub struct Watchdog {
+    timeout: Duration,
+    /// Slot -> (request number, when it was first seen waiting).
+    waiting: HashMap<u32, (u64, Instant)>,
+}
+
+impl Watchdog {
+    pub fn new(timeout: Duration) -> Watchdog {
+        Watchdog {
+            timeout,
+            waiting: HashMap::new(),
+        }
+    }
+
+    /// The slot of a request that has been waiting longer than the timeout
+    /// at `now`, if any.
+    pub fn overdue(&mut self, waiters: &Waiters, now: Instant) -> Option<u32> {
+        let slots = waiters.slots.borrow();
+        let requests = waiters.requests.borrow();
+        let mut overdue = None;
+        for (slot, entry) in slots.iter().enumerate() {
+            let slot = slot as u32;
+            if !matches!(entry, Slot::Waiting(_) | Slot::Abandoned) {
+                self.waiting.remove(&slot);
+                continue;
+            }
+            let request = requests[slot as usize];
+            match self.waiting.get(&slot) {
+                Some(&(seen, since)) if seen == request => {
+                    if now.duration_since(since) > self.timeout {
+                        overdue.get_or_insert(slot);
+                    }
+                }
+                _ => {
+                    self.waiting.insert(slot, (request, now));
+                }
+            }
+        }
+        overdue
     }
 }
 
@@ -84,9 +127,6 @@ pub struct Wait {
     waiters: Rc<Waiters>,
     slot: u32,
     done: bool,
-    timeout: Duration,
-    /// Made when the answer is not there at the first poll.
-    timer: Option<Timer>,
 }
 
 impl Future for Wait {
@@ -105,12 +145,6 @@ impl Future for Wait {
             }
             Slot::Waiting(_) => {
                 *entry = Slot::Waiting(Some(cx.waker().clone()));
-                drop(slots);
-                let timeout = self.timeout;
-                let timer = self.timer.get_or_insert_with(|| Timer::new(timeout));
-                if Pin::new(timer).poll(cx).is_ready() {
-                    panic!("no answer to slot {slot} within {timeout:?}: a shard is hung");
-                }
                 Poll::Pending
             }
             Slot::Free | Slot::Abandoned => panic!("waiting on slot {slot} that was not taken"),
@@ -141,37 +175,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_wait_with_no_answer_panics_after_its_timeout() {
-        let outcome = std::thread::spawn(|| {
-            glommio::LocalExecutorBuilder::default()
-                .io_memory(crate::limits::IO_MEMORY_BYTES)
-                .make()
-                .expect("an executor")
-                .run(async {
-                    let waiters = Rc::new(Waiters::default());
-                    let slot = waiters.take_slot();
-                    waiters.wait_at_most(slot, Duration::from_millis(20)).await
-                })
-        })
-        .join();
-        let panic = outcome.expect_err("the wait ended without a panic");
-        let text = crate::runtime::supervisor::panic_text(panic.as_ref());
-        assert!(text.contains("a shard is hung"), "{text}");
+    fn the_watchdog_names_a_request_unanswered_past_its_timeout() {
+        let waiters = Waiters::default();
+        let mut watchdog = Watchdog::new(Duration::from_secs(30));
+        let start = Instant::now();
+        let slot = waiters.take_slot();
+        assert_eq!(watchdog.overdue(&waiters, start), None);
+        assert_eq!(
+            watchdog.overdue(&waiters, start + Duration::from_secs(29)),
+            None
+        );
+        assert_eq!(
+            watchdog.overdue(&waiters, start + Duration::from_secs(31)),
+            Some(slot)
+        );
     }
 
     #[test]
-    fn an_answer_in_time_is_returned() {
-        let answer = glommio::LocalExecutorBuilder::default()
-            .io_memory(crate::limits::IO_MEMORY_BYTES)
-            .make()
-            .expect("an executor")
-            .run(async {
-                let waiters = Rc::new(Waiters::default());
-                let slot = waiters.take_slot();
-                let wait = waiters.wait_at_most(slot, Duration::from_secs(5));
-                waiters.complete(slot, Answer::Done);
-                wait.await
-            });
-        assert!(matches!(answer, Answer::Done));
+    fn the_watchdog_does_not_count_a_reused_slot_as_one_long_wait() {
+        let waiters = Rc::new(Waiters::default());
+        let mut watchdog = Watchdog::new(Duration::from_secs(30));
+        let start = Instant::now();
+        let slot = waiters.take_slot();
+        assert_eq!(watchdog.overdue(&waiters, start), None);
+        // Answered, and the slot taken by the next request.
+        waiters.complete(slot, Answer::Done);
+        drop(waiters.wait(slot));
+        assert_eq!(waiters.take_slot(), slot);
+        assert_eq!(
+            watchdog.overdue(&waiters, start + Duration::from_secs(20)),
+            None
+        );
+        assert_eq!(
+            watchdog.overdue(&waiters, start + Duration::from_secs(40)),
+            None
+        );
+        assert_eq!(
+            watchdog.overdue(&waiters, start + Duration::from_secs(51)),
+            Some(slot)
+        );
     }
 }
