@@ -105,7 +105,11 @@ fn a_udp_port_is_accepted_with_a_note_that_udp_is_not_served() {
     client.set("udp", b"tcp");
     assert_eq!(client.get("udp").as_deref(), Some(&b"tcp"[..]));
     if !support::ringcache_stands_in_for_memcached() {
-        assert!(server.log().contains("UDP is not served"), "{}", server.log());
+        assert!(
+            server.log().contains("UDP is not served"),
+            "{}",
+            server.log()
+        );
     }
 }
 

@@ -156,6 +156,12 @@ pub struct ClusterNode {
     /// node reads them even before its copy is done. Empty otherwise.
     written: std::sync::Mutex<HashSet<Vec<u8>>>,
     written_any: AtomicBool,
+    /// Peers a copy of every item (at start, or when keys moved here) went on
+    /// without because they did not answer: this node lacks what it shares
+    /// with them, so it neither reads nor is primary for those keys until a
+    /// probe finds the peer again and the copy from it is done.
+    unpulled: std::sync::Mutex<HashSet<u32>>,
+    unpulled_any: AtomicBool,
     /// Orders the raising and clearing of `recovering` with the two flags above.
     recovery_lock: std::sync::Mutex<()>,
     /// When this node may release the items it no longer owns (milliseconds
@@ -213,6 +219,8 @@ impl ClusterNode {
             migration_wanted: AtomicBool::new(true),
             migrating: AtomicBool::new(false),
             migrating_from: RwLock::new(Vec::new()),
+            unpulled: std::sync::Mutex::new(HashSet::new()),
+            unpulled_any: AtomicBool::new(false),
             previous: RwLock::new(None),
             written: std::sync::Mutex::new(HashSet::new()),
             written_any: AtomicBool::new(false),
@@ -346,7 +354,7 @@ impl ClusterNode {
         owners: &crate::cluster::placement::Owners,
         owner: Owner,
     ) -> bool {
-        (owners.contains(&owner) && self.may_read(key, owner))
+        (owners.contains(&owner) && self.copy_is_current(key, owner))
             || self
                 .previous
                 .read()
@@ -359,6 +367,13 @@ impl ClusterNode {
     /// while it recovers, and while keys move to it, only if it owned `key`
     /// on that shard before they began to move.
     pub fn may_read(&self, key: &[u8], owner: Owner) -> bool {
+        self.copy_is_current(key, owner) && !self.lacks_shared(key)
+    }
+
+    /// Whether this node's copy of `key` on shard `owner`, if it has one, is
+    /// as new as the node knows (a node that lacks what a peer holds may still
+    /// hand its own copies to others).
+    fn copy_is_current(&self, key: &[u8], owner: Owner) -> bool {
         if self.is_recovering() {
             return false;
         }
@@ -542,6 +557,44 @@ impl ClusterNode {
         self.recovering.load(Ordering::Acquire)
     }
 
+    /// Whether `key` is shared with a peer whose items this node has not
+    /// copied yet (see `unpulled`); one that a decision marked down does not
+    /// count, since it is not coming back with them.
+    pub fn lacks_shared(&self, key: &[u8]) -> bool {
+        if !self.unpulled_any.load(Ordering::Acquire) {
+            return false;
+        }
+        let view = self.view();
+        let unpulled = self.unpulled.lock().expect("unpulled lock");
+        view.placement.owners(key).iter().any(|o| {
+            unpulled.contains(&o.node)
+                && view
+                    .config()
+                    .node(o.node)
+                    .is_some_and(|n| n.state != crate::cluster::config::NodeState::Down)
+        })
+    }
+
+    /// Records whether a copy of every item from `peer` was done.
+    fn set_pulled(&self, peer: u32, pulled: bool) {
+        let mut unpulled = self.unpulled.lock().expect("unpulled lock");
+        if pulled {
+            unpulled.remove(&peer);
+        } else if unpulled.insert(peer) {
+            log::warn!(
+                "node {peer} did not answer this node's copy of the items they share: \
+                 they are neither read nor written here until it answers and they are copied"
+            );
+        }
+        self.unpulled_any
+            .store(!unpulled.is_empty(), Ordering::Release);
+    }
+
+    fn is_unpulled(&self, peer: u32) -> bool {
+        self.unpulled_any.load(Ordering::Acquire)
+            && self.unpulled.lock().expect("unpulled lock").contains(&peer)
+    }
+
     fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
@@ -698,6 +751,16 @@ impl ShardCluster {
                 // Every owner is skipped: a read still tries the first one
                 // rather than fail without asking.
                 None => match view.placement.read_order(key).primary() {
+                    // This node may not read its copy (it recovers, or lacks
+                    // what it shares with an owner it could not copy from): a
+                    // miss would be false while another owner holds the key.
+                    owner
+                        if owner.node == me
+                            && !self.node.may_read(key, owner)
+                            && shared_with_a_live_peer(&view, key, me) =>
+                    {
+                        Route::Refuse(Refusal::NoOwnerReachable)
+                    }
                     owner if owner.node == me => Route::Shard(owner.shard, Role::Plain),
                     owner => Route::Peer(owner),
                 },
@@ -731,14 +794,18 @@ impl ShardCluster {
                 };
                 let role = match (mode, write) {
                     (PeerMode::Forward, false)
-                        if !self.node.may_read(key, *mine) && elsewhere() =>
+                        if !self.node.may_read(key, *mine)
+                            && (elsewhere() || self.node.lacks_shared(key)) =>
                     {
                         return Route::Refuse(Refusal::Recovering)
                     }
                     // Nor is it primary for another node's client while it
                     // recovers: the sender tries the next owner (a refusal,
                     // so the write was not applied here).
-                    (PeerMode::Forward, true) if self.node.is_recovering() && elsewhere() => {
+                    (PeerMode::Forward, true)
+                        if (self.node.is_recovering() && elsewhere())
+                            || self.node.lacks_shared(key) =>
+                    {
                         return Route::Refuse(Refusal::Recovering)
                     }
                     (_, false) => Role::Plain,
@@ -773,7 +840,8 @@ impl ShardCluster {
                 || (o.node == me && !write && !self.node.may_read(key, *o))
                 // A recovering node is not primary for a write while another
                 // owner can be: it has not yet got back what it missed.
-                || (o.node == me && write && recovering && wait_for_recovery);
+                || (o.node == me && write && recovering && wait_for_recovery)
+                || (o.node == me && write && self.node.lacks_shared(key));
             !tried.contains(o) && !skipped
         };
         let found = order.iter().copied().find(|o| candidate(o, true));
@@ -792,6 +860,17 @@ impl ShardCluster {
                 && (o.node == me || !view.tko_mark(o.node))
         })
     }
+}
+
+/// Whether another node that a decision has not marked down owns `key`.
+fn shared_with_a_live_peer(view: &View, key: &[u8], me: u32) -> bool {
+    view.placement.owners(key).iter().any(|o| {
+        o.node != me
+            && view
+                .config()
+                .node(o.node)
+                .is_some_and(|n| n.state != crate::cluster::config::NodeState::Down)
+    })
 }
 
 /// What became of one item sent to another owner.
@@ -1099,6 +1178,11 @@ impl ShardCluster {
         what: RecoverWhat,
         clock: &Clock,
     ) -> &'static [u8] {
+        // A node that is recovering itself may hold copies older than what it
+        // has yet to get back: the asker tries again once it is done.
+        if what == RecoverWhat::All && self.node.is_recovering() {
+            return wire::RECOVERING;
+        }
         let taken = self.hints.borrow_mut().remove(&node).unwrap_or_default();
         self.node
             .hinted_keys
@@ -1403,10 +1487,17 @@ pub async fn recover(ctx: Rc<ShardCtx>, what: RecoverWhat) {
             if let Some(t) = node.tko_flag(peer) {
                 t.store(true, Ordering::Release);
             }
+            if what == RecoverWhat::All {
+                node.set_pulled(peer, false);
+            }
             continue;
         }
         let done = match what {
-            RecoverWhat::All => pull(&ctx, peer, RecoverWhat::All).await,
+            RecoverWhat::All => {
+                let pulled = pull(&ctx, peer, RecoverWhat::All).await;
+                node.set_pulled(peer, pulled);
+                pulled
+            }
             RecoverWhat::Hints => exchange(&ctx, peer).await,
         };
         settled += done as usize;
@@ -1463,10 +1554,13 @@ async fn pull(ctx: &ShardCtx, peer: u32, mut what: RecoverWhat) -> bool {
                         answered = true;
                     }
                     Some(reply) => {
-                        log::warn!(
-                            "recovery from node {peer} shard {shard} (attempt {attempt}): {}",
-                            String::from_utf8_lossy(&reply).trim_end()
-                        );
+                        let text = String::from_utf8_lossy(&reply);
+                        let text = text.trim_end();
+                        if reply == wire::RECOVERING {
+                            log::debug!("recovery from node {peer} shard {shard} (attempt {attempt}): {text}");
+                        } else {
+                            log::warn!("recovery from node {peer} shard {shard} (attempt {attempt}): {text}");
+                        }
                         glommio::timer::sleep(Duration::from_millis(PEER_PROBE_INTERVAL_MS)).await;
                         continue;
                     }
@@ -1599,12 +1693,23 @@ pub async fn watch(ctx: Rc<ShardCtx>) {
         node.last_tick_ms.store(node.now_ms(), Ordering::Release);
         let ids: Vec<u32> = node.view().config().nodes().iter().map(|n| n.id).collect();
         for id in ids {
-            if node.is_tko(id) && !probing.borrow().contains(&id) {
+            if (node.is_tko(id) || node.is_unpulled(id)) && !probing.borrow().contains(&id) {
                 probing.borrow_mut().insert(id);
                 let node = node.clone();
                 let probing = probing.clone();
+                let ctx = ctx.clone();
                 glommio::spawn_local(async move {
-                    if node.probe(id).await && ask_exchange(&node, id).await {
+                    // A peer this node has not copied its shared items from
+                    // yet is copied from first, then settles as any other.
+                    let pulled = || async {
+                        if !node.is_unpulled(id) {
+                            return true;
+                        }
+                        let pulled = pull(&ctx, id, RecoverWhat::All).await;
+                        node.set_pulled(id, pulled);
+                        pulled
+                    };
+                    if node.probe(id).await && pulled().await && ask_exchange(&node, id).await {
                         node.clear_tko(id);
                     }
                     probing.borrow_mut().remove(&id);
@@ -1743,7 +1848,7 @@ pub async fn write_stats_cluster(ctx: &ShardCtx, own_items: u64, out: &mut Vec<u
     );
     let state = if view.config().node(node.me).is_none() {
         "removed"
-    } else if node.is_recovering() {
+    } else if node.is_recovering() || node.unpulled_any.load(Ordering::Acquire) {
         "recovering"
     } else if node.is_copying() {
         "migrating"
