@@ -103,9 +103,11 @@ fn fresh_ports(ip: &str, count: u16) -> u16 {
 }
 
 /// How a fake node misbehaves once the test calls [`FakePeer::misbehave`].
-/// Until then it answers as a healthy, empty peer: nothing to `rc` lines, `MN`
-/// to `mn`, `OK` to `rc recover`, so the real nodes start with it reachable
-/// and meet the fault on their data path.
+/// Until then it answers as a healthy, empty peer: the members-only handshake
+/// (it holds the cluster secret), nothing to other `rc` lines, `MN` to `mn`,
+/// `OK` to `rc recover`, so the real nodes start with it reachable and meet
+/// the fault on their data path; a connection misbehaves only once it has
+/// passed the handshake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fake {
     /// Answers the next bytes of every connection with [`GARBAGE`] and keeps
@@ -224,9 +226,12 @@ fn serve_fake(mut stream: TcpStream, shared: &FakeShared) {
     let _ = stream.set_read_timeout(Some(Duration::from_millis(20)));
     let mut pending: Vec<u8> = Vec::new();
     let mut answered_garbage = false;
+    // The fault is on the data path: a connection passes the members-only
+    // handshake first, then meets it.
+    let mut authenticated = false;
     let mut buf = [0u8; 4096];
     while !shared.stop.load(Ordering::SeqCst) {
-        let misbehaving = shared.misbehaving.load(Ordering::SeqCst);
+        let misbehaving = authenticated && shared.misbehaving.load(Ordering::SeqCst);
         if misbehaving && shared.kind == Fake::Hung {
             // Keep the connection open, read nothing, answer nothing.
             std::thread::sleep(Duration::from_millis(20));
@@ -251,7 +256,10 @@ fn serve_fake(mut stream: TcpStream, shared: &FakeShared) {
                     let reply: &[u8] = if line.starts_with(b"rc hello ") {
                         challenge = fake_challenge(&shared.secret, &line);
                         &challenge
-                    } else if line.starts_with(b"rc auth ") || line.starts_with(b"rc recover ") {
+                    } else if line.starts_with(b"rc auth ") {
+                        authenticated = true;
+                        b"OK\r\n"
+                    } else if line.starts_with(b"rc recover ") {
                         b"OK\r\n"
                     } else if line == b"mn\r\n" {
                         b"MN\r\n"
@@ -2710,9 +2718,17 @@ fn a_join_at_a_live_members_address_is_refused() {
     }
     let (root, m1, _) = one_node_cluster("livejoin");
     let epoch = m1.stats_cluster()["epoch"].clone();
+    // An operator's mistake, not an intruder's: it holds the secret.
+    let intruder = root.join("intruder");
+    std::fs::create_dir_all(&intruder).expect("create the intruder's directory");
+    std::fs::copy(
+        m1.dir.join(SECRET_FILE_NAME),
+        intruder.join(SECRET_FILE_NAME),
+    )
+    .expect("copy the cluster secret");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringcache"))
         .args(["--join", &m1.addr(), "--data-dir"])
-        .arg(root.join("intruder"))
+        .arg(&intruder)
         .args(["-l", &m1.ip, "-p", &m1.port.to_string(), "-t", "1"])
         .output()
         .expect("run ringcache");
