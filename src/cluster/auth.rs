@@ -71,7 +71,7 @@ impl Secret {
                 "longer than {SECRET_TEXT_LEN_MAX} characters: write {SECRET_BYTES_MIN} to 128 bytes in hex or base64"
             ));
         }
-        let bytes = if text.len() % 2 == 0 && text.bytes().all(|c| c.is_ascii_hexdigit()) {
+        let bytes = if text.len().is_multiple_of(2) && text.bytes().all(|c| c.is_ascii_hexdigit()) {
             hex_decode(text).ok_or("not hex")?
         } else if text
             .bytes()
@@ -156,7 +156,7 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Hex to bytes; `None` unless every pair is two hex digits.
 pub fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())

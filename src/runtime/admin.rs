@@ -80,11 +80,10 @@ pub fn main(args: &[String]) -> i32 {
             return 2;
         }
     };
-    let admin = Admin {
+    let node = Admin {
         node: &node,
         secret: &secret,
     };
-    let node = &admin;
     let result = match command {
         Some("show") => show(&node).map(|c| c.to_file_text().into_bytes()),
         Some("set") if rest.len() > 1 => set(&node, &rest[1..]),
