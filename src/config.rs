@@ -224,6 +224,14 @@ pub struct Args {
     )]
     pub join: Option<String>,
 
+    /// In a cluster: the file holding the cluster secret (at least 32 random
+    /// bytes in hex or base64, mode 0600), which every node and admin must prove
+    /// it holds before any node-to-node (`rc`) line is taken. Default: the
+    /// cluster file's `secret_file`, else `cluster.secret` in --data-dir
+    /// (`--init` creates it there). A cluster node without one does not start.
+    #[arg(long = "cluster-secret", value_name = "FILE")]
+    pub cluster_secret: Option<std::path::PathBuf>,
+
     /// With --data-dir: the CPU the control thread (consensus, failure detection)
     /// runs on. Default: unpinned, sharing the CPUs with the shards.
     #[arg(long = "control-cpu", value_name = "CPU", requires = "data_dir")]
@@ -269,6 +277,8 @@ pub struct Config {
     pub init: bool,
     /// `--join HOST:PORT`: join that node's cluster when `data_dir` is empty.
     pub join: Option<String>,
+    /// `--cluster-secret FILE`.
+    pub cluster_secret: Option<std::path::PathBuf>,
     pub failover_timeout_ms: u64,
     pub control_cpu: Option<usize>,
     /// `-F`: whether `flush_all` is served.
@@ -799,6 +809,7 @@ impl Config {
             data_dir: args.data_dir.clone(),
             init: args.init,
             join: args.join.clone(),
+            cluster_secret: args.cluster_secret.clone(),
             failover_timeout_ms: args.failover_timeout_ms,
             control_cpu: args.control_cpu,
             flush: if args.disable_flush_all {

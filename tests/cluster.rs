@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use ringcache::cluster::auth::{ClientHandshake, Secret, SECRET_FILE_NAME};
 use ringcache::cluster::config::ClusterConfig;
 use ringcache::cluster::placement::Placement;
 use support::{show, Client, Server, StartError, REPLY_TIMEOUT};
@@ -43,6 +44,36 @@ const GARBAGE: &[u8] = b"HTTP/1.1 200 OK\r\n\r\nhello";
 
 // ---------------------------------------------------------------------------
 // Ports, fake peers, and the cluster under test.
+
+/// Writes a fresh cluster secret to `path` (mode 0600) and returns it.
+fn write_secret(path: &std::path::Path) -> Secret {
+    use std::os::unix::fs::OpenOptionsExt;
+    let bytes: [u8; 32] = ringcache::runtime::auth::random_bytes().expect("random bytes");
+    let secret = Secret::from_bytes(&bytes);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .expect("create the cluster secret");
+    file.write_all(secret.file_text().as_bytes())
+        .expect("write the cluster secret");
+    secret
+}
+
+/// The members-only handshake, as an admin, on a test's client.
+fn authenticate(client: &mut Client, secret: &Secret) {
+    let (handshake, hello) = ClientHandshake::start("admin", [7; 16]);
+    client.send(&hello);
+    let challenge = client
+        .read_until(b"\r\n", REPLY_TIMEOUT)
+        .expect("an rc challenge");
+    let auth = handshake
+        .on_challenge(secret, &challenge[..challenge.len() - 2])
+        .expect("the node holds the cluster's secret");
+    assert_eq!(show(&client.call(&auth, b"\r\n")), show(b"OK\r\n"));
+}
 
 /// A port free on `ip` that no other test of this process was given: the
 /// tests run in parallel, and each cluster's ports are fixed in its file.
@@ -72,9 +103,11 @@ fn fresh_ports(ip: &str, count: u16) -> u16 {
 }
 
 /// How a fake node misbehaves once the test calls [`FakePeer::misbehave`].
-/// Until then it answers as a healthy, empty peer: nothing to `rc` lines, `MN`
-/// to `mn`, `OK` to `rc recover`, so the real nodes start with it reachable
-/// and meet the fault on their data path.
+/// Until then it answers as a healthy, empty peer: the members-only handshake
+/// (it holds the cluster secret), nothing to other `rc` lines, `MN` to `mn`,
+/// `OK` to `rc recover`, so the real nodes start with it reachable and meet
+/// the fault on their data path; a connection misbehaves only once it has
+/// passed the handshake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fake {
     /// Answers the next bytes of every connection with [`GARBAGE`] and keeps
@@ -99,13 +132,15 @@ struct FakePeer {
 #[derive(Clone)]
 struct FakeShared {
     kind: Fake,
+    /// The cluster secret, so the fake passes the real nodes' handshake.
+    secret: Secret,
     stop: Arc<AtomicBool>,
     misbehaving: Arc<AtomicBool>,
     closed: Arc<AtomicUsize>,
 }
 
 impl FakePeer {
-    fn bind(ip: &str, ports: &[u16], kind: Fake) -> std::io::Result<FakePeer> {
+    fn bind(ip: &str, ports: &[u16], kind: Fake, secret: &Secret) -> std::io::Result<FakePeer> {
         let listeners = ports
             .iter()
             .map(|&port| TcpListener::bind((ip, port)))
@@ -121,6 +156,7 @@ impl FakePeer {
             listener.set_nonblocking(true)?;
             let shared = FakeShared {
                 kind,
+                secret: secret.clone(),
                 stop: fake.stop.clone(),
                 misbehaving: fake.misbehaving.clone(),
                 closed: fake.closed_after_garbage.clone(),
@@ -173,6 +209,16 @@ fn accept_loop(listener: TcpListener, shared: &FakeShared, accepted: &AtomicUsiz
     }
 }
 
+/// A fake peer's `rc challenge` to a real node's `rc hello` line.
+fn fake_challenge(secret: &Secret, hello: &[u8]) -> Vec<u8> {
+    use ringcache::cluster::auth::{encode_challenge, parse_auth_line, AuthLine};
+    let line = hello.strip_suffix(b"\r\n").unwrap_or(hello);
+    match parse_auth_line(line) {
+        Some(AuthLine::Hello { nonce, .. }) => encode_challenge(secret, &nonce, &[9; 16]),
+        _ => b"ERROR\r\n".to_vec(),
+    }
+}
+
 /// Serves one connection: as a healthy empty peer until told to misbehave,
 /// then as [`Fake`] says, until the node closes it or the test ends.
 fn serve_fake(mut stream: TcpStream, shared: &FakeShared) {
@@ -180,9 +226,12 @@ fn serve_fake(mut stream: TcpStream, shared: &FakeShared) {
     let _ = stream.set_read_timeout(Some(Duration::from_millis(20)));
     let mut pending: Vec<u8> = Vec::new();
     let mut answered_garbage = false;
+    // The fault is on the data path: a connection passes the members-only
+    // handshake first, then meets it.
+    let mut authenticated = false;
     let mut buf = [0u8; 4096];
     while !shared.stop.load(Ordering::SeqCst) {
-        let misbehaving = shared.misbehaving.load(Ordering::SeqCst);
+        let misbehaving = authenticated && shared.misbehaving.load(Ordering::SeqCst);
         if misbehaving && shared.kind == Fake::Hung {
             // Keep the connection open, read nothing, answer nothing.
             std::thread::sleep(Duration::from_millis(20));
@@ -203,7 +252,14 @@ fn serve_fake(mut stream: TcpStream, shared: &FakeShared) {
                 pending.extend_from_slice(&buf[..n]);
                 while let Some(nl) = pending.iter().position(|&c| c == b'\n') {
                     let line: Vec<u8> = pending.drain(..=nl).collect();
-                    let reply: &[u8] = if line.starts_with(b"rc recover ") {
+                    let challenge;
+                    let reply: &[u8] = if line.starts_with(b"rc hello ") {
+                        challenge = fake_challenge(&shared.secret, &line);
+                        &challenge
+                    } else if line.starts_with(b"rc auth ") {
+                        authenticated = true;
+                        b"OK\r\n"
+                    } else if line.starts_with(b"rc recover ") {
                         b"OK\r\n"
                     } else if line == b"mn\r\n" {
                         b"MN\r\n"
@@ -305,6 +361,9 @@ struct Node {
 struct Cluster {
     dir: PathBuf,
     text: String,
+    /// The cluster secret, in `dir/cluster.secret` and named by the file's
+    /// `secret_file`.
+    secret: Secret,
     placement: Placement,
     nodes: Vec<Node>,
 }
@@ -336,6 +395,7 @@ impl Cluster {
             COUNTER.fetch_add(1, Ordering::SeqCst)
         ));
         std::fs::create_dir_all(&dir).expect("create the cluster's temporary directory");
+        let secret = write_secret(&dir.join(SECRET_FILE_NAME));
         let file = dir.join("cluster.toml");
         let nodes: Vec<Node> = (1..=layout.roles.len() as u32)
             .map(|id| {
@@ -360,6 +420,7 @@ impl Cluster {
         let mut cluster = Cluster {
             dir,
             text,
+            secret,
             placement: Placement::new(Arc::new(config)),
             nodes,
         };
@@ -368,7 +429,7 @@ impl Cluster {
             if let Role::Fake(kind) = *role {
                 let mut ports = vec![node.port];
                 ports.extend_from_slice(&node.shard_ports);
-                let fake = FakePeer::bind(&node.ip, &ports, kind)
+                let fake = FakePeer::bind(&node.ip, &ports, kind, &cluster.secret)
                     .map_err(|e| format!("fake node {} on {}: {e}", node.id, node.ip))?;
                 node.fake = Some(fake);
             }
@@ -436,6 +497,14 @@ impl Cluster {
         Client::connect_at(&node.ip, node.port)
     }
 
+    /// A client on node `id`'s client port that has proved it holds the
+    /// cluster secret, so its `rc` lines are taken.
+    fn member_client(&self, id: u32) -> Client {
+        let mut client = self.client(id);
+        authenticate(&mut client, &self.secret);
+        client
+    }
+
     /// Reads at node `id` alone, bypassing routing.
     fn local_reader(&self, id: u32) -> LocalReader {
         let node = self.node(id);
@@ -443,6 +512,7 @@ impl Cluster {
             node: id,
             ip: node.ip.clone(),
             port: node.port,
+            secret: self.secret.clone(),
             client: None,
         }
     }
@@ -589,7 +659,8 @@ fn cluster_file_text(layout: &Layout, nodes: &[Node]) -> String {
          replicas = {}\n\
          vnodes_per_shard = 160\n\
          write_ack = \"{}\"\n\
-         acceptors = [{}]\n",
+         acceptors = [{}]\n\
+         secret_file = \"cluster.secret\"\n",
         layout.replicas,
         layout.write_ack,
         if layout.consensus {
@@ -760,15 +831,18 @@ struct LocalReader {
     node: u32,
     ip: String,
     port: u16,
+    secret: Secret,
     client: Option<Client>,
 }
 
 impl LocalReader {
     fn mg(&mut self, key: &str) -> Local {
-        let (node, ip, port) = (self.node, &self.ip, self.port);
-        let client = self
-            .client
-            .get_or_insert_with(|| Client::connect_at(ip, port));
+        let (node, ip, port, secret) = (self.node, &self.ip, self.port, &self.secret);
+        let client = self.client.get_or_insert_with(|| {
+            let mut client = Client::connect_at(ip, port);
+            authenticate(&mut client, secret);
+            client
+        });
         // The header goes before every request: whether it marks the connection
         // or only the next request, each `mg` is then a local read.
         client.send(format!("rc rep 1\r\nmg {key} v\r\n").as_bytes());
@@ -1370,6 +1444,7 @@ fn epoch_mismatch_is_refused() {
     ];
     for (ip, port) in &endpoints {
         let mut raw = Client::connect_at(ip, *port);
+        authenticate(&mut raw, &cluster.secret);
         raw.send(b"rc fwd 7\r\nget k\r\n");
         let line = raw
             .read_until(b"\r\n", REPLY_TIMEOUT)
@@ -1386,7 +1461,7 @@ fn epoch_mismatch_is_refused() {
             show(&more)
         );
     }
-    let mut raw = cluster.client(1);
+    let mut raw = cluster.member_client(1);
     let reply = raw.call(b"rc fwd 1\r\nset k 0 0 1\r\nx\r\nget k\r\n", b"END\r\n");
     assert_eq!(show(&reply), show(b"STORED\r\nVALUE k 0 1\r\nx\r\nEND\r\n"));
     assert_eq!(cluster.client(2).get("k").as_deref(), Some(&b"x"[..]));
@@ -1794,8 +1869,10 @@ fn sighup_swaps_in_a_newer_configuration_under_load() {
 fn admin(cluster: &Cluster, id: u32, args: &[&str]) -> (bool, String) {
     let node = cluster.node(id);
     let addr = format!("{}:{}", node.ip, node.port);
+    let secret = cluster.dir.join(SECRET_FILE_NAME);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringcache"))
-        .args(["cluster", "--node", &addr])
+        .args(["cluster", "--node", &addr, "--cluster-secret"])
+        .arg(&secret)
         .args(args)
         .output()
         .expect("run ringcache cluster");
@@ -1885,7 +1962,7 @@ fn paxos_changes_commit_with_the_leader_killed() {
     let mut request = b"rc propose ".to_vec();
     ringcache::cluster::codec::encode_config(&stale, &mut request);
     request.extend_from_slice(b"\r\n");
-    let reply = cluster.client(1).call(&request, b"\r\n");
+    let reply = cluster.member_client(1).call(&request, b"\r\n");
     assert!(
         show(&reply).starts_with("SERVER_ERROR epoch already decided"),
         "{}",
@@ -2079,6 +2156,7 @@ fn a_partitioned_minority_cannot_decide_and_catches_up_after_healing() {
     // The minority cannot: its proposal goes nowhere and its epoch stays.
     let node3 = cluster.node(3);
     let mut minority = client_from("127.0.0.9", &node3.ip, node3.port);
+    authenticate(&mut minority, &cluster.secret);
     let text = minority.call(b"rc show\r\n", b"END\r\n");
     let body = String::from_utf8_lossy(&text);
     assert!(
@@ -2107,7 +2185,7 @@ fn a_partitioned_minority_cannot_decide_and_catches_up_after_healing() {
             .iter()
             .map(|&id| {
                 let epoch = cluster.stats_cluster(id)["epoch"].clone();
-                let config = cluster.client(id).call(b"rc show\r\n", b"END\r\n");
+                let config = cluster.member_client(id).call(b"rc show\r\n", b"END\r\n");
                 (epoch, config)
             })
             .collect();
@@ -2150,6 +2228,8 @@ const MEMBER_SHARDS: u16 = 2;
 struct Member {
     ip: String,
     port: u16,
+    /// Its `--data-dir`, which holds its copy of the cluster secret.
+    dir: PathBuf,
     server: Option<Server>,
 }
 
@@ -2161,6 +2241,16 @@ impl Member {
         let port = fresh_port(&ip);
         let base = fresh_ports(&ip, MEMBER_SHARDS);
         let dir = root.join(format!("member-{n}"));
+        if how.first() != Some(&"--init") {
+            // The operator's step before a join: a copy of the secret `--init`
+            // made, in the new node's data directory.
+            std::fs::create_dir_all(&dir).expect("create the member's directory");
+            let secret = root.join("member-1").join(SECRET_FILE_NAME);
+            let copy = dir.join(SECRET_FILE_NAME);
+            if !copy.exists() {
+                std::fs::copy(&secret, &copy).expect("copy the cluster secret");
+            }
+        }
         let mut args: Vec<String> = how.iter().map(|a| a.to_string()).collect();
         args.extend(
             [
@@ -2185,6 +2275,7 @@ impl Member {
         Member {
             ip,
             port,
+            dir,
             server: Some(server),
         }
     }
@@ -2231,7 +2322,8 @@ impl Member {
     /// Runs `ringcache cluster --node <this node> <args>`.
     fn admin(&self, args: &[&str]) -> String {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringcache"))
-            .args(["cluster", "--node", &self.addr()])
+            .args(["cluster", "--node", &self.addr(), "--data-dir"])
+            .arg(&self.dir)
             .args(args)
             .output()
             .expect("run ringcache cluster");
@@ -2562,7 +2654,7 @@ fn a_stopped_leader_catches_up_when_resumed() {
     wait_for_epoch(&cluster, &[1, 2, 3], 4);
     let shown: Vec<Vec<u8>> = [1, 2, 3]
         .iter()
-        .map(|&id| cluster.client(id).call(b"rc show\r\n", b"END\r\n"))
+        .map(|&id| cluster.member_client(id).call(b"rc show\r\n", b"END\r\n"))
         .collect();
     assert!(shown.iter().all(|s| *s == shown[0]), "the nodes disagree");
     assert_eq!(cluster.stats_cluster(3)["write_ack"], "quorum");
@@ -2590,6 +2682,7 @@ fn an_added_member_started_from_the_shown_file_takes_its_keys() {
     let file = root.join("shown.toml");
     std::fs::write(&file, m1.admin(&["show"])).expect("write the shown file");
     let data = root.join("data-2");
+    let secret = m1.dir.join(SECRET_FILE_NAME);
     let args = [
         "--cluster",
         &file.to_string_lossy(),
@@ -2597,6 +2690,8 @@ fn an_added_member_started_from_the_shown_file_takes_its_keys() {
         "2",
         "--data-dir",
         &data.to_string_lossy(),
+        "--cluster-secret",
+        &secret.to_string_lossy(),
         "--peer-timeout-ms",
         "2000",
     ];
@@ -2604,6 +2699,7 @@ fn an_added_member_started_from_the_shown_file_takes_its_keys() {
     let m2 = Member {
         ip: ip.to_string(),
         port,
+        dir: data.clone(),
         server: Some(server),
     };
     wait_for_members(&[&m1, &m2], &[(1, "up"), (2, "up")]);
@@ -2703,9 +2799,17 @@ fn a_join_at_a_live_members_address_is_refused() {
     }
     let (root, m1, _) = one_node_cluster("livejoin");
     let epoch = m1.stats_cluster()["epoch"].clone();
+    // An operator's mistake, not an intruder's: it holds the secret.
+    let intruder = root.join("intruder");
+    std::fs::create_dir_all(&intruder).expect("create the intruder's directory");
+    std::fs::copy(
+        m1.dir.join(SECRET_FILE_NAME),
+        intruder.join(SECRET_FILE_NAME),
+    )
+    .expect("copy the cluster secret");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringcache"))
         .args(["--join", &m1.addr(), "--data-dir"])
-        .arg(root.join("intruder"))
+        .arg(&intruder)
         .args(["-l", &m1.ip, "-p", &m1.port.to_string(), "-t", "1"])
         .output()
         .expect("run ringcache");

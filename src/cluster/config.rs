@@ -40,7 +40,9 @@
 //! ```
 //!
 //! A file may also set `next_node_id = N`, the id the next node to join gets
-//! (ids are never reused; by default one past the highest id), and `epoch = N` among the top-level keys: the configuration's
+//! (ids are never reused; by default one past the highest id), `secret_file =
+//! "PATH"` (where this node reads the cluster secret, relative to the file;
+//! see `cluster::auth`), and `epoch = N` among the top-level keys: the configuration's
 //! number, at least 1, and 1 when the key is absent. An operator starting a
 //! cluster leaves it out; a node that saves a later configuration writes it
 //! ([`ClusterConfig::to_file_text`]), so the text names the value exactly.
@@ -714,6 +716,27 @@ fn syntax(line: usize, reason: impl Into<String>) -> ClusterFileError {
     }
 }
 
+/// The file's top-level `secret_file = "PATH"`, if it sets one: where the node
+/// reading it finds the cluster secret (see `cluster::auth`). It is each
+/// node's own setting, so no configuration value carries it and
+/// [`ClusterConfig::to_file_text`] does not write it.
+pub fn secret_file_of(text: &str) -> Option<String> {
+    for raw in text.lines() {
+        let line = strip_comment(raw, 0).ok()?.trim();
+        if line.starts_with('[') && !line.contains('=') {
+            return None;
+        }
+        if let Some((key, value)) = line.split_once('=') {
+            if key.trim() == "secret_file" {
+                if let Ok(Value::Str(path)) = parse_value(value.trim()) {
+                    return Some(path);
+                }
+            }
+        }
+    }
+    None
+}
+
 /// Parses the cluster file's text into an unchecked [`ClusterSpec`]. The file's
 /// `epoch` is checked but not returned: see [`parse_cluster_file_with_epoch`].
 pub fn parse_cluster_file(text: &str) -> Result<ClusterSpec, ClusterFileError> {
@@ -797,6 +820,11 @@ pub fn parse_cluster_file_with_epoch(text: &str) -> Result<(u64, ClusterSpec), C
                 "next_node_id" => {
                     set_once(&mut next_node_id, as_u32(key, &value, line_no)?, dup)?
                 }
+                // This node's own setting, not part of the configuration:
+                // see [`secret_file_of`].
+                "secret_file" => {
+                    as_str(key, &value, line_no)?;
+                }
                 "epoch" => {
                     let Value::Int(n) = value else {
                         return Err(syntax(line_no, format!("epoch is {}, not an integer", value.kind())));
@@ -809,7 +837,7 @@ pub fn parse_cluster_file_with_epoch(text: &str) -> Result<(u64, ClusterSpec), C
                 _ => {
                     return Err(syntax(
                         line_no,
-                        format!("unknown key {key:?} (top-level keys: epoch, replicas, vnodes_per_shard, write_ack, acceptors, next_node_id)"),
+                        format!("unknown key {key:?} (top-level keys: epoch, replicas, vnodes_per_shard, write_ack, acceptors, next_node_id, secret_file)"),
                     ))
                 }
             },

@@ -1,8 +1,9 @@
 //! Placement: the consistent-hash ring, the cluster configuration, who owns a
 //! key, how the configuration is shown to clients, what nodes say to each other
 //! on the data path, and the configuration's consensus messages and durable state
-//! as bytes (pure).
+//! as bytes, and the handshake that keeps `rc` lines to members (pure).
 
+pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod encode;

@@ -16,7 +16,12 @@
 //! - `remove ID`: proposes the configuration without node ID (not an acceptor:
 //!   change `acceptors` first). Its keys move to the nodes that now own them,
 //!   copied from the other owners.
+//!
+//! Every command but `status` proves it holds the cluster secret first (see
+//! `cluster::auth`): `--cluster-secret FILE`, or `cluster.secret` in
+//! `--data-dir DIR` (a node's data directory on the same machine).
 
+use crate::cluster::auth::{Secret, SECRET_FILE_NAME};
 use crate::cluster::codec;
 use crate::cluster::config::{ClusterConfig, NodeState, WriteAck};
 use std::io::Write;
@@ -24,7 +29,8 @@ use std::time::Duration;
 
 /// What `ringcache cluster --help` prints (and a wrong command line, to stderr).
 const USAGE: &str =
-    "usage: ringcache cluster [--node HOST:PORT] status | show | set KEY=VALUE... |\n\
+    "usage: ringcache cluster [--node HOST:PORT] [--cluster-secret FILE | --data-dir DIR]\n\
+     \x20      status | show | set KEY=VALUE... |\n\
      \x20      add HOST:PORT SHARD,SHARD... | remove ID\n\
      keys: write_ack=one|quorum|all replicas=N down=ID up=ID acceptors=ID,ID,...";
 
@@ -34,23 +40,51 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Runs `ringcache cluster <args>`; returns the exit code.
 pub fn main(args: &[String]) -> i32 {
     let mut node = "127.0.0.1:11211".to_string();
+    let mut secret_file = None;
+    let mut data_dir = None;
     let mut rest = Vec::new();
     let mut i = 0;
     while i < args.len() {
         if args[i] == "--node" && i + 1 < args.len() {
             node = args[i + 1].clone();
             i += 2;
+        } else if args[i] == "--cluster-secret" && i + 1 < args.len() {
+            secret_file = Some(std::path::PathBuf::from(&args[i + 1]));
+            i += 2;
+        } else if args[i] == "--data-dir" && i + 1 < args.len() {
+            data_dir = Some(std::path::PathBuf::from(&args[i + 1]));
+            i += 2;
         } else {
             rest.push(args[i].clone());
             i += 1;
         }
     }
-    let result = match rest.first().map(String::as_str) {
-        Some("--help" | "-h" | "help") => {
-            println!("{USAGE}");
-            return 0;
+    let command = rest.first().map(String::as_str);
+    if let Some("--help" | "-h" | "help") = command {
+        println!("{USAGE}");
+        return 0;
+    }
+    if command == Some("status") {
+        // `stats cluster` is open to clients (discovery): no secret needed.
+        return finish(super::start::ask_plain(
+            &node,
+            b"stats cluster\r\n",
+            b"END\r\n",
+            ADMIN_TIMEOUT,
+        ));
+    }
+    let secret = match find_secret(secret_file, data_dir) {
+        Ok(secret) => secret,
+        Err(message) => {
+            eprintln!("ringcache cluster: {message}");
+            return 2;
         }
-        Some("status") => exchange(&node, b"stats cluster\r\n", b"END\r\n"),
+    };
+    let node = Admin {
+        node: &node,
+        secret: &secret,
+    };
+    let result = match command {
         Some("show") => show(&node).map(|c| c.to_file_text().into_bytes()),
         Some("set") if rest.len() > 1 => set(&node, &rest[1..]),
         Some("add") if rest.len() == 3 => {
@@ -69,6 +103,26 @@ pub fn main(args: &[String]) -> i32 {
         Some("remove") if rest.len() == 2 => remove(&node, &rest[1]),
         _ => Err(USAGE.into()),
     };
+    finish(result)
+}
+
+/// The cluster secret an admin proves: `--cluster-secret FILE`, else
+/// `cluster.secret` in `--data-dir DIR`.
+fn find_secret(
+    file: Option<std::path::PathBuf>,
+    data_dir: Option<std::path::PathBuf>,
+) -> Result<Secret, String> {
+    let path = file
+        .or_else(|| data_dir.map(|dir| dir.join(SECRET_FILE_NAME)))
+        .ok_or_else(|| {
+            "this command needs the cluster secret: --cluster-secret FILE, or --data-dir DIR of a node on this machine".to_string()
+        })?;
+    super::auth::load_secret(&path)
+}
+
+/// Prints the reply and returns the exit code: 1 if the node refused, 2 if
+/// the command could not be carried out.
+fn finish(result: Result<Vec<u8>, String>) -> i32 {
     match result {
         Ok(bytes) => {
             let _ = std::io::stdout().write_all(&bytes);
@@ -86,12 +140,25 @@ pub fn main(args: &[String]) -> i32 {
     }
 }
 
-/// Sends `request` and reads until the reply ends with `end`.
-fn exchange(node: &str, request: &[u8], end: &[u8]) -> Result<Vec<u8>, String> {
-    super::start::ask(node, request, end, ADMIN_TIMEOUT)
+/// The node an admin command talks to, and the secret it proves there.
+struct Admin<'a> {
+    node: &'a str,
+    secret: &'a Secret,
 }
 
-fn show(node: &str) -> Result<ClusterConfig, String> {
+impl std::fmt::Display for Admin<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.node)
+    }
+}
+
+/// Sends `request`, after the handshake, and reads until the reply ends with `end`.
+fn exchange(node: &Admin<'_>, request: &[u8], end: &[u8]) -> Result<Vec<u8>, String> {
+    let asker = super::start::Asker::Admin(node.secret);
+    super::start::ask(node.node, asker, request, end, ADMIN_TIMEOUT)
+}
+
+fn show(node: &Admin<'_>) -> Result<ClusterConfig, String> {
     let reply = exchange(node, b"rc show\r\n", b"END\r\n")?;
     let text = String::from_utf8_lossy(&reply);
     let body = text
@@ -102,7 +169,7 @@ fn show(node: &str) -> Result<ClusterConfig, String> {
     ClusterConfig::from_file_text(body).map_err(|e| format!("{node}: {e}"))
 }
 
-fn set(node: &str, changes: &[String]) -> Result<Vec<u8>, String> {
+fn set(node: &Admin<'_>, changes: &[String]) -> Result<Vec<u8>, String> {
     let current = show(node)?;
     let mut spec = current.to_spec();
     for change in changes {
@@ -154,7 +221,7 @@ fn set(node: &str, changes: &[String]) -> Result<Vec<u8>, String> {
     propose(node, &current, spec)
 }
 
-fn remove(node: &str, id: &str) -> Result<Vec<u8>, String> {
+fn remove(node: &Admin<'_>, id: &str) -> Result<Vec<u8>, String> {
     let id: u32 = id.parse().map_err(|_| format!("{id}: not a node id"))?;
     let current = show(node)?;
     if current.node(id).is_none() {
@@ -172,7 +239,7 @@ fn remove(node: &str, id: &str) -> Result<Vec<u8>, String> {
 
 /// Proposes `spec` as the successor of `current` through `node`.
 fn propose(
-    node: &str,
+    node: &Admin<'_>,
     current: &ClusterConfig,
     spec: crate::cluster::config::ClusterSpec,
 ) -> Result<Vec<u8>, String> {

@@ -30,6 +30,7 @@
 use super::messages::{Answer, Ask};
 use super::peer::{self, Link, Reply};
 use super::shard::{with_state, ShardCtx};
+use crate::cluster::auth::Secret;
 use crate::cluster::config::{ClusterConfig, Endpoint};
 use crate::cluster::placement::Placement;
 use crate::cluster::ring::Owner;
@@ -176,7 +177,16 @@ pub struct ClusterNode {
     /// With `--data-dir`: the node whose ballot this node last promised (the
     /// Paxos leader as far as this node knows; 0: none yet).
     pub leader: AtomicU64,
+    /// The cluster secret: every connection to another node opens with the
+    /// handshake of `cluster::auth`, and only members may send `rc` lines here.
+    pub secret: Secret,
+    /// Who failed a handshake with this node (either way), so that each is
+    /// logged once, not on every try: at most [`AUTH_WARNED_MAX`] names.
+    auth_warned: std::sync::Mutex<HashSet<String>>,
 }
+
+/// Most names of peers whose failed handshakes a node remembers having logged.
+const AUTH_WARNED_MAX: usize = 1024;
 
 fn resolve(endpoint: &Endpoint) -> Result<SocketAddr, String> {
     (endpoint.host.as_str(), endpoint.port)
@@ -192,6 +202,7 @@ impl ClusterNode {
         me: u32,
         peer_timeout: Duration,
         hinted_keys_max: usize,
+        secret: Secret,
     ) -> Result<ClusterNode, String> {
         if config.node(me).is_none() {
             return Err(format!("--node-id {me}: the cluster file has no node {me}"));
@@ -232,7 +243,26 @@ impl ClusterNode {
             disconnects: AtomicU64::new(0),
             hinted_keys: AtomicU64::new(0),
             leader: AtomicU64::new(0),
+            secret,
+            auth_warned: std::sync::Mutex::new(HashSet::new()),
         })
+    }
+
+    /// Logs, at warn, that `who` failed a handshake, the first time it does
+    /// (and once it handshakes again, the next time).
+    pub fn warn_auth_once(&self, who: &str, message: std::fmt::Arguments<'_>) {
+        let mut warned = self.auth_warned.lock().expect("auth_warned lock");
+        if warned.len() < AUTH_WARNED_MAX && warned.insert(who.to_string()) {
+            log::warn!("{message}");
+        }
+    }
+
+    /// `who` passed a handshake: its next failure is logged again.
+    pub fn auth_passed(&self, who: &str) {
+        let mut warned = self.auth_warned.lock().expect("auth_warned lock");
+        if !warned.is_empty() {
+            warned.remove(who);
+        }
     }
 
     /// The view in force (for paths off the request path; shards keep their own).
@@ -538,15 +568,7 @@ impl ClusterNode {
             return false;
         };
         let mode = Some((PeerMode::Forward, self.epoch()));
-        peer::one_off(
-            self.local_ip,
-            addr,
-            mode,
-            wire::MN_REQUEST,
-            self.peer_timeout,
-        )
-        .await
-            == Ok(Vec::new())
+        peer::one_off(self, addr, mode, wire::MN_REQUEST, self.peer_timeout).await == Ok(Vec::new())
     }
 
     pub fn count_disconnect(&self) {
@@ -1735,16 +1757,10 @@ async fn release(ctx: &ShardCtx) -> u64 {
         let Some(addr) = view.client_addr(peer.id) else {
             continue;
         };
-        let reply = peer::one_off(
-            node.local_ip,
-            addr,
-            None,
-            b"rc status\r\nmn\r\n",
-            node.peer_timeout,
-        )
-        .await
-        .ok()
-        .and_then(|reply| wire::parse_status(&reply));
+        let reply = peer::one_off(node, addr, None, b"rc status\r\nmn\r\n", node.peer_timeout)
+            .await
+            .ok()
+            .and_then(|reply| wire::parse_status(&reply));
         if let Some(status) = reply {
             if status.epoch >= view.epoch() && !status.recovering {
                 ready.push(peer.id);
@@ -1827,7 +1843,7 @@ async fn ask_peer_shard(
     request: &[u8],
 ) -> Result<Vec<u8>, peer::LinkError> {
     let timeout = Duration::from_secs(RECOVERY_PEER_TIMEOUT_SECS);
-    peer::one_off(node.local_ip, addr, None, request, timeout).await
+    peer::one_off(node, addr, None, request, timeout).await
 }
 
 /// The cluster view for `stats cluster`: the configuration, this node's state
@@ -1874,7 +1890,7 @@ pub async fn write_stats_cluster(ctx: &ShardCtx, own_items: u64, out: &mut Vec<u
             None
         } else {
             peer::one_off(
-                node.local_ip,
+                node,
                 view.client_addr(peer.id).expect("a member's address"),
                 None,
                 b"stats\r\nmn\r\n",

@@ -11,14 +11,15 @@ use super::peer::{Framing, Reply};
 use super::shard::{with_state, ShardCtx};
 use super::uring::ClientStream;
 use super::waiters::Wait;
+use crate::cluster::auth::{self, Standing};
 use crate::cluster::ring::Owner;
 use crate::cluster::wire::{self, PeerLine, PeerMode};
 use crate::config::{FlushCommand, Protocol, ShutdownCommand};
 use crate::engine::{self, reply, NodeView, Settings, Step};
 use crate::limits::{
     EPOCH_RETRIES_MAX, EPOCH_RETRY_PAUSE_MS, FORWARDED_VALUES_MAX, FORWARD_BATCH_REQUESTS_MAX,
-    ITEM_SIZE_MAX_MAX_BYTES, MULTIGET_LINE_LEN_MAX, READ_BUFFER_KEEP_BYTES, READ_CHUNK_BYTES,
-    REPLY_BUFFER_FLUSH_BYTES,
+    ITEM_SIZE_MAX_MAX_BYTES, LINE_LEN_MAX, MULTIGET_LINE_LEN_MAX, READ_BUFFER_KEEP_BYTES,
+    READ_CHUNK_BYTES, REPLY_BUFFER_FLUSH_BYTES,
 };
 use crate::protocol::meta::MetaCommand;
 use crate::protocol::text::{GetEnding, Request, ShutdownMode, StoreMode};
@@ -536,7 +537,7 @@ enum Wire {
 
 /// Serves one client until it closes, sends `quit`, breaks the protocol beyond
 /// repair, or the node stops.
-pub async fn serve(mut stream: ClientStream, ctx: &ShardCtx) {
+pub async fn serve(mut stream: ClientStream, ctx: &ShardCtx, peer: Option<std::net::SocketAddr>) {
     let mut rbuf = vec![0u8; READ_CHUNK_BYTES];
     let mut start = 0usize;
     let mut end = 0usize;
@@ -549,6 +550,10 @@ pub async fn serve(mut stream: ClientStream, ctx: &ShardCtx) {
         Protocol::Binary => Wire::Binary,
     };
     let mut mode = ConnMode::Client;
+    // Every connection starts a stranger: its `rc` lines are answered `ERROR`
+    // until it passes the members-only handshake.
+    let mut standing = Standing::Stranger;
+    let peer_ip = peer.map_or_else(|| "an unknown address".to_string(), |a| a.ip().to_string());
     let pauses_at_start = ctx.cluster.as_ref().map_or(0, |c| c.node.pauses_noticed());
     let accepted_ms = ctx.cluster.as_ref().map_or(0, |c| c.node.clock_ms());
     let buffer_max = ctx
@@ -624,6 +629,8 @@ pub async fn serve(mut stream: ClientStream, ctx: &ShardCtx) {
                 let mut conn = TextConn {
                     mode: &mut mode,
                     suspect,
+                    standing: &mut standing,
+                    peer_ip: &peer_ip,
                 };
                 handle_buffer(
                     ctx,
@@ -645,6 +652,16 @@ pub async fn serve(mut stream: ClientStream, ctx: &ShardCtx) {
         {
             break;
         }
+    }
+    if let (Standing::Challenged { who, .. }, Some(cluster)) = (&standing, &ctx.cluster) {
+        // A node that finds this node's proof wrong hangs up without its own:
+        // it holds another secret.
+        cluster.node.warn_auth_once(
+            &format!("{who}@{peer_ip}"),
+            format_args!(
+                "a handshake from {peer_ip} ({who}) was abandoned: it holds another cluster secret, or none"
+            ),
+        );
     }
     let _ = stream.close().await;
 }
@@ -715,6 +732,16 @@ async fn handle_buffer(
         }
         let rest = &buf[*start..];
         if let (Some(cluster), true) = (&ctx.cluster, rest.starts_with(wire::PEER_LINE_PREFIX)) {
+            if *conn.standing != Standing::Member || auth::is_auth_line(rest) {
+                match members_only(cluster, rest, output, conn.standing, conn.peer_ip) {
+                    Gate::Incomplete => break,
+                    Gate::Done(used) => {
+                        *start += used;
+                        continue;
+                    }
+                    Gate::Close => return After::Close,
+                }
+            }
             match control_request(ctx, cluster, rest, output).await {
                 Control::NotOne => {}
                 Control::Incomplete => break,
@@ -961,6 +988,70 @@ async fn handle_buffer(
         return After::Close;
     }
     After::Continue
+}
+
+/// What became of an `rc` line on a connection that is not (yet) a member's.
+enum Gate {
+    Incomplete,
+    /// Answered; the bytes used.
+    Done(usize),
+    /// Refused: the connection closes once the refusal is written.
+    Close,
+}
+
+/// Members only (see `cluster::auth`): on a connection that has not passed
+/// the handshake, an `rc` line is answered `ERROR`, as memcached answers a
+/// command it does not know, and the connection goes on; `rc hello` and
+/// `rc auth` are the handshake. A failed handshake is answered
+/// [`auth::AUTH_REFUSED`], logged once per peer, and closes the connection.
+fn members_only(
+    cluster: &cluster::ShardCluster,
+    rest: &[u8],
+    output: &mut Output,
+    standing: &mut Standing,
+    peer_ip: &str,
+) -> Gate {
+    let window = &rest[..rest.len().min(LINE_LEN_MAX)];
+    let Some(nl) = memchr::memchr(b'\n', window) else {
+        return if rest.len() >= LINE_LEN_MAX {
+            Gate::Close
+        } else {
+            Gate::Incomplete
+        };
+    };
+    let line = rest[..nl].strip_suffix(b"\r").unwrap_or(&rest[..nl]);
+    if !auth::is_auth_line(line) {
+        output.out.extend_from_slice(reply::ERROR);
+        return Gate::Done(nl + 1);
+    }
+    let nonce = match super::auth::random_bytes() {
+        Ok(nonce) => nonce,
+        Err(e) => {
+            log::error!("no randomness for a handshake nonce: {e}");
+            return Gate::Close;
+        }
+    };
+    let node = &cluster.node;
+    match auth::server_step(&node.secret, standing, line, nonce) {
+        auth::ServerStep::Answer(answer) => {
+            output.out.extend_from_slice(&answer);
+            Gate::Done(nl + 1)
+        }
+        auth::ServerStep::Refuse { who } => {
+            node.warn_auth_once(
+                &format!("{who}@{peer_ip}"),
+                format_args!(
+                    "refused {} from {peer_ip}: it does not hold this cluster's secret",
+                    match who.parse::<u32>() {
+                        Ok(id) => format!("node {id}"),
+                        Err(_) => who.clone(),
+                    }
+                ),
+            );
+            output.out.extend_from_slice(auth::AUTH_REFUSED);
+            Gate::Close
+        }
+    }
 }
 
 /// What became of a line that may be for the control thread.
@@ -1215,6 +1306,10 @@ const JOIN_ATTEMPTS_MAX: u32 = 10;
 /// What the text loop knows of its connection besides the bytes.
 struct TextConn<'m> {
     mode: &'m mut ConnMode,
+    /// Whether the connection has passed the members-only handshake.
+    standing: &'m mut Standing,
+    /// The address it comes from, for the log.
+    peer_ip: &'m str,
     /// A peer's connection opened across a pause of this node (see
     /// `ClusterNode::opened_across_pause`).
     suspect: bool,

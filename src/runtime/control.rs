@@ -479,7 +479,7 @@ fn write_line(cluster: &ClusterNode, links: &mut HashMap<u64, TcpStream>, to: u6
         else {
             return;
         };
-        match connect(cluster.local_ip, addr) {
+        match connect(cluster, addr) {
             Ok(stream) => {
                 entry.insert(stream);
             }
@@ -492,10 +492,12 @@ fn write_line(cluster: &ClusterNode, links: &mut HashMap<u64, TcpStream>, to: u6
     }
 }
 
-fn connect(local: Option<std::net::IpAddr>, addr: SocketAddr) -> std::io::Result<TcpStream> {
+/// A connection to another node's client port, through the members-only
+/// handshake (a peer that fails it is logged once, at warn).
+fn connect(cluster: &ClusterNode, addr: SocketAddr) -> std::io::Result<TcpStream> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use std::os::fd::AsFd;
-    let fd = super::connect_from(local, addr)?;
+    let fd = super::connect_from(cluster.local_ip, addr)?;
     let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLOUT)];
     let timeout = PollTimeout::from(PEER_IO_TIMEOUT.as_millis() as u16);
     if poll(&mut fds, timeout)? == 0 {
@@ -509,5 +511,18 @@ fn connect(local: Option<std::net::IpAddr>, addr: SocketAddr) -> std::io::Result
     stream.set_nonblocking(false)?;
     stream.set_write_timeout(Some(PEER_IO_TIMEOUT))?;
     stream.set_nodelay(true)?;
+    let mut stream = stream;
+    stream.set_read_timeout(Some(cluster.peer_timeout.max(PEER_IO_TIMEOUT)))?;
+    match super::auth::handshake_blocking(&mut stream, &cluster.secret, &cluster.me.to_string()) {
+        Ok(()) => cluster.auth_passed(&addr.to_string()),
+        Err(super::auth::AuthFailure::Io(e)) => return Err(e),
+        Err(super::auth::AuthFailure::Handshake(e)) => {
+            cluster.warn_auth_once(
+                &addr.to_string(),
+                format_args!("refusing to talk to {addr}: {e}"),
+            );
+            return Err(std::io::ErrorKind::PermissionDenied.into());
+        }
+    }
     Ok(stream)
 }

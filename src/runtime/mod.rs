@@ -7,6 +7,7 @@
 //! Everything else in the crate is pure; this module is where requests meet I/O.
 
 pub mod admin;
+pub mod auth;
 mod binary_conn;
 pub mod cluster;
 mod conn;
@@ -198,11 +199,16 @@ fn load_cluster(config: &Config) -> Result<Option<(Arc<cluster::ClusterNode>, Re
         }
         None => None,
     };
+    let mut file_secret = None;
     let file = match &config.cluster {
         Some(membership) => {
             let path = membership.file.display();
             let text = std::fs::read_to_string(&membership.file)
                 .map_err(|e| format!("cannot read cluster file {path}: {e}"))?;
+            file_secret = crate::cluster::config::secret_file_of(&text).map(|named| {
+                let dir = membership.file.parent().unwrap_or(std::path::Path::new(""));
+                dir.join(named)
+            });
             Some((
                 ClusterConfig::from_file_text(&text)
                     .map_err(|e| format!("cluster file {path}: {e}"))?,
@@ -211,6 +217,17 @@ fn load_cluster(config: &Config) -> Result<Option<(Arc<cluster::ClusterNode>, Re
         }
         None => None,
     };
+    let in_a_cluster = durable.is_some() || file.is_some() || config.init || config.join.is_some();
+    if !in_a_cluster {
+        return match &config.data_dir {
+            Some(dir) => Err(format!(
+                "--data-dir {} holds no state: start the node with --cluster FILE --node-id ID, --init or --join HOST:PORT",
+                dir.display()
+            )),
+            None => Ok(None),
+        };
+    }
+    let secret = cluster_secret(config, file_secret, durable.is_none())?;
     let (value, me) = if let Some(durable) = &durable {
         let me = u32::try_from(durable.node_id)
             .map_err(|_| "--data-dir: the saved node id is out of range".to_string())?;
@@ -225,7 +242,7 @@ fn load_cluster(config: &Config) -> Result<Option<(Arc<cluster::ClusterNode>, Re
         );
         (value, me)
     } else if let Some((file, me)) = file {
-        match (&config.data_dir, start::wiped(&file, me)) {
+        match (&config.data_dir, start::wiped(&file, me, &secret)) {
             (Some(_), Some(through)) => {
                 let own = file
                     .node(me)
@@ -234,7 +251,7 @@ fn load_cluster(config: &Config) -> Result<Option<(Arc<cluster::ClusterNode>, Re
                     "node {me} has an empty --data-dir but the cluster has seen it vote: joining through {through} as a new member"
                 );
                 own_port_free(&own.client_addr)?;
-                start::join(&through, &own.client_addr, &own.shards)?
+                start::join(&through, &secret, &own.client_addr, &own.shards)?
             }
             _ => (file, me),
         }
@@ -245,22 +262,55 @@ fn load_cluster(config: &Config) -> Result<Option<(Arc<cluster::ClusterNode>, Re
         let (addr, shards) = start::own_endpoints(config)?;
         // A member already listening here would be replaced by the join.
         own_port_free(&addr)?;
-        start::join(through, &addr, &shards)?
-    } else if let Some(dir) = &config.data_dir {
-        return Err(format!(
-            "--data-dir {} holds no state: start the node with --cluster FILE --node-id ID, --init or --join HOST:PORT",
-            dir.display()
-        ));
+        start::join(through, &secret, &addr, &shards)?
     } else {
-        return Ok(None);
+        unreachable!("a node in a cluster has state, a file, --init or --join");
     };
     let node = cluster::ClusterNode::new(
         value,
         me,
         Duration::from_millis(config.peer_timeout_ms),
         config.hinted_keys_max,
+        secret,
     )?;
     Ok(Some((Arc::new(node), durable)))
+}
+
+/// The cluster secret of a node: `--cluster-secret FILE`, else the cluster
+/// file's `secret_file`, else `cluster.secret` in `--data-dir`, which `--init`
+/// creates for a new cluster (`fresh`: the data directory holds no state).
+/// Without one a cluster node does not start: anyone who reaches its port
+/// could then reconfigure the cluster.
+fn cluster_secret(
+    config: &Config,
+    file_secret: Option<std::path::PathBuf>,
+    fresh: bool,
+) -> Result<crate::cluster::auth::Secret, String> {
+    use crate::cluster::auth::{HOW_TO_MAKE_ONE, SECRET_FILE_NAME};
+    if let Some(path) = config.cluster_secret.as_ref().or(file_secret.as_ref()) {
+        return auth::load_secret(path);
+    }
+    if let Some(dir) = &config.data_dir {
+        let path = dir.join(SECRET_FILE_NAME);
+        if path.exists() {
+            return auth::load_secret(&path);
+        }
+        if config.init && fresh {
+            return auth::load_secret(&auth::create_secret(dir)?);
+        }
+    }
+    let place = match &config.data_dir {
+        Some(dir) => format!(
+            "copy it from a member's data directory to {}",
+            dir.join(SECRET_FILE_NAME).display()
+        ),
+        None => "name its file with --cluster-secret FILE".to_string(),
+    };
+    Err(format!(
+        "a cluster node needs the cluster secret, which every member and admin shares: \
+         {place}, or name it with --cluster-secret FILE (or secret_file = \"FILE\" in the cluster file); \
+         for a new cluster make one with `{HOW_TO_MAKE_ONE}`"
+    ))
 }
 
 /// Checks, before a join, that this node's client port is free: joining

@@ -34,6 +34,34 @@ fn connect(local: Option<std::net::IpAddr>, addr: SocketAddr) -> std::io::Result
     Ok(unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) })
 }
 
+/// Opens a connection to another node with the members-only handshake
+/// (`cluster::auth`); a peer that fails it is logged once, at warn. Nothing is
+/// sent on a connection before it passes, so a failure means nothing was sent.
+async fn authenticate(
+    node: &ClusterNode,
+    stream: &mut TcpStream,
+    addr: SocketAddr,
+) -> Result<(), LinkError> {
+    let who = node.me.to_string();
+    match super::auth::handshake(stream, &node.secret, &who).await {
+        Ok(()) => {
+            node.auth_passed(&addr.to_string());
+            Ok(())
+        }
+        Err(super::auth::AuthFailure::Io(e)) => {
+            log::debug!("handshake with {addr}: {e}");
+            Err(LinkError::NotSent)
+        }
+        Err(super::auth::AuthFailure::Handshake(e)) => {
+            node.warn_auth_once(
+                &addr.to_string(),
+                format_args!("refusing to talk to {addr}: {e}"),
+            );
+            Err(LinkError::NotSent)
+        }
+    }
+}
+
 /// Why a request to another node got no reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LinkError {
@@ -217,7 +245,7 @@ impl Link {
     async fn run(self: &Rc<Self>) -> LinkError {
         // The connection completes as the first write waits for it; a peer that
         // never answers the handshake times out like one that never answers.
-        let stream = match connect(self.cluster.local_ip, self.addr) {
+        let mut stream = match connect(self.cluster.local_ip, self.addr) {
             Ok(stream) => stream,
             Err(e) => {
                 log::debug!(
@@ -229,6 +257,12 @@ impl Link {
             }
         };
         let _ = stream.set_nodelay(true);
+        if authenticate(&self.cluster, &mut stream, self.addr)
+            .await
+            .is_err()
+        {
+            return LinkError::Failed;
+        }
         let pauses = self.cluster.pauses_noticed();
         let (reader, writer) = futures_lite::io::split(stream);
         let why =
@@ -348,14 +382,15 @@ impl Future for WaitQueued<'_> {
 /// its reply: for requests that may take long, such as a recovery, or that
 /// must not wait behind others, such as a probe.
 pub async fn one_off(
-    local: Option<std::net::IpAddr>,
+    node: &ClusterNode,
     addr: SocketAddr,
     mode: Option<(PeerMode, u64)>,
     request: &[u8],
     timeout: Duration,
 ) -> Result<Vec<u8>, LinkError> {
     let exchange = async {
-        let mut stream = connect(local, addr).map_err(|_| LinkError::Failed)?;
+        let mut stream = connect(node.local_ip, addr).map_err(|_| LinkError::Failed)?;
+        authenticate(node, &mut stream, addr).await?;
         let mut out = Vec::with_capacity(request.len() + 32);
         if let Some((mode, epoch)) = mode {
             wire::encode_mode(mode, epoch, &mut out);

@@ -325,6 +325,7 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<ShardCtx>, sockets: Option<R
             glommio::spawn_local(conn::refuse(stream)).detach();
             continue;
         }
+        let peer = stream.peer_addr().ok();
         let stream = match ClientStream::new(stream, sockets.as_ref()) {
             Ok(stream) => stream,
             Err(e) => {
@@ -342,7 +343,7 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<ShardCtx>, sockets: Option<R
         });
         let ctx = ctx.clone();
         glommio::spawn_local(async move {
-            conn::serve(stream, &ctx).await;
+            conn::serve(stream, &ctx, peer).await;
             ctx.node.connections.fetch_sub(1, Ordering::AcqRel);
             with_state(|s| s.stats.curr_connections -= 1);
         })

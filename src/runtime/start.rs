@@ -10,6 +10,7 @@
 //!   state is gone with its disk, and coming back under that id could break the
 //!   promises it made; the node joins as a new member instead (replacing ID).
 
+use crate::cluster::auth::Secret;
 use crate::cluster::codec;
 use crate::cluster::config::{
     ClusterConfig, ClusterSpec, Endpoint, NodeConfig, NodeState, WriteAck,
@@ -82,10 +83,18 @@ fn resolve(addr: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("cannot resolve {addr}"))
 }
 
-/// Sends one request and reads the reply until it ends with `end` (also for
-/// `ringcache cluster`).
+/// Who opens a connection, in its `rc hello`: a node (its id; `0` before it
+/// has one) or an admin.
+pub(crate) enum Asker<'s> {
+    Node(u32, &'s Secret),
+    Admin(&'s Secret),
+}
+
+/// Sends one request, after the members-only handshake, and reads the reply
+/// until it ends with `end` (also for `ringcache cluster`).
 pub(crate) fn ask(
     addr: &str,
+    asker: Asker<'_>,
     request: &[u8],
     end: &[u8],
     timeout: Duration,
@@ -95,8 +104,21 @@ pub(crate) fn ask(
         .map_err(|e| format!("cannot reach {addr}: {e}"))?;
     stream
         .set_read_timeout(Some(timeout))
-        .and_then(|_| stream.write_all(request))
         .map_err(|e| format!("{addr}: {e}"))?;
+    let (who, secret) = match asker {
+        Asker::Node(id, secret) => (id.to_string(), secret),
+        Asker::Admin(secret) => ("admin".to_string(), secret),
+    };
+    super::auth::handshake_blocking(&mut stream, secret, &who)
+        .map_err(|e| format!("{addr}: {e}"))?;
+    stream
+        .write_all(request)
+        .map_err(|e| format!("{addr}: {e}"))?;
+    read_reply(addr, &mut stream, end)
+}
+
+/// Reads until the reply ends with `end`.
+fn read_reply(addr: &str, stream: &mut TcpStream, end: &[u8]) -> Result<Vec<u8>, String> {
     let mut reply = Vec::new();
     let mut chunk = [0u8; 4096];
     while !reply.ends_with(end) {
@@ -114,10 +136,29 @@ pub(crate) fn ask(
     Ok(reply)
 }
 
+/// Sends one request without the handshake (`stats cluster`, open to clients)
+/// and reads the reply until it ends with `end`.
+pub(crate) fn ask_plain(
+    addr: &str,
+    request: &[u8],
+    end: &[u8],
+    timeout: Duration,
+) -> Result<Vec<u8>, String> {
+    let to = resolve(addr)?;
+    let mut stream = TcpStream::connect_timeout(&to, timeout.min(Duration::from_secs(1)))
+        .map_err(|e| format!("cannot reach {addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|_| stream.write_all(request))
+        .map_err(|e| format!("{addr}: {e}"))?;
+    read_reply(addr, &mut stream, end)
+}
+
 /// Joins the cluster of the member at `through` with these endpoints; returns
 /// the configuration that adds this node and its new id.
 pub fn join(
     through: &str,
+    secret: &Secret,
     addr: &Endpoint,
     shards: &[Endpoint],
 ) -> Result<(ClusterConfig, u32), String> {
@@ -125,8 +166,18 @@ pub fn join(
     let request = format!("rc join {addr} {}\r\n", shards.join(","));
     let deadline = Instant::now() + JOIN_WAIT;
     let reply = loop {
-        match ask(through, request.as_bytes(), b"\r\n", JOIN_WAIT) {
+        match ask(
+            through,
+            Asker::Node(0, secret),
+            request.as_bytes(),
+            b"\r\n",
+            JOIN_WAIT,
+        ) {
             Ok(reply) => break reply,
+            // A member that refuses this node's secret will not change its mind.
+            Err(e) if e.contains("--cluster-secret") => {
+                return Err(format!("--join {through}: {e}"))
+            }
             Err(e) if Instant::now() < deadline => {
                 log::info!("joining through {through}: {e}; trying again");
                 std::thread::sleep(Duration::from_millis(200));
@@ -162,10 +213,11 @@ pub fn join(
 /// that has seen node `me` vote, if one has (so `me` lost its acceptor state).
 /// Nodes that do not answer are passed over: a cluster starting for the first
 /// time has nobody to ask.
-pub fn wiped(file: &ClusterConfig, me: u32) -> Option<String> {
+pub fn wiped(file: &ClusterConfig, me: u32, secret: &Secret) -> Option<String> {
     file.nodes().iter().filter(|n| n.id != me).find_map(|n| {
         let addr = n.client_addr.to_string();
-        let reply = ask(&addr, b"rc status\r\n", b"END\r\n", STATUS_TIMEOUT).ok()?;
+        let asker = Asker::Node(me, secret);
+        let reply = ask(&addr, asker, b"rc status\r\n", b"END\r\n", STATUS_TIMEOUT).ok()?;
         let status = wire::parse_status(&reply)?;
         status.votes_seen.contains(&me).then_some(addr)
     })

@@ -1,0 +1,398 @@
+//! Members only: a connection that has not proved it holds the cluster secret
+//! gets `ERROR` for every `rc` line (and keeps serving clients), an admin
+//! without the secret changes nothing, a node with another secret can neither
+//! join nor be replicated to, and a secret others may read is refused at start
+//! (does I/O: real processes on loopback, and the handshake of
+//! `ringcache::cluster::auth` spoken by the test).
+
+mod support;
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ringcache::cluster::auth::{Secret, SECRET_FILE_NAME};
+use ringcache::cluster::codec;
+use ringcache::cluster::config::{ClusterConfig, WriteAck};
+use support::{free_port, show, Client, Server, REPLY_TIMEOUT};
+
+/// How long a node may take to see its peers.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A directory of its own for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ringcache-members-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the test's directory");
+    dir
+}
+
+/// Writes a fresh secret to `path` with `mode`.
+fn write_secret(path: &Path, mode: u32) -> Secret {
+    let bytes: [u8; 32] = ringcache::runtime::auth::random_bytes().expect("random bytes");
+    let secret = Secret::from_bytes(&bytes);
+    std::fs::write(path, secret.file_text()).expect("write the secret");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    secret
+}
+
+/// A one-node-per-entry cluster file on `ips` (one shard each), `replicas`
+/// copies, `write_ack = "one"`, node 1 the only acceptor; returns its text
+/// and the client ports.
+fn cluster_file(ips: &[&str], replicas: usize) -> (String, Vec<u16>) {
+    let mut text = format!("replicas = {replicas}\nwrite_ack = \"quorum\"\nacceptors = [1]\n");
+    let mut ports = Vec::new();
+    for (i, ip) in ips.iter().enumerate() {
+        let (port, shard) = (free_port(), free_port());
+        ports.push(port);
+        text.push_str(&format!(
+            "\n[[node]]\nid = {}\naddr = \"{ip}:{port}\"\nshards = [\"{ip}:{shard}\"]\n",
+            i + 1
+        ));
+    }
+    (text, ports)
+}
+
+fn stats_cluster(ip: &str, port: u16) -> HashMap<String, String> {
+    let reply = Client::connect_at(ip, port).call(b"stats cluster\r\n", b"END\r\n");
+    String::from_utf8_lossy(&reply)
+        .lines()
+        .filter_map(|l| l.strip_prefix("STAT "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn admin(node: &str, extra: &[&str], args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringcache"))
+        .args(["cluster", "--node", node])
+        .args(extra)
+        .args(args)
+        .output()
+        .expect("run ringcache cluster");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// One node of a cluster file, with Paxos, its secret in its data directory.
+fn start_one_node(dir: &Path, ip: &str) -> (Server, u16, ClusterConfig) {
+    let (text, ports) = cluster_file(&[ip], 1);
+    let file = dir.join("cluster.toml");
+    std::fs::write(&file, &text).expect("write the cluster file");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).expect("create the data directory");
+    write_secret(&data.join(SECRET_FILE_NAME), 0o600);
+    let args = [
+        "--cluster",
+        &file.to_string_lossy(),
+        "--node-id",
+        "1",
+        "--data-dir",
+        &data.to_string_lossy(),
+    ];
+    let server = Server::ringcache_at(ip, ports[0], &args);
+    let config = ClusterConfig::from_file_text(&text).expect("a valid file");
+    (server, ports[0], config)
+}
+
+/// Every `rc` line the server takes from a member (src/runtime/conn.rs
+/// `control_request` and src/cluster/wire.rs `parse_peer_line`), plus the
+/// server's own handshake line, each well formed.
+fn every_rc_line(config: &ClusterConfig) -> Vec<Vec<u8>> {
+    let mut spec = config.to_spec();
+    spec.write_ack = WriteAck::One;
+    let next = config.successor(spec).expect("a valid change");
+    let mut propose = b"rc propose ".to_vec();
+    codec::encode_config(&next, &mut propose);
+    propose.extend_from_slice(b"\r\n");
+    let mut lines: Vec<Vec<u8>> = [
+        "rc paxos not-a-consensus-message\r\n",
+        "rc show\r\n",
+        "rc status\r\n",
+        "rc suspect 2 1\r\n",
+        "rc join 127.0.0.9:11211 127.0.0.9:11212\r\n",
+        "rc fwd 1\r\n",
+        "rc rep 1\r\n",
+        "rc copy 1\r\n",
+        "rc merge 1 2\r\n",
+        "rc recover 1 2 all\r\n",
+        "rc exchange 1 2\r\n",
+        "rc challenge 00 00\r\n",
+        "rc whatever\r\n",
+    ]
+    .iter()
+    .map(|l| l.as_bytes().to_vec())
+    .collect();
+    lines.push(propose);
+    lines
+}
+
+#[test]
+fn every_rc_line_from_a_plain_client_is_an_error_and_the_connection_serves_on() {
+    let dir = scratch("error");
+    let ip = "127.0.0.1";
+    let (_server, port, config) = start_one_node(&dir, ip);
+    let lines = every_rc_line(&config);
+    let mut client = Client::connect_at(ip, port);
+    for line in &lines {
+        let reply = client.call(line, b"\r\n");
+        assert_eq!(show(&reply), show(b"ERROR\r\n"), "for {}", show(line));
+    }
+    // Pipelined, with a plain request after each, and the connection in sync.
+    let mut pipelined = Vec::new();
+    for line in &lines {
+        pipelined.extend_from_slice(line);
+        pipelined.extend_from_slice(b"mn\r\n");
+    }
+    pipelined.extend_from_slice(b"set k 0 0 1\r\nx\r\nget k\r\n");
+    let reply = client.call(&pipelined, b"END\r\n");
+    let expected = "ERROR\r\nMN\r\n".repeat(lines.len()) + "STORED\r\nVALUE k 0 1\r\nx\r\nEND\r\n";
+    assert_eq!(show(&reply), show(expected.as_bytes()));
+    // Nothing changed: the proposal among them was not taken.
+    std::thread::sleep(Duration::from_millis(300));
+    let view = stats_cluster(ip, port);
+    assert_eq!(view["epoch"], "1");
+    assert_eq!(view["write_ack"], "quorum");
+    assert_eq!(view["nodes"], "1", "the join was taken");
+    // Discovery stays open to clients.
+    let discovery = client.call(b"config get cluster\r\n", b"END\r\n");
+    assert!(
+        show(&discovery).starts_with("CONFIG cluster 0 "),
+        "{}",
+        show(&discovery)
+    );
+    // A proof with no challenge before it is refused, and the connection closed.
+    let forged = format!("rc auth {}\r\n", "00".repeat(32));
+    let reply = client.call(forged.as_bytes(), b"\r\n");
+    assert_eq!(
+        show(&reply),
+        show(b"CLIENT_ERROR authentication failed\r\n")
+    );
+    assert!(client.is_closed_within(REPLY_TIMEOUT));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_admin_without_the_secret_or_with_another_changes_nothing() {
+    let dir = scratch("admin");
+    let ip = "127.0.0.1";
+    let (_server, port, _) = start_one_node(&dir, ip);
+    let node = format!("{ip}:{port}");
+    let (ok, out) = admin(&node, &[], &["set", "write_ack=one"]);
+    assert!(!ok, "set went ahead without the secret: {out}");
+    assert!(out.contains("needs the cluster secret"), "{out}");
+    let wrong = dir.join("wrong.secret");
+    write_secret(&wrong, 0o600);
+    let wrong_arg = wrong.to_string_lossy().into_owned();
+    for args in [
+        &["set", "write_ack=one"][..],
+        &["show"][..],
+        &["remove", "1"][..],
+    ] {
+        let (ok, out) = admin(&node, &["--cluster-secret", &wrong_arg], args);
+        assert!(!ok, "{args:?} went ahead with another secret: {out}");
+        assert!(out.contains("cluster's secret"), "{out}");
+    }
+    let view = stats_cluster(ip, port);
+    assert_eq!(view["epoch"], "1");
+    assert_eq!(view["write_ack"], "quorum");
+    // The same command with the cluster's secret is taken.
+    let data = dir.join("data").to_string_lossy().into_owned();
+    let (ok, out) = admin(&node, &["--data-dir", &data], &["set", "write_ack=one"]);
+    assert!(ok && out.contains("epoch 2: OK"), "{out}");
+    assert_eq!(stats_cluster(ip, port)["write_ack"], "one");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_node_with_another_secret_cannot_join() {
+    let dir = scratch("join");
+    let (ip1, ip2) = ("127.0.0.1", "127.0.0.2");
+    let (port1, port2) = (free_port(), free_port());
+    let data1 = dir.join("one");
+    let server = Server::ringcache_at(
+        ip1,
+        port1,
+        &[
+            "--init",
+            "--data-dir",
+            &data1.to_string_lossy(),
+            "-l",
+            ip1,
+            "-p",
+            &port1.to_string(),
+            "-t",
+            "1",
+        ],
+    );
+    assert!(
+        data1.join(SECRET_FILE_NAME).exists(),
+        "--init made no secret"
+    );
+    let mode = std::fs::metadata(data1.join(SECRET_FILE_NAME))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(
+        server.log().contains("created the cluster secret"),
+        "{}",
+        server.log()
+    );
+
+    // Without any secret the joiner does not even start.
+    let join = |data: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_ringcache"))
+            .args(["--join", &format!("{ip1}:{port1}"), "--data-dir"])
+            .arg(data)
+            .args(["-l", ip2, "-p", &port2.to_string(), "-t", "1"])
+            .output()
+            .expect("run ringcache --join")
+    };
+    let bare = dir.join("bare");
+    let out = join(&bare);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "joined with no secret: {stderr}");
+    assert!(stderr.contains("head -c 32 /dev/urandom"), "{stderr}");
+
+    // With another secret it is refused.
+    let wrong = dir.join("wrong");
+    std::fs::create_dir_all(&wrong).unwrap();
+    write_secret(&wrong.join(SECRET_FILE_NAME), 0o600);
+    let out = join(&wrong);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "joined with another secret: {stderr}"
+    );
+    assert!(stderr.contains("cluster's secret"), "{stderr}");
+    let view = stats_cluster(ip1, port1);
+    assert_eq!(view["epoch"], "1");
+    assert_eq!(view["nodes"], "1");
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    while !server.log().contains("abandoned") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        server.log().contains("another cluster secret"),
+        "{}",
+        server.log()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_node_with_another_secret_gets_no_replicated_items() {
+    let dir = scratch("replica");
+    let ips = ["127.0.0.1", "127.0.0.2"];
+    let (mut text, ports) = cluster_file(&ips, 2);
+    text = text.replace("write_ack = \"quorum\"", "write_ack = \"one\"");
+    let file = dir.join("cluster.toml");
+    std::fs::write(&file, &text).unwrap();
+    let (right, wrong) = (dir.join("right.secret"), dir.join("wrong.secret"));
+    write_secret(&right, 0o600);
+    write_secret(&wrong, 0o600);
+    let start = |id: usize, secret: &Path| {
+        let args = [
+            "--cluster",
+            &file.to_string_lossy(),
+            "--node-id",
+            &id.to_string(),
+            "--cluster-secret",
+            &secret.to_string_lossy(),
+            "--peer-timeout-ms",
+            "500",
+        ];
+        Server::ringcache_at(ips[id - 1], ports[id - 1], &args)
+    };
+    let one = start(1, &right);
+    let two = start(2, &wrong);
+    let mut client = Client::connect_at(ips[0], ports[0]);
+    for i in 0..200 {
+        client.set(&format!("k{i}"), b"v");
+    }
+    for i in 0..200 {
+        assert_eq!(
+            client.get(&format!("k{i}")).as_deref(),
+            Some(&b"v"[..]),
+            "k{i}"
+        );
+    }
+    let items = |ip: &str, port: u16| -> u64 {
+        Client::connect_at(ip, port)
+            .stats("")
+            .iter()
+            .find(|(k, _)| k == "curr_items")
+            .and_then(|(_, v)| v.parse().ok())
+            .expect("curr_items")
+    };
+    assert_eq!(items(ips[0], ports[0]), 200);
+    assert_eq!(
+        items(ips[1], ports[1]),
+        0,
+        "node 2 got items with another secret"
+    );
+    // Each side logs the other once per endpoint, not once per request or
+    // probe (node 1 probes node 2 every 100 ms).
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    while !one.log().contains("refusing to talk to 127.0.0.2") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    let refusals = one.log().matches("refusing to talk to 127.0.0.2").count();
+    assert!(
+        (1..=2).contains(&refusals),
+        "{refusals} warnings:\n{}",
+        one.log()
+    );
+    assert!(
+        two.log().contains("refusing to talk to 127.0.0.1"),
+        "{}",
+        two.log()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_secret_others_may_read_or_none_at_all_is_refused_at_start() {
+    let dir = scratch("mode");
+    let (text, _) = cluster_file(&["127.0.0.1"], 1);
+    let file = dir.join("cluster.toml");
+    std::fs::write(&file, &text).unwrap();
+    let secret = dir.join("open.secret");
+    write_secret(&secret, 0o644);
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ringcache"))
+            .args(["--cluster", &file.to_string_lossy(), "--node-id", "1"])
+            .args(extra)
+            .output()
+            .expect("run ringcache");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, stderr) = run(&["--cluster-secret", &secret.to_string_lossy()]);
+    assert!(!ok, "started with a secret others may read: {stderr}");
+    assert!(
+        stderr.contains("readable by others") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
+    let (ok, stderr) = run(&[]);
+    assert!(!ok, "started with no secret: {stderr}");
+    assert!(stderr.contains("head -c 32 /dev/urandom"), "{stderr}");
+    // The file's `secret_file`, relative to the file, with the mode fixed, is taken
+    // (checked by the same refusal going away: the node would start).
+    std::fs::write(&file, format!("secret_file = \"open.secret\"\n{text}")).unwrap();
+    let (ok, stderr) = run(&[]);
+    assert!(!ok && stderr.contains("chmod 600"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
