@@ -1356,7 +1356,8 @@ fn a_recovering_node_is_not_primary_for_writes() {
     if support::ringcache_stands_in_for_memcached() {
         return;
     }
-    let mut cluster = Cluster::start(&Layout::real(2, 1, 2, "one").with_peer_timeout_ms(500));
+    // `all`: node 2 holds the counter before the client is told it is stored.
+    let mut cluster = Cluster::start(&Layout::real(2, 1, 2, "all").with_peer_timeout_ms(500));
     let counter = (0..)
         .map(|i| format!("counter:{i}"))
         .find(|key| cluster.owners(key)[0] == 1)

@@ -12,7 +12,6 @@
 mod support;
 
 use ringcache::cluster::ring::{ketama_name, Ring, POINTS_PER_SERVER_DEFAULT};
-use std::net::TcpListener;
 use std::time::Duration;
 use support::{Client, Server};
 
@@ -21,17 +20,6 @@ const GETS: usize = 200;
 /// The median round trip a woken shard stays under, even on a busy machine.
 const MEDIAN_BOUND: Duration = Duration::from_millis(2);
 const SOCKET_PATHS: [&str; 2] = ["uring", "glommio"];
-
-/// Two consecutive free ports on 127.0.0.1.
-fn free_port_pair() -> u16 {
-    for _ in 0..100 {
-        let base = support::free_port();
-        if base < u16::MAX && TcpListener::bind(("127.0.0.1", base + 1)).is_ok() {
-            return base;
-        }
-    }
-    panic!("no two consecutive free ports");
-}
 
 fn assert_quick(case: &str, median: Duration) {
     assert!(
@@ -60,7 +48,7 @@ fn a_lone_connection_is_answered_at_once_for_its_shards_keys_and_anothers() {
         return;
     }
     for sockets in SOCKET_PATHS {
-        let base = free_port_pair();
+        let base = support::free_ports(2);
         let base_text = base.to_string();
         let server =
             Server::ringcache(&["-t", "2", "--sockets", sockets, "--shard-ports", &base_text]);

@@ -216,7 +216,9 @@ fn the_admin_without_the_secret_or_with_another_changes_nothing() {
 fn a_node_with_another_secret_cannot_join() {
     let dir = scratch("join");
     let (ip1, ip2) = ("127.0.0.1", "127.0.0.2");
-    let (port1, port2) = (free_port(), free_port());
+    // Each node takes its client port and the next one (its shard endpoint).
+    let port1 = support::free_ports(4);
+    let port2 = port1 + 2;
     let data1 = dir.join("one");
     let server = Server::ringcache_at(
         ip1,
@@ -315,6 +317,17 @@ fn a_node_with_another_secret_gets_no_replicated_items() {
     };
     let one = start(1, &right);
     let two = start(2, &wrong);
+    // Node 1 could not copy what it shares with node 2: it serves those keys
+    // once it takes node 2 as gone (`--failover-timeout-ms`).
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    while stats_cluster(ips[0], ports[0])
+        .get("node_state")
+        .map(String::as_str)
+        != Some("serving")
+    {
+        assert!(Instant::now() < deadline, "node 1 never served");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let mut client = Client::connect_at(ips[0], ports[0]);
     for i in 0..200 {
         client.set(&format!("k{i}"), b"v");

@@ -9,17 +9,6 @@ use ringcache::cluster::ring::{ketama_name, Ring, POINTS_PER_SERVER_DEFAULT};
 use std::net::TcpListener;
 use support::{Client, Server};
 
-/// Two consecutive free ports on 127.0.0.1.
-fn free_port_pair() -> u16 {
-    for _ in 0..100 {
-        let base = support::free_port();
-        if base < u16::MAX && TcpListener::bind(("127.0.0.1", base + 1)).is_ok() {
-            return base;
-        }
-    }
-    panic!("no two consecutive free ports");
-}
-
 fn stat(client: &mut Client, name: &str) -> u64 {
     client
         .stats("")
@@ -34,7 +23,7 @@ fn keys_sent_to_their_owners_port_cross_no_shard() {
     if support::ringcache_stands_in_for_memcached() {
         return;
     }
-    let base = free_port_pair();
+    let base = support::free_ports(2);
     let base_text = base.to_string();
     let server = Server::ringcache(&["-t", "2", "--shard-ports", &base_text]);
     let ports = [base, base + 1];

@@ -158,11 +158,14 @@ pub struct ClusterNode {
     written: std::sync::Mutex<HashSet<Vec<u8>>>,
     written_any: AtomicBool,
     /// Peers a copy of every item (at start, or when keys moved here) went on
-    /// without because they did not answer: this node lacks what it shares
-    /// with them, so it neither reads nor is primary for those keys until a
-    /// probe finds the peer again and the copy from it is done.
-    unpulled: std::sync::Mutex<HashSet<u32>>,
+    /// without because they did not answer, and since when: this node lacks
+    /// what it shares with them, so it neither reads nor is primary for those
+    /// keys until a probe finds the peer again and the copy from it is done,
+    /// or `unpulled_patience` has passed (the peer is then taken as gone with
+    /// its items, as a decision marking it down would).
+    unpulled: std::sync::Mutex<HashMap<u32, Instant>>,
     unpulled_any: AtomicBool,
+    unpulled_patience: Duration,
     /// Orders the raising and clearing of `recovering` with the two flags above.
     recovery_lock: std::sync::Mutex<()>,
     /// When this node may release the items it no longer owns (milliseconds
@@ -203,6 +206,7 @@ impl ClusterNode {
         peer_timeout: Duration,
         hinted_keys_max: usize,
         secret: Secret,
+        unpulled_patience: Duration,
     ) -> Result<ClusterNode, String> {
         if config.node(me).is_none() {
             return Err(format!("--node-id {me}: the cluster file has no node {me}"));
@@ -230,8 +234,9 @@ impl ClusterNode {
             migration_wanted: AtomicBool::new(true),
             migrating: AtomicBool::new(false),
             migrating_from: RwLock::new(Vec::new()),
-            unpulled: std::sync::Mutex::new(HashSet::new()),
+            unpulled: std::sync::Mutex::new(HashMap::new()),
             unpulled_any: AtomicBool::new(false),
+            unpulled_patience,
             previous: RwLock::new(None),
             written: std::sync::Mutex::new(HashSet::new()),
             written_any: AtomicBool::new(false),
@@ -589,7 +594,9 @@ impl ClusterNode {
         let view = self.view();
         let unpulled = self.unpulled.lock().expect("unpulled lock");
         view.placement.owners(key).iter().any(|o| {
-            unpulled.contains(&o.node)
+            unpulled
+                .get(&o.node)
+                .is_some_and(|since| since.elapsed() < self.unpulled_patience)
                 && view
                     .config()
                     .node(o.node)
@@ -602,19 +609,38 @@ impl ClusterNode {
         let mut unpulled = self.unpulled.lock().expect("unpulled lock");
         if pulled {
             unpulled.remove(&peer);
-        } else if unpulled.insert(peer) {
+        } else if !unpulled.contains_key(&peer) {
+            unpulled.insert(peer, Instant::now());
             log::warn!(
                 "node {peer} did not answer this node's copy of the items they share: \
-                 they are neither read nor written here until it answers and they are copied"
+                 they are neither read nor written here until it answers and they are \
+                 copied, or for {:?} at most",
+                self.unpulled_patience
             );
         }
         self.unpulled_any
             .store(!unpulled.is_empty(), Ordering::Release);
     }
 
+    /// Whether some keys are neither read nor written here for now, for want
+    /// of a peer's items (see `unpulled`).
+    fn lacks_any(&self) -> bool {
+        self.unpulled_any.load(Ordering::Acquire)
+            && self
+                .unpulled
+                .lock()
+                .expect("unpulled lock")
+                .values()
+                .any(|since| since.elapsed() < self.unpulled_patience)
+    }
+
     fn is_unpulled(&self, peer: u32) -> bool {
         self.unpulled_any.load(Ordering::Acquire)
-            && self.unpulled.lock().expect("unpulled lock").contains(&peer)
+            && self
+                .unpulled
+                .lock()
+                .expect("unpulled lock")
+                .contains_key(&peer)
     }
 
     fn now_ms(&self) -> u64 {
@@ -1864,7 +1890,7 @@ pub async fn write_stats_cluster(ctx: &ShardCtx, own_items: u64, out: &mut Vec<u
     );
     let state = if view.config().node(node.me).is_none() {
         "removed"
-    } else if node.is_recovering() || node.unpulled_any.load(Ordering::Acquire) {
+    } else if node.is_recovering() || node.lacks_any() {
         "recovering"
     } else if node.is_copying() {
         "migrating"

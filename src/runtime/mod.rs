@@ -272,6 +272,7 @@ fn load_cluster(config: &Config) -> Result<Option<(Arc<cluster::ClusterNode>, Re
         Duration::from_millis(config.peer_timeout_ms),
         config.hinted_keys_max,
         secret,
+        Duration::from_millis(config.failover_timeout_ms),
     )?;
     Ok(Some((Arc::new(node), durable)))
 }

@@ -347,6 +347,20 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
+/// The first of `count` consecutive ports free on 127.0.0.1 now (a node with
+/// `--shard-ports`, or several nodes, each on its own port).
+pub fn free_ports(count: u16) -> u16 {
+    for _ in 0..100 {
+        let base = free_port();
+        if base.checked_add(count).is_some()
+            && (1..count).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok())
+        {
+            return base;
+        }
+    }
+    panic!("no {count} consecutive free ports");
+}
+
 fn log_path_for(program: Program, port: u16) -> PathBuf {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
