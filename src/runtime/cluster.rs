@@ -609,8 +609,8 @@ impl ClusterNode {
         let mut unpulled = self.unpulled.lock().expect("unpulled lock");
         if pulled {
             unpulled.remove(&peer);
-        } else if !unpulled.contains_key(&peer) {
-            unpulled.insert(peer, Instant::now());
+        } else if let std::collections::hash_map::Entry::Vacant(entry) = unpulled.entry(peer) {
+            entry.insert(Instant::now());
             log::warn!(
                 "node {peer} did not answer this node's copy of the items they share: \
                  they are neither read nor written here until it answers and they are \
