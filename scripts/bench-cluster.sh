@@ -71,7 +71,10 @@ start_cluster() {
         echo "vnodes_per_shard = 160"
         echo "write_ack = \"$ack\""
         echo "acceptors = [1]"
+        echo "secret_file = \"$name.secret\""
     } >"$file"
+    # Members only: every node of the cluster holds its secret.
+    (umask 077 && head -c 32 /dev/urandom | base64 >"$OUT/$name.secret")
     for id in $(seq 1 "$total"); do
         ip=127.0.0.$id
         NODE_IDS+=("$id")
