@@ -156,9 +156,11 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
         },
     };
 
-    // Both ends of a channel must connect before either is used, and every shard
-    // connects its senders in turn: start connecting the receiving ends first so
-    // that no shard waits on one that is itself waiting.
+    // Both ends of a channel must connect before either is used. Every end
+    // starts connecting at once, so that no shard waits on one that is itself
+    // waiting, and one pass of this executor completes every end whose peer
+    // is there: with many more shards than CPUs, a shard is scheduled rarely,
+    // and connecting its 2(N-1) ends one after another took minutes.
     let requests_from: Vec<_> = links
         .requests_from
         .into_iter()
@@ -169,20 +171,32 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
         .into_iter()
         .map(|r| r.map(|r| glommio::spawn_local(r.connect())))
         .collect();
-    let mut requests_to = Vec::with_capacity(node.shards);
-    for sender in links.requests_to {
-        requests_to.push(match sender {
-            Some(s) => Some(s.connect().await),
+    let requests_to: Vec<_> = links
+        .requests_to
+        .into_iter()
+        .map(|s| s.map(|s| glommio::spawn_local(s.connect())))
+        .collect();
+    let answers_to: Vec<_> = links
+        .answers_to
+        .into_iter()
+        .map(|s| s.map(|s| glommio::spawn_local(s.connect())))
+        .collect();
+    let mut requests_to_connected = Vec::with_capacity(node.shards);
+    for sender in requests_to {
+        requests_to_connected.push(match sender {
+            Some(s) => Some(s.await),
             None => None,
         });
     }
-    let mut answers_to = Vec::with_capacity(node.shards);
-    for sender in links.answers_to {
-        answers_to.push(match sender {
-            Some(s) => Some(s.connect().await),
+    let requests_to = requests_to_connected;
+    let mut answers_to_connected = Vec::with_capacity(node.shards);
+    for sender in answers_to {
+        answers_to_connected.push(match sender {
+            Some(s) => Some(s.await),
             None => None,
         });
     }
+    let answers_to = answers_to_connected;
     let ctx = Rc::new(ShardCtx {
         id,
         node: node.clone(),
