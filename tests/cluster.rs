@@ -2035,6 +2035,43 @@ fn a_dead_node_is_marked_down_by_a_decision_and_back_up() {
     );
 }
 
+/// `write_ack` counts the owners that are up: with R=2 and `quorum` (both
+/// copies), writes whose other owner is dead fail only until a decision marks
+/// it down, and then every write through the survivors succeeds.
+#[test]
+fn writes_at_quorum_succeed_once_a_dead_owner_is_marked_down() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    let mut cluster = Cluster::start(
+        &Layout::real(3, 1, 2, "quorum")
+            .with_consensus()
+            .with_peer_timeout_ms(1000)
+            .with_args(&["--failover-timeout-ms", "1000"]),
+    );
+    cluster.kill9(3);
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while cluster.stats_cluster(1)["node:3:state"] != "down" {
+        assert!(
+            Instant::now() < deadline,
+            "node 3 was not marked down\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let epoch: u64 = cluster.stats_cluster(1)["epoch"].parse().unwrap();
+    wait_for_epoch(&cluster, &[1, 2], epoch);
+    for via in [1, 2] {
+        let items = items(&format!("after-down-{via}"), 300, "d");
+        assert!(
+            items.iter().any(|(k, _)| cluster.owners(k).contains(&3)),
+            "some keys are shared with the dead node"
+        );
+        set_many(&mut cluster.client(via), &items, via);
+        assert_all_read(&mut cluster.client(3 - via), &items, 3 - via);
+    }
+}
+
 /// The cap on automatic mark-downs: with R=2, at most one node is down at a
 /// time, so every key keeps an owner that is up, however many nodes die.
 #[test]

@@ -1056,12 +1056,21 @@ impl ShardCluster {
         let view = self.view();
         let owners = view.placement.owners(key);
         let config = view.config();
-        // This node's own copy counts when it is one of the owners.
+        // This node's own copy counts when it is one of the owners. `write_ack`
+        // counts among the owners that are up: once a decision marks an owner
+        // down, `quorum` and `all` are reached without it (it gets a hint, and
+        // catches up when it is back), so one dead node stops no writes.
         let mine = usize::from(owners.iter().any(|o| o.node == self.node.me));
-        let needed = config
-            .write_ack()
-            .acks_needed(config.replicas())
-            .saturating_sub(mine);
+        let up = owners
+            .iter()
+            .filter(|o| {
+                config
+                    .node(o.node)
+                    .is_none_or(|n| n.state != crate::cluster::config::NodeState::Down)
+            })
+            .count()
+            .max(1);
+        let needed = config.write_ack().acks_needed(up).saturating_sub(mine);
         let mut replies = Vec::with_capacity(owners.len());
         for &owner in owners.iter().filter(|o| o.node != self.node.me) {
             if self.node.is_tko(owner.node) {
