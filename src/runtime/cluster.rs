@@ -1060,16 +1060,19 @@ impl ShardCluster {
         // counts among the owners that are up: once a decision marks an owner
         // down, `quorum` and `all` are reached without it (it gets a hint, and
         // catches up when it is back), so one dead node stops no writes.
-        let mine = usize::from(owners.iter().any(|o| o.node == self.node.me));
-        let up = owners
-            .iter()
-            .filter(|o| {
-                config
-                    .node(o.node)
-                    .is_none_or(|n| n.state != crate::cluster::config::NodeState::Down)
-            })
-            .count()
-            .max(1);
+        // (A node marked down may still be primary for a write, as the first
+        // reachable owner: its own copy then counts for nothing.)
+        let is_up = |node: u32| {
+            config
+                .node(node)
+                .is_none_or(|n| n.state != crate::cluster::config::NodeState::Down)
+        };
+        let mine = usize::from(
+            owners
+                .iter()
+                .any(|o| o.node == self.node.me && is_up(o.node)),
+        );
+        let up = owners.iter().filter(|o| is_up(o.node)).count().max(1);
         let needed = config.write_ack().acks_needed(up).saturating_sub(mine);
         let mut replies = Vec::with_capacity(owners.len());
         for &owner in owners.iter().filter(|o| o.node != self.node.me) {
