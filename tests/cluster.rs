@@ -567,6 +567,19 @@ impl Cluster {
         parse_stats(&reply).into_iter().collect()
     }
 
+    /// Waits until node `observer` reports node `id` in `state` (`down`, `up`),
+    /// failing at `deadline`.
+    fn wait_for_node_state(&self, observer: u32, id: u32, state: &str, deadline: Instant) {
+        while self.stats_cluster(observer)[&format!("node:{id}:state")] != state {
+            assert!(
+                Instant::now() < deadline,
+                "node {id} was not marked {state}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Waits until node `id` says `node_state serving` and reaches every node of
     /// `peers` (`node:<peer>:reachable yes`).
     fn wait_until_serving(&self, id: u32, peers: &[u32], deadline: Instant) {
@@ -1995,28 +2008,14 @@ fn a_dead_node_is_marked_down_by_a_decision_and_back_up() {
     let killed = Instant::now();
     cluster.kill9(3);
     let deadline = Instant::now() + READY_TIMEOUT;
-    while cluster.stats_cluster(1)["node:3:state"] != "down" {
-        assert!(
-            Instant::now() < deadline,
-            "node 3 was not marked down\n{}",
-            cluster.logs()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    cluster.wait_for_node_state(1, 3, "down", deadline);
     eprintln!("node 3 marked down {:?} after SIGKILL", killed.elapsed());
     let epoch: u64 = cluster.stats_cluster(1)["epoch"].parse().unwrap();
     wait_for_epoch(&cluster, &[2], epoch);
 
     let restarted = Instant::now();
     cluster.restart(3);
-    while cluster.stats_cluster(1)["node:3:state"] != "up" {
-        assert!(
-            Instant::now() < deadline + READY_TIMEOUT,
-            "node 3 was not marked up\n{}",
-            cluster.logs()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    cluster.wait_for_node_state(1, 3, "up", deadline + READY_TIMEOUT);
     eprintln!(
         "node 3 marked up {:?} after its restart",
         restarted.elapsed()
@@ -2050,15 +2049,7 @@ fn writes_at_quorum_succeed_once_a_dead_owner_is_marked_down() {
             .with_args(&["--failover-timeout-ms", "1000"]),
     );
     cluster.kill9(3);
-    let deadline = Instant::now() + READY_TIMEOUT;
-    while cluster.stats_cluster(1)["node:3:state"] != "down" {
-        assert!(
-            Instant::now() < deadline,
-            "node 3 was not marked down\n{}",
-            cluster.logs()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    cluster.wait_for_node_state(1, 3, "down", Instant::now() + READY_TIMEOUT);
     let epoch: u64 = cluster.stats_cluster(1)["epoch"].parse().unwrap();
     wait_for_epoch(&cluster, &[1, 2], epoch);
     for via in [1, 2] {
