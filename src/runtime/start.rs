@@ -90,6 +90,17 @@ pub(crate) enum Asker<'s> {
     Admin(&'s Secret),
 }
 
+/// A blocking connection to `addr` whose reads wait at most `timeout`.
+fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, String> {
+    let to = resolve(addr)?;
+    let stream = TcpStream::connect_timeout(&to, timeout.min(Duration::from_secs(1)))
+        .map_err(|e| format!("cannot reach {addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| format!("{addr}: {e}"))?;
+    Ok(stream)
+}
+
 /// Sends one request, after the members-only handshake, and reads the reply
 /// until it ends with `end` (also for `ringcache cluster`).
 pub(crate) fn ask(
@@ -99,12 +110,7 @@ pub(crate) fn ask(
     end: &[u8],
     timeout: Duration,
 ) -> Result<Vec<u8>, String> {
-    let to = resolve(addr)?;
-    let mut stream = TcpStream::connect_timeout(&to, timeout.min(Duration::from_secs(1)))
-        .map_err(|e| format!("cannot reach {addr}: {e}"))?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(|e| format!("{addr}: {e}"))?;
+    let mut stream = connect(addr, timeout)?;
     let (who, secret) = match asker {
         Asker::Node(id, secret) => (id.to_string(), secret),
         Asker::Admin(secret) => ("admin".to_string(), secret),
@@ -144,12 +150,9 @@ pub(crate) fn ask_plain(
     end: &[u8],
     timeout: Duration,
 ) -> Result<Vec<u8>, String> {
-    let to = resolve(addr)?;
-    let mut stream = TcpStream::connect_timeout(&to, timeout.min(Duration::from_secs(1)))
-        .map_err(|e| format!("cannot reach {addr}: {e}"))?;
+    let mut stream = connect(addr, timeout)?;
     stream
-        .set_read_timeout(Some(timeout))
-        .and_then(|_| stream.write_all(request))
+        .write_all(request)
         .map_err(|e| format!("{addr}: {e}"))?;
     read_reply(addr, &mut stream, end)
 }
