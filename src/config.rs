@@ -258,6 +258,9 @@ pub struct Args {
 pub struct Config {
     pub port: u16,
     pub listen: String,
+    /// The other addresses of a `-l` list (memcached's `-l a,b`), each with
+    /// its port; every shard accepts on each of them too.
+    pub listen_also: Vec<(String, u16)>,
     pub memory_limit_bytes: usize,
     pub conn_limit: usize,
     pub threads: Option<usize>,
@@ -438,7 +441,7 @@ pub fn parse_memory_limit(text: &str) -> Result<usize, String> {
 /// dropped (TLS is not served). Returns the one address and the port an entry
 /// named, if any. ringcache's shards listen on one address, so a list naming
 /// several distinct ones is refused: a client sent to the others would find nothing.
-pub fn parse_listen(lists: &[String]) -> Result<(String, Option<u16>), String> {
+pub fn parse_listen(lists: &[String]) -> Result<Vec<(String, Option<u16>)>, String> {
     let mut chosen: Vec<(String, Option<u16>)> = Vec::new();
     for entry in lists.iter().flat_map(|l| l.split(',')) {
         let entry = entry.trim();
@@ -476,14 +479,10 @@ pub fn parse_listen(lists: &[String]) -> Result<(String, Option<u16>), String> {
             chosen.push((host.to_string(), port));
         }
     }
-    match chosen.len() {
-        1 => Ok(chosen.remove(0)),
-        0 => Err("-l: no address given".into()),
-        _ => Err(format!(
-            "-l {}: ringcache listens on one address; give one (0.0.0.0 listens on every IPv4 interface)",
-            lists.join(",")
-        )),
+    if chosen.is_empty() {
+        return Err("-l: no address given".into());
     }
+    Ok(chosen)
 }
 
 /// Takes one memcached `-o` option (`name` or `name=value`): `Ok(None)` when it
@@ -704,8 +703,14 @@ impl Config {
                 notes.push(note);
             }
         }
-        let (listen, listen_port) = parse_listen(&args.listen)?;
+        let mut listens = parse_listen(&args.listen)?;
+        let (listen, listen_port) = listens.remove(0);
         let port = listen_port.unwrap_or(args.port);
+        // Every other address of the list, on its own port or `-p`'s.
+        let listen_also: Vec<(String, u16)> = listens
+            .into_iter()
+            .map(|(host, p)| (host, p.unwrap_or(args.port)))
+            .collect();
         let item_size_max_bytes = parse_size(&args.max_item_size)?;
         if item_size_max_bytes < limits::ITEM_SIZE_MAX_MIN_BYTES {
             return Err(format!(
@@ -779,6 +784,7 @@ impl Config {
         Ok(Config {
             port,
             listen,
+            listen_also,
             memory_limit_bytes,
             conn_limit: args.conn_limit,
             threads: args.threads,
@@ -895,37 +901,33 @@ mod tests {
     }
 
     #[test]
-    fn listen_takes_memcacheds_forms_but_one_address() {
-        let one = |l: &[&str]| parse_listen(&l.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        assert_eq!(one(&["127.0.0.1"]), Ok(("127.0.0.1".into(), None)));
+    fn listen_takes_memcacheds_forms_and_lists() {
+        let parse = |l: &[&str]| parse_listen(&l.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let one = |host: &str, port: Option<u16>| Ok(vec![(host.to_string(), port)]);
+        assert_eq!(parse(&["127.0.0.1"]), one("127.0.0.1", None));
+        assert_eq!(parse(&["127.0.0.1:11300"]), one("127.0.0.1", Some(11300)));
+        assert_eq!(parse(&["[::1]:11300"]), one("::1", Some(11300)));
+        assert_eq!(parse(&["::1"]), one("::1", None));
+        assert_eq!(parse(&["notls:127.0.0.1"]), one("127.0.0.1", None));
+        // Repeats collapse; distinct addresses are each listened on.
+        assert_eq!(parse(&["127.0.0.1,127.0.0.1"]), one("127.0.0.1", None));
+        assert_eq!(parse(&["127.0.0.1", "127.0.0.1"]), one("127.0.0.1", None));
         assert_eq!(
-            one(&["127.0.0.1:11300"]),
-            Ok(("127.0.0.1".into(), Some(11300)))
+            parse(&["127.0.0.1,127.0.0.2:11300", "::1"]),
+            Ok(vec![
+                ("127.0.0.1".to_string(), None),
+                ("127.0.0.2".to_string(), Some(11300)),
+                ("::1".to_string(), None)
+            ])
         );
-        assert_eq!(one(&["[::1]:11300"]), Ok(("::1".into(), Some(11300))));
-        assert_eq!(one(&["::1"]), Ok(("::1".into(), None)));
-        assert_eq!(one(&["notls:127.0.0.1"]), Ok(("127.0.0.1".into(), None)));
-        assert_eq!(
-            one(&["127.0.0.1,127.0.0.1"]),
-            Ok(("127.0.0.1".into(), None))
-        );
-        assert_eq!(
-            one(&["127.0.0.1", "127.0.0.1"]),
-            Ok(("127.0.0.1".into(), None))
-        );
-        for bad in [
-            &["127.0.0.1,127.0.0.2"][..],
-            &["127.0.0.1", "::1"],
-            &["a:0"],
-            &["a:x"],
-            &[""],
-            &["a,"],
-            &["[::1"],
-        ] {
-            assert!(one(bad).is_err(), "{bad:?}");
+        for bad in [&["a:0"][..], &["a:x"], &[""], &["a,"], &["[::1"]] {
+            assert!(parse(bad).is_err(), "{bad:?}");
         }
         let c = config(&["-l", "127.0.0.2:11300", "-p", "11211"]).unwrap();
         assert_eq!((c.listen.as_str(), c.port), ("127.0.0.2", 11300));
+        let c = config(&["-l", "127.0.0.1,127.0.0.2:11300", "-p", "11211"]).unwrap();
+        assert_eq!((c.listen.as_str(), c.port), ("127.0.0.1", 11211));
+        assert_eq!(c.listen_also, vec![("127.0.0.2".to_string(), 11300)]);
     }
 
     #[test]

@@ -144,7 +144,6 @@ fn flags_a_client_would_be_misled_by_are_refused_with_the_reason() {
         (&["-S"], "SASL"),
         (&["-Y", "/etc/memcached-auth"], "authentication"),
         (&["-Z"], "TLS"),
-        (&["-l", "127.0.0.1,127.0.0.2"], "one address"),
         (&["-o", "meta_response_old"], "refused"),
         (&["-o", "no_such_thing"], "Illegal suboption"),
         (&["-m", "0"], "at least 1 megabyte"),
@@ -159,6 +158,30 @@ fn flags_a_client_would_be_misled_by_are_refused_with_the_reason() {
         let stderr = stderr_of(&output);
         assert_eq!(output.status.code(), Some(EXIT_USAGE), "{args:?}: {stderr}");
         assert!(stderr.contains(why), "{args:?}: {stderr}");
+    }
+}
+
+/// memcached's `-l a,b`: the node listens on every address of the list, on
+/// `-p`'s port unless an entry names its own, and serves one store on all.
+#[test]
+fn every_address_of_a_listen_list_is_served() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    let base = support::free_ports(2);
+    let (port, other) = (base.to_string(), base + 1);
+    let list = format!("127.0.0.1,127.0.0.2,127.0.0.3:{other}");
+    let server = Server::ringcache_at("127.0.0.1", base, &["-l", &list, "-p", &port, "-t", "2"]);
+    let mut first = Client::connect_at("127.0.0.1", base);
+    first.set("listed", b"everywhere");
+    for (ip, port) in [("127.0.0.2", base), ("127.0.0.3", other)] {
+        let mut client = Client::connect_at(ip, port);
+        assert_eq!(
+            client.get("listed").as_deref(),
+            Some(&b"everywhere"[..]),
+            "through {ip}:{port}: {}",
+            server.log()
+        );
     }
 }
 

@@ -49,6 +49,8 @@ pub struct Node {
     pub connections: AtomicUsize,
     pub started: Instant,
     pub process_started_unix: i64,
+    /// The other addresses of a `-l` list: every shard accepts on each.
+    pub listen_also: Vec<SocketAddr>,
     /// `--cluster`: this node's view of the cluster it is part of.
     pub cluster: Option<Arc<cluster::ClusterNode>>,
     /// `--data-dir`: the control thread's inputs (consensus messages, proposals).
@@ -409,6 +411,32 @@ pub fn run(config: Config) -> i32 {
             return 1;
         }
     };
+    // The other addresses of a `-l` list; a cluster node's come from its file.
+    let also = match (&cluster, config.listen_also.is_empty()) {
+        (_, true) => Ok(Vec::new()),
+        (Some(_), false) => {
+            Err("-l: a cluster node listens on the address its cluster file names; give one".into())
+        }
+        (None, false) => config
+            .listen_also
+            .iter()
+            .map(|(host, port)| {
+                (host.as_str(), *port)
+                    .to_socket_addrs()
+                    .ok()
+                    .and_then(|mut addrs| addrs.next())
+                    .ok_or_else(|| format!("cannot resolve listen address {host:?}"))
+                    .and_then(|addr| check_port_free(addr).map(|_| addr))
+            })
+            .collect::<Result<Vec<SocketAddr>, String>>(),
+    };
+    let listen_also = match also {
+        Ok(also) => also,
+        Err(message) => {
+            eprintln!("ringcache: {message}");
+            return 1;
+        }
+    };
 
     // Shards inherit this mask, so only the main thread takes the stop signals.
     let mut stop_signals = SigSet::empty();
@@ -447,6 +475,7 @@ pub fn run(config: Config) -> i32 {
         connections: AtomicUsize::new(0),
         started: Instant::now(),
         process_started_unix: unix_now - CLOCK_START_SECS as i64,
+        listen_also,
         config,
         cluster,
         control: control_start
@@ -562,10 +591,13 @@ pub fn run(config: Config) -> i32 {
             }
         }
     }
+    let also: String = node
+        .listen_also
+        .iter()
+        .map(|a| format!(" and {a}"))
+        .collect();
     log::info!(
-        "listening on {} with {} shard(s), {}",
-        addr,
-        shards,
+        "listening on {addr}{also} with {shards} shard(s), {}",
         if pinned { "pinned" } else { "unpinned" }
     );
 

@@ -138,6 +138,17 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
             return;
         }
     };
+    // The other addresses of a `-l` list, shared by every shard as the first.
+    let mut listeners_also = Vec::with_capacity(node.listen_also.len());
+    for &also in &node.listen_also {
+        match listen(also, super::Sharing::Shared) {
+            Ok(listener) => listeners_also.push(listener),
+            Err(message) => {
+                let _ = started.send(Err(message));
+                return;
+            }
+        }
+    }
     // With --shard-ports, this shard's own port: a ketama client that knows the
     // shard endpoints sends each key straight to its owner.
     let own_addr = match (&node.cluster, node.config.shard_port_base) {
@@ -270,6 +281,10 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
         ))
     });
     let accept = glommio::spawn_local(accept_loop(listener, ctx.clone(), sockets.clone()));
+    let accept_also: Vec<_> = listeners_also
+        .into_iter()
+        .map(|l| glommio::spawn_local(accept_loop(l, ctx.clone(), sockets.clone())))
+        .collect();
     let accept_own =
         own_listener.map(|l| glommio::spawn_local(accept_loop(l, ctx.clone(), sockets.clone())));
     let _ = started.send(Ok(id));
@@ -294,6 +309,7 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
     // Stop accepting, then let connections finish the requests they have read.
     drop(accept);
     drop(accept_own);
+    drop(accept_also);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while ctx.busy.get() > 0 && std::time::Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(5)).await;
