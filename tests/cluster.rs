@@ -1883,21 +1883,14 @@ fn sighup_swaps_in_a_newer_configuration_under_load() {
 fn admin(cluster: &Cluster, id: u32, args: &[&str]) -> (bool, String) {
     let node = cluster.node(id);
     let addr = format!("{}:{}", node.ip, node.port);
-    let secret = cluster.dir.join(SECRET_FILE_NAME);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringcache"))
-        .args(["cluster", "--node", &addr, "--cluster-secret"])
-        .arg(&secret)
-        .args(args)
-        .output()
-        .expect("run ringcache cluster");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let secret = cluster
+        .dir
+        .join(SECRET_FILE_NAME)
+        .to_string_lossy()
+        .into_owned();
+    let mut argv = vec!["--node", &addr, "--cluster-secret", &secret];
+    argv.extend_from_slice(args);
+    support::ringcache_cluster(&argv)
 }
 
 /// Waits until every node of `ids` reports `epoch` in `stats cluster`.

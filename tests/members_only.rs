@@ -66,20 +66,10 @@ fn stats_cluster(ip: &str, port: u16) -> HashMap<String, String> {
 }
 
 fn admin(node: &str, extra: &[&str], args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ringcache"))
-        .args(["cluster", "--node", node])
-        .args(extra)
-        .args(args)
-        .output()
-        .expect("run ringcache cluster");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let mut argv = vec!["--node", node];
+    argv.extend_from_slice(extra);
+    argv.extend_from_slice(args);
+    support::ringcache_cluster(&argv)
 }
 
 /// One node of a cluster file, with Paxos, its secret in its data directory.

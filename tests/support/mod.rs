@@ -889,3 +889,21 @@ pub fn median_get_round_trip(client: &mut Client, key: &str, count: usize) -> Du
     times.sort();
     times[count / 2]
 }
+
+/// Runs the admin client, `ringcache cluster <args>`: whether it exited 0, and
+/// its standard output followed by its standard error.
+pub fn ringcache_cluster(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringcache"))
+        .arg("cluster")
+        .args(args)
+        .output()
+        .expect("run ringcache cluster");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
