@@ -135,6 +135,15 @@ pub const PEER_PROBE_INTERVAL_MS: u64 = 100;
 pub const HINTED_KEYS_MAX_DEFAULT: usize = 100_000;
 pub const HINTED_KEYS_MAX_MAX: usize = 100_000_000;
 
+/// How long a shard of a cluster node remembers a removed key's CAS unique
+/// (see `cluster::tombstones`): a copy of the key older than the removal that
+/// arrives within this time is dropped. Longer than a node is expected to be
+/// away and come back with its copies.
+pub const TOMBSTONE_KEEP_SECS: u32 = 3600;
+
+/// Most removed keys one shard remembers; past this the oldest are forgotten.
+pub const TOMBSTONES_PER_SHARD_MAX: usize = 100_000;
+
 /// Most keys a recovering node remembers as written since its recovery began
 /// (copies from peers never overwrite them). Past this, recovery restarts.
 pub const RECOVERY_WRITTEN_KEYS_MAX: usize = 1_000_000;

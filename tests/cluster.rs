@@ -1441,6 +1441,109 @@ fn a_recovering_node_is_not_primary_for_writes() {
     }
 }
 
+/// Waits until node `id`'s own copy of `key` is `want`.
+fn wait_for_local(cluster: &Cluster, id: u32, key: &str, want: &Local, context: &str) {
+    let mut reader = cluster.local_reader(id);
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let got = reader.mg(key);
+        if got == *want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{context}: node {id}'s copy of {key} is {got:?}, not {want:?}\nnode {id}'s log: {}",
+            cluster.log(id)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A removal is a write with a CAS unique of its own, which owners remember:
+/// node 1 deletes a key while node 3 is paused and misses it, then node 1 is
+/// killed (with the hint it kept for node 3). Restarted, node 1 copies the key
+/// from node 2 (its removal) and from node 3 (the old value): the removal is
+/// newer and wins, and node 3's stale copy is put right rather than read later.
+#[test]
+fn a_deleted_key_stays_deleted_when_a_recovery_meets_a_stale_copy() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    let mut cluster = Cluster::start(&Layout::real(3, 1, 3, "quorum").with_peer_timeout_ms(300));
+    let key = (0..)
+        .map(|i| format!("gone:{i}"))
+        .find(|key| cluster.owners(key) == [1, 2, 3])
+        .expect("a key owned by nodes 1, 2 and 3 in that order");
+    cluster.client(1).set(&key, b"old");
+    for id in [1, 2, 3] {
+        wait_for_local(&cluster, id, &key, &Local::value("old"), "after the set");
+    }
+    cluster.signal(3, "-STOP");
+    let delete = format!("delete {key}\r\n");
+    let reply = cluster.client(1).call(delete.as_bytes(), b"\r\n");
+    assert_eq!(show(&reply), "DELETED\\r\\n", "delete with node 3 paused");
+    wait_for_local(&cluster, 2, &key, &Local::Miss, "after the delete");
+    // Long past node 1's peer timeout: node 3 notices its pause when resumed
+    // and takes nothing node 1 sent meanwhile.
+    std::thread::sleep(Duration::from_millis(1500));
+    cluster.kill9(1);
+    cluster.signal(3, "-CONT");
+    cluster.restart(1);
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while cluster.stats_cluster(1)["node_state"] != "serving" {
+        assert!(
+            Instant::now() < deadline,
+            "node 1 did not settle: {}",
+            cluster.log(1)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let get = format!("get {key}\r\n");
+    for via in [1, 2, 3] {
+        let reply = cluster.client(via).call(get.as_bytes(), b"END\r\n");
+        assert_eq!(
+            show(&reply),
+            "END\\r\\n",
+            "get through node {via} after the recovery"
+        );
+    }
+    for id in [1, 2, 3] {
+        wait_for_local(&cluster, id, &key, &Local::Miss, "after the recovery");
+    }
+}
+
+/// `touch` keeps an item's CAS unique and changes its expiry: the replica
+/// takes the new expiry though the unique is the one it holds.
+#[test]
+fn a_touch_reaches_the_replica() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    let cluster = Cluster::start(&Layout::real(2, 1, 2, "all"));
+    let key = (0..)
+        .map(|i| format!("touched:{i}"))
+        .find(|key| cluster.owners(key) == [1, 2])
+        .expect("a key whose primary is node 1");
+    cluster.client(1).set(&key, b"v");
+    let touch = format!("touch {key} 5000\r\n");
+    let reply = cluster.client(1).call(touch.as_bytes(), b"\r\n");
+    assert_eq!(show(&reply), "TOUCHED\\r\\n");
+    let node = cluster.node(2);
+    let mut replica = Client::connect_at(&node.ip, node.port);
+    authenticate(&mut replica, &cluster.secret);
+    let request = format!("rc rep 1\r\nmg {key} t\r\n");
+    let reply = show(&replica.call(request.as_bytes(), b"\r\n"));
+    let ttl: i64 = reply
+        .strip_prefix("HD t")
+        .and_then(|t| t.strip_suffix("\\r\\n"))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("the replica's copy: {reply}"));
+    assert!(
+        ttl > 4000,
+        "the replica's copy has ttl {ttl}, not the touched one"
+    );
+}
+
 /// A request marked with another epoch is refused with the node's epoch; one
 /// marked with the node's epoch is served.
 #[test]

@@ -87,7 +87,9 @@ pub const REPLY_LINE_LEN_MAX: usize = 4096;
 pub enum PeerMode {
     Forward,
     Replica,
-    Copy,
+    /// Items this node (id; 0 from a sender that does not say) pushes to a
+    /// node that copies them.
+    Copy(u32),
     /// Items from this node (id), which was cut off.
     Merge(u32),
 }
@@ -137,6 +139,10 @@ pub fn parse_peer_line(buf: &[u8]) -> Result<Option<(PeerLine, usize)>, usize> {
     let number = |t: Option<&&str>| t.and_then(|t| t.parse::<u64>().ok()).ok_or(used);
     let node = |t: Option<&&str>| number(t).and_then(|n| u32::try_from(n).map_err(|_| used));
     let parsed = match tokens.get(1).copied() {
+        Some("copy") if tokens.len() == 4 => PeerLine::Mode {
+            epoch: number(tokens.get(2))?,
+            mode: PeerMode::Copy(node(tokens.get(3))?),
+        },
         Some("merge") if tokens.len() == 4 => PeerLine::Mode {
             epoch: number(tokens.get(2))?,
             mode: PeerMode::Merge(node(tokens.get(3))?),
@@ -149,7 +155,7 @@ pub fn parse_peer_line(buf: &[u8]) -> Result<Option<(PeerLine, usize)>, usize> {
             mode: match mode {
                 "fwd" => PeerMode::Forward,
                 "rep" => PeerMode::Replica,
-                _ => PeerMode::Copy,
+                _ => PeerMode::Copy(0),
             },
             epoch: number(tokens.get(2))?,
         },
@@ -232,7 +238,7 @@ pub fn encode_mode(mode: PeerMode, epoch: u64, out: &mut Vec<u8>) {
     let _ = match mode {
         PeerMode::Forward => write!(out, "rc fwd {epoch}\r\n"),
         PeerMode::Replica => write!(out, "rc rep {epoch}\r\n"),
-        PeerMode::Copy => write!(out, "rc copy {epoch}\r\n"),
+        PeerMode::Copy(node) => write!(out, "rc copy {epoch} {node}\r\n"),
         PeerMode::Merge(node) => write!(out, "rc merge {epoch} {node}\r\n"),
     };
 }
@@ -296,11 +302,17 @@ pub fn encode_item(
     out.extend_from_slice(MN_REQUEST);
 }
 
-/// Writes the removal of an item as a replica applies it: `md <key> q\r\nmn\r\n`.
-pub fn encode_removal(key: &[u8], out: &mut Vec<u8>) {
+/// Writes the removal of an item as a replica applies it, with the CAS unique
+/// the removal took (a copy of the key with a smaller one is older):
+/// `md <key> q E<cas>\r\nmn\r\n`.
+pub fn encode_removal(key: &[u8], cas: u64, out: &mut Vec<u8>) {
     out.extend_from_slice(b"md ");
     let binary = write_meta_key(key, out);
-    out.extend_from_slice(if binary { b" q b\r\n" } else { b" q\r\n" });
+    let _ = write!(out, " q E{cas}");
+    if binary {
+        out.extend_from_slice(b" b");
+    }
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(MN_REQUEST);
 }
 
@@ -563,8 +575,8 @@ mod tests {
         encode_item(b"a b", b"", 0, None, 1, &mut out);
         assert_eq!(out, b"ms YSBi 0 F0 T0 E1 q b\r\n\r\nmn\r\n".to_vec());
         out.clear();
-        encode_removal(b"k", &mut out);
-        assert_eq!(out, b"md k q\r\nmn\r\n".to_vec());
+        encode_removal(b"k", 7, &mut out);
+        assert_eq!(out, b"md k q E7\r\nmn\r\n".to_vec());
     }
 
     #[test]

@@ -34,6 +34,7 @@ use crate::cluster::auth::Secret;
 use crate::cluster::config::{ClusterConfig, Endpoint};
 use crate::cluster::placement::Placement;
 use crate::cluster::ring::Owner;
+use crate::cluster::tombstones::Tombstones;
 use crate::cluster::wire::{self, PeerMode, RecoverWhat};
 use crate::engine::ShardState;
 use crate::limits::{
@@ -177,6 +178,14 @@ pub struct ClusterNode {
     timeouts: AtomicU64,
     disconnects: AtomicU64,
     hinted_keys: AtomicU64,
+    /// Writes an owner missed (each became a hint), and hint sends that owners
+    /// took since: `stats cluster`'s `missed_writes` and `replayed_hints`.
+    missed_writes: AtomicU64,
+    replayed_hints: AtomicU64,
+    /// Peers that answer but missed writes (a refusal, a broken connection, a
+    /// copy older than this node's): the watch sends them their hints again.
+    /// (When: milliseconds since `started`, not before.)
+    replay_wanted: std::sync::Mutex<std::collections::BTreeMap<u32, u64>>,
     /// With `--data-dir`: the node whose ballot this node last promised (the
     /// Paxos leader as far as this node knows; 0: none yet).
     pub leader: AtomicU64,
@@ -247,6 +256,9 @@ impl ClusterNode {
             timeouts: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
             hinted_keys: AtomicU64::new(0),
+            missed_writes: AtomicU64::new(0),
+            replayed_hints: AtomicU64::new(0),
+            replay_wanted: std::sync::Mutex::default(),
             leader: AtomicU64::new(0),
             secret,
             auth_warned: std::sync::Mutex::new(HashSet::new()),
@@ -576,6 +588,34 @@ impl ClusterNode {
         peer::one_off(self, addr, mode, wire::MN_REQUEST, self.peer_timeout).await == Ok(Vec::new())
     }
 
+    /// Asks the watch to send `node` its hints again, at once (`retry`: after
+    /// [`HINT_REPLAY_RETRY_MS`], the last send having failed).
+    fn want_replay(&self, node: u32, retry: bool) {
+        let due = if retry {
+            self.now_ms() + HINT_REPLAY_RETRY_MS
+        } else {
+            0
+        };
+        let mut wanted = self.replay_wanted.lock().expect("replay lock");
+        let entry = wanted.entry(node).or_insert(due);
+        *entry = (*entry).min(due);
+    }
+
+    /// The peers to send their hints again now: those due that answer.
+    fn take_replays(&self) -> Vec<u32> {
+        let now = self.now_ms();
+        let mut wanted = self.replay_wanted.lock().expect("replay lock");
+        let ready: Vec<u32> = wanted
+            .iter()
+            .filter(|&(&id, &due)| due <= now && !self.is_tko(id) && !self.is_unpulled(id))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in &ready {
+            wanted.remove(id);
+        }
+        ready
+    }
+
     pub fn count_disconnect(&self) {
         self.disconnects.fetch_add(1, Ordering::Relaxed);
     }
@@ -717,8 +757,8 @@ pub enum Role {
     Primary,
     /// An item the primary applied.
     Replica,
-    /// An item a peer pushes to this recovering node.
-    Copy,
+    /// An item a peer (id; 0: unknown) pushes to this recovering node.
+    Copy(u32),
     /// An item a node that was cut off changed meanwhile.
     Merge(u32),
 }
@@ -859,7 +899,7 @@ impl ShardCluster {
                     (_, false) => Role::Plain,
                     (PeerMode::Forward, true) => Role::Primary,
                     (PeerMode::Replica, true) => Role::Replica,
-                    (PeerMode::Copy, true) => Role::Copy,
+                    (PeerMode::Copy(from), true) => Role::Copy(from),
                     (PeerMode::Merge(from), true) => Role::Merge(from),
                 };
                 Route::Shard(mine.shard, role)
@@ -954,6 +994,8 @@ pub struct ShardCluster {
     runtime: Arc<super::Node>,
     links: RefCell<HashMap<Owner, Rc<Link>>>,
     hints: RefCell<HashMap<u32, Hints>>,
+    /// The removals this shard applied, with their CAS uniques.
+    tombstones: RefCell<Tombstones>,
     /// Peers this shard is settling with (see [`exchange`]).
     exchanging: RefCell<HashSet<u32>>,
     view: RefCell<Arc<View>>,
@@ -973,6 +1015,7 @@ impl ShardCluster {
             node,
             links: RefCell::new(HashMap::new()),
             hints: RefCell::new(HashMap::new()),
+            tombstones: RefCell::default(),
             exchanging: RefCell::new(HashSet::new()),
         }
     }
@@ -1032,7 +1075,7 @@ impl ShardCluster {
         }
         match role {
             Role::Plain => true,
-            Role::Copy => !node.was_written(key),
+            Role::Copy(_) => !node.was_written(key),
             Role::Primary | Role::Replica | Role::Merge(_) => {
                 node.written_any.store(true, Ordering::Release);
                 let mut written = node.written.lock().expect("written lock");
@@ -1052,7 +1095,7 @@ impl ShardCluster {
     /// Sends the item `key` now is (or its removal) to the key's other owners.
     pub fn replicate(&self, state: &mut ShardState, key: &[u8], clock: &Clock) -> Ticket {
         let mut record = Vec::new();
-        encode_current(state, key, clock, &mut record);
+        encode_current(self, state, key, clock, &mut record);
         let view = self.view();
         let owners = view.placement.owners(key);
         let config = view.config();
@@ -1188,7 +1231,7 @@ impl ShardCluster {
                     glommio::timer::sleep(Duration::from_millis(EPOCH_RETRY_PAUSE_MS)).await;
                     let clock = self.node_clock();
                     let mut record = Vec::new();
-                    with_state(|s| encode_current(s, key, &clock, &mut record));
+                    with_state(|s| encode_current(self, s, key, &clock, &mut record));
                     reply = link.send(mode, record);
                 }
                 Ok(answer) => {
@@ -1208,8 +1251,18 @@ impl ShardCluster {
         }
     }
 
-    /// Remembers that `node` missed the latest write of `key`.
+    /// Remembers that `node` missed the latest write of `key`. A node that is
+    /// not skipped as unreachable (it refused the write, or a connection to it
+    /// broke) is sent its hints again by the watch; one that is gets them when
+    /// a probe finds it again.
     fn hint(&self, node: u32, key: &[u8]) {
+        if node == self.node.me {
+            return;
+        }
+        self.node.missed_writes.fetch_add(1, Ordering::Relaxed);
+        if !self.node.is_tko(node) {
+            self.node.want_replay(node, false);
+        }
         let mut hints = self.hints.borrow_mut();
         let hints = hints.entry(node).or_default();
         if hints.overflowed {
@@ -1261,9 +1314,9 @@ impl ShardCluster {
                         continue;
                     };
                     let mut record = Vec::new();
-                    with_state(|s| encode_current(s, &key, clock, &mut record));
+                    with_state(|s| encode_current(self, s, &key, clock, &mut record));
                     let link = self.link(target);
-                    let reply = link.send(PeerMode::Copy, record);
+                    let reply = link.send(PeerMode::Copy(self.node.me), record);
                     pending.push((link, reply, key));
                 }
             }
@@ -1287,18 +1340,29 @@ impl ShardCluster {
                     });
                     for (target, record, key) in batch {
                         let link = self.link(target);
-                        let reply = link.send(PeerMode::Copy, record);
+                        let reply = link.send(PeerMode::Copy(self.node.me), record);
                         pending.push((link, reply, key));
                     }
                     // Bound what is in flight: wait for this segment's copies.
-                    if !self.all_acknowledged(&mut pending, PeerMode::Copy).await {
+                    if !self
+                        .all_acknowledged(&mut pending, PeerMode::Copy(self.node.me))
+                        .await
+                    {
                         return b"SERVER_ERROR copy failed\r\n";
                     }
                     glommio::executor().yield_if_needed().await;
                 }
+                for (target, record, key) in self.removals_for(node, clock) {
+                    let link = self.link(target);
+                    let reply = link.send(PeerMode::Copy(self.node.me), record);
+                    pending.push((link, reply, key));
+                }
             }
         }
-        if self.all_acknowledged(&mut pending, PeerMode::Copy).await {
+        if self
+            .all_acknowledged(&mut pending, PeerMode::Copy(self.node.me))
+            .await
+        {
             wire::RECOVERED
         } else {
             b"SERVER_ERROR copy failed\r\n"
@@ -1338,10 +1402,13 @@ impl ShardCluster {
             for (key, record) in records {
                 send(&key, record);
             }
+            for (_, record, key) in self.removals_for(node, clock) {
+                send(&key, record);
+            }
         } else {
             for key in taken.keys {
                 let mut record = Vec::new();
-                with_state(|s| encode_current(s, &key, clock, &mut record));
+                with_state(|s| encode_current(self, s, &key, clock, &mut record));
                 send(&key, record);
             }
         }
@@ -1361,6 +1428,43 @@ impl ShardCluster {
             }
         }
         ok
+    }
+
+    /// Whether this shard's state of `key` (its item, or its remembered
+    /// removal) is newer than a copy carrying `cas`: CAS values grow with
+    /// every write of a key on any node (each node raises its counter past
+    /// those it is sent), so the higher one is newer. A copy of the same item
+    /// is taken (a `touch` keeps the CAS unique and changes the expiry).
+    fn holds_newer(&self, state: &mut ShardState, key: &[u8], cas: u64, clock: &Clock) -> bool {
+        if let Ok(item) = state.store.peek(key, clock.rel_secs) {
+            return item.cas > cas;
+        }
+        self.tombstones
+            .borrow_mut()
+            .cas_of(key, clock.rel_secs)
+            .is_some_and(|removed| removed >= cas)
+    }
+
+    /// The removals this shard remembers of keys `node` owns, as records to
+    /// send it (a node copying every shared item gets them with the items, so
+    /// that no older copy brings a removed key back).
+    fn removals_for(&self, node: u32, clock: &Clock) -> Vec<(Owner, Vec<u8>, Vec<u8>)> {
+        let view = self.view();
+        let me = self.own_owner();
+        let mut tombstones = self.tombstones.borrow_mut();
+        let mut records = Vec::new();
+        for (key, cas) in tombstones.live(clock.rel_secs) {
+            let owners = view.placement.owners(key);
+            let Some(&target) = owners.iter().find(|o| o.node == node) else {
+                continue;
+            };
+            if self.node.holds_current(key, &owners, me) {
+                let mut record = Vec::new();
+                wire::encode_removal(key, cas, &mut record);
+                records.push((target, record, key.to_vec()));
+            }
+        }
+        records
     }
 
     pub fn hinted_keys(&self) -> u64 {
@@ -1383,9 +1487,24 @@ pub fn apply(
         // A copy older than a write since recovery began: acknowledged, not applied.
         return None;
     }
-    if role == Role::Copy && holds_newer(state, key, req_new_cas(req), clock) {
-        // Several nodes may push a key; the newest write wins whatever the order.
-        return None;
+    if let (Role::Replica | Role::Copy(_) | Role::Merge(_), Some(cas)) = (role, req_new_cas(req)) {
+        // Several nodes may send a key (a primary, nodes pushing copies, a
+        // node that was cut off): the newest state wins whatever the order,
+        // and a removal is a state like an item.
+        if cluster.holds_newer(state, key, cas, clock) {
+            if let Role::Copy(from @ 1..) = role {
+                // The pusher's copy is older than this node's: it missed a
+                // write, which it is sent again.
+                cluster.hint(from, key);
+            }
+            return None;
+        }
+        let mut tombstones = cluster.tombstones.borrow_mut();
+        if is_removal(req) {
+            tombstones.note(key, cas, clock.rel_secs);
+        } else {
+            tombstones.forget(key);
+        }
     }
     crate::engine::execute(state, req, clock, out);
     after_apply(cluster, state, req_new_cas(req), key, role, clock)
@@ -1423,14 +1542,10 @@ pub fn apply_binary(
     after_apply(cluster, state, None, key, role, clock)
 }
 
-/// Whether this store's item `key` is at least as new as a copy carrying
-/// `cas`: CAS values grow with every write of a key on any node (each node
-/// raises its counter past those it is sent), so the higher one is newer.
-fn holds_newer(state: &mut ShardState, key: &[u8], cas: Option<u64>, clock: &Clock) -> bool {
-    match (cas, state.store.peek(key, clock.rel_secs)) {
-        (Some(cas), Ok(item)) => item.cas >= cas,
-        _ => false,
-    }
+/// Whether a removal is what `req` sends.
+fn is_removal(req: &crate::protocol::text::Request<'_>) -> bool {
+    matches!(req, crate::protocol::text::Request::Meta(meta)
+        if meta.command == crate::protocol::meta::MetaCommand::Delete)
 }
 
 fn req_new_cas(req: &crate::protocol::text::Request<'_>) -> Option<u64> {
@@ -1450,7 +1565,7 @@ fn after_apply(
 ) -> Option<Ticket> {
     match role {
         Role::Primary => Some(cluster.replicate(state, key, clock)),
-        Role::Replica | Role::Copy | Role::Merge(_) => {
+        Role::Replica | Role::Copy(_) | Role::Merge(_) => {
             if let Some(cas) = new_cas {
                 state.store.observe_cas(cas);
             }
@@ -1460,12 +1575,30 @@ fn after_apply(
     }
 }
 
-/// Writes the record that makes a replica's copy of `key` what this store holds.
-fn encode_current(state: &mut ShardState, key: &[u8], clock: &Clock, out: &mut Vec<u8>) {
-    match state.store.peek(key, clock.rel_secs) {
-        Ok(item) => encode_view(&item, clock, out),
-        Err(_) => wire::encode_removal(key, out),
+/// Writes the record that makes a replica's copy of `key` what this store
+/// holds: the item, or its removal with the CAS unique the removal took (a key
+/// missing here with no removal remembered takes a new one now: its absence is
+/// this node's newest state of it).
+fn encode_current(
+    cluster: &ShardCluster,
+    state: &mut ShardState,
+    key: &[u8],
+    clock: &Clock,
+    out: &mut Vec<u8>,
+) {
+    if let Ok(item) = state.store.peek(key, clock.rel_secs) {
+        return encode_view(&item, clock, out);
     }
+    let mut tombstones = cluster.tombstones.borrow_mut();
+    let cas = match tombstones.cas_of(key, clock.rel_secs) {
+        Some(cas) => cas,
+        None => {
+            let cas = state.store.new_cas();
+            tombstones.note(key, cas, clock.rel_secs);
+            cas
+        }
+    };
+    wire::encode_removal(key, cas, out);
 }
 
 fn encode_view(item: &crate::storage::ItemView<'_>, clock: &Clock, out: &mut Vec<u8>) {
@@ -1643,6 +1776,10 @@ async fn pull(ctx: &ShardCtx, peer: u32, mut what: RecoverWhat) -> bool {
     }
 }
 
+/// How long a node waits before it sends a peer that answers the writes it
+/// missed again, after a send of them failed.
+const HINT_REPLAY_RETRY_MS: u64 = 1000;
+
 /// How many no-ops a recovering node sends a peer before it goes on without it
 /// (one may be lost to a slow moment, or to a connection made during a pause).
 const RECOVERY_PROBES: u32 = 3;
@@ -1751,6 +1888,20 @@ pub async fn watch(ctx: Rc<ShardCtx>) {
         glommio::timer::sleep(interval).await;
         node.pauses();
         node.last_tick_ms.store(node.now_ms(), Ordering::Release);
+        for id in node.take_replays() {
+            if probing.borrow().contains(&id) || node.is_recovering() {
+                node.want_replay(id, true);
+                continue;
+            }
+            probing.borrow_mut().insert(id);
+            let probing = probing.clone();
+            let ctx = ctx.clone();
+            glommio::spawn_local(async move {
+                replay_hints(&ctx, id).await;
+                probing.borrow_mut().remove(&id);
+            })
+            .detach();
+        }
         let ids: Vec<u32> = node.view().config().nodes().iter().map(|n| n.id).collect();
         for id in ids {
             if (node.is_tko(id) || node.is_unpulled(id)) && !probing.borrow().contains(&id) {
@@ -1859,6 +2010,31 @@ pub fn release_items(
     kept
 }
 
+/// Sends `peer`, which answers but missed writes, the current items (or
+/// removals) of the keys every shard holds hints for, in `merge` mode as
+/// [`exchange`] does; hints it does not take stay and are sent again later.
+async fn replay_hints(ctx: &ShardCtx, peer: u32) {
+    let cluster = ctx.cluster.as_ref().expect("a cluster node");
+    let node = &cluster.node;
+    let before = node.hinted_keys.load(Ordering::Relaxed);
+    let clock = ctx.node.clock();
+    let mut pushed = cluster.push_hints(peer, &clock).await;
+    for answer in ctx.ask_all(|| Ask::PushHints { node: peer }).await {
+        pushed &= matches!(answer, Answer::Pushed(true));
+    }
+    let after = node.hinted_keys.load(Ordering::Relaxed);
+    let sent = before.saturating_sub(after);
+    if pushed {
+        node.replayed_hints.fetch_add(sent, Ordering::Relaxed);
+        log::info!("node {peer} missed {sent} writes: sent again");
+    } else {
+        log::warn!(
+            "node {peer} missed writes and did not take them when sent again: retrying in {HINT_REPLAY_RETRY_MS} ms"
+        );
+        node.want_replay(peer, true);
+    }
+}
+
 /// Asks `peer`, which answers again, to settle with this node before this
 /// node reads from it (see [`exchange`]).
 async fn ask_exchange(node: &ClusterNode, peer: u32) -> bool {
@@ -1911,6 +2087,16 @@ pub async fn write_stats_cluster(ctx: &ShardCtx, own_items: u64, out: &mut Vec<u
     };
     let _ = write!(body, "STAT node_state {state}\r\n");
     let _ = write!(body, "STAT hinted_keys {}\r\n", cluster.hinted_keys());
+    let _ = write!(
+        body,
+        "STAT missed_writes {}\r\n",
+        node.missed_writes.load(Ordering::Relaxed)
+    );
+    let _ = write!(
+        body,
+        "STAT replayed_hints {}\r\n",
+        node.replayed_hints.load(Ordering::Relaxed)
+    );
     let _ = write!(
         body,
         "STAT peer_timeouts {}\r\n",
