@@ -280,7 +280,7 @@ fn a_cluster_node_reports_its_epoch_and_state() {
     .expect("read the dashboard");
     let mut missing = Vec::new();
     let mut plotted = 0;
-    for (at, _) in dashboard.match_indices(|c| c == 'm' || c == 'r') {
+    for (at, _) in dashboard.match_indices(['m', 'r']) {
         let rest = &dashboard[at..];
         if !(rest.starts_with("memcached_") || rest.starts_with("ringcache_")) {
             continue;
