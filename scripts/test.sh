@@ -35,6 +35,12 @@ install_missing() {
             || python3 -m pip install --quiet --break-system-packages pymemcache </dev/null \
             || return 1
     fi
+    if ! python3 -c 'import prometheus_client' 2>/dev/null; then
+        say "installing prometheus_client"
+        python3 -m pip install --quiet prometheus_client </dev/null \
+            || python3 -m pip install --quiet --break-system-packages prometheus_client </dev/null \
+            || return 1
+    fi
 }
 
 # Servers a test leaves behind (it should not) are ours to end: only the ones

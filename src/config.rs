@@ -248,6 +248,19 @@ pub struct Args {
     #[arg(long = "hinted-keys-max", default_value_t = limits::HINTED_KEYS_MAX_DEFAULT)]
     pub hinted_keys_max: usize,
 
+    /// Serve Prometheus metrics (`GET /metrics`) on this port. Off by default.
+    #[arg(long = "metrics-port", value_name = "PORT")]
+    pub metrics_port: Option<u16>,
+
+    /// The address the metrics port listens on (loopback unless told otherwise:
+    /// the figures are for the operator, not for every client).
+    #[arg(
+        long = "metrics-addr",
+        value_name = "ADDR",
+        default_value = "127.0.0.1"
+    )]
+    pub metrics_addr: String,
+
     /// Print version and exit.
     #[arg(short = 'V', long = "version", action = ArgAction::Version)]
     pub version: Option<bool>,
@@ -275,6 +288,8 @@ pub struct Config {
     pub cluster: Option<ClusterMembership>,
     pub peer_timeout_ms: u64,
     pub hinted_keys_max: usize,
+    /// `--metrics-port` on `--metrics-addr`: where `GET /metrics` is served.
+    pub metrics: Option<(String, u16)>,
     pub data_dir: Option<std::path::PathBuf>,
     /// `--init`: create a one-node cluster when `data_dir` is empty.
     pub init: bool,
@@ -812,6 +827,9 @@ impl Config {
             },
             peer_timeout_ms: args.peer_timeout_ms,
             hinted_keys_max: args.hinted_keys_max,
+            metrics: args
+                .metrics_port
+                .map(|port| (args.metrics_addr.clone(), port)),
             data_dir: args.data_dir.clone(),
             init: args.init,
             join: args.join.clone(),

@@ -13,6 +13,7 @@ pub mod config;
 pub mod consensus;
 pub mod engine;
 pub mod limits;
+pub mod metrics;
 pub mod protocol;
 pub mod runtime;
 pub mod stats;

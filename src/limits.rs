@@ -173,3 +173,11 @@ pub const FAILOVER_TIMEOUT_MAX_MS: u64 = 3_600_000;
 /// up a new configuration a few milliseconds apart.
 pub const EPOCH_RETRIES_MAX: u32 = 20;
 pub const EPOCH_RETRY_PAUSE_MS: u64 = 10;
+
+/// The metrics port: the most bytes of an HTTP request head read, and how long
+/// a scraper may take to send it or read the answer. Scrapes are served one at
+/// a time, so a stalled scraper holds the port at most this long.
+pub const METRICS_REQUEST_HEAD_MAX_BYTES: usize = 8192;
+pub const METRICS_IO_TIMEOUT_SECS: u64 = 5;
+/// The most bytes of stats replies one scrape reads from the node.
+pub const METRICS_STATS_REPLY_MAX_BYTES: usize = 1 << 20;

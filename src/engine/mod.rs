@@ -17,7 +17,7 @@ pub mod binary;
 pub mod meta;
 
 use crate::protocol::text::{ArithOp, GetEnding, GetKind, Keys, Reply, Request, StoreMode};
-use crate::stats::ShardStats;
+use crate::stats::{Latency, ShardStats, LATENCY_BUCKETS_US, LATENCY_QUANTILES};
 use crate::storage::ttl::{expiry, Clock};
 use crate::storage::{
     ArithOutcome, DeleteOutcome, ItemView, Miss, Store, StoreOutcome, StoreStats,
@@ -425,6 +425,12 @@ pub struct NodeView {
     pub malloced_bytes: u64,
     /// For `stats conns`; the general stats do not need it.
     pub conns: Vec<ConnView>,
+    /// Each shard's own counters, in shard order, for `stats shards`.
+    pub per_shard: Vec<(ShardStats, StoreStats)>,
+    /// Every shard's read latencies together, for `stats latency`.
+    pub latency: Latency,
+    /// In a cluster: client requests forwarded to each other node, by node id.
+    pub forwarded_to: Vec<(u32, u64)>,
 }
 
 /// memcached's `MAX_NUMBER_OF_SLAB_CLASSES`, for `stats cachedump`'s range check.
@@ -447,6 +453,8 @@ pub fn write_stats(group: &[u8], view: &NodeView, out: &mut Vec<u8>) {
         b"items" => items_stats(view, w),
         b"slabs" => slabs_stats(view, w),
         b"conns" => conns_stats(&view.conns, w),
+        b"shards" => shards_stats(&view.per_shard, w),
+        b"latency" => latency_stats(&view.latency, w),
         b"sizes" => stat(w, "sizes_status", "disabled"),
         b"extstore" => {}
         b"reset" => return w.0.extend_from_slice(reply::RESET),
@@ -628,6 +636,57 @@ fn conns_stats(conns: &[ConnView], w: &mut Bytes) {
             format_args!("{id}:secs_since_last_cmd"),
             c.secs_since_last_cmd,
         );
+    }
+}
+
+/// `stats shards` (ringcache's own): each shard's figures, `shard:<n>:<name>`.
+/// `commands` counts the key commands the shard's store ran (a multi-key get
+/// counts each key, as `cmd_get` does), its own clients' and those forwarded to it.
+fn shards_stats(per_shard: &[(ShardStats, StoreStats)], w: &mut Bytes) {
+    for (n, (s, store)) in per_shard.iter().enumerate() {
+        let commands = s.cmd_get
+            + s.cmd_set
+            + s.cmd_touch
+            + s.delete_hits
+            + s.delete_misses
+            + s.incr_hits
+            + s.incr_misses
+            + s.decr_hits
+            + s.decr_misses;
+        stat(w, format_args!("shard:{n}:commands"), commands);
+        stat(w, format_args!("shard:{n}:get_hits"), s.get_hits);
+        stat(w, format_args!("shard:{n}:get_misses"), s.get_misses);
+        stat(w, format_args!("shard:{n}:forwarded_out"), s.forwarded_out);
+        stat(w, format_args!("shard:{n}:forwarded_in"), s.forwarded_in);
+        stat(
+            w,
+            format_args!("shard:{n}:curr_connections"),
+            s.curr_connections,
+        );
+        stat(w, format_args!("shard:{n}:bytes_read"), s.bytes_read);
+        stat(w, format_args!("shard:{n}:bytes_written"), s.bytes_written);
+        stat(w, format_args!("shard:{n}:curr_items"), store.curr_items);
+        stat(w, format_args!("shard:{n}:bytes"), store.bytes);
+        stat(
+            w,
+            format_args!("shard:{n}:limit_maxbytes"),
+            store.limit_maxbytes,
+        );
+        stat(w, format_args!("shard:{n}:evictions"), store.evictions);
+    }
+}
+
+/// `stats latency` (ringcache's own): how long reads took to answer, over every
+/// shard: observations, their sum, how many took at most each bucket's bound
+/// (cumulative, as a Prometheus histogram counts), and quantiles.
+fn latency_stats(l: &Latency, w: &mut Bytes) {
+    stat(w, "count", l.count());
+    stat(w, "sum_us", l.sum_us());
+    for bound in LATENCY_BUCKETS_US {
+        stat(w, format_args!("le_us:{bound}"), l.count_at_most(bound));
+    }
+    for (q, name) in LATENCY_QUANTILES {
+        stat(w, format_args!("{name}_us"), l.quantile_us(q));
     }
 }
 
@@ -1040,6 +1099,9 @@ mod tests {
                 state: "conn_parse_cmd",
                 secs_since_last_cmd: 0,
             }],
+            per_shard: vec![(shard.stats, shard.store.stats())],
+            latency: Latency::default(),
+            forwarded_to: Vec::new(),
         }
     }
 

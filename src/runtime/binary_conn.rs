@@ -168,10 +168,7 @@ async fn node_request(ctx: &ShardCtx, req: &BinRequest<'_>, output: &mut Output)
             match engine::stat_group(group) {
                 StatGroup::Reset => {
                     ctx.ask_all(|| Ask::ResetStats).await;
-                    with_state(|s| {
-                        s.stats.reset();
-                        s.store.reset_stats();
-                    });
+                    super::shard::reset_stats();
                     engine::write_stat(&mut output.out, h, b"", b"");
                 }
                 StatGroup::Text(group) => {

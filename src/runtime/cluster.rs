@@ -176,6 +176,9 @@ pub struct ClusterNode {
     votes_seen: std::sync::Mutex<std::collections::BTreeSet<u32>>,
     started: Instant,
     timeouts: AtomicU64,
+    /// `timeouts` by the node that timed out (`stats peers`); changes only when
+    /// a node becomes TKO, so a lock costs nothing on the request path.
+    timeouts_by_node: std::sync::Mutex<HashMap<u32, u64>>,
     disconnects: AtomicU64,
     hinted_keys: AtomicU64,
     /// Writes an owner missed (each became a hint), and hint sends that owners
@@ -254,6 +257,7 @@ impl ClusterNode {
             votes_seen: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             started: Instant::now(),
             timeouts: AtomicU64::new(0),
+            timeouts_by_node: std::sync::Mutex::new(HashMap::new()),
             disconnects: AtomicU64::new(0),
             hinted_keys: AtomicU64::new(0),
             missed_writes: AtomicU64::new(0),
@@ -569,6 +573,12 @@ impl ClusterNode {
     pub fn timed_out(&self, node: u32) {
         if node != self.me && !self.is_tko(node) {
             self.timeouts.fetch_add(1, Ordering::Relaxed);
+            *self
+                .timeouts_by_node
+                .lock()
+                .expect("timeouts lock")
+                .entry(node)
+                .or_insert(0) += 1;
         }
         self.mark_tko(node);
     }
@@ -614,6 +624,19 @@ impl ClusterNode {
             wanted.remove(id);
         }
         ready
+    }
+
+    /// This node's part in the cluster, as `stats cluster` names it.
+    pub fn state_name(&self) -> &'static str {
+        if self.view().config().node(self.me).is_none() {
+            "removed"
+        } else if self.is_recovering() || self.lacks_any() {
+            "recovering"
+        } else if self.is_copying() {
+            "migrating"
+        } else {
+            "serving"
+        }
     }
 
     pub fn count_disconnect(&self) {
@@ -996,6 +1019,8 @@ pub struct ShardCluster {
     hints: RefCell<HashMap<u32, Hints>>,
     /// The removals this shard applied, with their CAS uniques.
     tombstones: RefCell<Tombstones>,
+    /// Client requests this shard forwarded to each node, by node id (`stats peers`).
+    forwarded: RefCell<HashMap<u32, u64>>,
     /// Peers this shard is settling with (see [`exchange`]).
     exchanging: RefCell<HashSet<u32>>,
     view: RefCell<Arc<View>>,
@@ -1016,8 +1041,23 @@ impl ShardCluster {
             links: RefCell::new(HashMap::new()),
             hints: RefCell::new(HashMap::new()),
             tombstones: RefCell::default(),
+            forwarded: RefCell::new(HashMap::new()),
             exchanging: RefCell::new(HashSet::new()),
         }
+    }
+
+    /// Counts a client request forwarded to `node`.
+    pub fn count_forwarded(&self, node: u32) {
+        *self.forwarded.borrow_mut().entry(node).or_insert(0) += 1;
+    }
+
+    /// Client requests this shard forwarded, by node id.
+    pub fn forwarded_to(&self) -> Vec<(u32, u64)> {
+        self.forwarded
+            .borrow()
+            .iter()
+            .map(|(&node, &n)| (node, n))
+            .collect()
     }
 
     /// This shard as an owner of keys.
@@ -2076,16 +2116,7 @@ pub async fn write_stats_cluster(ctx: &ShardCtx, own_items: u64, out: &mut Vec<u
         "STAT leader {}\r\n",
         node.leader.load(Ordering::Relaxed)
     );
-    let state = if view.config().node(node.me).is_none() {
-        "removed"
-    } else if node.is_recovering() || node.lacks_any() {
-        "recovering"
-    } else if node.is_copying() {
-        "migrating"
-    } else {
-        "serving"
-    };
-    let _ = write!(body, "STAT node_state {state}\r\n");
+    let _ = write!(body, "STAT node_state {}\r\n", node.state_name());
     let _ = write!(body, "STAT hinted_keys {}\r\n", cluster.hinted_keys());
     let _ = write!(
         body,
@@ -2136,6 +2167,54 @@ pub async fn write_stats_cluster(ctx: &ShardCtx, own_items: u64, out: &mut Vec<u
     }
     body.extend_from_slice(b"END\r\n");
     out.extend_from_slice(&body);
+}
+
+/// `stats peers` (ringcache's own): this node's standing and, per other node,
+/// the client requests forwarded to it (`forwarded_to`, summed over shards),
+/// the timeouts that made it TKO and whether it is reachable now. Unlike
+/// `stats cluster` it asks no other node anything, so it is cheap to poll.
+pub fn write_stats_peers(ctx: &ShardCtx, forwarded_to: &[(u32, u64)], out: &mut Vec<u8>) {
+    use std::io::Write;
+    let cluster = ctx.cluster.as_ref().expect("a cluster node");
+    let node = &cluster.node;
+    let view = node.view();
+    let _ = write!(out, "STAT node_id {}\r\n", node.me);
+    let _ = write!(out, "STAT epoch {}\r\n", view.epoch());
+    let _ = write!(
+        out,
+        "STAT leader {}\r\n",
+        node.leader.load(Ordering::Relaxed)
+    );
+    let _ = write!(out, "STAT node_state {}\r\n", node.state_name());
+    let _ = write!(out, "STAT hinted_keys {}\r\n", cluster.hinted_keys());
+    let _ = write!(
+        out,
+        "STAT peer_timeouts {}\r\n",
+        node.timeouts.load(Ordering::Relaxed)
+    );
+    let _ = write!(
+        out,
+        "STAT peer_disconnects {}\r\n",
+        node.disconnects.load(Ordering::Relaxed)
+    );
+    let timeouts = node.timeouts_by_node.lock().expect("timeouts lock").clone();
+    for peer in view.config().nodes() {
+        if peer.id == node.me {
+            continue;
+        }
+        let id = peer.id;
+        let forwarded = forwarded_to
+            .iter()
+            .find(|(n, _)| *n == id)
+            .map_or(0, |(_, n)| *n);
+        let _ = write!(out, "STAT peer:{id}:state {}\r\n", peer.state.as_str());
+        let reachable = if node.is_tko(id) { "no" } else { "yes" };
+        let _ = write!(out, "STAT peer:{id}:reachable {reachable}\r\n");
+        let _ = write!(out, "STAT peer:{id}:forwarded {forwarded}\r\n");
+        let timeouts = timeouts.get(&id).copied().unwrap_or(0);
+        let _ = write!(out, "STAT peer:{id}:timeouts {timeouts}\r\n");
+    }
+    out.extend_from_slice(b"END\r\n");
 }
 
 fn curr_items(stats: &[u8]) -> Option<u64> {

@@ -24,10 +24,13 @@ use crate::limits::{
 use crate::protocol::meta::MetaCommand;
 use crate::protocol::text::{GetEnding, Request, ShutdownMode, StoreMode};
 use crate::protocol::{self, ParseError};
+use crate::stats::ShardStats;
 use crate::storage::ttl::Clock;
+use crate::storage::StoreStats;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 /// Longest `config get cluster` line waited for before the parser takes it.
 const CONFIG_GET_LINE_LEN_MAX: usize = 64;
@@ -229,6 +232,7 @@ impl Output {
             cluster
                 .link(target)
                 .send_framed(PeerMode::Forward, shape.framing(), request.clone());
+        cluster.count_forwarded(target.node);
         self.peer_ops.push(PeerOp {
             key: key.to_vec(),
             write,
@@ -589,6 +593,7 @@ pub async fn serve(mut stream: ClientStream, ctx: &ShardCtx, peer: Option<std::n
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        let read_at = Instant::now();
         with_state(|s| s.stats.bytes_read += n as u64);
         let suspect = ctx.cluster.as_ref().is_some_and(|cluster| {
             cluster
@@ -644,6 +649,7 @@ pub async fn serve(mut stream: ClientStream, ctx: &ShardCtx, peer: Option<std::n
                 .await
             }
         };
+        super::shard::record_latency(read_at.elapsed().as_micros() as u64);
         let written = flush(&mut stream, &mut output).await;
         ctx.busy.set(ctx.busy.get() - 1);
         if written.is_err()
@@ -1569,15 +1575,16 @@ async fn node_request(
         }
         Request::Stats { group } if group == b"reset" => {
             ctx.ask_all(|| Ask::ResetStats).await;
-            with_state(|s| {
-                s.stats.reset();
-                s.store.reset_stats();
-            });
+            super::shard::reset_stats();
             out.extend_from_slice(reply::RESET);
         }
         Request::Stats { group } if group == b"cluster" && ctx.cluster.is_some() => {
             let view = node_view(ctx, clock).await;
             cluster::write_stats_cluster(ctx, view.store.curr_items, out).await;
+        }
+        Request::Stats { group } if group == b"peers" && ctx.cluster.is_some() => {
+            let view = node_view(ctx, clock).await;
+            cluster::write_stats_peers(ctx, &view.forwarded_to, out);
         }
         Request::Stats { group } => {
             let view = node_view(ctx, clock).await;
@@ -1616,17 +1623,42 @@ async fn flush_other_nodes(ctx: &ShardCtx, delay_secs: i64) {
 /// Sums every shard's counters and adds the process's own figures.
 pub(super) async fn node_view(ctx: &ShardCtx, clock: &Clock) -> NodeView {
     let node = &ctx.node;
-    let (mut shard, mut store) = with_state(|s| (s.stats, s.store.stats()));
-    for answer in ctx.ask_all(|| Ask::Stats).await {
+    let (own_shard, own_store) = with_state(|s| (s.stats, s.store.stats()));
+    let mut latency = super::shard::latency();
+    let mut forwarded_to = ctx
+        .cluster
+        .as_ref()
+        .map_or_else(Vec::new, |c| c.forwarded_to());
+    let mut per_shard = vec![Default::default(); node.shards];
+    per_shard[ctx.id as usize] = (own_shard, own_store);
+    // ask_all answers in shard order, this shard left out.
+    let others = (0..node.shards).filter(|&j| j != ctx.id as usize);
+    for (j, answer) in others.zip(ctx.ask_all(|| Ask::Stats).await) {
         if let Answer::Stats {
             shard: other,
             store: other_store,
+            latency: other_latency,
+            forwarded_to: other_forwarded,
         } = answer
         {
-            shard.add(&other);
-            store.add(&other_store);
+            per_shard[j] = (*other, other_store);
+            latency.add(&other_latency);
+            forwarded_to.extend(other_forwarded);
         }
     }
+    let (mut shard, mut store) = (ShardStats::default(), StoreStats::default());
+    for (s, st) in &per_shard {
+        shard.add(s);
+        store.add(st);
+    }
+    forwarded_to.sort_unstable();
+    forwarded_to.dedup_by(|b, a| {
+        let same = a.0 == b.0;
+        if same {
+            a.1 += b.1;
+        }
+        same
+    });
     let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).ok();
     let micros = |tv: nix::sys::time::TimeVal| tv.tv_sec() as u64 * 1_000_000 + tv.tv_usec() as u64;
     let config = &node.config;
@@ -1649,6 +1681,9 @@ pub(super) async fn node_view(ctx: &ShardCtx, clock: &Clock) -> NodeView {
         malloced_bytes: store.limit_maxbytes,
         store,
         conns: Vec::new(),
+        per_shard,
+        latency,
+        forwarded_to,
         settings: Settings {
             max_bytes: config.memory_limit_bytes as u64,
             max_connections: config.conn_limit as u64,

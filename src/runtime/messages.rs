@@ -6,7 +6,7 @@
 
 use super::cluster::Role;
 use crate::protocol::text::GetKind;
-use crate::stats::ShardStats;
+use crate::stats::{Latency, ShardStats};
 use crate::storage::StoreStats;
 
 /// One request inside a forwarded batch: a byte range of [`Batch::bytes`].
@@ -143,6 +143,9 @@ pub enum Answer {
     Stats {
         shard: Box<ShardStats>,
         store: StoreStats,
+        latency: Box<Latency>,
+        /// In a cluster: client requests this shard forwarded to each node.
+        forwarded_to: Vec<(u32, u64)>,
     },
     Done,
     /// Whether every item pushed was acknowledged.

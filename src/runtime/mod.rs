@@ -13,6 +13,7 @@ pub mod cluster;
 mod conn;
 pub mod control;
 mod messages;
+mod metrics;
 pub mod notify;
 mod peer;
 pub mod process;
@@ -438,6 +439,18 @@ pub fn run(config: Config) -> i32 {
         }
     };
 
+    // Bound before any shard starts: a metrics port in use stops the node now.
+    let metrics_listener = match &config.metrics {
+        None => None,
+        Some((host, port)) => match metrics::bind(host, *port) {
+            Ok(listener) => Some(listener),
+            Err(message) => {
+                eprintln!("ringcache: {message}");
+                return 1;
+            }
+        },
+    };
+
     // Shards inherit this mask, so only the main thread takes the stop signals.
     let mut stop_signals = SigSet::empty();
     stop_signals.add(Signal::SIGINT);
@@ -626,6 +639,13 @@ pub fn run(config: Config) -> i32 {
         }
     }
     drop(events_tx);
+
+    if let Some(listener) = metrics_listener {
+        if let Err(e) = metrics::spawn(listener, addr, node.cluster.is_some()) {
+            eprintln!("ringcache: cannot start the metrics thread: {e}");
+            return stop_now(&node, &events, running, supervisor::EXIT_START_FAILED);
+        }
+    }
 
     notify::notify(notify::State::Ready);
 

@@ -16,6 +16,7 @@ use crate::engine::{self, ShardState};
 use crate::limits::SHARD_ANSWER_TIMEOUT_SECS;
 use crate::protocol::{self, ParseLimits};
 use crate::runtime::messages::ForwardKind;
+use crate::stats::Latency;
 use crate::storage::{Store, StoreConfig};
 use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
 use glommio::net::TcpListener;
@@ -29,6 +30,28 @@ use std::time::Duration;
 
 thread_local! {
     static STATE: RefCell<Option<ShardState>> = const { RefCell::new(None) };
+    /// How long this shard's reads took to answer (`stats latency`). Kept apart
+    /// from the store's state: it is the shell's measurement, taken with the clock.
+    static LATENCY: RefCell<Latency> = RefCell::new(Latency::default());
+}
+
+/// Records that a read was answered `micros` after its bytes arrived.
+pub fn record_latency(micros: u64) {
+    LATENCY.with(|l| l.borrow_mut().record(micros));
+}
+
+/// This shard's latencies so far.
+pub fn latency() -> Latency {
+    LATENCY.with(|l| l.borrow().clone())
+}
+
+/// `stats reset` on this shard: counters and latencies (gauges stay).
+pub fn reset_stats() {
+    with_state(|s| {
+        s.stats.reset();
+        s.store.reset_stats();
+    });
+    LATENCY.with(|l| l.borrow_mut().reset());
 }
 
 /// Runs `f` with this shard's store and counters.
@@ -527,12 +550,14 @@ async fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
         Ask::Stats => with_state(|s| Answer::Stats {
             shard: Box::new(s.stats),
             store: s.store.stats(),
+            latency: Box::new(latency()),
+            forwarded_to: ctx
+                .cluster
+                .as_ref()
+                .map_or_else(Vec::new, |c| c.forwarded_to()),
         }),
         Ask::ResetStats => {
-            with_state(|s| {
-                s.stats.reset();
-                s.store.reset_stats();
-            });
+            reset_stats();
             Answer::Done
         }
         Ask::PushHints { node } => match &ctx.cluster {
