@@ -19,6 +19,7 @@ pub mod process;
 mod shard;
 pub(crate) mod start;
 pub mod supervisor;
+mod tls;
 mod uring;
 mod waiters;
 
@@ -55,6 +56,8 @@ pub struct Node {
     pub cluster: Option<Arc<cluster::ClusterNode>>,
     /// `--data-dir`: the control thread's inputs (consensus messages, proposals).
     pub control: Option<std::sync::Mutex<mpsc::Sender<control::ControlInput>>>,
+    /// `-Z`: every client connection speaks TLS with these settings.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Node {
@@ -387,6 +390,13 @@ pub fn run(config: Config) -> i32 {
             return 1;
         }
     };
+    let tls = match config.tls.as_ref().map(tls::server_config).transpose() {
+        Ok(tls) => tls,
+        Err(message) => {
+            eprintln!("ringcache: {message}");
+            return 1;
+        }
+    };
     let cpus = allowed_cpus();
     let shards = match &cluster {
         Some(cluster) => cluster.own_addrs().1.len(),
@@ -481,6 +491,7 @@ pub fn run(config: Config) -> i32 {
         control: control_start
             .as_ref()
             .map(|(_, _, tx, _)| std::sync::Mutex::new(tx.clone())),
+        tls,
     });
 
     let mut links: Vec<shard::ShardLinks> = (0..shards)
