@@ -137,7 +137,9 @@ pub struct Args {
     #[arg(short = 'S', long = "enable-sasl")]
     pub enable_sasl: bool,
 
-    /// Refused: ascii authentication is not served.
+    /// memcached's ASCII authentication: FILE holds `user:password` lines; a
+    /// connection must `set` any key to `<user> <password>` before anything else
+    /// (binary connections are closed). Not with a cluster.
     #[arg(short = 'Y', long = "auth-file", value_name = "FILE")]
     pub auth_file: Option<String>,
 
@@ -302,6 +304,8 @@ pub struct Config {
     pub enable_coredumps: bool,
     /// `-Z`: clients speak TLS, with these files and checks.
     pub tls: Option<TlsSettings>,
+    /// `-Y`: the file of users a text connection must authenticate as.
+    pub auth_file: Option<std::path::PathBuf>,
     /// One line for each memcached flag accepted that does not apply here.
     pub notes: Vec<String>,
 }
@@ -766,9 +770,12 @@ impl Config {
         if args.enable_sasl {
             return Err("-S: SASL authentication is not served by ringcache; run it where only trusted clients reach it".into());
         }
-        if let Some(file) = &args.auth_file {
+        if let (Some(file), true) = (
+            &args.auth_file,
+            args.cluster_file.is_some() || args.data_dir.is_some(),
+        ) {
             return Err(format!(
-                "-Y {file}: authentication is not served by ringcache; run it where only trusted clients reach it"
+                "-Y {file}: a cluster node's ports also carry node-to-node traffic, which authenticates with the cluster secret; -Y serves a node that is not part of a cluster"
             ));
         }
         if args.enable_ssl && args.listen.iter().any(|l| l.contains("notls:")) {
@@ -799,6 +806,14 @@ impl Config {
             ));
         }
         let protocol = match args.protocol.as_str() {
+            // As memcached: ASCII authentication makes every connection text.
+            _ if args.auth_file.is_some() && args.protocol == "binary" => {
+                return Err(
+                    "-B binary: You cannot allow the BINARY protocol while using ascii authentication tokens (-Y)"
+                        .into(),
+                )
+            }
+            _ if args.auth_file.is_some() => Protocol::Ascii,
             "auto" | "negotiate" | "auto-negotiate" => Protocol::Auto,
             "ascii" => Protocol::Ascii,
             "binary" => Protocol::Binary,
@@ -1007,6 +1022,7 @@ impl Config {
             lock_memory: args.lock_memory,
             enable_coredumps: args.enable_coredumps,
             tls,
+            auth_file: args.auth_file.as_ref().map(Into::into),
             notes,
         })
     }
@@ -1113,7 +1129,7 @@ mod tests {
         for argv in [
             &["-s", "/tmp/m.sock"][..],
             &["-S"],
-            &["-Y", "/etc/auth"],
+            &["-Y", "/etc/auth", "--data-dir", "d"],
             &["-B", "http"],
             &["-o", "meta_response_old"],
             &["-o", "no_such_option"],

@@ -58,6 +58,8 @@ pub struct Node {
     pub control: Option<std::sync::Mutex<mpsc::Sender<control::ControlInput>>>,
     /// `-Z`: every client connection speaks TLS with these settings.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// `-Y`: the users a text connection must authenticate as first.
+    pub ascii_auth: Option<crate::protocol::ascii_auth::AuthFile>,
 }
 
 impl Node {
@@ -397,6 +399,19 @@ pub fn run(config: Config) -> i32 {
             return 1;
         }
     };
+    let ascii_auth = match &config.auth_file {
+        Some(path) => match std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| crate::protocol::ascii_auth::AuthFile::parse(&text))
+        {
+            Ok(users) => Some(users),
+            Err(e) => {
+                eprintln!("ringcache: -Y {}: {e}", path.display());
+                return 1;
+            }
+        },
+        None => None,
+    };
     let cpus = allowed_cpus();
     let shards = match &cluster {
         Some(cluster) => cluster.own_addrs().1.len(),
@@ -492,6 +507,7 @@ pub fn run(config: Config) -> i32 {
             .as_ref()
             .map(|(_, _, tx, _)| std::sync::Mutex::new(tx.clone())),
         tls,
+        ascii_auth,
     });
 
     let mut links: Vec<shard::ShardLinks> = (0..shards)
