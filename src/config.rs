@@ -760,6 +760,34 @@ pub fn extended_option(option: &str) -> Result<Option<String>, String> {
 }
 
 impl Config {
+    /// The warning to log at start when a client port is on an address other
+    /// machines may reach and nothing authenticates clients: neither `-Y` nor
+    /// `-Z` with client certificates required. (A cluster node's peers prove
+    /// the cluster secret; its clients do not.)
+    pub fn open_to_unauthenticated_clients(
+        &self,
+        listening: &[std::net::SocketAddr],
+    ) -> Option<String> {
+        let certificates_required = self
+            .tls
+            .as_ref()
+            .is_some_and(|tls| matches!(tls.verify_mode, VerifyMode::Require | VerifyMode::Once));
+        if self.auth_file.is_some() || certificates_required {
+            return None;
+        }
+        let open: Vec<String> = listening
+            .iter()
+            .filter(|a| !a.ip().is_loopback())
+            .map(|a| a.to_string())
+            .collect();
+        (!open.is_empty()).then(|| {
+            format!(
+                "clients are not authenticated, and {} is not a loopback address: anyone who reaches it may read, write and flush the cache (see the README's Security: -Y, or -Z with ssl_verify_mode=2)",
+                open.join(", ")
+            )
+        })
+    }
+
     pub fn from_args(args: &Args) -> Result<Config, String> {
         let mut notes = Vec::new();
         if let Some(path) = &args.unix_socket {
@@ -1343,6 +1371,34 @@ mod tests {
             &["-Z", "-o", "ssl_chain_cert=c.pem", "--data-dir", "d"],
         ] {
             assert!(config(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_open_address_without_client_authentication_is_warned_of() {
+        let addrs = |list: &[&str]| -> Vec<std::net::SocketAddr> {
+            list.iter().map(|a| a.parse().unwrap()).collect()
+        };
+        let open = addrs(&["127.0.0.1:11211", "10.0.0.1:11211"]);
+        let warning = config(&[]).unwrap().open_to_unauthenticated_clients(&open);
+        assert!(warning
+            .unwrap()
+            .contains("10.0.0.1:11211 is not a loopback"));
+        let c = config(&[]).unwrap();
+        assert_eq!(
+            c.open_to_unauthenticated_clients(&addrs(&["127.0.0.2:1", "[::1]:1"])),
+            None
+        );
+        let c = config(&["-Y", "users"]).unwrap();
+        assert_eq!(c.open_to_unauthenticated_clients(&open), None);
+        let tls = "ssl_chain_cert=c,ssl_ca_cert=ca,ssl_verify_mode=";
+        for (mode, warned) in [("1", true), ("2", false), ("3", false)] {
+            let c = config(&["-Z", "-o", &format!("{tls}{mode}")]).unwrap();
+            assert_eq!(
+                c.open_to_unauthenticated_clients(&open).is_some(),
+                warned,
+                "{mode}"
+            );
         }
     }
 

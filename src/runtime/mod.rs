@@ -462,6 +462,12 @@ pub fn run(config: Config) -> i32 {
             return 1;
         }
     };
+    let listening: Vec<SocketAddr> = std::iter::once(addr)
+        .chain(listen_also.iter().copied())
+        .collect();
+    if let Some(warning) = config.open_to_unauthenticated_clients(&listening) {
+        log::warn!("{warning}");
+    }
 
     // Shards inherit this mask, so only the main thread takes the stop signals.
     let mut stop_signals = SigSet::empty();
