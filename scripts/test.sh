@@ -21,13 +21,13 @@ as_root() {
 install_missing() {
     if ! command -v memcached >/dev/null || ! command -v memccat >/dev/null \
         || ! command -v nc >/dev/null || ! command -v cc >/dev/null \
-        || ! command -v nft >/dev/null \
+        || ! command -v nft >/dev/null || ! command -v openssl >/dev/null \
         || [ ! -e /usr/include/libmemcached-1.0/memcached.h ]; then
-        say "installing memcached, libmemcached-tools, libmemcached-dev, netcat-openbsd, gcc, nftables"
+        say "installing memcached, libmemcached-tools, libmemcached-dev, netcat-openbsd, gcc, nftables, openssl"
         export DEBIAN_FRONTEND=noninteractive
         as_root apt-get update -qq </dev/null || return 1
         as_root apt-get install -y -qq memcached libmemcached-tools libmemcached-dev \
-            netcat-openbsd gcc nftables </dev/null || return 1
+            netcat-openbsd gcc nftables openssl </dev/null || return 1
     fi
     if ! python3 -c 'import pymemcache' 2>/dev/null; then
         say "installing pymemcache"

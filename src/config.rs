@@ -4,8 +4,8 @@
 //! Every memcached 1.6 flag is read. One that maps to a ringcache setting is
 //! honoured; one that does not apply here is accepted and leaves a line in
 //! [`Config::notes`] saying why, which `main` logs at start; one whose absence
-//! would mislead a client (a unix socket, TLS, authentication) is refused with
-//! the reason. The README's flags table lists what becomes of each.
+//! would mislead a client (a unix socket, SASL) is refused with the reason.
+//! The README's flags table lists what becomes of each.
 
 use crate::limits;
 use crate::storage::WhenFull;
@@ -137,11 +137,15 @@ pub struct Args {
     #[arg(short = 'S', long = "enable-sasl")]
     pub enable_sasl: bool,
 
-    /// Refused: ascii authentication is not served.
+    /// memcached's ASCII authentication: FILE holds `user:password` lines; a
+    /// connection must `set` any key to `<user> <password>` before anything else
+    /// (binary connections are closed). Not with a cluster.
     #[arg(short = 'Y', long = "auth-file", value_name = "FILE")]
     pub auth_file: Option<String>,
 
-    /// Refused: TLS is not served.
+    /// Serve clients over TLS: the certificate and key come from `-o
+    /// ssl_chain_cert=FILE,ssl_key=FILE`, client certificates are checked with
+    /// `-o ssl_ca_cert=FILE,ssl_verify_mode=0..3`, as in memcached.
     #[arg(short = 'Z', long = "enable-ssl")]
     pub enable_ssl: bool,
 
@@ -313,8 +317,168 @@ pub struct Config {
     pub lock_memory: bool,
     /// `-r`: raise the core file limit.
     pub enable_coredumps: bool,
+    /// `-Z`: clients speak TLS, with these files and checks.
+    pub tls: Option<TlsSettings>,
+    /// `-Y`: the file of users a text connection must authenticate as.
+    pub auth_file: Option<std::path::PathBuf>,
     /// One line for each memcached flag accepted that does not apply here.
     pub notes: Vec<String>,
+}
+
+/// `-Z` with its `-o ssl_*` options: what the runtime needs to build a TLS
+/// server (reading the files is its job).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// `ssl_chain_cert`: the server's certificate chain, PEM.
+    pub chain_cert: std::path::PathBuf,
+    /// `ssl_key`: its private key, PEM; by default read from the chain file.
+    pub key: std::path::PathBuf,
+    /// `ssl_ca_cert`: the CAs whose client certificates are accepted, PEM.
+    pub ca_cert: Option<std::path::PathBuf>,
+    pub verify_mode: VerifyMode,
+    pub min_version: TlsVersion,
+    /// `ssl_session_cache`: keep sessions so clients may resume them.
+    pub session_cache: SessionCache,
+}
+
+/// `ssl_verify_mode`: memcached's (OpenSSL's) client certificate checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerifyMode {
+    /// 0: no client certificate is asked for.
+    None,
+    /// 1: one is asked for and checked if sent; a client without one is served.
+    Request,
+    /// 2: a client without a valid certificate is refused.
+    Require,
+    /// 3: as 2, checked once per connection (TLS 1.3 never renegotiates, so
+    /// this is 2).
+    Once,
+}
+
+/// `ssl_min_version`: the oldest TLS version a client may speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+/// Whether TLS sessions are kept for resumption (`ssl_session_cache`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionCache {
+    Off,
+    On,
+}
+
+/// The `-o ssl_*` options as they are read, before `-Z` decides whether they apply.
+#[derive(Default)]
+struct SslOptions {
+    chain_cert: Option<String>,
+    key: Option<String>,
+    ca_cert: Option<String>,
+    verify_mode: Option<VerifyMode>,
+    min_version: Option<TlsVersion>,
+    session_cache: bool,
+    /// The options given, for the note when `-Z` is absent.
+    given: Vec<String>,
+}
+
+/// Takes one `-o ssl_*` option into `ssl`: `Ok(Some(note))` when it is accepted
+/// but does not apply, `Err` when it is malformed or unknown.
+fn ssl_option(option: &str, ssl: &mut SslOptions) -> Result<Option<String>, String> {
+    let (name, value) = match option.split_once('=') {
+        Some((name, value)) => (name, Some(value)),
+        None => (option, None),
+    };
+    let file = || -> Result<String, String> {
+        value
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| format!("-o {name}: missing file name"))
+    };
+    let note = |why: &str| Ok(Some(format!("-o {option}: {why}; ignored")));
+    ssl.given.push(option.to_string());
+    match name {
+        "ssl_chain_cert" => ssl.chain_cert = Some(file()?),
+        "ssl_key" => ssl.key = Some(file()?),
+        "ssl_ca_cert" => ssl.ca_cert = Some(file()?),
+        "ssl_verify_mode" => {
+            ssl.verify_mode = Some(match value {
+                Some("0") => VerifyMode::None,
+                Some("1") => VerifyMode::Request,
+                Some("2") => VerifyMode::Require,
+                Some("3") => VerifyMode::Once,
+                _ => return Err(format!("-o {option}: must be 0, 1, 2 or 3")),
+            })
+        }
+        "ssl_min_version" => match value {
+            Some("tlsv1.2") => ssl.min_version = Some(TlsVersion::Tls12),
+            Some("tlsv1.3") => ssl.min_version = Some(TlsVersion::Tls13),
+            Some("tlsv1" | "tlsv1.1") => {
+                return note("TLS 1.0 and 1.1 are not spoken; the oldest served is tlsv1.2")
+            }
+            _ => {
+                return Err(format!(
+                    "-o {option}: must be tlsv1, tlsv1.1, tlsv1.2 or tlsv1.3"
+                ))
+            }
+        },
+        "ssl_keyformat" => match value {
+            // OpenSSL's SSL_FILETYPE_PEM is 1.
+            Some("1" | "PEM" | "pem") => {}
+            _ => return Err(format!("-o {option}: only PEM keys (ssl_keyformat=1) are read")),
+        },
+        "ssl_session_cache" => ssl.session_cache = true,
+        "ssl_ciphers" => {
+            return note("the cipher suites are rustls's own: TLS 1.3's, and TLS 1.2's ECDHE with AES-GCM or ChaCha20-Poly1305")
+        }
+        "ssl_wbuf_size" => {
+            value
+                .and_then(|v| v.parse::<u32>().ok())
+                .ok_or_else(|| format!("-o {option}: must be a number of kilobytes"))?;
+            return note("replies are encrypted from the connection's own output buffer");
+        }
+        "ssl_kernel_tls" => return note("TLS runs in the process, not in the kernel"),
+        _ => return Err(format!("-o {option}: Illegal suboption")),
+    }
+    Ok(None)
+}
+
+impl SslOptions {
+    /// The TLS settings `-Z` asks for, or `None` without it.
+    fn settings(
+        self,
+        enable_ssl: bool,
+        notes: &mut Vec<String>,
+    ) -> Result<Option<TlsSettings>, String> {
+        if !enable_ssl {
+            for option in &self.given {
+                notes.push(format!("-o {option}: applies only with -Z; ignored"));
+            }
+            return Ok(None);
+        }
+        let chain_cert = self.chain_cert.ok_or(
+            "-Z: a certificate is needed: -o ssl_chain_cert=FILE (and ssl_key=FILE if the key is apart)",
+        )?;
+        let verify_mode = self.verify_mode.unwrap_or(VerifyMode::None);
+        if verify_mode != VerifyMode::None && self.ca_cert.is_none() {
+            return Err(
+                "-o ssl_verify_mode: checking client certificates needs the CAs that sign them: -o ssl_ca_cert=FILE"
+                    .into(),
+            );
+        }
+        Ok(Some(TlsSettings {
+            key: self.key.unwrap_or_else(|| chain_cert.clone()).into(),
+            chain_cert: chain_cert.into(),
+            ca_cert: self.ca_cert.map(Into::into),
+            verify_mode,
+            min_version: self.min_version.unwrap_or(TlsVersion::Tls12),
+            session_cache: if self.session_cache {
+                SessionCache::On
+            } else {
+                SessionCache::Off
+            },
+        }))
+    }
 }
 
 /// Whether `flush_all` is served (`-F` refuses it).
@@ -453,7 +617,8 @@ pub fn parse_memory_limit(text: &str) -> Result<usize, String> {
 
 /// Parses `-l`: memcached's comma list (repeated `-l` adds to it), each entry an
 /// address, `ADDR:PORT` or `[IPv6]:PORT`, with memcached's `notls:` prefix
-/// dropped (TLS is not served). Returns the one address and the port an entry
+/// dropped (without `-Z` every address is plain; with it, `from_args` refuses
+/// the prefix). Returns the one address and the port an entry
 /// named, if any. ringcache's shards listen on one address, so a list naming
 /// several distinct ones is refused: a client sent to the others would find nothing.
 pub fn parse_listen(lists: &[String]) -> Result<Vec<(String, Option<u16>)>, String> {
@@ -605,12 +770,39 @@ pub fn extended_option(option: &str) -> Result<Option<String>, String> {
             "-o {option}: refused: ringcache answers meta commands with 1.6's codes (HD, NS, ...), not the old OK"
         )),
         _ if name.starts_with("ext_") => note("items are kept in memory only (no extstore)"),
-        _ if name.starts_with("ssl_") => note("TLS is not served"),
         _ => Err(format!("-o {option}: Illegal suboption")),
     }
 }
 
 impl Config {
+    /// The warning to log at start when a client port is on an address other
+    /// machines may reach and nothing authenticates clients: neither `-Y` nor
+    /// `-Z` with client certificates required. (A cluster node's peers prove
+    /// the cluster secret; its clients do not.)
+    pub fn open_to_unauthenticated_clients(
+        &self,
+        listening: &[std::net::SocketAddr],
+    ) -> Option<String> {
+        let certificates_required = self
+            .tls
+            .as_ref()
+            .is_some_and(|tls| matches!(tls.verify_mode, VerifyMode::Require | VerifyMode::Once));
+        if self.auth_file.is_some() || certificates_required {
+            return None;
+        }
+        let open: Vec<String> = listening
+            .iter()
+            .filter(|a| !a.ip().is_loopback())
+            .map(|a| a.to_string())
+            .collect();
+        (!open.is_empty()).then(|| {
+            format!(
+                "clients are not authenticated, and {} is not a loopback address: anyone who reaches it may read, write and flush the cache (see the README's Security: -Y, or -Z with ssl_verify_mode=2)",
+                open.join(", ")
+            )
+        })
+    }
+
     pub fn from_args(args: &Args) -> Result<Config, String> {
         let mut notes = Vec::new();
         if let Some(path) = &args.unix_socket {
@@ -621,13 +813,26 @@ impl Config {
         if args.enable_sasl {
             return Err("-S: SASL authentication is not served by ringcache; run it where only trusted clients reach it".into());
         }
-        if let Some(file) = &args.auth_file {
+        if let (Some(file), true) = (
+            &args.auth_file,
+            args.cluster_file.is_some() || args.data_dir.is_some(),
+        ) {
             return Err(format!(
-                "-Y {file}: authentication is not served by ringcache; run it where only trusted clients reach it"
+                "-Y {file}: a cluster node's ports also carry node-to-node traffic, which authenticates with the cluster secret; -Y serves a node that is not part of a cluster"
             ));
         }
-        if args.enable_ssl {
-            return Err("-Z: TLS is not served by ringcache; terminate TLS in front of it".into());
+        if args.enable_ssl && args.listen.iter().any(|l| l.contains("notls:")) {
+            return Err(
+                "-l notls:...: with -Z every address serves TLS; ringcache has no plain listener beside it"
+                    .into(),
+            );
+        }
+        if args.enable_ssl && (args.cluster_file.is_some() || args.data_dir.is_some()) {
+            return Err(
+                "-Z: a cluster node's ports also carry node-to-node traffic, which does not speak TLS; \
+                 -Z serves a node that is not part of a cluster"
+                    .into(),
+            );
         }
         if args.udp_port != 0 {
             notes.push(format!(
@@ -644,6 +849,14 @@ impl Config {
             ));
         }
         let protocol = match args.protocol.as_str() {
+            // As memcached: ASCII authentication makes every connection text.
+            _ if args.auth_file.is_some() && args.protocol == "binary" => {
+                return Err(
+                    "-B binary: You cannot allow the BINARY protocol while using ascii authentication tokens (-Y)"
+                        .into(),
+                )
+            }
+            _ if args.auth_file.is_some() => Protocol::Ascii,
             "auto" | "negotiate" | "auto-negotiate" => Protocol::Auto,
             "ascii" => Protocol::Ascii,
             "binary" => Protocol::Binary,
@@ -710,14 +923,21 @@ impl Config {
         if args.disable_watch {
             notes.push("-W: `watch` is not served".into());
         }
+        let mut ssl = SslOptions::default();
         for option in args.extended.iter().flat_map(|o| o.split(',')) {
             if option.is_empty() {
                 continue;
             }
-            if let Some(note) = extended_option(option)? {
+            let note = if option.starts_with("ssl_") {
+                ssl_option(option, &mut ssl)?
+            } else {
+                extended_option(option)?
+            };
+            if let Some(note) = note {
                 notes.push(note);
             }
         }
+        let tls = ssl.settings(args.enable_ssl, &mut notes)?;
         let mut listens = parse_listen(&args.listen)?;
         let (listen, listen_port) = listens.remove(0);
         let port = listen_port.unwrap_or(args.port);
@@ -847,6 +1067,8 @@ impl Config {
             pid_file: args.pid_file.clone(),
             lock_memory: args.lock_memory,
             enable_coredumps: args.enable_coredumps,
+            tls,
+            auth_file: args.auth_file.as_ref().map(Into::into),
             notes,
         })
     }
@@ -953,8 +1175,7 @@ mod tests {
         for argv in [
             &["-s", "/tmp/m.sock"][..],
             &["-S"],
-            &["-Y", "/etc/auth"],
-            &["-Z"],
+            &["-Y", "/etc/auth", "--data-dir", "d"],
             &["-B", "http"],
             &["-o", "meta_response_old"],
             &["-o", "no_such_option"],
@@ -1021,7 +1242,6 @@ mod tests {
             "idle_timeout=600",
             "no_modern",
             "ext_path=/tmp/x:1G",
-            "ssl_chain_cert=x",
             "slab_automove=2",
             "track_sizes",
             "no_maxconns_fast",
@@ -1113,6 +1333,91 @@ mod tests {
         .is_err());
         // A node restarts from its data directory alone.
         assert!(config(&["--data-dir", "d"]).is_ok());
+    }
+
+    #[test]
+    fn tls_options_are_honoured_with_z_and_noted_without() {
+        let c = config(&[
+            "-Z",
+            "-o",
+            "ssl_chain_cert=c.pem,ssl_ca_cert=ca.pem,ssl_verify_mode=2,ssl_min_version=tlsv1.3",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.tls,
+            Some(TlsSettings {
+                chain_cert: "c.pem".into(),
+                key: "c.pem".into(),
+                ca_cert: Some("ca.pem".into()),
+                verify_mode: VerifyMode::Require,
+                min_version: TlsVersion::Tls13,
+                session_cache: SessionCache::Off,
+            })
+        );
+        let c = config(&[
+            "-Z",
+            "-o",
+            "ssl_chain_cert=c.pem,ssl_key=k.pem,ssl_ciphers=HIGH",
+        ])
+        .unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!(
+            (tls.key, tls.verify_mode),
+            ("k.pem".into(), VerifyMode::None)
+        );
+        assert!(
+            c.notes[0].starts_with("-o ssl_ciphers=HIGH: "),
+            "{:?}",
+            c.notes
+        );
+        // Without -Z the options are read and noted, and nothing is served over TLS.
+        let c = config(&["-o", "ssl_chain_cert=c.pem"]).unwrap();
+        assert!(
+            c.tls.is_none() && c.notes[0].contains("only with -Z"),
+            "{:?}",
+            c.notes
+        );
+        for bad in [
+            &["-Z"][..],
+            &["-Z", "-o", "ssl_chain_cert=c.pem,ssl_verify_mode=1"],
+            &["-Z", "-o", "ssl_chain_cert=c.pem,ssl_verify_mode=4"],
+            &["-Z", "-o", "ssl_chain_cert=c.pem,ssl_keyformat=2"],
+            &["-Z", "-o", "ssl_chain_cert=c.pem,ssl_min_version=sslv3"],
+            &["-Z", "-o", "ssl_chain_cert=c.pem,ssl_nonsense"],
+            &["-Z", "-o", "ssl_chain_cert="],
+            &["-Z", "-o", "ssl_chain_cert=c.pem", "-l", "notls:127.0.0.1"],
+            &["-Z", "-o", "ssl_chain_cert=c.pem", "--data-dir", "d"],
+        ] {
+            assert!(config(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_open_address_without_client_authentication_is_warned_of() {
+        let addrs = |list: &[&str]| -> Vec<std::net::SocketAddr> {
+            list.iter().map(|a| a.parse().unwrap()).collect()
+        };
+        let open = addrs(&["127.0.0.1:11211", "10.0.0.1:11211"]);
+        let warning = config(&[]).unwrap().open_to_unauthenticated_clients(&open);
+        assert!(warning
+            .unwrap()
+            .contains("10.0.0.1:11211 is not a loopback"));
+        let c = config(&[]).unwrap();
+        assert_eq!(
+            c.open_to_unauthenticated_clients(&addrs(&["127.0.0.2:1", "[::1]:1"])),
+            None
+        );
+        let c = config(&["-Y", "users"]).unwrap();
+        assert_eq!(c.open_to_unauthenticated_clients(&open), None);
+        let tls = "ssl_chain_cert=c,ssl_ca_cert=ca,ssl_verify_mode=";
+        for (mode, warned) in [("1", true), ("2", false), ("3", false)] {
+            let c = config(&["-Z", "-o", &format!("{tls}{mode}")]).unwrap();
+            assert_eq!(
+                c.open_to_unauthenticated_clients(&open).is_some(),
+                warned,
+                "{mode}"
+            );
+        }
     }
 
     #[test]

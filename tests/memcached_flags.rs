@@ -142,8 +142,11 @@ fn flags_a_client_would_be_misled_by_are_refused_with_the_reason() {
     for (args, why) in [
         (&["-s", "/tmp/ringcache.sock"][..], "unix sockets"),
         (&["-S"], "SASL"),
-        (&["-Y", "/etc/memcached-auth"], "authentication"),
-        (&["-Z"], "TLS"),
+        (
+            &["-Y", "/etc/memcached-auth", "-B", "binary"],
+            "ascii authentication",
+        ),
+        (&["-Z"], "ssl_chain_cert"),
         (&["-o", "meta_response_old"], "refused"),
         (&["-o", "no_such_thing"], "Illegal suboption"),
         (&["-m", "0"], "at least 1 megabyte"),

@@ -124,6 +124,11 @@ struct Args {
     /// Every request is a get; a miss is followed by a set of that key.
     #[arg(long)]
     cache_aside: bool,
+    /// Speak TLS to the servers, trusting the CA certificates in this PEM file
+    /// (for `ringcache -Z` and `memcached -Z`). The handshake happens before the
+    /// run; not with --fill-until-evictions.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<std::path::PathBuf>,
     /// Only keys that this endpoint owns on the ketama ring of --ring (host:port),
     /// e.g. to load one shard with keys it owns, or with keys another shard owns.
     #[arg(long, value_name = "HOST:PORT", requires = "ring")]
@@ -207,6 +212,31 @@ struct Plan {
     prefill: bool,
     cache_aside: bool,
     seed: u64,
+    /// `--tls-ca`: every connection speaks TLS, trusting these CAs.
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// A TLS client configuration that trusts the PEM certificates in `ca_file`.
+fn tls_client_config(ca_file: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(ca_file)
+        .map_err(|e| format!("--tls-ca {}: {e}", ca_file.display()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| format!("--tls-ca {}: {e}", ca_file.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("--tls-ca {}: {e}", ca_file.display()))?;
+    }
+    // The same provider the server uses (see src/runtime/tls.rs).
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("--tls-ca: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 impl Plan {
@@ -350,6 +380,7 @@ impl Plan {
             prefill: args.prefill,
             cache_aside: args.cache_aside,
             seed: args.seed,
+            tls: args.tls_ca.as_deref().map(tls_client_config).transpose()?,
         };
         if let Some(ring) = ring {
             plan.route = Some(route_table(&plan, &ring));
@@ -801,6 +832,8 @@ enum Source {
 struct Link {
     addr: String,
     stream: TcpStream,
+    /// With `--tls-ca`: the session; `out` and `inbuf` hold plaintext.
+    tls: Option<rustls::ClientConnection>,
     out: Vec<u8>,
     out_pos: usize,
     inbuf: Vec<u8>,
@@ -812,10 +845,28 @@ struct Link {
 
 impl Link {
     fn open(addr: &str, plan: &Plan) -> Result<Link, String> {
-        let stream = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+        let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
         stream
             .set_nodelay(true)
             .map_err(|e| format!("{addr}: TCP_NODELAY: {e}"))?;
+        // The handshake runs before the socket turns non-blocking, so the
+        // load loop only ever meets application data.
+        let tls = match &plan.tls {
+            Some(config) => {
+                let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+                let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                    .map_err(|e| format!("{addr}: {e}"))?;
+                let mut tls = rustls::ClientConnection::new(config.clone(), name)
+                    .map_err(|e| format!("{addr}: {e}"))?;
+                tls.set_buffer_limit(None);
+                while tls.is_handshaking() {
+                    tls.complete_io(&mut stream)
+                        .map_err(|e| format!("{addr}: TLS handshake: {e}"))?;
+                }
+                Some(tls)
+            }
+            None => None,
+        };
         stream
             .set_nonblocking(true)
             .map_err(|e| format!("{addr}: O_NONBLOCK: {e}"))?;
@@ -823,6 +874,7 @@ impl Link {
         Ok(Link {
             addr: addr.to_string(),
             stream,
+            tls,
             out: Vec::with_capacity(request_max * (plan.window_max + 1)),
             out_pos: 0,
             inbuf: vec![0; READ_BUFFER_BYTES.max(2 * (plan.value_max + 512))],
@@ -835,6 +887,25 @@ impl Link {
 
     /// Writes what is buffered; `Ok(true)` when all of it went out.
     fn flush(&mut self) -> Result<bool, String> {
+        if let Some(tls) = &mut self.tls {
+            // rustls takes all of it (no buffer limit); its ciphertext goes out
+            // as the socket takes it.
+            tls.writer()
+                .write_all(&self.out[self.out_pos..])
+                .map_err(|e| format!("{}: TLS write: {e}", self.addr))?;
+            self.out.clear();
+            self.out_pos = 0;
+            while tls.wants_write() {
+                match tls.write_tls(&mut self.stream) {
+                    Ok(0) => return Err(format!("{}: server closed the connection", self.addr)),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Err(format!("{}: write: {e}", self.addr)),
+                }
+            }
+            return Ok(true);
+        }
         while self.out_pos < self.out.len() {
             match self.stream.write(&self.out[self.out_pos..]) {
                 Ok(0) => return Err(format!("{}: server closed the connection", self.addr)),
@@ -867,7 +938,11 @@ impl Link {
             self.in_end -= self.in_start;
             self.in_start = 0;
         }
-        let n = match self.stream.read(&mut self.inbuf[self.in_end..]) {
+        let read = match &mut self.tls {
+            Some(tls) => read_tls(tls, &mut self.stream, &mut self.inbuf[self.in_end..]),
+            None => self.stream.read(&mut self.inbuf[self.in_end..]),
+        };
+        let n = match read {
             Ok(0) => return Err(format!("{}: server closed the connection", self.addr)),
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(0),
@@ -917,6 +992,29 @@ impl Link {
             ));
         }
         Ok(replies)
+    }
+}
+
+/// Reads ciphertext from `stream` into `tls` and the plaintext it yields into
+/// `buf`, as a plain read would: `Ok(0)` is the end, `WouldBlock` nothing yet.
+fn read_tls(
+    tls: &mut rustls::ClientConnection,
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
+    let mut ended = false;
+    loop {
+        match tls.reader().read(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == ErrorKind::WouldBlock && !ended => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(0),
+            Err(e) => return Err(e),
+        }
+        if tls.read_tls(stream)? == 0 {
+            ended = true;
+        }
+        tls.process_new_packets()
+            .map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))?;
     }
 }
 

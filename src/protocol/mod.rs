@@ -3,6 +3,7 @@
 //! Parsers measure, callers advance: `parse(buf)` returns a request that borrows
 //! from `buf` and how many bytes it used; `Incomplete` consumes nothing.
 
+pub mod ascii_auth;
 pub mod binary;
 pub mod meta;
 pub mod text;

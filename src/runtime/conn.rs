@@ -554,6 +554,11 @@ pub async fn serve(mut stream: ClientStream, ctx: &ShardCtx, peer: Option<std::n
         Protocol::Binary => Wire::Binary,
     };
     let mut mode = ConnMode::Client;
+    // -Y: nothing runs until the connection has authenticated.
+    let mut client_auth = match ctx.node.ascii_auth {
+        Some(_) => ClientAuth::Required,
+        None => ClientAuth::Done,
+    };
     // Every connection starts a stranger: its `rc` lines are answered `ERROR`
     // until it passes the members-only handshake.
     let mut standing = Standing::Stranger;
@@ -618,8 +623,14 @@ pub async fn serve(mut stream: ClientStream, ctx: &ShardCtx, peer: Option<std::n
             };
         }
         let (buf, start, swallow) = (&rbuf[..end], &mut start, &mut swallow);
-        let after = match wire {
-            Wire::Binary => {
+        let mut after = After::Continue;
+        if let (ClientAuth::Required, Some(users)) = (client_auth, &ctx.node.ascii_auth) {
+            after = authenticate(users, buf, start, swallow, &mut output, &mut client_auth);
+        }
+        let after = match (after, client_auth, wire) {
+            (After::Close, _, _) => After::Close,
+            (After::Continue, ClientAuth::Required, _) => After::Continue,
+            (After::Continue, ClientAuth::Done, Wire::Binary) => {
                 super::binary_conn::handle_buffer(
                     ctx,
                     &mut stream,
@@ -630,7 +641,7 @@ pub async fn serve(mut stream: ClientStream, ctx: &ShardCtx, peer: Option<std::n
                 )
                 .await
             }
-            Wire::Text | Wire::Undecided => {
+            (After::Continue, ClientAuth::Done, Wire::Text | Wire::Undecided) => {
                 let mut conn = TextConn {
                     mode: &mut mode,
                     suspect,
@@ -670,6 +681,48 @@ pub async fn serve(mut stream: ClientStream, ctx: &ShardCtx, peer: Option<std::n
         );
     }
     let _ = stream.close().await;
+}
+
+/// Whether a connection may run commands yet (`-Y`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ClientAuth {
+    Required,
+    Done,
+}
+
+/// Answers the requests of a connection that has not authenticated (`-Y`),
+/// until one authenticates it. (`-Y` makes every connection text, as in
+/// memcached: binary bytes are read as text lines.)
+fn authenticate(
+    users: &crate::protocol::ascii_auth::AuthFile,
+    buf: &[u8],
+    start: &mut usize,
+    swallow: &mut usize,
+    output: &mut Output,
+    client_auth: &mut ClientAuth,
+) -> After {
+    use crate::protocol::ascii_auth::{step, Step};
+    while *start < buf.len() && *swallow == 0 {
+        match step(&buf[*start..], users) {
+            Step::Incomplete => break,
+            Step::Close => return After::Close,
+            Step::Answer {
+                reply,
+                used,
+                swallow: swallow_bytes,
+                authenticated,
+            } => {
+                output.out.extend_from_slice(reply);
+                *start += used;
+                skip_data_block(buf, start, swallow, swallow_bytes);
+                if authenticated {
+                    *client_auth = ClientAuth::Done;
+                    break;
+                }
+            }
+        }
+    }
+    After::Continue
 }
 
 async fn flush(stream: &mut ClientStream, output: &mut Output) -> std::io::Result<()> {

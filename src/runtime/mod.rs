@@ -20,6 +20,7 @@ pub mod process;
 mod shard;
 pub(crate) mod start;
 pub mod supervisor;
+mod tls;
 mod uring;
 mod waiters;
 
@@ -56,6 +57,10 @@ pub struct Node {
     pub cluster: Option<Arc<cluster::ClusterNode>>,
     /// `--data-dir`: the control thread's inputs (consensus messages, proposals).
     pub control: Option<std::sync::Mutex<mpsc::Sender<control::ControlInput>>>,
+    /// `-Z`: every client connection speaks TLS with these settings.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// `-Y`: the users a text connection must authenticate as first.
+    pub ascii_auth: Option<crate::protocol::ascii_auth::AuthFile>,
 }
 
 impl Node {
@@ -388,6 +393,26 @@ pub fn run(config: Config) -> i32 {
             return 1;
         }
     };
+    let tls = match config.tls.as_ref().map(tls::server_config).transpose() {
+        Ok(tls) => tls,
+        Err(message) => {
+            eprintln!("ringcache: {message}");
+            return 1;
+        }
+    };
+    let ascii_auth = match &config.auth_file {
+        Some(path) => match std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| crate::protocol::ascii_auth::AuthFile::parse(&text))
+        {
+            Ok(users) => Some(users),
+            Err(e) => {
+                eprintln!("ringcache: -Y {}: {e}", path.display());
+                return 1;
+            }
+        },
+        None => None,
+    };
     let cpus = allowed_cpus();
     let shards = match &cluster {
         Some(cluster) => cluster.own_addrs().1.len(),
@@ -438,6 +463,12 @@ pub fn run(config: Config) -> i32 {
             return 1;
         }
     };
+    let listening: Vec<SocketAddr> = std::iter::once(addr)
+        .chain(listen_also.iter().copied())
+        .collect();
+    if let Some(warning) = config.open_to_unauthenticated_clients(&listening) {
+        log::warn!("{warning}");
+    }
 
     // Bound before any shard starts: a metrics port in use stops the node now.
     let metrics_listener = match &config.metrics {
@@ -494,6 +525,8 @@ pub fn run(config: Config) -> i32 {
         control: control_start
             .as_ref()
             .map(|(_, _, tx, _)| std::sync::Mutex::new(tx.clone())),
+        tls,
+        ascii_auth,
     });
 
     let mut links: Vec<shard::ShardLinks> = (0..shards)

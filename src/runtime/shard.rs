@@ -379,7 +379,7 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<ShardCtx>, sockets: Option<R
             continue;
         }
         let peer = stream.peer_addr().ok();
-        let stream = match ClientStream::new(stream, sockets.as_ref()) {
+        let stream = match ClientStream::new(stream, sockets.as_ref(), node.tls.as_ref()) {
             Ok(stream) => stream,
             Err(e) => {
                 log::warn!(

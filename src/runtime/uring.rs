@@ -31,12 +31,15 @@ use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
+
+use super::tls::TlsStream;
 
 /// Buffers lent to the kernel for receiving (a power of two).
 pub const PROVIDED_BUFFERS: u16 = 1024;
@@ -695,17 +698,31 @@ impl AsyncWrite for RingStream {
 pub enum ClientStream {
     Glommio(TcpStream),
     Ring(RingStream),
+    /// `-Z`: TLS over one of the others.
+    Tls(Box<TlsStream<ClientStream>>),
 }
 
 impl ClientStream {
-    /// The connection on `ring` if there is one, else as it is.
-    pub fn new(stream: TcpStream, ring: Option<&Rc<SocketRing>>) -> io::Result<ClientStream> {
-        match ring {
-            Some(ring) => Ok(ClientStream::Ring(ring.adopt(stream)?)),
+    /// The connection on `ring` if there is one, else as it is; with `tls`, a
+    /// TLS session over it.
+    pub fn new(
+        stream: TcpStream,
+        ring: Option<&Rc<SocketRing>>,
+        tls: Option<&Arc<rustls::ServerConfig>>,
+    ) -> io::Result<ClientStream> {
+        let socket = match ring {
+            Some(ring) => ClientStream::Ring(ring.adopt(stream)?),
             None => {
                 let _ = stream.set_nodelay(true);
-                Ok(ClientStream::Glommio(stream))
+                ClientStream::Glommio(stream)
             }
+        };
+        match tls {
+            Some(config) => Ok(ClientStream::Tls(Box::new(TlsStream::new(
+                socket,
+                config.clone(),
+            )?))),
+            None => Ok(socket),
         }
     }
 }
@@ -719,6 +736,7 @@ impl ClientStream {
         match self.get_mut() {
             ClientStream::Glommio(s) => Pin::new(s),
             ClientStream::Ring(s) => Pin::new(s),
+            ClientStream::Tls(s) => Pin::new(&mut **s),
         }
     }
 }
