@@ -2673,6 +2673,20 @@ fn stop_traffic(
 /// decision, which needs it once another node is killed.
 #[test]
 fn a_wiped_node_comes_back_as_a_new_member() {
+    wiped_node_comes_back_as_a_new_member(3, false);
+}
+
+/// The same for the leader (it sent ballots and voted only for its own), with
+/// the two other nodes restarted before it is wiped: what they saw is kept in
+/// their `--data-dir`, not only in memory.
+#[test]
+fn a_wiped_leader_comes_back_as_a_new_member_though_the_others_restarted() {
+    wiped_node_comes_back_as_a_new_member(2, true);
+}
+
+/// Node 2 proposes two changes; node `wiped` is killed, its data directory
+/// removed, and started again (after the others were, if `restart_others`).
+fn wiped_node_comes_back_as_a_new_member(wiped: u32, restart_others: bool) {
     if support::ringcache_stands_in_for_memcached() {
         return;
     }
@@ -2684,10 +2698,23 @@ fn a_wiped_node_comes_back_as_a_new_member() {
     wait_for_epoch(&cluster, &[1, 2, 3], 3);
     let items = items("wiped", 500, "w");
     set_many(&mut cluster.client(1), &items, 1);
+    let others: Vec<u32> = [1, 2, 3].into_iter().filter(|&id| id != wiped).collect();
+    if restart_others {
+        for &id in &others {
+            cluster.kill9(id);
+            cluster.restart(id);
+        }
+        wait_for_epoch(&cluster, &[1, 2, 3], 3);
+    }
 
-    cluster.kill9(3);
-    std::fs::remove_dir_all(cluster.dir.join("data-3")).expect("wipe node 3's data");
-    cluster.restart(3);
+    cluster.kill9(wiped);
+    let data = cluster.dir.join(format!("data-{wiped}"));
+    std::fs::remove_dir_all(data).expect("wipe the node's data");
+    cluster.restart(wiped);
+    // The new id takes the old one's place among the acceptors.
+    let acceptors = [1, 2, 3]
+        .map(|id| if id == wiped { 4 } else { id }.to_string())
+        .join(",");
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         let views: Vec<HashMap<String, String>> = [1, 2, 3]
@@ -2700,12 +2727,16 @@ fn a_wiped_node_comes_back_as_a_new_member() {
                 && v.get("node:4:state").map(String::as_str) == Some("up")
         });
         if settled {
-            assert_eq!(views[2]["node_id"], "4", "the wiped node's new id");
-            assert!(!views[0].contains_key("node:3:state"), "node 3 is gone");
-            assert_eq!(views[0]["acceptors"], "1,2,4");
+            let view = &views[wiped as usize - 1];
+            assert_eq!(view["node_id"], "4", "the wiped node's new id");
+            assert!(
+                !views[0].contains_key(&format!("node:{wiped}:state")),
+                "node {wiped} is gone"
+            );
+            assert_eq!(views[0]["acceptors"], acceptors);
             assert_eq!(
                 views[0]["node:4:addr"],
-                format!("127.0.0.3:{}", cluster.node(3).port)
+                format!("127.0.0.{wiped}:{}", cluster.node(wiped).port)
             );
             break;
         }
@@ -2721,12 +2752,12 @@ fn a_wiped_node_comes_back_as_a_new_member() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(
-        cluster.log(3).contains("has seen it vote"),
+        cluster.log(wiped).contains("has seen it vote"),
         "{}",
-        cluster.log(3)
+        cluster.log(wiped)
     );
     // Its keys are back: through it, and two copies of each in all.
-    assert_all_read(&mut cluster.client(3), &items, 3);
+    assert_all_read(&mut cluster.client(wiped), &items, wiped);
     let deadline = Instant::now() + READY_TIMEOUT;
     while (1..=3).map(|id| curr_items(&cluster, id)).sum::<u64>() != 1000 {
         assert!(
@@ -2735,12 +2766,14 @@ fn a_wiped_node_comes_back_as_a_new_member() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    // With node 1 dead, a decision needs node 2 and the new acceptor.
-    cluster.kill9(1);
-    let (ok, out) = admin(&cluster, 2, &["set", "write_ack=all"]);
+    // With one of the others dead, a decision needs the last one and the new
+    // acceptor.
+    let (dead, survivor) = (others[0], others[1]);
+    cluster.kill9(dead);
+    let (ok, out) = admin(&cluster, survivor, &["set", "write_ack=all"]);
     assert!(ok && out.contains(": OK"), "{out}\n{}", cluster.logs());
-    let epoch: u64 = cluster.stats_cluster(2)["epoch"].parse().unwrap();
-    wait_for_epoch(&cluster, &[2, 3], epoch);
+    let epoch: u64 = cluster.stats_cluster(survivor)["epoch"].parse().unwrap();
+    wait_for_epoch(&cluster, &[survivor, wiped], epoch);
 }
 
 /// An acceptor stopped with SIGSTOP (the leader, here) holds up nothing: the

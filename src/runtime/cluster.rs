@@ -172,8 +172,12 @@ pub struct ClusterNode {
     /// When this node may release the items it no longer owns (milliseconds
     /// since `started`; 0: nothing to release).
     release_due_ms: AtomicU64,
-    /// Nodes whose Paxos votes this node's control thread has received.
+    /// Nodes whose Paxos votes this node's control thread has received
+    /// (or ballots, which a node sends only as an acceptor with state).
     votes_seen: std::sync::Mutex<std::collections::BTreeSet<u32>>,
+    /// With `--data-dir`: the file that keeps `votes_seen` across restarts
+    /// ([`VOTES_SEEN_FILE`]).
+    votes_file: std::sync::OnceLock<std::path::PathBuf>,
     started: Instant,
     timeouts: AtomicU64,
     /// `timeouts` by the node that timed out (`stats peers`); changes only when
@@ -198,6 +202,20 @@ pub struct ClusterNode {
     /// Who failed a handshake with this node (either way), so that each is
     /// logged once, not on every try: at most [`AUTH_WARNED_MAX`] names.
     auth_warned: std::sync::Mutex<HashSet<String>>,
+}
+
+/// The file in `--data-dir` that lists the nodes this node has seen vote.
+pub const VOTES_SEEN_FILE: &str = "votes-seen";
+
+/// Writes `seen` to `path` whole (a new file renamed over the old one).
+fn write_votes_seen(
+    path: &std::path::Path,
+    seen: &std::collections::BTreeSet<u32>,
+) -> std::io::Result<()> {
+    let text: Vec<String> = seen.iter().map(u32::to_string).collect();
+    let fresh = path.with_extension("new");
+    std::fs::write(&fresh, text.join(" ") + "\n")?;
+    std::fs::rename(&fresh, path)
 }
 
 /// Most names of peers whose failed handshakes a node remembers having logged.
@@ -255,6 +273,7 @@ impl ClusterNode {
             recovery_lock: std::sync::Mutex::new(()),
             release_due_ms: AtomicU64::new(0),
             votes_seen: std::sync::Mutex::new(std::collections::BTreeSet::new()),
+            votes_file: std::sync::OnceLock::new(),
             started: Instant::now(),
             timeouts: AtomicU64::new(0),
             timeouts_by_node: std::sync::Mutex::new(HashMap::new()),
@@ -474,9 +493,44 @@ impl ClusterNode {
             .map(|p| p.owners(key))
     }
 
-    /// Notes that node `id` sent this node a Paxos vote.
+    /// Notes that node `id` sent this node a Paxos vote or ballot: it holds
+    /// acceptor state, and with an empty disk must not come back as `id`.
+    /// Kept in `--data-dir` (written when an id is first seen), so that a
+    /// node restarted since still knows.
     pub fn saw_vote(&self, id: u32) {
-        self.votes_seen.lock().expect("votes lock").insert(id);
+        let mut seen = self.votes_seen.lock().expect("votes lock");
+        if !seen.insert(id) {
+            return;
+        }
+        if let Some(path) = self.votes_file.get() {
+            if let Err(e) = write_votes_seen(path, &seen) {
+                log::warn!(
+                    "cannot keep the nodes seen voting in {}: {e}",
+                    path.display()
+                );
+            }
+        }
+    }
+
+    /// Keeps the ids seen voting in `dir` from now on, after reading those an
+    /// earlier run of this node kept there.
+    pub fn keep_votes_in(&self, dir: &std::path::Path) -> Result<(), String> {
+        let path = dir.join(VOTES_SEEN_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let mut seen = self.votes_seen.lock().expect("votes lock");
+                for word in text.split_ascii_whitespace() {
+                    let id = word
+                        .parse::<u32>()
+                        .map_err(|_| format!("{}: {word:?} is not a node id", path.display()))?;
+                    seen.insert(id);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        }
+        let _ = self.votes_file.set(path);
+        Ok(())
     }
 
     /// This node's answer to `rc status`.

@@ -302,8 +302,16 @@ pub fn run(
         }
         let input = match inputs.recv_timeout(Duration::from_millis(wait)) {
             Ok(ControlInput::Message(message)) => {
-                if let (Body::Promise { .. } | Body::Accepted { .. }, Ok(from)) =
-                    (&message.body, u32::try_from(message.from))
+                // Votes, and the ballots a node sends only once it has
+                // promised them itself: either way its acceptor has state.
+                if let (
+                    Body::Promise { .. }
+                    | Body::Accepted { .. }
+                    | Body::Nack { .. }
+                    | Body::Prepare { .. }
+                    | Body::Accept { .. },
+                    Ok(from),
+                ) = (&message.body, u32::try_from(message.from))
                 {
                     cluster.saw_vote(from);
                 }

@@ -250,7 +250,11 @@ fn load_cluster(config: &Config) -> Result<Option<(Arc<cluster::ClusterNode>, Re
         );
         (value, me)
     } else if let Some((file, me)) = file {
-        match (&config.data_dir, start::wiped(&file, me, &secret)) {
+        let wiped = match &config.data_dir {
+            Some(_) => start::wiped(&file, me, &secret)?,
+            None => None,
+        };
+        match (&config.data_dir, wiped) {
             (Some(_), Some(through)) => {
                 let own = file
                     .node(me)
@@ -282,6 +286,9 @@ fn load_cluster(config: &Config) -> Result<Option<(Arc<cluster::ClusterNode>, Re
         secret,
         Duration::from_millis(config.failover_timeout_ms),
     )?;
+    if let Some(dir) = &config.data_dir {
+        node.keep_votes_in(dir)?;
+    }
     Ok(Some((Arc::new(node), durable)))
 }
 

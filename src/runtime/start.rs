@@ -28,7 +28,12 @@ const JOIN_WAIT: Duration = Duration::from_secs(30);
 
 /// How long a node with an empty `--data-dir` waits for each other node's
 /// `rc status`.
-const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
+const STATUS_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// How long a node with an empty `--data-dir` keeps asking a node that runs
+/// (it accepts connections) but does not answer `rc status`, before it gives
+/// up starting: it cannot tell whether that node saw it vote.
+const STATUS_PATIENCE: Duration = Duration::from_secs(30);
 
 /// This node's client endpoint (`-l`, `-p`) and shard endpoints
 /// (`--shard-ports BASE`, default the ports right after `-p`), for `--init` and
@@ -214,14 +219,47 @@ pub fn join(
 
 /// With an empty `--data-dir`: the client address of another node of `file`
 /// that has seen node `me` vote, if one has (so `me` lost its acceptor state).
-/// Nodes that do not answer are passed over: a cluster starting for the first
-/// time has nobody to ask.
-pub fn wiped(file: &ClusterConfig, me: u32, secret: &Secret) -> Option<String> {
-    file.nodes().iter().filter(|n| n.id != me).find_map(|n| {
+/// Nodes that refuse connections are passed over (they are not running: a
+/// cluster starting for the first time has nobody to ask); a node that runs
+/// but does not answer (a busy or paused host) is asked again for
+/// [`STATUS_PATIENCE`], and then the node does not start: it cannot tell.
+pub fn wiped(file: &ClusterConfig, me: u32, secret: &Secret) -> Result<Option<String>, String> {
+    for n in file.nodes().iter().filter(|n| n.id != me) {
         let addr = n.client_addr.to_string();
-        let asker = Asker::Node(me, secret);
-        let reply = ask(&addr, asker, b"rc status\r\n", b"END\r\n", STATUS_TIMEOUT).ok()?;
-        let status = wire::parse_status(&reply)?;
-        status.votes_seen.contains(&me).then_some(addr)
-    })
+        let started = Instant::now();
+        let mut said = false;
+        let status = loop {
+            let to = resolve(&addr)?;
+            match TcpStream::connect_timeout(&to, STATUS_TIMEOUT) {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break None,
+                _ => {}
+            }
+            let asker = Asker::Node(me, secret);
+            let answer = ask(&addr, asker, b"rc status\r\n", b"END\r\n", STATUS_TIMEOUT);
+            match answer.map(|reply| wire::parse_status(&reply)) {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) => return Err(format!("{addr} answered rc status with garbage")),
+                Err(e) if started.elapsed() < STATUS_PATIENCE => {
+                    if !said {
+                        log::warn!(
+                            "node {me} has an empty --data-dir: waiting for node {} to say whether it saw node {me} vote ({e})",
+                            n.id
+                        );
+                        said = true;
+                    }
+                    std::thread::sleep(STATUS_TIMEOUT / 4);
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "node {me} has an empty --data-dir and node {} ({addr}) runs but did not say within {STATUS_PATIENCE:?} whether it saw node {me} vote ({e}): not starting, since coming back as an acceptor that lost its promises could break consensus",
+                        n.id
+                    ))
+                }
+            }
+        };
+        if status.is_some_and(|s| s.votes_seen.contains(&me)) {
+            return Ok(Some(addr));
+        }
+    }
+    Ok(None)
 }
