@@ -268,6 +268,11 @@ fn load_cluster(config: &Config) -> Result<Option<(Arc<cluster::ClusterNode>, Re
     } else {
         unreachable!("a node in a cluster has state, a file, --init or --join");
     };
+    if config.data_dir.is_some() {
+        value
+            .require_acceptors()
+            .map_err(|e| format!("--data-dir runs Paxos over the cluster configuration: {e}"))?;
+    }
     let node = cluster::ClusterNode::new(
         value,
         me,
