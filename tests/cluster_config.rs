@@ -8,7 +8,7 @@ use ringcache::cluster::config::{
     parse_cluster_file, parse_cluster_file_with_epoch, ClusterConfig, ClusterFileError,
     ClusterSpec, ConfigError, Endpoint, NodeConfig, NodeState, WriteAck,
 };
-use ringcache::cluster::encode::{encode_config_get_cluster, encode_stats_cluster};
+use ringcache::cluster::discovery::{encode_config_get_cluster, encode_stats_cluster};
 use ringcache::cluster::placement::Placement;
 use ringcache::consensus::{self, Configuration, Input, Node};
 

@@ -1,6 +1,9 @@
-//! The consensus core's messages and durable state for the cluster configuration,
-//! as bytes: a [`Message`] as one text line for a peer connection, a [`Durable`]
-//! as a checksummed file (pure: values in, bytes out and back; no I/O).
+//! The consensus wire and the acceptor's disk format: the consensus core's
+//! messages and durable state for the cluster configuration, as bytes. A
+//! [`Message`] is one `px1` text line between control cores (not the data wire,
+//! [`super::wire`], nor what clients see, [`super::discovery`]); a [`Durable`] is
+//! a checksummed file in `--data-dir` (pure: values in, bytes out and back; no
+//! I/O).
 //!
 //! A configuration travels as its cluster file ([`ClusterConfig::to_file_text`],
 //! which carries its epoch), base64-encoded so that it is one token with no space

@@ -22,9 +22,9 @@ pub mod supervisor;
 mod uring;
 mod waiters;
 
+use crate::cli::Config;
 use crate::cluster::config::ClusterConfig;
 use crate::cluster::ring::{ketama_name, Ring, POINTS_PER_SERVER_DEFAULT};
-use crate::config::Config;
 use crate::limits::{IO_MEMORY_BYTES, LISTEN_BACKLOG, SHARD_CHANNEL_CAPACITY};
 use crate::storage::ttl::Clock;
 use glommio::channels::shared_channel;
