@@ -14,6 +14,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::time::Duration;
+use support::table::{self, Reference};
 use support::{ReadFailure, Server, REPLY_TIMEOUT};
 
 const GET: u8 = 0x00;
@@ -380,27 +381,13 @@ fn run_rows(server: &Server, rows: &[Row]) -> Result<(), String> {
     Ok(())
 }
 
-fn servers() -> Vec<Server> {
-    let mut list = vec![
-        Server::ringcache(&["-t", "1"]),
-        Server::ringcache(&["-t", "2"]),
-    ];
-    list.extend(Server::memcached(&[]));
-    list
+/// Runs `rows` on ringcache `-t 1`, `-t 2` and memcached 1.6.18.
+fn run_table(table: &str, rows: &[Row]) {
+    table::run_table(table, servers(), rows, run_rows);
 }
 
-fn run_table(table: &str, rows: &[Row]) {
-    let mut failures = Vec::new();
-    for server in servers() {
-        if let Err(message) = run_rows(&server, rows) {
-            failures.push(format!("[{}] {message}", server.name));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "table {table}:\n{}",
-        failures.join("\n")
-    );
+fn servers() -> Vec<Server> {
+    table::servers(&[], Reference::Memcached)
 }
 
 #[test]

@@ -9,11 +9,15 @@
 //!   a terminator or a timeout, read exactly N bytes, notice a closed connection.
 //! - [`matches`] compares a reply with an expected pattern in which `{cas}` stands
 //!   for a CAS number and `{any}` for the rest of a line.
+//! - [`table`] runs the protocol tests' request/reply tables on ringcache and
+//!   memcached.
 //!
 //! `RINGCACHE_TEST_TARGET=memcached` makes [`Server::ringcache`] start memcached
 //! with the same flags instead, so every table can be proven against the
 //! reference before the server exists.
 #![allow(dead_code)] // each test file uses a different part of this module
+
+pub mod table;
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
