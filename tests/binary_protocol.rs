@@ -15,7 +15,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 use support::table::{self, Reference};
-use support::{ReadFailure, Server, REPLY_TIMEOUT};
+use support::{ReadFailure, Rng, Server, REPLY_TIMEOUT};
 
 const GET: u8 = 0x00;
 const SET: u8 = 0x01;
@@ -1003,22 +1003,6 @@ fn memccapable_passes_every_check() {
     );
 }
 
-/// A small, seeded generator (xorshift64*): the same seed gives the same streams.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// One random request; `cas` is an index into the CAS values seen so far.
 fn random_request(rng: &mut Rng) -> (Req, Option<u64>) {
     let key = format!("r{}", rng.below(12));
@@ -1148,7 +1132,7 @@ fn random_binary_streams_match_memcached() {
         "random_binary_streams_match_memcached: seed {seed} (replay with RINGCACHE_SEED={seed})"
     );
     let ours = Server::ringcache(&["-t", "2"]);
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let mut sides = [&reference, &ours].map(|s| Side {
         client: s.connect(),
         seen_cas: Vec::new(),

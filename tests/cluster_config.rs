@@ -1,6 +1,8 @@
 //! The cluster configuration, its file, replica placement and the client-port
 //! encoders, checked as a user of the crate sees them (pure: no sockets).
 
+mod support;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -11,6 +13,7 @@ use ringcache::cluster::config::{
 use ringcache::cluster::discovery::{encode_config_get_cluster, encode_stats_cluster};
 use ringcache::cluster::placement::Placement;
 use ringcache::consensus::{self, Configuration, Input, Node};
+use support::Rng;
 
 const KEYS: usize = 100_000;
 
@@ -605,26 +608,6 @@ fn stats_cluster_names_the_epoch_settings_and_every_node() {
     );
 }
 
-/// A tiny deterministic generator (xorshift64*), so a failing case replays.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-}
-
 /// A valid configuration drawn from `seed`: 1 to 8 nodes with ids anywhere in
 /// u32, 1 to 4 shards each on IPv4, IPv6 or named hosts, every node state, every
 /// write_ack, 1, 3 or 5 acceptors in any order, any epoch from 1 to u64::MAX.
@@ -641,14 +624,14 @@ fn random_config(seed: u64) -> ClusterConfig {
     ];
     const STATES: &[NodeState] = &[NodeState::Up, NodeState::Down, NodeState::Joining];
     const ACKS: &[WriteAck] = &[WriteAck::One, WriteAck::Quorum, WriteAck::All];
-    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut rng = Rng::new(seed);
     let count = 1 + rng.below(8) as usize;
     let mut ids: Vec<u32> = Vec::new();
     while ids.len() < count {
         let id = match rng.below(3) {
             0 => rng.below(10) as u32,
             1 => u32::MAX - rng.below(3) as u32,
-            _ => rng.next() as u32,
+            _ => rng.next_u64() as u32,
         };
         if !ids.contains(&id) {
             ids.push(id);
