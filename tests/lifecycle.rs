@@ -157,8 +157,7 @@ impl LimitMemlock for Command {
 #[test]
 fn a_node_tells_the_service_manager_when_it_is_ready_and_when_it_stops() {
     use std::os::unix::net::UnixDatagram;
-    let dir = std::env::temp_dir().join(format!("ringcache-notify-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(&dir);
+    let dir = support::scratch_dir("notify");
     let path = dir.join("notify.sock");
     let _ = std::fs::remove_file(&path);
     let manager = UnixDatagram::bind(&path).expect("bind a fake NOTIFY_SOCKET");
@@ -203,9 +202,7 @@ fn a_node_tells_the_service_manager_when_it_is_ready_and_when_it_stops() {
 #[test]
 fn a_cluster_file_without_acceptors_serves_and_is_refused_with_a_data_dir() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = std::env::temp_dir().join(format!("ringcache-lifecycle-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::scratch_dir("no-acceptors");
     let secret = dir.join("cluster.secret");
     std::fs::write(
         &secret,

@@ -365,6 +365,15 @@ pub fn free_ports(count: u16) -> u16 {
     panic!("no {count} consecutive free ports");
 }
 
+/// A fresh directory of one test's own under the temporary directory, named
+/// by `name` and this process, emptied if an earlier run left it behind.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ringcache-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the test's directory");
+    dir
+}
+
 fn log_path_for(program: Program, port: u16) -> PathBuf {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
