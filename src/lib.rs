@@ -1,6 +1,7 @@
 //! ringcache: a memcached-compatible, clustered in-memory cache.
 //!
 //! The crate is split into a pure core and a thin shell:
+//! - [`cli`] reads the command line (memcached's flags) into a checked `Config` (pure);
 //! - [`protocol`] turns bytes into requests and replies into bytes (pure);
 //! - [`storage`] is one shard's store: arena, index, TTL, eviction (pure);
 //! - [`engine`] applies one parsed request to one shard's store (pure);
@@ -8,8 +9,8 @@
 //! - [`consensus`] is the Multi-Paxos state machine that agrees the configuration (pure);
 //! - [`runtime`] is the only part that touches glommio, sockets, signals and the clock.
 
+pub mod cli;
 pub mod cluster;
-pub mod config;
 pub mod consensus;
 pub mod engine;
 pub mod limits;

@@ -1,7 +1,7 @@
 //! The `ringcache` binary: command line to configuration to runtime, nothing else.
 
 use clap::Parser;
-use ringcache::config::{Args, Config, DAEMONIZE_REFUSED, EXIT_DAEMONIZE_REFUSED};
+use ringcache::cli::{Args, Config, DAEMONIZE_REFUSED, EXIT_DAEMONIZE_REFUSED};
 
 /// The exit status for a command line that cannot be served.
 const EXIT_USAGE: i32 = 64;

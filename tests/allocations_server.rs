@@ -12,7 +12,7 @@
 //! then what the request path itself allocates.
 
 use clap::Parser;
-use ringcache::config::{Args, Config};
+use ringcache::cli::{Args, Config};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -14,7 +14,8 @@ mod support;
 
 use std::collections::HashMap;
 use std::time::Duration;
-use support::{ReadFailure, Server, REPLY_TIMEOUT};
+use support::table::{self, Reference};
+use support::{ReadFailure, Rng, Server, REPLY_TIMEOUT};
 
 const GET: u8 = 0x00;
 const SET: u8 = 0x01;
@@ -380,27 +381,13 @@ fn run_rows(server: &Server, rows: &[Row]) -> Result<(), String> {
     Ok(())
 }
 
-fn servers() -> Vec<Server> {
-    let mut list = vec![
-        Server::ringcache(&["-t", "1"]),
-        Server::ringcache(&["-t", "2"]),
-    ];
-    list.extend(Server::memcached(&[]));
-    list
+/// Runs `rows` on ringcache `-t 1`, `-t 2` and memcached 1.6.18.
+fn run_table(table: &str, rows: &[Row]) {
+    table::run_table(table, servers(), rows, run_rows);
 }
 
-fn run_table(table: &str, rows: &[Row]) {
-    let mut failures = Vec::new();
-    for server in servers() {
-        if let Err(message) = run_rows(&server, rows) {
-            failures.push(format!("[{}] {message}", server.name));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "table {table}:\n{}",
-        failures.join("\n")
-    );
+fn servers() -> Vec<Server> {
+    table::servers(&[], Reference::Memcached)
 }
 
 #[test]
@@ -1016,22 +1003,6 @@ fn memccapable_passes_every_check() {
     );
 }
 
-/// A small, seeded generator (xorshift64*): the same seed gives the same streams.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// One random request; `cas` is an index into the CAS values seen so far.
 fn random_request(rng: &mut Rng) -> (Req, Option<u64>) {
     let key = format!("r{}", rng.below(12));
@@ -1161,7 +1132,7 @@ fn random_binary_streams_match_memcached() {
         "random_binary_streams_match_memcached: seed {seed} (replay with RINGCACHE_SEED={seed})"
     );
     let ours = Server::ringcache(&["-t", "2"]);
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let mut sides = [&reference, &ours].map(|s| Side {
         client: s.connect(),
         seen_cas: Vec::new(),

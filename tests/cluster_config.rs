@@ -1,6 +1,8 @@
 //! The cluster configuration, its file, replica placement and the client-port
 //! encoders, checked as a user of the crate sees them (pure: no sockets).
 
+mod support;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -8,9 +10,10 @@ use ringcache::cluster::config::{
     parse_cluster_file, parse_cluster_file_with_epoch, ClusterConfig, ClusterFileError,
     ClusterSpec, ConfigError, Endpoint, NodeConfig, NodeState, WriteAck,
 };
-use ringcache::cluster::encode::{encode_config_get_cluster, encode_stats_cluster};
+use ringcache::cluster::discovery::{encode_config_get_cluster, encode_stats_cluster};
 use ringcache::cluster::placement::Placement;
 use ringcache::consensus::{self, Configuration, Input, Node};
+use support::Rng;
 
 const KEYS: usize = 100_000;
 
@@ -109,29 +112,39 @@ fn every_syntax_error_names_its_line() {
     let example = documented_example();
     let cases: &[(&str, &str, usize, &str)] = &[
         // (text to replace, replacement, line named, words in the reason)
-        ("replicas = 2 ", "replicas = two ", 2, "expected an integer"),
-        ("replicas = 2 ", "replicas 2 ", 2, "expected key = value"),
+        ("replicas = 2 ", "replicas = two ", 2, "invalid"),
+        ("replicas = 2 ", "replicas 2 ", 2, "expected `=`"),
         (
             "write_ack = \"quorum\"",
             "write_ack = \"most\"",
             4,
-            "write_ack",
+            "unknown variant `most`",
         ),
         (
             "acceptors = [1, 2, 3]",
             "acceptors = [1, 2, 3",
-            5,
-            "no closing ]",
+            7, // where the array's missing `]` is found
+            "expected `,`",
         ),
-        ("acceptors = [1, 2, 3]", "acceptors = 3", 5, "not an array"),
+        (
+            "acceptors = [1, 2, 3]",
+            "acceptors = 3",
+            5,
+            "expected a sequence",
+        ),
         (
             "acceptors = [1, 2, 3]",
             "acceptors = [1, \"b\", 3]",
             5,
-            "not a node id",
+            "expected u32",
         ),
-        ("[[node]]\nid = 1", "[nodes]\nid = 1", 7, "unknown table"),
-        ("id = 1 ", "id = 4294967296 ", 8, "above"),
+        (
+            "[[node]]\nid = 1",
+            "[nodes]\nid = 1",
+            7,
+            "unknown field `nodes`",
+        ),
+        ("id = 1 ", "id = 4294967296 ", 8, "expected u32"),
         (
             "addr = \"10.0.0.1:11211\"",
             "addr = \"10.0.0.1\"",
@@ -148,43 +161,53 @@ fn every_syntax_error_names_its_line() {
             "addr = \"10.0.0.1:11211\"",
             "addr = \"10.0.0.1:11211",
             9,
-            "not closed",
+            "invalid basic string",
         ),
         ("\"10.0.0.1:11301\"]", "\"10.0.0.1:0\"]", 10, "port 0"),
-        ("state = \"up\"", "state = \"sleeping\"", 11, "state"),
+        (
+            "state = \"up\"",
+            "state = \"sleeping\"",
+            11,
+            "unknown variant `sleeping`",
+        ),
         (
             "state = \"up\"",
             "state = \"up\"\nreplicas = 3",
             12,
-            "unknown node key",
+            "unknown field `replicas`",
         ),
-        ("id = 1 ", "id = 1\nid = 1 ", 9, "set twice"),
+        ("id = 1 ", "id = 1\nid = 1 ", 9, "duplicate key"),
         (
             "replicas = 2 ",
             "epoch = 0\nreplicas = 2 ",
             2,
-            "epochs start at 1",
+            "expected a nonzero u64",
         ),
         (
             "replicas = 2 ",
             "epoch = 3\nepoch = 3\nreplicas = 2 ",
             3,
-            "set twice",
+            "duplicate key",
         ),
         (
             "replicas = 2 ",
             "epoch = \"3\"\nreplicas = 2 ",
             2,
-            "not an integer",
+            "invalid type: string",
         ),
         (
             "replicas = 2 ",
             "colour = 2\nreplicas = 2 ",
             2,
-            "unknown key",
+            "unknown field `colour`",
         ),
-        ("id = 2\n", "", 13, "no id"),
-        ("addr = \"10.0.0.3:11211\"\n", "", 18, "no addr"),
+        ("id = 2\n", "", 13, "missing field `id`"),
+        (
+            "addr = \"10.0.0.3:11211\"\n",
+            "",
+            18,
+            "missing field `addr`",
+        ),
     ];
     for &(from, to, line, words) in cases {
         assert!(example.contains(from), "the example lacks {from:?}");
@@ -201,7 +224,7 @@ fn every_syntax_error_names_its_line() {
     }
     let missing = ClusterConfig::from_file_text("acceptors = [1]\n").unwrap_err();
     assert!(
-        missing.to_string().contains("replicas is not set"),
+        missing.to_string().contains("missing field `replicas`"),
         "{missing}"
     );
 }
@@ -304,7 +327,6 @@ fn every_invalid_configuration_is_refused_with_its_reason() {
                 vnodes_per_shard: 8192,
             },
         ),
-        (|s| s.acceptors.clear(), ConfigError::NoAcceptors),
         (
             |s| s.acceptors = vec![1, 2],
             ConfigError::AcceptorCount { count: 2 },
@@ -340,6 +362,53 @@ fn every_invalid_configuration_is_refused_with_its_reason() {
 }
 
 #[test]
+fn any_toml_spelling_of_the_file_reads_as_the_same_configuration() {
+    let text = r#"
+        "replicas" = 0x2
+        write_ack = 'quorum'
+        acceptors = [ 1, 2,
+                      3 ]
+        node = [
+            { id = 1, addr = "10.0.0.1:11211", shards = ['10.0.0.1:11300', "10.0.0.1:11301"] },
+            { id = 2, addr = "10.0.0.2:11211", shards = ["10.0.0.2:11300", "10.0.0.2:11301"], state = "up" },
+            { id = 3, addr = """10.0.0.3:11211""", shards = ["10.0.0.3:11300", "10.0.0.3:11301"] },
+        ]
+    "#;
+    assert_eq!(
+        ClusterConfig::from_file_text(text).unwrap(),
+        ClusterConfig::from_file_text(&documented_example()).unwrap()
+    );
+}
+
+#[test]
+fn a_file_without_acceptors_is_a_cluster_no_node_runs_paxos_in() {
+    let example = documented_example();
+    let text = example.replacen("acceptors = [1, 2, 3]", "", 1);
+    let config = ClusterConfig::from_file_text(&text).unwrap();
+    assert!(config.acceptors().is_empty());
+    assert_eq!(config.learners(), &[1, 2, 3]);
+    assert_eq!(
+        ClusterConfig::from_file_text(&config.to_file_text()).unwrap(),
+        config
+    );
+    // Paxos cannot run over it: a node with --data-dir refuses it, and a
+    // successor (which Paxos decides) must name acceptors.
+    assert_eq!(config.require_acceptors(), Err(ConfigError::NoAcceptors));
+    assert_eq!(
+        config.successor(config.to_spec()).unwrap_err(),
+        ConfigError::NoAcceptors
+    );
+    let with = ClusterConfig::from_file_text(&example).unwrap();
+    assert_eq!(with.require_acceptors(), Ok(()));
+    let mut without = with.to_spec();
+    without.acceptors.clear();
+    assert_eq!(
+        with.successor(without).unwrap_err(),
+        ConfigError::NoAcceptors
+    );
+}
+
+#[test]
 fn a_file_may_set_its_epoch_and_is_epoch_1_without_one() {
     let example = documented_example();
     assert!(!example.contains("epoch ="), "the example sets no epoch");
@@ -355,7 +424,7 @@ fn a_file_may_set_its_epoch_and_is_epoch_1_without_one() {
     let in_node = example.replacen("state = \"up\"", "epoch = 2", 1);
     match ClusterConfig::from_file_text(&in_node) {
         Err(ClusterFileError::Syntax { reason, .. }) => {
-            assert!(reason.contains("unknown node key"), "{reason}")
+            assert!(reason.contains("unknown field `epoch`"), "{reason}")
         }
         other => panic!("{other:?}"),
     }
@@ -539,26 +608,6 @@ fn stats_cluster_names_the_epoch_settings_and_every_node() {
     );
 }
 
-/// A tiny deterministic generator (xorshift64*), so a failing case replays.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-}
-
 /// A valid configuration drawn from `seed`: 1 to 8 nodes with ids anywhere in
 /// u32, 1 to 4 shards each on IPv4, IPv6 or named hosts, every node state, every
 /// write_ack, 1, 3 or 5 acceptors in any order, any epoch from 1 to u64::MAX.
@@ -575,14 +624,14 @@ fn random_config(seed: u64) -> ClusterConfig {
     ];
     const STATES: &[NodeState] = &[NodeState::Up, NodeState::Down, NodeState::Joining];
     const ACKS: &[WriteAck] = &[WriteAck::One, WriteAck::Quorum, WriteAck::All];
-    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut rng = Rng::new(seed);
     let count = 1 + rng.below(8) as usize;
     let mut ids: Vec<u32> = Vec::new();
     while ids.len() < count {
         let id = match rng.below(3) {
             0 => rng.below(10) as u32,
             1 => u32::MAX - rng.below(3) as u32,
-            _ => rng.next() as u32,
+            _ => rng.next_u64() as u32,
         };
         if !ids.contains(&id) {
             ids.push(id);

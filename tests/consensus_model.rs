@@ -89,7 +89,9 @@ use ringcache::consensus::{
 use stateright::{Checker, HasDiscoveries, Model, Property};
 
 /// A configuration. Every one in this model has three acceptors and one learner, so it
-/// fits in fixed arrays and is `Copy`.
+/// fits in fixed arrays and is `Copy`: the checker clones and hashes every state, and
+/// with `consensus::TestConfiguration` (the unit tests' and the simulator's, which
+/// holds `Vec`s) the CI bound took 25 s instead of 15.6 s.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct Conf {
     acceptors: [NodeId; 3],

@@ -40,7 +40,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
 use ringcache::consensus::{
-    Body, Configuration, Durable, Epoch, Input, Message, Node, NodeId, Output, ProposeResult,
+    Body, Durable, Epoch, Input, Message, Node, NodeId, Output, ProposeResult, TestConfiguration,
     DECIDED_LOG_MAX,
 };
 
@@ -63,21 +63,8 @@ const FIRST_NEW_ID: NodeId = 5;
 /// Most wiped disks per run, so that a live majority of acceptors stays possible.
 const WIPES_MAX: u64 = 2;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Conf {
-    acceptors: Vec<NodeId>,
-    learners: Vec<NodeId>,
-    tag: u64,
-}
-
-impl Configuration for Conf {
-    fn acceptors(&self) -> &[NodeId] {
-        &self.acceptors
-    }
-    fn learners(&self) -> &[NodeId] {
-        &self.learners
-    }
-}
+/// The value the simulated nodes agree on; `Conf` for short.
+type Conf = TestConfiguration;
 
 fn genesis() -> Conf {
     Conf {

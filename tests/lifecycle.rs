@@ -157,8 +157,7 @@ impl LimitMemlock for Command {
 #[test]
 fn a_node_tells_the_service_manager_when_it_is_ready_and_when_it_stops() {
     use std::os::unix::net::UnixDatagram;
-    let dir = std::env::temp_dir().join(format!("ringcache-notify-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(&dir);
+    let dir = support::scratch_dir("notify");
     let path = dir.join("notify.sock");
     let _ = std::fs::remove_file(&path);
     let manager = UnixDatagram::bind(&path).expect("bind a fake NOTIFY_SOCKET");
@@ -194,5 +193,46 @@ fn a_node_tells_the_service_manager_when_it_is_ready_and_when_it_stops() {
     let n = manager.recv(&mut buf).expect("no STOPPING from the node");
     assert_eq!(&buf[..n], b"STOPPING=1\n");
     assert!(child.wait().unwrap().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A cluster file that names no acceptors describes a cluster in which no node
+/// runs Paxos: a node serves it, and one started with `--data-dir` (which runs
+/// Paxos over the configuration) refuses it in one line.
+#[test]
+fn a_cluster_file_without_acceptors_serves_and_is_refused_with_a_data_dir() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = support::scratch_dir("no-acceptors");
+    let secret = dir.join("cluster.secret");
+    std::fs::write(
+        &secret,
+        "bm90LWEtcmFuZG9tLXNlY3JldC1idXQtbG9uZy1lbm91Z2g=\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let port = support::free_ports(2);
+    let shard_port = port + 1;
+    let file = dir.join("cluster.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "replicas = 1\nsecret_file = \"cluster.secret\"\n\n[[node]]\nid = 1\naddr = \"127.0.0.1:{port}\"\nshards = [\"127.0.0.1:{shard_port}\"]\n"
+        ),
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let args = ["--cluster", file, "--node-id", "1"];
+    {
+        let node = Server::ringcache_at("127.0.0.1", port, &args);
+        let mut client = node.connect();
+        client.set("k", b"v");
+        assert_eq!(client.get("k").as_deref(), Some(&b"v"[..]));
+    }
+    let data_dir = dir.join("data");
+    let out = run_to_exit(&[&args[..], &["--data-dir", data_dir.to_str().unwrap()]].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("no acceptors"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }

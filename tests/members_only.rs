@@ -9,7 +9,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -20,14 +20,6 @@ use support::{free_port, show, Client, Server, REPLY_TIMEOUT};
 
 /// How long a node may take to see its peers.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A directory of its own for one test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ringcache-members-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create the test's directory");
-    dir
-}
 
 /// Writes a fresh secret to `path` with `mode`.
 fn write_secret(path: &Path, mode: u32) -> Secret {
@@ -56,12 +48,9 @@ fn cluster_file(ips: &[&str], replicas: usize) -> (String, Vec<u16>) {
 }
 
 fn stats_cluster(ip: &str, port: u16) -> HashMap<String, String> {
-    let reply = Client::connect_at(ip, port).call(b"stats cluster\r\n", b"END\r\n");
-    String::from_utf8_lossy(&reply)
-        .lines()
-        .filter_map(|l| l.strip_prefix("STAT "))
-        .filter_map(|l| l.split_once(' '))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
+    Client::connect_at(ip, port)
+        .stats("cluster")
+        .into_iter()
         .collect()
 }
 
@@ -127,7 +116,7 @@ fn every_rc_line(config: &ClusterConfig) -> Vec<Vec<u8>> {
 
 #[test]
 fn every_rc_line_from_a_plain_client_is_an_error_and_the_connection_serves_on() {
-    let dir = scratch("error");
+    let dir = support::scratch_dir("members-error");
     let ip = "127.0.0.1";
     let (_server, port, config) = start_one_node(&dir, ip);
     let lines = every_rc_line(&config);
@@ -172,7 +161,7 @@ fn every_rc_line_from_a_plain_client_is_an_error_and_the_connection_serves_on() 
 
 #[test]
 fn the_admin_without_the_secret_or_with_another_changes_nothing() {
-    let dir = scratch("admin");
+    let dir = support::scratch_dir("members-admin");
     let ip = "127.0.0.1";
     let (_server, port, _) = start_one_node(&dir, ip);
     let node = format!("{ip}:{port}");
@@ -204,7 +193,7 @@ fn the_admin_without_the_secret_or_with_another_changes_nothing() {
 
 #[test]
 fn a_node_with_another_secret_cannot_join() {
-    let dir = scratch("join");
+    let dir = support::scratch_dir("members-join");
     let (ip1, ip2) = ("127.0.0.1", "127.0.0.2");
     // Each node takes its client port and the next one (its shard endpoint).
     let port1 = support::free_ports(4);
@@ -283,7 +272,7 @@ fn a_node_with_another_secret_cannot_join() {
 
 #[test]
 fn a_node_with_another_secret_gets_no_replicated_items() {
-    let dir = scratch("replica");
+    let dir = support::scratch_dir("members-replica");
     let ips = ["127.0.0.1", "127.0.0.2"];
     let (mut text, ports) = cluster_file(&ips, 2);
     text = text.replace("write_ack = \"quorum\"", "write_ack = \"one\"");
@@ -366,7 +355,7 @@ fn a_node_with_another_secret_gets_no_replicated_items() {
 
 #[test]
 fn a_secret_others_may_read_or_none_at_all_is_refused_at_start() {
-    let dir = scratch("mode");
+    let dir = support::scratch_dir("members-mode");
     let (text, _) = cluster_file(&["127.0.0.1"], 1);
     let file = dir.join("cluster.toml");
     std::fs::write(&file, &text).unwrap();

@@ -15,19 +15,7 @@
 
 mod support;
 
-use support::{matches, show, Server, REPLY_TIMEOUT};
-
-struct Step {
-    request: Vec<u8>,
-    reply: Vec<u8>,
-}
-
-fn row(request: impl AsRef<[u8]>, reply: impl AsRef<[u8]>) -> Step {
-    Step {
-        request: request.as_ref().to_vec(),
-        reply: reply.as_ref().to_vec(),
-    }
-}
+use support::table::{self, row, Reference, Step};
 
 /// `ms <key> <len> <flags>\r\n<data>\r\n`.
 fn ms(key: &str, flags: &str, data: &str) -> String {
@@ -35,88 +23,16 @@ fn ms(key: &str, flags: &str, data: &str) -> String {
     format!("ms {key} {}{sep}{flags}\r\n{data}\r\n", data.len())
 }
 
-fn replace(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(haystack.len());
-    let mut i = 0;
-    while i < haystack.len() {
-        if haystack[i..].starts_with(from) {
-            out.extend_from_slice(to);
-            i += from.len();
-        } else {
-            out.push(haystack[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
-fn run_steps(server: &Server, steps: &[Step]) -> Result<(), String> {
-    let mut client = server.connect();
-    let mut last_cas: Option<u64> = None;
-    for (index, step) in steps.iter().enumerate() {
-        let request = match last_cas {
-            Some(cas) => replace(&step.request, b"{cas}", cas.to_string().as_bytes()),
-            None => step.request.clone(),
-        };
-        client.send(&request);
-        client.send(b"mn\r\n");
-        let own_mns = step.reply.windows(4).filter(|w| w == b"MN\r\n").count();
-        let got = client
-            .read_until_nth(b"MN\r\n", own_mns + 1, REPLY_TIMEOUT)
-            .map_err(|e| format!("row {index}: request {}: {e:?}", show(&request)))?;
-        let reply = &got[..got.len() - 4];
-        match matches(&step.reply, reply) {
-            Some(cas_values) => {
-                if let Some(cas) = cas_values.last() {
-                    last_cas = Some(*cas);
-                }
-            }
-            None => {
-                return Err(format!(
-                    "row {index}: request {}\n      expected {}\n      got      {}",
-                    show(&request),
-                    show(&step.reply),
-                    show(reply)
-                ))
-            }
-        }
-    }
-    Ok(())
-}
-
-fn run_on(table: &str, servers: Vec<Server>, steps: &[Step]) {
-    let mut failures = Vec::new();
-    let mut passed = Vec::new();
-    for server in servers {
-        match run_steps(&server, steps) {
-            Ok(()) => passed.push(server.name.clone()),
-            Err(message) => failures.push(format!("[{}] {message}", server.name)),
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "table {table}: passed on {passed:?}; failed:\n{}",
-        failures.join("\n")
-    );
-}
-
-fn ringcaches() -> Vec<Server> {
-    vec![
-        Server::ringcache(&["-t", "1"]),
-        Server::ringcache(&["-t", "2"]),
-    ]
-}
-
 /// Runs `steps` on ringcache `-t 1`, `-t 2` and memcached 1.6.18.
 fn run_table(table: &str, steps: &[Step]) {
-    let mut servers = ringcaches();
-    servers.extend(Server::memcached(&[]));
-    run_on(table, servers, steps);
+    let servers = table::servers(&[], Reference::Memcached);
+    table::run_steps_on(table, servers, &table::MN, steps);
 }
 
 /// Runs `steps` on ringcache only: behaviour memcached 1.6.18 does not have.
 fn run_ringcache_table(table: &str, steps: &[Step]) {
-    run_on(table, ringcaches(), steps);
+    let servers = table::servers(&[], Reference::RingcacheOnly);
+    table::run_steps_on(table, servers, &table::MN, steps);
 }
 
 #[test]

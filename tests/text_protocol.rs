@@ -15,47 +15,8 @@
 mod support;
 
 use std::time::Duration;
-use support::{matches, show, ReadFailure, Server, REPLY_TIMEOUT};
-
-/// What one request should get back.
-enum Expect {
-    /// These bytes (a pattern with `{cas}` and `{any}`), then the connection stays open.
-    Reply(Vec<u8>),
-    /// The connection is closed, after exactly these bytes.
-    Closed(Vec<u8>),
-}
-
-/// One row: a request and its expected reply.
-struct Step {
-    request: Vec<u8>,
-    /// The request is written in pieces with a pause between them, so the
-    /// server sees it incomplete first.
-    split_at: Option<usize>,
-    expect: Expect,
-}
-
-fn row(request: impl AsRef<[u8]>, reply: impl AsRef<[u8]>) -> Step {
-    Step {
-        request: request.as_ref().to_vec(),
-        split_at: None,
-        expect: Expect::Reply(reply.as_ref().to_vec()),
-    }
-}
-
-fn closes(request: impl AsRef<[u8]>) -> Step {
-    Step {
-        request: request.as_ref().to_vec(),
-        split_at: None,
-        expect: Expect::Closed(Vec::new()),
-    }
-}
-
-fn split_row(request: impl AsRef<[u8]>, split_at: usize, reply: impl AsRef<[u8]>) -> Step {
-    Step {
-        split_at: Some(split_at),
-        ..row(request, reply)
-    }
-}
+use support::table::{self, closes, row, split_row, Expect, Reference, Step};
+use support::{show, Server};
 
 /// `set`-family request: `<cmd> <key> <flags> <exptime> <len>[ noreply]\r\n<data>\r\n`.
 fn store(cmd: &str, key: &str, flags: u32, exptime: i64, data: &[u8], noreply: bool) -> Vec<u8> {
@@ -84,138 +45,13 @@ fn value_cas(key: &str, flags: u32, data: &str) -> String {
     format!("VALUE {key} {flags} {} {{cas}}\r\n{data}\r\n", data.len())
 }
 
-/// Every server a table runs against: ringcache on one shard, ringcache on two,
-/// and the reference memcached. `args` are added to each.
-fn servers(args: &[&str]) -> Vec<Server> {
-    let mut list = Vec::new();
-    for threads in ["1", "2"] {
-        let mut full = vec!["-t", threads];
-        full.extend_from_slice(args);
-        list.push(Server::ringcache(&full));
-    }
-    if let Some(reference) = Server::memcached(args) {
-        list.push(reference);
-    }
-    list
-}
-
-/// Runs `steps` against one server; the first wrong reply is the error.
-fn run_steps(server: &Server, steps: &[Step]) -> Result<(), String> {
-    let mut client = server.connect();
-    let mut last_cas: Option<u64> = None;
-    for (index, step) in steps.iter().enumerate() {
-        let request = match last_cas {
-            Some(cas) => replace(&step.request, b"{cas}", cas.to_string().as_bytes()),
-            None => step.request.clone(),
-        };
-        let describe = |got: &[u8], why: &str| {
-            format!(
-                "row {index}: request {}\n      expected {}\n      got      {}{why}",
-                show(&request),
-                match &step.expect {
-                    Expect::Reply(p) => show(p),
-                    Expect::Closed(p) => format!("{} then close", show(p)),
-                },
-                show(got)
-            )
-        };
-        if client.has_seen_close() {
-            client = server.connect();
-        }
-        match step.split_at {
-            Some(at) => {
-                client.send(&request[..at]);
-                std::thread::sleep(Duration::from_millis(200));
-                client.send(&request[at..]);
-            }
-            None => client.send(&request),
-        }
-        match &step.expect {
-            Expect::Closed(pattern) => {
-                let got = client.read_available(Duration::from_secs(3));
-                if !client.has_seen_close() {
-                    return Err(describe(&got, " (connection still open)"));
-                }
-                if matches(pattern, &got).is_none() {
-                    return Err(describe(&got, ""));
-                }
-            }
-            Expect::Reply(pattern) => {
-                client.send(b"version\r\n");
-                let versions_in_reply = count(pattern, b"VERSION ");
-                let got = client
-                    .read_until_nth(b"VERSION ", versions_in_reply + 1, REPLY_TIMEOUT)
-                    .and_then(|mut got| {
-                        got.extend(client.read_until(b"\r\n", REPLY_TIMEOUT)?);
-                        Ok(got)
-                    });
-                let got = match got {
-                    Ok(got) => got,
-                    Err(ReadFailure::Timeout(got)) => {
-                        return Err(describe(&got, " (then no reply to the version sentinel)"))
-                    }
-                    Err(ReadFailure::Closed(got)) => {
-                        return Err(describe(&got, " (then the connection closed)"))
-                    }
-                };
-                let sentinel_at = rfind(&got, b"VERSION ").expect("sentinel present");
-                let reply = &got[..sentinel_at];
-                match matches(pattern, reply) {
-                    Some(cas_values) => {
-                        if let Some(cas) = cas_values.last() {
-                            last_cas = Some(*cas);
-                        }
-                    }
-                    None => return Err(describe(reply, "")),
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Runs a table against every server and fails with every server's first
-/// wrong row.
+/// Runs a text table on ringcache `-t 1`, `-t 2` and memcached, `args` added to each.
 fn run_table(table: &str, args: &[&str], steps: &[Step]) {
-    let mut failures = Vec::new();
-    let mut passed = Vec::new();
-    for server in servers(args) {
-        match run_steps(&server, steps) {
-            Ok(()) => passed.push(server.name.clone()),
-            Err(message) => failures.push(format!("[{}] {message}", server.name)),
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "table {table}: passed on {passed:?}; failed:\n{}",
-        failures.join("\n")
-    );
+    table::run_steps_on(table, servers(args), &table::VERSION, steps);
 }
 
-fn replace(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(haystack.len());
-    let mut i = 0;
-    while i < haystack.len() {
-        if haystack[i..].starts_with(from) {
-            out.extend_from_slice(to);
-            i += from.len();
-        } else {
-            out.push(haystack[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
-fn count(haystack: &[u8], needle: &[u8]) -> usize {
-    haystack
-        .windows(needle.len())
-        .filter(|w| *w == needle)
-        .count()
-}
-
-fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).rposition(|w| w == needle)
+fn servers(args: &[&str]) -> Vec<Server> {
+    table::servers(args, Reference::Memcached)
 }
 
 /// Keys `k0`..`k<n-1>`: with two shards, some land on each.

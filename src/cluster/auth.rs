@@ -77,9 +77,12 @@ impl Secret {
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || b"+/=\r\n ".contains(&c))
         {
-            let mut out = [0u8; crate::limits::BINARY_KEY_LEN_MAX];
-            let n = crate::protocol::meta::base64_decode(text.as_bytes(), &mut out);
-            out[..n].to_vec()
+            use base64::Engine as _;
+            // `base64` wraps its output in lines; the breaks are not the secret.
+            let unwrapped: Vec<u8> = text.bytes().filter(|c| !b"\r\n ".contains(c)).collect();
+            base64::engine::general_purpose::STANDARD
+                .decode(unwrapped)
+                .map_err(|e| format!("not base64: {e}"))?
         } else {
             return Err("neither hex nor base64".into());
         };

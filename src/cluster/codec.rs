@@ -1,6 +1,9 @@
-//! The consensus core's messages and durable state for the cluster configuration,
-//! as bytes: a [`Message`] as one text line for a peer connection, a [`Durable`]
-//! as a checksummed file (pure: values in, bytes out and back; no I/O).
+//! The consensus wire and the acceptor's disk format: the consensus core's
+//! messages and durable state for the cluster configuration, as bytes. A
+//! [`Message`] is one `px1` text line between control cores (not the data wire,
+//! [`super::wire`], nor what clients see, [`super::discovery`]); a [`Durable`] is
+//! a checksummed file in `--data-dir` (pure: values in, bytes out and back; no
+//! I/O).
 //!
 //! A configuration travels as its cluster file ([`ClusterConfig::to_file_text`],
 //! which carries its epoch), base64-encoded so that it is one token with no space
@@ -40,21 +43,23 @@
 //! Text lines, each ended by `\n`, in this order:
 //!
 //! ```text
-//! ringcache-durable 1
+//! ringcache-durable 2
 //! node_id <id>
 //! promised <ballot>
 //! round_used <round>
 //! accepted -                               (or: accepted <ballot> <epoch> <config>)
 //! decided <epoch> <config>                 (1 to DECIDED_LOG_MAX lines, epochs ascending)
-//! checksum <16 lowercase hex digits>
+//! checksum <8 lowercase hex digits>
 //! ```
 //!
-//! The checksum is 64-bit FNV-1a of every byte before the `checksum` line. A file
-//! cut short anywhere lacks its whole last line, so it is refused as torn; a file
-//! with any one byte changed is refused, because FNV-1a maps two inputs that
-//! differ in one byte to different sums (each step, xor with a byte then multiply
-//! by an odd number, is a bijection of the state). The caller writes the file
-//! whole to a temporary name, syncs it and renames it over the old one.
+//! The checksum is the CRC-32C (Castagnoli, as iSCSI and ext4 use) of every byte
+//! before the `checksum` line. A file cut short anywhere lacks its whole last
+//! line, so it is refused as torn; a file with any one byte changed is refused,
+//! because a CRC-32 catches every error confined to 32 consecutive bits. Version 1
+//! files, the same lines under a 64-bit FNV-1a sum (16 hex digits), are still
+//! read, so a node upgraded over its `--data-dir` restarts from it. The caller
+//! writes the file whole to a temporary name, syncs it and renames it over the
+//! old one.
 
 use std::fmt;
 use std::io::Write;
@@ -89,8 +94,9 @@ pub const MESSAGE_LINE_LEN_MAX: usize = FIXED_FIELDS_LEN_MAX + CATCHUP_BATCH_MAX
 /// First line of a durable file, before its version.
 pub const DURABLE_MAGIC: &[u8] = b"ringcache-durable";
 
-/// The durable file format's version; other versions are refused, not guessed at.
-pub const DURABLE_VERSION: u64 = 1;
+/// The durable file format's version this code writes. It reads this one and
+/// version 1 (see the module docs); other versions are refused, not guessed at.
+pub const DURABLE_VERSION: u64 = 2;
 
 /// Longest durable file: [`DECIDED_LOG_MAX`] decided configurations and one
 /// accepted, each of the longest size.
@@ -158,7 +164,7 @@ impl fmt::Display for DurableError {
             DurableError::NotDurable => write!(f, "not a ringcache durable file"),
             DurableError::UnsupportedVersion { version } => write!(
                 f,
-                "durable file version {version}: this ringcache reads version {DURABLE_VERSION}"
+                "durable file version {version}: this ringcache reads versions 1 to {DURABLE_VERSION}"
             ),
             DurableError::Torn => write!(
                 f,
@@ -166,7 +172,7 @@ impl fmt::Display for DurableError {
             ),
             DurableError::ChecksumMismatch { stored, computed } => write!(
                 f,
-                "durable file checksum {stored:016x} but contents sum to {computed:016x}: the file is damaged"
+                "durable file checksum {stored:x} but contents sum to {computed:x}: the file is damaged"
             ),
             DurableError::Malformed { line, reason } => {
                 write!(f, "durable file line {line}: {reason}")
@@ -399,8 +405,7 @@ pub fn encode_durable(durable: &Durable<ClusterConfig>) -> Vec<u8> {
         encode_config(value, &mut out);
         out.push(b'\n');
     }
-    let checksum = fnv1a_64(&out);
-    let _ = writeln!(out, "checksum {checksum:016x}");
+    seal(DURABLE_VERSION, &mut out);
     assert!(
         out.len() <= DURABLE_LEN_MAX,
         "a durable file of {} bytes",
@@ -423,19 +428,20 @@ pub fn decode_durable(bytes: &[u8]) -> Result<Durable<ClusterConfig>, DurableErr
     }
     let version = header.number().map_err(|_| DurableError::NotDurable)?;
     header.finish().map_err(|_| DurableError::NotDurable)?;
-    if version != DURABLE_VERSION {
+    if !(1..=DURABLE_VERSION).contains(&version) {
         return Err(DurableError::UnsupportedVersion { version });
     }
+    let (_, digits) = checksum(version, b"");
 
     let body = bytes.strip_suffix(b"\n").ok_or(DurableError::Torn)?;
     let checksum_start = memchr::memrchr(b'\n', body).ok_or(DurableError::Torn)? + 1;
     let stored = body[checksum_start..]
         .strip_prefix(b"checksum ")
-        .filter(|hex| hex.len() == 16 && hex.iter().all(|b| b"0123456789abcdef".contains(b)))
+        .filter(|hex| hex.len() == digits && hex.iter().all(|b| b"0123456789abcdef".contains(b)))
         .and_then(|hex| u64::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok())
         .ok_or(DurableError::Torn)?;
     let contents = &bytes[..checksum_start];
-    let computed = fnv1a_64(contents);
+    let (computed, _) = checksum(version, contents);
     if stored != computed {
         return Err(DurableError::ChecksumMismatch { stored, computed });
     }
@@ -662,47 +668,30 @@ pub fn decode_config(field: &[u8]) -> Result<ClusterConfig, ConfigFieldError> {
 /// not write (a missing pad, a stray `=`, set bits under the padding), so each
 /// value has one encoding.
 fn base64_decode(field: &[u8]) -> Option<Vec<u8>> {
-    fn sextet(c: u8) -> Option<u32> {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        Some(u32::from(v))
-    }
-    if !field.len().is_multiple_of(4) {
-        return None;
-    }
-    let groups = field.len() / 4;
-    let mut out = Vec::with_capacity(groups * 3);
-    for (i, group) in field.chunks_exact(4).enumerate() {
-        let pad = group.iter().rev().take_while(|&&c| c == b'=').count();
-        if pad > 2 || (pad > 0 && i + 1 != groups) {
-            return None;
-        }
-        let mut n = 0u32;
-        for &c in &group[..4 - pad] {
-            n = (n << 6) | sextet(c)?;
-        }
-        n <<= 6 * pad;
-        let hidden_bits = match pad {
-            0 => 0,
-            1 => 0xff,
-            _ => 0xffff,
-        };
-        if n & hidden_bits != 0 {
-            return None;
-        }
-        out.extend_from_slice(&[(n >> 16) as u8, (n >> 8) as u8, n as u8][..3 - pad]);
-    }
-    Some(out)
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(field).ok()
 }
 
-/// 64-bit FNV-1a. Not keyed (unlike ahash), so the sum a node wrote is the sum
-/// any later process computes.
+/// Appends the `checksum` line of a durable file of `version` whose lines so
+/// far are `out`.
+fn seal(version: u64, out: &mut Vec<u8>) {
+    let (sum, digits) = checksum(version, out);
+    // Writing to a Vec cannot fail.
+    let _ = writeln!(out, "checksum {sum:0digits$x}");
+}
+
+/// The sum of `contents` in a durable file of `version`, and how many hex
+/// digits its `checksum` line writes it in. Neither sum is keyed (unlike
+/// ahash), so the sum a node wrote is the sum any later process computes.
+fn checksum(version: u64, contents: &[u8]) -> (u64, usize) {
+    const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+    match version {
+        1 => (fnv1a_64(contents), 16),
+        _ => (u64::from(CRC32C.checksum(contents)), 8),
+    }
+}
+
+/// 64-bit FNV-1a: the checksum of version 1 files.
 fn fnv1a_64(bytes: &[u8]) -> u64 {
     const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -872,11 +861,11 @@ mod tests {
         }
     }
 
-    /// `contents` (every line up to the checksum) with a correct checksum line.
+    /// `contents` (every line up to the checksum, of the current version) with
+    /// a correct checksum line.
     fn sealed(contents: &[u8]) -> Vec<u8> {
         let mut out = contents.to_vec();
-        let sum = fnv1a_64(&out);
-        let _ = writeln!(out, "checksum {sum:016x}");
+        seal(DURABLE_VERSION, &mut out);
         out
     }
 
@@ -923,10 +912,37 @@ mod tests {
     }
 
     #[test]
-    fn fnv1a_64_gives_the_published_sums() {
-        assert_eq!(fnv1a_64(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a_64(b"a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(fnv1a_64(b"foobar"), 0x8594_4171_f739_67e8);
+    fn the_checksums_give_the_published_sums() {
+        assert_eq!(checksum(1, b""), (0xcbf2_9ce4_8422_2325, 16));
+        assert_eq!(checksum(1, b"a"), (0xaf63_dc4c_8601_ec8c, 16));
+        assert_eq!(checksum(1, b"foobar"), (0x8594_4171_f739_67e8, 16));
+        // CRC-32C's check value (RFC 3720 and the CRC catalogue).
+        assert_eq!(checksum(2, b"123456789"), (0xe306_9283, 8));
+        assert_eq!(checksum(2, b""), (0, 8));
+    }
+
+    #[test]
+    fn a_version_1_durable_file_is_still_read() {
+        let d = durable(true, 3);
+        let file = encode_durable(&d);
+        let contents = contents_of(&file);
+        let lines = contents
+            .strip_prefix(&b"ringcache-durable 2\n"[..])
+            .unwrap();
+        let mut old = [&b"ringcache-durable 1\n"[..], lines].concat();
+        let sum = fnv1a_64(&old);
+        let _ = writeln!(old, "checksum {sum:016x}");
+        assert_eq!(decode_durable(&old), Ok(d));
+        // Its own sum, not the current one, guards it.
+        let mut damaged = old.clone();
+        damaged[25] ^= 0x01;
+        assert!(matches!(
+            decode_durable(&damaged),
+            Err(DurableError::ChecksumMismatch { .. })
+        ));
+        let mut resealed = [&b"ringcache-durable 1\n"[..], lines].concat();
+        seal(2, &mut resealed);
+        assert_eq!(decode_durable(&resealed), Err(DurableError::Torn));
     }
 
     #[test]
@@ -1291,7 +1307,7 @@ mod tests {
         let mut field = Vec::new();
         base64_encode(d.decided[0].1.to_file_text().as_bytes(), &mut field);
         let contents = format!(
-            "ringcache-durable 1\n\
+            "ringcache-durable 2\n\
              node_id 7\n\
              promised 4.2\n\
              round_used 3\n\
@@ -1302,8 +1318,8 @@ mod tests {
         assert_eq!(
             file,
             format!(
-                "{contents}checksum {:016x}\n",
-                fnv1a_64(contents.as_bytes())
+                "{contents}checksum {:08x}\n",
+                checksum(2, contents.as_bytes()).0
             )
         );
         let d = durable(true, 1);
@@ -1377,8 +1393,8 @@ mod tests {
         let malformed = |line, reason| DurableError::Malformed { line, reason };
         let cases: Vec<Case> = vec![
             (
-                &|l| l[0] = "ringcache-durable 2".into(),
-                DurableError::UnsupportedVersion { version: 2 },
+                &|l| l[0] = "ringcache-durable 3".into(),
+                DurableError::UnsupportedVersion { version: 3 },
             ),
             (
                 &|l| l[0] = "ringcache-durable".into(),
@@ -1389,7 +1405,7 @@ mod tests {
                 DurableError::NotDurable,
             ),
             (
-                &|l| l[0] = "ringcache-durable 1 1".into(),
+                &|l| l[0] = "ringcache-durable 2 1".into(),
                 DurableError::NotDurable,
             ),
             (&|l| l[0] = "ringcache 1".into(), DurableError::NotDurable),

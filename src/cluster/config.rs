@@ -10,17 +10,17 @@
 //!
 //! # Format
 //!
-//! The cluster file is a small subset of TOML (any TOML reader accepts it):
-//! `key = value` lines, `#` comments, and one `[[node]]` table per node. Values
-//! are integers, double-quoted strings without escapes, and arrays of those
-//! (which may span lines). Top-level keys come before the first `[[node]]`.
+//! The cluster file is TOML (read with the `toml` crate, so any valid TOML
+//! spelling of the same keys is accepted): top-level keys, then one `[[node]]`
+//! table per node. An unknown key, a key set twice or a value of the wrong type
+//! is an error naming its line.
 //!
 //! ```toml
 //! # ringcache cluster: 3 nodes, 2 shards each, every key on 2 nodes.
 //! replicas = 2                # copies of each key, on distinct nodes (R)
 //! vnodes_per_shard = 160      # ring points per shard endpoint (default 160)
 //! write_ack = "quorum"        # "one", "quorum" or "all" (default "quorum")
-//! acceptors = [1, 2, 3]       # node ids that run Paxos with durable state
+//! acceptors = [1, 2, 3]       # node ids that run Paxos (absent: no node does)
 //!
 //! [[node]]
 //! id = 1                      # stable node id, never reused
@@ -57,6 +57,9 @@ use std::collections::HashSet;
 use std::fmt;
 use std::fmt::Write as _;
 use std::net::IpAddr;
+use std::num::NonZeroU64;
+
+use serde::Deserialize;
 
 use super::ring::{ketama_name, POINTS_PER_SERVER_DEFAULT};
 use crate::consensus::{self, Configuration, NodeId};
@@ -77,7 +80,8 @@ pub const CLUSTER_FILE_LEN_MAX: usize = 1 << 20;
 pub const HOST_LEN_MAX: usize = 253;
 
 /// A `host:port` address (`[v6addr]:port` for IPv6).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Endpoint {
     /// Host name or IP literal, without IPv6 brackets.
     pub host: String,
@@ -140,6 +144,14 @@ impl Endpoint {
     }
 }
 
+impl TryFrom<String> for Endpoint {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Endpoint, String> {
+        Endpoint::parse(&text)
+    }
+}
+
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.host.contains(':') {
@@ -151,8 +163,10 @@ impl fmt::Display for Endpoint {
 }
 
 /// Whether a node is on the ring and how it is read (see the module docs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum NodeState {
+    #[default]
     Up,
     Down,
     Joining,
@@ -172,23 +186,16 @@ impl NodeState {
     pub fn is_on_ring(self) -> bool {
         matches!(self, NodeState::Up | NodeState::Down)
     }
-
-    fn parse(text: &str) -> Option<NodeState> {
-        match text {
-            "up" => Some(NodeState::Up),
-            "down" => Some(NodeState::Down),
-            "joining" => Some(NodeState::Joining),
-            _ => None,
-        }
-    }
 }
 
 /// How many owners must have applied a write before the client hears `STORED`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum WriteAck {
     /// The primary alone.
     One,
     /// A majority of the R owners: R/2 + 1.
+    #[default]
     Quorum,
     /// All R owners.
     All,
@@ -211,26 +218,20 @@ impl WriteAck {
             WriteAck::All => replicas,
         }
     }
-
-    fn parse(text: &str) -> Option<WriteAck> {
-        match text {
-            "one" => Some(WriteAck::One),
-            "quorum" => Some(WriteAck::Quorum),
-            "all" => Some(WriteAck::All),
-            _ => None,
-        }
-    }
 }
 
-/// One node as the configuration describes it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One node as the configuration describes it (a `[[node]]` table of the file).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// Stable across restarts and epochs; never given to another node.
     pub id: u32,
     /// Where memcached clients connect (the node's shared port).
+    #[serde(rename = "addr")]
     pub client_addr: Endpoint,
     /// One endpoint per shard, shard 0 first: each is one "server" on the ring.
     pub shards: Vec<Endpoint>,
+    #[serde(default)]
     pub state: NodeState,
 }
 
@@ -284,6 +285,7 @@ pub enum ConfigError {
     VnodesInvalid {
         vnodes_per_shard: usize,
     },
+    /// Paxos is to run over a configuration that names no acceptors.
     NoAcceptors,
     AcceptorCount {
         count: usize,
@@ -340,7 +342,10 @@ impl fmt::Display for ConfigError {
                 f,
                 "vnodes_per_shard = {vnodes_per_shard}: must be a multiple of 4 from 4 to {VNODES_PER_SHARD_MAX}"
             ),
-            ConfigError::NoAcceptors => write!(f, "no acceptors: name 1, 3 or 5 node ids"),
+            ConfigError::NoAcceptors => write!(
+                f,
+                "no acceptors: Paxos (a node with --data-dir) needs acceptors = [...] naming 1, 3 or 5 node ids"
+            ),
             ConfigError::AcceptorCount { count } => write!(
                 f,
                 "{count} acceptors: use an odd number up to {ACCEPTORS_MAX} (an even number tolerates no more failures than one fewer)"
@@ -428,11 +433,24 @@ impl ClusterConfig {
     }
 
     /// The configuration that follows this one: `spec` at the next epoch. Node
-    /// ids handed out so far stay used even if `spec` asks for fewer.
+    /// ids handed out so far stay used even if `spec` asks for fewer. Paxos
+    /// decides every successor, so it must name acceptors.
     pub fn successor(&self, mut spec: ClusterSpec) -> Result<ClusterConfig, ConfigError> {
         let epoch = self.epoch.checked_add(1).expect("epoch overflow");
         spec.next_node_id = spec.next_node_id.max(self.next_node_id);
-        ClusterConfig::new(epoch, spec)
+        let next = ClusterConfig::new(epoch, spec)?;
+        next.require_acceptors()?;
+        Ok(next)
+    }
+
+    /// Checks that Paxos can run over this configuration: a node with
+    /// `--data-dir` refuses one that names no acceptors, which is valid only
+    /// for a cluster whose nodes all run without it.
+    pub fn require_acceptors(&self) -> Result<(), ConfigError> {
+        if self.acceptors.is_empty() {
+            return Err(ConfigError::NoAcceptors);
+        }
+        Ok(())
     }
 
     /// Reads a cluster file (see the module docs): its configuration is at the
@@ -625,9 +643,8 @@ fn validate(spec: &ClusterSpec) -> Result<(), ConfigError> {
             vnodes_per_shard: v,
         });
     }
-    if spec.acceptors.is_empty() {
-        return Err(ConfigError::NoAcceptors);
-    }
+    // No acceptors is a cluster in which no node runs Paxos: its configuration
+    // changes only by a newer file (see [`ClusterConfig::require_acceptors`]).
     let mut acceptors = HashSet::new();
     for &id in &spec.acceptors {
         if !acceptors.insert(id) {
@@ -638,7 +655,7 @@ fn validate(spec: &ClusterSpec) -> Result<(), ConfigError> {
         }
     }
     let count = spec.acceptors.len();
-    if count.is_multiple_of(2) || count > ACCEPTORS_MAX {
+    if count > 0 && (count.is_multiple_of(2) || count > ACCEPTORS_MAX) {
         return Err(ConfigError::AcceptorCount { count });
     }
     Ok(())
@@ -664,7 +681,8 @@ fn check_endpoint(endpoint: &Endpoint) -> Result<(), ConfigError> {
 /// Why a cluster file was not read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClusterFileError {
-    /// The text is not in the format; `line` counts from 1.
+    /// The text is not TOML, or not a cluster file's keys and types; `line`
+    /// counts from 1.
     Syntax { line: usize, reason: String },
     /// The text parsed but does not describe a valid cluster.
     Invalid(ConfigError),
@@ -681,39 +699,32 @@ impl fmt::Display for ClusterFileError {
 
 impl std::error::Error for ClusterFileError {}
 
-/// One parsed value of the TOML subset.
-#[derive(Clone, Debug, PartialEq)]
-enum Value {
-    Int(u64),
-    Str(String),
-    Array(Vec<Value>),
+/// The cluster file as TOML lays it out (see the module docs): serde checks
+/// its keys and their types, [`ClusterConfig::new`] the configuration.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterFile {
+    epoch: Option<NonZeroU64>,
+    replicas: usize,
+    #[serde(default = "vnodes_per_shard_default")]
+    vnodes_per_shard: usize,
+    #[serde(default)]
+    write_ack: WriteAck,
+    /// Absent when no node runs Paxos (see [`ClusterConfig::require_acceptors`]).
+    #[serde(default)]
+    acceptors: Vec<u32>,
+    #[serde(default)]
+    next_node_id: u32,
+    /// This node's own setting, not part of the configuration: see
+    /// [`secret_file_of`].
+    #[allow(dead_code)]
+    secret_file: Option<String>,
+    #[serde(default, rename = "node")]
+    nodes: Vec<NodeConfig>,
 }
 
-impl Value {
-    fn kind(&self) -> &'static str {
-        match self {
-            Value::Int(_) => "an integer",
-            Value::Str(_) => "a string",
-            Value::Array(_) => "an array",
-        }
-    }
-}
-
-/// A `[[node]]` table as read, each field with the line it came from.
-#[derive(Default)]
-struct NodeTable {
-    header_line: usize,
-    id: Option<u32>,
-    addr: Option<Endpoint>,
-    shards: Option<Vec<Endpoint>>,
-    state: Option<NodeState>,
-}
-
-fn syntax(line: usize, reason: impl Into<String>) -> ClusterFileError {
-    ClusterFileError::Syntax {
-        line,
-        reason: reason.into(),
-    }
+fn vnodes_per_shard_default() -> usize {
+    POINTS_PER_SERVER_DEFAULT
 }
 
 /// The file's top-level `secret_file = "PATH"`, if it sets one: where the node
@@ -721,20 +732,11 @@ fn syntax(line: usize, reason: impl Into<String>) -> ClusterFileError {
 /// node's own setting, so no configuration value carries it and
 /// [`ClusterConfig::to_file_text`] does not write it.
 pub fn secret_file_of(text: &str) -> Option<String> {
-    for raw in text.lines() {
-        let line = strip_comment(raw, 0).ok()?.trim();
-        if line.starts_with('[') && !line.contains('=') {
-            return None;
-        }
-        if let Some((key, value)) = line.split_once('=') {
-            if key.trim() == "secret_file" {
-                if let Ok(Value::Str(path)) = parse_value(value.trim()) {
-                    return Some(path);
-                }
-            }
-        }
+    #[derive(Deserialize)]
+    struct SecretFile {
+        secret_file: Option<String>,
     }
-    None
+    toml::from_str::<SecretFile>(text).ok()?.secret_file
 }
 
 /// Parses the cluster file's text into an unchecked [`ClusterSpec`]. The file's
@@ -747,309 +749,35 @@ pub fn parse_cluster_file(text: &str) -> Result<ClusterSpec, ClusterFileError> {
 /// an unchecked [`ClusterSpec`].
 pub fn parse_cluster_file_with_epoch(text: &str) -> Result<(u64, ClusterSpec), ClusterFileError> {
     if text.len() > CLUSTER_FILE_LEN_MAX {
-        return Err(syntax(
-            1,
-            format!("the file is longer than {CLUSTER_FILE_LEN_MAX} bytes"),
-        ));
+        return Err(ClusterFileError::Syntax {
+            line: 1,
+            reason: format!("the file is longer than {CLUSTER_FILE_LEN_MAX} bytes"),
+        });
     }
-    let mut epoch: Option<u64> = None;
-    let mut replicas: Option<usize> = None;
-    let mut vnodes: Option<usize> = None;
-    let mut write_ack: Option<WriteAck> = None;
-    let mut acceptors: Option<Vec<u32>> = None;
-    let mut next_node_id: Option<u32> = None;
-    let mut nodes: Vec<NodeTable> = Vec::new();
-
-    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
-    while let Some((line_no, raw)) = lines.next() {
-        let line = strip_comment(raw, line_no)?.trim();
-        if line.is_empty() {
-            continue;
+    let file: ClusterFile = toml::from_str(text).map_err(|e| {
+        let at = e.span().map_or(0, |span| span.start);
+        ClusterFileError::Syntax {
+            line: 1 + text.as_bytes()[..at]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count(),
+            reason: e.message().trim_end().to_string(),
         }
-        if line.starts_with('[') && !line.contains('=') {
-            if line != "[[node]]" {
-                return Err(syntax(
-                    line_no,
-                    format!("unknown table {line:?}: the only table is [[node]]"),
-                ));
-            }
-            nodes.push(NodeTable {
-                header_line: line_no,
-                ..NodeTable::default()
-            });
-            continue;
-        }
-        let (key, value_text) = line
-            .split_once('=')
-            .ok_or_else(|| syntax(line_no, format!("expected key = value, found {line:?}")))?;
-        let key = key.trim();
-        let mut value_text = value_text.trim().to_string();
-        // An array may continue over the next lines until its `]`.
-        if value_text.starts_with('[') {
-            while !array_closed(&value_text) {
-                let Some((next_no, next_raw)) = lines.next() else {
-                    return Err(syntax(line_no, "this array has no closing ]"));
-                };
-                value_text.push(' ');
-                value_text.push_str(strip_comment(next_raw, next_no)?.trim());
-            }
-        }
-        let value = parse_value(&value_text).map_err(|r| syntax(line_no, r))?;
-        let dup = || syntax(line_no, format!("{key} is set twice"));
-        match nodes.last_mut() {
-            None => match key {
-                "replicas" => set_once(&mut replicas, as_usize(key, &value, line_no)?, dup)?,
-                "vnodes_per_shard" => set_once(&mut vnodes, as_usize(key, &value, line_no)?, dup)?,
-                "write_ack" => {
-                    let s = as_str(key, &value, line_no)?;
-                    let ack = WriteAck::parse(s).ok_or_else(|| {
-                        syntax(line_no, format!("write_ack = {s:?}: use \"one\", \"quorum\" or \"all\""))
-                    })?;
-                    set_once(&mut write_ack, ack, dup)?
-                }
-                "acceptors" => {
-                    let Value::Array(items) = &value else {
-                        return Err(syntax(line_no, format!("acceptors is {}, not an array of node ids", value.kind())));
-                    };
-                    let ids = items
-                        .iter()
-                        .map(|v| as_u32("acceptors", v, line_no))
-                        .collect::<Result<Vec<u32>, _>>()?;
-                    set_once(&mut acceptors, ids, dup)?
-                }
-                "next_node_id" => {
-                    set_once(&mut next_node_id, as_u32(key, &value, line_no)?, dup)?
-                }
-                // This node's own setting, not part of the configuration:
-                // see [`secret_file_of`].
-                "secret_file" => {
-                    as_str(key, &value, line_no)?;
-                }
-                "epoch" => {
-                    let Value::Int(n) = value else {
-                        return Err(syntax(line_no, format!("epoch is {}, not an integer", value.kind())));
-                    };
-                    if n == 0 {
-                        return Err(syntax(line_no, "epoch = 0: epochs start at 1"));
-                    }
-                    set_once(&mut epoch, n, dup)?
-                }
-                _ => {
-                    return Err(syntax(
-                        line_no,
-                        format!("unknown key {key:?} (top-level keys: epoch, replicas, vnodes_per_shard, write_ack, acceptors, next_node_id, secret_file)"),
-                    ))
-                }
-            },
-            Some(node) => match key {
-                "id" => set_once(&mut node.id, as_u32(key, &value, line_no)?, dup)?,
-                "addr" => {
-                    let e = Endpoint::parse(as_str(key, &value, line_no)?)
-                        .map_err(|r| syntax(line_no, format!("addr: {r}")))?;
-                    set_once(&mut node.addr, e, dup)?
-                }
-                "shards" => {
-                    let Value::Array(items) = &value else {
-                        return Err(syntax(line_no, format!("shards is {}, not an array of \"host:port\"", value.kind())));
-                    };
-                    let endpoints = items
-                        .iter()
-                        .map(|v| {
-                            Endpoint::parse(as_str("shards", v, line_no)?)
-                                .map_err(|r| syntax(line_no, format!("shards: {r}")))
-                        })
-                        .collect::<Result<Vec<Endpoint>, _>>()?;
-                    set_once(&mut node.shards, endpoints, dup)?
-                }
-                "state" => {
-                    let s = as_str(key, &value, line_no)?;
-                    let state = NodeState::parse(s).ok_or_else(|| {
-                        syntax(line_no, format!("state = {s:?}: use \"up\", \"down\" or \"joining\""))
-                    })?;
-                    set_once(&mut node.state, state, dup)?
-                }
-                _ => {
-                    return Err(syntax(
-                        line_no,
-                        format!("unknown node key {key:?} (node keys: id, addr, shards, state; top-level keys go before the first [[node]])"),
-                    ))
-                }
-            },
-        }
-    }
-
-    let nodes = nodes
-        .into_iter()
-        .map(|t| {
-            let missing =
-                |what: &str| syntax(t.header_line, format!("this [[node]] has no {what}"));
-            Ok(NodeConfig {
-                id: t.id.ok_or_else(|| missing("id"))?,
-                client_addr: t.addr.ok_or_else(|| missing("addr"))?,
-                shards: t.shards.ok_or_else(|| missing("shards"))?,
-                state: t.state.unwrap_or(NodeState::Up),
-            })
-        })
-        .collect::<Result<Vec<NodeConfig>, ClusterFileError>>()?;
-    let last_line = text.lines().count().max(1);
+    })?;
     let spec = ClusterSpec {
-        nodes,
-        replicas: replicas.ok_or_else(|| syntax(last_line, "replicas is not set"))?,
-        vnodes_per_shard: vnodes.unwrap_or(POINTS_PER_SERVER_DEFAULT),
-        write_ack: write_ack.unwrap_or(WriteAck::Quorum),
-        acceptors: acceptors.ok_or_else(|| syntax(last_line, "acceptors is not set"))?,
-        next_node_id: next_node_id.unwrap_or(0),
+        nodes: file.nodes,
+        replicas: file.replicas,
+        vnodes_per_shard: file.vnodes_per_shard,
+        write_ack: file.write_ack,
+        acceptors: file.acceptors,
+        next_node_id: file.next_node_id,
     };
-    Ok((epoch.unwrap_or(1), spec))
-}
-
-fn set_once<T>(
-    slot: &mut Option<T>,
-    value: T,
-    dup: impl FnOnce() -> ClusterFileError,
-) -> Result<(), ClusterFileError> {
-    if slot.is_some() {
-        return Err(dup());
-    }
-    *slot = Some(value);
-    Ok(())
-}
-
-fn as_str<'a>(key: &str, v: &'a Value, line: usize) -> Result<&'a str, ClusterFileError> {
-    match v {
-        Value::Str(s) => Ok(s),
-        other => Err(syntax(
-            line,
-            format!("{key} is {}, not a string", other.kind()),
-        )),
-    }
-}
-
-fn as_usize(key: &str, v: &Value, line: usize) -> Result<usize, ClusterFileError> {
-    match v {
-        Value::Int(n) => {
-            usize::try_from(*n).map_err(|_| syntax(line, format!("{key} is too large")))
-        }
-        other => Err(syntax(
-            line,
-            format!("{key} is {}, not an integer", other.kind()),
-        )),
-    }
-}
-
-fn as_u32(key: &str, v: &Value, line: usize) -> Result<u32, ClusterFileError> {
-    match v {
-        Value::Int(n) => u32::try_from(*n)
-            .map_err(|_| syntax(line, format!("{key}: node id {n} is above {}", u32::MAX))),
-        other => Err(syntax(
-            line,
-            format!("{key} holds {}, not a node id", other.kind()),
-        )),
-    }
-}
-
-/// The line without its `#` comment (a `#` inside a string is kept).
-fn strip_comment(line: &str, line_no: usize) -> Result<&str, ClusterFileError> {
-    let mut in_string = false;
-    for (i, c) in line.char_indices() {
-        match c {
-            '"' => in_string = !in_string,
-            '\\' if in_string => {
-                return Err(syntax(line_no, "escapes (\\) in strings are not supported"))
-            }
-            '#' if !in_string => return Ok(&line[..i]),
-            _ => {}
-        }
-    }
-    if in_string {
-        return Err(syntax(line_no, "a string is not closed on this line"));
-    }
-    Ok(line)
-}
-
-/// Whether every `[` outside strings has its `]`.
-fn array_closed(text: &str) -> bool {
-    let mut depth = 0i32;
-    let mut in_string = false;
-    for c in text.chars() {
-        match c {
-            '"' => in_string = !in_string,
-            '[' if !in_string => depth += 1,
-            ']' if !in_string => depth -= 1,
-            _ => {}
-        }
-    }
-    depth <= 0
-}
-
-/// Parses one whole value: an integer, a string, or a flat array of them.
-fn parse_value(text: &str) -> Result<Value, String> {
-    let (value, rest) = parse_value_prefix(text.trim_start())?;
-    if !rest.trim().is_empty() {
-        return Err(format!("unexpected {:?} after the value", rest.trim()));
-    }
-    Ok(value)
-}
-
-fn parse_value_prefix(text: &str) -> Result<(Value, &str), String> {
-    if let Some(rest) = text.strip_prefix('"') {
-        let end = rest.find('"').ok_or("a string is not closed")?;
-        return Ok((Value::Str(rest[..end].to_string()), &rest[end + 1..]));
-    }
-    if let Some(mut rest) = text.strip_prefix('[') {
-        let mut items = Vec::new();
-        loop {
-            rest = rest.trim_start();
-            if let Some(after) = rest.strip_prefix(']') {
-                return Ok((Value::Array(items), after));
-            }
-            if rest.starts_with('[') {
-                return Err("arrays inside arrays are not supported".into());
-            }
-            let (item, after) = parse_value_prefix(rest)?;
-            items.push(item);
-            rest = after.trim_start();
-            if let Some(after) = rest.strip_prefix(',') {
-                rest = after;
-            } else if !rest.starts_with(']') {
-                return Err("expected , or ] in the array".into());
-            }
-        }
-    }
-    let digits_len = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '_'))
-        .unwrap_or(text.len());
-    let digits = &text[..digits_len];
-    if digits.is_empty() {
-        return Err(format!(
-            "expected an integer, \"string\" or [array], found {:?}",
-            text.split_whitespace().next().unwrap_or("")
-        ));
-    }
-    let n: u64 = digits
-        .replace('_', "")
-        .parse()
-        .map_err(|_| format!("{digits:?} is not an integer from 0 to {}", u64::MAX))?;
-    Ok((Value::Int(n), &text[digits_len..]))
+    Ok((file.epoch.map_or(1, NonZeroU64::get), spec))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn values_of_the_subset_parse() {
-        assert_eq!(parse_value("12"), Ok(Value::Int(12)));
-        assert_eq!(parse_value("1_000"), Ok(Value::Int(1000)));
-        assert_eq!(parse_value("\"a:1\""), Ok(Value::Str("a:1".into())));
-        assert_eq!(
-            parse_value("[1, 2,]"),
-            Ok(Value::Array(vec![Value::Int(1), Value::Int(2)]))
-        );
-        assert!(parse_value("[[1]]").is_err());
-        assert!(parse_value("1 2").is_err());
-        assert!(parse_value("true").is_err());
-    }
 
     #[test]
     fn endpoints_parse_with_ipv6_in_brackets() {

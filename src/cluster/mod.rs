@@ -1,13 +1,18 @@
-//! Placement: the consistent-hash ring, the cluster configuration, who owns a
-//! key, how the configuration is shown to clients, what nodes say to each other
-//! on the data path, and the configuration's consensus messages and durable state
-//! as bytes, the handshake that keeps `rc` lines to members, and the removals a
-//! shard remembers (pure).
+//! Placement and the cluster's three wires (pure):
+//! - [`ring`], [`placement`]: the consistent-hash ring and who owns a key;
+//! - [`config`]: the cluster configuration and the cluster file;
+//! - [`discovery`]: the client wire, how the configuration is shown to memcached
+//!   clients (`stats cluster`, `config get cluster`);
+//! - [`wire`]: the node-to-node data wire (memcached's protocol plus `rc` lines);
+//! - [`codec`]: the consensus wire (Paxos messages, `px1` lines) and the
+//!   acceptor's durable file;
+//! - [`auth`]: the handshake that keeps `rc` and `px1` lines to members;
+//! - [`tombstones`]: the removals a shard remembers, with their CAS uniques.
 
 pub mod auth;
 pub mod codec;
 pub mod config;
-pub mod encode;
+pub mod discovery;
 pub mod placement;
 pub mod ring;
 pub mod tombstones;

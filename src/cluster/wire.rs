@@ -1,4 +1,7 @@
-//! What nodes say to each other on the data path (pure: bytes in, bytes out).
+//! The node-to-node data wire: what nodes say to each other about keys
+//! (forwarded requests, replication, recovery), on the peer connections between
+//! shards (pure: bytes in, bytes out). Clients never see it; configuration
+//! agreement travels on [`super::codec`]'s consensus wire.
 //!
 //! Node-to-node traffic is memcached's own protocol, so a packet capture reads
 //! it and the receiving node parses it with the client parser. Three additions,

@@ -38,11 +38,13 @@
 
 mod message;
 mod node;
+mod test_configuration;
 #[cfg(test)]
 mod tests;
 
 pub use message::{Accepted, Ballot, Body, Durable, Input, Message, Output, ProposeResult};
 pub use node::Node;
+pub use test_configuration::TestConfiguration;
 
 /// A node's stable identity; a node that lost its durable state gets a new one.
 pub type NodeId = u64;

@@ -5,21 +5,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use super::*;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Conf {
-    acceptors: Vec<NodeId>,
-    learners: Vec<NodeId>,
-    tag: u64,
-}
-
-impl Configuration for Conf {
-    fn acceptors(&self) -> &[NodeId] {
-        &self.acceptors
-    }
-    fn learners(&self) -> &[NodeId] {
-        &self.learners
-    }
-}
+/// The value the tests agree on; `Conf` for short.
+type Conf = TestConfiguration;
 
 fn conf(acceptors: &[NodeId], tag: u64) -> Conf {
     Conf {

@@ -19,6 +19,7 @@ use std::io::Write as _;
 use super::{count_miss_cause, reply, ShardState};
 use crate::protocol::meta::{base64_encode, MetaCommand, MetaRequest, SetMode};
 use crate::protocol::text::{ArithOp, StoreMode};
+use crate::storage::arith::format_u64;
 use crate::storage::ttl::{expiry, Clock};
 use crate::storage::{ArithOutcome, StoreOptions, StoreOutcome};
 
@@ -430,20 +431,6 @@ fn arith(shard: &mut ShardState, req: &MetaRequest, clock: &Clock, out: &mut Vec
     if f.quiet && !created {
         out.truncate(start);
     }
-}
-
-fn format_u64(value: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    let mut v = value;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    &buf[i..]
 }
 
 /// `me <key>`: memcached's debug line, without bumping the item.

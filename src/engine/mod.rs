@@ -16,7 +16,9 @@ use std::fmt::Write as _;
 pub mod binary;
 pub mod meta;
 
-use crate::protocol::text::{ArithOp, GetEnding, GetKind, Keys, Reply, Request, StoreMode};
+use crate::protocol::text::{
+    safe_strtoul, ArithOp, GetEnding, GetKind, Keys, Reply, Request, StoreMode,
+};
 use crate::stats::{Latency, ShardStats, LATENCY_BUCKETS_US, LATENCY_QUANTILES};
 use crate::storage::ttl::{expiry, Clock};
 use crate::storage::{
@@ -469,8 +471,8 @@ pub fn write_stats(group: &[u8], view: &NodeView, out: &mut Vec<u8>) {
         b"cachedump" => {
             let numbers = (args.next(), args.next());
             let line: &[u8] = match numbers {
-                (Some(id), Some(limit)) => match (parse_u64(id), parse_u64(limit)) {
-                    (Some(id), Some(_)) if id < SLAB_CLASSES_MAX => reply::END,
+                (Some(id), Some(limit)) => match (safe_strtoul(id), safe_strtoul(limit)) {
+                    (Some(id), Some(_)) if u64::from(id) < SLAB_CLASSES_MAX => reply::END,
                     (Some(_), Some(_)) => b"CLIENT_ERROR Illegal slab id\r\n",
                     _ => b"CLIENT_ERROR bad command line format\r\n",
                 },
@@ -481,10 +483,6 @@ pub fn write_stats(group: &[u8], view: &NodeView, out: &mut Vec<u8>) {
         _ => return w.0.extend_from_slice(reply::ERROR),
     }
     w.0.extend_from_slice(reply::END);
-}
-
-fn parse_u64(s: &[u8]) -> Option<u64> {
-    std::str::from_utf8(s).ok()?.parse().ok()
 }
 
 /// The general `stats`, in memcached 1.6.18's order, leaving out what this server
@@ -1238,6 +1236,13 @@ mod tests {
             (b"cachedump", "CLIENT_ERROR bad command line\r\n"),
             (b"cachedump 1 1", "END\r\n"),
             (b"cachedump 64 1", "CLIENT_ERROR Illegal slab id\r\n"),
+            // memcached reads both with safe_strtoul, keeping the low 32 bits.
+            (b"cachedump 4294967297 1", "END\r\n"),
+            (b"cachedump +1 1", "END\r\n"),
+            (
+                b"cachedump 1 -1",
+                "CLIENT_ERROR bad command line format\r\n",
+            ),
             (b"cachedump x 1", "CLIENT_ERROR bad command line format\r\n"),
         ] {
             assert_eq!(

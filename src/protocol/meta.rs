@@ -426,8 +426,6 @@ fn opaque_too_long(req: &MetaRequest) -> bool {
         .any(|token| token[0] == b'O' && token.len() > META_OPAQUE_LEN_MAX)
 }
 
-const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
 /// The 6-bit value of a base64 character; `=` is 0; `None` for anything else.
 fn base64_value(c: u8) -> Option<u8> {
     match c {
@@ -444,6 +442,8 @@ fn base64_value(c: u8) -> Option<u8> {
 /// memcached's `base64_decode`: characters outside the alphabet are skipped, the
 /// rest must come in groups of four, and decoding stops after the first group
 /// with padding. Returns the decoded length, 0 when the input is refused.
+/// Written out rather than taken from the base64 crate, which (rightly) refuses
+/// the keys this leniency lets through, where memcached serves them.
 pub fn base64_decode(src: &[u8], out: &mut [u8; BINARY_KEY_LEN_MAX]) -> usize {
     let count = src.iter().filter(|&&c| base64_value(c).is_some()).count();
     if count == 0 || count % 4 != 0 || count / 4 * 3 > out.len() {
@@ -478,23 +478,18 @@ pub fn base64_decode(src: &[u8], out: &mut [u8; BINARY_KEY_LEN_MAX]) -> usize {
     pos
 }
 
-/// Appends `src` in base64 with `=` padding, as memcached prints a binary key.
+/// Appends `src` in standard base64 with `=` padding, as memcached prints a
+/// binary key (and as the cluster's wires carry bytes). Into `out`'s spare
+/// capacity: no allocation once the buffer has grown.
 pub fn base64_encode(src: &[u8], out: &mut Vec<u8>) {
-    for chunk in src.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(BASE64[(n >> (18 - 6 * i)) as usize & 63]);
-            } else {
-                out.push(b'=');
-            }
-        }
-    }
+    use base64::Engine as _;
+    let start = out.len();
+    let len = base64::encoded_len(src.len(), true).expect("a key or value far below usize::MAX");
+    out.resize(start + len, 0);
+    let written = base64::engine::general_purpose::STANDARD
+        .encode_slice(src, &mut out[start..])
+        .expect("sized by encoded_len");
+    debug_assert_eq!(written, len);
 }
 
 #[cfg(test)]

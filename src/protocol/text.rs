@@ -656,7 +656,9 @@ fn c_number(s: &[u8]) -> Option<CNumber> {
             .checked_add(u64::from(d - b'0'))?;
     }
     let end = i + digits;
-    let ends_token = end == s.len() || is_c_space(s[end]);
+    // A NUL ends a C string: an item's value (read for incr/decr) may hold one,
+    // while a command line never does (it ends at its first NUL).
+    let ends_token = end == s.len() || is_c_space(s[end]) || s[end] == 0;
     ends_token.then_some(CNumber {
         magnitude,
         negative,
@@ -665,7 +667,7 @@ fn c_number(s: &[u8]) -> Option<CNumber> {
 }
 
 /// memcached's `safe_strtoull`: `strtoull`, refusing a sign that made it negative.
-pub(super) fn safe_strtoull(s: &[u8]) -> Option<u64> {
+pub fn safe_strtoull(s: &[u8]) -> Option<u64> {
     let n = c_number(s)?;
     debug_assert!(n.end <= s.len());
     let value = if n.negative {
@@ -681,7 +683,7 @@ pub(super) fn safe_strtoull(s: &[u8]) -> Option<u64> {
 
 /// memcached's `safe_strtoul` on a 64-bit host: `strtoul` is 64 bits wide there, and
 /// memcached keeps the low 32 bits (flags 4294967297 are stored as 1).
-pub(super) fn safe_strtoul(s: &[u8]) -> Option<u32> {
+pub fn safe_strtoul(s: &[u8]) -> Option<u32> {
     safe_strtoull(s).map(|v| v as u32)
 }
 
@@ -1537,5 +1539,29 @@ mod tests {
         assert_eq!(safe_strtol(b"9223372036854775807"), Some(-1));
         assert_eq!(safe_strtol(b"-5"), Some(-5));
         assert_eq!(safe_strtoul(b"4294967296"), Some(0));
+    }
+
+    #[test]
+    fn numbers_in_values_parse_as_memcached_parses_them() {
+        // Each case was checked against memcached 1.6.18 with `incr k 1`.
+        for (value, number) in [
+            (&b"10"[..], Some(10)),
+            (b" 12", Some(12)),
+            (b"12  ", Some(12)),
+            (b"12 34", Some(12)),
+            (b"12\0x", Some(12)),
+            (b"+12", Some(12)),
+            (b"007", Some(7)),
+            (b"-0", Some(0)),
+            (b"18446744073709551615", Some(u64::MAX)),
+            (b"12abc", None),
+            (b"-12", None),
+            (b"", None),
+            (b" ", None),
+            (b" x", None),
+            (b"184467440737095516150", None),
+        ] {
+            assert_eq!(safe_strtoull(value), number, "{value:?}");
+        }
     }
 }

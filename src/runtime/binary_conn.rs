@@ -17,7 +17,7 @@ use super::conn::{
 use super::messages::{Ask, ForwardKind};
 use super::shard::{with_state, ShardCtx};
 use super::uring::ClientStream;
-use crate::config::FlushCommand;
+use crate::cli::FlushCommand;
 use crate::engine::binary::{self as engine, StatGroup};
 use crate::protocol::binary::{
     self, write_error, BinRequest, Command, ParseError, Status, StoreOp,

@@ -2162,7 +2162,7 @@ pub async fn write_stats_cluster(ctx: &ShardCtx, own_items: u64, out: &mut Vec<u
     let node = &cluster.node;
     let mut body = Vec::new();
     let view = node.view();
-    crate::cluster::encode::encode_stats_cluster(view.config(), &mut body);
+    crate::cluster::discovery::encode_stats_cluster(view.config(), &mut body);
     body.truncate(body.len() - b"END\r\n".len());
     let _ = write!(body, "STAT node_id {}\r\n", node.me);
     let _ = write!(

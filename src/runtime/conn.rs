@@ -11,10 +11,10 @@ use super::peer::{Framing, Reply};
 use super::shard::{with_state, ShardCtx};
 use super::uring::ClientStream;
 use super::waiters::Wait;
+use crate::cli::{FlushCommand, Protocol, ShutdownCommand};
 use crate::cluster::auth::{self, Standing};
 use crate::cluster::ring::Owner;
 use crate::cluster::wire::{self, PeerLine, PeerMode};
-use crate::config::{FlushCommand, Protocol, ShutdownCommand};
 use crate::engine::{self, reply, NodeView, Settings, Step};
 use crate::limits::{
     EPOCH_RETRIES_MAX, EPOCH_RETRY_PAUSE_MS, FORWARDED_VALUES_MAX, FORWARD_BATCH_REQUESTS_MAX,
@@ -857,7 +857,7 @@ async fn handle_buffer(
             if let Some(nl) = memchr::memchr(b'\n', rest) {
                 let line = rest[..nl].strip_suffix(b"\r").unwrap_or(&rest[..nl]);
                 if line == b"config get cluster" {
-                    crate::cluster::encode::encode_config_get_cluster(
+                    crate::cluster::discovery::encode_config_get_cluster(
                         cluster.view().config(),
                         &mut output.out,
                     );

@@ -24,9 +24,9 @@ mod tls;
 mod uring;
 mod waiters;
 
+use crate::cli::Config;
 use crate::cluster::config::ClusterConfig;
 use crate::cluster::ring::{ketama_name, Ring, POINTS_PER_SERVER_DEFAULT};
-use crate::config::Config;
 use crate::limits::{IO_MEMORY_BYTES, LISTEN_BACKLOG, SHARD_CHANNEL_CAPACITY};
 use crate::storage::ttl::Clock;
 use glommio::channels::shared_channel;
@@ -278,6 +278,11 @@ fn load_cluster(config: &Config) -> Result<Option<(Arc<cluster::ClusterNode>, Re
     } else {
         unreachable!("a node in a cluster has state, a file, --init or --join");
     };
+    if config.data_dir.is_some() {
+        value
+            .require_acceptors()
+            .map_err(|e| format!("--data-dir runs Paxos over the cluster configuration: {e}"))?;
+    }
     let node = cluster::ClusterNode::new(
         value,
         me,

@@ -3,7 +3,7 @@
 //! lock memory (`-k`), drop root for `-u USER`, and write the pid file (`-P`),
 //! which [`PidFile::remove`] takes away at exit.
 
-use crate::config::Config;
+use crate::cli::Config;
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::unistd::{Gid, Uid, User};
 use std::path::PathBuf;

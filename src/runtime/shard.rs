@@ -11,7 +11,7 @@ use super::messages::{Answer, Ask, FromShard, ToShard};
 use super::uring::{self, ClientStream, SocketRing};
 use super::waiters::{Waiters, Watchdog};
 use super::Node;
-use crate::config::SocketPath;
+use crate::cli::SocketPath;
 use crate::engine::{self, ShardState};
 use crate::limits::SHARD_ANSWER_TIMEOUT_SECS;
 use crate::protocol::{self, ParseLimits};

@@ -10,6 +10,7 @@
 //!   state is gone with its disk, and coming back under that id could break the
 //!   promises it made; the node joins as a new member instead (replacing ID).
 
+use crate::cli::Config;
 use crate::cluster::auth::Secret;
 use crate::cluster::codec;
 use crate::cluster::config::{
@@ -17,7 +18,6 @@ use crate::cluster::config::{
 };
 use crate::cluster::ring::POINTS_PER_SERVER_DEFAULT;
 use crate::cluster::wire;
-use crate::config::Config;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};

@@ -11,7 +11,7 @@
 //! breaks the protocol (a plain client, garbage, a refused certificate) makes the
 //! read fail, and the connection is closed.
 
-use crate::config::{SessionCache, TlsSettings, TlsVersion, VerifyMode};
+use crate::cli::{SessionCache, TlsSettings, TlsVersion, VerifyMode};
 use futures_lite::{AsyncRead, AsyncWrite};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};

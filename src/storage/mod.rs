@@ -32,7 +32,7 @@
 //! and a store that finds no dead space answers `OutOfMemory`.
 
 mod arena;
-mod arith;
+pub mod arith;
 mod eviction;
 mod index;
 mod item;
@@ -43,7 +43,7 @@ pub mod ttl;
 mod tests;
 
 use crate::limits::{KEY_LEN_MAX, MEMCACHED_ITEM_OVERHEAD_BYTES};
-use crate::protocol::text::{ArithOp, StoreMode};
+use crate::protocol::text::{safe_strtoull, ArithOp, StoreMode};
 
 use arena::{Addr, Arena, NIL, SEGMENT_BYTES_DEFAULT};
 use index::Index;
@@ -461,7 +461,7 @@ impl Store {
             return ArithOutcome::NotFound;
         };
         let it = self.arena.item(addr);
-        let Some(old) = arith::parse_u64(item::value(it)) else {
+        let Some(old) = safe_strtoull(item::value(it)) else {
             return ArithOutcome::NonNumeric;
         };
         let new = match op {

@@ -659,7 +659,7 @@ fn run_model(seed: u64, ops: usize) {
                 let want = match &current {
                     None => ArithOutcome::NotFound,
                     // The parse rules have their own table test against memcached.
-                    Some(m) => match arith::parse_u64(&m.value) {
+                    Some(m) => match safe_strtoull(&m.value) {
                         None => ArithOutcome::NonNumeric,
                         Some(n) => ArithOutcome::Value(match op {
                             ArithOp::Incr => n.wrapping_add(delta),

@@ -9,11 +9,15 @@
 //!   a terminator or a timeout, read exactly N bytes, notice a closed connection.
 //! - [`matches`] compares a reply with an expected pattern in which `{cas}` stands
 //!   for a CAS number and `{any}` for the rest of a line.
+//! - [`table`] runs the protocol tests' request/reply tables on ringcache and
+//!   memcached.
 //!
 //! `RINGCACHE_TEST_TARGET=memcached` makes [`Server::ringcache`] start memcached
 //! with the same flags instead, so every table can be proven against the
 //! reference before the server exists.
 #![allow(dead_code)] // each test file uses a different part of this module
+
+pub mod table;
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
@@ -359,6 +363,15 @@ pub fn free_ports(count: u16) -> u16 {
         }
     }
     panic!("no {count} consecutive free ports");
+}
+
+/// A fresh directory of one test's own under the temporary directory, named
+/// by `name` and this process, emptied if an earlier run left it behind.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ringcache-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the test's directory");
+    dir
 }
 
 fn log_path_for(program: Program, port: u16) -> PathBuf {

@@ -1,6 +1,8 @@
-//! The cluster configuration as the client port shows it: `stats cluster` and
-//! ElastiCache-style auto-discovery's `config get cluster` (pure: a value in,
-//! reply bytes out).
+//! The client wire of the cluster: the configuration as the client port shows it
+//! to memcached clients, in `stats cluster` and ElastiCache-style
+//! auto-discovery's `config get cluster`, so that a ketama client can find every
+//! shard endpoint (pure: a value in, reply bytes out). Nodes do not read it; they
+//! speak [`super::wire`] and [`super::codec`].
 
 use std::io::Write;
 
