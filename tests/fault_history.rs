@@ -668,8 +668,14 @@ fn set_counters(cluster: &Cluster, counters: &[String]) {
 /// Injects one fault on a node, holds it, heals it, and waits for the cluster
 /// to settle (a fault that does not settle is reported, not fatal: the final
 /// check judges the outcome).
-fn inject(cluster: &mut Cluster, fault: Fault, n: u32, hold: Duration) {
-    eprintln!("fault: {fault:?} node at 127.0.0.{n} for {hold:?}");
+fn inject(cluster: &mut Cluster, fault: Fault, n: u32, hold: Duration, started: Instant) {
+    let at = |what: &str| {
+        eprintln!(
+            "fault: {:>8.3}s {what} {fault:?} node at 127.0.0.{n}",
+            started.elapsed().as_secs_f64()
+        )
+    };
+    at(&format!("start ({hold:?})"));
     match fault {
         Fault::Kill => {
             cluster.node(n).kill9();
@@ -695,8 +701,10 @@ fn inject(cluster: &mut Cluster, fault: Fault, n: u32, hold: Duration) {
             node.start();
         }
     }
-    if let Err(why) = wait_until_settled(cluster, SETTLE_TIMEOUT) {
-        eprintln!("fault: not settled {SETTLE_TIMEOUT:?} after {fault:?} of 127.0.0.{n}: {why}");
+    at("healed");
+    match wait_until_settled(cluster, SETTLE_TIMEOUT) {
+        Ok(()) => at("settled after"),
+        Err(why) => at(&format!("NOT SETTLED {SETTLE_TIMEOUT:?} after: {why}:")),
     }
 }
 
@@ -815,7 +823,7 @@ fn faults_leave_no_anomaly_in_the_history() {
         let fault = *rng.pick(&plan.faults);
         let n = rng.range(1, NODES as u64) as u32;
         let hold = Duration::from_millis(rng.range(500, 3000));
-        inject(&mut cluster, fault, n, hold);
+        inject(&mut cluster, fault, n, hold, started);
         injected += 1;
     }
     stop.store(true, Ordering::SeqCst);
@@ -889,6 +897,19 @@ fn faults_leave_no_anomaly_in_the_history() {
             "fault_history: anomalies (up to 5 of each kind):\n{}",
             report.sample(5)
         );
+        let mut shown = std::collections::BTreeSet::new();
+        for anomaly in &report.anomalies {
+            if anomaly.key.is_empty() || shown.len() == 3 || !shown.insert(&anomaly.key) {
+                continue;
+            }
+            println!(
+                "fault_history: {} before the {} anomaly at {:?}us:\n{}",
+                anomaly.key,
+                anomaly.kind.name(),
+                anomaly.at_us,
+                history::key_history(&observed.events, &anomaly.key, anomaly.at_us, 2_000_000, 25)
+            );
+        }
     }
     if !plan.report_only {
         assert!(

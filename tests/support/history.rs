@@ -17,8 +17,9 @@
 //! - **stale**: a read during the run that saw an overwritten value;
 //! - **lost**: a value read at the end that an acknowledged write had
 //!   overwritten (or a miss where an acknowledged set should be);
-//! - **resurrected**: a value, read during the run or at the end, that an
-//!   acknowledged delete following it had removed, with no later write of it;
+//! - **resurrected**: a value read at the end that an acknowledged delete
+//!   following it had removed, with no later write of it (a read during the
+//!   run that sees such a value is stale);
 //! - **counters**: a counter's final value outside
 //!   `[initial + acked, initial + acked + unknown]`, an `incr` reply that no
 //!   order of the increments explains, two `incr`s answered alike, or a
@@ -158,6 +159,8 @@ pub struct Anomaly {
     pub kind: Kind,
     /// The key, or empty for cluster-wide checks.
     pub key: String,
+    /// When the read or reply that shows it completed; `None` for the end.
+    pub at_us: Option<Micros>,
     pub detail: String,
 }
 
@@ -202,12 +205,40 @@ impl Report {
     }
 
     fn push(&mut self, kind: Kind, key: &str, detail: String) {
+        self.push_at(kind, key, None, detail);
+    }
+
+    fn push_at(&mut self, kind: Kind, key: &str, at_us: Option<Micros>, detail: String) {
         self.anomalies.push(Anomaly {
             kind,
             key: key.to_string(),
+            at_us,
             detail,
         });
     }
+}
+
+/// The events on `key`, in order of invocation, as lines: those invoked in
+/// the `window_us` before `at_us`, or the last `max` when `at_us` is `None`
+/// (at most `max` either way, the latest kept).
+pub fn key_history(
+    events: &[Event],
+    key: &str,
+    at_us: Option<Micros>,
+    window_us: Micros,
+    max: usize,
+) -> String {
+    let mut on_key: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.key == key)
+        .filter(|e| at_us.is_none_or(|t| e.invoke_us + window_us >= t && e.invoke_us <= t))
+        .collect();
+    on_key.sort_by_key(|e| e.invoke_us);
+    let skip = on_key.len().saturating_sub(max);
+    on_key[skip..]
+        .iter()
+        .map(|e| format!("    {e}\n"))
+        .collect()
 }
 
 /// Whether a write's effect is known.
@@ -382,23 +413,20 @@ fn check_register(key: &str, events: &[&Event], finals: &[(u32, FinalRead)], rep
         ) {
             Ok(None) => {}
             Ok(Some(by)) => {
-                let kind = if seen.is_some() && by.value.is_none() {
-                    Kind::Resurrected
-                } else {
-                    Kind::Stale
-                };
-                report.push(
-                    kind,
+                report.push_at(
+                    Kind::Stale,
                     key,
+                    Some(event.complete_us),
                     format!(
                         "{event} saw a value overwritten before it began by {}",
                         by.describe()
                     ),
                 );
             }
-            Err(()) => report.push(
+            Err(()) => report.push_at(
                 Kind::Stale,
                 key,
+                Some(event.complete_us),
                 format!("{event} saw a value no write before it could have stored"),
             ),
         }
@@ -462,9 +490,10 @@ fn check_counter(
                 acked: true,
                 event,
             }),
-            Reply::NotFound => report.push(
+            Reply::NotFound => report.push_at(
                 Kind::Counters,
                 key,
+                Some(event.complete_us),
                 format!("{event}: the counter was set before any incr and never deleted"),
             ),
             _ => incrs.push(Incr {
@@ -494,9 +523,10 @@ fn check_counter(
         let lo = initial + surely_before + incr.delta;
         let hi = initial + maybe_before + incr.delta;
         if n < lo || n > hi {
-            report.push(
+            report.push_at(
                 Kind::Counters,
                 key,
+                Some(incr.event.complete_us),
                 format!(
                     "{}: no order of the increments gives {n} (between {lo} and {hi})",
                     incr.event
@@ -504,9 +534,10 @@ fn check_counter(
             );
         }
         if let Some(other) = replies.insert(n, incr.event) {
-            report.push(
+            report.push_at(
                 Kind::Counters,
                 key,
+                Some(incr.event.complete_us.max(other.complete_us)),
                 format!(
                     "two increments both answered {n}: {other} and {}",
                     incr.event
@@ -775,6 +806,7 @@ mod tests {
             &[("k", &[Some("a"); 3])],
         );
         only(&check(&o), Kind::Resurrected);
+        // During the run, it is a stale read.
         let o = observed(
             vec![
                 set("k", "a", Reply::Stored, (10, 20)),
@@ -783,7 +815,7 @@ mod tests {
             ],
             &[("k", &[None; 3])],
         );
-        only(&check(&o), Kind::Resurrected);
+        only(&check(&o), Kind::Stale);
         // A delete of unknown outcome may or may not have removed it.
         let o = observed(
             vec![
