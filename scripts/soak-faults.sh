@@ -60,6 +60,7 @@ for i in $(seq 0 $((seeds - 1))); do
     if RINGCACHE_SEED=$seed RINGCACHE_SOAK_SECS=$secs RINGCACHE_SOAK_FAULTS=$faults \
         RINGCACHE_SOAK_WRITE_ACK=$write_ack RINGCACHE_SOAK_REPLICAS=$replicas \
         RINGCACHE_SOAK_SHARDS=$shards RINGCACHE_SOAK_KEYS=$keys RINGCACHE_SOAK_REPORT_ONLY=1 \
+        RINGCACHE_SOAK_LOG_DIR=$logs \
         cargo test --release -j 1 --test fault_history -- faults_leave --nocapture \
         >"$log" 2>&1; then
         :

@@ -19,7 +19,8 @@
 //! `RINGCACHE_SOAK_FAULTS` (comma list of `kill,stop,partition,wipe`, or
 //! `none`), `RINGCACHE_SOAK_WRITE_ACK` (`all`, `quorum`, `one`),
 //! `RINGCACHE_SOAK_REPLICAS`, `RINGCACHE_SOAK_SHARDS`, `RINGCACHE_SOAK_KEYS`,
-//! and `RINGCACHE_SOAK_REPORT_ONLY=1` to print the counts without failing.
+//! `RINGCACHE_SOAK_REPORT_ONLY=1` to print the counts without failing, and
+//! `RINGCACHE_SOAK_LOG_DIR` to keep every node's output there.
 
 mod support;
 
@@ -240,6 +241,8 @@ struct Node {
     args: Vec<String>,
     server: Option<Server>,
     stopped: bool,
+    /// The output of its earlier runs (a server's log goes with it).
+    past_logs: String,
 }
 
 impl Node {
@@ -257,6 +260,8 @@ impl Node {
             server
                 .signal_and_wait(9, Duration::from_secs(10))
                 .unwrap_or_else(|| panic!("node {} survived SIGKILL", self.n));
+            self.past_logs.push_str(&server.log());
+            self.past_logs.push_str("--- killed with SIGKILL ---\n");
         }
         self.server = None;
         self.stopped = false;
@@ -268,8 +273,10 @@ impl Node {
         self.stopped = name == "-STOP";
     }
 
+    /// Its output over every run so far.
     fn log(&self) -> String {
-        self.server.as_ref().map(Server::log).unwrap_or_default()
+        let current = self.server.as_ref().map(Server::log).unwrap_or_default();
+        format!("{}{current}", self.past_logs)
     }
 }
 
@@ -322,6 +329,7 @@ impl Cluster {
                     args,
                     server: None,
                     stopped: false,
+                    past_logs: String::new(),
                 }
             })
             .collect();
@@ -897,18 +905,34 @@ fn faults_leave_no_anomaly_in_the_history() {
             "fault_history: anomalies (up to 5 of each kind):\n{}",
             report.sample(5)
         );
+        // The history of the first two keys of each kind.
         let mut shown = std::collections::BTreeSet::new();
-        for anomaly in &report.anomalies {
-            if anomaly.key.is_empty() || shown.len() == 3 || !shown.insert(&anomaly.key) {
-                continue;
+        for kind in history::Kind::ALL {
+            let of_kind = report.anomalies.iter().filter(|a| a.kind == kind);
+            for anomaly in of_kind.filter(|a| !a.key.is_empty()).take(2) {
+                if !shown.insert(&anomaly.key) {
+                    continue;
+                }
+                println!(
+                    "fault_history: {} before the {} anomaly at {:?}us:\n{}",
+                    anomaly.key,
+                    anomaly.kind.name(),
+                    anomaly.at_us,
+                    history::key_history(
+                        &observed.events,
+                        &anomaly.key,
+                        anomaly.at_us,
+                        2_000_000,
+                        25
+                    )
+                );
             }
-            println!(
-                "fault_history: {} before the {} anomaly at {:?}us:\n{}",
-                anomaly.key,
-                anomaly.kind.name(),
-                anomaly.at_us,
-                history::key_history(&observed.events, &anomaly.key, anomaly.at_us, 2_000_000, 25)
-            );
+        }
+    }
+    if let Some(dir) = std::env::var_os("RINGCACHE_SOAK_LOG_DIR") {
+        for node in &cluster.nodes {
+            let path = Path::new(&dir).join(format!("seed-{}-node-{}.log", plan.seed, node.n));
+            std::fs::write(&path, node.log()).expect("write a node's log");
         }
     }
     if !plan.report_only {
