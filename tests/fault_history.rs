@@ -116,10 +116,16 @@ impl Plan {
     /// - `partition`: 3 of 3 seeds (300-302): two `incr`s answered alike as
     ///   the cut node is marked up again after healing; stale reads through
     ///   the cut node while it is cut off (seed 302).
-    /// - `wipe`: 2 of 3 seeds (400-401). Seed 400: 127.0.0.1, wiped for the
-    ///   second time, came back at epoch 1 from the cluster file and never
-    ///   rejoined (the others at epoch 9): it answered misses for every key
-    ///   (34 lost, 171 divergent, 226 copies of 294, two epochs).
+    /// - `wipe`: 5 of 6 seeds (400-402; 410-412 with `SECS=30`). Seeds
+    ///   410, 411 and 412 alike: the last endpoint to be wiped, after the
+    ///   other two had been wiped and had rejoined as new members, came back
+    ///   under its old id at epoch 1 (no "has seen it vote"), its recovery
+    ///   refused ("cluster epoch mismatch: this node is at epoch 15") until
+    ///   the end, the others showing it down: misses for its keys (seed 410:
+    ///   43 lost, 174 divergent, 220 copies of 296, epochs 1 and 15). Seed
+    ///   400: writes acknowledged while a rejoined node was still copying its
+    ///   keys were lost when the other owner was wiped next (4 lost, stale
+    ///   misses, one copy short).
     ///
     /// `scripts/soak-faults.sh` runs every class.
     const DEFAULT_FAULTS: &'static str = "none";
