@@ -1582,10 +1582,13 @@ pub fn apply(
         return None;
     }
     if let (Role::Replica | Role::Copy(_) | Role::Merge(_), Some(cas)) = (role, req_new_cas(req)) {
-        // Several nodes may send a key (a primary, nodes pushing copies, a
-        // node that was cut off): the newest state wins whatever the order,
-        // and a removal is a state like an item.
-        if cluster.holds_newer(state, key, cas, clock) {
+        // Several nodes may push a key (nodes pushing copies, a node that was
+        // cut off): the newest state wins whatever the order, and a removal
+        // is a state like an item. A primary's write is taken as it comes: a
+        // primary that has not copied the key yet (it just gained it) gives it
+        // a unique from its own counter, which may be smaller than an older
+        // write's.
+        if role != Role::Replica && cluster.holds_newer(state, key, cas, clock) {
             if let Role::Copy(from @ 1..) = role {
                 // The pusher's copy is older than this node's: it missed a
                 // write, which it is sent again.

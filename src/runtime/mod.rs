@@ -255,12 +255,12 @@ fn load_cluster(config: &Config) -> Result<Option<(Arc<cluster::ClusterNode>, Re
             None => None,
         };
         match (&config.data_dir, wiped) {
-            (Some(_), Some(through)) => {
+            (Some(_), Some((through, why))) => {
                 let own = file
                     .node(me)
                     .ok_or_else(|| format!("--node-id {me}: the cluster file has no node {me}"))?;
                 log::warn!(
-                    "node {me} has an empty --data-dir but the cluster has seen it vote: joining through {through} as a new member"
+                    "node {me} has an empty --data-dir but the node at {through} {why}: joining through it as a new member"
                 );
                 own_port_free(&own.client_addr)?;
                 start::join(&through, &secret, &own.client_addr, &own.shards)?

@@ -218,12 +218,18 @@ pub fn join(
 }
 
 /// With an empty `--data-dir`: the client address of another node of `file`
-/// that has seen node `me` vote, if one has (so `me` lost its acceptor state).
+/// that has seen node `me` vote, or runs at a later epoch than `file` (the
+/// cluster decided something since, with `me` as one of its acceptors), if one
+/// has; and which it was. Either way `me` may have lost acceptor state.
 /// Nodes that refuse connections are passed over (they are not running: a
 /// cluster starting for the first time has nobody to ask); a node that runs
 /// but does not answer (a busy or paused host) is asked again for
 /// [`STATUS_PATIENCE`], and then the node does not start: it cannot tell.
-pub fn wiped(file: &ClusterConfig, me: u32, secret: &Secret) -> Result<Option<String>, String> {
+pub fn wiped(
+    file: &ClusterConfig,
+    me: u32,
+    secret: &Secret,
+) -> Result<Option<(String, &'static str)>, String> {
     for n in file.nodes().iter().filter(|n| n.id != me) {
         let addr = n.client_addr.to_string();
         let started = Instant::now();
@@ -257,8 +263,12 @@ pub fn wiped(file: &ClusterConfig, me: u32, secret: &Secret) -> Result<Option<St
                 }
             }
         };
-        if status.is_some_and(|s| s.votes_seen.contains(&me)) {
-            return Ok(Some(addr));
+        match status {
+            Some(s) if s.votes_seen.contains(&me) => return Ok(Some((addr, "has seen it vote"))),
+            Some(s) if s.epoch > file.epoch() => {
+                return Ok(Some((addr, "has decided epochs since its cluster file")))
+            }
+            _ => {}
         }
     }
     Ok(None)
