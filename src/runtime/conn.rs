@@ -6,6 +6,7 @@
 //! where they belong.
 
 use super::cluster::{self, ConnMode, Role, Route, Ticket};
+use super::conns::{self, Registration};
 use super::messages::{Answer, Ask, Batch, ForwardKind, Replies};
 use super::peer::{Framing, Reply};
 use super::shard::{with_state, ShardCtx};
@@ -541,7 +542,14 @@ enum Wire {
 
 /// Serves one client until it closes, sends `quit`, breaks the protocol beyond
 /// repair, or the node stops.
-pub async fn serve(mut stream: ClientStream, ctx: &ShardCtx, peer: Option<std::net::SocketAddr>) {
+///
+/// `listed` is the connection's entry in `stats conns`, kept current here.
+pub async fn serve(
+    mut stream: ClientStream,
+    ctx: &ShardCtx,
+    peer: Option<std::net::SocketAddr>,
+    listed: &Registration,
+) {
     let mut rbuf = vec![0u8; READ_CHUNK_BYTES];
     let mut start = 0usize;
     let mut end = 0usize;
@@ -599,6 +607,7 @@ pub async fn serve(mut stream: ClientStream, ctx: &ShardCtx, peer: Option<std::n
             Ok(n) => n,
         };
         let read_at = Instant::now();
+        listed.running(read_at);
         with_state(|s| s.stats.bytes_read += n as u64);
         let suspect = ctx.cluster.as_ref().is_some_and(|cluster| {
             cluster
@@ -662,6 +671,7 @@ pub async fn serve(mut stream: ClientStream, ctx: &ShardCtx, peer: Option<std::n
         };
         super::shard::record_latency(read_at.elapsed().as_micros() as u64);
         let written = flush(&mut stream, &mut output).await;
+        listed.idle(conns::idle_state(&buf[*start..], *swallow, LINE_LEN_MAX));
         ctx.busy.set(ctx.busy.get() - 1);
         if written.is_err()
             || matches!(after, After::Close)
@@ -1630,6 +1640,20 @@ async fn node_request(
             ctx.ask_all(|| Ask::ResetStats).await;
             super::shard::reset_stats();
             out.extend_from_slice(reply::RESET);
+        }
+        Request::Stats { group } if group == b"conns" => {
+            let now = Instant::now();
+            let mut view = NodeView {
+                conns: conns::views(now),
+                ..NodeView::default()
+            };
+            for answer in ctx.ask_all(|| Ask::Conns).await {
+                if let Answer::Conns(other) = answer {
+                    view.conns.extend(other);
+                }
+            }
+            view.conns.sort_by_key(|c| c.id);
+            engine::write_stats(group, &view, out);
         }
         Request::Stats { group } if group == b"cluster" && ctx.cluster.is_some() => {
             let view = node_view(ctx, clock).await;

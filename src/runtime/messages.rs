@@ -5,6 +5,7 @@
 //! [`FromShard`] holding a reply fragment per request, in order.
 
 use super::cluster::Role;
+use crate::engine::ConnView;
 use crate::protocol::text::GetKind;
 use crate::stats::{Latency, ShardStats};
 use crate::storage::StoreStats;
@@ -109,6 +110,8 @@ pub enum Ask {
     },
     /// This shard's counters for `stats`.
     Stats,
+    /// This shard's sockets for `stats conns`.
+    Conns,
     /// `stats reset`.
     ResetStats,
     /// Send `node` (in `merge` mode) the keys this shard changed while it was
@@ -147,6 +150,7 @@ pub enum Answer {
         /// In a cluster: client requests this shard forwarded to each node.
         forwarded_to: Vec<(u32, u64)>,
     },
+    Conns(Vec<ConnView>),
     Done,
     /// Whether every item pushed was acknowledged.
     Pushed(bool),

@@ -7,6 +7,7 @@
 
 use super::cluster::{self, ConnMode, Role, Route, ShardCluster};
 use super::conn;
+use super::conns::{self, ConnState, Registration};
 use super::messages::{Answer, Ask, FromShard, ToShard};
 use super::uring::{self, ClientStream, SocketRing};
 use super::waiters::{Waiters, Watchdog};
@@ -346,11 +347,25 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
     }
 }
 
+/// A listening socket and its entry in `stats conns`.
+struct Listening {
+    listener: TcpListener,
+    listed: Registration,
+}
+
 /// A listening socket on `addr`, or the line that says why there is none.
-fn listen(addr: SocketAddr, sharing: super::Sharing) -> Result<TcpListener, String> {
+/// It is listed in `stats conns` for as long as the [`Listening`] lives.
+fn listen(addr: SocketAddr, sharing: super::Sharing) -> Result<Listening, String> {
     match super::listen_socket(addr, sharing) {
-        // SAFETY: the descriptor is a listening TCP socket we own and hand over.
-        Ok(fd) => Ok(unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) }),
+        Ok(fd) => {
+            let fd = fd.into_raw_fd();
+            let since = std::time::Instant::now();
+            let listed =
+                Registration::new(fd as u64, Some(addr), None, ConnState::Listening, since);
+            // SAFETY: the descriptor is a listening TCP socket we own and hand over.
+            let listener = unsafe { TcpListener::from_raw_fd(fd) };
+            Ok(Listening { listener, listed })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(format!(
             "port {} on {} is already in use by another process: stop it or choose other ports",
             addr.port(),
@@ -360,7 +375,13 @@ fn listen(addr: SocketAddr, sharing: super::Sharing) -> Result<TcpListener, Stri
     }
 }
 
-async fn accept_loop(listener: TcpListener, ctx: Rc<ShardCtx>, sockets: Option<Rc<SocketRing>>) {
+async fn accept_loop(listening: Listening, ctx: Rc<ShardCtx>, sockets: Option<Rc<SocketRing>>) {
+    // The entry stays listed while this loop runs.
+    let Listening {
+        listener,
+        listed: _listed,
+    } = listening;
+    let listen_addr = listener.local_addr().ok();
     loop {
         let stream = match listener.accept().await {
             Ok(stream) => stream,
@@ -379,6 +400,8 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<ShardCtx>, sockets: Option<R
             continue;
         }
         let peer = stream.peer_addr().ok();
+        // memcached's `listen_addr` is the address the connection reached.
+        let local = stream.local_addr().ok().or(listen_addr);
         let stream = match ClientStream::new(stream, sockets.as_ref(), node.tls.as_ref()) {
             Ok(stream) => stream,
             Err(e) => {
@@ -395,8 +418,15 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<ShardCtx>, sockets: Option<R
             s.stats.total_connections += 1;
         });
         let ctx = ctx.clone();
+        let listed = Registration::new(
+            stream.raw_fd() as u64,
+            peer,
+            local,
+            ConnState::NewCmd,
+            std::time::Instant::now(),
+        );
         glommio::spawn_local(async move {
-            conn::serve(stream, &ctx, peer).await;
+            conn::serve(stream, &ctx, peer, &listed).await;
             ctx.node.connections.fetch_sub(1, Ordering::AcqRel);
             with_state(|s| s.stats.curr_connections -= 1);
         })
@@ -556,6 +586,7 @@ async fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
                 .as_ref()
                 .map_or_else(Vec::new, |c| c.forwarded_to()),
         }),
+        Ask::Conns => Answer::Conns(conns::views(std::time::Instant::now())),
         Ask::ResetStats => {
             reset_stats();
             Answer::Done
