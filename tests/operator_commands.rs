@@ -172,3 +172,116 @@ fn stats_conns_lists_every_listener_and_connection_in_memcacheds_shape() {
         problems
     });
 }
+
+/// A README list between the stats keys markers: the names in backquotes on
+/// the line that starts `- {list}:`.
+fn documented_keys(list: &str) -> Vec<String> {
+    let readme = include_str!("../README.md");
+    let begin = readme
+        .find("<!-- stats keys: begin -->")
+        .expect("README has the stats keys markers");
+    let end = readme.find("<!-- stats keys: end -->").expect("end marker");
+    let line = readme[begin..end]
+        .lines()
+        .find(|l| l.starts_with(&format!("- {list}:")))
+        .unwrap_or_else(|| panic!("README lists no {list:?}"));
+    line.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}
+
+/// Sets `count` items of 100 kB with `exptime`, enough to evict under `-m 2`.
+fn fill(client: &mut Client, prefix: &str, count: usize, exptime: u32) {
+    let value = vec![b'v'; 100_000];
+    for i in 0..count {
+        let mut request = format!("set {prefix}{i} 0 {exptime} {}\r\n", value.len()).into_bytes();
+        request.extend_from_slice(&value);
+        request.extend_from_slice(b"\r\n");
+        let reply = client.call(&request, b"\r\n");
+        assert_eq!(show(&reply), "STORED\\r\\n", "set {prefix}{i}");
+    }
+}
+
+/// `stats items` of the one class that holds items: (name after
+/// `items:<class>:`, value), in order.
+fn class_items(client: &mut Client) -> Result<Vec<(String, String)>, String> {
+    let stats = client.stats("items");
+    let mut class = None;
+    let mut fields = Vec::new();
+    for (name, value) in stats {
+        let mut parts = name.splitn(3, ':');
+        let (Some("items"), Some(id), Some(field)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!("stats items line {name}"));
+        };
+        if *class.get_or_insert(id.to_string()) != id {
+            return Err(format!("items in classes {class:?} and {id}"));
+        }
+        fields.push((field.to_string(), value));
+    }
+    Ok(fields)
+}
+
+#[test]
+fn stats_items_has_memcacheds_keys_less_the_readmes_list_and_counts_evictions() {
+    let Some(reference) = Server::memcached(&["-m", "2"]) else {
+        return;
+    };
+    let without_meaning = documented_keys("stats items without a meaning here");
+    let mut theirs = Vec::new();
+    let mut failures = Vec::new();
+    for server in [
+        reference,
+        Server::ringcache(&["-t", "1", "-m", "2"]),
+        Server::ringcache(&["-t", "2", "-m", "4"]),
+    ] {
+        let mut client = server.connect();
+        let mut problems = Vec::new();
+        let count = |fields: &[(String, String)], name: &str| {
+            field(fields, name).and_then(|v| v.parse::<u64>().ok())
+        };
+        // Items that never expire are evicted, and counted as such alone.
+        fill(&mut client, "forever", 60, 0);
+        let before = class_items(&mut client).unwrap_or_else(|e| panic!("{e}"));
+        if count(&before, "evicted").unwrap_or(0) == 0 {
+            problems.push("nothing evicted".to_string());
+        }
+        if count(&before, "evicted_nonzero") != Some(0) {
+            problems.push(format!(
+                "evicted_nonzero {:?} after evicting only items without expiry",
+                field(&before, "evicted_nonzero")
+            ));
+        }
+        // Items with an expiry time, evicted, are counted in evicted_nonzero.
+        fill(&mut client, "expiring", 60, 3600);
+        let after = class_items(&mut client).unwrap_or_else(|e| panic!("{e}"));
+        if count(&after, "evicted_nonzero").unwrap_or(0) == 0 {
+            problems.push("evicted_nonzero is 0 after evicting items with an expiry".into());
+        }
+        for name in ["age", "evicted_time", "outofmemory"] {
+            if count(&after, name).is_none() {
+                problems.push(format!("{name} is {:?}", field(&after, name)));
+            }
+        }
+        let names: Vec<String> = after.iter().map(|(n, _)| n.clone()).collect();
+        if server.program == Program::Memcached {
+            theirs = names;
+        } else {
+            // memcached's keys, in memcached's order, less the README's list.
+            let want: Vec<&String> = theirs
+                .iter()
+                .filter(|n| !without_meaning.contains(n))
+                .collect();
+            let have: Vec<&String> = names.iter().collect();
+            if have != want {
+                problems.push(format!("keys {have:?}, not {want:?}"));
+            }
+        }
+        if !problems.is_empty() {
+            failures.push(format!("[{}] {}", server.name, problems.join("; ")));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

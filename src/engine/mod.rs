@@ -425,6 +425,9 @@ pub struct NodeView {
     pub malloced_bytes: u64,
     /// For `stats conns`; the general stats do not need it.
     pub conns: Vec<ConnView>,
+    /// For `stats items`' `age`: seconds since the item next to be reclaimed
+    /// was last accessed (see `Store::oldest_access`).
+    pub items_age_secs: u64,
     /// Each shard's own counters, in shard order, for `stats shards`.
     pub per_shard: Vec<(ShardStats, StoreStats)>,
     /// Every shard's read latencies together, for `stats latency`.
@@ -589,15 +592,22 @@ fn settings_stats(s: &Settings, w: &mut Bytes) {
 }
 
 /// `stats items`: the store has no slab classes, so its items are one class, 1,
-/// printed (as memcached prints a class) only when it holds items.
+/// printed (as memcached prints a class) only when it holds items, with
+/// memcached's keys in memcached's order less those of its segmented LRU and
+/// LRU crawler (README, known differences).
 fn items_stats(v: &NodeView, w: &mut Bytes) {
     let st = &v.store;
     if st.curr_items == 0 {
         return;
     }
     stat(w, "items:1:number", st.curr_items);
+    stat(w, "items:1:age", v.items_age_secs);
     stat(w, "items:1:mem_requested", st.bytes);
     stat(w, "items:1:evicted", st.evictions);
+    stat(w, "items:1:evicted_nonzero", st.evicted_nonzero);
+    stat(w, "items:1:evicted_time", st.evicted_time_secs);
+    // memcached counts a failed allocation both here and in `store_no_memory`.
+    stat(w, "items:1:outofmemory", v.shard.store_no_memory);
     stat(w, "items:1:reclaimed", st.reclaimed);
     stat(w, "items:1:expired_unfetched", st.expired_unfetched);
     stat(w, "items:1:evicted_unfetched", st.evicted_unfetched);
@@ -1099,6 +1109,7 @@ mod tests {
                 state: "conn_parse_cmd",
                 secs_since_last_cmd: 0,
             }],
+            items_age_secs: 0,
             per_shard: vec![(shard.stats, shard.store.stats())],
             latency: Latency::default(),
             forwarded_to: Vec::new(),

@@ -1656,15 +1656,15 @@ async fn node_request(
             engine::write_stats(group, &view, out);
         }
         Request::Stats { group } if group == b"cluster" && ctx.cluster.is_some() => {
-            let view = node_view(ctx, clock).await;
+            let view = node_view(ctx, clock, b"").await;
             cluster::write_stats_cluster(ctx, view.store.curr_items, out).await;
         }
         Request::Stats { group } if group == b"peers" && ctx.cluster.is_some() => {
-            let view = node_view(ctx, clock).await;
+            let view = node_view(ctx, clock, b"").await;
             cluster::write_stats_peers(ctx, &view.forwarded_to, out);
         }
         Request::Stats { group } => {
-            let view = node_view(ctx, clock).await;
+            let view = node_view(ctx, clock, group).await;
             engine::write_stats(group, &view, out);
         }
         _ => unreachable!("not a node request: {req:?}"),
@@ -1698,9 +1698,18 @@ async fn flush_other_nodes(ctx: &ShardCtx, delay_secs: i64) {
 }
 
 /// Sums every shard's counters and adds the process's own figures.
-pub(super) async fn node_view(ctx: &ShardCtx, clock: &Clock) -> NodeView {
+///
+/// For `stats items` (`group`), also how long ago the oldest item was accessed,
+/// which walks a segment of each store; other groups do not pay for it.
+pub(super) async fn node_view(ctx: &ShardCtx, clock: &Clock, group: &[u8]) -> NodeView {
     let node = &ctx.node;
-    let (own_shard, own_store) = with_state(|s| (s.stats, s.store.stats()));
+    let oldest_access = group == b"items";
+    let (own_shard, own_store, mut oldest) = with_state(|s| {
+        let oldest = oldest_access
+            .then(|| s.store.oldest_access(clock.rel_secs))
+            .flatten();
+        (s.stats, s.store.stats(), oldest)
+    });
     let mut latency = super::shard::latency();
     let mut forwarded_to = ctx
         .cluster
@@ -1710,14 +1719,19 @@ pub(super) async fn node_view(ctx: &ShardCtx, clock: &Clock) -> NodeView {
     per_shard[ctx.id as usize] = (own_shard, own_store);
     // ask_all answers in shard order, this shard left out.
     let others = (0..node.shards).filter(|&j| j != ctx.id as usize);
-    for (j, answer) in others.zip(ctx.ask_all(|| Ask::Stats).await) {
+    for (j, answer) in others.zip(ctx.ask_all(|| Ask::Stats { oldest_access }).await) {
         if let Answer::Stats {
             shard: other,
             store: other_store,
             latency: other_latency,
             forwarded_to: other_forwarded,
+            oldest_access: other_oldest,
         } = answer
         {
+            oldest = match (oldest, other_oldest) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             per_shard[j] = (*other, other_store);
             latency.add(&other_latency);
             forwarded_to.extend(other_forwarded);
@@ -1758,6 +1772,7 @@ pub(super) async fn node_view(ctx: &ShardCtx, clock: &Clock) -> NodeView {
         malloced_bytes: store.limit_maxbytes,
         store,
         conns: Vec::new(),
+        items_age_secs: oldest.map_or(0, |at| u64::from(clock.rel_secs.saturating_sub(at))),
         per_shard,
         latency,
         forwarded_to,

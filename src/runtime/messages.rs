@@ -108,8 +108,11 @@ pub enum Ask {
     Flush {
         delay_secs: i64,
     },
-    /// This shard's counters for `stats`.
-    Stats,
+    /// This shard's counters for `stats`; with `oldest_access`, also when the
+    /// item next to be reclaimed was last accessed (`stats items`' `age`).
+    Stats {
+        oldest_access: bool,
+    },
     /// This shard's sockets for `stats conns`.
     Conns,
     /// `stats reset`.
@@ -149,6 +152,8 @@ pub enum Answer {
         latency: Box<Latency>,
         /// In a cluster: client requests this shard forwarded to each node.
         forwarded_to: Vec<(u32, u64)>,
+        /// When asked: `Store::oldest_access`.
+        oldest_access: Option<u32>,
     },
     Conns(Vec<ConnView>),
     Done,

@@ -577,7 +577,10 @@ async fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
             with_state(|s| engine::flush(s, delay_secs, &clock));
             Answer::Done
         }
-        Ask::Stats => with_state(|s| Answer::Stats {
+        Ask::Stats { oldest_access } => with_state(|s| Answer::Stats {
+            oldest_access: oldest_access
+                .then(|| s.store.oldest_access(clock.rel_secs))
+                .flatten(),
             shard: Box::new(s.stats),
             store: s.store.stats(),
             latency: Box::new(latency()),
