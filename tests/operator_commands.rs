@@ -285,3 +285,49 @@ fn stats_items_has_memcacheds_keys_less_the_readmes_list_and_counts_evictions() 
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn a_node_outside_a_cluster_describes_itself_as_a_one_node_cluster() {
+    let base = support::free_ports(2);
+    let base_text = base.to_string();
+    for (server, endpoints) in [
+        (Server::ringcache(&["-t", "2"]), None),
+        (
+            Server::ringcache(&["-t", "2", "--shard-ports", &base_text]),
+            Some([base, base + 1]),
+        ),
+    ] {
+        let mut client = server.connect();
+        let ports: Vec<u16> = endpoints.map_or(vec![server.port], |e| e.to_vec());
+        // ElastiCache's auto-discovery: the endpoints a ketama client should use.
+        let line = ports
+            .iter()
+            .map(|p| format!("127.0.0.1|127.0.0.1|{p}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let data = format!("1\n{line}\n");
+        let want = format!("CONFIG cluster 0 {}\r\n{data}\r\nEND\r\n", data.len());
+        let reply = client.call(b"config get cluster\r\n", b"END\r\n");
+        assert_eq!(show(&reply), show(want.as_bytes()), "[{}]", server.name);
+
+        let stats = client.stats("cluster");
+        let mut want = vec![
+            ("epoch".to_string(), "1".to_string()),
+            ("replicas".into(), "1".into()),
+            ("write_ack".into(), "one".into()),
+            ("write_acks_needed".into(), "1".into()),
+            ("vnodes_per_shard".into(), "160".into()),
+            ("nodes".into(), "1".into()),
+            ("acceptors".into(), "1".into()),
+            ("node:1:state".into(), "up".into()),
+            ("node:1:addr".into(), format!("127.0.0.1:{}", server.port)),
+            ("node:1:shards".into(), ports.len().to_string()),
+        ];
+        for (i, port) in ports.iter().enumerate() {
+            want.push((format!("node:1:shard:{i}"), format!("127.0.0.1:{port}")));
+        }
+        want.push(("node_id".into(), "1".into()));
+        want.push(("node_state".into(), "serving".into()));
+        assert_eq!(stats, want, "[{}]", server.name);
+    }
+}

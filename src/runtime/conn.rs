@@ -13,6 +13,7 @@ use super::shard::{with_state, ShardCtx};
 use super::uring::ClientStream;
 use super::waiters::Wait;
 use crate::cluster::auth::{self, Standing};
+use crate::cluster::config::{ClusterConfig, Endpoint};
 use crate::cluster::ring::Owner;
 use crate::cluster::wire::{self, PeerLine, PeerMode};
 use crate::config::{FlushCommand, Protocol, ShutdownCommand};
@@ -656,6 +657,7 @@ pub async fn serve(
                     suspect,
                     standing: &mut standing,
                     peer_ip: &peer_ip,
+                    local: listed.listen_addr(),
                 };
                 handle_buffer(
                     ctx,
@@ -861,16 +863,17 @@ async fn handle_buffer(
             }
             continue;
         }
-        if let (Some(cluster), true) = (&ctx.cluster, rest.starts_with(b"config get cluster")) {
+        if rest.starts_with(b"config get cluster") {
             // ElastiCache-style auto-discovery: the shard endpoints, so a ketama
             // client reaches every key's primary with no hop.
             if let Some(nl) = memchr::memchr(b'\n', rest) {
                 let line = rest[..nl].strip_suffix(b"\r").unwrap_or(&rest[..nl]);
                 if line == b"config get cluster" {
-                    crate::cluster::encode::encode_config_get_cluster(
-                        cluster.view().config(),
-                        &mut output.out,
-                    );
+                    let config = match &ctx.cluster {
+                        Some(cluster) => cluster.view().config().clone(),
+                        None => single_node_config(ctx, conn.local),
+                    };
+                    crate::cluster::encode::encode_config_get_cluster(&config, &mut output.out);
                     *start += nl + 1;
                     continue;
                 }
@@ -1038,6 +1041,14 @@ async fn handle_buffer(
                 // Requests for the whole node see the effects of every request before them.
                 if output.complete(ctx).await.is_err() {
                     return After::Close;
+                }
+                if let Request::Stats { group: b"cluster" } = req {
+                    if ctx.cluster.is_none() {
+                        let config = single_node_config(ctx, conn.local);
+                        write_single_node_stats(&config, &mut output.out);
+                        *start += used;
+                        continue;
+                    }
                 }
                 if let Step::Close = node_request(ctx, &req, &clock, &mut output.out, *mode).await {
                     *start += used;
@@ -1379,6 +1390,8 @@ struct TextConn<'m> {
     standing: &'m mut Standing,
     /// The address it comes from, for the log.
     peer_ip: &'m str,
+    /// The address it came in on, which a one-node view names.
+    local: Option<std::net::SocketAddr>,
     /// A peer's connection opened across a pause of this node (see
     /// `ClusterNode::opened_across_pause`).
     suspect: bool,
@@ -1670,6 +1683,40 @@ async fn node_request(
         _ => unreachable!("not a node request: {req:?}"),
     }
     Step::Continue
+}
+
+/// What a node outside any cluster says of itself to `stats cluster` and
+/// `config get cluster`: itself as the one node (see
+/// `ClusterConfig::single_node`), named by the address `local` the client
+/// reached (`-l`'s first address when unknown), with its shards' own ports
+/// (`--shard-ports`), which ketama clients can then reach directly.
+fn single_node_config(ctx: &ShardCtx, local: Option<std::net::SocketAddr>) -> ClusterConfig {
+    let config = &ctx.node.config;
+    let host = match local {
+        Some(addr) => addr.ip().to_string(),
+        None => config.listen.split(',').next().unwrap_or("").to_string(),
+    };
+    let endpoint = |port| Endpoint {
+        host: host.clone(),
+        port,
+    };
+    let client = endpoint(config.port);
+    let shards = match config.shard_port_base {
+        Some(base) => (0..ctx.node.shards as u16)
+            .map(|shard| endpoint(base + shard))
+            .collect(),
+        None => vec![client.clone()],
+    };
+    ClusterConfig::single_node(client, shards)
+}
+
+/// `stats cluster` of a node outside any cluster: the one-node configuration,
+/// then the figures a cluster node adds that have a meaning here.
+fn write_single_node_stats(config: &ClusterConfig, out: &mut Vec<u8>) {
+    crate::cluster::encode::encode_stats_cluster(config, out);
+    out.truncate(out.len() - reply::END.len());
+    out.extend_from_slice(b"STAT node_id 1\r\nSTAT node_state serving\r\n");
+    out.extend_from_slice(reply::END);
 }
 
 /// `flush_all` on a client's connection flushes every node: each other node

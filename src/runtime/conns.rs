@@ -84,6 +84,11 @@ impl Registration {
         self.0.last_cmd.set(at);
     }
 
+    /// For a connection, the address it came in on.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.0.listen_addr
+    }
+
     /// The connection is done with a read and waits for more.
     pub fn idle(&self, state: ConnState) {
         self.0.state.set(state);
