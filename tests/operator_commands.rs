@@ -331,3 +331,91 @@ fn a_node_outside_a_cluster_describes_itself_as_a_one_node_cluster() {
         assert_eq!(stats, want, "[{}]", server.name);
     }
 }
+
+/// A metadump line with its clock-dependent numbers replaced: `la=T`,
+/// `exp=T+<seconds>` (or `-1`) and `cas=N`.
+fn normalized_metadump_line(line: &str) -> String {
+    let fields: Vec<&str> = line.split(' ').collect();
+    let number = |name: &str| {
+        fields
+            .iter()
+            .find_map(|f| f.strip_prefix(name))
+            .and_then(|v| v.parse::<i64>().ok())
+    };
+    let la = number("la=");
+    fields
+        .iter()
+        .map(|f| match f.split_once('=') {
+            Some(("la", _)) => "la=T".to_string(),
+            Some(("cas", v)) if v.parse::<u64>().is_ok() => "cas=N".to_string(),
+            Some(("exp", "-1")) => f.to_string(),
+            Some(("exp", v)) => match (v.parse::<i64>().ok(), la) {
+                (Some(exp), Some(la)) => format!("exp=T+{}", exp - la),
+                _ => f.to_string(),
+            },
+            _ => f.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn lru_crawler_metadump_lists_every_key_as_memcached_does() {
+    let mut replies: Vec<(String, Vec<String>)> = Vec::new();
+    for server in servers() {
+        let mut client = server.connect();
+        let mut log = Vec::new();
+        for request in [
+            &b"set plain 0 0 1\r\nx\r\n"[..],
+            b"set a/b~c 5 100 3\r\nabc\r\n",
+            b"set sp%ce 0 0 2\r\nhi\r\n",
+            b"set 100pct 7 0 10\r\n0123456789\r\n",
+        ] {
+            let reply = client.call(request, b"\r\n");
+            assert_eq!(reply, b"STORED\r\n", "[{}]", server.name);
+        }
+        // Read one key so that its `fetch` says yes (not the expiring one,
+        // whose last access memcached moves only once a minute).
+        client.call(b"get plain\r\n", b"END\r\n");
+        for which in ["all", "hash", "1", "1,2"] {
+            let reply = client.call(
+                format!("lru_crawler metadump {which}\r\n").as_bytes(),
+                b"END\r\n",
+            );
+            let text = String::from_utf8_lossy(&reply).into_owned();
+            let body = text.strip_suffix("END\r\n").unwrap_or(&text);
+            let mut lines: Vec<String> = body
+                .split_inclusive('\n')
+                .map(|l| normalized_metadump_line(l.trim_end_matches('\n')) + "\\n")
+                .collect();
+            lines.sort();
+            log.push(format!("metadump {which}: {}", lines.join(" | ")));
+        }
+        for request in [
+            "lru_crawler metadump 2",
+            "lru_crawler metadump 0",
+            "lru_crawler metadump x",
+            "lru_crawler metadump",
+            "lru_crawler crawl 64",
+            "lru_crawler crawl 1,x",
+            "lru_crawler crawl all extra",
+            // Last: memcached answers BUSY while a crawl it started runs.
+            "lru_crawler crawl 1,2",
+        ] {
+            let reply = client.call(format!("{request}\r\n").as_bytes(), b"\r\n");
+            log.push(format!("{request}: {}", show(&reply)));
+        }
+        replies.push((server.name.clone(), log));
+    }
+    let (reference_name, reference) = replies.last().expect("a server").clone();
+    for (name, log) in &replies {
+        assert_eq!(
+            log, &reference,
+            "[{name}] answers differ from [{reference_name}]"
+        );
+    }
+    assert!(
+        reference[0].contains("key=a%2Fb~c exp=T+100 la=T cas=N fetch=no cls=1 size=71\\n"),
+        "{reference:?}"
+    );
+}

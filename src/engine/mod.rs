@@ -168,6 +168,7 @@ pub fn execute(shard: &mut ShardState, req: &Request, clock: &Clock, out: &mut V
         | Request::Shutdown { .. }
         | Request::CacheMemlimit { .. }
         | Request::SlabsAutomove { .. }
+        | Request::LruCrawler(_)
         | Request::Stats { .. } => panic!("node request handed to a shard: {req:?}"),
     }
     Step::Continue
@@ -647,6 +648,44 @@ fn conns_stats(conns: &[ConnView], w: &mut Bytes) {
             c.secs_since_last_cmd,
         );
     }
+}
+
+/// Appends one `lru_crawler metadump` line for `item`, as memcached writes it
+/// (ended by `\n` alone): the key URL-encoded, expiry and last access as unix
+/// times (`exp=-1`: never), and the size memcached would count (`ITEM_ntotal`).
+///
+/// # Format
+///
+/// ```text
+/// key=a%2Fb exp=-1 la=1700000100 cas=7 fetch=no cls=1 size=63
+/// ```
+pub fn write_metadump_line(item: &ItemView<'_>, process_started_unix: i64, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"key=");
+    for &b in item.key {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b);
+        } else {
+            let _ = write!(Bytes(&mut *out), "%{b:02X}");
+        }
+    }
+    let exp = if item.exptime == 0 {
+        -1
+    } else {
+        process_started_unix + i64::from(item.exptime)
+    };
+    let size = crate::limits::MEMCACHED_ITEM_OVERHEAD_BYTES
+        + item.key.len()
+        + 1
+        + item.value.len()
+        + 2
+        + if item.flags == 0 { 0 } else { 4 };
+    let _ = writeln!(
+        Bytes(&mut *out),
+        " exp={exp} la={} cas={} fetch={} cls=1 size={size}",
+        process_started_unix + i64::from(item.atime),
+        item.cas,
+        if item.fetched { "yes" } else { "no" },
+    );
 }
 
 /// `stats shards` (ringcache's own): each shard's figures, `shard:<n>:<name>`.

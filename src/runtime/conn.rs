@@ -24,7 +24,7 @@ use crate::limits::{
     READ_CHUNK_BYTES, REPLY_BUFFER_FLUSH_BYTES,
 };
 use crate::protocol::meta::MetaCommand;
-use crate::protocol::text::{GetEnding, Request, ShutdownMode, StoreMode};
+use crate::protocol::text::{GetEnding, LruCrawler, Request, ShutdownMode, StoreMode};
 use crate::protocol::{self, ParseError};
 use crate::stats::ShardStats;
 use crate::storage::ttl::Clock;
@@ -1653,6 +1653,21 @@ async fn node_request(
             ctx.ask_all(|| Ask::ResetStats).await;
             super::shard::reset_stats();
             out.extend_from_slice(reply::RESET);
+        }
+        Request::LruCrawler(LruCrawler::Crawl) => out.extend_from_slice(reply::OK),
+        Request::LruCrawler(LruCrawler::BadClass) => {
+            out.extend_from_slice(b"BADCLASS invalid class id\r\n")
+        }
+        Request::LruCrawler(LruCrawler::Metadump { every_item }) => {
+            if every_item {
+                out.extend_from_slice(&super::shard::metadump(ctx).await);
+                for answer in ctx.ask_all(|| Ask::Metadump).await {
+                    if let Answer::Metadump(lines) = answer {
+                        out.extend_from_slice(&lines);
+                    }
+                }
+            }
+            out.extend_from_slice(reply::END);
         }
         Request::Stats { group } if group == b"conns" => {
             let now = Instant::now();

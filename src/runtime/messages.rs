@@ -115,6 +115,8 @@ pub enum Ask {
     },
     /// This shard's sockets for `stats conns`.
     Conns,
+    /// This shard's `lru_crawler metadump` lines.
+    Metadump,
     /// `stats reset`.
     ResetStats,
     /// Send `node` (in `merge` mode) the keys this shard changed while it was
@@ -156,6 +158,7 @@ pub enum Answer {
         oldest_access: Option<u32>,
     },
     Conns(Vec<ConnView>),
+    Metadump(Vec<u8>),
     Done,
     /// Whether every item pushed was acknowledged.
     Pushed(bool),

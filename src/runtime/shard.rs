@@ -434,6 +434,23 @@ async fn accept_loop(listening: Listening, ctx: Rc<ShardCtx>, sockets: Option<Rc
     }
 }
 
+/// This shard's `lru_crawler metadump` lines: one segment at a time, letting
+/// other tasks run between segments, so a large store does not stall the shard.
+pub async fn metadump(ctx: &ShardCtx) -> Vec<u8> {
+    let mut lines = Vec::new();
+    let segments = with_state(|s| s.store.segment_count());
+    for segment in 0..segments {
+        let clock = ctx.node.clock();
+        with_state(|s| {
+            s.store.visit_segment(segment, clock.rel_secs, |item| {
+                engine::write_metadump_line(&item, clock.process_started_unix, &mut lines)
+            });
+        });
+        glommio::yield_if_needed().await;
+    }
+    lines
+}
+
 /// Checks, in debug builds, that a key forwarded here is this shard's. Release
 /// builds trust the sender: the ring of a single node never changes, and checking
 /// would hash every forwarded key a second time (MD5 is about a tenth of the CPU
@@ -590,6 +607,7 @@ async fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
                 .map_or_else(Vec::new, |c| c.forwarded_to()),
         }),
         Ask::Conns => Answer::Conns(conns::views(std::time::Instant::now())),
+        Ask::Metadump => Answer::Metadump(metadump(ctx).await),
         Ask::ResetStats => {
             reset_stats();
             Answer::Done
