@@ -432,6 +432,27 @@ impl ClusterConfig {
         Ok(config)
     }
 
+    /// The view a node outside any cluster gives of itself: one node (id 1,
+    /// up), one copy of each key, itself the only acceptor, at epoch 1, which
+    /// is the configuration `--init` would start it with. `shards` are its
+    /// shards' own endpoints, or its client address alone when they have none.
+    pub fn single_node(client_addr: Endpoint, shards: Vec<Endpoint>) -> ClusterConfig {
+        let spec = ClusterSpec {
+            nodes: vec![NodeConfig {
+                id: 1,
+                client_addr,
+                shards,
+                state: NodeState::Up,
+            }],
+            replicas: 1,
+            vnodes_per_shard: POINTS_PER_SERVER_DEFAULT,
+            write_ack: WriteAck::One,
+            acceptors: vec![1],
+            next_node_id: 0,
+        };
+        ClusterConfig::new(1, spec).expect("one node with distinct endpoints is a configuration")
+    }
+
     /// The configuration that follows this one: `spec` at the next epoch. Node
     /// ids handed out so far stay used even if `spec` asks for fewer. Paxos
     /// decides every successor, so it must name acceptors.

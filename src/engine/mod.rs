@@ -170,6 +170,7 @@ pub fn execute(shard: &mut ShardState, req: &Request, clock: &Clock, out: &mut V
         | Request::Shutdown { .. }
         | Request::CacheMemlimit { .. }
         | Request::SlabsAutomove { .. }
+        | Request::LruCrawler(_)
         | Request::Stats { .. } => panic!("node request handed to a shard: {req:?}"),
     }
     Step::Continue
@@ -427,6 +428,9 @@ pub struct NodeView {
     pub malloced_bytes: u64,
     /// For `stats conns`; the general stats do not need it.
     pub conns: Vec<ConnView>,
+    /// For `stats items`' `age`: seconds since the item next to be reclaimed
+    /// was last accessed (see `Store::oldest_access`).
+    pub items_age_secs: u64,
     /// Each shard's own counters, in shard order, for `stats shards`.
     pub per_shard: Vec<(ShardStats, StoreStats)>,
     /// Every shard's read latencies together, for `stats latency`.
@@ -587,15 +591,22 @@ fn settings_stats(s: &Settings, w: &mut Bytes) {
 }
 
 /// `stats items`: the store has no slab classes, so its items are one class, 1,
-/// printed (as memcached prints a class) only when it holds items.
+/// printed (as memcached prints a class) only when it holds items, with
+/// memcached's keys in memcached's order less those of its segmented LRU and
+/// LRU crawler (README, known differences).
 fn items_stats(v: &NodeView, w: &mut Bytes) {
     let st = &v.store;
     if st.curr_items == 0 {
         return;
     }
     stat(w, "items:1:number", st.curr_items);
+    stat(w, "items:1:age", v.items_age_secs);
     stat(w, "items:1:mem_requested", st.bytes);
     stat(w, "items:1:evicted", st.evictions);
+    stat(w, "items:1:evicted_nonzero", st.evicted_nonzero);
+    stat(w, "items:1:evicted_time", st.evicted_time_secs);
+    // memcached counts a failed allocation both here and in `store_no_memory`.
+    stat(w, "items:1:outofmemory", v.shard.store_no_memory);
     stat(w, "items:1:reclaimed", st.reclaimed);
     stat(w, "items:1:expired_unfetched", st.expired_unfetched);
     stat(w, "items:1:evicted_unfetched", st.evicted_unfetched);
@@ -635,6 +646,44 @@ fn conns_stats(conns: &[ConnView], w: &mut Bytes) {
             c.secs_since_last_cmd,
         );
     }
+}
+
+/// Appends one `lru_crawler metadump` line for `item`, as memcached writes it
+/// (ended by `\n` alone): the key URL-encoded, expiry and last access as unix
+/// times (`exp=-1`: never), and the size memcached would count (`ITEM_ntotal`).
+///
+/// # Format
+///
+/// ```text
+/// key=a%2Fb exp=-1 la=1700000100 cas=7 fetch=no cls=1 size=63
+/// ```
+pub fn write_metadump_line(item: &ItemView<'_>, process_started_unix: i64, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"key=");
+    for &b in item.key {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b);
+        } else {
+            let _ = write!(Bytes(&mut *out), "%{b:02X}");
+        }
+    }
+    let exp = if item.exptime == 0 {
+        -1
+    } else {
+        process_started_unix + i64::from(item.exptime)
+    };
+    let size = crate::limits::MEMCACHED_ITEM_OVERHEAD_BYTES
+        + item.key.len()
+        + 1
+        + item.value.len()
+        + 2
+        + if item.flags == 0 { 0 } else { 4 };
+    let _ = writeln!(
+        Bytes(&mut *out),
+        " exp={exp} la={} cas={} fetch={} cls=1 size={size}",
+        process_started_unix + i64::from(item.atime),
+        item.cas,
+        if item.fetched { "yes" } else { "no" },
+    );
 }
 
 /// `stats shards` (ringcache's own): each shard's figures, `shard:<n>:<name>`.
@@ -1097,6 +1146,7 @@ mod tests {
                 state: "conn_parse_cmd",
                 secs_since_last_cmd: 0,
             }],
+            items_age_secs: 0,
             per_shard: vec![(shard.stats, shard.store.stats())],
             latency: Latency::default(),
             forwarded_to: Vec::new(),

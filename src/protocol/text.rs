@@ -176,7 +176,34 @@ pub enum Request<'a> {
     },
     /// A meta command (`mg`, `ms`, `md`, `ma`, `mn`, `me`): see [`super::meta`].
     Meta(MetaRequest<'a>),
+    /// `lru_crawler crawl <classes>` or `lru_crawler metadump <all|hash|classes>`.
+    LruCrawler(LruCrawler),
 }
+
+/// What an `lru_crawler` line asks. The store's items are all in class 1 (as
+/// `stats items` shows them), so a class list names them or none of them.
+///
+/// # Format
+///
+/// ```text
+/// lru_crawler crawl all|<class>[,<class>...]
+/// lru_crawler metadump all|hash|<class>[,<class>...]
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LruCrawler {
+    /// Answered `OK`: expired items are already unlinked as they are met.
+    Crawl,
+    /// One line per live item (with `every_item`), then `END`.
+    Metadump { every_item: bool },
+    /// A class id outside 1..=63, or not a number: `BADCLASS invalid class id`.
+    BadClass,
+}
+
+/// memcached's `MAX_NUMBER_OF_SLAB_CLASSES`: class ids are 1 to this less one.
+const SLAB_CLASSES_MAX: u32 = 64;
+
+/// The class the store's items are in.
+const ITEM_CLASS: u32 = 1;
 
 /// Why no request could be taken from the buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -334,6 +361,9 @@ fn command<'a>(
             },
         }),
         b"stats" => line_only(Request::Stats { group: t.from(1) }),
+        b"lru_crawler" if n == 4 && matches!(t.get(1), b"crawl" | b"metadump") => {
+            line_only(Request::LruCrawler(lru_crawler(t.get(1), t.get(2))))
+        }
         b"mg" | b"ms" | b"md" | b"ma" | b"mn" | b"me" => {
             super::meta::parse(cmd, t, after_line, limits)
         }
@@ -526,6 +556,30 @@ fn cache_memlimit<'a>(t: &Tokens<'a>) -> Result<Request<'a>, Rejection> {
         return Err(Rejection::Line(answer(reply, MEMLIMIT_NOT_BYTES)));
     }
     Ok(Request::CacheMemlimit { megabytes, reply })
+}
+
+/// memcached's `process_lru_crawler_command` for `crawl` and `metadump`.
+fn lru_crawler(what: &[u8], classes: &[u8]) -> LruCrawler {
+    let every = what == b"metadump" && (classes == b"all" || classes == b"hash");
+    if every || classes == b"all" {
+        return match what {
+            b"crawl" => LruCrawler::Crawl,
+            _ => LruCrawler::Metadump { every_item: true },
+        };
+    }
+    let mut names_ours = false;
+    for class in classes.split(|&b| b == b',') {
+        match safe_strtoul(class) {
+            Some(id) if (1..SLAB_CLASSES_MAX).contains(&id) => names_ours |= id == ITEM_CLASS,
+            _ => return LruCrawler::BadClass,
+        }
+    }
+    match what {
+        b"crawl" => LruCrawler::Crawl,
+        _ => LruCrawler::Metadump {
+            every_item: names_ours,
+        },
+    }
 }
 
 /// memcached's `process_slabs_automove_command`: a level must be 0, 1 or 2 (a

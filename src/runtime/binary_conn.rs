@@ -173,7 +173,7 @@ async fn node_request(ctx: &ShardCtx, req: &BinRequest<'_>, output: &mut Output)
                 }
                 StatGroup::Text(group) => {
                     let clock = ctx.node.clock();
-                    let view = node_view(ctx, &clock).await;
+                    let view = node_view(ctx, &clock, group).await;
                     let mut text = Vec::new();
                     crate::engine::write_stats(group, &view, &mut text);
                     engine::write_stats_from_text(&mut output.out, h, &text);

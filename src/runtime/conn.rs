@@ -6,6 +6,7 @@
 //! where they belong.
 
 use super::cluster::{self, ConnMode, Role, Route, Ticket};
+use super::conns::{self, Registration};
 use super::messages::{Answer, Ask, Batch, ForwardKind, Replies};
 use super::peer::{Framing, Reply};
 use super::shard::{with_state, ShardCtx};
@@ -13,6 +14,7 @@ use super::uring::ClientStream;
 use super::waiters::Wait;
 use crate::cli::{FlushCommand, Protocol, ShutdownCommand};
 use crate::cluster::auth::{self, Standing};
+use crate::cluster::config::{ClusterConfig, Endpoint};
 use crate::cluster::ring::Owner;
 use crate::cluster::wire::{self, PeerLine, PeerMode};
 use crate::engine::{self, reply, NodeView, Settings, Step};
@@ -22,7 +24,7 @@ use crate::limits::{
     READ_CHUNK_BYTES, REPLY_BUFFER_FLUSH_BYTES,
 };
 use crate::protocol::meta::MetaCommand;
-use crate::protocol::text::{GetEnding, Request, ShutdownMode, StoreMode};
+use crate::protocol::text::{GetEnding, LruCrawler, Request, ShutdownMode, StoreMode};
 use crate::protocol::{self, ParseError};
 use crate::stats::ShardStats;
 use crate::storage::ttl::Clock;
@@ -541,7 +543,14 @@ enum Wire {
 
 /// Serves one client until it closes, sends `quit`, breaks the protocol beyond
 /// repair, or the node stops.
-pub async fn serve(mut stream: ClientStream, ctx: &ShardCtx, peer: Option<std::net::SocketAddr>) {
+///
+/// `listed` is the connection's entry in `stats conns`, kept current here.
+pub async fn serve(
+    mut stream: ClientStream,
+    ctx: &ShardCtx,
+    peer: Option<std::net::SocketAddr>,
+    listed: &Registration,
+) {
     let mut rbuf = vec![0u8; READ_CHUNK_BYTES];
     let mut start = 0usize;
     let mut end = 0usize;
@@ -599,6 +608,7 @@ pub async fn serve(mut stream: ClientStream, ctx: &ShardCtx, peer: Option<std::n
             Ok(n) => n,
         };
         let read_at = Instant::now();
+        listed.running(read_at);
         with_state(|s| s.stats.bytes_read += n as u64);
         let suspect = ctx.cluster.as_ref().is_some_and(|cluster| {
             cluster
@@ -647,6 +657,7 @@ pub async fn serve(mut stream: ClientStream, ctx: &ShardCtx, peer: Option<std::n
                     suspect,
                     standing: &mut standing,
                     peer_ip: &peer_ip,
+                    local: listed.listen_addr(),
                 };
                 handle_buffer(
                     ctx,
@@ -662,6 +673,7 @@ pub async fn serve(mut stream: ClientStream, ctx: &ShardCtx, peer: Option<std::n
         };
         super::shard::record_latency(read_at.elapsed().as_micros() as u64);
         let written = flush(&mut stream, &mut output).await;
+        listed.idle(conns::idle_state(&buf[*start..], *swallow, LINE_LEN_MAX));
         ctx.busy.set(ctx.busy.get() - 1);
         if written.is_err()
             || matches!(after, After::Close)
@@ -851,16 +863,17 @@ async fn handle_buffer(
             }
             continue;
         }
-        if let (Some(cluster), true) = (&ctx.cluster, rest.starts_with(b"config get cluster")) {
+        if rest.starts_with(b"config get cluster") {
             // ElastiCache-style auto-discovery: the shard endpoints, so a ketama
             // client reaches every key's primary with no hop.
             if let Some(nl) = memchr::memchr(b'\n', rest) {
                 let line = rest[..nl].strip_suffix(b"\r").unwrap_or(&rest[..nl]);
                 if line == b"config get cluster" {
-                    crate::cluster::discovery::encode_config_get_cluster(
-                        cluster.view().config(),
-                        &mut output.out,
-                    );
+                    let config = match &ctx.cluster {
+                        Some(cluster) => cluster.view().config().clone(),
+                        None => single_node_config(ctx, conn.local),
+                    };
+                    crate::cluster::discovery::encode_config_get_cluster(&config, &mut output.out);
                     *start += nl + 1;
                     continue;
                 }
@@ -1028,6 +1041,14 @@ async fn handle_buffer(
                 // Requests for the whole node see the effects of every request before them.
                 if output.complete(ctx).await.is_err() {
                     return After::Close;
+                }
+                if let Request::Stats { group: b"cluster" } = req {
+                    if ctx.cluster.is_none() {
+                        let config = single_node_config(ctx, conn.local);
+                        write_single_node_stats(&config, &mut output.out);
+                        *start += used;
+                        continue;
+                    }
                 }
                 if let Step::Close = node_request(ctx, &req, &clock, &mut output.out, *mode).await {
                     *start += used;
@@ -1369,6 +1390,8 @@ struct TextConn<'m> {
     standing: &'m mut Standing,
     /// The address it comes from, for the log.
     peer_ip: &'m str,
+    /// The address it came in on, which a one-node view names.
+    local: Option<std::net::SocketAddr>,
     /// A peer's connection opened across a pause of this node (see
     /// `ClusterNode::opened_across_pause`).
     suspect: bool,
@@ -1631,21 +1654,84 @@ async fn node_request(
             super::shard::reset_stats();
             out.extend_from_slice(reply::RESET);
         }
+        Request::LruCrawler(LruCrawler::Crawl) => out.extend_from_slice(reply::OK),
+        Request::LruCrawler(LruCrawler::BadClass) => {
+            out.extend_from_slice(b"BADCLASS invalid class id\r\n")
+        }
+        Request::LruCrawler(LruCrawler::Metadump { every_item }) => {
+            if every_item {
+                out.extend_from_slice(&super::shard::metadump(ctx).await);
+                for answer in ctx.ask_all(|| Ask::Metadump).await {
+                    if let Answer::Metadump(lines) = answer {
+                        out.extend_from_slice(&lines);
+                    }
+                }
+            }
+            out.extend_from_slice(reply::END);
+        }
+        Request::Stats { group } if group == b"conns" => {
+            let now = Instant::now();
+            let mut view = NodeView {
+                conns: conns::views(now),
+                ..NodeView::default()
+            };
+            for answer in ctx.ask_all(|| Ask::Conns).await {
+                if let Answer::Conns(other) = answer {
+                    view.conns.extend(other);
+                }
+            }
+            view.conns.sort_by_key(|c| c.id);
+            engine::write_stats(group, &view, out);
+        }
         Request::Stats { group } if group == b"cluster" && ctx.cluster.is_some() => {
-            let view = node_view(ctx, clock).await;
+            let view = node_view(ctx, clock, b"").await;
             cluster::write_stats_cluster(ctx, view.store.curr_items, out).await;
         }
         Request::Stats { group } if group == b"peers" && ctx.cluster.is_some() => {
-            let view = node_view(ctx, clock).await;
+            let view = node_view(ctx, clock, b"").await;
             cluster::write_stats_peers(ctx, &view.forwarded_to, out);
         }
         Request::Stats { group } => {
-            let view = node_view(ctx, clock).await;
+            let view = node_view(ctx, clock, group).await;
             engine::write_stats(group, &view, out);
         }
         _ => unreachable!("not a node request: {req:?}"),
     }
     Step::Continue
+}
+
+/// What a node outside any cluster says of itself to `stats cluster` and
+/// `config get cluster`: itself as the one node (see
+/// `ClusterConfig::single_node`), named by the address `local` the client
+/// reached (`-l`'s first address when unknown), with its shards' own ports
+/// (`--shard-ports`), which ketama clients can then reach directly.
+fn single_node_config(ctx: &ShardCtx, local: Option<std::net::SocketAddr>) -> ClusterConfig {
+    let config = &ctx.node.config;
+    let host = match local {
+        Some(addr) => addr.ip().to_string(),
+        None => config.listen.split(',').next().unwrap_or("").to_string(),
+    };
+    let endpoint = |port| Endpoint {
+        host: host.clone(),
+        port,
+    };
+    let client = endpoint(config.port);
+    let shards = match config.shard_port_base {
+        Some(base) => (0..ctx.node.shards as u16)
+            .map(|shard| endpoint(base + shard))
+            .collect(),
+        None => vec![client.clone()],
+    };
+    ClusterConfig::single_node(client, shards)
+}
+
+/// `stats cluster` of a node outside any cluster: the one-node configuration,
+/// then the figures a cluster node adds that have a meaning here.
+fn write_single_node_stats(config: &ClusterConfig, out: &mut Vec<u8>) {
+    crate::cluster::discovery::encode_stats_cluster(config, out);
+    out.truncate(out.len() - reply::END.len());
+    out.extend_from_slice(b"STAT node_id 1\r\nSTAT node_state serving\r\n");
+    out.extend_from_slice(reply::END);
 }
 
 /// `flush_all` on a client's connection flushes every node: each other node
@@ -1674,9 +1760,18 @@ async fn flush_other_nodes(ctx: &ShardCtx, delay_secs: i64) {
 }
 
 /// Sums every shard's counters and adds the process's own figures.
-pub(super) async fn node_view(ctx: &ShardCtx, clock: &Clock) -> NodeView {
+///
+/// For `stats items` (`group`), also how long ago the oldest item was accessed,
+/// which walks a segment of each store; other groups do not pay for it.
+pub(super) async fn node_view(ctx: &ShardCtx, clock: &Clock, group: &[u8]) -> NodeView {
     let node = &ctx.node;
-    let (own_shard, own_store) = with_state(|s| (s.stats, s.store.stats()));
+    let oldest_access = group == b"items";
+    let (own_shard, own_store, mut oldest) = with_state(|s| {
+        let oldest = oldest_access
+            .then(|| s.store.oldest_access(clock.rel_secs))
+            .flatten();
+        (s.stats, s.store.stats(), oldest)
+    });
     let mut latency = super::shard::latency();
     let mut forwarded_to = ctx
         .cluster
@@ -1686,14 +1781,19 @@ pub(super) async fn node_view(ctx: &ShardCtx, clock: &Clock) -> NodeView {
     per_shard[ctx.id as usize] = (own_shard, own_store);
     // ask_all answers in shard order, this shard left out.
     let others = (0..node.shards).filter(|&j| j != ctx.id as usize);
-    for (j, answer) in others.zip(ctx.ask_all(|| Ask::Stats).await) {
+    for (j, answer) in others.zip(ctx.ask_all(|| Ask::Stats { oldest_access }).await) {
         if let Answer::Stats {
             shard: other,
             store: other_store,
             latency: other_latency,
             forwarded_to: other_forwarded,
+            oldest_access: other_oldest,
         } = answer
         {
+            oldest = match (oldest, other_oldest) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             per_shard[j] = (*other, other_store);
             latency.add(&other_latency);
             forwarded_to.extend(other_forwarded);
@@ -1734,6 +1834,7 @@ pub(super) async fn node_view(ctx: &ShardCtx, clock: &Clock) -> NodeView {
         malloced_bytes: store.limit_maxbytes,
         store,
         conns: Vec::new(),
+        items_age_secs: oldest.map_or(0, |at| u64::from(clock.rel_secs.saturating_sub(at))),
         per_shard,
         latency,
         forwarded_to,

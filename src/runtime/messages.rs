@@ -5,6 +5,7 @@
 //! [`FromShard`] holding a reply fragment per request, in order.
 
 use super::cluster::Role;
+use crate::engine::ConnView;
 use crate::protocol::text::GetKind;
 use crate::stats::{Latency, ShardStats};
 use crate::storage::StoreStats;
@@ -107,8 +108,15 @@ pub enum Ask {
     Flush {
         delay_secs: i64,
     },
-    /// This shard's counters for `stats`.
-    Stats,
+    /// This shard's counters for `stats`; with `oldest_access`, also when the
+    /// item next to be reclaimed was last accessed (`stats items`' `age`).
+    Stats {
+        oldest_access: bool,
+    },
+    /// This shard's sockets for `stats conns`.
+    Conns,
+    /// This shard's `lru_crawler metadump` lines.
+    Metadump,
     /// `stats reset`.
     ResetStats,
     /// Send `node` (in `merge` mode) the keys this shard changed while it was
@@ -146,7 +154,11 @@ pub enum Answer {
         latency: Box<Latency>,
         /// In a cluster: client requests this shard forwarded to each node.
         forwarded_to: Vec<(u32, u64)>,
+        /// When asked: `Store::oldest_access`.
+        oldest_access: Option<u32>,
     },
+    Conns(Vec<ConnView>),
+    Metadump(Vec<u8>),
     Done,
     /// Whether every item pushed was acknowledged.
     Pushed(bool),

@@ -11,6 +11,7 @@ pub mod auth;
 mod binary_conn;
 pub mod cluster;
 mod conn;
+mod conns;
 pub mod control;
 mod messages;
 mod metrics;

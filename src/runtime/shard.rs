@@ -7,6 +7,7 @@
 
 use super::cluster::{self, ConnMode, Role, Route, ShardCluster};
 use super::conn;
+use super::conns::{self, ConnState, Registration};
 use super::messages::{Answer, Ask, FromShard, ToShard};
 use super::uring::{self, ClientStream, SocketRing};
 use super::waiters::{Waiters, Watchdog};
@@ -346,11 +347,25 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
     }
 }
 
+/// A listening socket and its entry in `stats conns`.
+struct Listening {
+    listener: TcpListener,
+    listed: Registration,
+}
+
 /// A listening socket on `addr`, or the line that says why there is none.
-fn listen(addr: SocketAddr, sharing: super::Sharing) -> Result<TcpListener, String> {
+/// It is listed in `stats conns` for as long as the [`Listening`] lives.
+fn listen(addr: SocketAddr, sharing: super::Sharing) -> Result<Listening, String> {
     match super::listen_socket(addr, sharing) {
-        // SAFETY: the descriptor is a listening TCP socket we own and hand over.
-        Ok(fd) => Ok(unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) }),
+        Ok(fd) => {
+            let fd = fd.into_raw_fd();
+            let since = std::time::Instant::now();
+            let listed =
+                Registration::new(fd as u64, Some(addr), None, ConnState::Listening, since);
+            // SAFETY: the descriptor is a listening TCP socket we own and hand over.
+            let listener = unsafe { TcpListener::from_raw_fd(fd) };
+            Ok(Listening { listener, listed })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(format!(
             "port {} on {} is already in use by another process: stop it or choose other ports",
             addr.port(),
@@ -360,7 +375,13 @@ fn listen(addr: SocketAddr, sharing: super::Sharing) -> Result<TcpListener, Stri
     }
 }
 
-async fn accept_loop(listener: TcpListener, ctx: Rc<ShardCtx>, sockets: Option<Rc<SocketRing>>) {
+async fn accept_loop(listening: Listening, ctx: Rc<ShardCtx>, sockets: Option<Rc<SocketRing>>) {
+    // The entry stays listed while this loop runs.
+    let Listening {
+        listener,
+        listed: _listed,
+    } = listening;
+    let listen_addr = listener.local_addr().ok();
     loop {
         let stream = match listener.accept().await {
             Ok(stream) => stream,
@@ -379,6 +400,8 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<ShardCtx>, sockets: Option<R
             continue;
         }
         let peer = stream.peer_addr().ok();
+        // memcached's `listen_addr` is the address the connection reached.
+        let local = stream.local_addr().ok().or(listen_addr);
         let stream = match ClientStream::new(stream, sockets.as_ref(), node.tls.as_ref()) {
             Ok(stream) => stream,
             Err(e) => {
@@ -395,13 +418,37 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<ShardCtx>, sockets: Option<R
             s.stats.total_connections += 1;
         });
         let ctx = ctx.clone();
+        let listed = Registration::new(
+            stream.raw_fd() as u64,
+            peer,
+            local,
+            ConnState::NewCmd,
+            std::time::Instant::now(),
+        );
         glommio::spawn_local(async move {
-            conn::serve(stream, &ctx, peer).await;
+            conn::serve(stream, &ctx, peer, &listed).await;
             ctx.node.connections.fetch_sub(1, Ordering::AcqRel);
             with_state(|s| s.stats.curr_connections -= 1);
         })
         .detach();
     }
+}
+
+/// This shard's `lru_crawler metadump` lines: one segment at a time, letting
+/// other tasks run between segments, so a large store does not stall the shard.
+pub async fn metadump(ctx: &ShardCtx) -> Vec<u8> {
+    let mut lines = Vec::new();
+    let segments = with_state(|s| s.store.segment_count());
+    for segment in 0..segments {
+        let clock = ctx.node.clock();
+        with_state(|s| {
+            s.store.visit_segment(segment, clock.rel_secs, |item| {
+                engine::write_metadump_line(&item, clock.process_started_unix, &mut lines)
+            });
+        });
+        glommio::yield_if_needed().await;
+    }
+    lines
 }
 
 /// Checks, in debug builds, that a key forwarded here is this shard's. Release
@@ -547,7 +594,10 @@ async fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
             with_state(|s| engine::flush(s, delay_secs, &clock));
             Answer::Done
         }
-        Ask::Stats => with_state(|s| Answer::Stats {
+        Ask::Stats { oldest_access } => with_state(|s| Answer::Stats {
+            oldest_access: oldest_access
+                .then(|| s.store.oldest_access(clock.rel_secs))
+                .flatten(),
             shard: Box::new(s.stats),
             store: s.store.stats(),
             latency: Box::new(latency()),
@@ -556,6 +606,8 @@ async fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
                 .as_ref()
                 .map_or_else(Vec::new, |c| c.forwarded_to()),
         }),
+        Ask::Conns => Answer::Conns(conns::views(std::time::Instant::now())),
+        Ask::Metadump => Answer::Metadump(metadump(ctx).await),
         Ask::ResetStats => {
             reset_stats();
             Answer::Done

@@ -131,6 +131,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
         })
     }
 
+    /// The stream the session runs over.
+    pub fn socket(&self) -> &S {
+        &self.socket
+    }
+
     /// Writes every byte of ciphertext rustls has to send. Ready once the socket
     /// took it all; while it waits, the socket wakes the task.
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -727,6 +727,17 @@ impl ClientStream {
     }
 }
 
+impl ClientStream {
+    /// The connection's socket, which names it in `stats conns`.
+    pub fn raw_fd(&self) -> RawFd {
+        match self {
+            ClientStream::Glommio(s) => s.as_raw_fd(),
+            ClientStream::Ring(s) => s.io.borrow().fd,
+            ClientStream::Tls(s) => s.socket().raw_fd(),
+        }
+    }
+}
+
 /// What both kinds of stream are.
 trait Duplex: AsyncRead + AsyncWrite + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Unpin> Duplex for T {}

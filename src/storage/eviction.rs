@@ -122,6 +122,11 @@ impl Store {
                     let prev = self.index.prev_of(&self.arena, addr, hash);
                     self.unlink_at(prev, addr, hash);
                     self.stats.evictions += 1;
+                    if h.exptime != 0 {
+                        self.stats.evicted_nonzero += 1;
+                    }
+                    self.stats.evicted_at = now;
+                    self.stats.evicted_time_secs = now.saturating_sub(h.atime);
                     if h.bits & BIT_FETCHED == 0 {
                         self.stats.evicted_unfetched += 1;
                     }

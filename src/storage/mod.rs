@@ -88,6 +88,8 @@ pub struct ItemView<'s> {
     pub exptime: u32,
     /// Relative time of the last access.
     pub atime: u32,
+    /// Read at least once since it was stored.
+    pub fetched: bool,
 }
 
 /// What the meta protocol adds to a storage command.
@@ -164,6 +166,13 @@ pub struct StoreStats {
     pub bytes: u64,
     pub limit_maxbytes: u64,
     pub evictions: u64,
+    /// Evicted items that had an expiry time (memcached's `evicted_nonzero`).
+    pub evicted_nonzero: u64,
+    /// When the latest eviction happened (relative seconds; 0: none yet).
+    pub evicted_at: u32,
+    /// Seconds between that evicted item's last access and its eviction
+    /// (memcached's `evicted_time`).
+    pub evicted_time_secs: u32,
     pub evicted_unfetched: u64,
     pub expired_unfetched: u64,
     pub reclaimed: u64,
@@ -176,6 +185,11 @@ impl StoreStats {
         self.bytes += other.bytes;
         self.limit_maxbytes += other.limit_maxbytes;
         self.evictions += other.evictions;
+        self.evicted_nonzero += other.evicted_nonzero;
+        if other.evicted_at > self.evicted_at {
+            self.evicted_at = other.evicted_at;
+            self.evicted_time_secs = other.evicted_time_secs;
+        }
         self.evicted_unfetched += other.evicted_unfetched;
         self.expired_unfetched += other.expired_unfetched;
         self.reclaimed += other.reclaimed;
@@ -561,7 +575,24 @@ impl Store {
             cas: h.cas,
             exptime: h.exptime,
             atime: h.atime,
+            fetched: h.bits & BIT_FETCHED != 0,
         }
+    }
+
+    /// The relative time at which the least recently accessed item of the
+    /// oldest segment holding live items (the next to be reclaimed) was last
+    /// accessed; `None` when the store holds no live item. Walks one segment.
+    pub fn oldest_access(&self, now: u32) -> Option<u32> {
+        for &segment in &self.arena.fifo {
+            let mut oldest: Option<u32> = None;
+            self.visit_segment(segment as usize, now, |item| {
+                oldest = Some(oldest.map_or(item.atime, |o| o.min(item.atime)));
+            });
+            if oldest.is_some() {
+                return oldest;
+            }
+        }
+        None
     }
 
     /// Warms the cache for a lookup of `key` about to come, first stage: fetches

@@ -789,3 +789,40 @@ fn observed_cas_uniques_are_exceeded() {
     };
     assert_eq!(cas, (1001 << 4) | 3);
 }
+
+#[test]
+fn the_oldest_access_is_that_of_the_least_recently_read_item_next_to_go() {
+    let mut s = store(4 * MB);
+    assert_eq!(s.oldest_access(5), None);
+    set(&mut s, b"a", b"1", 10);
+    set(&mut s, b"b", b"2", 20);
+    assert_eq!(s.oldest_access(30), Some(10));
+    // Reading `a` makes `b` the least recently accessed.
+    value_of(&mut s, b"a", 25);
+    assert_eq!(s.oldest_access(30), Some(20));
+    s.delete(b"a", 30);
+    s.delete(b"b", 30);
+    assert_eq!(s.oldest_access(30), None);
+}
+
+#[test]
+fn an_eviction_records_how_long_the_item_had_gone_unread_and_its_expiry() {
+    let mut s = store(2 * MB);
+    let value = vec![b'v'; 100_000];
+    for i in 0..20 {
+        let key = format!("old{i}");
+        s.store(StoreMode::Set, key.as_bytes(), 0, 3600, &value, 10);
+    }
+    let mut i = 0;
+    while s.stats().evictions == 0 {
+        assert!(i < 100, "nothing evicted");
+        set(&mut s, format!("new{i}").as_bytes(), &value, 50);
+        i += 1;
+    }
+    let st = s.stats();
+    assert_eq!(
+        st.evicted_nonzero, st.evictions,
+        "every evicted item expires"
+    );
+    assert_eq!((st.evicted_at, st.evicted_time_secs), (50, 40));
+}

@@ -726,6 +726,13 @@ impl Client {
             .collect()
     }
 
+    /// The client's own end of the connection, as the server sees its peer.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.stream
+            .local_addr()
+            .expect("local address of a connected socket")
+    }
+
     /// Half-closes the sending side.
     pub fn shutdown_write(&mut self) {
         let _ = self.stream.shutdown(Shutdown::Write);
