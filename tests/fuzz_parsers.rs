@@ -12,8 +12,8 @@ mod checks;
 
 use checks::{Target, TARGETS};
 
-/// Inputs per target by default: one to two seconds each in release mode.
-const INPUTS_DEFAULT: u64 = 500_000;
+/// Inputs per target by default: under two seconds each in release mode.
+const INPUTS_DEFAULT: u64 = 200_000;
 
 /// xorshift64*: small, seeded and the same on every platform.
 struct Rng(u64);
@@ -163,7 +163,12 @@ fn run_named(name: &str) {
     let inputs = env_u64("RINGCACHE_FUZZ_INPUTS").unwrap_or(INPUTS_DEFAULT);
     println!("fuzz target {name}: RINGCACHE_SEED={seed}, {inputs} inputs");
     let target = TARGETS.iter().find(|t| t.name == name).expect("a target");
+    let started = std::time::Instant::now();
     run(target, seed, inputs);
+    println!(
+        "fuzz target {name}: {inputs} inputs in {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -229,4 +234,29 @@ fn an_rc_line_past_the_line_limit_is_refused_however_it_arrives() {
     longest.resize(REPLY_LINE_LEN_MAX, b' ');
     longest.push(b'\n');
     assert!(matches!(parse_peer_line(&longest), Ok(Some(_))));
+}
+
+/// `scan_reply` took a reply line longer than `REPLY_LINE_LEN_MAX` when it
+/// arrived whole, but disconnected the peer when a read split it before its end.
+#[test]
+fn a_reply_line_past_the_line_limit_is_garbage_however_it_arrives() {
+    use ringcache::cluster::wire::{scan_reply, Scan, REPLY_LINE_LEN_MAX};
+    let mut reply = b"SERVER_ERROR out of memory".to_vec();
+    reply.resize(REPLY_LINE_LEN_MAX + 10, b' ');
+    reply.extend_from_slice(b"\r\nMN\r\n");
+    assert!(matches!(scan_reply(&reply), Scan::Garbage(_)));
+    assert!(matches!(
+        scan_reply(&reply[..REPLY_LINE_LEN_MAX + 1]),
+        Scan::Garbage(_)
+    ));
+    let mut longest = b"SERVER_ERROR out of memory".to_vec();
+    longest.resize(REPLY_LINE_LEN_MAX - 1, b' ');
+    longest.extend_from_slice(b"\r\nMN\r\n");
+    assert_eq!(
+        scan_reply(&longest),
+        Scan::Reply {
+            body: REPLY_LINE_LEN_MAX + 1,
+            used: REPLY_LINE_LEN_MAX + 5
+        }
+    );
 }

@@ -354,6 +354,11 @@ pub fn scan_reply(buf: &[u8]) -> Scan {
                 Scan::Incomplete
             };
         };
+        // Judged as when the line arrives in pieces: the outcome must not
+        // depend on how reads split the reply.
+        if nl > REPLY_LINE_LEN_MAX {
+            return Scan::Garbage("a reply line longer than any memcached sends");
+        }
         if nl == 0 || rest[nl - 1] != b'\r' {
             return Scan::Garbage("a reply line not ended by \\r\\n");
         }

@@ -63,12 +63,24 @@ pub const TARGETS: &[Target] = &[
 const TRAILER: &[u8] = b"get more\r\nset k 0 0 1\r\nx\r\n\x80\n";
 
 /// Where to cut a request of `len` bytes to feed a prefix of it: memcached's
-/// test splits (1, 2, 5, 10, 100... bytes) and the last few bytes.
+/// test splits (1, 2, 5, 10, 100... bytes), just past the line limits, and the
+/// last few bytes.
 fn cuts(len: usize) -> impl Iterator<Item = usize> {
-    [0, 1, 2, 5, 10, 24, 100, 1000]
-        .into_iter()
-        .chain((1..=3).map(move |back| len.saturating_sub(back)))
-        .filter(move |&cut| cut < len)
+    [
+        0,
+        1,
+        2,
+        5,
+        10,
+        24,
+        100,
+        1000,
+        LINE_LEN_MAX + 1,
+        wire::REPLY_LINE_LEN_MAX + 1,
+    ]
+    .into_iter()
+    .chain((1..=3).map(move |back| len.saturating_sub(back)))
+    .filter(move |&cut| cut < len)
 }
 
 fn with_trailer(bytes: &[u8]) -> Vec<u8> {
