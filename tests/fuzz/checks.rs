@@ -14,7 +14,7 @@ use ringcache::cluster::codec;
 use ringcache::cluster::config::{self, ClusterConfig};
 use ringcache::cluster::wire::{self, PeerLine, PeerMode, RecoverWhat, Scan};
 use ringcache::consensus::{Body, Message};
-use ringcache::limits::{KEY_LEN_MAX, LINE_LEN_MAX};
+use ringcache::limits::{BINARY_KEY_LEN_MAX, KEY_LEN_MAX, LINE_LEN_MAX};
 use ringcache::protocol::meta::{self, MetaCommand};
 use ringcache::protocol::{binary, text, ParseLimits};
 
@@ -112,12 +112,12 @@ pub fn text(data: &[u8]) {
 pub fn meta(data: &[u8]) {
     text_stream(data, &limits_from(data));
     let mut encoded = Vec::new();
-    let key = &data[..data.len().min(ringcache::limits::BINARY_KEY_LEN_MAX - 1)];
+    let key = &data[..data.len().min(BINARY_KEY_LEN_MAX - 1)];
     if key.is_empty() {
         return;
     }
     meta::base64_encode(key, &mut encoded);
-    let mut decoded = [0u8; ringcache::limits::BINARY_KEY_LEN_MAX];
+    let mut decoded = [0u8; BINARY_KEY_LEN_MAX];
     let len = meta::base64_decode(&encoded, &mut decoded);
     assert_eq!(
         &decoded[..len],
@@ -603,12 +603,13 @@ fn meta_noop(mn: &[u8]) -> meta::MetaRequest<'_> {
 /// text parser as exactly the item or removal that was encoded.
 fn replicated_item_round_trip(input: &mut Unstructured) {
     // Keys the meta protocol carries: plain up to KEY_LEN_MAX, and in base64 (a
-    // key with a space or control byte) while its base64 form decodes into
-    // BINARY_KEY_LEN_MAX bytes (memcached's limit, padding counted).
+    // key with a space or control byte) while the base64 form's groups of
+    // three fit BINARY_KEY_LEN_MAX, as memcached counts them: 186 bytes.
+    // Longer keys with such a byte are not carried (a known limit, not checked).
     let key_len = 1 + usize::from(input.byte()) % KEY_LEN_MAX;
     let key = input.bytes(key_len);
     let plain = key.iter().all(|&c| c > b' ' && c != 0x7f);
-    if key.is_empty() || (!plain && key.len() > ringcache::limits::BINARY_KEY_LEN_MAX - 2) {
+    if key.is_empty() || (!plain && key.len().div_ceil(3) * 3 > BINARY_KEY_LEN_MAX) {
         return;
     }
     let flags = input.u32();
