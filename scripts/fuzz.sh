@@ -9,7 +9,11 @@
 #
 #   scripts/fuzz.sh                  # 60 s per target
 #   scripts/fuzz.sh 600 text meta    # 10 minutes each for two targets
+#   RINGCACHE_FUZZ_ARGS=-len_control=0 scripts/fuzz.sh 180   # long inputs at once
 #
+# RINGCACHE_FUZZ_ARGS adds libFuzzer flags; -len_control=0 mutates up to
+# -max_len from the start instead of growing inputs slowly, which reaches the
+# line limits sooner.
 # Corpora grow in target/fuzz-corpus/<target>/ and are reused by later runs.
 set -uo pipefail
 
@@ -45,7 +49,8 @@ for t in "${targets[@]}"; do
     # -max_len reaches past the line limits (2048, 4096); rss and timeout limits
     # make an unbounded allocation or loop a finding, not a hang.
     "$bin/$t" -max_total_time="$seconds" -max_len=12000 -rss_limit_mb=2048 -timeout=10 \
-        -print_final_stats=1 -artifact_prefix="$artifacts/" "target/fuzz-corpus/$t" >"$log" 2>&1
+        -print_final_stats=1 -artifact_prefix="$artifacts/" ${RINGCACHE_FUZZ_ARGS:-} \
+        "target/fuzz-corpus/$t" >"$log" 2>&1
     rc=$?
     took=$(($(date +%s) - started))
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
