@@ -126,7 +126,9 @@ pub enum PeerLine {
 
 /// Parses an `rc` line at the start of `buf`: `Ok(None)` while the line is
 /// incomplete, `Ok(Some((line, bytes used)))`, or `Err(bytes used)` for a line
-/// that is not a valid `rc` line (answered `CLIENT_ERROR bad command line format`).
+/// that is not a valid `rc` line (answered `CLIENT_ERROR bad command line format`),
+/// among them one longer than [`REPLY_LINE_LEN_MAX`] (then, with no line end
+/// yet, what is buffered is used).
 pub fn parse_peer_line(buf: &[u8]) -> Result<Option<(PeerLine, usize)>, usize> {
     let Some(nl) = memchr::memchr(b'\n', buf) else {
         return if buf.len() > REPLY_LINE_LEN_MAX {
@@ -136,6 +138,11 @@ pub fn parse_peer_line(buf: &[u8]) -> Result<Option<(PeerLine, usize)>, usize> {
         };
     };
     let used = nl + 1;
+    // A line longer than the limit is refused whether or not its end has
+    // arrived yet: what is decided must not depend on how reads split it.
+    if nl > REPLY_LINE_LEN_MAX {
+        return Err(used);
+    }
     let line = buf[..nl].strip_suffix(b"\r").unwrap_or(&buf[..nl]);
     let text = std::str::from_utf8(line).map_err(|_| used)?;
     let tokens: Vec<&str> = text.split_ascii_whitespace().collect();
@@ -350,6 +357,11 @@ pub fn scan_reply(buf: &[u8]) -> Scan {
                 Scan::Incomplete
             };
         };
+        // Judged as when the line arrives in pieces: the outcome must not
+        // depend on how reads split the reply.
+        if nl > REPLY_LINE_LEN_MAX {
+            return Scan::Garbage("a reply line longer than any memcached sends");
+        }
         if nl == 0 || rest[nl - 1] != b'\r' {
             return Scan::Garbage("a reply line not ended by \\r\\n");
         }

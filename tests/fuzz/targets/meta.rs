@@ -1,0 +1,4 @@
+//! libFuzzer target: [`ringcache_fuzz::meta`] on every input.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ringcache_fuzz::meta(data));
