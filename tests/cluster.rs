@@ -664,7 +664,20 @@ impl Cluster {
         let node = self.node_mut(id);
         node.server = None;
         let args: Vec<&str> = node.args.iter().map(String::as_str).collect();
-        let server = Server::ringcache_at(&node.ip, node.port, &args);
+        // The killed process's connections to a paused peer linger on its
+        // port until that peer runs again and closes its end: try again
+        // for a while before calling the port taken.
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let server = loop {
+            match Server::try_ringcache_at(&node.ip, node.port, &args) {
+                Ok(server) => break server,
+                Err(StartError::PortTaken(why)) if Instant::now() < deadline => {
+                    eprintln!("restart of node {id}: {why}; trying again");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => panic!("restart of node {id}: {e:?}"),
+            }
+        };
         node.server = Some(server);
     }
 }

@@ -139,6 +139,17 @@ pub struct ClusterNode {
     pause_noticed_ms: AtomicU64,
     /// A pause was noticed and the watch has not started its recovery yet.
     recovery_wanted: AtomicBool,
+    /// A pause was noticed and the node has not settled with its peers since:
+    /// its copies may be older than the other owners', so it is primary for
+    /// no write, even when no other owner answers.
+    settling_after_pause: AtomicBool,
+    /// This node runs Paxos (`--data-dir`): with `write_ack` `quorum` or
+    /// `all`, a key's primary is its first owner that no decision marked
+    /// down, the same on every node of an epoch, and no other owner stands in
+    /// for it while it is only unreachable (that would make two primaries,
+    /// each with its own copy, when views of who is reachable differ). With
+    /// `one`, an owner stands in (availability first).
+    consensus: AtomicBool,
     /// This node must copy every item it owns from the nodes holding them: at
     /// start, and when an epoch gives it keys it did not own (data movement).
     migration_wanted: AtomicBool,
@@ -261,6 +272,8 @@ impl ClusterNode {
             pauses: AtomicU64::new(0),
             pause_noticed_ms: AtomicU64::new(0),
             recovery_wanted: AtomicBool::new(false),
+            settling_after_pause: AtomicBool::new(false),
+            consensus: AtomicBool::new(false),
             migration_wanted: AtomicBool::new(true),
             migrating: AtomicBool::new(false),
             migrating_from: RwLock::new(Vec::new()),
@@ -404,6 +417,7 @@ impl ClusterNode {
             && !self.recovery_wanted.load(Ordering::Acquire)
         {
             self.recovering.store(false, Ordering::Release);
+            self.settling_after_pause.store(false, Ordering::Release);
             self.migrating.store(false, Ordering::Release);
             self.migrating_from.write().expect("migration lock").clear();
         }
@@ -512,6 +526,11 @@ impl ClusterNode {
         }
     }
 
+    /// Takes a key's primary from the decided configuration (see `consensus`).
+    pub fn run_consensus(&self) {
+        self.consensus.store(true, Ordering::Release);
+    }
+
     /// Keeps the ids seen voting in `dir` from now on, after reading those an
     /// earlier run of this node kept there.
     pub fn keep_votes_in(&self, dir: &std::path::Path) -> Result<(), String> {
@@ -614,7 +633,7 @@ impl ClusterNode {
         }
     }
 
-    fn clear_tko(&self, node: u32) {
+    pub fn clear_tko(&self, node: u32) {
         if let Some(t) = self.tko_flag(node) {
             if t.swap(false, Ordering::AcqRel) {
                 log::info!("node {node} answers again");
@@ -797,6 +816,7 @@ impl ClusterNode {
             .is_ok()
         {
             self.last_tick_ms.store(now, Ordering::Release);
+            self.settling_after_pause.store(true, Ordering::Release);
             self.want_recovery(&self.recovery_wanted);
             log::warn!(
                 "this node was paused for {} ms: recovering the writes it missed",
@@ -969,7 +989,8 @@ impl ShardCluster {
                     // so the write was not applied here).
                     (PeerMode::Forward, true)
                         if (self.node.is_recovering() && elsewhere())
-                            || self.node.lacks_shared(key) =>
+                            || self.node.lacks_shared(key)
+                            || self.node.settling_after_pause.load(Ordering::Acquire) =>
                     {
                         return Route::Refuse(Refusal::Recovering)
                     }
@@ -1000,12 +1021,30 @@ impl ShardCluster {
         };
         let me = self.node.me;
         let recovering = self.node.is_recovering();
+        if write
+            && self.node.consensus.load(Ordering::Acquire)
+            && view.config().write_ack() != crate::cluster::config::WriteAck::One
+        {
+            return self.decided_primary(view, key, &order, tried);
+        }
+        // With consensus, an owner a decision marked down missed the writes
+        // made since (they did not wait for it): it is read only when no
+        // owner is up.
+        let consensus = self.node.consensus.load(Ordering::Acquire);
+        let down = |n: u32| {
+            view.config()
+                .node(n)
+                .is_some_and(|c| c.state == crate::cluster::config::NodeState::Down)
+        };
+        let some_up = order.iter().any(|o| !down(o.node));
         let candidate = |o: &Owner, wait_for_recovery: bool| {
             let skipped = (o.node != me && view.tko_mark(o.node))
+                || (consensus && !write && some_up && down(o.node))
                 || (o.node == me && !write && !self.node.may_read(key, *o))
                 // A recovering node is not primary for a write while another
                 // owner can be: it has not yet got back what it missed.
                 || (o.node == me && write && recovering && wait_for_recovery)
+                || (o.node == me && write && self.node.settling_after_pause.load(Ordering::Acquire))
                 || (o.node == me && write && self.node.lacks_shared(key));
             !tried.contains(o) && !skipped
         };
@@ -1024,6 +1063,61 @@ impl ShardCluster {
                 && view.shard_addr(*o).is_some()
                 && (o.node == me || !view.tko_mark(o.node))
         })
+    }
+}
+
+impl ShardCluster {
+    /// With consensus, where a write of `key` goes: its first owner that no
+    /// decision marked down. That owner may pass the write on to the next
+    /// one that is up (it recovers, or lacks what it shares with an owner),
+    /// but no owner stands in for another that is only unreachable: the write
+    /// is refused until a decision marks that owner down.
+    fn decided_primary(
+        &self,
+        view: &View,
+        key: &[u8],
+        order: &[Owner],
+        tried: &[Owner],
+    ) -> Option<Owner> {
+        let me = self.node.me;
+        let up = |n: u32| {
+            view.config()
+                .node(n)
+                .is_some_and(|c| c.state != crate::cluster::config::NodeState::Down)
+        };
+        let unready = |o: &Owner| {
+            o.node == me
+                && (self.node.is_recovering()
+                    || self.node.lacks_shared(key)
+                    || self.node.settling_after_pause.load(Ordering::Acquire))
+        };
+        let mut candidates = order.iter().copied().filter(|o| up(o.node));
+        loop {
+            let o = candidates.next()?;
+            if tried.contains(&o) {
+                continue;
+            }
+            if o.node != me && view.tko_mark(o.node) {
+                return None;
+            }
+            if unready(&o) {
+                // The next owner takes the write while this node catches up;
+                // with none, this node is primary only after a start (it
+                // holds what it copied), never while it settles after a pause.
+                let next = order
+                    .iter()
+                    .copied()
+                    .filter(|n| up(n.node) && n.node != me && !tried.contains(n))
+                    .find(|n| !view.tko_mark(n.node));
+                let paused = self.node.settling_after_pause.load(Ordering::Acquire);
+                return match next {
+                    Some(next) => Some(next),
+                    None if paused => None,
+                    None => Some(o),
+                };
+            }
+            return Some(o);
+        }
     }
 }
 
@@ -1769,7 +1863,11 @@ pub async fn recover(ctx: Rc<ShardCtx>, what: RecoverWhat) {
                 break;
             }
         }
-        if !reachable {
+        if reachable {
+            // A mark this node set when its requests timed out across its
+            // own pause says nothing of the peer.
+            node.clear_tko(peer);
+        } else {
             // Usual when a whole cluster starts at once: not worth a warning.
             log::info!(
                 "node {peer} is not reachable for recovery: skipping it until it answers a probe"
@@ -1788,7 +1886,20 @@ pub async fn recover(ctx: Rc<ShardCtx>, what: RecoverWhat) {
                 node.set_pulled(peer, pulled);
                 pulled
             }
-            RecoverWhat::Hints => exchange(&ctx, peer).await,
+            // The peer settles with this node (it pushes what this node
+            // missed, takes what this node changed) and stops skipping it:
+            // once every peer has, no other node is primary for this node's
+            // keys, and it may be again.
+            RecoverWhat::Hints => {
+                let settled = ask_exchange(node, peer).await;
+                if !settled {
+                    log::warn!(
+                        "node {peer} did not settle with this node after its pause: copying what they share from it before serving it"
+                    );
+                    node.set_pulled(peer, false);
+                }
+                settled
+            }
         };
         settled += done as usize;
     }

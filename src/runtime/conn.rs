@@ -840,6 +840,9 @@ async fn handle_buffer(
                     if epoch != cluster.node.epoch() {
                         cluster::Refusal::Epoch(cluster.node.epoch()).write(&mut output.out);
                     } else if cluster::exchange(ctx, node).await {
+                        // Settled: `node` is primary for its keys again, so
+                        // this node stops standing in for it.
+                        cluster.node.clear_tko(node);
                         output.out.extend_from_slice(wire::RECOVERED);
                     } else {
                         output

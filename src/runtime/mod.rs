@@ -294,6 +294,7 @@ fn load_cluster(config: &Config) -> Result<Option<(Arc<cluster::ClusterNode>, Re
     )?;
     if let Some(dir) = &config.data_dir {
         node.keep_votes_in(dir)?;
+        node.run_consensus();
     }
     Ok(Some((Arc::new(node), durable)))
 }
