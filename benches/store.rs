@@ -15,6 +15,7 @@ fn store_with_items() -> (Store, Vec<Vec<u8>>, Vec<Vec<u8>>) {
         when_full: WhenFull::Evict,
         cas_suffix: 0,
         cas_suffix_bits: 8,
+        clock_cas: false,
     });
     let present: Vec<Vec<u8>> = (0..KEYS)
         .map(|i| format!("key:{i:09}").into_bytes())

@@ -71,6 +71,7 @@ fn shard() -> ShardState {
             when_full: WhenFull::Evict,
             cas_suffix: 0,
             cas_suffix_bits: 8,
+            clock_cas: false,
         }),
         stats: ShardStats::default(),
     }

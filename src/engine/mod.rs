@@ -786,6 +786,7 @@ mod tests {
                 when_full: WhenFull::Evict,
                 cas_suffix: 0,
                 cas_suffix_bits: 0,
+                clock_cas: false,
             }),
             stats: ShardStats::default(),
         }

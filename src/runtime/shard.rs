@@ -149,6 +149,7 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
                 when_full: config.when_full,
                 cas_suffix,
                 cas_suffix_bits,
+                clock_cas: node.cluster.is_some(),
             }),
             stats: Default::default(),
         })

@@ -75,6 +75,33 @@ pub struct StoreConfig {
     pub cas_suffix: u64,
     /// How many low bits of a CAS unique [`StoreConfig::cas_suffix`] occupies.
     pub cas_suffix_bits: u32,
+    /// In a cluster: CAS uniques never fall behind the wall clock (see
+    /// [`clock_cas_floor`]), so that uniques handed out by different nodes
+    /// order writes of one key as time does, not as busy each node was.
+    pub clock_cas: bool,
+}
+
+/// Milliseconds since 2026-01-01 UTC: where [`clock_cas_floor`] counts from.
+const CLOCK_CAS_EPOCH_UNIX_MS: u64 = 1_767_225_600_000;
+
+/// How many uniques a store may hand out per millisecond before its counter
+/// runs ahead of the clock (as a power of two).
+const CLOCK_CAS_PER_MS_BITS: u32 = 8;
+
+/// The smallest counter a cluster store hands out now: the milliseconds
+/// since [`CLOCK_CAS_EPOCH_UNIX_MS`] times 2^[`CLOCK_CAS_PER_MS_BITS`], when
+/// that still fits beside `suffix_bits` (until about 2043 with a cluster's 16);
+/// 0 (the counter alone) past that.
+pub fn clock_cas_floor(suffix_bits: u32) -> u64 {
+    let unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let floor = unix_ms.saturating_sub(CLOCK_CAS_EPOCH_UNIX_MS) << CLOCK_CAS_PER_MS_BITS;
+    if floor >> (64 - suffix_bits - 1) == 0 {
+        floor
+    } else {
+        0
+    }
 }
 
 /// A live item as the store holds it, borrowed until the next `&mut` call.
@@ -706,6 +733,11 @@ impl Store {
     }
 
     fn take_cas(&mut self) -> u64 {
+        if self.config.clock_cas {
+            self.next_cas = self
+                .next_cas
+                .max(clock_cas_floor(self.config.cas_suffix_bits));
+        }
         let cas = self.peek_cas();
         self.next_cas += 1;
         cas

@@ -12,6 +12,7 @@ fn config(memory_limit_bytes: usize, when_full: WhenFull) -> StoreConfig {
         when_full,
         cas_suffix: 0,
         cas_suffix_bits: 0,
+        clock_cas: false,
     }
 }
 
@@ -825,4 +826,32 @@ fn an_eviction_records_how_long_the_item_had_gone_unread_and_its_expiry() {
         "every evicted item expires"
     );
     assert_eq!((st.evicted_at, st.evicted_time_secs), (50, 40));
+}
+
+#[test]
+fn cluster_cas_uniques_keep_up_with_the_clock() {
+    // Two stores, one of which handed out many uniques: a write on the quiet
+    // one a moment later still gets the larger unique.
+    let cluster = |suffix| StoreConfig {
+        cas_suffix: suffix,
+        cas_suffix_bits: 16,
+        clock_cas: true,
+        ..config(4 * MB, WhenFull::Evict)
+    };
+    let (mut busy, mut quiet) = (Store::new(cluster(1)), Store::new(cluster(2)));
+    let mut last = 0;
+    for i in 0..1000u32 {
+        let StoreOutcome::Stored(cas) = set(&mut busy, &i.to_le_bytes(), b"v", 1) else {
+            panic!()
+        };
+        assert!(cas > last, "uniques grow");
+        last = cas;
+    }
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let StoreOutcome::Stored(later) = set(&mut quiet, b"k", b"v", 1) else {
+        panic!()
+    };
+    assert!(later > last, "{later} after {last}");
+    assert_eq!(later & 0xffff, 2, "the suffix stays");
+    assert!(super::clock_cas_floor(16) > 0, "the floor still fits");
 }
