@@ -1886,20 +1886,7 @@ pub async fn recover(ctx: Rc<ShardCtx>, what: RecoverWhat) {
                 node.set_pulled(peer, pulled);
                 pulled
             }
-            // The peer settles with this node (it pushes what this node
-            // missed, takes what this node changed) and stops skipping it:
-            // once every peer has, no other node is primary for this node's
-            // keys, and it may be again.
-            RecoverWhat::Hints => {
-                let settled = ask_exchange(node, peer).await;
-                if !settled {
-                    log::warn!(
-                        "node {peer} did not settle with this node after its pause: copying what they share from it before serving it"
-                    );
-                    node.set_pulled(peer, false);
-                }
-                settled
-            }
+            RecoverWhat::Hints => exchange(&ctx, peer).await,
         };
         settled += done as usize;
     }
