@@ -1241,15 +1241,6 @@ impl ShardCluster {
     /// replication of the resulting item. Returns false when a `Copy` must not
     /// be applied (the key was written since recovery began).
     pub fn before_apply(&self, key: &[u8], role: Role) -> bool {
-        if let Role::Merge(from) = role {
-            // This node changed the key while `from` was away (or cannot tell,
-            // its hints having overflowed): its own item is the newer one.
-            if let Some(hints) = self.hints.borrow().get(&from) {
-                if hints.overflowed || hints.keys.contains(key) {
-                    return false;
-                }
-            }
-        }
         let node = &self.node;
         if !node.is_copying() {
             // A load first: the flag is shared by every shard, and a write
@@ -1683,7 +1674,7 @@ pub fn apply(
         // a unique from its own counter, which may be smaller than an older
         // write's.
         if role != Role::Replica && cluster.holds_newer(state, key, cas, clock) {
-            if let Role::Copy(from @ 1..) = role {
+            if let Role::Copy(from @ 1..) | Role::Merge(from @ 1..) = role {
                 // The pusher's copy is older than this node's: it missed a
                 // write, which it is sent again.
                 cluster.hint(from, key);
@@ -1900,8 +1891,9 @@ pub async fn recover(ctx: Rc<ShardCtx>, what: RecoverWhat) {
 
 /// Settles this node with `peer` after they could not reach each other: first
 /// it sends `peer` (in `merge` mode) the keys it changed and could not
-/// replicate to it, which `peer` takes unless it changed them too; then it asks
-/// for `peer`'s hints, which it takes unless written since. One exchange with
+/// replicate to it, which `peer` takes unless it holds a newer state of them
+/// (a larger CAS unique); then it asks for `peer`'s hints, which it takes
+/// unless written since or older than its own. One exchange with
 /// a given peer runs at a time.
 pub async fn exchange(ctx: &ShardCtx, peer: u32) -> bool {
     let cluster = ctx.cluster.as_ref().expect("a cluster node");
