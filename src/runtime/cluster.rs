@@ -927,6 +927,7 @@ impl ShardCluster {
         let view = self.view();
         let me = self.node.me;
         match mode {
+            ConnMode::Client if self.cut_off(&view) => Route::Refuse(Refusal::NoOwnerReachable),
             ConnMode::Client => match self.next_candidate(&view, key, write, &[]) {
                 Some(owner) if owner.node == me => {
                     Route::Shard(owner.shard, if write { Role::Primary } else { Role::Plain })
@@ -1067,6 +1068,24 @@ impl ShardCluster {
 }
 
 impl ShardCluster {
+    /// With consensus and `write_ack` `quorum` or `all`: whether this node
+    /// reaches fewer than a majority of the members (itself included). The
+    /// others may have decided without it and written past its copies, so it
+    /// serves neither reads nor writes until it reaches a majority again.
+    fn cut_off(&self, view: &View) -> bool {
+        if !self.node.consensus.load(Ordering::Acquire)
+            || view.config().write_ack() == crate::cluster::config::WriteAck::One
+        {
+            return false;
+        }
+        let nodes = view.config().nodes();
+        let reached = nodes
+            .iter()
+            .filter(|n| n.id == self.node.me || !view.tko_mark(n.id))
+            .count();
+        reached <= nodes.len() / 2
+    }
+
     /// With consensus, where a write of `key` goes: its first owner that no
     /// decision marked down. That owner may pass the write on to the next
     /// one that is up (it recovers, or lacks what it shares with an owner),
