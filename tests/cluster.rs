@@ -2277,6 +2277,66 @@ fn client_from(from: &str, ip: &str, port: u16) -> Client {
     Client::from_stream(TcpStream::from(fd))
 }
 
+/// With consensus and `write_ack = "all"`, a node cut off from the majority
+/// serves no reads from its own copies (the others go on writing without it):
+/// once it has found both peers unreachable, a get of a key it holds first is
+/// `SERVER_ERROR`, not its old value.
+#[test]
+fn a_node_cut_off_from_the_majority_does_not_serve_its_old_copies() {
+    if support::ringcache_stands_in_for_memcached() || own_network_namespace().is_none() {
+        return;
+    }
+    let cluster = Cluster::start(
+        &Layout::real(3, 1, 2, "all")
+            .with_consensus()
+            .with_peer_timeout_ms(300)
+            .with_args(&["--failover-timeout-ms", "1000"]),
+    );
+    let key = (0..)
+        .map(|i| format!("cut:{i}"))
+        .find(|key| cluster.owners(key)[0] == 3)
+        .expect("a key node 3 holds first");
+    // Keys node 3 can only forward: reading them makes it find its peers gone.
+    let elsewhere: Vec<String> = (0..)
+        .map(|i| format!("far:{i}"))
+        .filter(|key| !cluster.owners(key).contains(&3))
+        .take(20)
+        .collect();
+    cluster.client(1).set(&key, b"old");
+    wait_for_local(&cluster, 3, &key, &Local::value("old"), "before the cut");
+    nft("add table inet partition");
+    nft("add chain inet partition out { type filter hook output priority 0 ; }");
+    nft("add rule inet partition out ip saddr 127.0.0.3 ip daddr { 127.0.0.1, 127.0.0.2 } drop");
+    nft("add rule inet partition out ip saddr { 127.0.0.1, 127.0.0.2 } ip daddr 127.0.0.3 drop");
+    let node3 = cluster.node(3);
+    let mut minority = client_from("127.0.0.9", &node3.ip, node3.port);
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut answers = Vec::new();
+    loop {
+        for far in &elsewhere {
+            let get = format!("get {far}\r\n");
+            minority.call(get.as_bytes(), b"\r\n");
+        }
+        let get = format!("get {key}\r\n");
+        let reply = show(&minority.call(get.as_bytes(), b"\r\n"));
+        if reply.starts_with("VALUE") {
+            minority
+                .read_until(b"END\r\n", REPLY_TIMEOUT)
+                .expect("the rest");
+        }
+        answers.push(reply.clone());
+        if reply == "SERVER_ERROR no owner of this key is reachable\\r\\n" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 3, cut off, kept answering {answers:?}\n{}",
+            cluster.log(3)
+        );
+    }
+    nft("delete table inet partition");
+}
+
 /// A network partition (nftables drops every packet between node 3 and nodes 1
 /// and 2): the majority side decides a change and the minority cannot; after
 /// healing, every node reports the same epoch and configuration.
