@@ -45,23 +45,6 @@ const GARBAGE: &[u8] = b"HTTP/1.1 200 OK\r\n\r\nhello";
 // ---------------------------------------------------------------------------
 // Ports, fake peers, and the cluster under test.
 
-/// Writes a fresh cluster secret to `path` (mode 0600) and returns it.
-fn write_secret(path: &std::path::Path) -> Secret {
-    use std::os::unix::fs::OpenOptionsExt;
-    let bytes: [u8; 32] = ringcache::runtime::auth::random_bytes().expect("random bytes");
-    let secret = Secret::from_bytes(&bytes);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .expect("create the cluster secret");
-    file.write_all(secret.file_text().as_bytes())
-        .expect("write the cluster secret");
-    secret
-}
-
 /// The members-only handshake, as an admin, on a test's client.
 fn authenticate(client: &mut Client, secret: &Secret) {
     let (handshake, hello) = ClientHandshake::start("admin", [7; 16]);
@@ -405,7 +388,7 @@ impl Cluster {
             COUNTER.fetch_add(1, Ordering::SeqCst)
         ));
         std::fs::create_dir_all(&dir).expect("create the cluster's temporary directory");
-        let secret = write_secret(&dir.join(SECRET_FILE_NAME));
+        let secret = support::write_secret(&dir.join(SECRET_FILE_NAME));
         let file = dir.join("cluster.toml");
         let nodes: Vec<Node> = (1..=layout.roles.len() as u32)
             .map(|id| {
@@ -2219,40 +2202,6 @@ fn automatic_mark_downs_stop_at_replicas_minus_one() {
     assert!(cluster.log(1).contains("proposing node") || cluster.log(2).contains("proposing node"));
 }
 
-/// Moves the calling test thread (and the processes it starts from now on)
-/// into a network namespace of its own, with its loopback up, so that
-/// nftables rules can cut the links between nodes without touching anything
-/// else. `None`, after a loud warning, when that cannot be done here (not
-/// root, or `nft` missing: `scripts/test.sh` installs it).
-fn own_network_namespace() -> Option<()> {
-    let nft = std::process::Command::new("nft").arg("--version").output();
-    if nft.is_err() {
-        eprintln!(
-            "!!!! network partition test skipped: nft missing (apt-get install nftables) !!!!"
-        );
-        return None;
-    }
-    if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
-        eprintln!("!!!! network partition test skipped: no network namespace of its own ({e}); run as root !!!!");
-        return None;
-    }
-    let up = std::process::Command::new("ip")
-        .args(["link", "set", "lo", "up"])
-        .status()
-        .expect("run ip");
-    assert!(up.success(), "ip link set lo up");
-    Some(())
-}
-
-/// Runs `nft` with `args` in the calling thread's namespace.
-fn nft(args: &str) {
-    let status = std::process::Command::new("nft")
-        .args(args.split(' '))
-        .status()
-        .expect("run nft");
-    assert!(status.success(), "nft {args}");
-}
-
 /// A connection to `ip:port` from `from`, an address the partition rules leave alone.
 fn client_from(from: &str, ip: &str, port: u16) -> Client {
     use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrIn};
@@ -2283,7 +2232,9 @@ fn client_from(from: &str, ip: &str, port: u16) -> Client {
 /// `SERVER_ERROR`, not its old value.
 #[test]
 fn a_node_cut_off_from_the_majority_does_not_serve_its_old_copies() {
-    if support::ringcache_stands_in_for_memcached() || own_network_namespace().is_none() {
+    if support::ringcache_stands_in_for_memcached()
+        || !support::own_network_namespace("network partition test")
+    {
         return;
     }
     let cluster = Cluster::start(
@@ -2304,10 +2255,7 @@ fn a_node_cut_off_from_the_majority_does_not_serve_its_old_copies() {
         .collect();
     cluster.client(1).set(&key, b"old");
     wait_for_local(&cluster, 3, &key, &Local::value("old"), "before the cut");
-    nft("add table inet partition");
-    nft("add chain inet partition out { type filter hook output priority 0 ; }");
-    nft("add rule inet partition out ip saddr 127.0.0.3 ip daddr { 127.0.0.1, 127.0.0.2 } drop");
-    nft("add rule inet partition out ip saddr { 127.0.0.1, 127.0.0.2 } ip daddr 127.0.0.3 drop");
+    support::partition("127.0.0.3", &["127.0.0.1".into(), "127.0.0.2".into()]);
     let node3 = cluster.node(3);
     let mut minority = client_from("127.0.0.9", &node3.ip, node3.port);
     let deadline = Instant::now() + READY_TIMEOUT;
@@ -2334,7 +2282,7 @@ fn a_node_cut_off_from_the_majority_does_not_serve_its_old_copies() {
             cluster.log(3)
         );
     }
-    nft("delete table inet partition");
+    support::heal_partition();
 }
 
 /// A network partition (nftables drops every packet between node 3 and nodes 1
@@ -2342,7 +2290,9 @@ fn a_node_cut_off_from_the_majority_does_not_serve_its_old_copies() {
 /// healing, every node reports the same epoch and configuration.
 #[test]
 fn a_partitioned_minority_cannot_decide_and_catches_up_after_healing() {
-    if support::ringcache_stands_in_for_memcached() || own_network_namespace().is_none() {
+    if support::ringcache_stands_in_for_memcached()
+        || !support::own_network_namespace("network partition test")
+    {
         return;
     }
     let cluster = Cluster::start(
@@ -2351,10 +2301,7 @@ fn a_partitioned_minority_cannot_decide_and_catches_up_after_healing() {
             .with_peer_timeout_ms(500)
             .with_args(&["--failover-timeout-ms", "1000"]),
     );
-    nft("add table inet partition");
-    nft("add chain inet partition out { type filter hook output priority 0 ; }");
-    nft("add rule inet partition out ip saddr 127.0.0.3 ip daddr { 127.0.0.1, 127.0.0.2 } drop");
-    nft("add rule inet partition out ip saddr { 127.0.0.1, 127.0.0.2 } ip daddr 127.0.0.3 drop");
+    support::partition("127.0.0.3", &["127.0.0.1".into(), "127.0.0.2".into()]);
 
     // The majority decides.
     let (ok, out) = admin(&cluster, 1, &["set", "write_ack=all"]);
@@ -2386,7 +2333,7 @@ fn a_partitioned_minority_cannot_decide_and_catches_up_after_healing() {
     assert_eq!(still, "1", "node 3 alone decided something");
 
     // Heal: every node ends at the same epoch with the same configuration.
-    nft("delete table inet partition");
+    support::heal_partition();
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         let views: Vec<(String, Vec<u8>)> = [1, 2, 3]

@@ -28,7 +28,6 @@ mod support;
 mod history;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write as _;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,7 +36,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use history::{Event, FinalRead, Observed, Op, Reply};
-use ringcache::cluster::auth::{Secret, SECRET_FILE_NAME};
+use ringcache::cluster::auth::SECRET_FILE_NAME;
 use support::{Client, Rng, Server};
 
 const NODES: u32 = 3;
@@ -161,39 +160,6 @@ impl Plan {
 // ---------------------------------------------------------------------------
 // The network namespace and the partition.
 
-/// Moves the calling thread (and the processes and threads it starts from now
-/// on) into a network namespace of its own with its loopback up. `false`,
-/// after a loud warning, when that cannot be done here.
-fn own_network_namespace() -> bool {
-    if std::process::Command::new("nft")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("!!!! fault_history: nft missing (apt-get install nftables): no partitions !!!!");
-        return false;
-    }
-    if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
-        eprintln!("!!!! fault_history: no network namespace of its own ({e}; run as root): no partitions !!!!");
-        return false;
-    }
-    let up = std::process::Command::new("ip")
-        .args(["link", "set", "lo", "up"])
-        .status()
-        .expect("run ip");
-    assert!(up.success(), "ip link set lo up");
-    true
-}
-
-/// Runs `nft` with `args` in the calling thread's namespace.
-fn nft(args: &str) {
-    let status = std::process::Command::new("nft")
-        .args(args.split(' '))
-        .status()
-        .expect("run nft");
-    assert!(status.success(), "nft {args}");
-}
-
 /// Cuts node `cut` off from the other nodes (clients from [`CLIENT_IP`] still
 /// reach every node).
 fn partition(cut: u32) {
@@ -201,19 +167,7 @@ fn partition(cut: u32) {
         .filter(|&n| n != cut)
         .map(|n| format!("127.0.0.{n}"))
         .collect();
-    let others = others.join(", ");
-    nft("add table inet partition");
-    nft("add chain inet partition out { type filter hook output priority 0 ; }");
-    nft(&format!(
-        "add rule inet partition out ip saddr 127.0.0.{cut} ip daddr {{ {others} }} drop"
-    ));
-    nft(&format!(
-        "add rule inet partition out ip saddr {{ {others} }} ip daddr 127.0.0.{cut} drop"
-    ));
-}
-
-fn heal_partition() {
-    nft("delete table inet partition");
+    support::partition(&format!("127.0.0.{cut}"), &others);
 }
 
 /// A connection to `ip:port` from [`CLIENT_IP`], or why not.
@@ -242,22 +196,6 @@ fn connect_from_client_ip(ip: &str, port: u16) -> Result<Client, String> {
 
 // ---------------------------------------------------------------------------
 // The cluster.
-
-/// Writes a fresh cluster secret to `path` (mode 0600).
-fn write_secret(path: &Path) {
-    use std::os::unix::fs::OpenOptionsExt;
-    let bytes: [u8; 32] = ringcache::runtime::auth::random_bytes().expect("random bytes");
-    let secret = Secret::from_bytes(&bytes);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .expect("create the cluster secret");
-    file.write_all(secret.file_text().as_bytes())
-        .expect("write the cluster secret");
-}
 
 /// One node: an endpoint 127.0.0.`n`, whatever id it has in the configuration
 /// (a wiped node comes back under a new one).
@@ -330,7 +268,7 @@ impl Cluster {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create the cluster's directory");
-        write_secret(&dir.join(SECRET_FILE_NAME));
+        support::write_secret(&dir.join(SECRET_FILE_NAME));
         let file = dir.join("cluster.toml");
         let mut nodes: Vec<Node> = (1..=NODES)
             .map(|n| {
@@ -726,7 +664,7 @@ fn inject(cluster: &mut Cluster, fault: Fault, n: u32, hold: Duration, started: 
         Fault::Partition => {
             partition(n);
             std::thread::sleep(hold);
-            heal_partition();
+            support::heal_partition();
         }
         Fault::Wipe => {
             let node = cluster.node(n);
@@ -832,7 +770,7 @@ fn faults_leave_no_anomaly_in_the_history() {
         return;
     }
     let mut plan = Plan::from_env();
-    if !own_network_namespace() {
+    if !support::own_network_namespace("fault_history partitions") {
         plan.faults.retain(|&f| f != Fault::Partition);
     }
     eprintln!(

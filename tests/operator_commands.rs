@@ -173,25 +173,6 @@ fn stats_conns_lists_every_listener_and_connection_in_memcacheds_shape() {
     });
 }
 
-/// A README list between the stats keys markers: the names in backquotes on
-/// the line that starts `- {list}:`.
-fn documented_keys(list: &str) -> Vec<String> {
-    let readme = include_str!("../README.md");
-    let begin = readme
-        .find("<!-- stats keys: begin -->")
-        .expect("README has the stats keys markers");
-    let end = readme.find("<!-- stats keys: end -->").expect("end marker");
-    let line = readme[begin..end]
-        .lines()
-        .find(|l| l.starts_with(&format!("- {list}:")))
-        .unwrap_or_else(|| panic!("README lists no {list:?}"));
-    line.split('`')
-        .skip(1)
-        .step_by(2)
-        .map(str::to_string)
-        .collect()
-}
-
 /// Sets `count` items of 100 kB with `exptime`, enough to evict under `-m 2`.
 fn fill(client: &mut Client, prefix: &str, count: usize, exptime: u32) {
     let value = vec![b'v'; 100_000];
@@ -229,7 +210,7 @@ fn stats_items_has_memcacheds_keys_less_the_readmes_list_and_counts_evictions() 
     let Some(reference) = Server::memcached(&["-m", "2"]) else {
         return;
     };
-    let without_meaning = documented_keys("stats items without a meaning here");
+    let without_meaning = support::documented_keys("stats items without a meaning here");
     let mut theirs = Vec::new();
     let mut failures = Vec::new();
     for server in [

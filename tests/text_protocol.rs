@@ -858,20 +858,7 @@ fn flush_all_under_dash_f_is_refused_as_memcached_refuses_it() {
 /// The `stats` and `stats settings` keys memcached has and ringcache does not,
 /// and ringcache's own: the lists in the README between its markers.
 fn documented_stat_keys(list: &str) -> std::collections::BTreeSet<String> {
-    let readme = include_str!("../README.md");
-    let begin = readme
-        .find("<!-- stats keys: begin -->")
-        .expect("README has the stats keys markers");
-    let end = readme.find("<!-- stats keys: end -->").expect("end marker");
-    let line = readme[begin..end]
-        .lines()
-        .find(|l| l.starts_with(&format!("- {list}:")))
-        .unwrap_or_else(|| panic!("README lists no {list:?}"));
-    line.split('`')
-        .skip(1)
-        .step_by(2)
-        .map(|k| k.to_string())
-        .collect()
+    support::documented_keys(list).into_iter().collect()
 }
 
 fn stat_keys(server: &Server, which: &str) -> std::collections::BTreeSet<String> {

@@ -2277,13 +2277,7 @@ pub async fn write_stats_cluster(ctx: &ShardCtx, own_items: u64, out: &mut Vec<u
     crate::cluster::discovery::encode_stats_cluster(view.config(), &mut body);
     body.truncate(body.len() - b"END\r\n".len());
     let _ = write!(body, "STAT node_id {}\r\n", node.me);
-    let _ = write!(
-        body,
-        "STAT leader {}\r\n",
-        node.leader.load(Ordering::Relaxed)
-    );
-    let _ = write!(body, "STAT node_state {}\r\n", node.state_name());
-    let _ = write!(body, "STAT hinted_keys {}\r\n", cluster.hinted_keys());
+    write_state_stats(cluster, &mut body);
     let _ = write!(
         body,
         "STAT missed_writes {}\r\n",
@@ -2294,16 +2288,7 @@ pub async fn write_stats_cluster(ctx: &ShardCtx, own_items: u64, out: &mut Vec<u
         "STAT replayed_hints {}\r\n",
         node.replayed_hints.load(Ordering::Relaxed)
     );
-    let _ = write!(
-        body,
-        "STAT peer_timeouts {}\r\n",
-        node.timeouts.load(Ordering::Relaxed)
-    );
-    let _ = write!(
-        body,
-        "STAT peer_disconnects {}\r\n",
-        node.disconnects.load(Ordering::Relaxed)
-    );
+    write_link_stats(node, &mut body);
     for peer in view.config().nodes() {
         let items = if peer.id == node.me {
             Some(own_items)
@@ -2346,23 +2331,8 @@ pub fn write_stats_peers(ctx: &ShardCtx, forwarded_to: &[(u32, u64)], out: &mut 
     let view = node.view();
     let _ = write!(out, "STAT node_id {}\r\n", node.me);
     let _ = write!(out, "STAT epoch {}\r\n", view.epoch());
-    let _ = write!(
-        out,
-        "STAT leader {}\r\n",
-        node.leader.load(Ordering::Relaxed)
-    );
-    let _ = write!(out, "STAT node_state {}\r\n", node.state_name());
-    let _ = write!(out, "STAT hinted_keys {}\r\n", cluster.hinted_keys());
-    let _ = write!(
-        out,
-        "STAT peer_timeouts {}\r\n",
-        node.timeouts.load(Ordering::Relaxed)
-    );
-    let _ = write!(
-        out,
-        "STAT peer_disconnects {}\r\n",
-        node.disconnects.load(Ordering::Relaxed)
-    );
+    write_state_stats(cluster, out);
+    write_link_stats(node, out);
     let timeouts = node.timeouts_by_node.lock().expect("timeouts lock").clone();
     for peer in view.config().nodes() {
         if peer.id == node.me {
@@ -2381,6 +2351,30 @@ pub fn write_stats_peers(ctx: &ShardCtx, forwarded_to: &[(u32, u64)], out: &mut 
         let _ = write!(out, "STAT peer:{id}:timeouts {timeouts}\r\n");
     }
     out.extend_from_slice(b"END\r\n");
+}
+
+/// `leader`, `node_state` and `hinted_keys`, as `stats cluster` and
+/// `stats peers` show them.
+fn write_state_stats(cluster: &ShardCluster, out: &mut Vec<u8>) {
+    use std::io::Write;
+    let node = &cluster.node;
+    let _ = write!(
+        out,
+        "STAT leader {}\r\n",
+        node.leader.load(Ordering::Relaxed)
+    );
+    let _ = write!(out, "STAT node_state {}\r\n", node.state_name());
+    let _ = write!(out, "STAT hinted_keys {}\r\n", cluster.hinted_keys());
+}
+
+/// `peer_timeouts` and `peer_disconnects`, as `stats cluster` and
+/// `stats peers` show them.
+fn write_link_stats(node: &ClusterNode, out: &mut Vec<u8>) {
+    use std::io::Write;
+    let timeouts = node.timeouts.load(Ordering::Relaxed);
+    let _ = write!(out, "STAT peer_timeouts {timeouts}\r\n");
+    let disconnects = node.disconnects.load(Ordering::Relaxed);
+    let _ = write!(out, "STAT peer_disconnects {disconnects}\r\n");
 }
 
 fn curr_items(stats: &[u8]) -> Option<u64> {

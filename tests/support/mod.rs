@@ -927,3 +927,90 @@ pub fn ringcache_cluster(args: &[&str]) -> (bool, String) {
         ),
     )
 }
+
+/// Writes a fresh cluster secret to `path` (mode 0600) and returns it.
+pub fn write_secret(path: &Path) -> ringcache::cluster::auth::Secret {
+    use std::os::unix::fs::OpenOptionsExt;
+    let bytes: [u8; 32] = ringcache::runtime::auth::random_bytes().expect("random bytes");
+    let secret = ringcache::cluster::auth::Secret::from_bytes(&bytes);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .expect("create the cluster secret");
+    file.write_all(secret.file_text().as_bytes())
+        .expect("write the cluster secret");
+    secret
+}
+
+/// Moves the calling test thread (and the processes it starts from now on)
+/// into a network namespace of its own, with its loopback up, so that
+/// nftables rules can cut the links between nodes without touching anything
+/// else. `false`, after a loud warning naming `what` is skipped, when that
+/// cannot be done here (not root, or `nft` missing: `scripts/test.sh`
+/// installs it).
+pub fn own_network_namespace(what: &str) -> bool {
+    if Command::new("nft").arg("--version").output().is_err() {
+        eprintln!("!!!! {what} skipped: nft missing (apt-get install nftables) !!!!");
+        return false;
+    }
+    if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
+        eprintln!("!!!! {what} skipped: no network namespace of its own ({e}); run as root !!!!");
+        return false;
+    }
+    let up = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .expect("run ip");
+    assert!(up.success(), "ip link set lo up");
+    true
+}
+
+/// Runs `nft` with `args` in the calling thread's namespace.
+pub fn nft(args: &str) {
+    let status = Command::new("nft")
+        .args(args.split(' '))
+        .status()
+        .expect("run nft");
+    assert!(status.success(), "nft {args}");
+}
+
+/// Drops every packet between address `cut` and each of `others` (both ways),
+/// in an nftables table of its own that [`heal_partition`] removes.
+pub fn partition(cut: &str, others: &[String]) {
+    let others = others.join(", ");
+    nft("add table inet partition");
+    nft("add chain inet partition out { type filter hook output priority 0 ; }");
+    nft(&format!(
+        "add rule inet partition out ip saddr {cut} ip daddr {{ {others} }} drop"
+    ));
+    nft(&format!(
+        "add rule inet partition out ip saddr {{ {others} }} ip daddr {cut} drop"
+    ));
+}
+
+/// Lifts [`partition`].
+pub fn heal_partition() {
+    nft("delete table inet partition");
+}
+
+/// A README list between the stats keys markers: the names in backquotes on
+/// the line that starts `- {list}:`.
+pub fn documented_keys(list: &str) -> Vec<String> {
+    let readme = include_str!("../../README.md");
+    let begin = readme
+        .find("<!-- stats keys: begin -->")
+        .expect("README has the stats keys markers");
+    let end = readme.find("<!-- stats keys: end -->").expect("end marker");
+    let line = readme[begin..end]
+        .lines()
+        .find(|l| l.starts_with(&format!("- {list}:")))
+        .unwrap_or_else(|| panic!("README lists no {list:?}"));
+    line.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}
