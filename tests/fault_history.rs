@@ -257,6 +257,7 @@ fn signal(pid: u32, name: &str) {
 struct Cluster {
     dir: PathBuf,
     nodes: Vec<Node>,
+    secret: ringcache::cluster::auth::Secret,
 }
 
 impl Cluster {
@@ -268,7 +269,7 @@ impl Cluster {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create the cluster's directory");
-        support::write_secret(&dir.join(SECRET_FILE_NAME));
+        let secret = support::write_secret(&dir.join(SECRET_FILE_NAME));
         let file = dir.join("cluster.toml");
         let mut nodes: Vec<Node> = (1..=NODES)
             .map(|n| {
@@ -323,7 +324,7 @@ impl Cluster {
         for node in &mut nodes {
             node.start();
         }
-        Cluster { dir, nodes }
+        Cluster { dir, nodes, secret }
     }
 
     fn node(&mut self, n: u32) -> &mut Node {
@@ -335,6 +336,42 @@ impl Cluster {
             .iter()
             .map(|node| (node.n, node.ip.clone(), node.port))
             .collect()
+    }
+
+    /// Each live node's own copy of `key` (`mg <key> v c` bypassing
+    /// routing), for the report of an anomaly.
+    fn local_copies(&self, key: &str) -> String {
+        let mut out = String::new();
+        for node in self
+            .nodes
+            .iter()
+            .filter(|n| n.server.is_some() && !n.stopped)
+        {
+            let line = Client::try_connect_at(&node.ip, node.port)
+                .map_err(|e| format!("{e:?}"))
+                .and_then(|mut client| {
+                    support::authenticate(&mut client, &self.secret);
+                    let epoch = stats(&node.ip, node.port, "cluster")
+                        .ok()
+                        .and_then(|s| s.get("epoch").cloned())
+                        .unwrap_or_default();
+                    let reply = client.call(
+                        format!("rc rep {epoch}\r\nmg {key} v c\r\n").as_bytes(),
+                        b"\r\n",
+                    );
+                    let mut text = String::from_utf8_lossy(&reply).trim_end().to_string();
+                    if text.starts_with("VA ") {
+                        let value = client
+                            .read_until(b"\r\n", support::REPLY_TIMEOUT)
+                            .map_err(|e| format!("{e:?}"))?;
+                        text.push(' ');
+                        text.push_str(String::from_utf8_lossy(&value).trim_end());
+                    }
+                    Ok(text)
+                });
+            out.push_str(&format!("    node {}: {line:?}\n", node.n));
+        }
+        out
     }
 
     fn logs(&self) -> String {
@@ -882,7 +919,7 @@ fn faults_leave_no_anomaly_in_the_history() {
                     continue;
                 }
                 println!(
-                    "fault_history: {} before the {} anomaly at {:?}us:\n{}",
+                    "fault_history: {} before the {} anomaly at {:?}us:\n{}  each node's own copy now:\n{}",
                     anomaly.key,
                     anomaly.kind.name(),
                     anomaly.at_us,
@@ -892,7 +929,8 @@ fn faults_leave_no_anomaly_in_the_history() {
                         anomaly.at_us,
                         2_000_000,
                         25
-                    )
+                    ),
+                    cluster.local_copies(&anomaly.key)
                 );
             }
         }

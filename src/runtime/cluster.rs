@@ -369,6 +369,29 @@ impl ClusterNode {
             })?
         };
         let epoch = view.epoch();
+        // A decision that marks this node down or up again means the others
+        // wrote without it meanwhile; so may one it skipped (it jumps more than
+        // one epoch, as a node does that was paused or cut off). Each time it
+        // copies what it missed before it reads or is primary again.
+        let down = |config: &ClusterConfig| {
+            config
+                .node(self.me)
+                .is_some_and(|n| n.state == crate::cluster::config::NodeState::Down)
+        };
+        let own_state_changed = down(view.config()) != down(old.config());
+        let skipped = epoch > old.epoch() + 1 && old.epoch() > 0;
+        if self.consensus.load(Ordering::Acquire) && (own_state_changed || skipped) {
+            log::info!(
+                "epoch {epoch} {}: copying the writes this node missed",
+                match (own_state_changed, down(view.config())) {
+                    (true, true) => "marks this node down",
+                    (true, false) => "marks this node up again",
+                    _ => "follows epochs this node missed",
+                }
+            );
+            self.settling_after_pause.store(true, Ordering::Release);
+            self.want_recovery(&self.recovery_wanted);
+        }
         // Data movement: a node given keys it did not own copies them before it
         // reads them (migrating from now on, so the writes it takes meanwhile
         // are not overwritten by the copies); one that lost keys releases them
@@ -808,7 +831,13 @@ impl ClusterNode {
         if now <= last + late {
             return;
         }
-        // The time first, then the count: whoever sees the new count sees when.
+        // Settling and recovering first, on whichever thread saw the pause
+        // (a shard may take a request before the watch ticks again): nothing
+        // read after the pause is served from copies it may have missed writes
+        // to. Then the time, then the count: whoever sees the new count sees
+        // when.
+        self.settling_after_pause.store(true, Ordering::Release);
+        self.want_recovery(&self.recovery_wanted);
         self.pause_noticed_ms.store(now + 1, Ordering::Release);
         if self
             .pauses
@@ -816,8 +845,6 @@ impl ClusterNode {
             .is_ok()
         {
             self.last_tick_ms.store(now, Ordering::Release);
-            self.settling_after_pause.store(true, Ordering::Release);
-            self.want_recovery(&self.recovery_wanted);
             log::warn!(
                 "this node was paused for {} ms: recovering the writes it missed",
                 now - last
@@ -924,6 +951,9 @@ impl ShardCluster {
 
     /// Where a keyed request on a connection in `mode` goes.
     pub fn route(&self, key: &[u8], write: bool, mode: ConnMode) -> Route {
+        // A pause that ended just now is noticed here too, before anything is
+        // served from this node's copies: the watch may not have ticked yet.
+        self.node.notice_pause();
         let view = self.view();
         let me = self.node.me;
         match mode {
@@ -1457,6 +1487,7 @@ impl ShardCluster {
         if node == self.node.me {
             return;
         }
+        log::trace!("hint for node {node}: {}", String::from_utf8_lossy(key));
         self.node.missed_writes.fetch_add(1, Ordering::Relaxed);
         if !self.node.is_tko(node) {
             self.node.want_replay(node, false);
@@ -1683,6 +1714,10 @@ pub fn apply(
 ) -> Option<Ticket> {
     if !cluster.before_apply(key, role) {
         // A copy older than a write since recovery began: acknowledged, not applied.
+        log::trace!(
+            "{role:?} {}: written since recovery began",
+            String::from_utf8_lossy(key)
+        );
         return None;
     }
     if let (Role::Replica | Role::Copy(_) | Role::Merge(_), Some(cas)) = (role, req_new_cas(req)) {
@@ -1692,7 +1727,17 @@ pub fn apply(
         // primary that has not copied the key yet (it just gained it) gives it
         // a unique from its own counter, which may be smaller than an older
         // write's.
+        log::trace!(
+            "{role:?} {} {} cas {cas}",
+            if is_removal(req) {
+                "removal of"
+            } else {
+                "item"
+            },
+            String::from_utf8_lossy(key)
+        );
         if role != Role::Replica && cluster.holds_newer(state, key, cas, clock) {
+            log::trace!("  older than held: not applied");
             if let Role::Copy(from @ 1..) | Role::Merge(from @ 1..) = role {
                 // The pusher's copy is older than this node's: it missed a
                 // write, which it is sent again.
@@ -1765,7 +1810,18 @@ fn after_apply(
     clock: &Clock,
 ) -> Option<Ticket> {
     match role {
-        Role::Primary => Some(cluster.replicate(state, key, clock)),
+        Role::Primary => {
+            log::trace!("primary for {}", String::from_utf8_lossy(key));
+            // A removal this shard remembers is of an older state once the
+            // key holds an item again: a later delete takes a fresh unique
+            // above that item's (see `encode_current`), not the old removal's.
+            let mut tombstones = cluster.tombstones.borrow_mut();
+            if !tombstones.is_empty() && state.store.peek(key, clock.rel_secs).is_ok() {
+                tombstones.forget(key);
+            }
+            drop(tombstones);
+            Some(cluster.replicate(state, key, clock))
+        }
         Role::Replica | Role::Copy(_) | Role::Merge(_) => {
             if let Some(cas) = new_cas {
                 state.store.observe_cas(cas);

@@ -928,6 +928,20 @@ pub fn ringcache_cluster(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// The members-only handshake, as an admin, on a test's client: cluster
+/// lines (`rc ...`) are then accepted on it.
+pub fn authenticate(client: &mut Client, secret: &ringcache::cluster::auth::Secret) {
+    let (handshake, hello) = ringcache::cluster::auth::ClientHandshake::start("admin", [7; 16]);
+    client.send(&hello);
+    let challenge = client
+        .read_until(b"\r\n", REPLY_TIMEOUT)
+        .expect("an rc challenge");
+    let auth = handshake
+        .on_challenge(secret, &challenge[..challenge.len() - 2])
+        .expect("the node holds the cluster's secret");
+    assert_eq!(show(&client.call(&auth, b"\r\n")), show(b"OK\r\n"));
+}
+
 /// Writes a fresh cluster secret to `path` (mode 0600) and returns it.
 pub fn write_secret(path: &Path) -> ringcache::cluster::auth::Secret {
     use std::os::unix::fs::OpenOptionsExt;
