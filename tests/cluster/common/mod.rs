@@ -191,13 +191,7 @@ impl Cluster {
     /// One attempt: `Err` when a port was taken meanwhile (the caller retries
     /// with other ports); panics on any other failure.
     fn try_start(layout: &Layout) -> Result<Cluster, String> {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "ringcache-cluster-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::create_dir_all(&dir).expect("create the cluster's temporary directory");
+        let dir = support::numbered_dir("cluster");
         let secret = support::write_secret(&dir.join(SECRET_FILE_NAME));
         let file = dir.join("cluster.toml");
         let nodes: Vec<Node> = (1..=layout.roles.len() as u32)
