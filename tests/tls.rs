@@ -13,7 +13,6 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use support::{Client, Server};
 
@@ -27,13 +26,7 @@ struct Certs {
 
 impl Certs {
     fn make() -> Certs {
-        static MADE: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "ringcache-tls-{}-{}",
-            std::process::id(),
-            MADE.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("create the certificate directory");
+        let dir = support::numbered_dir("tls");
         let run = |args: &[&str]| {
             let out = Command::new("openssl")
                 .args(args)

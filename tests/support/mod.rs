@@ -374,6 +374,20 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// A new directory under the temporary directory on every call, named by
+/// `name`, this process and a count, for a fixture a test process makes more
+/// than once (a cluster, a set of certificates); the caller removes it.
+pub fn numbered_dir(name: &str) -> PathBuf {
+    static MADE: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "ringcache-{name}-{}-{}",
+        std::process::id(),
+        MADE.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("create the test's directory");
+    dir
+}
+
 fn log_path_for(program: Program, port: u16) -> PathBuf {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);

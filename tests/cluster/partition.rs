@@ -1,0 +1,168 @@
+//! Network partitions, cut with nftables inside the test's own network
+//! namespace (the tests are skipped where they cannot have one): a node cut
+//! off from the majority does not serve its old copies, and a minority cannot
+//! decide and catches up after healing (does I/O: real node processes,
+//! nftables rules).
+
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::common::requests::{admin, parse_stats, wait_for_epoch, wait_for_local, Local};
+use crate::common::{authenticate, Cluster, Layout, READY_TIMEOUT};
+use crate::support::{self, show, Client, REPLY_TIMEOUT};
+
+/// A connection to `ip:port` from `from`, an address the partition rules leave alone.
+fn client_from(from: &str, ip: &str, port: u16) -> Client {
+    use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrIn};
+    use std::os::fd::AsRawFd;
+    let fd = socket::socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .expect("socket");
+    let local: SockaddrIn = format!("{from}:0")
+        .parse::<std::net::SocketAddrV4>()
+        .unwrap()
+        .into();
+    socket::bind(fd.as_raw_fd(), &local).expect("bind");
+    let peer: SockaddrIn = format!("{ip}:{port}")
+        .parse::<std::net::SocketAddrV4>()
+        .unwrap()
+        .into();
+    socket::connect(fd.as_raw_fd(), &peer).expect("connect");
+    Client::from_stream(TcpStream::from(fd))
+}
+
+/// With consensus and `write_ack = "all"`, a node cut off from the majority
+/// serves no reads from its own copies (the others go on writing without it):
+/// once it has found both peers unreachable, a get of a key it holds first is
+/// `SERVER_ERROR`, not its old value.
+#[test]
+fn a_node_cut_off_from_the_majority_does_not_serve_its_old_copies() {
+    if support::ringcache_stands_in_for_memcached()
+        || !support::own_network_namespace("network partition test")
+    {
+        return;
+    }
+    let cluster = Cluster::start(
+        &Layout::real(3, 1, 2, "all")
+            .with_consensus()
+            .with_peer_timeout_ms(300)
+            .with_args(&["--failover-timeout-ms", "1000"]),
+    );
+    let key = (0..)
+        .map(|i| format!("cut:{i}"))
+        .find(|key| cluster.owners(key)[0] == 3)
+        .expect("a key node 3 holds first");
+    // Keys node 3 can only forward: reading them makes it find its peers gone.
+    let elsewhere: Vec<String> = (0..)
+        .map(|i| format!("far:{i}"))
+        .filter(|key| !cluster.owners(key).contains(&3))
+        .take(20)
+        .collect();
+    cluster.client(1).set(&key, b"old");
+    wait_for_local(&cluster, 3, &key, &Local::value("old"), "before the cut");
+    support::partition("127.0.0.3", &["127.0.0.1".into(), "127.0.0.2".into()]);
+    let node3 = cluster.node(3);
+    let mut minority = client_from("127.0.0.9", &node3.ip, node3.port);
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut answers = Vec::new();
+    loop {
+        for far in &elsewhere {
+            let get = format!("get {far}\r\n");
+            minority.call(get.as_bytes(), b"\r\n");
+        }
+        let get = format!("get {key}\r\n");
+        let reply = show(&minority.call(get.as_bytes(), b"\r\n"));
+        if reply.starts_with("VALUE") {
+            minority
+                .read_until(b"END\r\n", REPLY_TIMEOUT)
+                .expect("the rest");
+        }
+        answers.push(reply.clone());
+        if reply == "SERVER_ERROR no owner of this key is reachable\\r\\n" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 3, cut off, kept answering {answers:?}\n{}",
+            cluster.log(3)
+        );
+    }
+    support::heal_partition();
+}
+
+/// A network partition (nftables drops every packet between node 3 and nodes 1
+/// and 2): the majority side decides a change and the minority cannot; after
+/// healing, every node reports the same epoch and configuration.
+#[test]
+fn a_partitioned_minority_cannot_decide_and_catches_up_after_healing() {
+    if support::ringcache_stands_in_for_memcached()
+        || !support::own_network_namespace("network partition test")
+    {
+        return;
+    }
+    let cluster = Cluster::start(
+        &Layout::real(3, 1, 2, "one")
+            .with_consensus()
+            .with_peer_timeout_ms(500)
+            .with_args(&["--failover-timeout-ms", "1000"]),
+    );
+    support::partition("127.0.0.3", &["127.0.0.1".into(), "127.0.0.2".into()]);
+
+    // The majority decides.
+    let (ok, out) = admin(&cluster, 1, &["set", "write_ack=all"]);
+    assert!(ok && out.contains("OK"), "{out}");
+    let majority_epoch: u64 = cluster.stats_cluster(1)["epoch"].parse().unwrap();
+    wait_for_epoch(&cluster, &[2], majority_epoch);
+    // The minority cannot: its proposal goes nowhere and its epoch stays.
+    let node3 = cluster.node(3);
+    let mut minority = client_from("127.0.0.9", &node3.ip, node3.port);
+    authenticate(&mut minority, &cluster.secret);
+    let text = minority.call(b"rc show\r\n", b"END\r\n");
+    let body = String::from_utf8_lossy(&text);
+    assert!(
+        body.contains("write_ack = \"one\""),
+        "node 3 took up a change: {body}"
+    );
+    let epoch3 = parse_stats(&minority.call(b"stats cluster\r\n", b"END\r\n"))
+        .into_iter()
+        .find(|(k, _)| k == "epoch")
+        .map(|(_, v)| v)
+        .unwrap();
+    assert_eq!(epoch3, "1", "node 3 alone decided something");
+    std::thread::sleep(Duration::from_millis(1500));
+    let still = parse_stats(&minority.call(b"stats cluster\r\n", b"END\r\n"))
+        .into_iter()
+        .find(|(k, _)| k == "epoch")
+        .map(|(_, v)| v)
+        .unwrap();
+    assert_eq!(still, "1", "node 3 alone decided something");
+
+    // Heal: every node ends at the same epoch with the same configuration.
+    support::heal_partition();
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let views: Vec<(String, Vec<u8>)> = [1, 2, 3]
+            .iter()
+            .map(|&id| {
+                let epoch = cluster.stats_cluster(id)["epoch"].clone();
+                let config = cluster.member_client(id).call(b"rc show\r\n", b"END\r\n");
+                (epoch, config)
+            })
+            .collect();
+        if views.iter().all(|v| *v == views[0])
+            && views[0].0.parse::<u64>().unwrap() >= majority_epoch
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after healing the nodes disagree: {:?}",
+            views.iter().map(|(e, c)| (e, show(c))).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,147 @@
+//! Replication: with R copies, every key is held by exactly its R owners and
+//! each owner's own copy is right; a `touch` reaches the replica, and
+//! `flush_all` on one node empties every node (does I/O: real node processes).
+
+use std::collections::HashMap;
+
+use crate::common::requests::{
+    assert_all_read, curr_items, get_many, items, set_many, Local, LocalReader,
+};
+use crate::common::{authenticate, Cluster, Layout, BATCH};
+use crate::support::{self, show, Client};
+
+/// With R=2 and every write acknowledged by both owners, 10,000 keys set
+/// through one node read back through the two others, the nodes together hold
+/// exactly 20,000 items, each node exactly the keys placement gives it, and
+/// each owner's own copy is right while a non-owner refuses local reads.
+#[test]
+fn three_nodes_two_replicas_hold_every_key_twice() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    let cluster = Cluster::start(&Layout::real(3, 2, 2, "all"));
+    let items = items("twice", 10_000, "v");
+    set_many(&mut cluster.client(1), &items, 1);
+    for via in [2, 3] {
+        assert_all_read(&mut cluster.client(via), &items, via);
+    }
+
+    let mut expected: HashMap<u32, u64> = HashMap::new();
+    for (key, _) in &items {
+        let owners = cluster.owners(key);
+        assert_eq!(owners.len(), 2, "{key} has owners {owners:?}");
+        for owner in owners {
+            *expected.entry(owner).or_default() += 1;
+        }
+    }
+    let held: Vec<(u32, u64)> = [1, 2, 3]
+        .into_iter()
+        .map(|id| (id, curr_items(&cluster, id)))
+        .collect();
+    let total: u64 = held.iter().map(|(_, n)| n).sum();
+    assert_eq!(total, 20_000, "curr_items per node: {held:?}");
+    for (id, n) in held {
+        assert_eq!(
+            n, expected[&id],
+            "node {id} holds {n} items; placement gives it {}",
+            expected[&id]
+        );
+    }
+
+    let mut readers: Vec<LocalReader> = [1, 2, 3].map(|id| cluster.local_reader(id)).into();
+    let mut refusals = 0;
+    for (key, value) in items.iter().step_by(20) {
+        let owners = cluster.owners(key);
+        for reader in &mut readers {
+            let id = reader.node;
+            let answer = reader.mg(key);
+            if owners.contains(&id) {
+                assert_eq!(
+                    answer,
+                    Local::value(value),
+                    "the copy of {key} at owner node {id} (owners {owners:?})"
+                );
+            } else {
+                assert!(
+                    matches!(&answer, Local::Other(line) if line.starts_with("SERVER_ERROR not an owner")),
+                    "node {id} does not own {key} (owners {owners:?}) but answered {answer:?}"
+                );
+                refusals += 1;
+            }
+        }
+    }
+    assert_eq!(refusals, 500, "each sampled key has exactly one non-owner");
+}
+
+/// `touch` keeps an item's CAS unique and changes its expiry: the replica
+/// takes the new expiry though the unique is the one it holds.
+#[test]
+fn a_touch_reaches_the_replica() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    let cluster = Cluster::start(&Layout::real(2, 1, 2, "all"));
+    let key = (0..)
+        .map(|i| format!("touched:{i}"))
+        .find(|key| cluster.owners(key) == [1, 2])
+        .expect("a key whose primary is node 1");
+    cluster.client(1).set(&key, b"v");
+    let touch = format!("touch {key} 5000\r\n");
+    let reply = cluster.client(1).call(touch.as_bytes(), b"\r\n");
+    assert_eq!(show(&reply), "TOUCHED\\r\\n");
+    let node = cluster.node(2);
+    let mut replica = Client::connect_at(&node.ip, node.port);
+    authenticate(&mut replica, &cluster.secret);
+    let request = format!("rc rep 1\r\nmg {key} t\r\n");
+    let reply = show(&replica.call(request.as_bytes(), b"\r\n"));
+    let ttl: i64 = reply
+        .strip_prefix("HD t")
+        .and_then(|t| t.strip_suffix("\\r\\n"))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("the replica's copy: {reply}"));
+    assert!(
+        ttl > 4000,
+        "the replica's copy has ttl {ttl}, not the touched one"
+    );
+}
+
+/// `flush_all` sent to one node empties every node: every key misses through
+/// a third node and at each of its owners.
+#[test]
+fn flush_all_on_one_node_flushes_the_cluster() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    let cluster = Cluster::start(&Layout::real(3, 2, 2, "all"));
+    let items = items("flush", 200, "f");
+    set_many(&mut cluster.client(1), &items, 1);
+    assert_all_read(&mut cluster.client(3), &items, 3);
+
+    let reply = cluster.client(2).call(b"flush_all\r\n", b"\r\n");
+    assert_eq!(show(&reply), "OK\\r\\n");
+
+    let mut node3 = cluster.client(3);
+    for batch in items.chunks(BATCH) {
+        let keys: Vec<&str> = batch.iter().map(|(k, _)| k.as_str()).collect();
+        let found = get_many(&mut node3, &keys, 3);
+        assert!(
+            found.is_empty(),
+            "after flush_all, {} of {} keys still read via node 3, e.g. {:?}",
+            found.len(),
+            keys.len(),
+            found[0].0
+        );
+    }
+    let mut readers: HashMap<u32, LocalReader> =
+        [1, 2, 3].map(|id| (id, cluster.local_reader(id))).into();
+    for (key, _) in &items {
+        for owner in cluster.owners(key) {
+            let answer = readers.get_mut(&owner).expect("a real node").mg(key);
+            assert_eq!(
+                answer,
+                Local::Miss,
+                "after flush_all, {key} at its owner node {owner}"
+            );
+        }
+    }
+}
