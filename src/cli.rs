@@ -562,7 +562,7 @@ fn size_text(bytes: usize) -> String {
     const KIB: usize = 1024;
     [(KIB * KIB * KIB, "g"), (KIB * KIB, "m"), (KIB, "k")]
         .iter()
-        .find(|(unit, _)| bytes >= *unit && bytes % unit == 0)
+        .find(|(unit, _)| bytes >= *unit && bytes.is_multiple_of(*unit))
         .map(|(unit, suffix)| format!("{}{suffix}", bytes / unit))
         .unwrap_or_else(|| bytes.to_string())
 }
