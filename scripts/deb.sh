@@ -40,7 +40,7 @@ fi
 
 say "building the package"
 # --strip: the release profile keeps line tables for profiling; the package
-# does not need them (47 MB of binary to 5 MB).
+# does not need them (a 47 MB binary becomes 6 MB).
 deb=$(cargo deb --strip | tail -n 1)
 [ -f "$deb" ] || fail "cargo deb made no package"
 echo "$deb"
