@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need when it is missing (Debian,
-# as root), builds once in release, runs every Rust test and the real-client
-# tests, and prints a summary. Exits non-zero if anything failed.
+# as root), builds once in release, runs every Rust test, the README's shell
+# snippets and the real-client tests, and prints a summary. Exits non-zero if anything failed.
 #
 #   scripts/test.sh                              # test ringcache
 #   RINGCACHE_TEST_TARGET=memcached scripts/test.sh   # prove the tests on memcached
@@ -74,6 +74,11 @@ fi
 say "cargo test --release"
 if ! cargo test --release --no-fail-fast; then
     failed+=("cargo test")
+fi
+
+say "README snippets (scripts/readme-snippets.sh)"
+if ! scripts/readme-snippets.sh; then
+    failed+=("README snippets")
 fi
 
 say "real clients (pymemcache, libmemcached tools)"

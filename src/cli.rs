@@ -556,6 +556,17 @@ pub enum ShutdownCommand {
     Refused,
 }
 
+/// A byte count as `-m` and `-I` take it back: whole gigabytes, megabytes or
+/// kilobytes with their suffix, otherwise bytes.
+fn size_text(bytes: usize) -> String {
+    const KIB: usize = 1024;
+    [(KIB * KIB * KIB, "g"), (KIB * KIB, "m"), (KIB, "k")]
+        .iter()
+        .find(|(unit, _)| bytes >= *unit && bytes.is_multiple_of(*unit))
+        .map(|(unit, suffix)| format!("{}{suffix}", bytes / unit))
+        .unwrap_or_else(|| bytes.to_string())
+}
+
 /// Parses a size such as `1m`, `512k` or `2048` into bytes.
 pub fn parse_size(text: &str) -> Result<usize, String> {
     let text = text.trim();
@@ -775,6 +786,62 @@ pub fn extended_option(option: &str) -> Result<Option<String>, String> {
 }
 
 impl Config {
+    /// The flags that shape how the node serves, for its one start line: the
+    /// memory and connection limits always, the others when they differ from
+    /// memcached's defaults. What the line adds (addresses, shards, pinning)
+    /// the runtime knows once the shards run.
+    pub fn start_flags(&self) -> String {
+        let mut flags = vec![
+            format!("-m {}", size_text(self.memory_limit_bytes)),
+            format!("-c {}", self.conn_limit),
+            format!("-I {}", size_text(self.item_size_max_bytes)),
+        ];
+        if self.when_full == WhenFull::Refuse {
+            flags.push("-M".into());
+        }
+        if self.protocol != Protocol::Auto {
+            flags.push(format!("-B {}", self.protocol.memcached_name()));
+        }
+        if self.shutdown == ShutdownCommand::Allowed {
+            flags.push("-A".into());
+        }
+        if self.flush == FlushCommand::Refused {
+            flags.push("-F".into());
+        }
+        if self.lock_memory {
+            flags.push("-k".into());
+        }
+        if self.tls.is_some() {
+            flags.push("-Z".into());
+        }
+        if let Some(file) = &self.auth_file {
+            flags.push(format!("-Y {}", file.display()));
+        }
+        if let Some(user) = &self.user {
+            flags.push(format!("-u {user}"));
+        }
+        if self.sockets == SocketPath::Glommio {
+            flags.push("--sockets glommio".into());
+        }
+        if let Some(base) = self.shard_port_base {
+            flags.push(format!("--shard-ports {base}"));
+        }
+        if let Some(cluster) = &self.cluster {
+            flags.push(format!(
+                "--cluster {} --node-id {}",
+                cluster.file.display(),
+                cluster.node_id
+            ));
+        }
+        if let Some(dir) = &self.data_dir {
+            flags.push(format!("--data-dir {}", dir.display()));
+        }
+        if let Some((addr, port)) = &self.metrics {
+            flags.push(format!("--metrics-port {port} --metrics-addr {addr}"));
+        }
+        flags.join(" ")
+    }
+
     /// The warning to log at start when a client port is on an address other
     /// machines may reach and nothing authenticates clients: neither `-Y` nor
     /// `-Z` with client certificates required. (A cluster node's peers prove
@@ -1427,6 +1494,27 @@ mod tests {
         let c = config(&["--cluster", "c.toml", "--node-id", "2"]).unwrap();
         assert_eq!(c.cluster.unwrap().node_id, 2);
         assert!(config(&["--peer-timeout-ms", "0"]).is_err());
+    }
+
+    #[test]
+    fn the_start_line_names_the_limits_and_the_flags_that_differ() {
+        assert_eq!(config(&[]).unwrap().start_flags(), "-m 64m -c 1024 -I 1m");
+        assert_eq!(
+            config(&[
+                "-m",
+                "1g",
+                "-c",
+                "10",
+                "-M",
+                "-A",
+                "-F",
+                "--sockets",
+                "glommio"
+            ])
+            .unwrap()
+            .start_flags(),
+            "-m 1g -c 10 -I 1m -M -A -F --sockets glommio"
+        );
     }
 
     #[test]

@@ -27,10 +27,12 @@ fn main() {
             std::process::exit(EXIT_USAGE);
         }
     };
+    // -v and -vv raise ringcache's own lines only: the libraries' debug lines
+    // (glommio's, one per shard and file) would bury them. -vvv shows everything.
     let level = match config.verbosity {
         0 => "warn",
-        1 => "info",
-        2 => "debug",
+        1 => "warn,ringcache=info",
+        2 => "warn,ringcache=debug",
         _ => "trace",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))

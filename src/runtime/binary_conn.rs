@@ -41,11 +41,13 @@ pub(super) async fn handle_buffer(
             Ok(parsed) => parsed,
             Err(ParseError::Incomplete) => break,
             Err(ParseError::BadMagic) => {
+                super::protocol_errors::binary("not a request magic byte");
                 let _ = output.complete(ctx).await;
                 output.out.clear();
                 return After::Close;
             }
             Err(ParseError::Fatal { header, status }) => {
+                super::protocol_errors::binary(&format!("answered {status:?}"));
                 let _ = output.complete(ctx).await;
                 write_error(&mut output.out, &header, status);
                 return After::Close;

@@ -904,16 +904,19 @@ async fn handle_buffer(
                 consumed,
                 swallow_bytes,
             }) => {
+                super::protocol_errors::text(conn.peer_ip, &rest[..consumed], reply);
                 output.out.extend_from_slice(reply);
                 *start += consumed;
                 skip_data_block(buf, start, swallow, swallow_bytes);
                 continue;
             }
             Err(ParseError::LineTooLong) => {
+                super::protocol_errors::line_too_long(conn.peer_ip);
                 let _ = output.complete(ctx).await;
                 return After::Close;
             }
             Err(ParseError::Http) => {
+                super::protocol_errors::http(conn.peer_ip);
                 // memcached closes at once, writing none of the replies queued
                 // from this read (the requests before the line still take effect).
                 let _ = output.complete(ctx).await;

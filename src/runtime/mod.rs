@@ -18,6 +18,7 @@ mod metrics;
 pub mod notify;
 mod peer;
 pub mod process;
+mod protocol_errors;
 mod shard;
 pub(crate) mod start;
 pub mod supervisor;
@@ -656,9 +657,18 @@ pub fn run(config: Config) -> i32 {
         .iter()
         .map(|a| format!(" and {a}"))
         .collect();
+    // The one start line (at -v): what an operator checks a restart by.
+    let placement = if pinned {
+        let used: Vec<String> = cpus[..shards].iter().map(usize::to_string).collect();
+        format!("pinned to CPUs {}", used.join(","))
+    } else {
+        format!("unpinned on {} CPUs", cpus.len())
+    };
     log::info!(
-        "listening on {addr}{also} with {shards} shard(s), {}",
-        if pinned { "pinned" } else { "unpinned" }
+        "ringcache {} started: listening on {addr}{also}, {shards} shard(s) {placement}, {:.1} MiB of item memory per shard; {}",
+        env!("CARGO_PKG_VERSION"),
+        node.config.memory_limit_bytes as f64 / shards as f64 / (1024.0 * 1024.0),
+        node.config.start_flags()
     );
 
     if let (Some((dir, durable, tx, rx)), Some(cluster)) = (control_start, &node.cluster) {

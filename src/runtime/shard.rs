@@ -376,6 +376,28 @@ fn listen(addr: SocketAddr, sharing: super::Sharing) -> Result<Listening, String
     }
 }
 
+/// How long a shard waits before accepting again after a failed accept.
+const ACCEPT_RETRY_MS: u64 = 10;
+
+/// Shards whose accepts fail (out of descriptors, most often): the node logs
+/// the first failure and the recovery once, not every shard every retry.
+static SHARDS_FAILING_TO_ACCEPT: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
+/// This shard's accepts started failing with `e`.
+fn accept_failing(e: &dyn std::fmt::Display) {
+    if SHARDS_FAILING_TO_ACCEPT.fetch_add(1, Ordering::AcqRel) == 0 {
+        log::warn!("accepting connections failed: {e}; retrying every {ACCEPT_RETRY_MS} ms");
+    }
+}
+
+/// This shard accepts again after [`accept_failing`].
+fn accept_recovered() {
+    if SHARDS_FAILING_TO_ACCEPT.fetch_sub(1, Ordering::AcqRel) == 1 {
+        log::warn!("accepting connections again");
+    }
+}
+
 async fn accept_loop(listening: Listening, ctx: Rc<ShardCtx>, sockets: Option<Rc<SocketRing>>) {
     // The entry stays listed while this loop runs.
     let Listening {
@@ -383,15 +405,23 @@ async fn accept_loop(listening: Listening, ctx: Rc<ShardCtx>, sockets: Option<Rc
         listed: _listed,
     } = listening;
     let listen_addr = listener.local_addr().ok();
+    let mut failing = false;
     loop {
         let stream = match listener.accept().await {
             Ok(stream) => stream,
             Err(e) => {
-                log::warn!("shard {}: accept failed: {e}", ctx.id);
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                if !failing {
+                    failing = true;
+                    accept_failing(&e);
+                }
+                glommio::timer::sleep(Duration::from_millis(ACCEPT_RETRY_MS)).await;
                 continue;
             }
         };
+        if failing {
+            failing = false;
+            accept_recovered();
+        }
         let node = &ctx.node;
         let open = node.connections.fetch_add(1, Ordering::AcqRel);
         if open >= node.config.conn_limit {

@@ -173,6 +173,7 @@ pub fn join(
     let shards: Vec<String> = shards.iter().map(Endpoint::to_string).collect();
     let request = format!("rc join {addr} {}\r\n", shards.join(","));
     let deadline = Instant::now() + JOIN_WAIT;
+    let mut said = false;
     let reply = loop {
         match ask(
             through,
@@ -187,7 +188,10 @@ pub fn join(
                 return Err(format!("--join {through}: {e}"))
             }
             Err(e) if Instant::now() < deadline => {
-                log::info!("joining through {through}: {e}; trying again");
+                if !said {
+                    log::info!("joining through {through}: {e}; trying again for {JOIN_WAIT:?}");
+                    said = true;
+                }
                 std::thread::sleep(Duration::from_millis(200));
             }
             Err(e) => return Err(format!("--join {through}: {e}")),
@@ -207,7 +211,7 @@ pub fn join(
                     "--join {through}: the configuration leaves out node {id}"
                 ));
             }
-            log::warn!(
+            log::info!(
                 "joined the cluster as node {id} at epoch {}",
                 config.epoch()
             );
