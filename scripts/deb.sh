@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the Debian package with cargo-deb (from [package.metadata.deb] in
-# Cargo.toml and debian/), and with --test installs it on this machine and
+# Cargo.toml and tuning/debian/), and with --test installs it on this machine and
 # checks it: the files, the conffile, the `ringcache` user, the binary, and a
 # node started as the unit starts it, answering `version`; then removes and
 # purges it. Needs cargo-deb (installed here from crates.io when missing, which

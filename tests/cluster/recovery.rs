@@ -147,6 +147,74 @@ fn a_deleted_key_stays_deleted_when_a_recovery_meets_a_stale_copy() {
     }
 }
 
+/// A key deleted, set again and deleted again at the same primary: the second
+/// delete takes a CAS unique above the second item's, not the unique of the
+/// removal the primary still remembers from the first delete. The replica,
+/// paused through the second delete, is sent the removal when it is back; with
+/// the old unique the removal lost to the replica's newer item, which was then
+/// pushed back to the primary, and the deleted key was served again.
+#[test]
+fn a_key_deleted_again_after_a_new_set_stays_deleted() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    let cluster = Cluster::start(&Layout::real(2, 1, 2, "one").with_peer_timeout_ms(300));
+    let key = (0..)
+        .map(|i| format!("again:{i}"))
+        .find(|key| cluster.owners(key) == [1, 2])
+        .expect("a key whose primary is node 1");
+    let mut client = cluster.client(1);
+    let delete = format!("delete {key}\r\n");
+    client.set(&key, b"first");
+    wait_for_local(
+        &cluster,
+        2,
+        &key,
+        &Local::value("first"),
+        "after the first set",
+    );
+    assert_eq!(
+        show(&client.call(delete.as_bytes(), b"\r\n")),
+        "DELETED\\r\\n"
+    );
+    wait_for_local(&cluster, 2, &key, &Local::Miss, "after the first delete");
+    client.set(&key, b"second");
+    wait_for_local(
+        &cluster,
+        2,
+        &key,
+        &Local::value("second"),
+        "after the second set",
+    );
+
+    cluster.signal(2, "-STOP");
+    assert_eq!(
+        show(&client.call(delete.as_bytes(), b"\r\n")),
+        "DELETED\\r\\n",
+        "the second delete, node 2 paused"
+    );
+    // Past node 1's peer timeout: it keeps a hint for node 2, which notices
+    // its pause when resumed and copies what it missed.
+    std::thread::sleep(Duration::from_millis(1200));
+    cluster.signal(2, "-CONT");
+    wait_for_local(&cluster, 2, &key, &Local::Miss, "node 2 after its pause");
+    // Long enough for a stale item to travel back: the key stays deleted.
+    std::thread::sleep(Duration::from_millis(2000));
+    let get = format!("get {key}\r\n");
+    for via in [1, 2] {
+        assert_eq!(
+            show(&cluster.client(via).call(get.as_bytes(), b"END\r\n")),
+            "END\\r\\n",
+            "get through node {via}\nnode 1's log: {}\nnode 2's log: {}",
+            cluster.log(1),
+            cluster.log(2)
+        );
+    }
+    for id in [1, 2] {
+        wait_for_local(&cluster, id, &key, &Local::Miss, "at the end");
+    }
+}
+
 /// Pauses node 3 (SIGSTOP) while keys it co-owns are overwritten and deleted,
 /// resumes it, and checks that no owner is left stale: `hinted_keys_max` keys
 /// per shard are remembered for it and replayed when it notices the pause, or,
