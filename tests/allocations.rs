@@ -64,8 +64,8 @@ const CLOCK: Clock = Clock {
 };
 
 fn shard() -> ShardState {
-    ShardState {
-        store: Store::new(StoreConfig {
+    ShardState::new(
+        Store::new(StoreConfig {
             memory_limit_bytes: 8 << 20,
             item_size_max_bytes: 1 << 20,
             when_full: WhenFull::Evict,
@@ -73,8 +73,8 @@ fn shard() -> ShardState {
             cas_suffix_bits: 8,
             clock_cas: false,
         }),
-        stats: ShardStats::default(),
-    }
+        ringcache::limits::HOT_KEYS_PER_SHARD_DEFAULT,
+    )
 }
 
 /// Runs every request in `input` through parse and execute, as a connection

@@ -25,6 +25,9 @@ use crate::storage::{ArithOutcome, StoreOptions, StoreOutcome};
 
 /// Applies one meta request to this shard and appends its reply (if any) to `out`.
 pub fn execute(shard: &mut ShardState, req: &MetaRequest, clock: &Clock, out: &mut Vec<u8>) {
+    if req.command != MetaCommand::Noop {
+        shard.count_key(req.key.bytes());
+    }
     match req.command {
         MetaCommand::Noop => out.extend_from_slice(b"MN\r\n"),
         MetaCommand::Debug => {

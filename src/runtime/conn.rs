@@ -1686,6 +1686,18 @@ async fn node_request(
             view.conns.sort_by_key(|c| c.id);
             engine::write_stats(group, &view, out);
         }
+        Request::Stats { group } if group == b"hotkeys" => {
+            let mut view = NodeView::default();
+            let own = super::shard::hot_keys();
+            view.hot_keys.extend(own.into_iter().map(|k| (ctx.id, k)));
+            let others = (0..node.shards as u32).filter(|&j| j != ctx.id);
+            for (j, answer) in others.zip(ctx.ask_all(|| Ask::HotKeys).await) {
+                if let Answer::HotKeys(keys) = answer {
+                    view.hot_keys.extend(keys.into_iter().map(|k| (j, k)));
+                }
+            }
+            engine::write_stats(group, &view, out);
+        }
         Request::Stats { group } if group == b"cluster" && ctx.cluster.is_some() => {
             let view = node_view(ctx, clock, b"").await;
             cluster::write_stats_cluster(ctx, view.store.curr_items, out).await;
@@ -1841,6 +1853,7 @@ pub(super) async fn node_view(ctx: &ShardCtx, clock: &Clock, group: &[u8]) -> No
         per_shard,
         latency,
         forwarded_to,
+        hot_keys: Vec::new(),
         settings: Settings {
             max_bytes: config.memory_limit_bytes as u64,
             max_connections: config.conn_limit as u64,

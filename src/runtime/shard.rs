@@ -36,6 +36,11 @@ thread_local! {
     static LATENCY: RefCell<Latency> = RefCell::new(Latency::default());
 }
 
+/// This shard's counted keys, most counted first (none under `--hotkeys 0`).
+pub fn hot_keys() -> Vec<crate::hotkeys::HotKey> {
+    with_state(|s| s.hot_keys.as_ref().map_or_else(Vec::new, |h| h.top()))
+}
+
 /// Records that a read was answered `micros` after its bytes arrived.
 pub fn record_latency(micros: u64) {
     LATENCY.with(|l| l.borrow_mut().record(micros));
@@ -46,11 +51,14 @@ pub fn latency() -> Latency {
     LATENCY.with(|l| l.borrow().clone())
 }
 
-/// `stats reset` on this shard: counters and latencies (gauges stay).
+/// `stats reset` on this shard: counters, hot keys and latencies (gauges stay).
 pub fn reset_stats() {
     with_state(|s| {
         s.stats.reset();
         s.store.reset_stats();
+        if let Some(hot_keys) = &mut s.hot_keys {
+            hot_keys.clear();
+        }
     });
     LATENCY.with(|l| l.borrow_mut().reset());
 }
@@ -142,8 +150,8 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
         Some(c) => ((u64::from(c.me % 256) << 8) | id as u64, 16),
     };
     STATE.with(|cell| {
-        *cell.borrow_mut() = Some(ShardState {
-            store: Store::new(StoreConfig {
+        *cell.borrow_mut() = Some(ShardState::new(
+            Store::new(StoreConfig {
                 memory_limit_bytes: config.memory_limit_bytes / node.shards,
                 item_size_max_bytes: config.item_size_max_bytes,
                 when_full: config.when_full,
@@ -151,8 +159,8 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
                 cas_suffix_bits,
                 clock_cas: node.cluster.is_some(),
             }),
-            stats: Default::default(),
-        })
+            config.hot_keys,
+        ))
     });
     debug_assert!(shards <= 1 << 8);
 
@@ -609,6 +617,7 @@ async fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
         }),
         Ask::Conns => Answer::Conns(conns::views(std::time::Instant::now())),
         Ask::Metadump => Answer::Metadump(metadump(ctx).await),
+        Ask::HotKeys => Answer::HotKeys(hot_keys()),
         Ask::ResetStats => {
             reset_stats();
             Answer::Done
