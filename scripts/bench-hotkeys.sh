@@ -25,6 +25,7 @@ SERVER_THREADS=${SERVER_THREADS:-1}
 SERVER_CPU=${SERVER_CPU:-1}
 BENCH_CPU=${BENCH_CPU:-0}
 OUT=${OUT:-$(mktemp -d /tmp/ringcache-hotkeys.XXXXXX)}
+mkdir -p "$OUT"
 export SERVER_THREADS
 [ -x "$RINGCACHE" ] && [ -x "$BENCH" ] || { echo "build first: cargo build --release --bins" >&2; exit 1; }
 IFS=/ read -r depth ratio size <<<"$WORKLOAD"

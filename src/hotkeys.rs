@@ -356,7 +356,10 @@ mod tests {
         for k in &top {
             let real = truth[&k.key];
             assert!(k.count >= real, "{k:?} counts at least {real}");
-            assert!(k.count - k.error <= real, "{k:?} within its error of {real}");
+            assert!(
+                k.count - k.error <= real,
+                "{k:?} within its error of {real}"
+            );
             assert!(k.error <= n / 32, "error at most total / capacity");
         }
         // Every key asked for more than total / capacity times is kept.

@@ -146,6 +146,15 @@ pub const HOT_KEYS_LISTED_MAX: usize = 100;
 /// Hot keys the metrics port exposes as `ringcache_hotkey_requests`.
 pub const HOT_KEYS_METRICS_TOP: usize = 10;
 
+/// `watch`: most watchers at once (memcached's `WATCHER_LIMIT`); one more is
+/// answered `WATCHER_TOO_MANY log watcher limit reached`.
+pub const WATCHERS_MAX: usize = 20;
+/// Bytes of log lines waiting for one watcher (memcached's default
+/// `watcher_logbuf_size`); lines past it are dropped and reported as `skipped=N`.
+pub const WATCH_QUEUE_BYTES: usize = 256 * 1024;
+/// How often a watcher's connection writes out its queue.
+pub const WATCH_POLL_MS: u64 = 5;
+
 /// How long a shard of a cluster node remembers a removed key's CAS unique
 /// (see `cluster::tombstones`): a copy of the key older than the removal that
 /// arrives within this time is dropped. Longer than a node is expected to be

@@ -15,6 +15,7 @@ use std::fmt::Write as _;
 
 pub mod binary;
 pub mod meta;
+pub mod watch;
 
 use crate::hotkeys::{HotKey, HotKeys};
 use crate::protocol::text::{
@@ -25,6 +26,7 @@ use crate::storage::ttl::{expiry, Clock};
 use crate::storage::{
     ArithOutcome, DeleteOutcome, ItemView, Miss, Store, StoreOutcome, StoreStats,
 };
+use watch::{Fetched, Stored, WatchLog};
 
 /// Everything a shard owns that requests act on. One owner: the shard's executor.
 pub struct ShardState {
@@ -32,6 +34,8 @@ pub struct ShardState {
     pub stats: ShardStats,
     /// The keys this shard is asked for most (`stats hotkeys`); None: not counted (`--hotkeys 0`).
     pub hot_keys: Option<HotKeys>,
+    /// Lines for `watch`ers, while any watches.
+    pub watch: WatchLog,
 }
 
 impl ShardState {
@@ -41,7 +45,86 @@ impl ShardState {
             store,
             stats: ShardStats::default(),
             hot_keys: (hot_keys > 0).then(|| HotKeys::new(hot_keys)),
+            watch: WatchLog::default(),
         }
+    }
+
+    /// Notes a lookup of `key` for `watch fetchers` (memcached logs one per
+    /// command that looks a key up, storage commands included).
+    #[inline]
+    pub fn watch_fetch(&mut self, key: &[u8], now: u32) {
+        if self.watch.wants(watch::FETCHERS) {
+            self.log_fetch(key, now);
+        }
+    }
+
+    #[cold]
+    fn log_fetch(&mut self, key: &[u8], now: u32) {
+        let (fetched, size) = match self.store.peek(key, now) {
+            Ok(item) => (Fetched::Found, item.value.len()),
+            Err(Miss::Absent) => (Fetched::NotFound, 0),
+            Err(Miss::Expired) => (Fetched::Expired, 0),
+            Err(Miss::Flushed) => (Fetched::Flushed, 0),
+        };
+        self.watch.item_get(key, fetched, size);
+    }
+
+    /// Notes a storage command's outcome for `watch mutations`.
+    #[inline]
+    pub fn watch_store(
+        &mut self,
+        key: &[u8],
+        mode: StoreMode,
+        outcome: StoreOutcome,
+        expiry: u32,
+        data_len: usize,
+        now: u32,
+    ) {
+        if self.watch.wants(watch::MUTATIONS) {
+            self.log_store(key, mode, outcome, expiry, data_len, now);
+        }
+    }
+
+    #[cold]
+    fn log_store(
+        &mut self,
+        key: &[u8],
+        mode: StoreMode,
+        outcome: StoreOutcome,
+        expiry: u32,
+        data_len: usize,
+        now: u32,
+    ) {
+        let cmd = match mode {
+            StoreMode::Set => "set",
+            StoreMode::Add => "add",
+            StoreMode::Replace => "replace",
+            StoreMode::Append => "append",
+            StoreMode::Prepend => "prepend",
+            StoreMode::Cas(_) => "cas",
+        };
+        let stored = match outcome {
+            StoreOutcome::Stored(_) => Stored::Stored,
+            StoreOutcome::NotStored => Stored::NotStored,
+            StoreOutcome::Exists => Stored::Exists,
+            StoreOutcome::NotFound => Stored::NotFound,
+            StoreOutcome::TooLarge => Stored::TooLarge,
+            StoreOutcome::OutOfMemory => Stored::NoMemory,
+        };
+        // An append or prepend logs the joined item, which keeps its expiry.
+        let (size, expiry) = match (stored, mode) {
+            (Stored::Stored, StoreMode::Append | StoreMode::Prepend) => self
+                .store
+                .peek(key, now)
+                .map_or((data_len, expiry), |item| (item.value.len(), item.exptime)),
+            _ => (data_len, expiry),
+        };
+        let ttl_secs = if expiry == 0 {
+            0
+        } else {
+            expiry.saturating_sub(now)
+        };
+        self.watch.item_store(key, stored, cmd, ttl_secs, size);
     }
 
     /// Counts one read or write of `key` in the hot-key sketch, if there is one.
@@ -121,7 +204,10 @@ pub fn execute(shard: &mut ShardState, req: &Request, clock: &Clock, out: &mut V
         | Request::TooLarge { key, .. }
         | Request::Delete { key, .. }
         | Request::Arith { key, .. }
-        | Request::Touch { key, .. } => shard.count_key(key),
+        | Request::Touch { key, .. } => {
+            shard.count_key(key);
+            shard.watch_fetch(key, now);
+        }
         _ => {}
     }
     match *req {
@@ -139,9 +225,9 @@ pub fn execute(shard: &mut ShardState, req: &Request, clock: &Clock, out: &mut V
             data,
             reply,
         } => {
-            let outcome = shard
-                .store
-                .store(mode, key, flags, expiry(exptime, clock), data, now);
+            let expiry = expiry(exptime, clock);
+            let outcome = shard.store.store(mode, key, flags, expiry, data, now);
+            shard.watch_store(key, mode, outcome, expiry, data.len(), now);
             write_reply(reply, store_reply(&mut shard.stats, mode, outcome), out);
         }
         Request::TooLarge {
@@ -153,6 +239,7 @@ pub fn execute(shard: &mut ShardState, req: &Request, clock: &Clock, out: &mut V
             if mode == StoreMode::Set {
                 shard.store.unlink(key);
             }
+            shard.watch_store(key, mode, StoreOutcome::TooLarge, 0, 0, now);
             write_reply(reply, reply::TOO_LARGE, out);
         }
         Request::Delete { key, reply } => {
@@ -202,6 +289,7 @@ pub fn execute(shard: &mut ShardState, req: &Request, clock: &Clock, out: &mut V
         | Request::CacheMemlimit { .. }
         | Request::SlabsAutomove { .. }
         | Request::LruCrawler(_)
+        | Request::Watch { .. }
         | Request::Stats { .. } => panic!("node request handed to a shard: {req:?}"),
     }
     Step::Continue
@@ -333,6 +421,7 @@ pub fn get_one(
     out: &mut Vec<u8>,
 ) {
     shard.count_key(key);
+    shard.watch_fetch(key, clock.rel_secs);
     if let Some(item) = lookup(shard, exptime, key, clock) {
         write_value(&item, kind, out);
     }

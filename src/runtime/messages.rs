@@ -42,6 +42,8 @@ pub enum ForwardKind {
 /// the answer brings the batch's own buffers back with the replies.
 #[derive(Debug, Default)]
 pub struct Batch {
+    /// The connection the requests came from (`watch`'s `cfd`).
+    pub cfd: u64,
     pub bytes: Vec<u8>,
     pub ops: Vec<ForwardOp>,
     pub reply_buffers: Replies,

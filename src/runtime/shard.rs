@@ -435,12 +435,28 @@ async fn accept_loop(listening: Listening, ctx: Rc<ShardCtx>, sockets: Option<Rc
             std::time::Instant::now(),
         );
         glommio::spawn_local(async move {
-            conn::serve(stream, &ctx, peer, &listed).await;
+            let cfd = stream.raw_fd() as u64;
+            log_conn_event(&ctx, |log| log.conn_new(peer, cfd));
+            let reason = conn::serve(stream, &ctx, peer, &listed).await;
+            log_conn_event(&ctx, |log| log.conn_close(peer, cfd, reason));
             ctx.node.connections.fetch_sub(1, Ordering::AcqRel);
             with_state(|s| s.stats.curr_connections -= 1);
         })
         .detach();
     }
+}
+
+/// Writes a `watch connevents` line, when some watcher wants one.
+fn log_conn_event(ctx: &ShardCtx, write: impl FnOnce(&mut crate::engine::watch::WatchLog)) {
+    let wanted = ctx.node.watchers.wanted();
+    if wanted & crate::engine::watch::CONNEVENTS == 0 {
+        return;
+    }
+    with_state(|s| {
+        s.watch.wanted = wanted;
+        write(&mut s.watch);
+    });
+    super::watch::publish_pending(&ctx.node.watchers);
 }
 
 /// This shard's `lru_crawler metadump` lines: one segment at a time, letting
@@ -480,6 +496,8 @@ async fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
             let mut tickets = Vec::new();
             with_state(|state| {
                 state.stats.forwarded_in += batch.ops.len() as u64;
+                state.watch.wanted = ctx.node.watchers.wanted();
+                state.watch.cfd = batch.cfd;
                 for (i, op) in batch.ops.iter().enumerate() {
                     let bytes = &batch.bytes[op.start as usize..(op.start + op.len) as usize];
                     let ticket = match op.kind {
@@ -596,6 +614,7 @@ async fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
                     }
                 }
             }
+            super::watch::publish_pending(&ctx.node.watchers);
             batch.clear();
             Answer::Replies { replies, batch }
         }
