@@ -153,7 +153,7 @@ pub struct Args {
     #[arg(short = 'X', long = "disable-dumping")]
     pub disable_dumping: bool,
 
-    /// memcached's -W: accepted; `watch` is not served anyway.
+    /// memcached's -W: accepted and noted; `watch` stays served.
     #[arg(short = 'W', long = "disable-watch")]
     pub disable_watch: bool,
 
@@ -759,7 +759,7 @@ pub fn extended_option(option: &str) -> Result<Option<String>, String> {
         }
         "watcher_logbuf_size" | "worker_logbuf_size" => {
             number(0, C_INT_MAX)?;
-            note("`watch` is not served")
+            note("each watcher's queue holds a fixed 256 KiB of log lines")
         }
         "track_sizes" => note("`stats sizes` is not kept"),
         "inline_ascii_response" | "no_inline_ascii_response" => {
@@ -928,7 +928,7 @@ impl Config {
             );
         }
         if args.disable_watch {
-            notes.push("-W: `watch` is not served".into());
+            notes.push("-W: not honoured: `watch` is served".into());
         }
         let mut ssl = SslOptions::default();
         for option in args.extended.iter().flat_map(|o| o.split(',')) {
