@@ -5,7 +5,6 @@
 
 use ringcache::engine::{self, ShardState};
 use ringcache::protocol::{parse, ParseLimits};
-use ringcache::stats::ShardStats;
 use ringcache::storage::ttl::Clock;
 use ringcache::storage::{Store, StoreConfig, WhenFull};
 use std::alloc::{GlobalAlloc, Layout, System};

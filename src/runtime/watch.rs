@@ -153,9 +153,8 @@ pub async fn serve_watcher(stream: &mut ClientStream, watchers: &Watchers, watch
             None
         };
         let read = async { Some(stream.read(&mut scratch).await) };
-        match futures_lite::future::or(read, tick).await {
-            Some(Ok(0) | Err(_)) => break,
-            Some(Ok(_)) | None => {}
+        if let Some(Ok(0) | Err(_)) = futures_lite::future::or(read, tick).await {
+            break;
         }
         std::mem::swap(&mut out, &mut lock(&watcher.queue).bytes);
         if !out.is_empty() {
