@@ -153,7 +153,7 @@ pub struct Args {
     #[arg(short = 'X', long = "disable-dumping")]
     pub disable_dumping: bool,
 
-    /// memcached's -W: accepted; `watch` is not served anyway.
+    /// memcached's -W: accepted and noted; `watch` stays served.
     #[arg(short = 'W', long = "disable-watch")]
     pub disable_watch: bool,
 
@@ -252,6 +252,11 @@ pub struct Args {
     #[arg(long = "hinted-keys-max", default_value_t = limits::HINTED_KEYS_MAX_DEFAULT)]
     pub hinted_keys_max: usize,
 
+    /// Counters per shard for the most requested keys (`stats hotkeys`, and
+    /// the metrics port's `ringcache_hotkey_requests`); 0 counts nothing.
+    #[arg(long = "hotkeys", value_name = "N", default_value_t = limits::HOT_KEYS_PER_SHARD_DEFAULT)]
+    pub hot_keys: usize,
+
     /// Serve Prometheus metrics (`GET /metrics`) on this port. Off by default.
     #[arg(long = "metrics-port", value_name = "PORT")]
     pub metrics_port: Option<u16>,
@@ -292,6 +297,8 @@ pub struct Config {
     pub cluster: Option<ClusterMembership>,
     pub peer_timeout_ms: u64,
     pub hinted_keys_max: usize,
+    /// `--hotkeys`: counters of each shard's hot-key sketch (0: none).
+    pub hot_keys: usize,
     /// `--metrics-port` on `--metrics-addr`: where `GET /metrics` is served.
     pub metrics: Option<(String, u16)>,
     pub data_dir: Option<std::path::PathBuf>,
@@ -763,7 +770,7 @@ pub fn extended_option(option: &str) -> Result<Option<String>, String> {
         }
         "watcher_logbuf_size" | "worker_logbuf_size" => {
             number(0, C_INT_MAX)?;
-            note("`watch` is not served")
+            note("each watcher's queue holds a fixed 256 KiB of log lines")
         }
         "track_sizes" => note("`stats sizes` is not kept"),
         "inline_ascii_response" | "no_inline_ascii_response" => {
@@ -988,7 +995,7 @@ impl Config {
             );
         }
         if args.disable_watch {
-            notes.push("-W: `watch` is not served".into());
+            notes.push("-W: not honoured: `watch` is served".into());
         }
         let mut ssl = SslOptions::default();
         for option in args.extended.iter().flat_map(|o| o.split(',')) {
@@ -1083,6 +1090,13 @@ impl Config {
                 limits::HINTED_KEYS_MAX_MAX
             ));
         }
+        if args.hot_keys > limits::HOT_KEYS_PER_SHARD_MAX {
+            return Err(format!(
+                "--hotkeys {}: must be 0 to {}",
+                args.hot_keys,
+                limits::HOT_KEYS_PER_SHARD_MAX
+            ));
+        }
         Ok(Config {
             port,
             listen,
@@ -1114,6 +1128,7 @@ impl Config {
             },
             peer_timeout_ms: args.peer_timeout_ms,
             hinted_keys_max: args.hinted_keys_max,
+            hot_keys: args.hot_keys,
             metrics: args
                 .metrics_port
                 .map(|port| (args.metrics_addr.clone(), port)),

@@ -135,6 +135,26 @@ pub const PEER_PROBE_INTERVAL_MS: u64 = 100;
 pub const HINTED_KEYS_MAX_DEFAULT: usize = 100_000;
 pub const HINTED_KEYS_MAX_MAX: usize = 100_000_000;
 
+/// `--hotkeys`: counters in each shard's space-saving sketch of its most
+/// requested keys (`crate::hotkeys`). Every key asked for more than
+/// 1/N of a shard's requests is kept; each counter holds a key of up to
+/// [`KEY_LEN_MAX`] bytes, so the default costs about 17 KiB per shard.
+pub const HOT_KEYS_PER_SHARD_DEFAULT: usize = 64;
+pub const HOT_KEYS_PER_SHARD_MAX: usize = crate::hotkeys::CAPACITY_MAX;
+/// Most hot keys `stats hotkeys` lists (all shards together, most requested first).
+pub const HOT_KEYS_LISTED_MAX: usize = 100;
+/// Hot keys the metrics port exposes as `ringcache_hotkey_requests`.
+pub const HOT_KEYS_METRICS_TOP: usize = 10;
+
+/// `watch`: most watchers at once (memcached's `WATCHER_LIMIT`); one more is
+/// answered `WATCHER_TOO_MANY log watcher limit reached`.
+pub const WATCHERS_MAX: usize = 20;
+/// Bytes of log lines waiting for one watcher (memcached's default
+/// `watcher_logbuf_size`); lines past it are dropped and reported as `skipped=N`.
+pub const WATCH_QUEUE_BYTES: usize = 256 * 1024;
+/// How often a watcher's connection writes out its queue.
+pub const WATCH_POLL_MS: u64 = 5;
+
 /// How long a shard of a cluster node remembers a removed key's CAS unique
 /// (see `cluster::tombstones`): a copy of the key older than the removal that
 /// arrives within this time is dropped. Longer than a node is expected to be

@@ -1,12 +1,13 @@
 //! Prometheus text exposition of a node's `stats` replies (pure).
 //!
 //! The metrics port's thread asks the node for `stats`, `stats shards`,
-//! `stats latency` and, in a cluster, `stats peers` (the same figures any
+//! `stats latency`, `stats hotkeys` and, in a cluster, `stats peers` (the same figures any
 //! client sees), and [`render`] writes them in the Prometheus text format
 //! (version 0.0.4). memcached's figures keep the names prometheus/memcached_exporter
 //! gives them, so its dashboards and alerts work unchanged; ringcache's own
 //! figures are `ringcache_*`.
 
+use crate::limits::HOT_KEYS_METRICS_TOP;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
@@ -19,6 +20,8 @@ pub struct Scrape {
     pub general: StatLines,
     pub shards: StatLines,
     pub latency: StatLines,
+    /// `stats hotkeys`.
+    pub hot_keys: StatLines,
     /// `stats peers`: present on a cluster node only.
     pub peers: Option<StatLines>,
 }
@@ -151,6 +154,7 @@ pub fn render(scrape: &Scrape) -> String {
 
     render_shards(&scrape.shards, &mut out);
     render_latency(&scrape.latency, &mut out);
+    render_hot_keys(&scrape.hot_keys, &mut out);
     if let Some(peers) = &scrape.peers {
         render_peers(peers, &mut out);
     }
@@ -213,6 +217,65 @@ fn render_latency(latency: &StatLines, out: &mut Exposition) {
     out.sample(&bucket, &[("le", "+Inf")], num("count"));
     out.sample(&format!("{metric}_sum"), &[], num("sum_us") / 1e6);
     out.sample(&format!("{metric}_count"), &[], num("count"));
+}
+
+/// The first [`HOT_KEYS_METRICS_TOP`] keys of `stats hotkeys`, one series per
+/// key. The label is the key itself when it is UTF-8 (escaped as the format
+/// needs), else its URL-encoded form as `stats hotkeys` prints it.
+fn render_hot_keys(hot_keys: &StatLines, out: &mut Exposition) {
+    let metric = "ringcache_hotkey_requests";
+    out.family(
+        metric,
+        "gauge",
+        "Reads and writes of one of the most requested keys, since start or stats reset (space-saving estimate: at most ringcache_hotkey_error above the true count).",
+    );
+    let error_metric = "ringcache_hotkey_error";
+    let mut errors = Vec::new();
+    for rank in 1..=HOT_KEYS_METRICS_TOP {
+        let Some(encoded) = hot_keys.get(&format!("{rank}:key")) else {
+            break;
+        };
+        let field = |name: &str| -> f64 {
+            hot_keys
+                .get(&format!("{rank}:{name}"))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0)
+        };
+        let key = uri_decode(encoded)
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .unwrap_or_else(|| encoded.clone());
+        let shard = hot_keys
+            .get(&format!("{rank}:shard"))
+            .map_or("", String::as_str);
+        out.sample(metric, &[("shard", shard), ("key", &key)], field("count"));
+        errors.push((shard.to_string(), key, field("error")));
+    }
+    out.family(
+        error_metric,
+        "gauge",
+        "How far ringcache_hotkey_requests of the same key may be above its true count.",
+    );
+    for (shard, key, error) in errors {
+        out.sample(error_metric, &[("shard", &shard), ("key", &key)], error);
+    }
+}
+
+/// `%XX` sequences back to bytes; None when one is malformed.
+fn uri_decode(encoded: &str) -> Option<Vec<u8>> {
+    let bytes = encoded.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Some(out)
 }
 
 /// `stats peers`: this node's standing in its cluster and each other node's figures.
@@ -365,6 +428,24 @@ mod tests {
         let text = render(&scrape);
         assert!(text.contains("memcached_commands_total{command=\"set\",status=\"hit\"} 6\n"));
         assert!(text.contains("memcached_up 1\n"));
+    }
+
+    #[test]
+    fn hot_keys_become_one_series_each_with_escaped_labels() {
+        let scrape = Scrape {
+            hot_keys: parse_stat_lines(
+                "STAT 1:key a%22b%5C%0A\r\nSTAT 1:shard 1\r\nSTAT 1:count 7\r\nSTAT 1:error 2\r\n\
+                 STAT 2:key bin%FF\r\nSTAT 2:shard 0\r\nSTAT 2:count 3\r\nSTAT 2:error 0\r\nEND\r\n",
+            ),
+            ..Scrape::default()
+        };
+        let text = render(&scrape);
+        assert!(
+            text.contains("ringcache_hotkey_requests{shard=\"1\",key=\"a\\\"b\\\\\\n\"} 7\n"),
+            "{text}"
+        );
+        assert!(text.contains("ringcache_hotkey_error{shard=\"1\",key=\"a\\\"b\\\\\\n\"} 2\n"));
+        assert!(text.contains("ringcache_hotkey_requests{shard=\"0\",key=\"bin%FF\"} 3\n"));
     }
 
     #[test]

@@ -5,7 +5,6 @@
 
 use ringcache::engine::{self, ShardState};
 use ringcache::protocol::{parse, ParseLimits};
-use ringcache::stats::ShardStats;
 use ringcache::storage::ttl::Clock;
 use ringcache::storage::{Store, StoreConfig, WhenFull};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -64,8 +63,8 @@ const CLOCK: Clock = Clock {
 };
 
 fn shard() -> ShardState {
-    ShardState {
-        store: Store::new(StoreConfig {
+    ShardState::new(
+        Store::new(StoreConfig {
             memory_limit_bytes: 8 << 20,
             item_size_max_bytes: 1 << 20,
             when_full: WhenFull::Evict,
@@ -73,8 +72,8 @@ fn shard() -> ShardState {
             cas_suffix_bits: 8,
             clock_cas: false,
         }),
-        stats: ShardStats::default(),
-    }
+        ringcache::limits::HOT_KEYS_PER_SHARD_DEFAULT,
+    )
 }
 
 /// Runs every request in `input` through parse and execute, as a connection

@@ -305,3 +305,53 @@ fn a_cluster_node_reports_its_epoch_and_state() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_hammered_key_tops_stats_hotkeys_and_the_metrics() {
+    let (server, metrics_port) = node_with_metrics(&["-t", "2"]);
+    let mut client = server.connect();
+    // A quote and a backslash: the label must be escaped, the stat line encoded.
+    let hot = "hot\"key\\";
+    client.set(hot, b"v");
+    for i in 0..300 {
+        client.set(&format!("cold-{i}"), b"v");
+    }
+    for _ in 0..500 {
+        assert_eq!(client.get(hot).as_deref(), Some(&b"v"[..]));
+    }
+
+    let stats: BTreeMap<String, String> = client.stats("hotkeys").into_iter().collect();
+    assert_eq!(stats["1:key"], "hot%22key%5C", "{stats:#?}");
+    let count: u64 = stats["1:count"].parse().unwrap();
+    let error: u64 = stats["1:error"].parse().unwrap();
+    assert!(count - error <= 501 && 501 <= count, "{stats:#?}");
+    assert!(stats["1:shard"] == "0" || stats["1:shard"] == "1");
+    // Every other key was asked for once: a count past 1 is inherited error.
+    let second: u64 = stats["2:count"].parse().unwrap();
+    let second_error: u64 = stats["2:error"].parse().unwrap();
+    assert!(second - second_error <= 1, "{stats:#?}");
+
+    let families = parse(&scrape(metrics_port).1);
+    let shard = stats["1:shard"].as_str();
+    assert_eq!(
+        value(
+            &families,
+            "ringcache_hotkey_requests",
+            &[("shard", shard), ("key", hot)]
+        ),
+        count as f64
+    );
+    let series = families["ringcache_hotkey_requests"].1.len();
+    assert_eq!(series, ringcache::limits::HOT_KEYS_METRICS_TOP);
+}
+
+#[test]
+fn hotkeys_zero_counts_nothing() {
+    let (server, metrics_port) = node_with_metrics(&["-t", "2", "--hotkeys", "0"]);
+    let mut client = server.connect();
+    client.set("k", b"v");
+    assert_eq!(client.get("k").as_deref(), Some(&b"v"[..]));
+    assert!(client.stats("hotkeys").is_empty());
+    let families = parse(&scrape(metrics_port).1);
+    assert!(families["ringcache_hotkey_requests"].1.is_empty());
+}

@@ -36,6 +36,9 @@ pub const ARITH_NO_CREATE: u32 = u32::MAX;
 pub fn execute(shard: &mut ShardState, req: &BinRequest, clock: &Clock, out: &mut Vec<u8>) {
     let h = &req.header;
     let now = clock.rel_secs;
+    if let Some(key) = req.command.key() {
+        shard.count_key(key);
+    }
     match req.command {
         Command::Get {
             key,
@@ -407,12 +410,11 @@ mod tests {
     use super::*;
     use crate::protocol::binary::{opcode, parse};
     use crate::protocol::ParseLimits;
-    use crate::stats::ShardStats;
     use crate::storage::{Store, StoreConfig, WhenFull};
 
     fn shard() -> ShardState {
-        ShardState {
-            store: Store::new(StoreConfig {
+        ShardState::new(
+            Store::new(StoreConfig {
                 memory_limit_bytes: 4 << 20,
                 item_size_max_bytes: 1 << 20,
                 when_full: WhenFull::Evict,
@@ -420,8 +422,8 @@ mod tests {
                 cas_suffix_bits: 0,
                 clock_cas: false,
             }),
-            stats: ShardStats::default(),
-        }
+            crate::limits::HOT_KEYS_PER_SHARD_DEFAULT,
+        )
     }
 
     const CLOCK: Clock = Clock {

@@ -25,6 +25,10 @@ use crate::storage::{ArithOutcome, StoreOptions, StoreOutcome};
 
 /// Applies one meta request to this shard and appends its reply (if any) to `out`.
 pub fn execute(shard: &mut ShardState, req: &MetaRequest, clock: &Clock, out: &mut Vec<u8>) {
+    if req.command != MetaCommand::Noop {
+        shard.count_key(req.key.bytes());
+        shard.watch_fetch(req.key.bytes(), clock.rel_secs);
+    }
     match req.command {
         MetaCommand::Noop => out.extend_from_slice(b"MN\r\n"),
         MetaCommand::Debug => {
@@ -224,6 +228,8 @@ fn set(shard: &mut ShardState, req: &MetaRequest, clock: &Clock, out: &mut Vec<u
     };
     let exptime = expiry(f.ttl.unwrap_or(0), clock);
     let outcome = store.store_with(mode, key, f.client_flags, exptime, req.data, now, options);
+    shard.watch_store(key, mode, outcome, exptime, req.data.len(), now);
+    let store = &mut shard.store;
     shard.stats.cmd_set += 1;
     let (status, cas): (&[u8], u64) = match outcome {
         StoreOutcome::Stored(cas) => (b"HD", cas),

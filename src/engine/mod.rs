@@ -15,7 +15,9 @@ use std::fmt::Write as _;
 
 pub mod binary;
 pub mod meta;
+pub mod watch;
 
+use crate::hotkeys::{HotKey, HotKeys};
 use crate::protocol::text::{
     safe_strtoul, ArithOp, GetEnding, GetKind, Keys, Reply, Request, StoreMode,
 };
@@ -24,11 +26,114 @@ use crate::storage::ttl::{expiry, Clock};
 use crate::storage::{
     ArithOutcome, DeleteOutcome, ItemView, Miss, Store, StoreOutcome, StoreStats,
 };
+use watch::{Fetched, Stored, WatchLog};
 
 /// Everything a shard owns that requests act on. One owner: the shard's executor.
 pub struct ShardState {
     pub store: Store,
     pub stats: ShardStats,
+    /// The keys this shard is asked for most (`stats hotkeys`); None: not counted (`--hotkeys 0`).
+    pub hot_keys: Option<HotKeys>,
+    /// Lines for `watch`ers, while any watches.
+    pub watch: WatchLog,
+}
+
+impl ShardState {
+    /// A shard over `store` with a hot-key sketch of `hot_keys` counters (0: none).
+    pub fn new(store: Store, hot_keys: usize) -> ShardState {
+        ShardState {
+            store,
+            stats: ShardStats::default(),
+            hot_keys: (hot_keys > 0).then(|| HotKeys::new(hot_keys)),
+            watch: WatchLog::default(),
+        }
+    }
+
+    /// Notes a lookup of `key` for `watch fetchers` (memcached logs one per
+    /// command that looks a key up, storage commands included).
+    #[inline]
+    pub fn watch_fetch(&mut self, key: &[u8], now: u32) {
+        if self.watch.wants(watch::FETCHERS) {
+            self.log_fetch(key, now);
+        }
+    }
+
+    #[cold]
+    fn log_fetch(&mut self, key: &[u8], now: u32) {
+        let (fetched, size) = match self.store.peek(key, now) {
+            Ok(item) => (Fetched::Found, item.value.len()),
+            Err(Miss::Absent) => (Fetched::NotFound, 0),
+            Err(Miss::Expired) => (Fetched::Expired, 0),
+            Err(Miss::Flushed) => (Fetched::Flushed, 0),
+        };
+        self.watch.item_get(key, fetched, size);
+    }
+
+    /// Notes a storage command's outcome for `watch mutations`.
+    #[inline]
+    pub fn watch_store(
+        &mut self,
+        key: &[u8],
+        mode: StoreMode,
+        outcome: StoreOutcome,
+        expiry: u32,
+        data_len: usize,
+        now: u32,
+    ) {
+        if self.watch.wants(watch::MUTATIONS) {
+            self.log_store(key, mode, outcome, expiry, data_len, now);
+        }
+    }
+
+    #[cold]
+    fn log_store(
+        &mut self,
+        key: &[u8],
+        mode: StoreMode,
+        outcome: StoreOutcome,
+        expiry: u32,
+        data_len: usize,
+        now: u32,
+    ) {
+        let cmd = match mode {
+            StoreMode::Set => "set",
+            StoreMode::Add => "add",
+            StoreMode::Replace => "replace",
+            StoreMode::Append => "append",
+            StoreMode::Prepend => "prepend",
+            StoreMode::Cas(_) => "cas",
+        };
+        let stored = match outcome {
+            StoreOutcome::Stored(_) => Stored::Stored,
+            StoreOutcome::NotStored => Stored::NotStored,
+            StoreOutcome::Exists => Stored::Exists,
+            StoreOutcome::NotFound => Stored::NotFound,
+            StoreOutcome::TooLarge => Stored::TooLarge,
+            StoreOutcome::OutOfMemory => Stored::NoMemory,
+        };
+        // An append or prepend logs the joined item, which keeps its expiry.
+        let (size, expiry) = match (stored, mode) {
+            (Stored::Stored, StoreMode::Append | StoreMode::Prepend) => self
+                .store
+                .peek(key, now)
+                .map_or((data_len, expiry), |item| (item.value.len(), item.exptime)),
+            _ => (data_len, expiry),
+        };
+        let ttl_secs = if expiry == 0 {
+            0
+        } else {
+            expiry.saturating_sub(now)
+        };
+        self.watch.item_store(key, stored, cmd, ttl_secs, size);
+    }
+
+    /// Counts one read or write of `key` in the hot-key sketch, if there is one.
+    #[inline]
+    pub fn count_key(&mut self, key: &[u8]) {
+        if let Some(hot_keys) = &mut self.hot_keys {
+            hot_keys.record(key);
+        }
+    }
 }
 
 /// What the connection should do after a request.
@@ -93,6 +198,18 @@ pub fn write_version(out: &mut Vec<u8>) {
 /// On a request that concerns the whole node; the runtime answers those itself.
 pub fn execute(shard: &mut ShardState, req: &Request, clock: &Clock, out: &mut Vec<u8>) -> Step {
     let now = clock.rel_secs;
+    // Retrievals count each key in `get_one`, meta requests in `meta::execute`.
+    match *req {
+        Request::Store { key, .. }
+        | Request::TooLarge { key, .. }
+        | Request::Delete { key, .. }
+        | Request::Arith { key, .. }
+        | Request::Touch { key, .. } => {
+            shard.count_key(key);
+            shard.watch_fetch(key, now);
+        }
+        _ => {}
+    }
     match *req {
         Request::Get {
             kind,
@@ -108,9 +225,9 @@ pub fn execute(shard: &mut ShardState, req: &Request, clock: &Clock, out: &mut V
             data,
             reply,
         } => {
-            let outcome = shard
-                .store
-                .store(mode, key, flags, expiry(exptime, clock), data, now);
+            let expiry = expiry(exptime, clock);
+            let outcome = shard.store.store(mode, key, flags, expiry, data, now);
+            shard.watch_store(key, mode, outcome, expiry, data.len(), now);
             write_reply(reply, store_reply(&mut shard.stats, mode, outcome), out);
         }
         Request::TooLarge {
@@ -122,6 +239,7 @@ pub fn execute(shard: &mut ShardState, req: &Request, clock: &Clock, out: &mut V
             if mode == StoreMode::Set {
                 shard.store.unlink(key);
             }
+            shard.watch_store(key, mode, StoreOutcome::TooLarge, 0, 0, now);
             write_reply(reply, reply::TOO_LARGE, out);
         }
         Request::Delete { key, reply } => {
@@ -171,6 +289,7 @@ pub fn execute(shard: &mut ShardState, req: &Request, clock: &Clock, out: &mut V
         | Request::CacheMemlimit { .. }
         | Request::SlabsAutomove { .. }
         | Request::LruCrawler(_)
+        | Request::Watch { .. }
         | Request::Stats { .. } => panic!("node request handed to a shard: {req:?}"),
     }
     Step::Continue
@@ -301,6 +420,8 @@ pub fn get_one(
     clock: &Clock,
     out: &mut Vec<u8>,
 ) {
+    shard.count_key(key);
+    shard.watch_fetch(key, clock.rel_secs);
     if let Some(item) = lookup(shard, exptime, key, clock) {
         write_value(&item, kind, out);
     }
@@ -437,6 +558,8 @@ pub struct NodeView {
     pub latency: Latency,
     /// In a cluster: client requests forwarded to each other node, by node id.
     pub forwarded_to: Vec<(u32, u64)>,
+    /// `stats hotkeys`: each shard's counted keys, with the shard's number.
+    pub hot_keys: Vec<(u32, HotKey)>,
 }
 
 /// memcached's `MAX_NUMBER_OF_SLAB_CLASSES`, for `stats cachedump`'s range check.
@@ -461,6 +584,7 @@ pub fn write_stats(group: &[u8], view: &NodeView, out: &mut Vec<u8>) {
         b"conns" => conns_stats(&view.conns, w),
         b"shards" => shards_stats(&view.per_shard, w),
         b"latency" => latency_stats(&view.latency, w),
+        b"hotkeys" => hot_keys_stats(&view.hot_keys, w),
         b"sizes" => stat(w, "sizes_status", "disabled"),
         b"extstore" => {}
         b"reset" => return w.0.extend_from_slice(reply::RESET),
@@ -648,6 +772,57 @@ fn conns_stats(conns: &[ConnView], w: &mut Bytes) {
     }
 }
 
+/// `stats hotkeys` (ringcache's own): the most requested keys of every shard
+/// together, most counted first, at most [`crate::limits::HOT_KEYS_LISTED_MAX`].
+/// `count` is at least the key's true number of reads and writes since the
+/// node started (or `stats reset`) and at most `error` above it; the key is
+/// URL-encoded as in `lru_crawler metadump`, so any byte prints safely.
+///
+/// # Format
+///
+/// ```text
+/// STAT 1:key user%3A42
+/// STAT 1:shard 0
+/// STAT 1:count 1000
+/// STAT 1:error 0
+/// END
+/// ```
+fn hot_keys_stats(hot_keys: &[(u32, HotKey)], w: &mut Bytes) {
+    let mut ranked: Vec<&(u32, HotKey)> = hot_keys.iter().collect();
+    ranked.sort_by(|(sa, a), (sb, b)| {
+        b.count
+            .cmp(&a.count)
+            .then(a.error.cmp(&b.error))
+            .then(sa.cmp(sb))
+            .then_with(|| a.key.cmp(&b.key))
+    });
+    for (rank, (shard, hot)) in ranked
+        .into_iter()
+        .take(crate::limits::HOT_KEYS_LISTED_MAX)
+        .enumerate()
+    {
+        let rank = rank + 1;
+        let _ = write!(w, "STAT {rank}:key ");
+        write_uri_encoded(&hot.key, w.0);
+        w.0.extend_from_slice(b"\r\n");
+        stat(w, format_args!("{rank}:shard"), shard);
+        stat(w, format_args!("{rank}:count"), hot.count);
+        stat(w, format_args!("{rank}:error"), hot.error);
+    }
+}
+
+/// Appends `key` as memcached's `uriencode` writes it: letters, digits and
+/// `-._~` as they are, every other byte as `%XX`.
+pub fn write_uri_encoded(key: &[u8], out: &mut Vec<u8>) {
+    for &b in key {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b);
+        } else {
+            let _ = write!(Bytes(&mut *out), "%{b:02X}");
+        }
+    }
+}
+
 /// Appends one `lru_crawler metadump` line for `item`, as memcached writes it
 /// (ended by `\n` alone): the key URL-encoded, expiry and last access as unix
 /// times (`exp=-1`: never), and the size memcached would count (`ITEM_ntotal`).
@@ -659,13 +834,7 @@ fn conns_stats(conns: &[ConnView], w: &mut Bytes) {
 /// ```
 pub fn write_metadump_line(item: &ItemView<'_>, process_started_unix: i64, out: &mut Vec<u8>) {
     out.extend_from_slice(b"key=");
-    for &b in item.key {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b);
-        } else {
-            let _ = write!(Bytes(&mut *out), "%{b:02X}");
-        }
-    }
+    write_uri_encoded(item.key, out);
     let exp = if item.exptime == 0 {
         -1
     } else {
@@ -779,8 +948,8 @@ mod tests {
     const MB: usize = 1024 * 1024;
 
     fn shard() -> ShardState {
-        ShardState {
-            store: Store::new(StoreConfig {
+        ShardState::new(
+            Store::new(StoreConfig {
                 memory_limit_bytes: 4 * MB,
                 item_size_max_bytes: MB,
                 when_full: WhenFull::Evict,
@@ -788,8 +957,8 @@ mod tests {
                 cas_suffix_bits: 0,
                 clock_cas: false,
             }),
-            stats: ShardStats::default(),
-        }
+            crate::limits::HOT_KEYS_PER_SHARD_DEFAULT,
+        )
     }
 
     fn clock(rel_secs: u32) -> Clock {
@@ -1151,7 +1320,46 @@ mod tests {
             per_shard: vec![(shard.stats, shard.store.stats())],
             latency: Latency::default(),
             forwarded_to: Vec::new(),
+            hot_keys: Vec::new(),
         }
+    }
+
+    #[test]
+    fn stats_hotkeys_ranks_the_keys_of_every_shard_and_encodes_them() {
+        let hot = |key: &[u8], count, error| HotKey {
+            key: key.to_vec(),
+            count,
+            error,
+        };
+        let view = NodeView {
+            hot_keys: vec![
+                (0, hot(b"cold", 3, 0)),
+                (1, hot(b"a b\r\n", 9, 1)),
+                (0, hot(b"hot", 10, 0)),
+            ],
+            ..NodeView::default()
+        };
+        assert_eq!(
+            stats_of(b"hotkeys", &view),
+            "STAT 1:key hot\r\nSTAT 1:shard 0\r\nSTAT 1:count 10\r\nSTAT 1:error 0\r\n\
+             STAT 2:key a%20b%0D%0A\r\nSTAT 2:shard 1\r\nSTAT 2:count 9\r\nSTAT 2:error 1\r\n\
+             STAT 3:key cold\r\nSTAT 3:shard 0\r\nSTAT 3:count 3\r\nSTAT 3:error 0\r\nEND\r\n"
+        );
+        assert_eq!(stats_of(b"hotkeys", &NodeView::default()), "END\r\n");
+    }
+
+    #[test]
+    fn every_key_request_is_counted_in_the_hot_keys() {
+        let mut shard = shard();
+        converse(
+            &mut shard,
+            &clock(100),
+            &ParseLimits::default(),
+            b"set a 0 0 1\r\nx\r\nget a a b\r\nincr a 1\r\ntouch b 0\r\ndelete a\r\nmg a v\r\nmn\r\n",
+        );
+        let top = shard.hot_keys.as_ref().unwrap().top();
+        let counts: Vec<(&[u8], u64)> = top.iter().map(|k| (&k.key[..], k.count)).collect();
+        assert_eq!(counts, vec![(&b"a"[..], 6), (&b"b"[..], 2)]);
     }
 
     fn stats_of(group: &[u8], view: &NodeView) -> String {

@@ -178,6 +178,11 @@ pub enum Request<'a> {
     Meta(MetaRequest<'a>),
     /// `lru_crawler crawl <classes>` or `lru_crawler metadump <all|hash|classes>`.
     LruCrawler(LruCrawler),
+    /// `watch [kinds...]`: the rest of the line from the first kind on (the
+    /// runtime checks the kinds, see `engine::watch::parse_kinds`).
+    Watch {
+        args: &'a [u8],
+    },
 }
 
 /// What an `lru_crawler` line asks. The store's items are all in class 1 (as
@@ -361,6 +366,7 @@ fn command<'a>(
             },
         }),
         b"stats" => line_only(Request::Stats { group: t.from(1) }),
+        b"watch" => line_only(Request::Watch { args: t.from(1) }),
         b"lru_crawler" if n == 4 && matches!(t.get(1), b"crawl" | b"metadump") => {
             line_only(Request::LruCrawler(lru_crawler(t.get(1), t.get(2))))
         }

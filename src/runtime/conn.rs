@@ -17,6 +17,7 @@ use crate::cluster::auth::{self, Standing};
 use crate::cluster::config::{ClusterConfig, Endpoint};
 use crate::cluster::ring::Owner;
 use crate::cluster::wire::{self, PeerLine, PeerMode};
+use crate::engine::watch::CloseReason;
 use crate::engine::{self, reply, NodeView, Settings, Step};
 use crate::limits::{
     EPOCH_RETRIES_MAX, EPOCH_RETRY_PAUSE_MS, FORWARDED_VALUES_MAX, FORWARD_BATCH_REQUESTS_MAX,
@@ -153,6 +154,8 @@ pub(super) struct Output {
     /// spans, answered whole with `SERVER_ERROR` if no owner of one of its
     /// keys answered.
     retrievals: Vec<std::ops::Range<usize>>,
+    /// The connection's id (its descriptor), named in `watch` lines.
+    pub(super) cfd: u64,
 }
 
 impl Output {
@@ -173,6 +176,7 @@ impl Output {
             tickets_ok: Vec::new(),
             ticket_failures: Vec::new(),
             retrievals: Vec::new(),
+            cfd: 0,
         }
     }
 
@@ -318,6 +322,7 @@ impl Output {
             }
             let mut batch = std::mem::take(&mut self.batches[shard]);
             batch.reply_buffers = std::mem::take(&mut self.replies[shard]);
+            batch.cfd = self.cfd;
             let slot = ctx.waiters.take_slot();
             let wait = ctx.waiters.wait(slot);
             let sender = ctx.requests_to[shard].as_ref().expect("no channel to self");
@@ -531,6 +536,8 @@ impl PeerReply {
 pub(super) enum After {
     Continue,
     Close,
+    /// `watch`: the connection now only receives log lines.
+    Watch(std::sync::Arc<super::watch::Watcher>),
 }
 
 /// Which protocol a connection speaks, known from its first byte.
@@ -550,12 +557,14 @@ pub async fn serve(
     ctx: &ShardCtx,
     peer: Option<std::net::SocketAddr>,
     listed: &Registration,
-) {
+) -> CloseReason {
     let mut rbuf = vec![0u8; READ_CHUNK_BYTES];
     let mut start = 0usize;
     let mut end = 0usize;
     let mut swallow = 0usize;
     let mut output = Output::new(ctx.node.shards);
+    output.cfd = stream.raw_fd() as u64;
+    let mut reason = CloseReason::Normal;
     // -B ascii or binary fixes the protocol; by default the first byte decides.
     let mut wire = match ctx.node.config.protocol {
         Protocol::Auto => Wire::Undecided,
@@ -600,16 +609,26 @@ pub async fn serve(
             } else {
                 // The parser bounds lines and items below this size; a full
                 // buffer here means a request larger than any it accepts.
+                reason = CloseReason::Error;
                 break;
             }
         }
         let n = match stream.read(&mut rbuf[end..]).await {
-            Ok(0) | Err(_) => break,
+            Ok(0) => break,
+            Err(_) => {
+                reason = CloseReason::Error;
+                break;
+            }
             Ok(n) => n,
         };
         let read_at = Instant::now();
         listed.running(read_at);
-        with_state(|s| s.stats.bytes_read += n as u64);
+        let watched = ctx.node.watchers.wanted();
+        with_state(|s| {
+            s.stats.bytes_read += n as u64;
+            s.watch.wanted = watched;
+            s.watch.cfd = output.cfd;
+        });
         let suspect = ctx.cluster.as_ref().is_some_and(|cluster| {
             cluster
                 .node
@@ -639,6 +658,7 @@ pub async fn serve(
         }
         let after = match (after, client_auth, wire) {
             (After::Close, _, _) => After::Close,
+            (After::Watch(_), _, _) => unreachable!("authentication does not watch"),
             (After::Continue, ClientAuth::Required, _) => After::Continue,
             (After::Continue, ClientAuth::Done, Wire::Binary) => {
                 super::binary_conn::handle_buffer(
@@ -672,13 +692,27 @@ pub async fn serve(
             }
         };
         super::shard::record_latency(read_at.elapsed().as_micros() as u64);
+        if watched != 0 {
+            super::watch::publish_pending(&ctx.node.watchers);
+        }
         let written = flush(&mut stream, &mut output).await;
         listed.idle(conns::idle_state(&buf[*start..], *swallow, LINE_LEN_MAX));
         ctx.busy.set(ctx.busy.get() - 1);
-        if written.is_err()
-            || matches!(after, After::Close)
-            || ctx.node.stop.load(Ordering::Acquire)
-        {
+        if written.is_err() {
+            reason = CloseReason::Error;
+            break;
+        }
+        if let After::Watch(watcher) = after {
+            // As memcached, the rest of what the client sent is not read.
+            super::watch::serve_watcher(&mut stream, &ctx.node.watchers, watcher).await;
+            reason = CloseReason::Error;
+            break;
+        }
+        if matches!(after, After::Close) {
+            break;
+        }
+        if ctx.node.stop.load(Ordering::Acquire) {
+            reason = CloseReason::Shutdown;
             break;
         }
     }
@@ -693,6 +727,7 @@ pub async fn serve(
         );
     }
     let _ = stream.close().await;
+    reason
 }
 
 /// Whether a connection may run commands yet (`-Y`).
@@ -1043,6 +1078,20 @@ async fn handle_buffer(
                     with_state(|s| engine::execute(s, &req, &clock, &mut output.out));
                 }
             },
+            Request::Watch { args } => {
+                if output.complete(ctx).await.is_err() {
+                    return After::Close;
+                }
+                *start += used;
+                match watch_request(ctx, args, !output.out.is_empty()) {
+                    Ok(watcher) => {
+                        output.out.extend_from_slice(reply::OK);
+                        return After::Watch(watcher);
+                    }
+                    Err(line) => output.out.extend_from_slice(line),
+                }
+                continue;
+            }
             _ => {
                 // Requests for the whole node see the effects of every request before them.
                 if output.complete(ctx).await.is_err() {
@@ -1074,6 +1123,24 @@ async fn handle_buffer(
         return After::Close;
     }
     After::Continue
+}
+
+/// `watch [kinds]`: a new watcher, or memcached's refusal. Like memcached, a
+/// connection with replies still to write cannot become a watcher.
+fn watch_request(
+    ctx: &ShardCtx,
+    args: &[u8],
+    replies_pending: bool,
+) -> Result<std::sync::Arc<super::watch::Watcher>, &'static [u8]> {
+    if replies_pending {
+        return Err(b"ERROR cannot pipeline other commands before watch\r\n");
+    }
+    let kinds = args.split(|&b| b == b' ').filter(|a| !a.is_empty());
+    let kinds = engine::watch::parse_kinds(kinds).ok_or(reply::ERROR)?;
+    ctx.node
+        .watchers
+        .add(kinds)
+        .map_err(|_| &b"WATCHER_TOO_MANY log watcher limit reached\r\n"[..])
 }
 
 /// What became of an `rc` line on a connection that is not (yet) a member's.
@@ -1689,6 +1756,18 @@ async fn node_request(
             view.conns.sort_by_key(|c| c.id);
             engine::write_stats(group, &view, out);
         }
+        Request::Stats { group } if group == b"hotkeys" => {
+            let mut view = NodeView::default();
+            let own = super::shard::hot_keys();
+            view.hot_keys.extend(own.into_iter().map(|k| (ctx.id, k)));
+            let others = (0..node.shards as u32).filter(|&j| j != ctx.id);
+            for (j, answer) in others.zip(ctx.ask_all(|| Ask::HotKeys).await) {
+                if let Answer::HotKeys(keys) = answer {
+                    view.hot_keys.extend(keys.into_iter().map(|k| (j, k)));
+                }
+            }
+            engine::write_stats(group, &view, out);
+        }
         Request::Stats { group } if group == b"cluster" && ctx.cluster.is_some() => {
             let view = node_view(ctx, clock, b"").await;
             cluster::write_stats_cluster(ctx, view.store.curr_items, out).await;
@@ -1844,6 +1923,7 @@ pub(super) async fn node_view(ctx: &ShardCtx, clock: &Clock, group: &[u8]) -> No
         per_shard,
         latency,
         forwarded_to,
+        hot_keys: Vec::new(),
         settings: Settings {
             max_bytes: config.memory_limit_bytes as u64,
             max_connections: config.conn_limit as u64,

@@ -6,6 +6,7 @@
 
 use super::cluster::Role;
 use crate::engine::ConnView;
+use crate::hotkeys::HotKey;
 use crate::protocol::text::GetKind;
 use crate::stats::{Latency, ShardStats};
 use crate::storage::StoreStats;
@@ -41,6 +42,8 @@ pub enum ForwardKind {
 /// the answer brings the batch's own buffers back with the replies.
 #[derive(Debug, Default)]
 pub struct Batch {
+    /// The connection the requests came from (`watch`'s `cfd`).
+    pub cfd: u64,
     pub bytes: Vec<u8>,
     pub ops: Vec<ForwardOp>,
     pub reply_buffers: Replies,
@@ -117,6 +120,8 @@ pub enum Ask {
     Conns,
     /// This shard's `lru_crawler metadump` lines.
     Metadump,
+    /// This shard's counted keys for `stats hotkeys`.
+    HotKeys,
     /// `stats reset`.
     ResetStats,
     /// Send `node` (in `merge` mode) the keys this shard changed while it was
@@ -159,6 +164,7 @@ pub enum Answer {
     },
     Conns(Vec<ConnView>),
     Metadump(Vec<u8>),
+    HotKeys(Vec<HotKey>),
     Done,
     /// Whether every item pushed was acknowledged.
     Pushed(bool),

@@ -2,7 +2,7 @@
 //!
 //! It is off the shards' path: for each scrape it connects to the node's own
 //! client port, as any client would, asks for `stats`, `stats shards`,
-//! `stats latency` (and `stats peers` in a cluster), which the shards gather
+//! `stats latency`, `stats hotkeys` (and `stats peers` in a cluster), which the shards gather
 //! as they do for every client, and answers with [`crate::metrics::render`].
 //! Scrapes are served one at a time; every read and write has a timeout.
 
@@ -114,11 +114,11 @@ fn ask_node(node: SocketAddr, cluster: bool) -> std::io::Result<Scrape> {
     conn.set_read_timeout(Some(timeout))?;
     conn.set_write_timeout(Some(timeout))?;
     conn.set_nodelay(true)?;
-    let mut request = b"stats\r\nstats shards\r\nstats latency\r\n".to_vec();
+    let mut request = b"stats\r\nstats shards\r\nstats latency\r\nstats hotkeys\r\n".to_vec();
     if cluster {
         request.extend_from_slice(b"stats peers\r\n");
     }
-    let replies = if cluster { 4 } else { 3 };
+    let replies = if cluster { 5 } else { 4 };
     conn.write_all(&request)?;
     let mut text = Vec::new();
     let mut chunk = [0u8; 16384];
@@ -150,6 +150,7 @@ fn ask_node(node: SocketAddr, cluster: bool) -> std::io::Result<Scrape> {
         general: next(),
         shards: next(),
         latency: next(),
+        hot_keys: next(),
         peers: if cluster { Some(next()) } else { None },
     })
 }

@@ -25,6 +25,7 @@ pub mod supervisor;
 mod tls;
 mod uring;
 mod waiters;
+mod watch;
 
 use crate::cli::Config;
 use crate::cluster::config::ClusterConfig;
@@ -63,6 +64,8 @@ pub struct Node {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// `-Y`: the users a text connection must authenticate as first.
     pub ascii_auth: Option<crate::protocol::ascii_auth::AuthFile>,
+    /// `watch`: the connections that receive the node's log lines.
+    pub watchers: watch::Watchers,
 }
 
 impl Node {
@@ -542,6 +545,7 @@ pub fn run(config: Config) -> i32 {
             .map(|(_, _, tx, _)| std::sync::Mutex::new(tx.clone())),
         tls,
         ascii_auth,
+        watchers: watch::Watchers::default(),
     });
 
     let mut links: Vec<shard::ShardLinks> = (0..shards)

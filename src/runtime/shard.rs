@@ -36,6 +36,11 @@ thread_local! {
     static LATENCY: RefCell<Latency> = RefCell::new(Latency::default());
 }
 
+/// This shard's counted keys, most counted first (none under `--hotkeys 0`).
+pub fn hot_keys() -> Vec<crate::hotkeys::HotKey> {
+    with_state(|s| s.hot_keys.as_ref().map_or_else(Vec::new, |h| h.top()))
+}
+
 /// Records that a read was answered `micros` after its bytes arrived.
 pub fn record_latency(micros: u64) {
     LATENCY.with(|l| l.borrow_mut().record(micros));
@@ -46,11 +51,14 @@ pub fn latency() -> Latency {
     LATENCY.with(|l| l.borrow().clone())
 }
 
-/// `stats reset` on this shard: counters and latencies (gauges stay).
+/// `stats reset` on this shard: counters, hot keys and latencies (gauges stay).
 pub fn reset_stats() {
     with_state(|s| {
         s.stats.reset();
         s.store.reset_stats();
+        if let Some(hot_keys) = &mut s.hot_keys {
+            hot_keys.clear();
+        }
     });
     LATENCY.with(|l| l.borrow_mut().reset());
 }
@@ -142,8 +150,8 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
         Some(c) => ((u64::from(c.me % 256) << 8) | id as u64, 16),
     };
     STATE.with(|cell| {
-        *cell.borrow_mut() = Some(ShardState {
-            store: Store::new(StoreConfig {
+        *cell.borrow_mut() = Some(ShardState::new(
+            Store::new(StoreConfig {
                 memory_limit_bytes: config.memory_limit_bytes / node.shards,
                 item_size_max_bytes: config.item_size_max_bytes,
                 when_full: config.when_full,
@@ -151,8 +159,8 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
                 cas_suffix_bits,
                 clock_cas: node.cluster.is_some(),
             }),
-            stats: Default::default(),
-        })
+            config.hot_keys,
+        ))
     });
     debug_assert!(shards <= 1 << 8);
 
@@ -457,12 +465,28 @@ async fn accept_loop(listening: Listening, ctx: Rc<ShardCtx>, sockets: Option<Rc
             std::time::Instant::now(),
         );
         glommio::spawn_local(async move {
-            conn::serve(stream, &ctx, peer, &listed).await;
+            let cfd = stream.raw_fd() as u64;
+            log_conn_event(&ctx, |log| log.conn_new(peer, cfd));
+            let reason = conn::serve(stream, &ctx, peer, &listed).await;
+            log_conn_event(&ctx, |log| log.conn_close(peer, cfd, reason));
             ctx.node.connections.fetch_sub(1, Ordering::AcqRel);
             with_state(|s| s.stats.curr_connections -= 1);
         })
         .detach();
     }
+}
+
+/// Writes a `watch connevents` line, when some watcher wants one.
+fn log_conn_event(ctx: &ShardCtx, write: impl FnOnce(&mut crate::engine::watch::WatchLog)) {
+    let wanted = ctx.node.watchers.wanted();
+    if wanted & crate::engine::watch::CONNEVENTS == 0 {
+        return;
+    }
+    with_state(|s| {
+        s.watch.wanted = wanted;
+        write(&mut s.watch);
+    });
+    super::watch::publish_pending(&ctx.node.watchers);
 }
 
 /// This shard's `lru_crawler metadump` lines: one segment at a time, letting
@@ -502,6 +526,8 @@ async fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
             let mut tickets = Vec::new();
             with_state(|state| {
                 state.stats.forwarded_in += batch.ops.len() as u64;
+                state.watch.wanted = ctx.node.watchers.wanted();
+                state.watch.cfd = batch.cfd;
                 for (i, op) in batch.ops.iter().enumerate() {
                     let bytes = &batch.bytes[op.start as usize..(op.start + op.len) as usize];
                     let ticket = match op.kind {
@@ -618,6 +644,7 @@ async fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
                     }
                 }
             }
+            super::watch::publish_pending(&ctx.node.watchers);
             batch.clear();
             Answer::Replies { replies, batch }
         }
@@ -639,6 +666,7 @@ async fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
         }),
         Ask::Conns => Answer::Conns(conns::views(std::time::Instant::now())),
         Ask::Metadump => Answer::Metadump(metadump(ctx).await),
+        Ask::HotKeys => Answer::HotKeys(hot_keys()),
         Ask::ResetStats => {
             reset_stats();
             Answer::Done

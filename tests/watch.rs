@@ -1,0 +1,146 @@
+//! `watch`: the log lines a watcher receives are memcached 1.6.18's, line for
+//! line, once the values that legitimately differ (time, log id, descriptor,
+//! class, client port) are masked; a slow watcher is told how many lines it
+//! missed.
+
+mod support;
+
+use std::time::Duration;
+use support::{Client, Server, REPLY_TIMEOUT};
+
+/// What a client does while a watcher watches, ended by `mn` so its replies
+/// are known to be complete.
+const TRAFFIC: &[u8] = b"set foo 5 0 3\r\nbar\r\nget foo\r\nget nope\r\nadd foo 0 0 1\r\nx\r\n\
+delete foo\r\nincr foo 1\r\ntouch foo 1\r\ngets foo\r\nmg foo v\r\nms k2 2\r\nhi\r\nmg k2 v\r\n\
+cas k2 0 0 1 999\r\nz\r\nappend k2 0 0 1\r\nq\r\nset ttl 0 100 2\r\nab\r\nprepend ttl 0 0 1\r\nc\r\n\
+replace nope 0 0 1\r\nx\r\nget foo k2 ttl\r\nset n 0 0 1\r\n5\r\nincr n 2\r\ndecr n 1\r\n\
+set a%b 0 0 1\r\nx\r\nget a%b\r\nmn\r\n";
+
+/// The lines `watch <kinds>` receives while [`TRAFFIC`] runs on one
+/// connection that then closes, up to the last line of the store of `marker`
+/// (a key never stored before) on another connection, masked.
+fn watched(server: &Server, kinds: &str, marker: &str) -> Vec<String> {
+    let mut watcher = server.connect();
+    let request = format!("{}\r\n", format!("watch {kinds}").trim_end());
+    assert_eq!(watcher.call(request.as_bytes(), b"OK\r\n"), b"OK\r\n");
+    let mut client = server.connect();
+    client.call(TRAFFIC, b"MN\r\n");
+    drop(client);
+    // The close is logged before the marker's connection opens.
+    std::thread::sleep(Duration::from_millis(100));
+    let mut marking = server.connect();
+    let set = format!("set {marker} 0 0 1\r\nx\r\n");
+    assert_eq!(marking.call(set.as_bytes(), b"\r\n"), b"STORED\r\n");
+    let last = if kinds.contains("mutations") {
+        format!("type=item_store key={marker}")
+    } else {
+        format!("type=item_get key={marker}")
+    };
+    let text = watcher
+        .read_until(last.as_bytes(), REPLY_TIMEOUT)
+        .unwrap_or_else(|f| panic!("{}: watch {kinds}: {f:?}", server.name));
+    let rest = watcher
+        .read_until(b"\n", REPLY_TIMEOUT)
+        .expect("the marker line's end");
+    let text = String::from_utf8([text, rest].concat()).expect("log lines are text");
+    text.lines().map(mask).collect()
+}
+
+fn mask(line: &str) -> String {
+    line.split(' ')
+        .map(|field| match field.split_once('=') {
+            Some((name @ ("ts" | "gid" | "cfd" | "clsid" | "rport"), _)) => format!("{name}=*"),
+            _ => field.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn watch_lines_match_memcacheds_line_for_line() {
+    let Some(memcached) = Server::memcached(&[]) else {
+        return;
+    };
+    let ringcache = Server::ringcache(&["-t", "1"]);
+    let table = ["", "fetchers", "mutations", "fetchers mutations connevents"];
+    for (round, kinds) in table.into_iter().enumerate() {
+        let marker = format!("marker-{round}");
+        let expected = watched(&memcached, kinds, &marker);
+        let got = watched(&ringcache, kinds, &marker);
+        assert!(expected.len() > 10, "watch {kinds}: {expected:#?}");
+        assert_eq!(got, expected, "watch {kinds}");
+        // Each run's keys are set again by the next, from the same start.
+        for server in [&memcached, &ringcache] {
+            server.connect().call(b"flush_all\r\n", b"OK\r\n");
+        }
+    }
+}
+
+#[test]
+fn every_shard_logs_to_a_watcher_on_any_shard() {
+    let Some(memcached) = Server::memcached(&[]) else {
+        return;
+    };
+    let ringcache = Server::ringcache(&["-t", "2"]);
+    let kinds = "fetchers mutations";
+    let mut expected = watched(&memcached, kinds, "marker");
+    let mut got = watched(&ringcache, kinds, "marker");
+    // Shards log side by side: the same lines, in another order.
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn watch_answers_as_memcached_to_unknown_kinds_and_pipelined_commands() {
+    let Some(memcached) = Server::memcached(&[]) else {
+        return;
+    };
+    let ringcache = Server::ringcache(&["-t", "2"]);
+    for server in [&memcached, &ringcache] {
+        let mut client = server.connect();
+        assert_eq!(
+            client.call(b"watch fetchers bogus\r\n", b"\r\n"),
+            b"ERROR\r\n",
+            "{}",
+            server.name
+        );
+        assert_eq!(
+            client.call(b"version\r\nwatch\r\n", b"watch\r\n"),
+            b"VERSION 1.6.18\r\nERROR cannot pipeline other commands before watch\r\n",
+            "{}",
+            server.name
+        );
+    }
+}
+
+#[test]
+fn a_slow_watcher_is_told_how_many_lines_it_missed() {
+    let server = Server::ringcache(&["-t", "2"]);
+    let mut watcher = server.connect();
+    assert_eq!(watcher.call(b"watch\r\n", b"OK\r\n"), b"OK\r\n");
+    let mut client = server.connect();
+    let keys = format!("get{}\r\n", " k".repeat(100));
+    let reads = 2000;
+    client.call(keys.repeat(reads).as_bytes(), &b"END\r\n"[..]);
+    // Replies are in order: the last END ends them all.
+    let mut last = Client::connect(server.port);
+    last.call(b"mn\r\n", b"MN\r\n");
+    // Everything queued so far, then one more line, which reports what was dropped.
+    let mut text = watcher.read_available(Duration::from_millis(500));
+    client.call(b"get final\r\n", b"END\r\n");
+    text.extend(
+        watcher
+            .read_until(b"key=final", REPLY_TIMEOUT)
+            .expect("the last line"),
+    );
+    let text = String::from_utf8(text).unwrap();
+    let lines = text.lines().filter(|l| l.contains("type=item_get")).count() as u64;
+    let skipped: u64 = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("skipped="))
+        .map(|n| n.parse::<u64>().unwrap())
+        .sum();
+    assert!(skipped > 0, "the watcher fell behind");
+    assert_eq!(lines + skipped, 100 * reads as u64 + 1);
+}
