@@ -398,7 +398,7 @@ impl ClusterNode {
         // once their new owners have them.
         let moves = crate::cluster::placement::moves(&old.placement, &view.placement, self.me);
         if moves.gains {
-            log::warn!("epoch {epoch} gives this node keys it did not own: copying them");
+            log::info!("epoch {epoch} gives this node keys it did not own: copying them");
             let _order = self.recovery_lock.lock().expect("recovery lock");
             self.migrating_from
                 .write()
@@ -420,7 +420,7 @@ impl ClusterNode {
         }
         *self.view.write().expect("view lock") = Arc::new(view);
         self.epoch.store(epoch, Ordering::Release);
-        log::warn!("cluster configuration of epoch {epoch} in force");
+        log::info!("cluster configuration of epoch {epoch} in force");
         Ok(true)
     }
 

@@ -196,7 +196,7 @@ impl Detector {
             if let Some(state) = change {
                 let entry = spec.nodes.iter_mut().find(|n| n.id == node.id)?;
                 entry.state = state;
-                log::warn!(
+                log::info!(
                     "proposing node {} {} ({suspected} of {} nodes find it unreachable)",
                     node.id,
                     state.as_str(),

@@ -210,8 +210,10 @@ impl Link {
         let result = futures_lite::future::or(reply, timer).await;
         if result == Err(LinkError::TimedOut) {
             self.cluster.timed_out(self.target.node);
-            log::warn!(
-                "node {} at {} did not answer within {:?}; skipping it until it answers a probe",
+            // Once per node, not per link: `mark_tko` says it when the node
+            // is first skipped.
+            log::debug!(
+                "node {} at {} did not answer within {:?}",
                 self.target.node,
                 self.addr,
                 timeout

@@ -201,7 +201,7 @@ fn automatic_mark_downs_stop_at_replicas_minus_one() {
         &Layout::real(5, 1, 2, "one")
             .with_consensus()
             .with_peer_timeout_ms(1000)
-            .with_args(&["--failover-timeout-ms", "1000"]),
+            .with_args(&["--failover-timeout-ms", "1000", "-v"]),
     );
     cluster.kill9(4);
     cluster.kill9(5);
