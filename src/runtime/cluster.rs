@@ -143,6 +143,9 @@ pub struct ClusterNode {
     /// its copies may be older than the other owners', so it is primary for
     /// no write, even when no other owner answers.
     settling_after_pause: AtomicBool,
+    /// Set while this node reaches fewer than a majority of the members (see
+    /// `cut_off`); taken when it reaches one again, to copy what it missed.
+    was_cut_off: AtomicBool,
     /// This node runs Paxos (`--data-dir`): with `write_ack` `quorum` or
     /// `all`, a key's primary is its first owner that no decision marked
     /// down, the same on every node of an epoch, and no other owner stands in
@@ -273,6 +276,7 @@ impl ClusterNode {
             pause_noticed_ms: AtomicU64::new(0),
             recovery_wanted: AtomicBool::new(false),
             settling_after_pause: AtomicBool::new(false),
+            was_cut_off: AtomicBool::new(false),
             consensus: AtomicBool::new(false),
             migration_wanted: AtomicBool::new(true),
             migrating: AtomicBool::new(false),
@@ -852,6 +856,23 @@ impl ClusterNode {
         }
     }
 
+    /// Notices that this node, cut off from the majority before, reaches it
+    /// again: the others wrote without it meanwhile, so it settles and copies
+    /// what it missed (as after a pause) before it serves its copies or is
+    /// primary again.
+    fn notice_rejoin(&self) {
+        if !self.was_cut_off.load(Ordering::Acquire)
+            || !self.was_cut_off.swap(false, Ordering::AcqRel)
+        {
+            return;
+        }
+        self.settling_after_pause.store(true, Ordering::Release);
+        self.want_recovery(&self.recovery_wanted);
+        log::warn!(
+            "this node reaches a majority of the members again: recovering the writes it missed"
+        );
+    }
+
     /// Milliseconds since this node started: when a connection was accepted.
     pub fn clock_ms(&self) -> u64 {
         self.now_ms()
@@ -957,8 +978,14 @@ impl ShardCluster {
         let view = self.view();
         let me = self.node.me;
         match mode {
-            ConnMode::Client if self.cut_off(&view) => Route::Refuse(Refusal::NoOwnerReachable),
-            ConnMode::Client => match self.next_candidate(&view, key, write, &[]) {
+            ConnMode::Client if self.cut_off(&view) => {
+                self.node.was_cut_off.store(true, Ordering::Release);
+                Route::Refuse(Refusal::NoOwnerReachable)
+            }
+            ConnMode::Client => match {
+                self.node.notice_rejoin();
+                self.next_candidate(&view, key, write, &[])
+            } {
                 Some(owner) if owner.node == me => {
                     Route::Shard(owner.shard, if write { Role::Primary } else { Role::Plain })
                 }
@@ -1052,11 +1079,16 @@ impl ShardCluster {
         };
         let me = self.node.me;
         let recovering = self.node.is_recovering();
-        if write
-            && self.node.consensus.load(Ordering::Acquire)
-            && view.config().write_ack() != crate::cluster::config::WriteAck::One
+        // With consensus, writes go to the one decided primary; so do reads
+        // with `quorum`, where another owner may not have a write the primary
+        // acknowledged yet (with `all`, every owner that is up has it).
+        let write_ack = view.config().write_ack();
+        if self.node.consensus.load(Ordering::Acquire)
+            && (write && write_ack != crate::cluster::config::WriteAck::One
+                || write_ack == crate::cluster::config::WriteAck::Quorum)
         {
-            return self.decided_primary(view, key, &order, tried);
+            let owners = view.placement.owners(key);
+            return self.decided_primary(view, key, &owners, tried);
         }
         // With consensus, an owner a decision marked down missed the writes
         // made since (they did not wait for it): it is read only when no
@@ -1144,6 +1176,12 @@ impl ShardCluster {
         loop {
             let o = candidates.next()?;
             if tried.contains(&o) {
+                // Tried and now unreachable: no other owner stands in for it
+                // until a decision marks it down. One that refused (it
+                // recovers) passes the request on to the next.
+                if o.node != me && view.tko_mark(o.node) {
+                    return None;
+                }
                 continue;
             }
             if o.node != me && view.tko_mark(o.node) {
