@@ -166,3 +166,75 @@ fn a_partitioned_minority_cannot_decide_and_catches_up_after_healing() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// With consensus and `write_ack = "quorum"` on three replicas, nodes 1 and 3
+/// are cut from each other (both still reach node 2, so neither is cut off
+/// and no decision marks either down). Writes through node 3 of keys it is
+/// primary for are acknowledged by nodes 3 and 2; node 1's copies miss them.
+/// A read through node 1 answers the acknowledged value or an error, never
+/// its own older copy: quorum reads go to the decided primary.
+#[test]
+fn a_quorum_read_through_an_owner_that_missed_a_write_never_answers_its_old_copy() {
+    if support::ringcache_stands_in_for_memcached()
+        || !support::own_network_namespace("network partition test")
+    {
+        return;
+    }
+    let cluster = Cluster::start(
+        &Layout::real(3, 1, 3, "quorum")
+            .with_consensus()
+            .with_peer_timeout_ms(300)
+            .with_args(&["--failover-timeout-ms", "60000"]),
+    );
+    let keys: Vec<String> = (0..)
+        .map(|i| format!("lag:{i}"))
+        .filter(|key| cluster.owners(key)[0] == 3)
+        .take(20)
+        .collect();
+    let mut primary = cluster.client(3);
+    for key in &keys {
+        primary.set(key, b"old");
+    }
+    for key in &keys {
+        wait_for_local(&cluster, 1, key, &Local::value("old"), "before the cut");
+    }
+
+    support::partition("127.0.0.1", &["127.0.0.3".into()]);
+    let node1 = cluster.node(1);
+    let node3 = cluster.node(3);
+    let mut lagging = client_from("127.0.0.9", &node1.ip, node1.port);
+    let mut primary = client_from("127.0.0.9", &node3.ip, node3.port);
+    let mut stored = 0;
+    let mut answers = Vec::new();
+    for key in &keys {
+        let set = format!("set {key} 0 0 3\r\nnew\r\n");
+        let reply = show(&primary.call(set.as_bytes(), b"\r\n"));
+        if reply != "STORED\\r\\n" {
+            answers.push(format!("set {key}: {reply}"));
+            continue;
+        }
+        stored += 1;
+        let get = format!("get {key}\r\n");
+        let reply = show(&lagging.call(get.as_bytes(), b"\r\n"));
+        let answer = if reply.starts_with("VALUE") {
+            show(
+                &lagging
+                    .read_until(b"END\r\n", REPLY_TIMEOUT)
+                    .expect("the rest"),
+            )
+        } else {
+            reply
+        };
+        assert!(
+            !answer.starts_with("old"),
+            "node 1 answered {key}'s value from before an acknowledged write: {answers:?}\n{}",
+            cluster.logs()
+        );
+        answers.push(format!("get {key}: {answer}"));
+    }
+    assert!(
+        stored > 0,
+        "no write through node 3 was acknowledged: {answers:?}"
+    );
+    support::heal_partition();
+}
