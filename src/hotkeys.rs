@@ -36,8 +36,8 @@
 //! and an open-addressing table from key hash to slot. A counted request costs
 //! one hash, one probe, and a sift of at most log2(capacity) heap levels;
 //! nothing is allocated after [`HotKeys::new`]. The sampling draws come from a
-//! fixed-seed generator, so the same requests give the same sketch. One owner:
-//! the shard's executor.
+//! fixed-seed generator, restarted by [`HotKeys::clear`], so the same requests
+//! give the same sketch. One owner: the shard's executor.
 
 use crate::limits::KEY_LEN_MAX;
 
@@ -268,6 +268,7 @@ impl HotKeys {
         self.total = 0;
         self.weight = 1;
         self.skip = 0;
+        self.rng = RNG_SEED;
     }
 
     /// Where `key` is in the table, or the empty place where it would go.
@@ -439,6 +440,22 @@ mod tests {
         h.clear();
         assert_eq!(h.sample_one_in(), 1);
         assert_eq!(h.record(b"e"), 1);
+    }
+
+    #[test]
+    fn a_cleared_sketch_replays_like_a_new_one() {
+        let feed = |h: &mut HotKeys| -> Vec<u64> {
+            let mut rng = Lcg(11);
+            (0..5_000)
+                .map(|_| h.record(format!("{}", rng.next() % 100).as_bytes()))
+                .collect()
+        };
+        let mut fresh = HotKeys::new(8);
+        let mut cleared = HotKeys::new(8);
+        feed(&mut cleared);
+        cleared.clear();
+        assert_eq!(feed(&mut cleared), feed(&mut fresh));
+        assert_eq!(cleared.top(), fresh.top());
     }
 
     #[test]
