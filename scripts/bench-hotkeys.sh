@@ -5,10 +5,13 @@
 #
 #   scripts/bench-hotkeys.sh                         # depth 16, 1:10 gets, 32 B
 #   ROUNDS=9 CONNS=50 WORKLOAD=16/1:10/32 scripts/bench-hotkeys.sh
+#   KEY_PATTERN=zipf scripts/bench-hotkeys.sh        # a few keys dominate
 #
 # Settings (environment): ROUNDS (5), DURATION seconds measured per run (3),
 # WARMUP (0.5), CONNS (50), KEYS (100000: far more keys than counters, so
 # almost every request takes over a counter, the sketch's costliest case),
+# KEY_PATTERN (uniform, or zipf: ringcache-bench's --key-pattern, with
+# ZIPF_THETA, 0.99),
 # WORKLOAD ("DEPTH/SETS:GETS/VALUE_BYTES", 16/1:10/32), SERVER_THREADS (1),
 # SERVER_CPU (1), BENCH_CPU (0), OUT (per-run JSON). Builds nothing: run
 # `cargo build --release --bins` first.
@@ -20,6 +23,8 @@ DURATION=${DURATION:-3}
 WARMUP=${WARMUP:-0.5}
 CONNS=${CONNS:-50}
 KEYS=${KEYS:-100000}
+KEY_PATTERN=${KEY_PATTERN:-uniform}
+ZIPF_THETA=${ZIPF_THETA:-0.99}
 WORKLOAD=${WORKLOAD:-16/1:10/32}
 SERVER_THREADS=${SERVER_THREADS:-1}
 SERVER_CPU=${SERVER_CPU:-1}
@@ -39,7 +44,7 @@ for round in $(seq 1 "$ROUNDS"); do
         file="$OUT/${variant}_${round}.json"
         taskset -c "$BENCH_CPU" "$BENCH" --servers "127.0.0.1:$port" --threads 1 \
             --clients "$CONNS" --pipeline "$depth" --ratio "$ratio" --data-size "$size" \
-            --key-space "$KEYS" --prefill --warmup "$WARMUP" --test-time "$DURATION" \
+            --key-space "$KEYS" --key-pattern "$KEY_PATTERN" --zipf-theta "$ZIPF_THETA" --prefill --warmup "$WARMUP" --test-time "$DURATION" \
             --server-pid "$SERVER_PID" --json --quiet >"$file" || rm -f "$file"
         stop_server "$SERVER_PID"
         printf 'round %d hotkeys %-3s: %s\n' "$round" "$variant" \

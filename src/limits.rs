@@ -137,7 +137,8 @@ pub const HINTED_KEYS_MAX_MAX: usize = 100_000_000;
 
 /// `--hotkeys`: counters in each shard's space-saving sketch of its most
 /// requested keys (`crate::hotkeys`). Every key asked for more than
-/// 1/N of a shard's requests is kept; each counter holds a key of up to
+/// 1/N of a shard's requests is kept (in expectation once the sketch
+/// samples, see `crate::hotkeys`); each counter holds a key of up to
 /// [`KEY_LEN_MAX`] bytes, so the default costs about 17 KiB per shard.
 pub const HOT_KEYS_PER_SHARD_DEFAULT: usize = 64;
 pub const HOT_KEYS_PER_SHARD_MAX: usize = crate::hotkeys::CAPACITY_MAX;

@@ -224,10 +224,11 @@ fn render_latency(latency: &StatLines, out: &mut Exposition) {
 /// needs), else its URL-encoded form as `stats hotkeys` prints it.
 fn render_hot_keys(hot_keys: &StatLines, out: &mut Exposition) {
     let metric = "ringcache_hotkey_requests";
+    let n = crate::hotkeys::SAMPLE_ONE_IN;
     out.family(
         metric,
         "gauge",
-        "Reads and writes of one of the most requested keys, since start or stats reset (space-saving estimate: at most ringcache_hotkey_error above the true count).",
+        &format!("Reads and writes of one of the most requested keys, since start or stats reset (space-saving estimate: at most ringcache_hotkey_error above the true count; once a shard has more distinct keys than counters, one request in {n} is counted as {n}, and the bound holds in expectation)."),
     );
     let error_metric = "ringcache_hotkey_error";
     let mut errors = Vec::new();

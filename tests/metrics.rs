@@ -324,12 +324,22 @@ fn a_hammered_key_tops_stats_hotkeys_and_the_metrics() {
     assert_eq!(stats["1:key"], "hot%22key%5C", "{stats:#?}");
     let count: u64 = stats["1:count"].parse().unwrap();
     let error: u64 = stats["1:error"].parse().unwrap();
-    assert!(count - error <= 501 && 501 <= count, "{stats:#?}");
+    // Each shard holds about 150 keys, more than its 64 counters: it samples,
+    // so the count bounds the 501 requests in expectation only. Allow five
+    // standard deviations of the sampling, sqrt(16 * 501) each.
+    let one_in = ringcache::hotkeys::SAMPLE_ONE_IN;
+    assert_eq!(stats["1:sample_one_in"], one_in.to_string(), "{stats:#?}");
+    let spread = 5 * ((one_in * 501) as f64).sqrt() as u64;
+    assert!(
+        count - error <= 501 + spread && 501 <= count + spread,
+        "{stats:#?}"
+    );
     assert!(stats["1:shard"] == "0" || stats["1:shard"] == "1");
-    // Every other key was asked for once: a count past 1 is inherited error.
+    // Every other key was asked for once, so counted as 0, 1 or one_in
+    // requests: a count past that is inherited error.
     let second: u64 = stats["2:count"].parse().unwrap();
     let second_error: u64 = stats["2:error"].parse().unwrap();
-    assert!(second - second_error <= 1, "{stats:#?}");
+    assert!(second - second_error <= one_in, "{stats:#?}");
 
     let families = parse(&scrape(metrics_port).1);
     let shard = stats["1:shard"].as_str();

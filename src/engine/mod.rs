@@ -774,9 +774,12 @@ fn conns_stats(conns: &[ConnView], w: &mut Bytes) {
 
 /// `stats hotkeys` (ringcache's own): the most requested keys of every shard
 /// together, most counted first, at most [`crate::limits::HOT_KEYS_LISTED_MAX`].
-/// `count` is at least the key's true number of reads and writes since the
-/// node started (or `stats reset`) and at most `error` above it; the key is
-/// URL-encoded as in `lru_crawler metadump`, so any byte prints safely.
+/// With `sample_one_in` 1, `count` is at least the key's true number of reads
+/// and writes since the node started (or `stats reset`) and at most `error`
+/// above it; with `sample_one_in` N, the shard's sketch counted one request in
+/// N, at random, as N requests, and those bounds hold in expectation (see
+/// [`crate::hotkeys`]). The key is URL-encoded as in `lru_crawler metadump`,
+/// so any byte prints safely.
 ///
 /// # Format
 ///
@@ -785,6 +788,7 @@ fn conns_stats(conns: &[ConnView], w: &mut Bytes) {
 /// STAT 1:shard 0
 /// STAT 1:count 1000
 /// STAT 1:error 0
+/// STAT 1:sample_one_in 16
 /// END
 /// ```
 fn hot_keys_stats(hot_keys: &[(u32, HotKey)], w: &mut Bytes) {
@@ -808,6 +812,7 @@ fn hot_keys_stats(hot_keys: &[(u32, HotKey)], w: &mut Bytes) {
         stat(w, format_args!("{rank}:shard"), shard);
         stat(w, format_args!("{rank}:count"), hot.count);
         stat(w, format_args!("{rank}:error"), hot.error);
+        stat(w, format_args!("{rank}:sample_one_in"), hot.sample_one_in);
     }
 }
 
@@ -1326,24 +1331,28 @@ mod tests {
 
     #[test]
     fn stats_hotkeys_ranks_the_keys_of_every_shard_and_encodes_them() {
-        let hot = |key: &[u8], count, error| HotKey {
+        let hot = |key: &[u8], count, error, sample_one_in| HotKey {
             key: key.to_vec(),
             count,
             error,
+            sample_one_in,
         };
         let view = NodeView {
             hot_keys: vec![
-                (0, hot(b"cold", 3, 0)),
-                (1, hot(b"a b\r\n", 9, 1)),
-                (0, hot(b"hot", 10, 0)),
+                (0, hot(b"cold", 3, 0, 1)),
+                (1, hot(b"a b\r\n", 9, 1, 16)),
+                (0, hot(b"hot", 10, 0, 1)),
             ],
             ..NodeView::default()
         };
         assert_eq!(
             stats_of(b"hotkeys", &view),
             "STAT 1:key hot\r\nSTAT 1:shard 0\r\nSTAT 1:count 10\r\nSTAT 1:error 0\r\n\
+             STAT 1:sample_one_in 1\r\n\
              STAT 2:key a%20b%0D%0A\r\nSTAT 2:shard 1\r\nSTAT 2:count 9\r\nSTAT 2:error 1\r\n\
-             STAT 3:key cold\r\nSTAT 3:shard 0\r\nSTAT 3:count 3\r\nSTAT 3:error 0\r\nEND\r\n"
+             STAT 2:sample_one_in 16\r\n\
+             STAT 3:key cold\r\nSTAT 3:shard 0\r\nSTAT 3:count 3\r\nSTAT 3:error 0\r\n\
+             STAT 3:sample_one_in 1\r\nEND\r\n"
         );
         assert_eq!(stats_of(b"hotkeys", &NodeView::default()), "END\r\n");
     }
