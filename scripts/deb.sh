@@ -5,7 +5,8 @@
 # node started as the unit starts it, answering `version`; then removes and
 # purges it. Needs cargo-deb (installed here from crates.io when missing, which
 # takes a few minutes); --test needs root and a machine without ringcache
-# installed.
+# installed. --test also runs the README's `cargo install --path .` into a
+# scratch root and checks that the installed binaries run.
 #
 #   scripts/deb.sh            # target/debian/ringcache_<version>-1_<arch>.deb
 #   scripts/deb.sh --test     # build, then install, check, remove and purge
@@ -131,3 +132,14 @@ installed=no
 ! getent group ringcache >/dev/null || fail "the purge left the group ringcache"
 ! dpkg-query -W ringcache >/dev/null 2>&1 || fail "dpkg still lists ringcache"
 echo "deb.sh: the package installs, serves and purges cleanly"
+
+# The README's other way in: `cargo install --path .`, into a scratch root
+# (the release build in target/ is reused).
+say "cargo install --path . --root <scratch>"
+root=$(mktemp -d)
+cargo install --quiet --locked --path . --root "$root" --target-dir target
+for bin in ringcache ringcache-bench; do
+    "$root/bin/$bin" --help >/dev/null || fail "cargo install gave no working $bin"
+done
+rm -rf "$root"
+echo "deb.sh: cargo install --path . installs ringcache and ringcache-bench"
