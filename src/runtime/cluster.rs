@@ -33,6 +33,7 @@ use super::shard::{with_state, ShardCtx};
 use crate::cluster::auth::Secret;
 use crate::cluster::config::{ClusterConfig, Endpoint};
 use crate::cluster::placement::Placement;
+pub use crate::cluster::route::{Refusal, Role, Route};
 use crate::cluster::ring::Owner;
 use crate::cluster::tombstones::Tombstones;
 use crate::cluster::wire::{self, PeerMode, RecoverWhat};
@@ -893,61 +894,12 @@ impl ClusterNode {
     }
 }
 
-/// How a shard applies a keyed request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// A read, or any request outside a cluster.
-    Plain,
-    /// A write this node applies first: the resulting item goes to the other owners.
-    Primary,
-    /// An item the primary applied.
-    Replica,
-    /// An item a peer (id; 0: unknown) pushes to this recovering node.
-    Copy(u32),
-    /// An item a node that was cut off changed meanwhile.
-    Merge(u32),
-}
-
 /// How a connection's requests are served: as a client's, or as another node's
 /// after an `rc <mode> <epoch>` line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConnMode {
     Client,
     Peer { mode: PeerMode, epoch: u64 },
-}
-
-/// Where one keyed request goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Route {
-    /// A shard of this node, applying it in this role.
-    Shard(u32, Role),
-    /// Another node (or this one, through its own endpoint, on a retry).
-    Peer(Owner),
-    /// Answered here with a refusal.
-    Refuse(Refusal),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
-    NotAnOwner,
-    Recovering,
-    NoOwnerReachable,
-    Epoch(u64),
-}
-
-impl Refusal {
-    pub fn write(self, out: &mut Vec<u8>) {
-        match self {
-            Refusal::NotAnOwner => out.extend_from_slice(wire::NOT_AN_OWNER),
-            Refusal::Recovering => out.extend_from_slice(wire::RECOVERING),
-            Refusal::NoOwnerReachable => out.extend_from_slice(wire::NO_OWNER_REACHABLE),
-            Refusal::Epoch(epoch) => {
-                out.extend_from_slice(wire::EPOCH_MISMATCH_PREFIX);
-                out.extend_from_slice(epoch.to_string().as_bytes());
-                out.extend_from_slice(b"\r\n");
-            }
-        }
-    }
 }
 
 impl ShardCluster {
