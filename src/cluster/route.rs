@@ -435,3 +435,711 @@ fn shared_with_a_live_peer(facts: &Facts) -> bool {
     let me = facts.policy.me;
     facts.owners.iter().any(|o| o.owner.node != me && !o.down)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Access::{Read, Write};
+    use super::*;
+
+    /// Node `node`'s shard that owns the key: numbered apart from the node, so
+    /// a route names the right shard as well as the right node.
+    fn on(node: u32) -> Owner {
+        Owner {
+            node,
+            shard: node + 10,
+        }
+    }
+
+    /// One key's situation as a test builds it up: [`Scene::facts`] makes the
+    /// [`Facts`] the runtime would gather from it. Nodes are named by number.
+    struct Scene {
+        me: u32,
+        consensus: bool,
+        write_ack: WriteAck,
+        epoch: u64,
+        owners: Vec<u32>,
+        down: Vec<u32>,
+        tko: Vec<u32>,
+        unaddressed: Vec<u32>,
+        previous: Option<Vec<u32>>,
+        local: Local,
+    }
+
+    impl Scene {
+        /// This node is `me`; the key's owners are `owners`, in write order;
+        /// no consensus, `write_ack` `quorum`, every node up and reachable,
+        /// and this node serving.
+        fn new(me: u32, owners: &[u32]) -> Scene {
+            Scene {
+                me,
+                consensus: false,
+                write_ack: WriteAck::Quorum,
+                epoch: 7,
+                owners: owners.to_vec(),
+                down: Vec::new(),
+                tko: Vec::new(),
+                unaddressed: Vec::new(),
+                previous: None,
+                local: Local {
+                    may_read: true,
+                    ..Local::default()
+                },
+            }
+        }
+
+        fn consensus(mut self, write_ack: WriteAck) -> Scene {
+            self.consensus = true;
+            self.write_ack = write_ack;
+            self
+        }
+
+        fn write_ack(mut self, write_ack: WriteAck) -> Scene {
+            self.write_ack = write_ack;
+            self
+        }
+
+        fn down(mut self, nodes: &[u32]) -> Scene {
+            self.down = nodes.to_vec();
+            self
+        }
+
+        fn tko(mut self, nodes: &[u32]) -> Scene {
+            self.tko = nodes.to_vec();
+            self
+        }
+
+        fn previous(mut self, nodes: &[u32]) -> Scene {
+            self.previous = Some(nodes.to_vec());
+            self
+        }
+
+        fn local(mut self, local: Local) -> Scene {
+            self.local = local;
+            self
+        }
+
+        fn facts(&self) -> Facts {
+            let facts_of = |node: u32| OwnerFacts {
+                owner: on(node),
+                down: self.down.contains(&node),
+                tko: self.tko.contains(&node),
+                addressed: !self.unaddressed.contains(&node),
+            };
+            let owners: OwnerList = self.owners.iter().map(|&n| facts_of(n)).collect();
+            // As placement orders reads: the owners that are up, then those down.
+            let read_order = owners
+                .iter()
+                .filter(|o| !o.down)
+                .chain(owners.iter().filter(|o| o.down))
+                .copied()
+                .collect();
+            Facts {
+                policy: Policy {
+                    me: self.me,
+                    consensus: self.consensus,
+                    write_ack: self.write_ack,
+                },
+                epoch: self.epoch,
+                owners,
+                read_order,
+                previous: self
+                    .previous
+                    .as_ref()
+                    .map(|p| p.iter().map(|&n| facts_of(n)).collect()),
+                local: self.local,
+            }
+        }
+
+        fn client(&self, access: Access) -> Route {
+            client(&self.facts(), access)
+        }
+
+        fn next(&self, access: Access, tried: &[u32]) -> Option<Owner> {
+            let tried: Vec<Owner> = tried.iter().map(|&n| on(n)).collect();
+            next_candidate(&self.facts(), access, &tried)
+        }
+
+        fn sent_by_peer(&self, mode: PeerMode, access: Access) -> Route {
+            peer(&self.facts(), mode, self.epoch, access)
+        }
+    }
+
+    const RECOVERING: Local = Local {
+        recovering: true,
+        settling: false,
+        lacks_shared: false,
+        may_read: false,
+        handing_over: false,
+    };
+
+    const SETTLING: Local = Local {
+        recovering: true,
+        settling: true,
+        lacks_shared: false,
+        may_read: false,
+        handing_over: false,
+    };
+
+    const LACKING: Local = Local {
+        recovering: false,
+        settling: false,
+        lacks_shared: true,
+        may_read: false,
+        handing_over: false,
+    };
+
+    const ALL_WRITE_ACKS: [WriteAck; 3] = [WriteAck::One, WriteAck::Quorum, WriteAck::All];
+
+    fn refused() -> Route {
+        Route::Refuse(Refusal::NoOwnerReachable)
+    }
+
+    // --- The plain path ---
+
+    #[test]
+    fn a_write_goes_to_the_keys_first_owner() {
+        assert_eq!(Scene::new(1, &[2, 3, 1]).client(Write), Route::Peer(on(2)));
+    }
+
+    #[test]
+    fn a_write_this_node_owns_first_is_applied_here_as_primary() {
+        let scene = Scene::new(1, &[1, 2, 3]);
+        assert_eq!(scene.client(Write), Route::Shard(11, Role::Primary));
+        let scene = scene.consensus(WriteAck::Quorum);
+        assert_eq!(scene.client(Write), Route::Shard(11, Role::Primary));
+    }
+
+    #[test]
+    fn a_read_this_node_owns_first_is_served_here() {
+        let scene = Scene::new(1, &[1, 2, 3]);
+        assert_eq!(scene.client(Read), Route::Shard(11, Role::Plain));
+    }
+
+    #[test]
+    fn reads_try_owners_marked_down_last() {
+        let scene = Scene::new(1, &[2, 3, 1]).down(&[2]);
+        assert_eq!(scene.client(Read), Route::Peer(on(3)));
+    }
+
+    #[test]
+    fn without_consensus_a_write_follows_the_write_order_even_to_a_primary_marked_down() {
+        let scene = Scene::new(1, &[2, 3, 1]).down(&[2]);
+        assert_eq!(scene.client(Write), Route::Peer(on(2)));
+    }
+
+    // --- An unreachable (TKO) primary and one marked down, by write_ack ---
+
+    #[test]
+    fn without_consensus_the_next_owner_stands_in_for_an_unreachable_primary() {
+        for write_ack in ALL_WRITE_ACKS {
+            let scene = Scene::new(1, &[2, 3, 1]).write_ack(write_ack).tko(&[2]);
+            assert_eq!(scene.client(Write), Route::Peer(on(3)), "{write_ack:?}");
+            let scene = Scene::new(1, &[2, 1, 3]).write_ack(write_ack).tko(&[2]);
+            assert_eq!(scene.client(Write), Route::Shard(11, Role::Primary));
+        }
+    }
+
+    #[test]
+    fn with_consensus_and_write_ack_one_the_next_owner_stands_in_for_an_unreachable_primary() {
+        let scene = Scene::new(1, &[2, 1, 3]).consensus(WriteAck::One).tko(&[2]);
+        assert_eq!(scene.client(Write), Route::Shard(11, Role::Primary));
+    }
+
+    #[test]
+    fn with_consensus_and_write_ack_quorum_or_all_a_write_to_an_unreachable_primary_is_refused() {
+        for write_ack in [WriteAck::Quorum, WriteAck::All] {
+            let scene = Scene::new(1, &[2, 1, 3]).consensus(write_ack).tko(&[2]);
+            assert_eq!(scene.next(Write, &[]), None, "{write_ack:?}");
+            assert_eq!(scene.client(Write), refused(), "{write_ack:?}");
+        }
+    }
+
+    #[test]
+    fn with_consensus_the_next_owner_takes_over_from_a_primary_marked_down() {
+        for write_ack in [WriteAck::Quorum, WriteAck::All] {
+            let scene = Scene::new(1, &[2, 1, 3]).consensus(write_ack).down(&[2]);
+            assert_eq!(scene.client(Write), Route::Shard(11, Role::Primary));
+            let scene = Scene::new(1, &[2, 3, 1]).consensus(write_ack).down(&[2]);
+            assert_eq!(scene.client(Write), Route::Peer(on(3)), "{write_ack:?}");
+        }
+    }
+
+    #[test]
+    fn with_consensus_and_write_ack_one_a_write_skips_only_unreachable_owners() {
+        // A mark down alone does not turn a write away (as without consensus).
+        let scene = Scene::new(1, &[2, 1, 3])
+            .consensus(WriteAck::One)
+            .down(&[2]);
+        assert_eq!(scene.client(Write), Route::Peer(on(2)));
+        assert_eq!(
+            scene.tko(&[2]).client(Write),
+            Route::Shard(11, Role::Primary)
+        );
+    }
+
+    #[test]
+    fn with_consensus_an_unreachable_owner_after_a_primary_marked_down_is_not_stood_in_for() {
+        let scene = Scene::new(1, &[2, 3, 1])
+            .consensus(WriteAck::Quorum)
+            .down(&[2])
+            .tko(&[3]);
+        assert_eq!(scene.client(Write), refused());
+    }
+
+    #[test]
+    fn with_consensus_an_unreachable_replica_does_not_stop_a_write() {
+        for write_ack in [WriteAck::Quorum, WriteAck::All] {
+            let scene = Scene::new(1, &[2, 3, 1]).consensus(write_ack).tko(&[3]);
+            assert_eq!(scene.client(Write), Route::Peer(on(2)), "{write_ack:?}");
+        }
+    }
+
+    // --- Reads with consensus ---
+
+    #[test]
+    fn with_consensus_and_quorum_reads_go_to_the_decided_primary() {
+        let scene = Scene::new(1, &[2, 1, 3])
+            .consensus(WriteAck::Quorum)
+            .tko(&[2]);
+        // Not to this node, which may not have a write the primary
+        // acknowledged: the read asks the primary anyway.
+        assert_eq!(scene.next(Read, &[]), None);
+        assert_eq!(scene.client(Read), Route::Peer(on(2)));
+        let scene = Scene::new(1, &[2, 1, 3]).consensus(WriteAck::Quorum);
+        assert_eq!(scene.client(Read), Route::Peer(on(2)));
+    }
+
+    #[test]
+    fn with_consensus_and_quorum_a_read_goes_to_the_owner_after_a_primary_marked_down() {
+        let scene = Scene::new(1, &[2, 1, 3])
+            .consensus(WriteAck::Quorum)
+            .down(&[2]);
+        assert_eq!(scene.client(Read), Route::Shard(11, Role::Plain));
+    }
+
+    #[test]
+    fn with_write_ack_all_or_one_reads_skip_an_unreachable_owner() {
+        for write_ack in [WriteAck::One, WriteAck::All] {
+            let scene = Scene::new(1, &[2, 3, 1]).consensus(write_ack).tko(&[2]);
+            assert_eq!(scene.client(Read), Route::Peer(on(3)), "{write_ack:?}");
+        }
+    }
+
+    #[test]
+    fn with_consensus_a_read_skips_an_owner_marked_down_while_another_is_up() {
+        let scene = Scene::new(1, &[2, 3]).down(&[2]).tko(&[3]);
+        assert_eq!(scene.next(Read, &[]), Some(on(2)));
+        let scene = scene.consensus(WriteAck::One);
+        assert_eq!(scene.next(Read, &[]), None);
+        // Every owner skipped: the read asks the first in read order.
+        assert_eq!(scene.client(Read), Route::Peer(on(3)));
+    }
+
+    #[test]
+    fn with_consensus_a_read_goes_to_an_owner_marked_down_when_none_is_up() {
+        let scene = Scene::new(1, &[2, 3])
+            .consensus(WriteAck::One)
+            .down(&[2, 3]);
+        assert_eq!(scene.client(Read), Route::Peer(on(2)));
+    }
+
+    // --- This node recovering, settling after a pause, lacking shared items ---
+
+    #[test]
+    fn a_recovering_node_passes_a_write_on_to_the_next_owner() {
+        for scene in [
+            Scene::new(1, &[1, 2, 3]),
+            Scene::new(1, &[1, 2, 3]).consensus(WriteAck::Quorum),
+        ] {
+            let scene = scene.local(RECOVERING);
+            assert_eq!(scene.client(Write), Route::Peer(on(2)));
+        }
+    }
+
+    #[test]
+    fn a_recovering_node_passes_a_write_on_past_an_unreachable_owner_without_consensus() {
+        let scene = Scene::new(1, &[1, 2, 3]).local(RECOVERING).tko(&[2]);
+        assert_eq!(scene.client(Write), Route::Peer(on(3)));
+    }
+
+    #[test]
+    fn a_recovering_node_is_primary_when_no_other_owner_is_reachable() {
+        for scene in [
+            Scene::new(1, &[1, 2, 3]),
+            Scene::new(1, &[1, 2, 3]).consensus(WriteAck::Quorum),
+        ] {
+            let scene = scene.local(RECOVERING).tko(&[2, 3]);
+            assert_eq!(scene.client(Write), Route::Shard(11, Role::Primary));
+        }
+    }
+
+    #[test]
+    fn a_node_settling_after_a_pause_is_primary_for_no_write() {
+        for scene in [
+            Scene::new(1, &[1, 2, 3]),
+            Scene::new(1, &[1, 2, 3]).consensus(WriteAck::Quorum),
+        ] {
+            let scene = scene.local(SETTLING);
+            assert_eq!(scene.client(Write), Route::Peer(on(2)));
+            let scene = scene.tko(&[2, 3]);
+            assert_eq!(scene.client(Write), refused());
+        }
+    }
+
+    #[test]
+    fn without_consensus_a_node_lacking_shared_items_is_primary_for_none_of_them() {
+        let scene = Scene::new(1, &[1, 2, 3]).local(LACKING);
+        assert_eq!(scene.client(Write), Route::Peer(on(2)));
+        assert_eq!(scene.tko(&[2, 3]).client(Write), refused());
+    }
+
+    #[test]
+    fn with_consensus_a_node_lacking_shared_items_is_primary_only_when_no_other_owner_is() {
+        let scene = Scene::new(1, &[1, 2, 3])
+            .consensus(WriteAck::Quorum)
+            .local(LACKING);
+        assert_eq!(scene.client(Write), Route::Peer(on(2)));
+        let scene = scene.tko(&[2, 3]);
+        assert_eq!(scene.client(Write), Route::Shard(11, Role::Primary));
+    }
+
+    #[test]
+    fn with_consensus_an_unready_node_passes_a_write_only_to_an_owner_that_is_up() {
+        let scene = Scene::new(1, &[1, 2, 3])
+            .consensus(WriteAck::Quorum)
+            .local(RECOVERING)
+            .down(&[2]);
+        assert_eq!(scene.client(Write), Route::Peer(on(3)));
+    }
+
+    #[test]
+    fn a_node_that_may_not_read_its_copy_sends_reads_to_the_next_owner() {
+        for local in [RECOVERING, SETTLING, LACKING] {
+            let scene = Scene::new(1, &[1, 2, 3]).local(local);
+            assert_eq!(scene.client(Read), Route::Peer(on(2)), "{local:?}");
+        }
+    }
+
+    // --- Every owner skipped ---
+
+    #[test]
+    fn a_read_with_every_owner_skipped_still_asks_the_first() {
+        let scene = Scene::new(1, &[2, 3]).tko(&[2, 3]);
+        assert_eq!(scene.client(Read), Route::Peer(on(2)));
+    }
+
+    #[test]
+    fn a_write_with_every_owner_skipped_is_refused() {
+        let scene = Scene::new(1, &[2, 3]).tko(&[2, 3]);
+        assert_eq!(scene.client(Write), refused());
+    }
+
+    #[test]
+    fn a_node_that_may_not_read_refuses_a_read_rather_than_answer_a_false_miss() {
+        let scene = Scene::new(1, &[1, 2, 3]).local(RECOVERING).tko(&[2, 3]);
+        assert_eq!(scene.client(Read), refused());
+    }
+
+    #[test]
+    fn a_node_that_may_not_read_serves_its_copy_when_every_other_owner_is_marked_down() {
+        let scene = Scene::new(1, &[1, 2, 3])
+            .local(RECOVERING)
+            .down(&[2, 3])
+            .tko(&[2, 3]);
+        assert_eq!(scene.client(Read), Route::Shard(11, Role::Plain));
+    }
+
+    // --- Keys moving: reads fall back to the owners before the move ---
+
+    #[test]
+    fn a_read_during_a_move_falls_back_to_an_owner_before_the_move() {
+        let scene = Scene::new(1, &[1, 2])
+            .local(RECOVERING)
+            .tko(&[2])
+            .previous(&[3, 4]);
+        assert_eq!(scene.client(Read), Route::Peer(on(3)));
+        assert_eq!(scene.next(Read, &[3]), Some(on(4)));
+        assert_eq!(scene.next(Read, &[3, 4]), None);
+    }
+
+    #[test]
+    fn a_read_during_a_move_asks_the_new_owners_first() {
+        let scene = Scene::new(1, &[1, 2]).local(RECOVERING).previous(&[3, 4]);
+        assert_eq!(scene.client(Read), Route::Peer(on(2)));
+    }
+
+    #[test]
+    fn a_previous_owner_that_owns_the_key_now_is_not_asked_again() {
+        let scene = Scene::new(1, &[1, 2])
+            .local(RECOVERING)
+            .tko(&[2])
+            .previous(&[2, 3]);
+        assert_eq!(scene.client(Read), Route::Peer(on(3)));
+    }
+
+    #[test]
+    fn a_previous_owner_the_epoch_removed_is_not_asked() {
+        let mut scene = Scene::new(1, &[1, 2])
+            .local(RECOVERING)
+            .tko(&[2])
+            .previous(&[3, 4]);
+        scene.unaddressed = vec![3];
+        assert_eq!(scene.client(Read), Route::Peer(on(4)));
+    }
+
+    #[test]
+    fn an_unreachable_previous_owner_is_not_asked() {
+        let scene = Scene::new(1, &[1, 2])
+            .local(RECOVERING)
+            .tko(&[2, 3, 4])
+            .previous(&[3, 4]);
+        assert_eq!(scene.next(Read, &[]), None);
+        assert_eq!(scene.client(Read), refused());
+    }
+
+    #[test]
+    fn this_node_as_a_previous_owner_serves_even_with_its_own_tko_mark() {
+        let scene = Scene::new(1, &[2, 3]).tko(&[1, 2, 3]).previous(&[1, 4]);
+        assert_eq!(scene.client(Read), Route::Shard(11, Role::Plain));
+    }
+
+    #[test]
+    fn a_write_never_goes_to_an_owner_before_the_move() {
+        let scene = Scene::new(1, &[2, 3]).tko(&[2, 3]).previous(&[4, 5]);
+        assert_eq!(scene.next(Write, &[]), None);
+        assert_eq!(scene.client(Write), refused());
+    }
+
+    // --- Retries: the owners already tried ---
+
+    #[test]
+    fn a_retry_skips_the_owners_already_tried() {
+        let scene = Scene::new(1, &[2, 3, 1]);
+        for access in [Read, Write] {
+            assert_eq!(scene.next(access, &[2]), Some(on(3)));
+            assert_eq!(scene.next(access, &[2, 3]), Some(on(1)));
+            assert_eq!(scene.next(access, &[2, 3, 1]), None);
+        }
+    }
+
+    #[test]
+    fn with_consensus_a_tried_primary_now_unreachable_has_no_stand_in() {
+        let scene = Scene::new(1, &[2, 3, 1])
+            .consensus(WriteAck::Quorum)
+            .tko(&[2]);
+        assert_eq!(scene.next(Write, &[2]), None);
+        assert_eq!(scene.next(Read, &[2]), None);
+    }
+
+    #[test]
+    fn with_consensus_a_tried_primary_that_refused_passes_the_write_on() {
+        let scene = Scene::new(1, &[2, 3, 1]).consensus(WriteAck::Quorum);
+        assert_eq!(scene.next(Write, &[2]), Some(on(3)));
+        assert_eq!(scene.next(Write, &[2, 3]), Some(on(1)));
+        assert_eq!(scene.next(Write, &[2, 3, 1]), None);
+    }
+
+    #[test]
+    fn with_consensus_a_recovering_node_passes_a_write_to_an_owner_not_yet_tried() {
+        let scene = Scene::new(1, &[1, 2, 3])
+            .consensus(WriteAck::Quorum)
+            .local(RECOVERING);
+        assert_eq!(scene.next(Write, &[2]), Some(on(3)));
+        // Every other owner tried: it takes the write after a start ...
+        assert_eq!(scene.next(Write, &[2, 3]), Some(on(1)));
+        // ... but not while it settles after a pause.
+        let scene = scene.local(SETTLING);
+        assert_eq!(scene.next(Write, &[2, 3]), None);
+    }
+
+    // --- Cut off from the majority ---
+
+    fn members(count: u32, tko: &[u32]) -> impl Iterator<Item = Member> + '_ {
+        (1..=count).map(move |node| Member {
+            node,
+            tko: tko.contains(&node),
+        })
+    }
+
+    fn policy(consensus: bool, write_ack: WriteAck) -> Policy {
+        Policy {
+            me: 1,
+            consensus,
+            write_ack,
+        }
+    }
+
+    #[test]
+    fn with_consensus_a_node_reaching_no_majority_is_cut_off() {
+        for write_ack in [WriteAck::Quorum, WriteAck::All] {
+            let policy = policy(true, write_ack);
+            assert!(cut_off(&policy, members(3, &[2, 3])), "{write_ack:?}");
+            assert!(!cut_off(&policy, members(3, &[2])), "{write_ack:?}");
+            assert!(!cut_off(&policy, members(5, &[4, 5])), "{write_ack:?}");
+            assert!(cut_off(&policy, members(5, &[3, 4, 5])), "{write_ack:?}");
+        }
+    }
+
+    #[test]
+    fn half_the_members_is_no_majority() {
+        assert!(cut_off(
+            &policy(true, WriteAck::Quorum),
+            members(4, &[3, 4])
+        ));
+    }
+
+    #[test]
+    fn with_write_ack_one_no_node_is_cut_off() {
+        assert!(!cut_off(&policy(true, WriteAck::One), members(3, &[2, 3])));
+    }
+
+    #[test]
+    fn without_consensus_no_node_is_cut_off() {
+        for write_ack in ALL_WRITE_ACKS {
+            assert!(!cut_off(&policy(false, write_ack), members(3, &[2, 3])));
+        }
+    }
+
+    #[test]
+    fn this_nodes_own_tko_mark_is_not_held_against_it() {
+        assert!(!cut_off(
+            &policy(true, WriteAck::Quorum),
+            members(3, &[1, 2])
+        ));
+    }
+
+    // --- Requests from other nodes ---
+
+    #[test]
+    fn a_peer_at_another_epoch_is_told_this_nodes_epoch() {
+        let scene = Scene::new(1, &[1, 2]);
+        let route = peer(&scene.facts(), PeerMode::Forward, 6, Read);
+        assert_eq!(route, Route::Refuse(Refusal::Epoch(7)));
+        let mut out = Vec::new();
+        Refusal::Epoch(7).write(&mut out);
+        assert_eq!(
+            out,
+            b"SERVER_ERROR cluster epoch mismatch: this node is at epoch 7\r\n"
+        );
+    }
+
+    #[test]
+    fn an_owner_applies_another_nodes_requests_in_their_roles() {
+        let scene = Scene::new(1, &[2, 1, 3]);
+        let cases = [
+            (PeerMode::Forward, Read, Role::Plain),
+            (PeerMode::Forward, Write, Role::Primary),
+            (PeerMode::Replica, Write, Role::Replica),
+            (PeerMode::Replica, Read, Role::Plain),
+            (PeerMode::Copy(3), Write, Role::Copy(3)),
+            (PeerMode::Merge(2), Write, Role::Merge(2)),
+        ];
+        for (mode, access, role) in cases {
+            assert_eq!(scene.sent_by_peer(mode, access), Route::Shard(11, role));
+        }
+    }
+
+    #[test]
+    fn a_node_that_does_not_own_the_key_refuses_another_nodes_request() {
+        let scene = Scene::new(1, &[2, 3]).previous(&[1, 2]);
+        for mode in [PeerMode::Forward, PeerMode::Replica, PeerMode::Copy(2)] {
+            for access in [Read, Write] {
+                let route = scene.sent_by_peer(mode, access);
+                assert_eq!(route, Route::Refuse(Refusal::NotAnOwner));
+            }
+        }
+    }
+
+    #[test]
+    fn a_node_handing_over_a_key_it_lost_serves_forwarded_reads_of_it() {
+        let handing_over = Local {
+            handing_over: true,
+            ..Local::default()
+        };
+        let scene = Scene::new(1, &[2, 3]).previous(&[1, 2]).local(handing_over);
+        let refused = Route::Refuse(Refusal::NotAnOwner);
+        assert_eq!(
+            scene.sent_by_peer(PeerMode::Forward, Read),
+            Route::Shard(11, Role::Plain)
+        );
+        assert_eq!(scene.sent_by_peer(PeerMode::Forward, Write), refused);
+        assert_eq!(scene.sent_by_peer(PeerMode::Replica, Read), refused);
+        // Not among the owners before the move either: nothing to hand over.
+        let scene = Scene::new(1, &[2, 3]).previous(&[3, 4]).local(handing_over);
+        assert_eq!(scene.sent_by_peer(PeerMode::Forward, Read), refused);
+    }
+
+    #[test]
+    fn a_recovering_owner_refuses_a_forwarded_read_while_another_owner_is_reachable() {
+        let scene = Scene::new(1, &[1, 2, 3]).local(RECOVERING);
+        let refused = Route::Refuse(Refusal::Recovering);
+        assert_eq!(scene.sent_by_peer(PeerMode::Forward, Read), refused);
+        // Reachable only among the owners before the move still counts.
+        let scene = scene.tko(&[2, 3]).previous(&[4]);
+        assert_eq!(scene.sent_by_peer(PeerMode::Forward, Read), refused);
+    }
+
+    #[test]
+    fn a_recovering_owner_that_is_the_only_one_left_serves_forwarded_reads() {
+        let mut scene = Scene::new(1, &[1, 2, 3])
+            .local(RECOVERING)
+            .tko(&[2, 3])
+            .previous(&[4]);
+        scene.unaddressed = vec![4];
+        let route = scene.sent_by_peer(PeerMode::Forward, Read);
+        assert_eq!(route, Route::Shard(11, Role::Plain));
+    }
+
+    #[test]
+    fn an_owner_lacking_shared_items_refuses_forwarded_reads_even_alone() {
+        let scene = Scene::new(1, &[1, 2, 3]).local(LACKING).tko(&[2, 3]);
+        let route = scene.sent_by_peer(PeerMode::Forward, Read);
+        assert_eq!(route, Route::Refuse(Refusal::Recovering));
+    }
+
+    #[test]
+    fn a_recovering_owner_refuses_a_forwarded_write_while_another_owner_is_reachable() {
+        let scene = Scene::new(1, &[2, 1, 3]).local(RECOVERING);
+        let route = scene.sent_by_peer(PeerMode::Forward, Write);
+        assert_eq!(route, Route::Refuse(Refusal::Recovering));
+        let scene = scene.tko(&[2, 3]);
+        let route = scene.sent_by_peer(PeerMode::Forward, Write);
+        assert_eq!(route, Route::Shard(11, Role::Primary));
+    }
+
+    #[test]
+    fn a_settling_or_lacking_owner_refuses_forwarded_writes_even_alone() {
+        for local in [SETTLING, LACKING] {
+            let scene = Scene::new(1, &[2, 1, 3]).local(local).tko(&[2, 3]);
+            let route = scene.sent_by_peer(PeerMode::Forward, Write);
+            assert_eq!(route, Route::Refuse(Refusal::Recovering), "{local:?}");
+        }
+    }
+
+    #[test]
+    fn an_owner_that_is_not_ready_still_takes_replicated_copied_and_merged_items() {
+        let unready = Local {
+            recovering: true,
+            settling: true,
+            lacks_shared: true,
+            may_read: false,
+            handing_over: false,
+        };
+        let scene = Scene::new(1, &[2, 1, 3]).local(unready);
+        let cases = [
+            (PeerMode::Replica, Role::Replica),
+            (PeerMode::Copy(2), Role::Copy(2)),
+            (PeerMode::Merge(3), Role::Merge(3)),
+        ];
+        for (mode, role) in cases {
+            assert_eq!(scene.sent_by_peer(mode, Write), Route::Shard(11, role));
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "more owners than replicas")]
+    fn more_owners_than_replicas_is_a_bug() {
+        let owners: Vec<u32> = (1..=REPLICAS_MAX as u32 + 1).collect();
+        Scene::new(1, &owners).facts();
+    }
+}
