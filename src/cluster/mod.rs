@@ -1,5 +1,7 @@
 //! Placement and the cluster's three wires (pure):
 //! - [`ring`], [`placement`]: the consistent-hash ring and who owns a key;
+//! - [`route`]: which owner a request goes to, and what this node serves or
+//!   refuses while it recovers, settles, copies moved keys or is cut off;
 //! - [`config`]: the cluster configuration and the cluster file;
 //! - [`discovery`]: the client wire, how the configuration is shown to memcached
 //!   clients (`stats cluster`, `config get cluster`);
@@ -15,5 +17,6 @@ pub mod config;
 pub mod discovery;
 pub mod placement;
 pub mod ring;
+pub mod route;
 pub mod tombstones;
 pub mod wire;

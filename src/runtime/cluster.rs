@@ -5,7 +5,8 @@
 //! [`ClusterNode`] is shared by the node's shards (the configuration, which
 //! peers are TKO, counters); [`ShardCluster`] is one shard's own part (its
 //! links to other nodes' shards, its hints, the keys written while the node
-//! recovers). The rules, node by node:
+//! recovers). The routing policy itself is pure, in `cluster::route`; this
+//! module reads the facts it decides on. The rules, node by node:
 //!
 //! - Reads go to the first owner in the key's read order that is not TKO (and
 //!   not this node while it recovers); a failed or timed-out read tries the next.
@@ -31,9 +32,11 @@ use super::messages::{Answer, Ask};
 use super::peer::{self, Link, Reply};
 use super::shard::{with_state, ShardCtx};
 use crate::cluster::auth::Secret;
-use crate::cluster::config::{ClusterConfig, Endpoint};
+use crate::cluster::config::{ClusterConfig, Endpoint, NodeState};
 use crate::cluster::placement::Placement;
-use crate::cluster::ring::Owner;
+use crate::cluster::ring::{key_point, Owner};
+use crate::cluster::route::{self, Access, Facts, Local, Member, OwnerFacts, OwnerList, Policy};
+pub use crate::cluster::route::{Refusal, Role, Route};
 use crate::cluster::tombstones::Tombstones;
 use crate::cluster::wire::{self, PeerMode, RecoverWhat};
 use crate::engine::ShardState;
@@ -499,39 +502,21 @@ impl ClusterNode {
             || self.was_written(key)
     }
 
-    /// The shard of this node that held `key` before the last move and still
-    /// holds it for its new owners (their reads come here while they copy).
-    pub fn handing_over(
-        &self,
-        key: &[u8],
-        owners: &crate::cluster::placement::Owners,
-    ) -> Option<Owner> {
-        if self.release_due_ms.load(Ordering::Acquire) == 0
-            || owners.iter().any(|o| o.node == self.me)
-        {
-            return None;
-        }
-        self.previous_owners(key)?
-            .iter()
-            .copied()
-            .find(|o| o.node == self.me)
-    }
-
     /// Whether `key` was written here since the node began to copy.
     fn was_written(&self, key: &[u8]) -> bool {
         self.written_any.load(Ordering::Acquire)
             && self.written.lock().expect("written lock").contains(key)
     }
 
-    /// The owners of `key` under the placement before the last change of
-    /// placement: while keys move, a node that owned a key then still holds
-    /// it (until its new owners have it) and serves reads of it.
-    pub fn previous_owners(&self, key: &[u8]) -> Option<crate::cluster::placement::Owners> {
+    /// The owners of the key at `point` under the placement before the last
+    /// change of placement: while keys move, a node that owned a key then
+    /// still holds it (until its new owners have it) and serves reads of it.
+    pub fn previous_owners(&self, point: u32) -> Option<crate::cluster::placement::Owners> {
         self.previous
             .read()
             .expect("previous lock")
             .as_ref()
-            .map(|p| p.owners(key))
+            .map(|p| p.owners_of_point(point))
     }
 
     /// Notes that node `id` sent this node a Paxos vote or ballot: it holds
@@ -893,61 +878,12 @@ impl ClusterNode {
     }
 }
 
-/// How a shard applies a keyed request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// A read, or any request outside a cluster.
-    Plain,
-    /// A write this node applies first: the resulting item goes to the other owners.
-    Primary,
-    /// An item the primary applied.
-    Replica,
-    /// An item a peer (id; 0: unknown) pushes to this recovering node.
-    Copy(u32),
-    /// An item a node that was cut off changed meanwhile.
-    Merge(u32),
-}
-
 /// How a connection's requests are served: as a client's, or as another node's
 /// after an `rc <mode> <epoch>` line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConnMode {
     Client,
     Peer { mode: PeerMode, epoch: u64 },
-}
-
-/// Where one keyed request goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Route {
-    /// A shard of this node, applying it in this role.
-    Shard(u32, Role),
-    /// Another node (or this one, through its own endpoint, on a retry).
-    Peer(Owner),
-    /// Answered here with a refusal.
-    Refuse(Refusal),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
-    NotAnOwner,
-    Recovering,
-    NoOwnerReachable,
-    Epoch(u64),
-}
-
-impl Refusal {
-    pub fn write(self, out: &mut Vec<u8>) {
-        match self {
-            Refusal::NotAnOwner => out.extend_from_slice(wire::NOT_AN_OWNER),
-            Refusal::Recovering => out.extend_from_slice(wire::RECOVERING),
-            Refusal::NoOwnerReachable => out.extend_from_slice(wire::NO_OWNER_REACHABLE),
-            Refusal::Epoch(epoch) => {
-                out.extend_from_slice(wire::EPOCH_MISMATCH_PREFIX);
-                out.extend_from_slice(epoch.to_string().as_bytes());
-                out.extend_from_slice(b"\r\n");
-            }
-        }
-    }
 }
 
 impl ShardCluster {
@@ -970,101 +906,34 @@ impl ShardCluster {
         self.view.borrow().clone()
     }
 
-    /// Where a keyed request on a connection in `mode` goes.
+    /// Where a keyed request on a connection in `mode` goes (see `route`).
     pub fn route(&self, key: &[u8], write: bool, mode: ConnMode) -> Route {
         // A pause that ended just now is noticed here too, before anything is
         // served from this node's copies: the watch may not have ticked yet.
         self.node.notice_pause();
         let view = self.view();
-        let me = self.node.me;
+        let access = Access::of(write);
         match mode {
-            ConnMode::Client if self.cut_off(&view) => {
-                self.node.was_cut_off.store(true, Ordering::Release);
-                Route::Refuse(Refusal::NoOwnerReachable)
-            }
-            ConnMode::Client => match {
+            ConnMode::Client => {
+                let members = view.config().nodes().iter().map(|n| Member {
+                    node: n.id,
+                    tko: view.tko_mark(n.id),
+                });
+                if route::cut_off(&self.policy(&view), members) {
+                    self.node.was_cut_off.store(true, Ordering::Release);
+                    return Route::Refuse(Refusal::NoOwnerReachable);
+                }
                 self.node.notice_rejoin();
-                self.next_candidate(&view, key, write, &[])
-            } {
-                Some(owner) if owner.node == me => {
-                    Route::Shard(owner.shard, if write { Role::Primary } else { Role::Plain })
-                }
-                Some(owner) => Route::Peer(owner),
-                None if write => Route::Refuse(Refusal::NoOwnerReachable),
-                // Every owner is skipped: a read still tries the first one
-                // rather than fail without asking.
-                None => match view.placement.read_order(key).primary() {
-                    // This node may not read its copy (it recovers, or lacks
-                    // what it shares with an owner it could not copy from): a
-                    // miss would be false while another owner holds the key.
-                    owner
-                        if owner.node == me
-                            && !self.node.may_read(key, owner)
-                            && shared_with_a_live_peer(&view, key, me) =>
-                    {
-                        Route::Refuse(Refusal::NoOwnerReachable)
-                    }
-                    owner if owner.node == me => Route::Shard(owner.shard, Role::Plain),
-                    owner => Route::Peer(owner),
-                },
-            },
+                route::client(&self.facts(&view, key), access)
+            }
             ConnMode::Peer { mode, epoch } => {
-                if epoch != view.epoch() {
-                    return Route::Refuse(Refusal::Epoch(view.epoch()));
-                }
-                let owners = view.placement.owners(key);
-                let Some(mine) = owners.iter().find(|o| o.node == me) else {
-                    // A read of a key this node lost at the last move and
-                    // still holds: its new owners are copying it.
-                    return match (mode, write, self.node.handing_over(key, &owners)) {
-                        (PeerMode::Forward, false, Some(held)) => {
-                            Route::Shard(held.shard, Role::Plain)
-                        }
-                        _ => Route::Refuse(Refusal::NotAnOwner),
-                    };
-                };
-                // A recovering node sends reads to another owner, if one is
-                // reachable; the only one left serves what it has.
-                let reachable = |o: &Owner| {
-                    o.node != me && !view.tko_mark(o.node) && view.shard_addr(*o).is_some()
-                };
-                let elsewhere = || {
-                    owners.iter().any(reachable)
-                        || self
-                            .node
-                            .previous_owners(key)
-                            .is_some_and(|p| p.iter().any(reachable))
-                };
-                let role = match (mode, write) {
-                    (PeerMode::Forward, false)
-                        if !self.node.may_read(key, *mine)
-                            && (elsewhere() || self.node.lacks_shared(key)) =>
-                    {
-                        return Route::Refuse(Refusal::Recovering)
-                    }
-                    // Nor is it primary for another node's client while it
-                    // recovers: the sender tries the next owner (a refusal,
-                    // so the write was not applied here).
-                    (PeerMode::Forward, true)
-                        if (self.node.is_recovering() && elsewhere())
-                            || self.node.lacks_shared(key)
-                            || self.node.settling_after_pause.load(Ordering::Acquire) =>
-                    {
-                        return Route::Refuse(Refusal::Recovering)
-                    }
-                    (_, false) => Role::Plain,
-                    (PeerMode::Forward, true) => Role::Primary,
-                    (PeerMode::Replica, true) => Role::Replica,
-                    (PeerMode::Copy(from), true) => Role::Copy(from),
-                    (PeerMode::Merge(from), true) => Role::Merge(from),
-                };
-                Route::Shard(mine.shard, role)
+                route::peer(&self.facts(&view, key), mode, epoch, access)
             }
         }
     }
 
     /// The next owner a client's request for `key` may go to, leaving out those
-    /// in `tried`, TKO ones, and this node while it recovers (for reads).
+    /// in `tried` (see `route::next_candidate`).
     pub fn next_candidate(
         &self,
         view: &View,
@@ -1072,151 +941,72 @@ impl ShardCluster {
         write: bool,
         tried: &[Owner],
     ) -> Option<Owner> {
-        let order = if write {
-            view.placement.owners(key)
-        } else {
-            view.placement.read_order(key)
-        };
-        let me = self.node.me;
-        let recovering = self.node.is_recovering();
-        // With consensus, writes go to the one decided primary; so do reads
-        // with `quorum`, where another owner may not have a write the primary
-        // acknowledged yet (with `all`, every owner that is up has it).
-        let write_ack = view.config().write_ack();
-        if self.node.consensus.load(Ordering::Acquire)
-            && (write && write_ack != crate::cluster::config::WriteAck::One
-                || write_ack == crate::cluster::config::WriteAck::Quorum)
-        {
-            let owners = view.placement.owners(key);
-            return self.decided_primary(view, key, &owners, tried);
-        }
-        // With consensus, an owner a decision marked down missed the writes
-        // made since (they did not wait for it): it is read only when no
-        // owner is up.
-        let consensus = self.node.consensus.load(Ordering::Acquire);
-        let down = |n: u32| {
-            view.config()
-                .node(n)
-                .is_some_and(|c| c.state == crate::cluster::config::NodeState::Down)
-        };
-        let some_up = order.iter().any(|o| !down(o.node));
-        let candidate = |o: &Owner, wait_for_recovery: bool| {
-            let skipped = (o.node != me && view.tko_mark(o.node))
-                || (consensus && !write && some_up && down(o.node))
-                || (o.node == me && !write && !self.node.may_read(key, *o))
-                // A recovering node is not primary for a write while another
-                // owner can be: it has not yet got back what it missed.
-                || (o.node == me && write && recovering && wait_for_recovery)
-                || (o.node == me && write && self.node.settling_after_pause.load(Ordering::Acquire))
-                || (o.node == me && write && self.node.lacks_shared(key));
-            !tried.contains(o) && !skipped
-        };
-        let found = order.iter().copied().find(|o| candidate(o, true));
-        if found.is_some() {
-            return found;
-        }
-        if write {
-            return order.iter().copied().find(|o| candidate(o, false));
-        }
-        // No owner can serve the read yet (keys are moving): a node that held
-        // the key before the move still does.
-        self.node.previous_owners(key)?.iter().copied().find(|o| {
-            !tried.contains(o)
-                && !order.contains(o)
-                && view.shard_addr(*o).is_some()
-                && (o.node == me || !view.tko_mark(o.node))
-        })
-    }
-}
-
-impl ShardCluster {
-    /// With consensus and `write_ack` `quorum` or `all`: whether this node
-    /// reaches fewer than a majority of the members (itself included). The
-    /// others may have decided without it and written past its copies, so it
-    /// serves neither reads nor writes until it reaches a majority again.
-    fn cut_off(&self, view: &View) -> bool {
-        if !self.node.consensus.load(Ordering::Acquire)
-            || view.config().write_ack() == crate::cluster::config::WriteAck::One
-        {
-            return false;
-        }
-        let nodes = view.config().nodes();
-        let reached = nodes
-            .iter()
-            .filter(|n| n.id == self.node.me || !view.tko_mark(n.id))
-            .count();
-        reached <= nodes.len() / 2
+        route::next_candidate(&self.facts(view, key), Access::of(write), tried)
     }
 
-    /// With consensus, where a write of `key` goes: its first owner that no
-    /// decision marked down. That owner may pass the write on to the next
-    /// one that is up (it recovers, or lacks what it shares with an owner),
-    /// but no owner stands in for another that is only unreachable: the write
-    /// is refused until a decision marks that owner down.
-    fn decided_primary(
-        &self,
-        view: &View,
-        key: &[u8],
-        order: &[Owner],
-        tried: &[Owner],
-    ) -> Option<Owner> {
-        let me = self.node.me;
-        let up = |n: u32| {
-            view.config()
-                .node(n)
-                .is_some_and(|c| c.state != crate::cluster::config::NodeState::Down)
-        };
-        let unready = |o: &Owner| {
-            o.node == me
-                && (self.node.is_recovering()
-                    || self.node.lacks_shared(key)
-                    || self.node.settling_after_pause.load(Ordering::Acquire))
-        };
-        let mut candidates = order.iter().copied().filter(|o| up(o.node));
-        loop {
-            let o = candidates.next()?;
-            if tried.contains(&o) {
-                // Tried and now unreachable: no other owner stands in for it
-                // until a decision marks it down. One that refused (it
-                // recovers) passes the request on to the next.
-                if o.node != me && view.tko_mark(o.node) {
-                    return None;
-                }
-                continue;
-            }
-            if o.node != me && view.tko_mark(o.node) {
-                return None;
-            }
-            if unready(&o) {
-                // The next owner takes the write while this node catches up;
-                // with none, this node is primary only after a start (it
-                // holds what it copied), never while it settles after a pause.
-                let next = order
-                    .iter()
-                    .copied()
-                    .filter(|n| up(n.node) && n.node != me && !tried.contains(n))
-                    .find(|n| !view.tko_mark(n.node));
-                let paused = self.node.settling_after_pause.load(Ordering::Acquire);
-                return match next {
-                    Some(next) => Some(next),
-                    None if paused => None,
-                    None => Some(o),
-                };
-            }
-            return Some(o);
+    fn policy(&self, view: &View) -> Policy {
+        Policy {
+            me: self.node.me,
+            consensus: self.node.consensus.load(Ordering::Acquire),
+            write_ack: view.config().write_ack(),
         }
     }
-}
 
-/// Whether another node that a decision has not marked down owns `key`.
-fn shared_with_a_live_peer(view: &View, key: &[u8], me: u32) -> bool {
-    view.placement.owners(key).iter().any(|o| {
-        o.node != me
-            && view
+    /// What routing `key` depends on, read from `view` and this node's state
+    /// now. The key is hashed once, here.
+    fn facts(&self, view: &View, key: &[u8]) -> Facts {
+        let node = &self.node;
+        let point = key_point(key);
+        let facts_of = |owner: Owner| OwnerFacts {
+            owner,
+            down: view
                 .config()
-                .node(o.node)
-                .is_some_and(|n| n.state != crate::cluster::config::NodeState::Down)
-    })
+                .node(owner.node)
+                .is_some_and(|n| n.state == NodeState::Down),
+            tko: view.tko_mark(owner.node),
+            addressed: view.shard_addr(owner).is_some(),
+        };
+        let owners: OwnerList = view
+            .placement
+            .owners_of_point(point)
+            .iter()
+            .map(|&o| facts_of(o))
+            .collect();
+        let read_order: OwnerList = view
+            .placement
+            .read_order_of_point(point)
+            .iter()
+            .map(|o| {
+                *owners
+                    .iter()
+                    .find(|f| f.owner == *o)
+                    .expect("the read order holds the key's owners")
+            })
+            .collect();
+        let previous = node
+            .previous_owners(point)
+            .map(|p| p.iter().map(|&o| facts_of(o)).collect());
+        // Only asked of a node that owns the key.
+        let mine = owners
+            .iter()
+            .find(|o| o.owner.node == node.me)
+            .map(|o| o.owner);
+        let lacks_shared = mine.is_some() && node.lacks_shared(key);
+        Facts {
+            policy: self.policy(view),
+            epoch: view.epoch(),
+            owners,
+            read_order,
+            previous,
+            local: Local {
+                recovering: node.is_recovering(),
+                settling: node.settling_after_pause.load(Ordering::Acquire),
+                lacks_shared,
+                may_read: mine.is_some_and(|o| !lacks_shared && node.copy_is_current(key, o)),
+                handing_over: node.release_due_ms.load(Ordering::Acquire) != 0,
+            },
+        }
+    }
 }
 
 /// What became of one item sent to another owner.
