@@ -345,7 +345,24 @@ pub fn next_candidate(facts: &Facts, access: Access, tried: &[Owner]) -> Option<
     // with `quorum`, where another owner may not have a write the primary
     // acknowledged yet (with `all`, every owner that is up has it).
     if consensus && (write && write_ack != WriteAck::One || write_ack == WriteAck::Quorum) {
-        return decided_primary(facts, tried);
+        let primary = decided_primary(facts, tried);
+        if write {
+            return primary;
+        }
+        // A read the decided primary cannot serve because the key is moving
+        // to it (it has not copied the key yet, or refused it): the node that
+        // held the key before the move still does. Not when the primary is
+        // only unreachable: no other node stands in for it.
+        let primary_unreachable = facts
+            .owners
+            .iter()
+            .any(|o| !o.down && o.owner.node != me && o.tko);
+        return match primary {
+            Some(o) if o.node == me && !local.may_read => previous_owner(facts, order, tried),
+            Some(o) => Some(o),
+            None if primary_unreachable => None,
+            None => previous_owner(facts, order, tried),
+        };
     }
     // With consensus, an owner a decision marked down missed the writes
     // made since (they did not wait for it): it is read only when no
@@ -372,6 +389,14 @@ pub fn next_candidate(facts: &Facts, access: Access, tried: &[Owner]) -> Option<
     }
     // No owner can serve the read yet (keys are moving): a node that held
     // the key before the move still does.
+    previous_owner(facts, order, tried)
+}
+
+/// For a read no owner can serve yet (keys are moving): a node that held the
+/// key before the move, is not one of its owners now, was not tried, and
+/// is reachable.
+fn previous_owner(facts: &Facts, order: &OwnerList, tried: &[Owner]) -> Option<Owner> {
+    let me = facts.policy.me;
     facts
         .previous
         .as_ref()?
@@ -901,6 +926,32 @@ mod tests {
     fn this_node_as_a_previous_owner_serves_even_with_its_own_tko_mark() {
         let scene = Scene::new(1, &[2, 3]).tko(&[1, 2, 3]).previous(&[1, 4]);
         assert_eq!(scene.client(Read), Route::Shard(11, Role::Plain));
+    }
+
+    #[test]
+    fn with_consensus_and_quorum_a_read_the_new_primary_refused_goes_to_an_owner_before_the_move() {
+        // Node 2 took the key over and has not copied it yet: it refused.
+        let scene = Scene::new(1, &[2])
+            .consensus(WriteAck::Quorum)
+            .previous(&[1]);
+        assert_eq!(scene.client(Read), Route::Peer(on(2)));
+        assert_eq!(scene.next(Read, &[2]), Some(on(1)));
+        // This node as the new primary, not yet able to read the key.
+        let scene = Scene::new(1, &[1])
+            .consensus(WriteAck::Quorum)
+            .local(LACKING)
+            .previous(&[3]);
+        assert_eq!(scene.client(Read), Route::Peer(on(3)));
+    }
+
+    #[test]
+    fn with_consensus_and_quorum_no_owner_before_the_move_stands_in_for_an_unreachable_primary() {
+        let scene = Scene::new(1, &[2])
+            .consensus(WriteAck::Quorum)
+            .tko(&[2])
+            .previous(&[1]);
+        assert_eq!(scene.next(Read, &[]), None);
+        assert_eq!(scene.next(Read, &[2]), None);
     }
 
     #[test]
