@@ -1,12 +1,13 @@
 //! `watch`: the log lines a watcher receives are memcached 1.6.18's, line for
 //! line, once the values that legitimately differ (time, log id, descriptor,
-//! class, client port) are masked; a slow watcher is told how many lines it
+//! class, client port) are masked; an evictions watcher reads memcached's
+//! line for each item evicted; a slow watcher is told how many lines it
 //! missed.
 
 mod support;
 
 use std::time::Duration;
-use support::{Client, Server, REPLY_TIMEOUT};
+use support::{Client, Program, Server, REPLY_TIMEOUT};
 
 /// What a client does while a watcher watches, ended by `mn` so its replies
 /// are known to be complete.
@@ -143,4 +144,115 @@ fn a_slow_watcher_is_told_how_many_lines_it_missed() {
         .sum();
     assert!(skipped > 0, "the watcher fell behind");
     assert_eq!(lines + skipped, 100 * reads as u64 + 1);
+}
+
+/// Value bytes of each item that fills memory.
+const FILL_VALUE_BYTES: usize = 1000;
+
+/// What an evictions watcher reads while `-m 4` fills several times over: the
+/// eviction lines, unmasked, and the `skipped=N` total. `a%b` (stored with a
+/// TTL) and `fetched` (read once) are stored first; the reading stops once
+/// `fetched`'s eviction is seen and the server has been quiet a while.
+fn evictions_watched(server: &Server) -> (Vec<String>, u64) {
+    let mut watcher = server.connect();
+    assert_eq!(watcher.call(b"watch evictions\r\n", b"OK\r\n"), b"OK\r\n");
+    let mut client = server.connect();
+    let value = "v".repeat(FILL_VALUE_BYTES);
+    let first = format!(
+        "set a%b 0 100 {len}\r\n{value}\r\nset fetched 0 0 {len}\r\n{value}\r\nget fetched\r\n",
+        len = FILL_VALUE_BYTES
+    );
+    client.call(first.as_bytes(), b"END\r\n");
+    // In batches, reading the watcher between them so that its queue keeps
+    // room: 16 MB into 4.
+    let mut text = Vec::new();
+    for batch in 0..16 {
+        let sets: String = (0..1000)
+            .map(|i| format!("set k{batch}-{i} 0 0 {FILL_VALUE_BYTES} noreply\r\n{value}\r\n"))
+            .collect();
+        client.call(format!("{sets}mn\r\n").as_bytes(), b"MN\r\n");
+        text.extend(watcher.read_available(Duration::from_millis(50)));
+    }
+    if support::find(&text, b"key=fetched ").is_none() {
+        let rest = watcher.read_until(b"key=fetched ", REPLY_TIMEOUT);
+        text.extend(rest.unwrap_or_else(|f| f.received().to_vec()));
+    }
+    text.extend(watcher.read_available(Duration::from_millis(300)));
+    let text = String::from_utf8(text).expect("log lines are text");
+    let skipped = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("skipped="))
+        .map(|n| n.parse::<u64>().expect("a count"))
+        .sum();
+    let lines = text
+        .lines()
+        .filter(|l| !l.starts_with("skipped="))
+        .map(String::from)
+        .collect();
+    (lines, skipped)
+}
+
+/// An eviction line's field named `name`.
+fn field<'a>(line: &'a str, name: &str) -> &'a str {
+    line.split(' ')
+        .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {name} in {line}"))
+}
+
+#[test]
+fn an_evictions_watcher_reads_memcacheds_line_for_each_item_evicted() {
+    let Some(memcached) = Server::memcached(&["-m", "4"]) else {
+        return;
+    };
+    let ringcache = Server::ringcache(&["-t", "1", "-m", "4"]);
+    for server in [&memcached, &ringcache] {
+        let (lines, skipped) = evictions_watched(server);
+        // Both items are evicted, and no other line but evictions is sent.
+        let line_of = |key: &str| {
+            lines
+                .iter()
+                .find(|l| l.contains(&format!(" key={key} ")))
+                .unwrap_or_else(|| panic!("{}: {key} not evicted", server.name))
+        };
+        let with_ttl = line_of("a%25b");
+        let fetched = line_of("fetched");
+        for line in &lines {
+            let names: Vec<&str> = line
+                .split(' ')
+                .filter_map(|f| f.split_once('='))
+                .map(|(n, _)| n)
+                .collect();
+            assert_eq!(
+                names,
+                ["ts", "gid", "type", "key", "fetch", "ttl", "la", "clsid", "size"],
+                "{}: {line}",
+                server.name
+            );
+            assert_eq!(field(line, "type"), "eviction", "{}", server.name);
+        }
+        // memcached's ttl is the seconds left (-1: none), la the seconds since
+        // the last access, size the value's length.
+        let ttl: u32 = field(with_ttl, "ttl").parse().expect("a ttl");
+        assert!((95..=100).contains(&ttl), "{}: {with_ttl}", server.name);
+        assert_eq!(field(with_ttl, "fetch"), "no", "{}", server.name);
+        assert_eq!(field(fetched, "fetch"), "yes", "{}", server.name);
+        assert_eq!(field(fetched, "ttl"), "-1", "{}", server.name);
+        for line in [with_ttl, fetched] {
+            let la: u32 = field(line, "la").parse().expect("an age");
+            assert!(la <= 5, "{}: {line}", server.name);
+            assert_eq!(field(line, "size"), FILL_VALUE_BYTES.to_string());
+        }
+        if server.program == Program::Memcached {
+            // Its logger thread may still be behind.
+            continue;
+        }
+        // One line (or one skipped) per eviction counted.
+        let stats = server.connect().stats("");
+        let evictions = stats
+            .iter()
+            .find(|(name, _)| name == "evictions")
+            .map(|(_, value)| value.parse::<u64>().unwrap())
+            .unwrap();
+        assert_eq!(lines.len() as u64 + skipped, evictions, "{}", server.name);
+    }
 }
