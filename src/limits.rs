@@ -155,6 +155,11 @@ pub const WATCHERS_MAX: usize = 20;
 pub const WATCH_QUEUE_BYTES: usize = 256 * 1024;
 /// How often a watcher's connection writes out its queue.
 pub const WATCH_POLL_MS: u64 = 5;
+/// Evictions a store notes for `watch evictions` before they are taken: more
+/// than one watcher's queue holds of the shortest eviction lines (about 80
+/// bytes), so a full set of notes is dropped at a queue anyway; past it, notes
+/// are counted and the watchers read `skipped=N`.
+pub const EVICTION_NOTES_MAX: usize = 4096;
 
 /// How long a shard of a cluster node remembers a removed key's CAS unique
 /// (see `cluster::tombstones`): a copy of the key older than the removal that

@@ -15,6 +15,12 @@
 //! - a non-zero request CAS turns set/add/replace into compare-and-swap (so `add`
 //!   with a CAS on a missing key is "Not found"), and makes delete, incr/decr and
 //!   append/prepend fail with "Data exists for key." when it does not match.
+//!
+//! `watch` lines are the text protocol's, as memcached 1.6.18 writes them for
+//! binary requests: one `item_get` for every key request (a store's lookup, a
+//! delete's, an incr/decr's), and an `item_store` for every storage command,
+//! `cmd=cas` when the request carries a CAS; an incr/decr that creates its item
+//! logs a second `item_get` and an `item_store` with `cmd=add`.
 
 use super::{lookup, ShardState, VERSION};
 use crate::protocol::binary::{
@@ -38,6 +44,7 @@ pub fn execute(shard: &mut ShardState, req: &BinRequest, clock: &Clock, out: &mu
     let now = clock.rel_secs;
     if let Some(key) = req.command.key() {
         shard.count_key(key);
+        shard.watch_fetch(key, now);
     }
     match req.command {
         Command::Get {
@@ -83,6 +90,9 @@ pub fn execute(shard: &mut ShardState, req: &BinRequest, clock: &Clock, out: &mu
             if op == StoreOp::Set {
                 shard.store.unlink(key);
             }
+            // memcached 1.6.18 crashes logging this (its `ITEM_clsid` of no
+            // item); the line is the text protocol's.
+            shard.watch_store(key, store_mode(op, h), StoreOutcome::TooLarge, 0, 0, now);
             write_error(out, h, Status::TooLarge);
         }
         Command::Delete { key, quiet } => {
@@ -202,26 +212,20 @@ fn store(
     clock: &Clock,
 ) -> Result<u64, Status> {
     let now = clock.rel_secs;
-    let mode = match op {
-        StoreOp::Set | StoreOp::Add | StoreOp::Replace if h.cas != 0 => StoreMode::Cas(h.cas),
-        StoreOp::Set => StoreMode::Set,
-        StoreOp::Add => StoreMode::Add,
-        StoreOp::Replace => StoreMode::Replace,
-        StoreOp::Append => StoreMode::Append,
-        StoreOp::Prepend => StoreMode::Prepend,
-    };
+    let mode = store_mode(op, h);
+    let expiry = expiry(exptime as i64, clock);
     let appending = matches!(op, StoreOp::Append | StoreOp::Prepend);
     if appending && h.cas != 0 {
         if let Ok(item) = shard.store.peek(key, now) {
             if item.cas != h.cas {
                 shard.stats.cmd_set += 1;
+                shard.watch_store(key, mode, StoreOutcome::Exists, expiry, value.len(), now);
                 return Err(Status::KeyExists);
             }
         }
     }
-    let outcome = shard
-        .store
-        .store(mode, key, flags, expiry(exptime as i64, clock), value, now);
+    let outcome = shard.store.store(mode, key, flags, expiry, value, now);
+    shard.watch_store(key, mode, outcome, expiry, value.len(), now);
     let stats = &mut shard.stats;
     // As in the text protocol: memcached counts cmd_set once the value is read
     // into a newly allocated item; append/prepend allocate the joined item later.
@@ -259,6 +263,19 @@ fn store(
             stats.store_no_memory += 1;
             Err(Status::ItemOutOfMemory)
         }
+    }
+}
+
+/// The text protocol's mode of a binary storage command: a request CAS makes
+/// set/add/replace a `cas`.
+fn store_mode(op: StoreOp, h: &Header) -> StoreMode {
+    match op {
+        StoreOp::Set | StoreOp::Add | StoreOp::Replace if h.cas != 0 => StoreMode::Cas(h.cas),
+        StoreOp::Set => StoreMode::Set,
+        StoreOp::Add => StoreMode::Add,
+        StoreOp::Replace => StoreMode::Replace,
+        StoreOp::Append => StoreMode::Append,
+        StoreOp::Prepend => StoreMode::Prepend,
     }
 }
 
@@ -313,10 +330,13 @@ fn arith(
         Err(_) => {
             let value = initial.to_string();
             let exptime = expiry(exptime as i64, clock);
-            match shard
+            // memcached creates the item with an `add`, which looks the key up again.
+            shard.watch_fetch(key, now);
+            let outcome = shard
                 .store
-                .store(StoreMode::Add, key, 0, exptime, value.as_bytes(), now)
-            {
+                .store(StoreMode::Add, key, 0, exptime, value.as_bytes(), now);
+            shard.watch_store(key, StoreMode::Add, outcome, exptime, value.len(), now);
+            match outcome {
                 StoreOutcome::Stored(cas) => Ok((initial, cas)),
                 StoreOutcome::OutOfMemory | StoreOutcome::TooLarge => Err(Status::OutOfMemory),
                 _ => Err(Status::NotStored),
@@ -471,6 +491,25 @@ mod tests {
         assert_eq!(ok.0, 0);
         let got = run(&mut s, &packet(opcode::GET, b"k", b"", b"", 0)).unwrap();
         assert_eq!(&got.2[4..], b"ac");
+    }
+
+    #[test]
+    fn an_incr_that_creates_its_item_logs_memcacheds_lookups_and_add() {
+        let mut s = shard();
+        s.set_watched(
+            crate::engine::watch::FETCHERS | crate::engine::watch::MUTATIONS,
+            9,
+        );
+        let mut extras = 1u64.to_be_bytes().to_vec();
+        extras.extend_from_slice(&7u64.to_be_bytes());
+        extras.extend_from_slice(&30u32.to_be_bytes());
+        run(&mut s, &packet(opcode::INCREMENT, b"n", &extras, b"", 0)).unwrap();
+        assert_eq!(
+            String::from_utf8(s.watch.lines.clone()).unwrap(),
+            "type=item_get key=n status=not_found clsid=0 cfd=9 size=0\n\
+             type=item_get key=n status=not_found clsid=0 cfd=9 size=0\n\
+             type=item_store key=n status=stored cmd=add ttl=30 clsid=1 cfd=9 size=1\n"
+        );
     }
 
     #[test]

@@ -49,6 +49,33 @@ impl ShardState {
         }
     }
 
+    /// Tells the log what the node's watchers want (0: nobody watches) and
+    /// which connection the next requests come from, and the store whether to
+    /// note its evictions.
+    #[inline]
+    pub fn set_watched(&mut self, wanted: u8, cfd: u64) {
+        self.watch.wanted = wanted;
+        self.watch.cfd = cfd;
+        self.store.note_evictions(wanted & watch::EVICTIONS != 0);
+    }
+
+    /// Turns the evictions the store noted into `watch evictions` lines.
+    #[inline]
+    pub fn log_evictions(&mut self) {
+        if self.store.has_evicted() {
+            self.log_evictions_noted();
+        }
+    }
+
+    #[cold]
+    fn log_evictions_noted(&mut self) {
+        let watch = &mut self.watch;
+        let dropped = self
+            .store
+            .take_evicted(|key, evicted| watch.eviction(key, evicted));
+        watch.evictions_dropped += dropped;
+    }
+
     /// Notes a lookup of `key` for `watch fetchers` (memcached logs one per
     /// command that looks a key up, storage commands included).
     #[inline]

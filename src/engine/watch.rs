@@ -1,8 +1,10 @@
 //! memcached's `watch` log lines, as a shard writes them (pure).
 //!
 //! A shard notes what watchers asked to see (`fetchers`, `mutations`,
-//! `connevents`) in its [`WatchLog`]; with nobody watching, `wanted` is 0 and
-//! every hook is one test of it. Lines are written here without their
+//! `evictions`, `connevents`) in its [`WatchLog`]; with nobody watching,
+//! `wanted` is 0 and every hook is one test of it. Evictions happen inside the
+//! store, which notes them while `evictions` is wanted; the shard turns the
+//! notes into lines before it hands its lines over. Lines are written here without their
 //! `ts=... gid=...` prefix: the runtime stamps them with the wall clock and
 //! the node's log ids ([`stamp`]) when it hands them to the watchers.
 //!
@@ -15,12 +17,16 @@
 //! ts=1700000000.123460 gid=8 type=item_store key=foo status=stored cmd=set ttl=0 clsid=1 cfd=23 size=3
 //! ts=1700000000.123470 gid=9 type=conn_new rip=127.0.0.1 rport=51996 transport=tcp cfd=23
 //! ts=1700000000.123480 gid=10 type=conn_close rip=127.0.0.1 rport=51996 transport=tcp reason=normal cfd=23
+//! ts=1700000000.123490 gid=11 type=eviction key=foo fetch=yes ttl=-1 la=3 clsid=1 size=3
 //! skipped=12
 //! ```
 //!
 //! memcached prints the microseconds without leading zeros (`%d`), and so
 //! does this. `skipped=N` tells a watcher that N lines did not fit its queue.
+//! An eviction's `ttl` is the seconds the item had left (`-1`: no expiry), `la`
+//! the seconds since its last access, `size` its value's length.
 
+use crate::storage::Evicted;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
@@ -28,7 +34,7 @@ use std::net::SocketAddr;
 pub const FETCHERS: u8 = 1;
 /// `watch mutations`: every storage command's outcome (`item_store`).
 pub const MUTATIONS: u8 = 2;
-/// `watch evictions`: accepted; this store does not report its evictions one by one.
+/// `watch evictions`: every item evicted to make room (`eviction`).
 pub const EVICTIONS: u8 = 4;
 /// `watch connevents`: client connections opening and closing.
 pub const CONNEVENTS: u8 = 8;
@@ -94,6 +100,9 @@ pub struct WatchLog {
     pub lines: Vec<u8>,
     /// For each line of `lines`: its kind and where it ends.
     pub ends: Vec<(u8, u32)>,
+    /// Evictions the store could not note (too many at once): `skipped` for
+    /// every evictions watcher.
+    pub evictions_dropped: u64,
 }
 
 impl WatchLog {
@@ -103,12 +112,13 @@ impl WatchLog {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.ends.is_empty() && self.evictions_dropped == 0
     }
 
     pub fn clear(&mut self) {
         self.lines.clear();
         self.ends.clear();
+        self.evictions_dropped = 0;
     }
 
     fn end_line(&mut self, kind: u8) {
@@ -162,6 +172,24 @@ impl WatchLog {
             " status={status} cmd={cmd} ttl={ttl_secs} clsid={clsid} cfd={cfd} size={size}"
         );
         self.end_line(MUTATIONS);
+    }
+
+    /// `type=eviction`: `key` was evicted to make room. This store has no slab
+    /// classes: every item is class 1, as in the other lines.
+    pub fn eviction(&mut self, key: &[u8], evicted: Evicted) {
+        self.lines.extend_from_slice(b"type=eviction key=");
+        super::write_uri_encoded(key, &mut self.lines);
+        let fetch = if evicted.fetched { "yes" } else { "no" };
+        let _ = write!(Text(&mut self.lines), " fetch={fetch} ttl=");
+        match evicted.ttl_secs {
+            Some(ttl_secs) => {
+                let _ = write!(Text(&mut self.lines), "{ttl_secs}");
+            }
+            None => self.lines.extend_from_slice(b"-1"),
+        }
+        let (idle_secs, size) = (evicted.idle_secs, evicted.value_len);
+        let _ = write!(Text(&mut self.lines), " la={idle_secs} clsid=1 size={size}");
+        self.end_line(EVICTIONS);
     }
 
     /// `type=conn_new`: connection `cfd` opened from `peer`.
@@ -235,7 +263,7 @@ mod tests {
     #[test]
     fn lines_read_as_memcacheds() {
         let mut log = WatchLog {
-            wanted: FETCHERS | MUTATIONS | CONNEVENTS,
+            wanted: FETCHERS | MUTATIONS | EVICTIONS | CONNEVENTS,
             cfd: 25,
             ..WatchLog::default()
         };
@@ -245,18 +273,34 @@ mod tests {
         let peer: SocketAddr = "127.0.0.1:51996".parse().unwrap();
         log.conn_new(Some(peer), 25);
         log.conn_close(Some(peer), 25, CloseReason::Normal);
+        let evicted = Evicted {
+            fetched: false,
+            ttl_secs: None,
+            idle_secs: 0,
+            value_len: 1000,
+        };
+        log.eviction(b"k0", evicted);
+        let evicted = Evicted {
+            fetched: true,
+            ttl_secs: Some(97),
+            idle_secs: 3,
+            value_len: 1000,
+        };
+        log.eviction(b"a%b", evicted);
         assert_eq!(
             String::from_utf8(log.lines.clone()).unwrap(),
             "type=item_get key=a%20b status=found clsid=1 cfd=25 size=3\n\
              type=item_get key=nope status=not_found clsid=0 cfd=25 size=0\n\
              type=item_store key=foo status=not_stored cmd=add ttl=0 clsid=1 cfd=25 size=1\n\
              type=conn_new rip=127.0.0.1 rport=51996 transport=tcp cfd=25\n\
-             type=conn_close rip=127.0.0.1 rport=51996 transport=tcp reason=normal cfd=25\n"
+             type=conn_close rip=127.0.0.1 rport=51996 transport=tcp reason=normal cfd=25\n\
+             type=eviction key=k0 fetch=no ttl=-1 la=0 clsid=1 size=1000\n\
+             type=eviction key=a%25b fetch=yes ttl=97 la=3 clsid=1 size=1000\n"
         );
         let kinds: Vec<u8> = log.ends.iter().map(|&(k, _)| k).collect();
         assert_eq!(
             kinds,
-            [FETCHERS, FETCHERS, MUTATIONS, CONNEVENTS, CONNEVENTS]
+            [FETCHERS, FETCHERS, MUTATIONS, CONNEVENTS, CONNEVENTS, EVICTIONS, EVICTIONS]
         );
         let mut out = Vec::new();
         stamp(b"type=x\n", 1_796_433_484_096_117, 43, &mut out);

@@ -626,8 +626,7 @@ pub async fn serve(
         let watched = ctx.node.watchers.wanted();
         with_state(|s| {
             s.stats.bytes_read += n as u64;
-            s.watch.wanted = watched;
-            s.watch.cfd = output.cfd;
+            s.set_watched(watched, output.cfd);
         });
         let suspect = ctx.cluster.as_ref().is_some_and(|cluster| {
             cluster

@@ -526,8 +526,7 @@ async fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
             let mut tickets = Vec::new();
             with_state(|state| {
                 state.stats.forwarded_in += batch.ops.len() as u64;
-                state.watch.wanted = ctx.node.watchers.wanted();
-                state.watch.cfd = batch.cfd;
+                state.set_watched(ctx.node.watchers.wanted(), batch.cfd);
                 for (i, op) in batch.ops.iter().enumerate() {
                     let bytes = &batch.bytes[op.start as usize..(op.start + op.len) as usize];
                     let ticket = match op.kind {

@@ -104,9 +104,13 @@ impl Watchers {
             lines.push((kind, from, stamped.len()));
             start = end as usize;
         }
+        let evictions_dropped = pending.evictions_dropped;
         pending.clear();
         for watcher in lock(&self.list).iter() {
             let mut queue = lock(&watcher.queue);
+            if watcher.kinds & log::EVICTIONS != 0 {
+                queue.skipped += evictions_dropped;
+            }
             for &(kind, from, to) in &lines {
                 if watcher.kinds & kind != 0 {
                     queue.offer(&stamped[from..to]);
@@ -132,9 +136,11 @@ impl Queue {
     }
 }
 
-/// Hands this shard's pending lines to the watchers, if it has any.
+/// Hands this shard's pending lines, its noted evictions' among them, to the
+/// watchers, if it has any.
 pub fn publish_pending(watchers: &Watchers) {
     with_state(|s| {
+        s.log_evictions();
         if !s.watch.is_empty() {
             watchers.publish(&mut s.watch);
         }

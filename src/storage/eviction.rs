@@ -11,10 +11,95 @@
 //! without evicting anything: with overwrites and deletes, memcached reuses dead
 //! chunks before it evicts, and so does this. Under `-M` every live item is kept
 //! and nothing is evicted.
+//!
+//! While someone runs `watch evictions`, each evicted item is also noted
+//! ([`EvictionNotes`]) for the engine to turn into log lines; otherwise an
+//! eviction costs one test of a flag more and allocates nothing.
 
 use super::arena::Addr;
 use super::item::{self, Header, BIT_ACCESSED, BIT_FETCHED, BIT_LINKED};
 use super::{Store, WhenFull};
+use crate::limits::EVICTION_NOTES_MAX;
+
+/// One evicted item, as `watch evictions` reports it (memcached's
+/// `logentry_eviction`), measured when it was evicted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Evicted {
+    /// It had been read since it was stored (`fetch=yes`).
+    pub fetched: bool,
+    /// Seconds it had left to live; `None`: it never expired (`ttl=-1`).
+    pub ttl_secs: Option<u32>,
+    /// Seconds since it was last accessed (`la=`).
+    pub idle_secs: u32,
+    pub value_len: u32,
+}
+
+/// The evictions noted since the engine last took them, while some watcher
+/// wants them (see [`Store::note_evictions`]).
+#[derive(Debug, Default)]
+pub(super) struct EvictionNotes {
+    on: bool,
+    /// The evicted keys, one after another.
+    keys: Vec<u8>,
+    /// Each note and where its key ends in `keys`.
+    items: Vec<(Evicted, u32)>,
+    /// Evictions not noted since the last take: past [`EVICTION_NOTES_MAX`].
+    dropped: u64,
+}
+
+impl EvictionNotes {
+    fn note(&mut self, key: &[u8], h: &Header, now: u32) {
+        if self.items.len() >= EVICTION_NOTES_MAX {
+            self.dropped += 1;
+            return;
+        }
+        self.keys.extend_from_slice(key);
+        let evicted = Evicted {
+            fetched: h.bits & BIT_FETCHED != 0,
+            ttl_secs: (h.exptime != 0).then(|| h.exptime.saturating_sub(now)),
+            idle_secs: now.saturating_sub(h.atime),
+            value_len: h.value_len,
+        };
+        self.items.push((evicted, self.keys.len() as u32));
+    }
+
+    fn clear(&mut self) {
+        self.keys.clear();
+        self.items.clear();
+        self.dropped = 0;
+    }
+}
+
+impl Store {
+    /// Starts or stops noting each eviction for `watch evictions`; stopping
+    /// forgets the notes not yet taken.
+    #[inline]
+    pub fn note_evictions(&mut self, on: bool) {
+        if self.evicted.on != on {
+            self.evicted.on = on;
+            self.evicted.clear();
+        }
+    }
+
+    /// Whether evictions were noted (or dropped) since they were last taken.
+    #[inline]
+    pub fn has_evicted(&self) -> bool {
+        !self.evicted.items.is_empty() || self.evicted.dropped > 0
+    }
+
+    /// Hands each noted eviction, oldest first, to `each`, forgets them, and
+    /// returns how many were not noted for want of room.
+    pub fn take_evicted(&mut self, mut each: impl FnMut(&[u8], Evicted)) -> u64 {
+        let mut start = 0;
+        for &(evicted, end) in &self.evicted.items {
+            each(&self.evicted.keys[start..end as usize], evicted);
+            start = end as usize;
+        }
+        let dropped = self.evicted.dropped;
+        self.evicted.clear();
+        dropped
+    }
+}
 
 /// What a reclaim may do with live items.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,6 +204,9 @@ impl Store {
                     write += bytes;
                     kept_bytes += bytes;
                 } else {
+                    if self.evicted.on {
+                        self.evicted.note(item::key(it), &h, now);
+                    }
                     let prev = self.index.prev_of(&self.arena, addr, hash);
                     self.unlink_at(prev, addr, hash);
                     self.stats.evictions += 1;

@@ -51,6 +51,7 @@ use item::{
     Header, BIT_ACCESSED, BIT_FETCHED, BIT_KEY_BINARY, BIT_LINKED, BIT_STALE, BIT_TOKEN_SENT,
 };
 
+pub use eviction::Evicted;
 pub use item::{item_bytes, HEADER_BYTES};
 pub use meta::{MetaView, Slot};
 
@@ -241,6 +242,8 @@ pub struct Store {
     /// `.1` items had been unlinked; until one of those changes it cannot succeed.
     refused: Option<(u32, u64, usize)>,
     unlinked_total: u64,
+    /// Evictions noted for `watch evictions`, while it is watched.
+    evicted: eviction::EvictionNotes,
 }
 
 impl Store {
@@ -260,6 +263,7 @@ impl Store {
             scratch: Vec::new(),
             refused: None,
             unlinked_total: 0,
+            evicted: Default::default(),
         }
     }
 

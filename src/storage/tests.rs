@@ -406,6 +406,68 @@ fn a_reclaim_makes_room_even_when_every_item_was_read() {
     assert_eq!(s.get(b"big", 1).unwrap().value.len(), big.len());
 }
 
+/// Every note `take_evicted` hands over, with the count of dropped ones.
+fn taken(s: &mut Store) -> (Vec<(Vec<u8>, Evicted)>, u64) {
+    let mut notes = Vec::new();
+    let dropped = s.take_evicted(|key, evicted| notes.push((key.to_vec(), evicted)));
+    (notes, dropped)
+}
+
+#[test]
+fn evictions_are_noted_only_while_asked_with_what_watch_evictions_reports() {
+    let value = [b'v'; 1000];
+    let mut s = store(MB);
+    for i in 0..2000 {
+        set(&mut s, format!("a{i}").as_bytes(), &value, 20);
+    }
+    let unnoted = s.stats().evictions;
+    assert!(unnoted > 0 && !s.has_evicted(), "nobody asked");
+
+    s.note_evictions(true);
+    // `ttl` expires at 150; `read` is read once (and so kept one pass more).
+    s.store(StoreMode::Set, b"ttl", 0, 150, &value, 50);
+    set(&mut s, b"read", &value, 50);
+    assert!(s.get(b"read", 52).is_ok());
+    for i in 0..3000 {
+        set(&mut s, format!("b{i}").as_bytes(), &value, 60);
+    }
+    let (notes, dropped) = taken(&mut s);
+    assert_eq!(dropped, 0);
+    assert_eq!(notes.len() as u64, s.stats().evictions - unnoted);
+    assert!(!s.has_evicted(), "taken notes are forgotten");
+    let note = |key: &[u8]| notes.iter().find(|(k, _)| k == key).map(|&(_, e)| e);
+    let expect = |fetched, ttl_secs, idle_secs| Evicted {
+        fetched,
+        ttl_secs,
+        idle_secs,
+        value_len: 1000,
+    };
+    assert_eq!(note(b"a1999"), Some(expect(false, None, 40)));
+    assert_eq!(note(b"ttl"), Some(expect(false, Some(90), 10)));
+    assert_eq!(note(b"read"), Some(expect(true, None, 8)));
+
+    s.note_evictions(false);
+    for i in 0..2000 {
+        set(&mut s, format!("c{i}").as_bytes(), &value, 70);
+    }
+    assert!(!s.has_evicted());
+}
+
+#[test]
+fn evictions_past_the_notes_limit_are_counted_as_dropped() {
+    let mut s = store(8 * MB);
+    s.note_evictions(true);
+    let stores = 300_000;
+    for i in 0..stores {
+        set(&mut s, format!("k{i}").as_bytes(), b"v", 1);
+    }
+    let evictions = s.stats().evictions;
+    assert!(evictions > crate::limits::EVICTION_NOTES_MAX as u64);
+    let (notes, dropped) = taken(&mut s);
+    assert_eq!(notes.len(), crate::limits::EVICTION_NOTES_MAX);
+    assert_eq!(notes.len() as u64 + dropped, evictions);
+}
+
 #[test]
 fn overwrites_reuse_dead_space_without_evicting_items_never_read() {
     let mut s = store(4 * MB);
