@@ -1,0 +1,77 @@
+//! One client connection: read, parse, route each request to the shard that owns
+//! its key, put the replies back in request order, and write them with one call.
+//!
+//! Requests for this shard's keys run inline; those for other shards are batched,
+//! one message per destination shard per read, and their replies are spliced in
+//! where they belong.
+//!
+//! - [`serve`](serve()): the read loop, which does the socket I/O;
+//! - `text`: the text and meta request loop;
+//! - `routing`: where a keyed request runs;
+//! - `output`: the replies of one read, in request order, and the batches for
+//!   other shards;
+//! - `peer_forward`: requests sent to other nodes, and their replies;
+//! - `peer_requests` and `control_lines`: what other nodes send;
+//! - `node_requests`: requests for the whole node.
+
+mod control_lines;
+mod node_requests;
+mod output;
+mod peer_forward;
+mod peer_requests;
+mod routing;
+mod serve;
+mod text;
+
+pub(super) use node_requests::node_view;
+pub(super) use output::{Output, ReplySize};
+pub(super) use peer_forward::{PeerReply, Resend};
+pub(super) use peer_requests::apply_binary_here;
+pub use serve::serve;
+pub(super) use serve::{drain, drain_if_full, skip_data_block};
+
+use crate::protocol::meta::MetaCommand;
+use crate::protocol::text::Request;
+use futures_lite::AsyncWriteExt;
+use glommio::net::TcpStream;
+
+/// memcached's answer to a connection over `-c`.
+const TOO_MANY_CONNECTIONS: &[u8] = b"ERROR Too many open connections\r\n";
+
+/// Answers a connection past the limit as memcached does, and closes it.
+pub async fn refuse(mut stream: TcpStream) {
+    let _ = stream.write_all(TOO_MANY_CONNECTIONS).await;
+    let _ = stream.close().await;
+}
+
+/// The key a single-key request acts on (a meta key decoded from base64).
+pub fn request_key<'r>(req: &'r Request<'_>) -> Option<&'r [u8]> {
+    match req {
+        Request::Store { key, .. }
+        | Request::TooLarge { key, .. }
+        | Request::Delete { key, .. }
+        | Request::Arith { key, .. }
+        | Request::Touch { key, .. } => Some(key),
+        // Meta: every command but `mn` names one key (`me` too: it reads the owner's item).
+        Request::Meta(meta) if meta.command != MetaCommand::Noop => Some(meta.key.bytes()),
+        _ => None,
+    }
+}
+
+/// Bytes of data block after a request's line that are to be skipped: an item
+/// refused as too large before it was read.
+fn swallow_after(req: &Request) -> Option<usize> {
+    match req {
+        Request::TooLarge { swallow_bytes, .. } => Some(*swallow_bytes),
+        Request::Meta(meta) if meta.swallow_bytes > 0 => Some(meta.swallow_bytes),
+        _ => None,
+    }
+}
+
+/// What the read loop does after a read's requests.
+pub(super) enum After {
+    Continue,
+    Close,
+    /// `watch`: the connection now only receives log lines.
+    Watch(std::sync::Arc<super::watch::Watcher>),
+}
