@@ -73,7 +73,7 @@ pub(super) async fn handle_buffer(
                     ReplySize::MayCarryValue,
                 ),
                 // A request refused as too large before its body was read is
-                // answered here (see `conn::keyed`).
+                // answered here (see `conn::routing::keyed`).
                 Route::Peer(_) if matches!(req.command, Command::TooLarge { .. }) => {
                     let clock = ctx.node.clock();
                     with_state(|s| engine::execute(s, &req, &clock, &mut output.out));
