@@ -15,6 +15,7 @@ use crate::runtime::messages::{Answer, Ask};
 use crate::runtime::peer::{self, Link, Reply};
 use crate::runtime::shard::{with_state, ShardCtx};
 use crate::storage::ttl::Clock;
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -249,55 +250,10 @@ impl ShardCluster {
                 self.hints.borrow_mut().entry(node).or_default().overflowed = true;
                 return wire::HINTS_OVERFLOWED;
             }
-            RecoverWhat::Hints => {
-                for key in taken.keys {
-                    let owners = self.view().placement.owners(&key);
-                    let Some(&target) = owners.iter().find(|o| o.node == node) else {
-                        continue;
-                    };
-                    let mut record = Vec::new();
-                    with_state(|s| encode_current(self, s, &key, clock, &mut record));
-                    let link = self.link(target);
-                    let reply = link.send(PeerMode::Copy(self.node.me), record);
-                    pending.push((link, reply, key));
-                }
-            }
+            RecoverWhat::Hints => self.send_hinted(node, taken.keys, clock, &mut pending),
             RecoverWhat::All => {
-                let segments = with_state(|s| s.store.segment_count());
-                for segment in 0..segments {
-                    let mut batch: Vec<(Owner, Vec<u8>, Vec<u8>)> = Vec::new();
-                    let me = self.own_owner();
-                    with_state(|s| {
-                        s.store.visit_segment(segment, clock.rel_secs, |item| {
-                            let owners = self.view().placement.owners(item.key);
-                            let target = owners.iter().find(|o| o.node == node);
-                            if let (Some(&target), true) =
-                                (target, self.node.holds_current(item.key, &owners, me))
-                            {
-                                let mut record = Vec::new();
-                                encode_view(&item, clock, &mut record);
-                                batch.push((target, record, item.key.to_vec()));
-                            }
-                        })
-                    });
-                    for (target, record, key) in batch {
-                        let link = self.link(target);
-                        let reply = link.send(PeerMode::Copy(self.node.me), record);
-                        pending.push((link, reply, key));
-                    }
-                    // Bound what is in flight: wait for this segment's copies.
-                    if !self
-                        .all_acknowledged(&mut pending, PeerMode::Copy(self.node.me))
-                        .await
-                    {
-                        return b"SERVER_ERROR copy failed\r\n";
-                    }
-                    glommio::executor().yield_if_needed().await;
-                }
-                for (target, record, key) in self.removals_for(node, clock) {
-                    let link = self.link(target);
-                    let reply = link.send(PeerMode::Copy(self.node.me), record);
-                    pending.push((link, reply, key));
+                if !self.send_shared(node, clock, &mut pending).await {
+                    return b"SERVER_ERROR copy failed\r\n";
                 }
             }
         }
@@ -309,5 +265,76 @@ impl ShardCluster {
         } else {
             b"SERVER_ERROR copy failed\r\n"
         }
+    }
+
+    /// Sends `node` the current state of each of `keys` it owns, as copies:
+    /// a step of [`ShardCluster::push_recovery`].
+    fn send_hinted(
+        &self,
+        node: u32,
+        keys: HashSet<Vec<u8>>,
+        clock: &Clock,
+        pending: &mut Vec<(Rc<Link>, Reply, Vec<u8>)>,
+    ) {
+        for key in keys {
+            let owners = self.view().placement.owners(&key);
+            let Some(&target) = owners.iter().find(|o| o.node == node) else {
+                continue;
+            };
+            let mut record = Vec::new();
+            with_state(|s| encode_current(self, s, &key, clock, &mut record));
+            let link = self.link(target);
+            let reply = link.send(PeerMode::Copy(self.node.me), record);
+            pending.push((link, reply, key));
+        }
+    }
+
+    /// Sends `node` every item of this shard it co-owns that this node holds
+    /// current, segment by segment, then the removals it remembers of its keys,
+    /// as copies: a step of [`ShardCluster::push_recovery`]. Returns false
+    /// when a segment's copies were not all acknowledged.
+    async fn send_shared(
+        &self,
+        node: u32,
+        clock: &Clock,
+        pending: &mut Vec<(Rc<Link>, Reply, Vec<u8>)>,
+    ) -> bool {
+        let segments = with_state(|s| s.store.segment_count());
+        for segment in 0..segments {
+            let mut batch: Vec<(Owner, Vec<u8>, Vec<u8>)> = Vec::new();
+            let me = self.own_owner();
+            with_state(|s| {
+                s.store.visit_segment(segment, clock.rel_secs, |item| {
+                    let owners = self.view().placement.owners(item.key);
+                    let target = owners.iter().find(|o| o.node == node);
+                    if let (Some(&target), true) =
+                        (target, self.node.holds_current(item.key, &owners, me))
+                    {
+                        let mut record = Vec::new();
+                        encode_view(&item, clock, &mut record);
+                        batch.push((target, record, item.key.to_vec()));
+                    }
+                })
+            });
+            for (target, record, key) in batch {
+                let link = self.link(target);
+                let reply = link.send(PeerMode::Copy(self.node.me), record);
+                pending.push((link, reply, key));
+            }
+            // Bound what is in flight: wait for this segment's copies.
+            if !self
+                .all_acknowledged(pending, PeerMode::Copy(self.node.me))
+                .await
+            {
+                return false;
+            }
+            glommio::executor().yield_if_needed().await;
+        }
+        for (target, record, key) in self.removals_for(node, clock) {
+            let link = self.link(target);
+            let reply = link.send(PeerMode::Copy(self.node.me), record);
+            pending.push((link, reply, key));
+        }
+        true
     }
 }
