@@ -1,0 +1,475 @@
+//! Applying keyed requests in a role, and the replication of a primary's
+//! writes: the item sent to the other owners, their acknowledgements, and the
+//! records (items, removals) that carry a key's state from node to node.
+//! Sends over peer links and waits for their replies.
+
+use super::routing::ShardCluster;
+use crate::cluster::ring::Owner;
+use crate::cluster::route::Role;
+use crate::cluster::wire::{self, PeerMode};
+use crate::engine::ShardState;
+use crate::limits::{EPOCH_RETRIES_MAX, EPOCH_RETRY_PAUSE_MS, RECOVERY_WRITTEN_KEYS_MAX};
+use crate::runtime::peer::{Link, Reply};
+use crate::runtime::shard::with_state;
+use crate::storage::ttl::Clock;
+use std::collections::HashSet;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// What became of one item sent to another owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ack {
+    Acked,
+    /// The receiver does not own the key at the epoch it is at.
+    Moved,
+    Failed,
+}
+
+/// One write's replication: the replies of the other owners, and how many of
+/// them must acknowledge it before the client is answered.
+pub struct Ticket {
+    key: Vec<u8>,
+    replies: Vec<(Rc<Link>, Reply)>,
+    needed: usize,
+    /// The epoch whose owners the item went to.
+    epoch: u64,
+}
+
+impl ShardCluster {
+    /// Applies a keyed request in `role` (the engine has already executed it
+    /// for `Plain`): bookkeeping before and after, and for `Primary` the
+    /// replication of the resulting item. Returns false when a `Copy` must not
+    /// be applied (the key was written since recovery began).
+    pub fn before_apply(&self, key: &[u8], role: Role) -> bool {
+        let node = &self.node;
+        if !node.is_copying() {
+            // A load first: the flag is shared by every shard, and a write
+            // to it on each apply would bounce its cache line between them.
+            if node.written_any.load(Ordering::Acquire)
+                && node.written_any.swap(false, Ordering::AcqRel)
+            {
+                *node.written.lock().expect("written lock") = HashSet::new();
+            }
+            return true;
+        }
+        match role {
+            Role::Plain => true,
+            Role::Copy(_) => !node.was_written(key),
+            Role::Primary | Role::Replica | Role::Merge(_) => {
+                node.written_any.store(true, Ordering::Release);
+                let mut written = node.written.lock().expect("written lock");
+                if written.len() < RECOVERY_WRITTEN_KEYS_MAX {
+                    written.insert(key.to_vec());
+                } else if written.len() == RECOVERY_WRITTEN_KEYS_MAX {
+                    log::warn!(
+                        "more than {RECOVERY_WRITTEN_KEYS_MAX} keys written during recovery: copies may overwrite newer writes"
+                    );
+                    written.insert(Vec::new());
+                }
+                true
+            }
+        }
+    }
+
+    /// Sends the item `key` now is (or its removal) to the key's other owners.
+    pub fn replicate(&self, state: &mut ShardState, key: &[u8], clock: &Clock) -> Ticket {
+        let mut record = Vec::new();
+        encode_current(self, state, key, clock, &mut record);
+        let view = self.view();
+        let owners = view.placement.owners(key);
+        let config = view.config();
+        // This node's own copy counts when it is one of the owners. `write_ack`
+        // counts among the owners that are up: once a decision marks an owner
+        // down, `quorum` and `all` are reached without it (it gets a hint, and
+        // catches up when it is back), so one dead node stops no writes.
+        // (A node marked down may still be primary for a write, as the first
+        // reachable owner: its own copy then counts for nothing.)
+        let is_up = |node: u32| {
+            config
+                .node(node)
+                .is_none_or(|n| n.state != crate::cluster::config::NodeState::Down)
+        };
+        let mine = usize::from(
+            owners
+                .iter()
+                .any(|o| o.node == self.node.me && is_up(o.node)),
+        );
+        let up = owners.iter().filter(|o| is_up(o.node)).count().max(1);
+        let needed = config.write_ack().acks_needed(up).saturating_sub(mine);
+        let mut replies = Vec::with_capacity(owners.len());
+        for &owner in owners.iter().filter(|o| o.node != self.node.me) {
+            if self.node.is_tko(owner.node) {
+                self.hint(owner.node, key);
+            } else {
+                let link = self.link(owner);
+                let reply = link.send(PeerMode::Replica, record.clone());
+                replies.push((link, reply));
+            }
+        }
+        Ticket {
+            key: key.to_vec(),
+            replies,
+            needed,
+            epoch: view.epoch(),
+        }
+    }
+
+    /// Waits until enough owners have acknowledged the write (true) or too
+    /// many have failed (false). Owners that fail get a hint; those not waited
+    /// for are followed in the background.
+    ///
+    /// An owner that answers it no longer owns the key has taken up an epoch
+    /// that moved it: the item is sent again to the owners in force, which
+    /// may have copied the key before this write.
+    pub async fn settle(self: &Rc<Self>, mut ticket: Ticket) -> bool {
+        let mut attempt = 0;
+        loop {
+            let Ticket {
+                key,
+                replies,
+                needed,
+                epoch,
+            } = ticket;
+            let mut acks = 0;
+            let mut moved = false;
+            let mut replies = replies.into_iter();
+            while acks < needed {
+                let Some((link, reply)) = replies.next() else {
+                    break;
+                };
+                match self
+                    .acknowledged(&link, reply, &key, PeerMode::Replica)
+                    .await
+                {
+                    Ack::Acked => acks += 1,
+                    Ack::Moved => moved = true,
+                    Ack::Failed => {}
+                }
+            }
+            let rest: Vec<_> = replies.collect();
+            if !rest.is_empty() {
+                let me = self.clone();
+                let key = key.clone();
+                glommio::spawn_local(async move {
+                    let mut moved = false;
+                    for (link, reply) in rest {
+                        moved |= me.acknowledged(&link, reply, &key, PeerMode::Replica).await
+                            == Ack::Moved;
+                    }
+                    if moved {
+                        let clock = me.node_clock();
+                        let again = with_state(|s| me.replicate(s, &key, &clock));
+                        for (link, reply) in again.replies {
+                            me.acknowledged(&link, reply, &key, PeerMode::Replica).await;
+                        }
+                    }
+                })
+                .detach();
+            }
+            // Owners acknowledged under an epoch that has since moved the key
+            // may not be its owners now: the owners in force are sent it too.
+            let view = self.view();
+            moved |= view.epoch() != epoch
+                && !view
+                    .placement
+                    .owners(&key)
+                    .iter()
+                    .any(|o| o.node == self.node.me);
+            if !moved || attempt == EPOCH_RETRIES_MAX {
+                return acks >= needed;
+            }
+            attempt += 1;
+            glommio::timer::sleep(Duration::from_millis(EPOCH_RETRY_PAUSE_MS)).await;
+            let clock = self.node_clock();
+            ticket = with_state(|s| self.replicate(s, &key, &clock));
+        }
+    }
+
+    async fn acknowledged(&self, link: &Rc<Link>, reply: Reply, key: &[u8], mode: PeerMode) -> Ack {
+        let mut reply = reply;
+        let mut epoch_retries = 0;
+        loop {
+            match link.wait(reply).await {
+                Ok(answer) if wire::is_ack(&answer) => return Ack::Acked,
+                Ok(answer) if answer == wire::NOT_AN_OWNER => return Ack::Moved,
+                // The owner is taking up another configuration: send it the
+                // item as it is now, a moment later.
+                // An owner of an older view that the view in force has moved
+                // the key from (or left out): the caller sends it anew.
+                Ok(answer)
+                    if answer.starts_with(wire::EPOCH_MISMATCH_PREFIX)
+                        && !self.view().placement.owners(key).contains(&link.target) =>
+                {
+                    return Ack::Moved
+                }
+                Ok(answer)
+                    if answer.starts_with(wire::EPOCH_MISMATCH_PREFIX)
+                        && epoch_retries < EPOCH_RETRIES_MAX =>
+                {
+                    epoch_retries += 1;
+                    glommio::timer::sleep(Duration::from_millis(EPOCH_RETRY_PAUSE_MS)).await;
+                    let clock = self.node_clock();
+                    let mut record = Vec::new();
+                    with_state(|s| encode_current(self, s, key, &clock, &mut record));
+                    reply = link.send(mode, record);
+                }
+                Ok(answer) => {
+                    log::warn!(
+                        "node {} refused a replicated item: {}",
+                        link.target.node,
+                        String::from_utf8_lossy(&answer).trim_end()
+                    );
+                    self.hint(link.target.node, key);
+                    return Ack::Failed;
+                }
+                Err(_) => {
+                    self.hint(link.target.node, key);
+                    return Ack::Failed;
+                }
+            }
+        }
+    }
+
+    pub(super) async fn all_acknowledged(
+        &self,
+        pending: &mut Vec<(Rc<Link>, Reply, Vec<u8>)>,
+        mode: PeerMode,
+    ) -> bool {
+        let mut ok = true;
+        for (link, reply, key) in pending.drain(..) {
+            if self.acknowledged(&link, reply, &key, mode).await != Ack::Acked {
+                ok = false;
+            }
+        }
+        ok
+    }
+
+    /// Whether this shard's state of `key` (its item, or its remembered
+    /// removal) is newer than a copy carrying `cas`: CAS values grow with
+    /// every write of a key on any node (each node raises its counter past
+    /// those it is sent), so the higher one is newer. A copy of the same item
+    /// is taken (a `touch` keeps the CAS unique and changes the expiry).
+    fn holds_newer(&self, state: &mut ShardState, key: &[u8], cas: u64, clock: &Clock) -> bool {
+        if let Ok(item) = state.store.peek(key, clock.rel_secs) {
+            return item.cas > cas;
+        }
+        self.tombstones
+            .borrow_mut()
+            .cas_of(key, clock.rel_secs)
+            .is_some_and(|removed| removed >= cas)
+    }
+
+    /// The removals this shard remembers of keys `node` owns, as records to
+    /// send it (a node copying every shared item gets them with the items, so
+    /// that no older copy brings a removed key back).
+    pub(super) fn removals_for(&self, node: u32, clock: &Clock) -> Vec<(Owner, Vec<u8>, Vec<u8>)> {
+        let view = self.view();
+        let me = self.own_owner();
+        let mut tombstones = self.tombstones.borrow_mut();
+        let mut records = Vec::new();
+        for (key, cas) in tombstones.live(clock.rel_secs) {
+            let owners = view.placement.owners(key);
+            let Some(&target) = owners.iter().find(|o| o.node == node) else {
+                continue;
+            };
+            if self.node.holds_current(key, &owners, me) {
+                let mut record = Vec::new();
+                wire::encode_removal(key, cas, &mut record);
+                records.push((target, record, key.to_vec()));
+            }
+        }
+        records
+    }
+}
+
+/// Applies a keyed text or meta request in `role`, writing its reply to `out`;
+/// for `Primary`, returns the replication to settle before the reply is sent.
+pub fn apply(
+    cluster: &ShardCluster,
+    state: &mut ShardState,
+    req: &crate::protocol::text::Request<'_>,
+    key: &[u8],
+    role: Role,
+    clock: &Clock,
+    out: &mut Vec<u8>,
+) -> Option<Ticket> {
+    if !cluster.before_apply(key, role) {
+        // A copy older than a write since recovery began: acknowledged, not applied.
+        log::trace!(
+            "{role:?} {}: written since recovery began",
+            String::from_utf8_lossy(key)
+        );
+        return None;
+    }
+    if let (Role::Replica | Role::Copy(_) | Role::Merge(_), Some(cas)) = (role, req_new_cas(req)) {
+        // Several nodes may push a key (nodes pushing copies, a node that was
+        // cut off): the newest state wins whatever the order, and a removal
+        // is a state like an item. A primary's write is taken as it comes: a
+        // primary that has not copied the key yet (it just gained it) gives it
+        // a unique from its own counter, which may be smaller than an older
+        // write's.
+        log::trace!(
+            "{role:?} {} {} cas {cas}",
+            if is_removal(req) {
+                "removal of"
+            } else {
+                "item"
+            },
+            String::from_utf8_lossy(key)
+        );
+        if role != Role::Replica && cluster.holds_newer(state, key, cas, clock) {
+            log::trace!("  older than held: not applied");
+            if let Role::Copy(from @ 1..) | Role::Merge(from @ 1..) = role {
+                // The pusher's copy is older than this node's: it missed a
+                // write, which it is sent again.
+                cluster.hint(from, key);
+            }
+            return None;
+        }
+        let mut tombstones = cluster.tombstones.borrow_mut();
+        if is_removal(req) {
+            tombstones.note(key, cas, clock.rel_secs);
+        } else {
+            tombstones.forget(key);
+        }
+    }
+    crate::engine::execute(state, req, clock, out);
+    after_apply(cluster, state, req_new_cas(req), key, role, clock)
+}
+
+/// [`apply`] for one key of a multi-key retrieval (`gat` changes its item).
+#[allow(clippy::too_many_arguments)]
+pub fn apply_get_one(
+    cluster: &ShardCluster,
+    state: &mut ShardState,
+    kind: crate::protocol::text::GetKind,
+    exptime: Option<i64>,
+    key: &[u8],
+    role: Role,
+    clock: &Clock,
+    out: &mut Vec<u8>,
+) -> Option<Ticket> {
+    cluster.before_apply(key, role);
+    crate::engine::get_one(state, kind, exptime, key, clock, out);
+    after_apply(cluster, state, None, key, role, clock)
+}
+
+/// [`apply`] for a binary request.
+pub fn apply_binary(
+    cluster: &ShardCluster,
+    state: &mut ShardState,
+    req: &crate::protocol::binary::BinRequest<'_>,
+    key: &[u8],
+    role: Role,
+    clock: &Clock,
+    out: &mut Vec<u8>,
+) -> Option<Ticket> {
+    cluster.before_apply(key, role);
+    crate::engine::binary::execute(state, req, clock, out);
+    after_apply(cluster, state, None, key, role, clock)
+}
+
+/// Whether a removal is what `req` sends.
+fn is_removal(req: &crate::protocol::text::Request<'_>) -> bool {
+    matches!(req, crate::protocol::text::Request::Meta(meta)
+        if meta.command == crate::protocol::meta::MetaCommand::Delete)
+}
+
+fn req_new_cas(req: &crate::protocol::text::Request<'_>) -> Option<u64> {
+    match req {
+        crate::protocol::text::Request::Meta(meta) => meta.flags.new_cas,
+        _ => None,
+    }
+}
+
+fn after_apply(
+    cluster: &ShardCluster,
+    state: &mut ShardState,
+    new_cas: Option<u64>,
+    key: &[u8],
+    role: Role,
+    clock: &Clock,
+) -> Option<Ticket> {
+    match role {
+        Role::Primary => {
+            log::trace!("primary for {}", String::from_utf8_lossy(key));
+            // A removal this shard remembers is of an older state once the
+            // key holds an item again: a later delete takes a fresh unique
+            // above that item's (see `encode_current`), not the old removal's.
+            let mut tombstones = cluster.tombstones.borrow_mut();
+            if !tombstones.is_empty() && state.store.peek(key, clock.rel_secs).is_ok() {
+                tombstones.forget(key);
+            }
+            drop(tombstones);
+            Some(cluster.replicate(state, key, clock))
+        }
+        Role::Replica | Role::Copy(_) | Role::Merge(_) => {
+            if let Some(cas) = new_cas {
+                state.store.observe_cas(cas);
+            }
+            None
+        }
+        Role::Plain => None,
+    }
+}
+
+/// Writes the record that makes a replica's copy of `key` what this store
+/// holds: the item, or its removal with the CAS unique the removal took (a key
+/// missing here with no removal remembered takes a new one now: its absence is
+/// this node's newest state of it).
+pub(super) fn encode_current(
+    cluster: &ShardCluster,
+    state: &mut ShardState,
+    key: &[u8],
+    clock: &Clock,
+    out: &mut Vec<u8>,
+) {
+    if let Ok(item) = state.store.peek(key, clock.rel_secs) {
+        return encode_view(&item, clock, out);
+    }
+    let mut tombstones = cluster.tombstones.borrow_mut();
+    let cas = match tombstones.cas_of(key, clock.rel_secs) {
+        Some(cas) => cas,
+        None => {
+            let cas = state.store.new_cas();
+            tombstones.note(key, cas, clock.rel_secs);
+            cas
+        }
+    };
+    wire::encode_removal(key, cas, out);
+}
+
+pub(super) fn encode_view(item: &crate::storage::ItemView<'_>, clock: &Clock, out: &mut Vec<u8>) {
+    let exptime_unix =
+        (item.exptime != 0).then(|| clock.process_started_unix + item.exptime as i64);
+    wire::encode_item(
+        item.key,
+        item.value,
+        item.flags,
+        exptime_unix,
+        item.cas,
+        out,
+    );
+}
+
+/// Whether a text or meta request changes its item (and so goes to the primary
+/// and is replicated).
+pub fn is_write(req: &crate::protocol::text::Request<'_>) -> bool {
+    use crate::protocol::meta::MetaCommand;
+    use crate::protocol::text::Request;
+    match req {
+        Request::Store { .. }
+        | Request::TooLarge { .. }
+        | Request::Delete { .. }
+        | Request::Arith { .. }
+        | Request::Touch { .. } => true,
+        Request::Get { exptime, .. } => exptime.is_some(),
+        Request::Meta(meta) => match meta.command {
+            MetaCommand::Get => meta.flags.ttl.is_some() || meta.flags.vivify_ttl.is_some(),
+            MetaCommand::Set | MetaCommand::Delete | MetaCommand::Arith => true,
+            _ => false,
+        },
+        _ => false,
+    }
+}

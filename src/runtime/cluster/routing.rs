@@ -1,0 +1,234 @@
+//! One shard's part of the cluster ([`ShardCluster`]): its copy of the view,
+//! its links to other nodes' shards, and the routing glue that gathers the
+//! facts `cluster::route` decides on (the policy itself is pure, there). No
+//! I/O here: links connect when used.
+
+use super::hints::Hints;
+use super::node::{ClusterNode, View};
+use crate::cluster::config::NodeState;
+use crate::cluster::ring::{key_point, Owner};
+use crate::cluster::route::{
+    self, Access, Facts, Local, Member, OwnerFacts, OwnerList, Policy, Refusal, Route,
+};
+use crate::cluster::tombstones::Tombstones;
+use crate::cluster::wire::PeerMode;
+use crate::runtime::peer::Link;
+use crate::storage::ttl::Clock;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// How a connection's requests are served: as a client's, or as another node's
+/// after an `rc <mode> <epoch>` line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnMode {
+    Client,
+    Peer { mode: PeerMode, epoch: u64 },
+}
+
+/// One shard's part of the cluster.
+pub struct ShardCluster {
+    pub node: Arc<ClusterNode>,
+    /// The node this shard belongs to (for the store's clock).
+    pub(super) runtime: Arc<crate::runtime::Node>,
+    pub(super) links: RefCell<HashMap<Owner, Rc<Link>>>,
+    pub(super) hints: RefCell<HashMap<u32, Hints>>,
+    /// The removals this shard applied, with their CAS uniques.
+    pub(super) tombstones: RefCell<Tombstones>,
+    /// Client requests this shard forwarded to each node, by node id (`stats peers`).
+    pub(super) forwarded: RefCell<HashMap<u32, u64>>,
+    /// Peers this shard is settling with (see [`exchange`](super::exchange)).
+    pub(super) exchanging: RefCell<HashSet<u32>>,
+    pub(super) view: RefCell<Arc<View>>,
+    pub(super) view_epoch: Cell<u64>,
+    /// This shard's number on its node.
+    pub(super) shard: u32,
+}
+
+impl ShardCluster {
+    pub fn new(
+        node: Arc<ClusterNode>,
+        runtime: Arc<crate::runtime::Node>,
+        shard: u32,
+    ) -> ShardCluster {
+        let view = node.view();
+        ShardCluster {
+            shard,
+            runtime,
+            view_epoch: Cell::new(view.epoch()),
+            view: RefCell::new(Arc::new((*view).clone())),
+            node,
+            links: RefCell::new(HashMap::new()),
+            hints: RefCell::new(HashMap::new()),
+            tombstones: RefCell::default(),
+            forwarded: RefCell::new(HashMap::new()),
+            exchanging: RefCell::new(HashSet::new()),
+        }
+    }
+
+    /// Counts a client request forwarded to `node`.
+    pub fn count_forwarded(&self, node: u32) {
+        *self.forwarded.borrow_mut().entry(node).or_insert(0) += 1;
+    }
+
+    /// Client requests this shard forwarded, by node id.
+    pub fn forwarded_to(&self) -> Vec<(u32, u64)> {
+        self.forwarded
+            .borrow()
+            .iter()
+            .map(|(&node, &n)| (node, n))
+            .collect()
+    }
+
+    /// This shard as an owner of keys.
+    pub(super) fn own_owner(&self) -> Owner {
+        Owner {
+            node: self.node.me,
+            shard: self.shard,
+        }
+    }
+
+    /// This shard's link to `owner`'s shard, made on first use. An owner found
+    /// in an older view may have left the cluster since: its link goes nowhere
+    /// (port 0 refuses at once), so the caller's request fails and moves on to
+    /// the owners of the view in force.
+    pub fn link(&self, owner: Owner) -> Rc<Link> {
+        let view = self.view();
+        let Some(addr) = view.shard_addr(owner) else {
+            return Link::new(
+                owner,
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                self.node.clone(),
+            );
+        };
+        self.links
+            .borrow_mut()
+            .entry(owner)
+            .or_insert_with(|| Link::new(owner, addr, self.node.clone()))
+            .clone()
+    }
+
+    pub(super) fn node_clock(&self) -> Clock {
+        self.runtime.clock()
+    }
+
+    /// This shard's copy of the view in force, taken up when the epoch moved.
+    pub fn view(&self) -> Arc<View> {
+        let epoch = self.node.epoch();
+        if epoch != self.view_epoch.get() {
+            let view = self.node.view();
+            // Links to endpoints that moved are dropped; new ones connect anew.
+            self.links
+                .borrow_mut()
+                .retain(|owner, link| view.shard_addr(*owner) == Some(link.addr()));
+            self.view_epoch.set(view.epoch());
+            *self.view.borrow_mut() = Arc::new((*view).clone());
+        }
+        self.view.borrow().clone()
+    }
+
+    /// Where a keyed request on a connection in `mode` goes (see `route`).
+    pub fn route(&self, key: &[u8], write: bool, mode: ConnMode) -> Route {
+        // A pause that ended just now is noticed here too, before anything is
+        // served from this node's copies: the watch may not have ticked yet.
+        self.node.notice_pause();
+        let view = self.view();
+        let access = Access::of(write);
+        match mode {
+            ConnMode::Client => {
+                let members = view.config().nodes().iter().map(|n| Member {
+                    node: n.id,
+                    tko: view.tko_mark(n.id),
+                });
+                if route::cut_off(&self.policy(&view), members) {
+                    self.node.was_cut_off.store(true, Ordering::Release);
+                    return Route::Refuse(Refusal::NoOwnerReachable);
+                }
+                self.node.notice_rejoin();
+                route::client(&self.facts(&view, key), access)
+            }
+            ConnMode::Peer { mode, epoch } => {
+                route::peer(&self.facts(&view, key), mode, epoch, access)
+            }
+        }
+    }
+
+    /// The next owner a client's request for `key` may go to, leaving out those
+    /// in `tried` (see `route::next_candidate`).
+    pub fn next_candidate(
+        &self,
+        view: &View,
+        key: &[u8],
+        write: bool,
+        tried: &[Owner],
+    ) -> Option<Owner> {
+        route::next_candidate(&self.facts(view, key), Access::of(write), tried)
+    }
+
+    fn policy(&self, view: &View) -> Policy {
+        Policy {
+            me: self.node.me,
+            consensus: self.node.consensus.load(Ordering::Acquire),
+            write_ack: view.config().write_ack(),
+        }
+    }
+
+    /// What routing `key` depends on, read from `view` and this node's state
+    /// now. The key is hashed once, here.
+    fn facts(&self, view: &View, key: &[u8]) -> Facts {
+        let node = &self.node;
+        let point = key_point(key);
+        let facts_of = |owner: Owner| OwnerFacts {
+            owner,
+            down: view
+                .config()
+                .node(owner.node)
+                .is_some_and(|n| n.state == NodeState::Down),
+            tko: view.tko_mark(owner.node),
+            addressed: view.shard_addr(owner).is_some(),
+        };
+        let owners: OwnerList = view
+            .placement
+            .owners_of_point(point)
+            .iter()
+            .map(|&o| facts_of(o))
+            .collect();
+        let read_order: OwnerList = view
+            .placement
+            .read_order_of_point(point)
+            .iter()
+            .map(|o| {
+                *owners
+                    .iter()
+                    .find(|f| f.owner == *o)
+                    .expect("the read order holds the key's owners")
+            })
+            .collect();
+        let previous = node
+            .previous_owners(point)
+            .map(|p| p.iter().map(|&o| facts_of(o)).collect());
+        // Only asked of a node that owns the key.
+        let mine = owners
+            .iter()
+            .find(|o| o.owner.node == node.me)
+            .map(|o| o.owner);
+        let lacks_shared = mine.is_some() && node.lacks_shared(key);
+        Facts {
+            policy: self.policy(view),
+            epoch: view.epoch(),
+            owners,
+            read_order,
+            previous,
+            local: Local {
+                recovering: node.is_recovering(),
+                settling: node.settling_after_pause.load(Ordering::Acquire),
+                lacks_shared,
+                may_read: mine.is_some_and(|o| !lacks_shared && node.copy_is_current(key, o)),
+                handing_over: node.release_due_ms.load(Ordering::Acquire) != 0,
+            },
+        }
+    }
+}
