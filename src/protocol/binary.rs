@@ -26,6 +26,7 @@
 //! body: extras, key, value
 //! ```
 
+use super::carried::Slices;
 use super::ParseLimits;
 use crate::limits::{item_fits, KEY_LEN_MAX};
 
@@ -89,6 +90,9 @@ pub enum Status {
     /// memcached's "Auth failure.": also its answer to a flush under `-F`.
     AuthError = 0x20,
     UnknownCommand = 0x81,
+    /// A request this server cannot serve for a fault of its own (one shard
+    /// handed another a key it does not own).
+    InternalError = 0x84,
     /// In a cluster: no owner of the key answered.
     TemporaryFailure = 0x86,
     /// Out of memory for an increment or decrement.
@@ -119,6 +123,7 @@ impl Status {
             Status::NotMyVbucket => b"Vbucket belongs to another server",
             Status::AuthError => b"Auth failure.",
             Status::UnknownCommand => b"Unknown command",
+            Status::InternalError => b"Internal error",
             Status::TemporaryFailure => b"Temporary failure",
             Status::OutOfMemory => b"Out of memory",
             Status::ItemOutOfMemory => b"Out of memory allocating item",
@@ -252,6 +257,87 @@ impl Command<'_> {
 pub struct BinRequest<'a> {
     pub header: Header,
     pub command: Command<'a>,
+}
+
+impl<'a> Slices<'a> for BinRequest<'a> {
+    type With<'b> = BinRequest<'b>;
+
+    fn map_slices<'b>(&self, mut f: impl FnMut(&'a [u8]) -> &'b [u8]) -> BinRequest<'b> {
+        let command = match self.command {
+            Command::Get {
+                key,
+                with_key,
+                quiet,
+            } => Command::Get {
+                key: f(key),
+                with_key,
+                quiet,
+            },
+            Command::Touch {
+                key,
+                exptime,
+                value,
+                with_key,
+                quiet,
+            } => Command::Touch {
+                key: f(key),
+                exptime,
+                value,
+                with_key,
+                quiet,
+            },
+            Command::Store {
+                op,
+                key,
+                flags,
+                exptime,
+                value,
+                quiet,
+            } => Command::Store {
+                op,
+                key: f(key),
+                flags,
+                exptime,
+                value: f(value),
+                quiet,
+            },
+            Command::TooLarge {
+                op,
+                key,
+                swallow_bytes,
+            } => Command::TooLarge {
+                op,
+                key: f(key),
+                swallow_bytes,
+            },
+            Command::Delete { key, quiet } => Command::Delete { key: f(key), quiet },
+            Command::Arith {
+                op,
+                key,
+                delta,
+                initial,
+                exptime,
+                quiet,
+            } => Command::Arith {
+                op,
+                key: f(key),
+                delta,
+                initial,
+                exptime,
+                quiet,
+            },
+            Command::Quit { quiet } => Command::Quit { quiet },
+            Command::Flush { exptime, quiet } => Command::Flush { exptime, quiet },
+            Command::Noop => Command::Noop,
+            Command::Version => Command::Version,
+            Command::Stat { group } => Command::Stat { group: f(group) },
+            Command::Unknown { swallow_bytes } => Command::Unknown { swallow_bytes },
+        };
+        BinRequest {
+            header: self.header,
+            command,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

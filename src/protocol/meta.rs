@@ -21,6 +21,7 @@
 //! A base64 key (`b`) is decoded into the request itself, so the parser still
 //! allocates nothing and the router hashes the key the store will see.
 
+use super::carried::Slices;
 use super::text::{
     safe_strtol, safe_strtoul, safe_strtoull, ArithOp, Parsed, Rejection, Request, Tokens,
 };
@@ -164,6 +165,26 @@ impl<'a> MetaRequest<'a> {
     /// The flag tokens, in request order.
     pub fn flag_tokens(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.tokens.split(|&b| b == b' ').filter(|t| !t.is_empty())
+    }
+}
+
+impl<'a> Slices<'a> for MetaRequest<'a> {
+    type With<'b> = MetaRequest<'b>;
+
+    /// A base64 key keeps its decoded bytes: they are not decoded again.
+    fn map_slices<'b>(&self, mut f: impl FnMut(&'a [u8]) -> &'b [u8]) -> MetaRequest<'b> {
+        MetaRequest {
+            command: self.command,
+            key: MetaKey {
+                raw: f(self.key.raw),
+                decoded: self.key.decoded,
+                decoded_len: self.key.decoded_len,
+            },
+            flags: self.flags,
+            tokens: f(self.tokens),
+            data: f(self.data),
+            swallow_bytes: self.swallow_bytes,
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod ascii_auth;
 pub mod binary;
+pub mod carried;
 pub mod meta;
 pub mod text;
 

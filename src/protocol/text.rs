@@ -21,7 +21,8 @@
 //! Meta commands (`mg`, `ms`, `md`, `ma`, `mn`, `me`) share the line rules and are
 //! parsed in [`super::meta`].
 
-use super::meta::MetaRequest;
+use super::carried::Slices;
+use super::meta::{MetaCommand, MetaRequest};
 use super::ParseLimits;
 use crate::limits::{
     item_fits, KEY_LEN_MAX, LEADING_SPACES_MAX, LINE_LEN_MAX, MEMLIMIT_MAX_MB, MEMLIMIT_MIN_MB,
@@ -83,6 +84,104 @@ pub struct Keys<'a> {
 impl<'a> Keys<'a> {
     pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.raw.split(|&b| b == b' ').filter(|k| !k.is_empty())
+    }
+}
+
+impl<'a> Request<'a> {
+    /// The key a single-key request acts on (a meta key decoded from base64):
+    /// the key it is routed by. `None` for a multi-key get and for requests
+    /// without a key (`mn` among them).
+    pub fn key(&self) -> Option<&[u8]> {
+        match self {
+            Request::Store { key, .. }
+            | Request::TooLarge { key, .. }
+            | Request::Delete { key, .. }
+            | Request::Arith { key, .. }
+            | Request::Touch { key, .. } => Some(key),
+            // Meta: every command but `mn` names one key (`me` too: it reads the owner's item).
+            Request::Meta(meta) if meta.command != MetaCommand::Noop => Some(meta.key.bytes()),
+            _ => None,
+        }
+    }
+}
+
+impl<'a> Slices<'a> for Request<'a> {
+    type With<'b> = Request<'b>;
+
+    fn map_slices<'b>(&self, mut f: impl FnMut(&'a [u8]) -> &'b [u8]) -> Request<'b> {
+        match *self {
+            Request::Get {
+                kind,
+                exptime,
+                keys,
+                ending,
+            } => Request::Get {
+                kind,
+                exptime,
+                keys: Keys { raw: f(keys.raw) },
+                ending,
+            },
+            Request::Store {
+                mode,
+                key,
+                flags,
+                exptime,
+                data,
+                reply,
+            } => Request::Store {
+                mode,
+                key: f(key),
+                flags,
+                exptime,
+                data: f(data),
+                reply,
+            },
+            Request::TooLarge {
+                mode,
+                key,
+                swallow_bytes,
+                reply,
+            } => Request::TooLarge {
+                mode,
+                key: f(key),
+                swallow_bytes,
+                reply,
+            },
+            Request::Delete { key, reply } => Request::Delete { key: f(key), reply },
+            Request::Arith {
+                op,
+                key,
+                delta,
+                reply,
+            } => Request::Arith {
+                op,
+                key: f(key),
+                delta,
+                reply,
+            },
+            Request::Touch {
+                key,
+                exptime,
+                reply,
+            } => Request::Touch {
+                key: f(key),
+                exptime,
+                reply,
+            },
+            Request::FlushAll { delay_secs, reply } => Request::FlushAll { delay_secs, reply },
+            Request::Version => Request::Version,
+            Request::Verbosity { level, reply } => Request::Verbosity { level, reply },
+            Request::Quit => Request::Quit,
+            Request::Shutdown { mode } => Request::Shutdown { mode },
+            Request::CacheMemlimit { megabytes, reply } => {
+                Request::CacheMemlimit { megabytes, reply }
+            }
+            Request::SlabsAutomove { reply } => Request::SlabsAutomove { reply },
+            Request::Stats { group } => Request::Stats { group: f(group) },
+            Request::Meta(meta) => Request::Meta(meta.map_slices(f)),
+            Request::LruCrawler(crawler) => Request::LruCrawler(crawler),
+            Request::Watch { args } => Request::Watch { args: f(args) },
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! The request loop of a connection that speaks the binary protocol (does I/O).
 //!
 //! Like the text loop in `conn.rs`: key requests owned by this shard run inline,
-//! the others are forwarded whole ([`ForwardKind::Binary`]) and their replies
+//! the others are forwarded parsed ([`Forward::Binary`]) and their replies
 //! spliced back in order; flush and stat concern every shard of the node.
 //!
 //! Ending a connection follows memcached 1.6.18: a bad magic byte closes it and
@@ -14,7 +14,7 @@ use super::conn::{
     apply_binary_here, drain, drain_if_full, node_view, skip_data_block, After, Output, PeerReply,
     ReplySize, Resend,
 };
-use super::messages::{Ask, ForwardKind};
+use super::messages::{Ask, Forward};
 use super::shard::{with_state, ShardCtx};
 use super::uring::ClientStream;
 use crate::cli::FlushCommand;
@@ -56,7 +56,8 @@ pub(super) async fn handle_buffer(
         let raw = &rest[..used];
         if let Some(key) = req.command.key() {
             let write = ctx.cluster.is_some() && !matches!(req.command, Command::Get { .. });
-            match ctx.route(key, write, ConnMode::Client) {
+            let placement = ctx.route(key, write, ConnMode::Client);
+            match placement.route {
                 Route::Shard(owner, Role::Plain) if owner == ctx.id => {
                     let clock = ctx.node.clock();
                     with_state(|s| engine::execute(s, &req, &clock, &mut output.out));
@@ -68,8 +69,9 @@ pub(super) async fn handle_buffer(
                 // Binary requests are not told apart by reply size: any may be a get.
                 Route::Shard(owner, role) => output.forward(
                     owner,
+                    placement.point,
                     raw,
-                    ForwardKind::Binary(role),
+                    Forward::Binary(&req, role),
                     ReplySize::MayCarryValue,
                 ),
                 // A request refused as too large before its body was read is

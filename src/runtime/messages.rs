@@ -7,7 +7,9 @@
 use super::cluster::Role;
 use crate::engine::ConnView;
 use crate::hotkeys::HotKey;
-use crate::protocol::text::GetKind;
+use crate::protocol::binary::BinRequest;
+use crate::protocol::carried::Carried;
+use crate::protocol::text::{GetKind, Request};
 use crate::stats::{Latency, ShardStats};
 use crate::storage::StoreStats;
 
@@ -16,14 +18,17 @@ use crate::storage::StoreStats;
 pub struct ForwardOp {
     pub start: u32,
     pub len: u32,
+    /// Outside a cluster: the ring point of the request's key, as the sending
+    /// shard placed it. The receiving shard checks that the point is its own.
+    pub point: Option<u32>,
     pub kind: ForwardKind,
 }
 
 #[derive(Clone, Copy, Debug)]
 pub enum ForwardKind {
-    /// A whole text request (line and data block), parsed again by the owner,
-    /// and applied in this role.
-    Whole(Role),
+    /// A whole text request (line and data block), parsed by the sending
+    /// shard and carried as [`Batch::texts`]`[index]`, applied in this role.
+    Text { role: Role, index: u32 },
     /// One key of a multi-key retrieval: the bytes are the key; the reply is its
     /// `VALUE` block alone, without `END`.
     GetOne {
@@ -31,8 +36,21 @@ pub enum ForwardKind {
         exptime: Option<i64>,
         role: Role,
     },
-    /// A whole binary request (header, extras, key and value), parsed again by the owner.
-    Binary(Role),
+    /// A whole binary request (header, extras, key and value), parsed by the
+    /// sending shard and carried as [`Batch::binaries`]`[index]`.
+    Binary { role: Role, index: u32 },
+}
+
+/// A request to forward, as the sending shard parsed it.
+#[derive(Clone, Copy, Debug)]
+pub enum Forward<'r, 'a> {
+    Text(&'r Request<'a>, Role),
+    Binary(&'r BinRequest<'a>, Role),
+    GetOne {
+        kind: GetKind,
+        exptime: Option<i64>,
+        role: Role,
+    },
 }
 
 /// The requests of one read that the receiving shard owns, in request order.
@@ -46,16 +64,48 @@ pub struct Batch {
     pub cfd: u64,
     pub bytes: Vec<u8>,
     pub ops: Vec<ForwardOp>,
+    /// The parsed text requests, read back from their bytes without parsing.
+    pub texts: Vec<Carried<Request<'static>>>,
+    /// The parsed binary requests, likewise.
+    pub binaries: Vec<Carried<BinRequest<'static>>>,
     pub reply_buffers: Replies,
 }
 
 impl Batch {
-    pub fn push(&mut self, bytes: &[u8], kind: ForwardKind) {
+    /// Adds `what`, whose bytes are `bytes` (a whole request, or the key of a
+    /// `GetOne`), placed at ring point `point`.
+    pub fn push(&mut self, bytes: &[u8], point: Option<u32>, what: Forward<'_, '_>) {
+        let kind = match what {
+            Forward::Text(req, role) => {
+                self.texts.push(Carried::new(req, bytes));
+                ForwardKind::Text {
+                    role,
+                    index: (self.texts.len() - 1) as u32,
+                }
+            }
+            Forward::Binary(req, role) => {
+                self.binaries.push(Carried::new(req, bytes));
+                ForwardKind::Binary {
+                    role,
+                    index: (self.binaries.len() - 1) as u32,
+                }
+            }
+            Forward::GetOne {
+                kind,
+                exptime,
+                role,
+            } => ForwardKind::GetOne {
+                kind,
+                exptime,
+                role,
+            },
+        };
         let start = self.bytes.len() as u32;
         self.bytes.extend_from_slice(bytes);
         self.ops.push(ForwardOp {
             start,
             len: bytes.len() as u32,
+            point,
             kind,
         });
     }
@@ -64,10 +114,25 @@ impl Batch {
         self.ops.is_empty()
     }
 
+    /// The bytes of `op`.
+    pub fn bytes_of(&self, op: &ForwardOp) -> &[u8] {
+        &self.bytes[op.start as usize..(op.start + op.len) as usize]
+    }
+
     /// Empties the batch for reuse, keeping its buffers.
     pub fn clear(&mut self) {
         self.bytes.clear();
         self.ops.clear();
+        self.texts.clear();
+        self.binaries.clear();
+    }
+
+    /// Drops the carried requests' buffer once a deep pipeline made it larger
+    /// than `bytes_max`, so an idle connection does not keep it.
+    pub fn release_large_buffers(&mut self, bytes_max: usize) {
+        if self.texts.capacity() * std::mem::size_of::<Carried<Request<'static>>>() > bytes_max {
+            self.texts = Vec::new();
+        }
     }
 }
 

@@ -8,16 +8,17 @@
 use super::cluster::{self, ConnMode, Role, Route, ShardCluster};
 use super::conn;
 use super::conns::{self, ConnState, Registration};
-use super::messages::{Answer, Ask, FromShard, ToShard};
+use super::messages::{Answer, Ask, Batch, ForwardKind, ForwardOp, FromShard, ToShard};
 use super::uring::{self, ClientStream, SocketRing};
 use super::waiters::{Waiters, Watchdog};
 use super::Node;
 use crate::cli::SocketPath;
+use crate::cluster::ring::{self, Ring};
 use crate::engine::{self, ShardState};
 use crate::limits::SHARD_ANSWER_TIMEOUT_SECS;
-use crate::protocol::{self, ParseLimits};
-use crate::runtime::messages::ForwardKind;
+use crate::protocol::{binary, ParseLimits};
 use crate::stats::Latency;
+use crate::storage::ttl::Clock;
 use crate::storage::{Store, StoreConfig};
 use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
 use glommio::net::TcpListener;
@@ -83,6 +84,16 @@ pub struct ShardLinks {
     pub answers_from: Vec<Option<SharedReceiver<FromShard>>>,
 }
 
+/// Where a keyed request goes, and the point its key hashed to: computed
+/// once, and carried with the request if it crosses to another shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub route: Route,
+    /// Outside a cluster, on a node of several shards: the key's ring point.
+    /// (In a cluster, ownership is the cluster's to decide, by epoch.)
+    pub point: Option<u32>,
+}
+
 /// What every task of one shard shares.
 pub struct ShardCtx {
     pub id: u32,
@@ -97,20 +108,25 @@ pub struct ShardCtx {
 }
 
 impl ShardCtx {
-    /// The shard of this node that owns `key`.
-    pub fn owner(&self, key: &[u8]) -> u32 {
-        if self.node.shards == 1 {
-            return 0;
-        }
-        self.node.ring.owner(key).shard
-    }
-
     /// Where a keyed request goes: outside a cluster, to the shard of this node
     /// that owns the key; in one, as `cluster::ClusterNode::route` says.
-    pub fn route(&self, key: &[u8], write: bool, mode: ConnMode) -> Route {
+    pub fn route(&self, key: &[u8], write: bool, mode: ConnMode) -> Placement {
         match &self.cluster {
-            None => Route::Shard(self.owner(key), Role::Plain),
-            Some(cluster) => cluster.route(key, write, mode),
+            None if self.node.shards == 1 => Placement {
+                route: Route::Shard(0, Role::Plain),
+                point: None,
+            },
+            None => {
+                let point = ring::key_point(key);
+                Placement {
+                    route: Route::Shard(self.node.ring.owner_of_point(point).shard, Role::Plain),
+                    point: Some(point),
+                }
+            }
+            Some(cluster) => Placement {
+                route: cluster.route(key, write, mode),
+                point: None,
+            },
         }
     }
 
@@ -506,14 +522,37 @@ pub async fn metadump(ctx: &ShardCtx) -> Vec<u8> {
     lines
 }
 
-/// Checks, in debug builds, that a key forwarded here is this shard's. Release
-/// builds trust the sender: the ring of a single node never changes, and checking
-/// would hash every forwarded key a second time (MD5 is about a tenth of the CPU
-/// of a crossing request at depth 16).
-fn debug_assert_owned(ctx: &ShardCtx, key: &[u8]) {
-    debug_assert_eq!(ctx.owner(key), ctx.id, "key sent to the wrong shard");
-    let _ = (ctx, key);
+/// The reply to a request another shard sent here for a key this shard does
+/// not own.
+const MISROUTED: &[u8] = b"SERVER_ERROR key sent to the wrong shard\r\n";
+
+/// Whether some shard of this process was sent a key it does not own: logged once.
+static MISROUTED_LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether a key another shard (`from`) placed at ring `point` is this
+/// shard's (`me`). Outside a cluster the ring never changes, so a key that is
+/// not is a bug in the sender: the request is answered with an error rather
+/// than applied, which would put the item where no later request looks. The
+/// first one is logged. The point is the one the sender hashed the key to,
+/// so nothing is hashed twice. `None` (in a cluster): nothing to check here.
+fn owns(ring: &Ring, me: u32, point: Option<u32>, from: u32) -> bool {
+    let Some(point) = point else { return true };
+    let owner = ring.owner_of_point(point).shard;
+    if owner == me {
+        return true;
+    }
+    if !MISROUTED_LOGGED.swap(true, Ordering::Relaxed) {
+        log::error!(
+            "shard {from} sent shard {me} a key that shard {owner} owns; \
+             answering it with an error (logged once)"
+        );
+    }
+    false
 }
+
+/// A write applied as primary in a cluster, held for its acknowledgements,
+/// and the reply to send if they do not come (empty: the text one).
+type Held = (cluster::Ticket, Vec<u8>);
 
 /// Serves a request from another shard of this node.
 async fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
@@ -528,105 +567,10 @@ async fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
                 state.stats.forwarded_in += batch.ops.len() as u64;
                 state.set_watched(ctx.node.watchers.wanted(), batch.cfd);
                 for (i, op) in batch.ops.iter().enumerate() {
-                    let bytes = &batch.bytes[op.start as usize..(op.start + op.len) as usize];
-                    let ticket = match op.kind {
-                        ForwardKind::Whole(role) => {
-                            let (req, used) = protocol::parse(bytes, &ctx.limits)
-                                .expect("a forwarded request parses as it did on its first shard");
-                            assert_eq!(used, bytes.len(), "forwarded request from shard {from}");
-                            let key = conn::request_key(&req);
-                            if let (None, Some(key)) = (&ctx.cluster, key) {
-                                debug_assert_owned(ctx, key);
-                            }
-                            match (&ctx.cluster, key) {
-                                (Some(c), Some(key)) if role != Role::Plain => cluster::apply(
-                                    c,
-                                    state,
-                                    &req,
-                                    key,
-                                    role,
-                                    &clock,
-                                    &mut replies.bytes,
-                                )
-                                .map(|t| (t, Vec::new())),
-                                _ => {
-                                    engine::execute(state, &req, &clock, &mut replies.bytes);
-                                    None
-                                }
-                            }
-                        }
-                        ForwardKind::Binary(role) => {
-                            let (req, used) = protocol::binary::parse(bytes, &ctx.limits)
-                                .expect("a forwarded request parses as it did on its first shard");
-                            assert_eq!(used, bytes.len(), "forwarded request from shard {from}");
-                            let key = req.command.key().expect("only key requests are forwarded");
-                            match &ctx.cluster {
-                                Some(c) if role != Role::Plain => {
-                                    let ticket = cluster::apply_binary(
-                                        c,
-                                        state,
-                                        &req,
-                                        key,
-                                        role,
-                                        &clock,
-                                        &mut replies.bytes,
-                                    );
-                                    let mut failure = Vec::new();
-                                    protocol::binary::write_error(
-                                        &mut failure,
-                                        &req.header,
-                                        protocol::binary::Status::TemporaryFailure,
-                                    );
-                                    ticket.map(|t| (t, failure))
-                                }
-                                _ => {
-                                    if ctx.cluster.is_none() {
-                                        debug_assert_owned(ctx, key);
-                                    }
-                                    engine::binary::execute(
-                                        state,
-                                        &req,
-                                        &clock,
-                                        &mut replies.bytes,
-                                    );
-                                    None
-                                }
-                            }
-                        }
-                        ForwardKind::GetOne {
-                            kind,
-                            exptime,
-                            role,
-                        } => match &ctx.cluster {
-                            Some(c) if role != Role::Plain => cluster::apply_get_one(
-                                c,
-                                state,
-                                kind,
-                                exptime,
-                                bytes,
-                                role,
-                                &clock,
-                                &mut replies.bytes,
-                            )
-                            .map(|t| (t, Vec::new())),
-                            _ => {
-                                if ctx.cluster.is_none() {
-                                    debug_assert_owned(ctx, bytes);
-                                }
-                                engine::get_one(
-                                    state,
-                                    kind,
-                                    exptime,
-                                    bytes,
-                                    &clock,
-                                    &mut replies.bytes,
-                                );
-                                None
-                            }
-                        },
-                    };
-                    if let Some(ticket) = ticket {
-                        tickets.push((i, ticket));
+                    if let Some(held) =
+                        answer_op(ctx, state, &batch, op, from, &clock, &mut replies.bytes)
+                    {
+                        tickets.push((i, held));
                     }
                     replies.ends.push(replies.bytes.len() as u32);
                 }
@@ -694,5 +638,125 @@ async fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
             with_state(|s| s.store.set_memory_limit(bytes));
             Answer::Done
         }
+    }
+}
+
+/// Serves one request of a batch from shard `from`, writing its reply to `out`;
+/// a write applied as primary is held for its acknowledgements.
+fn answer_op(
+    ctx: &ShardCtx,
+    state: &mut ShardState,
+    batch: &Batch,
+    op: &ForwardOp,
+    from: u32,
+    clock: &Clock,
+    out: &mut Vec<u8>,
+) -> Option<Held> {
+    let bytes = batch.bytes_of(op);
+    let owned = owns(&ctx.node.ring, ctx.id, op.point, from);
+    match op.kind {
+        ForwardKind::Text { role, index } => {
+            let req = batch.texts[index as usize].read(bytes);
+            let key = req.key().expect("only keyed requests are forwarded");
+            debug_assert_point(op.point, key);
+            if !owned {
+                out.extend_from_slice(MISROUTED);
+                return None;
+            }
+            match &ctx.cluster {
+                Some(c) if role != Role::Plain => {
+                    cluster::apply(c, state, &req, key, role, clock, out).map(|t| (t, Vec::new()))
+                }
+                _ => {
+                    engine::execute(state, &req, clock, out);
+                    None
+                }
+            }
+        }
+        ForwardKind::Binary { role, index } => {
+            let req = batch.binaries[index as usize].read(bytes);
+            let key = req.command.key().expect("only key requests are forwarded");
+            debug_assert_point(op.point, key);
+            if !owned {
+                binary::write_error(out, &req.header, binary::Status::InternalError);
+                return None;
+            }
+            match &ctx.cluster {
+                Some(c) if role != Role::Plain => {
+                    let ticket = cluster::apply_binary(c, state, &req, key, role, clock, out);
+                    let mut failure = Vec::new();
+                    binary::write_error(
+                        &mut failure,
+                        &req.header,
+                        binary::Status::TemporaryFailure,
+                    );
+                    ticket.map(|t| (t, failure))
+                }
+                _ => {
+                    engine::binary::execute(state, &req, clock, out);
+                    None
+                }
+            }
+        }
+        ForwardKind::GetOne {
+            kind,
+            exptime,
+            role,
+        } => {
+            debug_assert_point(op.point, bytes);
+            if !owned {
+                out.extend_from_slice(MISROUTED);
+                return None;
+            }
+            match &ctx.cluster {
+                Some(c) if role != Role::Plain => {
+                    cluster::apply_get_one(c, state, kind, exptime, bytes, role, clock, out)
+                        .map(|t| (t, Vec::new()))
+                }
+                _ => {
+                    engine::get_one(state, kind, exptime, bytes, clock, out);
+                    None
+                }
+            }
+        }
+    }
+}
+
+/// Checks, in debug builds, that the point carried with `key` is its own:
+/// the check of ownership trusts it.
+fn debug_assert_point(point: Option<u32>, key: &[u8]) {
+    if let Some(point) = point {
+        debug_assert_eq!(
+            ring::key_point(key),
+            point,
+            "a key carried another key's point"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn two_shards() -> Ring {
+        Ring::single_node(&["127.0.0.1:7001".into(), "127.0.0.1:7002".into()], 160)
+    }
+
+    #[test]
+    fn a_shard_refuses_a_key_another_shard_owns() {
+        let ring = two_shards();
+        let key = (0..)
+            .map(|i| format!("key{i}"))
+            .find(|k| ring.owner(k.as_bytes()).shard == 1)
+            .expect("some key is shard 1's");
+        let point = ring::key_point(key.as_bytes());
+        assert!(owns(&ring, 1, Some(point), 0));
+        // In release builds too: the check is no debug assertion.
+        assert!(!owns(&ring, 0, Some(point), 1));
+    }
+
+    #[test]
+    fn a_request_placed_by_a_cluster_is_not_checked_here() {
+        assert!(owns(&two_shards(), 0, None, 1));
     }
 }

@@ -30,7 +30,6 @@ pub(super) use peer_requests::apply_binary_here;
 pub use serve::serve;
 pub(super) use serve::{drain, drain_if_full, skip_data_block};
 
-use crate::protocol::meta::MetaCommand;
 use crate::protocol::text::Request;
 use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
@@ -42,20 +41,6 @@ const TOO_MANY_CONNECTIONS: &[u8] = b"ERROR Too many open connections\r\n";
 pub async fn refuse(mut stream: TcpStream) {
     let _ = stream.write_all(TOO_MANY_CONNECTIONS).await;
     let _ = stream.close().await;
-}
-
-/// The key a single-key request acts on (a meta key decoded from base64).
-pub fn request_key<'r>(req: &'r Request<'_>) -> Option<&'r [u8]> {
-    match req {
-        Request::Store { key, .. }
-        | Request::TooLarge { key, .. }
-        | Request::Delete { key, .. }
-        | Request::Arith { key, .. }
-        | Request::Touch { key, .. } => Some(key),
-        // Meta: every command but `mn` names one key (`me` too: it reads the owner's item).
-        Request::Meta(meta) if meta.command != MetaCommand::Noop => Some(meta.key.bytes()),
-        _ => None,
-    }
 }
 
 /// Bytes of data block after a request's line that are to be skipped: an item

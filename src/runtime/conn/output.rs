@@ -10,9 +10,9 @@ use crate::cluster::wire;
 use crate::limits::{
     FORWARDED_VALUES_MAX, FORWARD_BATCH_REQUESTS_MAX, READ_CHUNK_BYTES, REPLY_BUFFER_FLUSH_BYTES,
 };
-use crate::runtime::cluster::{Route, Ticket};
-use crate::runtime::messages::{Answer, Ask, Batch, ForwardKind, Replies, ToShard};
-use crate::runtime::shard::{with_state, ShardCtx};
+use crate::runtime::cluster::Ticket;
+use crate::runtime::messages::{Answer, Ask, Batch, Forward, Replies, ToShard};
+use crate::runtime::shard::{with_state, Placement, ShardCtx};
 use crate::runtime::waiters::Wait;
 
 /// Where one run of reply bytes comes from when some requests went to other shards.
@@ -58,8 +58,8 @@ pub(in crate::runtime) struct Output {
     pub(in crate::runtime) forwarded: usize,
     /// Forwarded requests whose replies may carry a value (up to `-I` bytes each).
     pub(super) forwarded_values: usize,
-    /// Routes of the keys of the multi-key get being routed.
-    pub(super) routes: Vec<Route>,
+    /// Placements of the keys of the multi-key get being routed.
+    pub(super) routes: Vec<Placement>,
     pub(super) peer_ops: Vec<PeerOp>,
     pub(super) tickets: Vec<Option<Ticket>>,
     pub(super) tickets_ok: Vec<bool>,
@@ -158,10 +158,11 @@ impl Output {
     pub(in crate::runtime) fn forward_unanswered(
         &mut self,
         shard: u32,
+        point: Option<u32>,
         bytes: &[u8],
-        kind: ForwardKind,
+        what: Forward<'_, '_>,
     ) {
-        self.batches[shard as usize].push(bytes, kind);
+        self.batches[shard as usize].push(bytes, point, what);
         self.forwarded += 1;
         self.forwarded_values += 1;
     }
@@ -174,11 +175,14 @@ impl Output {
             || self.out.len() >= REPLY_BUFFER_FLUSH_BYTES
     }
 
+    /// Batches `what` (whose bytes are `bytes`) for `shard`, which owns the
+    /// key placed at `point`; its reply is spliced in here.
     pub(in crate::runtime) fn forward(
         &mut self,
         shard: u32,
+        point: Option<u32>,
         bytes: &[u8],
-        kind: ForwardKind,
+        what: Forward<'_, '_>,
         reply: ReplySize,
     ) {
         if reply == ReplySize::MayCarryValue {
@@ -190,7 +194,7 @@ impl Output {
             shard,
             op: batch.ops.len(),
         });
-        batch.push(bytes, kind);
+        batch.push(bytes, point, what);
         self.forwarded += 1;
     }
 
@@ -311,6 +315,9 @@ impl Output {
             if replies.bytes.capacity() > REPLY_BUFFER_FLUSH_BYTES {
                 *replies = Replies::default();
             }
+        }
+        for batch in &mut self.batches {
+            batch.release_large_buffers(REPLY_BUFFER_FLUSH_BYTES);
         }
     }
 }

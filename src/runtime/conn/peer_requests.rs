@@ -15,7 +15,7 @@ use crate::cluster::wire::{self, PeerLine, PeerMode, RecoverWhat};
 use crate::engine::reply;
 use crate::limits::LINE_LEN_MAX;
 use crate::runtime::cluster::{self, ConnMode, Role, Route, ShardCluster};
-use crate::runtime::messages::ForwardKind;
+use crate::runtime::messages::Forward;
 use crate::runtime::shard::{with_state, ShardCtx};
 use crate::storage::ttl::Clock;
 use std::rc::Rc;
@@ -237,7 +237,8 @@ pub(super) fn peer_binary_request(
         return Some(used);
     }
     let clock = ctx.node.clock();
-    match ctx.route(key, write, mode) {
+    let placement = ctx.route(key, write, mode);
+    match placement.route {
         Route::Shard(shard, Role::Plain) if shard == ctx.id => {
             with_state(|s| bin_engine::execute(s, &req, &clock, &mut output.out));
         }
@@ -246,8 +247,9 @@ pub(super) fn peer_binary_request(
         }
         Route::Shard(shard, role) => output.forward(
             shard,
+            placement.point,
             raw,
-            ForwardKind::Binary(role),
+            Forward::Binary(&req, role),
             ReplySize::MayCarryValue,
         ),
         Route::Peer(_) | Route::Refuse(_) => {

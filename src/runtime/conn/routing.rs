@@ -12,8 +12,8 @@ use crate::cluster::wire;
 use crate::engine;
 use crate::protocol::text::{GetEnding, GetKind, Keys, Request, StoreMode};
 use crate::runtime::cluster::{self, ConnMode, Role, Route};
-use crate::runtime::messages::ForwardKind;
-use crate::runtime::shard::{with_state, ShardCtx};
+use crate::runtime::messages::Forward;
+use crate::runtime::shard::{with_state, Placement, ShardCtx};
 use crate::storage::ttl::Clock;
 
 /// Routes one keyed text or meta request: runs it here, batches it for another
@@ -30,7 +30,8 @@ pub(super) fn keyed(
     clock: &Clock,
 ) {
     let write = ctx.cluster.is_some() && cluster::is_write(req);
-    match ctx.route(key, write, mode) {
+    let Placement { route, point } = ctx.route(key, write, mode);
+    match route {
         Route::Shard(shard, Role::Plain) if shard == ctx.id => {
             with_state(|s| engine::execute(s, req, clock, &mut output.out));
         }
@@ -44,7 +45,9 @@ pub(super) fn keyed(
                 output.push_acked(start, ticket, Vec::new());
             }
         }
-        Route::Shard(shard, role) => output.forward(shard, raw, ForwardKind::Whole(role), size),
+        Route::Shard(shard, role) => {
+            output.forward(shard, point, raw, Forward::Text(req, role), size)
+        }
         // A request refused as too large before its data was read is answered
         // here: its line alone, forwarded, would make the owner skip the data
         // block in what follows on the connection.
@@ -100,12 +103,12 @@ pub(super) fn multi_get(
     output.routes.clear();
     let mut all_mine = true;
     for key in keys.iter() {
-        let route = ctx.route(key, write, mode);
-        all_mine &= route == Route::Shard(ctx.id, Role::Plain);
-        output.routes.push(route);
+        let placement = ctx.route(key, write, mode);
+        all_mine &= placement.route == Route::Shard(ctx.id, Role::Plain);
+        output.routes.push(placement);
     }
-    let refused = output.routes.iter().find_map(|r| match r {
-        Route::Refuse(refusal) => Some(*refusal),
+    let refused = output.routes.iter().find_map(|p| match p.route {
+        Route::Refuse(refusal) => Some(refusal),
         _ => None,
     });
     let get = Get {
@@ -146,14 +149,16 @@ fn get_for_side_effects(ctx: &ShardCtx, output: &mut Output, get: Get<'_>, clock
     } = get;
     let mut dropped = Vec::new();
     for (i, key) in keys.iter().enumerate() {
-        match output.routes[i] {
+        let Placement { route, point } = output.routes[i];
+        match route {
             Route::Shard(owner, _) if owner == ctx.id => {
                 with_state(|s| engine::get_one(s, kind, exptime, key, clock, &mut dropped))
             }
             Route::Shard(owner, role) => output.forward_unanswered(
                 owner,
+                point,
                 key,
-                ForwardKind::GetOne {
+                Forward::GetOne {
                     kind,
                     exptime,
                     role,
@@ -177,14 +182,16 @@ fn get_where_owned(ctx: &ShardCtx, output: &mut Output, get: Get<'_>, write: boo
     } = get;
     let retrieval = output.begin_retrieval();
     for (i, key) in keys.iter().enumerate() {
-        match output.routes[i] {
+        let Placement { route, point } = output.routes[i];
+        match route {
             Route::Shard(owner, role) if owner == ctx.id => {
                 get_one_here(ctx, output, kind, exptime, key, role, clock)
             }
             Route::Shard(owner, role) => output.forward(
                 owner,
+                point,
                 key,
-                ForwardKind::GetOne {
+                Forward::GetOne {
                     kind,
                     exptime,
                     role,

@@ -11,7 +11,7 @@ use super::output::{Output, ReplySize};
 use super::peer_requests::{mode_may_be_stale, peer_binary_request, peer_line};
 use super::routing::{keyed, multi_get};
 use super::serve::{drain_if_full, skip_data_block};
-use super::{request_key, swallow_after, After};
+use super::{swallow_after, After};
 use crate::cluster::auth::Standing;
 use crate::cluster::wire;
 use crate::engine::{self, reply, Step};
@@ -231,7 +231,7 @@ async fn run_request(
         | Request::TooLarge { .. }
         | Request::Delete { .. }
         | Request::Arith { .. }
-        | Request::Touch { .. } => match request_key(req) {
+        | Request::Touch { .. } => match req.key() {
             Some(_) if conn.suspect && mode_may_be_stale(mode) && cluster::is_write(req) => {
                 log::warn!("closing a connection from a peer opened across a pause of this node");
                 let _ = output.complete(ctx).await;
