@@ -238,3 +238,111 @@ fn a_quorum_read_through_an_owner_that_missed_a_write_never_answers_its_old_copy
     );
     support::heal_partition();
 }
+
+/// A client's request another node forwards is served as the receiver's own
+/// client's would be: while the receiver is cut off from the majority it is
+/// refused (the sender tries the next owner), and once the receiver reaches
+/// the majority again it is refused until the receiver has settled with its
+/// peers. Served, a forwarded write found the node primary with copies that
+/// missed the majority's writes (an `incr` through it went back, in the fault
+/// soak at `quorum`, R=3). Here nodes 1 and 2 are paused (no nftables): node
+/// 3 finds them gone through its own client, and a test connection plays a
+/// peer that forwards a `set` of a key node 3 holds first.
+#[test]
+fn a_forwarded_write_is_not_served_by_a_node_cut_off_or_not_yet_settled() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    let cluster = Cluster::start(
+        &Layout::real(3, 1, 2, "all")
+            .with_consensus()
+            .with_peer_timeout_ms(300),
+    );
+    let key = (0..)
+        .map(|i| format!("fwd:{i}"))
+        .find(|key| cluster.owners(key)[0] == 3)
+        .expect("a key node 3 holds first");
+    let elsewhere: Vec<String> = (0..)
+        .map(|i| format!("far:{i}"))
+        .filter(|key| !cluster.owners(key).contains(&3))
+        .take(20)
+        .collect();
+    cluster.client(1).set(&key, b"old");
+    wait_for_local(&cluster, 3, &key, &Local::value("old"), "before the pause");
+    let epoch = cluster
+        .stats_cluster(3)
+        .get("epoch")
+        .cloned()
+        .expect("stats cluster: epoch");
+    cluster.signal(1, "-STOP");
+    cluster.signal(2, "-STOP");
+    let mut own = cluster.client(3);
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        for far in &elsewhere {
+            let get = format!("get {far}\r\n");
+            own.call(get.as_bytes(), b"\r\n");
+        }
+        let get = format!("get {key}\r\n");
+        let reply = show(&own.call(get.as_bytes(), b"\r\n"));
+        if reply.starts_with("VALUE") {
+            own.read_until(b"END\r\n", REPLY_TIMEOUT).expect("the rest");
+        }
+        if reply == "SERVER_ERROR no owner of this key is reachable\\r\\n" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 3 never found itself cut off: {reply}\n{}",
+            cluster.log(3)
+        );
+    }
+    let node3 = cluster.node(3);
+    let mut peer = Client::connect_at(&node3.ip, node3.port);
+    authenticate(&mut peer, &cluster.secret);
+    let set = format!("rc fwd {epoch}\r\nset {key} 0 0 3\r\nnew\r\n");
+    assert_eq!(
+        show(&peer.call(set.as_bytes(), b"\r\n")),
+        "SERVER_ERROR recovering\\r\\n",
+        "a write forwarded to node 3 while it is cut off\n{}",
+        cluster.log(3)
+    );
+    cluster.signal(1, "-CONT");
+    cluster.signal(2, "-CONT");
+    // Node 3's probes find both peers again (`stats cluster` is no keyed
+    // request); no client of its own asks it anything meanwhile.
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let stats = cluster.stats_cluster(3);
+        let reachable = |id: u32| {
+            stats
+                .get(&format!("node:{id}:reachable"))
+                .map(String::as_str)
+                == Some("yes")
+        };
+        if reachable(1) && reachable(2) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 3 did not find nodes 1 and 2 again: {stats:?}\n{}",
+            cluster.log(3)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut peer = Client::connect_at(&node3.ip, node3.port);
+    authenticate(&mut peer, &cluster.secret);
+    assert_eq!(
+        show(&peer.call(set.as_bytes(), b"\r\n")),
+        "SERVER_ERROR recovering\\r\\n",
+        "a write forwarded to node 3 once it reaches the majority again\n{}",
+        cluster.log(3)
+    );
+    wait_for_local(
+        &cluster,
+        3,
+        &key,
+        &Local::value("old"),
+        "after the forwards",
+    );
+}

@@ -54,9 +54,13 @@ impl ShardCluster {
             return true;
         }
         match role {
-            Role::Plain => true,
+            // A merge is a pushed state like a copy, not a write made here:
+            // the two are ordered by CAS (see `apply`). Counted as a write,
+            // it would refuse a later copy of a newer write (a hint replayed
+            // by the primary that wrote while this node was away).
+            Role::Plain | Role::Merge(_) => true,
             Role::Copy(_) => !node.was_written(key),
-            Role::Primary | Role::Replica | Role::Merge(_) => {
+            Role::Primary | Role::Replica => {
                 node.written_any.store(true, Ordering::Release);
                 let mut written = node.written.lock().expect("written lock");
                 if written.len() < RECOVERY_WRITTEN_KEYS_MAX {

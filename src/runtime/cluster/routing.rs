@@ -139,21 +139,41 @@ impl ShardCluster {
         let access = Access::of(write);
         match mode {
             ConnMode::Client => {
-                let members = view.config().nodes().iter().map(|n| Member {
-                    node: n.id,
-                    tko: view.tko_mark(n.id),
-                });
-                if route::cut_off(&self.policy(&view), members) {
-                    self.node.was_cut_off.store(true, Ordering::Release);
+                if self.cut_off(&view) {
                     return Route::Refuse(Refusal::NoOwnerReachable);
                 }
-                self.node.notice_rejoin();
                 route::client(&self.facts(&view, key), access)
             }
+            // A client's request another node forwarded is served as this
+            // node's own client's would be: not while it is cut off from the
+            // majority, and only once it has settled after reaching it again
+            // (before its next own client's request, a forwarded write would
+            // find it primary with copies that missed the majority's writes).
+            // The sender tries the next owner.
+            ConnMode::Peer {
+                mode: PeerMode::Forward,
+                ..
+            } if self.cut_off(&view) => Route::Refuse(Refusal::Recovering),
             ConnMode::Peer { mode, epoch } => {
                 route::peer(&self.facts(&view, key), mode, epoch, access)
             }
         }
+    }
+
+    /// Whether this node reaches fewer than a majority of the members (see
+    /// `route::cut_off`), noting it; once it reaches a majority again after
+    /// being cut off, it starts settling with its peers.
+    fn cut_off(&self, view: &View) -> bool {
+        let members = view.config().nodes().iter().map(|n| Member {
+            node: n.id,
+            tko: view.tko_mark(n.id),
+        });
+        if route::cut_off(&self.policy(view), members) {
+            self.node.was_cut_off.store(true, Ordering::Release);
+            return true;
+        }
+        self.node.notice_rejoin();
+        false
     }
 
     /// The next owner a client's request for `key` may go to, leaving out those
