@@ -288,9 +288,31 @@ fn availability_with_one_of_three_killed() {
             longest.as_millis()
         );
     };
+    let seconds = ops.iter().map(|op| op.at.as_secs()).max().unwrap_or(0);
+    let timeline: Vec<String> = (0..=seconds)
+        .map(|second| {
+            let within: Vec<&Op> = ops.iter().filter(|op| op.at.as_secs() == second).collect();
+            let ok = within.iter().filter(|op| op.failure.is_none()).count();
+            format!("{:.0}", 100.0 * ok as f64 / within.len().max(1) as f64)
+        })
+        .collect();
+    println!(
+        "availability: % ok per second: {} (killed at {:.1} s, marked down at {:.1} s)",
+        timeline.join(" "),
+        killed.as_secs_f64(),
+        down.as_secs_f64()
+    );
     phase("before the kill", Duration::ZERO, killed);
     phase("kill to marked down", killed, down);
     phase("after marked down", down, Duration::MAX);
+    let logs = cluster.logs();
+    for line in logs
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .take(30)
+    {
+        println!("availability: log: {line}");
+    }
 }
 
 /// One operation of [`availability_client`].
