@@ -26,6 +26,7 @@ esac
 
 if [ "$test_it" = yes ]; then
     [ "$(id -u)" = 0 ] || fail "--test installs the package: run it as root"
+    command -v nc >/dev/null || fail "--test asks the node for its version with nc: apt-get install netcat-openbsd"
     # The purge removes the user and /var/lib/ringcache: never on a host that
     # has them for real.
     if dpkg-query -W ringcache >/dev/null 2>&1 || [ -e /usr/bin/ringcache ] \
