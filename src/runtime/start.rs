@@ -162,8 +162,16 @@ pub(crate) fn ask_plain(
     read_reply(addr, &mut stream, end)
 }
 
+/// How a member's reply to `rc join` begins while it decides another change,
+/// or has not learned the latest decision yet: both pass.
+const JOIN_NOT_YET: [&[u8]; 2] = [
+    b"SERVER_ERROR a proposal for epoch",
+    b"SERVER_ERROR this node has only learned epoch",
+];
+
 /// Joins the cluster of the member at `through` with these endpoints; returns
-/// the configuration that adds this node and its new id.
+/// the configuration that adds this node and its new id. A member busy
+/// deciding another change is asked again until [`JOIN_WAIT`] has passed.
 pub fn join(
     through: &str,
     secret: &Secret,
@@ -182,6 +190,20 @@ pub fn join(
             b"\r\n",
             JOIN_WAIT,
         ) {
+            // Another change is being decided (a member marked down or up,
+            // another node joining): this one is proposed once it is done.
+            Ok(reply)
+                if JOIN_NOT_YET.iter().any(|p| reply.starts_with(p))
+                    && Instant::now() < deadline =>
+            {
+                if !said {
+                    log::info!(
+                        "joining through {through}: another change is being decided; trying again for {JOIN_WAIT:?}"
+                    );
+                    said = true;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
             Ok(reply) => break reply,
             // A member that refuses this node's secret will not change its mind.
             Err(e) if e.contains("--cluster-secret") => {
