@@ -1,8 +1,6 @@
-//! Links from one shard to the shards of other nodes: two TCP connections per
-//! (this shard, remote shard), one for forwarded client requests and one for
-//! everything else (replicated items, copies, merges, node-wide requests; see
-//! `ShardCluster::forward_link`), each opened on first use, carrying requests
-//! in the order they were sent and handing back each reply to its sender.
+//! Links from one shard to the shards of other nodes: one TCP connection per
+//! (this shard, remote shard), opened on first use, carrying requests in the
+//! order they were sent and handing back each reply to its sender.
 //!
 //! A request is queued with [`Link::send`], which returns a [`Reply`] to await.
 //! The link's task writes everything queued with one call (each request with
