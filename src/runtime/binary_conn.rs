@@ -55,56 +55,7 @@ pub(super) async fn handle_buffer(
         };
         let raw = &rest[..used];
         if let Some(key) = req.command.key() {
-            let write = ctx.cluster.is_some() && !matches!(req.command, Command::Get { .. });
-            let placement = ctx.route(key, write, ConnMode::Client);
-            match placement.route {
-                Route::Shard(owner, Role::Plain) if owner == ctx.id => {
-                    let clock = ctx.node.clock();
-                    with_state(|s| engine::execute(s, &req, &clock, &mut output.out));
-                }
-                Route::Shard(owner, role) if owner == ctx.id => {
-                    let clock = ctx.node.clock();
-                    apply_binary_here(ctx, output, &req, key, role, &clock);
-                }
-                // Binary requests are not told apart by reply size: any may be a get.
-                Route::Shard(owner, role) => output.forward(
-                    owner,
-                    placement.point,
-                    raw,
-                    Forward::Binary(&req, role),
-                    ReplySize::MayCarryValue,
-                ),
-                // A request refused as too large before its body was read is
-                // answered here (see `conn::routing::keyed`).
-                Route::Peer(_) if matches!(req.command, Command::TooLarge { .. }) => {
-                    let clock = ctx.node.clock();
-                    with_state(|s| engine::execute(s, &req, &clock, &mut output.out));
-                }
-                Route::Peer(target) => {
-                    let mut request = raw.to_vec();
-                    request.extend_from_slice(&crate::cluster::wire::BINARY_NOOP_REQUEST);
-                    let mut on_failure = Vec::new();
-                    write_error(&mut on_failure, &req.header, Status::TemporaryFailure);
-                    let resend = match req.command {
-                        Command::Store {
-                            op: StoreOp::Set, ..
-                        } if req.header.cas == 0 => Resend::Safe,
-                        _ if write => Resend::OnlyIfNotSent,
-                        _ => Resend::Safe,
-                    };
-                    output.forward_peer(
-                        ctx,
-                        target,
-                        key,
-                        write,
-                        request,
-                        PeerReply::Binary,
-                        resend,
-                        on_failure,
-                    );
-                }
-                Route::Refuse(_) => write_error(&mut output.out, &req.header, Status::NotMyVbucket),
-            }
+            keyed(ctx, output, &req, raw, key);
         } else if let After::Close = node_request(ctx, &req, output).await {
             *start += used;
             return After::Close;
@@ -129,6 +80,61 @@ pub(super) async fn handle_buffer(
         return After::Close;
     }
     After::Continue
+}
+
+/// A request with a key: run here when this shard owns it, otherwise forwarded
+/// to its shard or node, or refused.
+fn keyed(ctx: &ShardCtx, output: &mut Output, req: &BinRequest<'_>, raw: &[u8], key: &[u8]) {
+    let write = ctx.cluster.is_some() && !matches!(req.command, Command::Get { .. });
+    let placement = ctx.route(key, write, ConnMode::Client);
+    match placement.route {
+        Route::Shard(owner, Role::Plain) if owner == ctx.id => {
+            let clock = ctx.node.clock();
+            with_state(|s| engine::execute(s, req, &clock, &mut output.out));
+        }
+        Route::Shard(owner, role) if owner == ctx.id => {
+            let clock = ctx.node.clock();
+            apply_binary_here(ctx, output, req, key, role, &clock);
+        }
+        // Binary requests are not told apart by reply size: any may be a get.
+        Route::Shard(owner, role) => output.forward(
+            owner,
+            placement.point,
+            raw,
+            Forward::Binary(req, role),
+            ReplySize::MayCarryValue,
+        ),
+        // A request refused as too large before its body was read is
+        // answered here (see `conn::routing::keyed`).
+        Route::Peer(_) if matches!(req.command, Command::TooLarge { .. }) => {
+            let clock = ctx.node.clock();
+            with_state(|s| engine::execute(s, req, &clock, &mut output.out));
+        }
+        Route::Peer(target) => {
+            let mut request = raw.to_vec();
+            request.extend_from_slice(&crate::cluster::wire::BINARY_NOOP_REQUEST);
+            let mut on_failure = Vec::new();
+            write_error(&mut on_failure, &req.header, Status::TemporaryFailure);
+            let resend = match req.command {
+                Command::Store {
+                    op: StoreOp::Set, ..
+                } if req.header.cas == 0 => Resend::Safe,
+                _ if write => Resend::OnlyIfNotSent,
+                _ => Resend::Safe,
+            };
+            output.forward_peer(
+                ctx,
+                target,
+                key,
+                write,
+                request,
+                PeerReply::Binary,
+                resend,
+                on_failure,
+            );
+        }
+        Route::Refuse(_) => write_error(&mut output.out, &req.header, Status::NotMyVbucket),
+    }
 }
 
 /// Requests without a key: answered here, in order after every earlier reply.

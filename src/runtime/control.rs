@@ -242,79 +242,24 @@ pub fn run(
     stop: &std::sync::atomic::AtomicBool,
 ) {
     let started = Instant::now();
-    let seed = u64::from(cluster.me)
-        ^ (std::process::id() as u64) << 32
-        ^ started.elapsed().as_nanos() as u64;
-    let mut node = match durable {
-        Some(durable) => Node::restore(durable, seed),
-        None => {
-            let view = cluster.view();
-            Node::new(
-                u64::from(cluster.me),
-                view.epoch(),
-                view.config().clone(),
-                seed,
-            )
-        }
-    };
+    let mut node = start_core(&cluster, durable, started);
     if let Err(e) = persist(&dir, node.durable()) {
         log::error!("cannot write {}: {e}", dir.join(DURABLE_FILE).display());
     }
     install(&cluster, node.config().clone());
     let mut links: HashMap<u64, TcpStream> = HashMap::new();
     let mut pending: Vec<Pending> = Vec::new();
-    let mut detector = Detector {
-        failover,
-        unreachable_since: HashMap::new(),
-        reachable_since: HashMap::new(),
-        reports: HashMap::new(),
-        last_report: Instant::now(),
-        proposing: None,
-    };
+    let mut detector = Detector::new(failover);
     let now = |started: Instant| (started.elapsed().as_millis() / TICK.as_millis()) as u64;
     let mut timer_at = 0u64;
     while !stop.load(std::sync::atomic::Ordering::Acquire) {
         let wait = timer_at.saturating_sub(now(started)).clamp(1, 10) * TICK.as_millis() as u64;
         if detector.last_report.elapsed() >= SUSPICION_INTERVAL {
-            detector.last_report = Instant::now();
-            let config = node.config().clone();
-            detector.sample(&cluster, &config);
-            report(&cluster, &config, &detector.suspects(), &mut links);
-            if detector.proposing.is_some_and(|(epoch, at)| {
-                node.decided_epoch() >= epoch || at.elapsed() > PROPOSAL_TIMEOUT
-            }) {
-                detector.proposing = None;
-            }
-            if detector.proposing.is_none() && pending.is_empty() {
-                let change =
-                    activation(&cluster, &config).or_else(|| detector.propose(&cluster, &config));
-                if let Some(value) = change {
-                    let epoch = value.epoch();
-                    detector.proposing = Some((epoch, Instant::now()));
-                    let (reply, _) = std::sync::mpsc::channel();
-                    let _ = feedback.send(ControlInput::Propose {
-                        epoch,
-                        value,
-                        reply,
-                    });
-                }
-            }
+            detector.report_and_propose(&cluster, &node, &pending, &mut links, &feedback);
         }
         let input = match inputs.recv_timeout(Duration::from_millis(wait)) {
             Ok(ControlInput::Message(message)) => {
-                // Votes, and the ballots a node sends only once it has
-                // promised them itself: either way its acceptor has state.
-                if let (
-                    Body::Promise { .. }
-                    | Body::Accepted { .. }
-                    | Body::Nack { .. }
-                    | Body::Prepare { .. }
-                    | Body::Accept { .. },
-                    Ok(from),
-                ) = (&message.body, u32::try_from(message.from))
-                {
-                    cluster.saw_vote(from);
-                }
+                note_vote(&cluster, &message);
                 Input::Message(message)
             }
             Ok(ControlInput::Suspicions { from, ids }) => {
@@ -344,17 +289,111 @@ pub fn run(
         );
         timer_at = output.timer_at;
         carry_out(&cluster, &dir, output, &mut links, &mut pending, &feedback);
-        pending.retain(|p| {
-            if Instant::now() > p.deadline {
-                let _ = p
-                    .reply
-                    .send(b"SERVER_ERROR proposal not decided in time\r\n".to_vec());
-                false
-            } else {
-                true
-            }
-        });
+        expire(&mut pending);
     }
+}
+
+/// The consensus core: restored from the durable state of a previous run, or
+/// new, from the configuration this node started with.
+fn start_core(
+    cluster: &ClusterNode,
+    durable: Option<Durable<ClusterConfig>>,
+    started: Instant,
+) -> Node<ClusterConfig> {
+    let seed = u64::from(cluster.me)
+        ^ (std::process::id() as u64) << 32
+        ^ started.elapsed().as_nanos() as u64;
+    match durable {
+        Some(durable) => Node::restore(durable, seed),
+        None => {
+            let view = cluster.view();
+            Node::new(
+                u64::from(cluster.me),
+                view.epoch(),
+                view.config().clone(),
+                seed,
+            )
+        }
+    }
+}
+
+impl Detector {
+    fn new(failover: Duration) -> Self {
+        Detector {
+            failover,
+            unreachable_since: HashMap::new(),
+            reachable_since: HashMap::new(),
+            reports: HashMap::new(),
+            last_report: Instant::now(),
+            proposing: None,
+        }
+    }
+
+    /// Samples the data path, tells the other nodes what this one suspects,
+    /// and, with no proposal under way, proposes the change that follows (fed
+    /// back to this thread as an `rc propose` would be).
+    fn report_and_propose(
+        &mut self,
+        cluster: &ClusterNode,
+        node: &Node<ClusterConfig>,
+        pending: &[Pending],
+        links: &mut HashMap<u64, TcpStream>,
+        feedback: &Sender<ControlInput>,
+    ) {
+        self.last_report = Instant::now();
+        let config = node.config().clone();
+        self.sample(cluster, &config);
+        report(cluster, &config, &self.suspects(), links);
+        if self.proposing.is_some_and(|(epoch, at)| {
+            node.decided_epoch() >= epoch || at.elapsed() > PROPOSAL_TIMEOUT
+        }) {
+            self.proposing = None;
+        }
+        if self.proposing.is_none() && pending.is_empty() {
+            let change = activation(cluster, &config).or_else(|| self.propose(cluster, &config));
+            if let Some(value) = change {
+                let epoch = value.epoch();
+                self.proposing = Some((epoch, Instant::now()));
+                let (reply, _) = std::sync::mpsc::channel();
+                let _ = feedback.send(ControlInput::Propose {
+                    epoch,
+                    value,
+                    reply,
+                });
+            }
+        }
+    }
+}
+
+/// Tells the data path that the sender of `message` has acceptor state.
+fn note_vote(cluster: &ClusterNode, message: &Message<ClusterConfig>) {
+    // Votes, and the ballots a node sends only once it has
+    // promised them itself: either way its acceptor has state.
+    if let (
+        Body::Promise { .. }
+        | Body::Accepted { .. }
+        | Body::Nack { .. }
+        | Body::Prepare { .. }
+        | Body::Accept { .. },
+        Ok(from),
+    ) = (&message.body, u32::try_from(message.from))
+    {
+        cluster.saw_vote(from);
+    }
+}
+
+/// Answers and drops the proposals whose time to be decided has run out.
+fn expire(pending: &mut Vec<Pending>) {
+    pending.retain(|p| {
+        if Instant::now() > p.deadline {
+            let _ = p
+                .reply
+                .send(b"SERVER_ERROR proposal not decided in time\r\n".to_vec());
+            false
+        } else {
+            true
+        }
+    });
 }
 
 /// Persists, sends, applies and answers, in that order.

@@ -20,8 +20,11 @@ use crate::protocol::{binary, ParseLimits};
 use crate::stats::Latency;
 use crate::storage::ttl::Clock;
 use crate::storage::{Store, StoreConfig};
-use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
+use glommio::channels::shared_channel::{
+    ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
+};
 use glommio::net::TcpListener;
+use glommio::Task;
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
@@ -109,7 +112,7 @@ pub struct ShardCtx {
 
 impl ShardCtx {
     /// Where a keyed request goes: outside a cluster, to the shard of this node
-    /// that owns the key; in one, as `cluster::ClusterNode::route` says.
+    /// that owns the key; in one, as [`ShardCluster::route`] says.
     pub fn route(&self, key: &[u8], write: bool, mode: ConnMode) -> Placement {
         match &self.cluster {
             None if self.node.shards == 1 => Placement {
@@ -156,6 +159,57 @@ pub type Started = std::sync::mpsc::Sender<Result<u32, String>>;
 
 /// The body of a shard's executor: set up, serve until the node stops, drain.
 pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, started: Started) {
+    install_state(id, &node);
+    let listeners = match open_listeners(id, &node, addr) {
+        Ok(listeners) => listeners,
+        Err(message) => {
+            let _ = started.send(Err(message));
+            return;
+        }
+    };
+    let connecting = start_connecting(links);
+    let requests_to = connected(connecting.requests_to).await;
+    let answers_to = connected(connecting.answers_to).await;
+    let ctx = Rc::new(ShardCtx::new(id, &node, requests_to));
+    let peer_tasks = serve_shards(
+        &ctx,
+        connecting.requests_from,
+        answers_to,
+        connecting.answers_from,
+    )
+    .await;
+
+    let sockets = socket_ring(id, &node);
+    let driver = sockets.clone().map(|ring| drive_sockets(ring, &node));
+    let accepting = start_accepting(listeners, &ctx, &sockets);
+    let _ = started.send(Ok(id));
+    // Shard 0 of a cluster node recovers what it missed while it was away, and
+    // watches its peers (probes) and itself (pauses).
+    let mut cluster_tasks = Vec::new();
+    if ctx.cluster.is_some() && id == 0 {
+        cluster_tasks.push(glommio::spawn_local(cluster::watch(ctx.clone())));
+    }
+
+    serve_until_stopped(&ctx).await;
+    // Stop accepting, then let connections finish the requests they have read.
+    drop(accepting.main);
+    drop(accepting.own);
+    drop(accepting.also);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while ctx.busy.get() > 0 && std::time::Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    drop(cluster_tasks);
+    drop(peer_tasks);
+    // The last replies may still be queued on the ring: submit them.
+    drop(driver);
+    if let Some(ring) = &sockets {
+        ring.flush();
+    }
+}
+
+/// Gives this executor's thread its store and counters.
+fn install_state(id: u32, node: &Node) {
     let config = &node.config;
     let shards = node.shards as u64;
     // CAS uniques carry the shard, and in a cluster the node's id too (ids
@@ -179,24 +233,25 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
         ))
     });
     debug_assert!(shards <= 1 << 8);
+}
 
-    let listener = match listen(addr, super::Sharing::Shared) {
-        Ok(listener) => listener,
-        Err(message) => {
-            let _ = started.send(Err(message));
-            return;
-        }
-    };
+/// The sockets one shard accepts clients on.
+struct Listeners {
+    /// The node's port, shared by every shard.
+    main: Listening,
+    /// The other addresses of a `-l` list, shared by every shard as the first.
+    also: Vec<Listening>,
+    /// With --shard-ports (or in a cluster), this shard's own port.
+    own: Option<Listening>,
+}
+
+/// Opens this shard's listening sockets, or says why one could not be opened.
+fn open_listeners(id: u32, node: &Node, addr: SocketAddr) -> Result<Listeners, String> {
+    let main = listen(addr, super::Sharing::Shared)?;
     // The other addresses of a `-l` list, shared by every shard as the first.
-    let mut listeners_also = Vec::with_capacity(node.listen_also.len());
-    for &also in &node.listen_also {
-        match listen(also, super::Sharing::Shared) {
-            Ok(listener) => listeners_also.push(listener),
-            Err(message) => {
-                let _ = started.send(Err(message));
-                return;
-            }
-        }
+    let mut also = Vec::with_capacity(node.listen_also.len());
+    for &other in &node.listen_also {
+        also.push(listen(other, super::Sharing::Shared)?);
     }
     // With --shard-ports, this shard's own port: a ketama client that knows the
     // shard endpoints sends each key straight to its owner.
@@ -205,22 +260,29 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
         (None, Some(base)) => Some(SocketAddr::new(addr.ip(), base + id as u16)),
         (None, None) => None,
     };
-    let own_listener = match own_addr {
+    let own = match own_addr {
         None => None,
-        Some(own) => match listen(own, super::Sharing::Exclusive) {
-            Ok(listener) => Some(listener),
-            Err(message) => {
-                let _ = started.send(Err(message));
-                return;
-            }
-        },
+        Some(own) => Some(listen(own, super::Sharing::Exclusive)?),
     };
+    Ok(Listeners { main, also, own })
+}
 
-    // Both ends of a channel must connect before either is used. Every end
-    // starts connecting at once, so that no shard waits on one that is itself
-    // waiting, and one pass of this executor completes every end whose peer
-    // is there: with many more shards than CPUs, a shard is scheduled rarely,
-    // and connecting its 2(N-1) ends one after another took minutes.
+/// The ends of one shard's channels, each connecting in a task of its own.
+struct Connecting {
+    requests_from: Vec<Option<Task<ConnectedReceiver<ToShard>>>>,
+    answers_from: Vec<Option<Task<ConnectedReceiver<FromShard>>>>,
+    requests_to: Vec<Option<Task<ConnectedSender<ToShard>>>>,
+    answers_to: Vec<Option<Task<ConnectedSender<FromShard>>>>,
+}
+
+/// Starts connecting every channel end of this shard.
+///
+/// Both ends of a channel must connect before either is used. Every end
+/// starts connecting at once, so that no shard waits on one that is itself
+/// waiting, and one pass of this executor completes every end whose peer
+/// is there: with many more shards than CPUs, a shard is scheduled rarely,
+/// and connecting its 2(N-1) ends one after another took minutes.
+fn start_connecting(links: ShardLinks) -> Connecting {
     let requests_from: Vec<_> = links
         .requests_from
         .into_iter()
@@ -241,40 +303,56 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
         .into_iter()
         .map(|s| s.map(|s| glommio::spawn_local(s.connect())))
         .collect();
-    let mut requests_to_connected = Vec::with_capacity(node.shards);
-    for sender in requests_to {
-        requests_to_connected.push(match sender {
-            Some(s) => Some(s.await),
-            None => None,
-        });
-    }
-    let requests_to = requests_to_connected;
-    let mut answers_to_connected = Vec::with_capacity(node.shards);
-    for sender in answers_to {
-        answers_to_connected.push(match sender {
-            Some(s) => Some(s.await),
-            None => None,
-        });
-    }
-    let answers_to = answers_to_connected;
-    let ctx = Rc::new(ShardCtx {
-        id,
-        node: node.clone(),
-        limits: ParseLimits {
-            item_size_max_bytes: config.item_size_max_bytes,
-        },
+    Connecting {
+        requests_from,
+        answers_from,
         requests_to,
-        waiters: Rc::new(Waiters::default()),
-        busy: Cell::new(0),
-        cluster: node
-            .cluster
-            .as_ref()
-            .map(|c| Rc::new(ShardCluster::new(c.clone(), node.clone(), id))),
-    });
+        answers_to,
+    }
+}
 
-    // Requests from shard j are answered on the answer channel to j; answers come
-    // back on a separate channel, so a shard blocked sending an answer never
-    // waits on a shard blocked sending a request (no cycle).
+/// Waits for each end to connect, in shard order (None for this shard itself).
+async fn connected<T>(ends: Vec<Option<Task<T>>>) -> Vec<Option<T>> {
+    let mut connected = Vec::with_capacity(ends.len());
+    for end in ends {
+        connected.push(match end {
+            Some(s) => Some(s.await),
+            None => None,
+        });
+    }
+    connected
+}
+
+impl ShardCtx {
+    fn new(id: u32, node: &Arc<Node>, requests_to: Vec<Option<ConnectedSender<ToShard>>>) -> Self {
+        ShardCtx {
+            id,
+            node: node.clone(),
+            limits: ParseLimits {
+                item_size_max_bytes: node.config.item_size_max_bytes,
+            },
+            requests_to,
+            waiters: Rc::new(Waiters::default()),
+            busy: Cell::new(0),
+            cluster: node
+                .cluster
+                .as_ref()
+                .map(|c| Rc::new(ShardCluster::new(c.clone(), node.clone(), id))),
+        }
+    }
+}
+
+/// Starts the tasks that answer other shards' requests and take their answers.
+///
+/// Requests from shard j are answered on the answer channel to j; answers come
+/// back on a separate channel, so a shard blocked sending an answer never
+/// waits on a shard blocked sending a request (no cycle).
+async fn serve_shards(
+    ctx: &Rc<ShardCtx>,
+    requests_from: Vec<Option<Task<ConnectedReceiver<ToShard>>>>,
+    answers_to: Vec<Option<ConnectedSender<FromShard>>>,
+    answers_from: Vec<Option<Task<ConnectedReceiver<FromShard>>>>,
+) -> Vec<Task<()>> {
     let mut peer_tasks = Vec::new();
     for (from, (requests, answers)) in requests_from.into_iter().zip(answers_to).enumerate() {
         let (Some(requests), Some(answers)) = (requests, answers) else {
@@ -307,8 +385,13 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
             }
         }));
     }
+    peer_tasks
+}
 
-    let sockets = match config.sockets {
+/// This shard's own io_uring for client sockets, when `--sockets uring` asks
+/// for one and the kernel gives one.
+fn socket_ring(id: u32, node: &Node) -> Option<Rc<SocketRing>> {
+    match node.config.sockets {
         SocketPath::Glommio => None,
         SocketPath::Uring => match SocketRing::new() {
             Ok(ring) => Some(Rc::new(ring)),
@@ -319,33 +402,50 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
                 None
             }
         },
-    };
-    let driver = sockets.clone().map(|ring| {
-        let node = node.clone();
-        let spin = Duration::from_micros(node.config.spin_before_park_us);
-        glommio::spawn_local(uring::drive(
-            ring,
-            move || node.stop.load(Ordering::Acquire),
-            spin,
-        ))
-    });
-    let accept = glommio::spawn_local(accept_loop(listener, ctx.clone(), sockets.clone()));
-    let accept_also: Vec<_> = listeners_also
+    }
+}
+
+/// Starts the task that submits and completes the socket ring's work until
+/// the node stops.
+fn drive_sockets(ring: Rc<SocketRing>, node: &Arc<Node>) -> Task<()> {
+    let node = node.clone();
+    let spin = Duration::from_micros(node.config.spin_before_park_us);
+    glommio::spawn_local(uring::drive(
+        ring,
+        move || node.stop.load(Ordering::Acquire),
+        spin,
+    ))
+}
+
+/// The tasks accepting clients on each of a shard's [`Listeners`].
+struct Accepting {
+    main: Task<()>,
+    also: Vec<Task<()>>,
+    own: Option<Task<()>>,
+}
+
+fn start_accepting(
+    listeners: Listeners,
+    ctx: &Rc<ShardCtx>,
+    sockets: &Option<Rc<SocketRing>>,
+) -> Accepting {
+    let main = glommio::spawn_local(accept_loop(listeners.main, ctx.clone(), sockets.clone()));
+    let also: Vec<_> = listeners
+        .also
         .into_iter()
         .map(|l| glommio::spawn_local(accept_loop(l, ctx.clone(), sockets.clone())))
         .collect();
-    let accept_own =
-        own_listener.map(|l| glommio::spawn_local(accept_loop(l, ctx.clone(), sockets.clone())));
-    let _ = started.send(Ok(id));
-    // Shard 0 of a cluster node recovers what it missed while it was away, and
-    // watches its peers (probes) and itself (pauses).
-    let mut cluster_tasks = Vec::new();
-    if ctx.cluster.is_some() && id == 0 {
-        cluster_tasks.push(glommio::spawn_local(cluster::watch(ctx.clone())));
-    }
+    let own = listeners
+        .own
+        .map(|l| glommio::spawn_local(accept_loop(l, ctx.clone(), sockets.clone())));
+    Accepting { main, also, own }
+}
 
+/// Waits until the node stops, checking that other shards still answer.
+async fn serve_until_stopped(ctx: &ShardCtx) {
+    let id = ctx.id;
     let mut watchdog = Watchdog::new(Duration::from_secs(SHARD_ANSWER_TIMEOUT_SECS));
-    while !node.stop.load(Ordering::Acquire) {
+    while !ctx.node.stop.load(Ordering::Acquire) {
         glommio::timer::sleep(Duration::from_millis(50)).await;
         // A shard that never answers is hung: the supervisor stops the node.
         if let Some(slot) = watchdog.overdue(&ctx.waiters, std::time::Instant::now()) {
@@ -354,21 +454,6 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
                  {SHARD_ANSWER_TIMEOUT_SECS} s: a shard is hung"
             );
         }
-    }
-    // Stop accepting, then let connections finish the requests they have read.
-    drop(accept);
-    drop(accept_own);
-    drop(accept_also);
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while ctx.busy.get() > 0 && std::time::Instant::now() < deadline {
-        glommio::timer::sleep(Duration::from_millis(5)).await;
-    }
-    drop(cluster_tasks);
-    drop(peer_tasks);
-    // The last replies may still be queued on the ring: submit them.
-    drop(driver);
-    if let Some(ring) = &sockets {
-        ring.flush();
     }
 }
 

@@ -410,85 +410,96 @@ impl SocketRing {
         };
         let mut io = io_rc.borrow_mut();
         match kind {
-            RECV => {
-                if let Some(bid) = bid {
-                    if result > 0 && !io.closed {
-                        let buffers = self.buffers.borrow();
-                        let bytes = buffers.bytes(bid, result as usize);
-                        // Drop what was read once it outweighs what was not.
-                        if io.read_from > 0 && io.read_from >= io.unread() {
-                            let from = io.read_from;
-                            io.received.drain(..from);
-                            io.read_from = 0;
-                        }
-                        io.received.extend_from_slice(bytes);
-                        if io.reader.is_some() {
-                            self.fresh.borrow_mut().push(io_rc.clone());
-                        }
-                    }
-                    self.buffers.borrow_mut().lend(bid);
-                }
-                let more = cqueue::more(flags);
-                if !more {
-                    io.receiving = false;
-                }
-                if result == 0 {
-                    io.ended.get_or_insert(io::ErrorKind::UnexpectedEof);
-                } else if result < 0 {
-                    let errno = -result;
-                    if errno == nix::errno::Errno::ENOBUFS as i32 && !io.closed {
-                        // Every provided buffer was taken: receive again.
-                        if !io.receiving {
-                            self.arm_receive(&mut io);
-                        }
-                    } else if errno != nix::errno::Errno::ECANCELED as i32 {
-                        io.ended
-                            .get_or_insert(io::Error::from_raw_os_error(errno).kind());
-                    }
-                } else if !io.closed && !more && io.ended.is_none() {
-                    if io.unread() >= RECEIVED_QUEUE_BYTES_MAX {
-                        pause(&mut io);
-                    } else {
-                        self.arm_receive(&mut io);
-                    }
-                }
-                if !io.closed
-                    && io.receiving
-                    && !io.paused
-                    && io.unread() >= RECEIVED_QUEUE_BYTES_MAX
-                {
-                    pause(&mut io);
-                    self.cancel_receive(&io);
-                }
-                if let Some(waker) = io.reader.take() {
-                    waker.wake();
-                }
-            }
-            SEND => {
-                io.in_flight = false;
-                if result < 0 {
-                    io.send_error
-                        .get_or_insert(io::Error::from_raw_os_error(-result).kind());
-                } else {
-                    io.sent += result as usize;
-                    if io.sent < io.sending.len() && !io.closed && io.send_error.is_none() {
-                        self.submit_send(&mut io);
-                    } else {
-                        io.sending.clear();
-                        io.sent = 0;
-                        if io.sending.capacity() > BUFFER_KEEP_BYTES {
-                            io.sending = Vec::new();
-                        }
-                    }
-                }
-                if let Some(waker) = io.writer.take() {
-                    waker.wake();
-                }
-            }
+            RECV => self.receive_completed(&io_rc, &mut io, result, flags, bid),
+            SEND => self.send_completed(&mut io, result),
             _ => {}
         }
         if io.closed {
             self.release(io);
+        }
+    }
+
+    /// A receive completed: keeps its bytes, lends its buffer back, receives
+    /// again or pauses, and wakes the reader.
+    fn receive_completed(
+        &self,
+        io_rc: &Rc<RefCell<Io>>,
+        io: &mut Io,
+        result: i32,
+        flags: u32,
+        bid: Option<u16>,
+    ) {
+        if let Some(bid) = bid {
+            if result > 0 && !io.closed {
+                let buffers = self.buffers.borrow();
+                let bytes = buffers.bytes(bid, result as usize);
+                // Drop what was read once it outweighs what was not.
+                if io.read_from > 0 && io.read_from >= io.unread() {
+                    let from = io.read_from;
+                    io.received.drain(..from);
+                    io.read_from = 0;
+                }
+                io.received.extend_from_slice(bytes);
+                if io.reader.is_some() {
+                    self.fresh.borrow_mut().push(io_rc.clone());
+                }
+            }
+            self.buffers.borrow_mut().lend(bid);
+        }
+        let more = cqueue::more(flags);
+        if !more {
+            io.receiving = false;
+        }
+        if result == 0 {
+            io.ended.get_or_insert(io::ErrorKind::UnexpectedEof);
+        } else if result < 0 {
+            let errno = -result;
+            if errno == nix::errno::Errno::ENOBUFS as i32 && !io.closed {
+                // Every provided buffer was taken: receive again.
+                if !io.receiving {
+                    self.arm_receive(io);
+                }
+            } else if errno != nix::errno::Errno::ECANCELED as i32 {
+                io.ended
+                    .get_or_insert(io::Error::from_raw_os_error(errno).kind());
+            }
+        } else if !io.closed && !more && io.ended.is_none() {
+            if io.unread() >= RECEIVED_QUEUE_BYTES_MAX {
+                pause(io);
+            } else {
+                self.arm_receive(io);
+            }
+        }
+        if !io.closed && io.receiving && !io.paused && io.unread() >= RECEIVED_QUEUE_BYTES_MAX {
+            pause(io);
+            self.cancel_receive(io);
+        }
+        if let Some(waker) = io.reader.take() {
+            waker.wake();
+        }
+    }
+
+    /// A send completed: sends the rest, or empties the send buffer, and wakes
+    /// the writer.
+    fn send_completed(&self, io: &mut Io, result: i32) {
+        io.in_flight = false;
+        if result < 0 {
+            io.send_error
+                .get_or_insert(io::Error::from_raw_os_error(-result).kind());
+        } else {
+            io.sent += result as usize;
+            if io.sent < io.sending.len() && !io.closed && io.send_error.is_none() {
+                self.submit_send(io);
+            } else {
+                io.sending.clear();
+                io.sent = 0;
+                if io.sending.capacity() > BUFFER_KEEP_BYTES {
+                    io.sending = Vec::new();
+                }
+            }
+        }
+        if let Some(waker) = io.writer.take() {
+            waker.wake();
         }
     }
 
