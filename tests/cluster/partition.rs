@@ -11,6 +11,28 @@ use crate::common::requests::{admin, parse_stats, wait_for_epoch, wait_for_local
 use crate::common::{authenticate, Cluster, Layout, READY_TIMEOUT};
 use crate::support::{self, show, Client, REPLY_TIMEOUT};
 
+/// Three one-shard Paxos nodes with `replicas` copies and `write_ack`, in a
+/// network namespace of the test's own; `None` where the test cannot have one
+/// (or runs against memcached), and it is skipped.
+fn partitionable_cluster(
+    replicas: usize,
+    write_ack: &'static str,
+    peer_timeout_ms: u32,
+    failover_timeout_ms: &'static str,
+) -> Option<Cluster> {
+    if support::ringcache_stands_in_for_memcached()
+        || !support::own_network_namespace("network partition test")
+    {
+        return None;
+    }
+    Some(Cluster::start(
+        &Layout::real(3, 1, replicas, write_ack)
+            .with_consensus()
+            .with_peer_timeout_ms(peer_timeout_ms)
+            .with_args(&["--failover-timeout-ms", failover_timeout_ms]),
+    ))
+}
+
 /// A connection to `ip:port` from `from`, an address the partition rules leave alone.
 fn client_from(from: &str, ip: &str, port: u16) -> Client {
     use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrIn};
@@ -41,17 +63,9 @@ fn client_from(from: &str, ip: &str, port: u16) -> Client {
 /// `SERVER_ERROR`, not its old value.
 #[test]
 fn a_node_cut_off_from_the_majority_does_not_serve_its_old_copies() {
-    if support::ringcache_stands_in_for_memcached()
-        || !support::own_network_namespace("network partition test")
-    {
+    let Some(cluster) = partitionable_cluster(2, "all", 300, "1000") else {
         return;
-    }
-    let cluster = Cluster::start(
-        &Layout::real(3, 1, 2, "all")
-            .with_consensus()
-            .with_peer_timeout_ms(300)
-            .with_args(&["--failover-timeout-ms", "1000"]),
-    );
+    };
     let key = (0..)
         .map(|i| format!("cut:{i}"))
         .find(|key| cluster.owners(key)[0] == 3)
@@ -99,17 +113,9 @@ fn a_node_cut_off_from_the_majority_does_not_serve_its_old_copies() {
 /// healing, every node reports the same epoch and configuration.
 #[test]
 fn a_partitioned_minority_cannot_decide_and_catches_up_after_healing() {
-    if support::ringcache_stands_in_for_memcached()
-        || !support::own_network_namespace("network partition test")
-    {
+    let Some(cluster) = partitionable_cluster(2, "one", 500, "1000") else {
         return;
-    }
-    let cluster = Cluster::start(
-        &Layout::real(3, 1, 2, "one")
-            .with_consensus()
-            .with_peer_timeout_ms(500)
-            .with_args(&["--failover-timeout-ms", "1000"]),
-    );
+    };
     support::partition("127.0.0.3", &["127.0.0.1".into(), "127.0.0.2".into()]);
 
     // The majority decides.
@@ -175,17 +181,9 @@ fn a_partitioned_minority_cannot_decide_and_catches_up_after_healing() {
 /// its own older copy: quorum reads go to the decided primary.
 #[test]
 fn a_quorum_read_through_an_owner_that_missed_a_write_never_answers_its_old_copy() {
-    if support::ringcache_stands_in_for_memcached()
-        || !support::own_network_namespace("network partition test")
-    {
+    let Some(cluster) = partitionable_cluster(3, "quorum", 300, "60000") else {
         return;
-    }
-    let cluster = Cluster::start(
-        &Layout::real(3, 1, 3, "quorum")
-            .with_consensus()
-            .with_peer_timeout_ms(300)
-            .with_args(&["--failover-timeout-ms", "60000"]),
-    );
+    };
     let keys: Vec<String> = (0..)
         .map(|i| format!("lag:{i}"))
         .filter(|key| cluster.owners(key)[0] == 3)
