@@ -31,17 +31,7 @@ fn a_recovering_node_is_not_primary_for_writes() {
     cluster.client(2).set(&counter, b"10");
     // Node 1 comes back while node 2 is paused: node 1 recovers until node 2
     // answers, and has nothing of the counter meanwhile.
-    cluster.kill9(1);
-    cluster.signal(2, "-STOP");
-    cluster.restart(1);
-    assert_eq!(
-        cluster
-            .stats_cluster(1)
-            .get("node_state")
-            .map(String::as_str),
-        Some("recovering"),
-        "node 1 after its restart"
-    );
+    restart_node_1_while_node_2_is_paused(&mut cluster);
     let incr = format!("incr {counter} 1\r\n");
     let reply = cluster.client(1).call(incr.as_bytes(), b"\r\n");
     // Sent to paused node 2, which got it but did not answer in time.
@@ -110,17 +100,7 @@ fn a_copy_newer_than_a_merged_state_replaces_it_during_recovery() {
     let mut cluster = Cluster::start(&Layout::real(2, 1, 2, "all").with_peer_timeout_ms(500));
     let key = "merged:1";
     assert_eq!(cluster.owners(key).len(), 2, "both nodes own {key}");
-    cluster.kill9(1);
-    cluster.signal(2, "-STOP");
-    cluster.restart(1);
-    assert_eq!(
-        cluster
-            .stats_cluster(1)
-            .get("node_state")
-            .map(String::as_str),
-        Some("recovering"),
-        "node 1 after its restart"
-    );
+    restart_node_1_while_node_2_is_paused(&mut cluster);
     let node = cluster.node(1);
     let mut peer = Client::connect_at(&node.ip, node.port);
     authenticate(&mut peer, &cluster.secret);
@@ -391,4 +371,20 @@ fn paused_node_past_the_hint_bound_copies_afresh() {
         return;
     }
     paused_node_catches_up("10", true);
+}
+
+/// Kills node 1 and restarts it while node 2 is paused (SIGSTOP): node 1
+/// recovers until node 2 answers.
+fn restart_node_1_while_node_2_is_paused(cluster: &mut Cluster) {
+    cluster.kill9(1);
+    cluster.signal(2, "-STOP");
+    cluster.restart(1);
+    assert_eq!(
+        cluster
+            .stats_cluster(1)
+            .get("node_state")
+            .map(String::as_str),
+        Some("recovering"),
+        "node 1 after its restart"
+    );
 }
