@@ -7,9 +7,18 @@
 //! would mislead a client (a unix socket, SASL) is refused with the reason.
 //! The README's flags table lists what becomes of each.
 
+mod extended;
+mod tls;
+mod values;
+
 use crate::limits;
 use crate::storage::WhenFull;
 use clap::{ArgAction, Parser};
+pub use extended::extended_option;
+use extended::extended_options;
+pub use tls::{SessionCache, TlsSettings, TlsVersion, VerifyMode};
+use values::size_text;
+pub use values::{parse_listen, parse_memory_limit, parse_size};
 
 /// Command-line flags. Short names are memcached's.
 #[derive(Parser, Debug, Clone)]
@@ -332,162 +341,6 @@ pub struct Config {
     pub notes: Vec<String>,
 }
 
-/// `-Z` with its `-o ssl_*` options: what the runtime needs to build a TLS
-/// server (reading the files is its job).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TlsSettings {
-    /// `ssl_chain_cert`: the server's certificate chain, PEM.
-    pub chain_cert: std::path::PathBuf,
-    /// `ssl_key`: its private key, PEM; by default read from the chain file.
-    pub key: std::path::PathBuf,
-    /// `ssl_ca_cert`: the CAs whose client certificates are accepted, PEM.
-    pub ca_cert: Option<std::path::PathBuf>,
-    pub verify_mode: VerifyMode,
-    pub min_version: TlsVersion,
-    /// `ssl_session_cache`: keep sessions so clients may resume them.
-    pub session_cache: SessionCache,
-}
-
-/// `ssl_verify_mode`: memcached's (OpenSSL's) client certificate checks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VerifyMode {
-    /// 0: no client certificate is asked for.
-    None,
-    /// 1: one is asked for and checked if sent; a client without one is served.
-    Request,
-    /// 2: a client without a valid certificate is refused.
-    Require,
-    /// 3: as 2, checked once per connection (TLS 1.3 never renegotiates, so
-    /// this is 2).
-    Once,
-}
-
-/// `ssl_min_version`: the oldest TLS version a client may speak.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TlsVersion {
-    Tls12,
-    Tls13,
-}
-
-/// Whether TLS sessions are kept for resumption (`ssl_session_cache`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SessionCache {
-    Off,
-    On,
-}
-
-/// The `-o ssl_*` options as they are read, before `-Z` decides whether they apply.
-#[derive(Default)]
-struct SslOptions {
-    chain_cert: Option<String>,
-    key: Option<String>,
-    ca_cert: Option<String>,
-    verify_mode: Option<VerifyMode>,
-    min_version: Option<TlsVersion>,
-    session_cache: bool,
-    /// The options given, for the note when `-Z` is absent.
-    given: Vec<String>,
-}
-
-/// Takes one `-o ssl_*` option into `ssl`: `Ok(Some(note))` when it is accepted
-/// but does not apply, `Err` when it is malformed or unknown.
-fn ssl_option(option: &str, ssl: &mut SslOptions) -> Result<Option<String>, String> {
-    let (name, value) = match option.split_once('=') {
-        Some((name, value)) => (name, Some(value)),
-        None => (option, None),
-    };
-    let file = || -> Result<String, String> {
-        value
-            .filter(|v| !v.is_empty())
-            .map(str::to_string)
-            .ok_or_else(|| format!("-o {name}: missing file name"))
-    };
-    let note = |why: &str| Ok(Some(format!("-o {option}: {why}; ignored")));
-    ssl.given.push(option.to_string());
-    match name {
-        "ssl_chain_cert" => ssl.chain_cert = Some(file()?),
-        "ssl_key" => ssl.key = Some(file()?),
-        "ssl_ca_cert" => ssl.ca_cert = Some(file()?),
-        "ssl_verify_mode" => {
-            ssl.verify_mode = Some(match value {
-                Some("0") => VerifyMode::None,
-                Some("1") => VerifyMode::Request,
-                Some("2") => VerifyMode::Require,
-                Some("3") => VerifyMode::Once,
-                _ => return Err(format!("-o {option}: must be 0, 1, 2 or 3")),
-            })
-        }
-        "ssl_min_version" => match value {
-            Some("tlsv1.2") => ssl.min_version = Some(TlsVersion::Tls12),
-            Some("tlsv1.3") => ssl.min_version = Some(TlsVersion::Tls13),
-            Some("tlsv1" | "tlsv1.1") => {
-                return note("TLS 1.0 and 1.1 are not spoken; the oldest served is tlsv1.2")
-            }
-            _ => {
-                return Err(format!(
-                    "-o {option}: must be tlsv1, tlsv1.1, tlsv1.2 or tlsv1.3"
-                ))
-            }
-        },
-        "ssl_keyformat" => match value {
-            // OpenSSL's SSL_FILETYPE_PEM is 1.
-            Some("1" | "PEM" | "pem") => {}
-            _ => return Err(format!("-o {option}: only PEM keys (ssl_keyformat=1) are read")),
-        },
-        "ssl_session_cache" => ssl.session_cache = true,
-        "ssl_ciphers" => {
-            return note("the cipher suites are rustls's own: TLS 1.3's, and TLS 1.2's ECDHE with AES-GCM or ChaCha20-Poly1305")
-        }
-        "ssl_wbuf_size" => {
-            value
-                .and_then(|v| v.parse::<u32>().ok())
-                .ok_or_else(|| format!("-o {option}: must be a number of kilobytes"))?;
-            return note("replies are encrypted from the connection's own output buffer");
-        }
-        "ssl_kernel_tls" => return note("TLS runs in the process, not in the kernel"),
-        _ => return Err(format!("-o {option}: Illegal suboption")),
-    }
-    Ok(None)
-}
-
-impl SslOptions {
-    /// The TLS settings `-Z` asks for, or `None` without it.
-    fn settings(
-        self,
-        enable_ssl: bool,
-        notes: &mut Vec<String>,
-    ) -> Result<Option<TlsSettings>, String> {
-        if !enable_ssl {
-            for option in &self.given {
-                notes.push(format!("-o {option}: applies only with -Z; ignored"));
-            }
-            return Ok(None);
-        }
-        let chain_cert = self.chain_cert.ok_or(
-            "-Z: a certificate is needed: -o ssl_chain_cert=FILE (and ssl_key=FILE if the key is apart)",
-        )?;
-        let verify_mode = self.verify_mode.unwrap_or(VerifyMode::None);
-        if verify_mode != VerifyMode::None && self.ca_cert.is_none() {
-            return Err(
-                "-o ssl_verify_mode: checking client certificates needs the CAs that sign them: -o ssl_ca_cert=FILE"
-                    .into(),
-            );
-        }
-        Ok(Some(TlsSettings {
-            key: self.key.unwrap_or_else(|| chain_cert.clone()).into(),
-            chain_cert: chain_cert.into(),
-            ca_cert: self.ca_cert.map(Into::into),
-            verify_mode,
-            min_version: self.min_version.unwrap_or(TlsVersion::Tls12),
-            session_cache: if self.session_cache {
-                SessionCache::On
-            } else {
-                SessionCache::Off
-            },
-        }))
-    }
-}
-
 /// Whether `flush_all` is served (`-F` refuses it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FlushCommand {
@@ -526,20 +379,6 @@ pub const EXIT_DAEMONIZE_REFUSED: i32 = 2;
 /// The largest `-R`, `-n` and numeric `-o` value memcached reads (a C int).
 const C_INT_MAX: i64 = i32::MAX as i64;
 
-/// memcached's bounds on `-o hashpower`.
-const HASHPOWER_MIN: i64 = 12;
-const HASHPOWER_MAX: i64 = 64;
-
-/// memcached's bounds on `-o hot_lru_pct` and `warm_lru_pct`.
-const LRU_PCT_MIN: i64 = 1;
-const LRU_PCT_MAX: i64 = 80;
-
-/// memcached's largest `-o lru_crawler_sleep` (microseconds).
-const LRU_CRAWLER_SLEEP_MAX_US: i64 = 1_000_000;
-
-/// memcached's largest `-o slab_automove` level.
-const SLAB_AUTOMOVE_MAX: i64 = 2;
-
 /// Which cluster file a node reads, and which of its nodes it is.
 #[derive(Clone, Debug)]
 pub struct ClusterMembership {
@@ -561,235 +400,6 @@ pub enum SocketPath {
 pub enum ShutdownCommand {
     Allowed,
     Refused,
-}
-
-/// A byte count as `-m` and `-I` take it back: whole gigabytes, megabytes or
-/// kilobytes with their suffix, otherwise bytes.
-fn size_text(bytes: usize) -> String {
-    const KIB: usize = 1024;
-    [(KIB * KIB * KIB, "g"), (KIB * KIB, "m"), (KIB, "k")]
-        .iter()
-        .find(|(unit, _)| bytes >= *unit && bytes.is_multiple_of(*unit))
-        .map(|(unit, suffix)| format!("{}{suffix}", bytes / unit))
-        .unwrap_or_else(|| bytes.to_string())
-}
-
-/// Parses a size such as `1m`, `512k` or `2048` into bytes.
-pub fn parse_size(text: &str) -> Result<usize, String> {
-    let text = text.trim();
-    let (digits, unit) = match text.chars().last() {
-        Some('k') | Some('K') => (&text[..text.len() - 1], 1024),
-        Some('m') | Some('M') => (&text[..text.len() - 1], 1024 * 1024),
-        Some('g') | Some('G') => (&text[..text.len() - 1], 1024 * 1024 * 1024),
-        _ => (text, 1),
-    };
-    let n: usize = digits
-        .parse()
-        .map_err(|_| format!("not a size: {text:?} (use a number with an optional k, m or g)"))?;
-    n.checked_mul(unit)
-        .ok_or_else(|| format!("size too large: {text:?}"))
-}
-
-/// Parses `-m`: a plain number is megabytes, as in memcached; a k, m, g or t
-/// suffix (either case) names the unit. memcached 1.6.18 itself reads only the
-/// leading digits (`-m 1g` is 1 megabyte there); ringcache takes the suffix as meant.
-pub fn parse_memory_limit(text: &str) -> Result<usize, String> {
-    let text = text.trim();
-    let last = text.chars().last().unwrap_or('0');
-    let bytes = if last.is_ascii_digit() {
-        text.parse::<usize>()
-            .ok()
-            .and_then(|mb| mb.checked_mul(1024 * 1024))
-    } else {
-        let unit: usize = match last.to_ascii_lowercase() {
-            'k' => 1 << 10,
-            'm' => 1 << 20,
-            'g' => 1 << 30,
-            't' => 1 << 40,
-            _ => {
-                return Err(format!(
-                    "-m {text}: not a size (megabytes, or a number with k, m, g or t)"
-                ))
-            }
-        };
-        text[..text.len() - 1]
-            .parse::<usize>()
-            .map_err(|_| {
-                format!("-m {text}: not a size (megabytes, or a number with k, m, g or t)")
-            })?
-            .checked_mul(unit)
-    };
-    let bytes = bytes.ok_or_else(|| {
-        format!("-m {text}: not a size (megabytes, or a number with k, m, g or t)")
-    })?;
-    if bytes < 1024 * 1024 {
-        return Err(format!(
-            "-m {text}: the memory limit must be at least 1 megabyte"
-        ));
-    }
-    if bytes > limits::MEMORY_LIMIT_MAX_BYTES {
-        return Err(format!("-m {text}: the memory limit can be at most 1t"));
-    }
-    Ok(bytes)
-}
-
-/// Parses `-l`: memcached's comma list (repeated `-l` adds to it), each entry an
-/// address, `ADDR:PORT` or `[IPv6]:PORT`, with memcached's `notls:` prefix
-/// dropped (without `-Z` every address is plain; with it, `from_args` refuses
-/// the prefix). Returns the one address and the port an entry
-/// named, if any. ringcache's shards listen on one address, so a list naming
-/// several distinct ones is refused: a client sent to the others would find nothing.
-pub fn parse_listen(lists: &[String]) -> Result<Vec<(String, Option<u16>)>, String> {
-    let mut chosen: Vec<(String, Option<u16>)> = Vec::new();
-    for entry in lists.iter().flat_map(|l| l.split(',')) {
-        let entry = entry.trim();
-        let entry = entry.strip_prefix("notls:").unwrap_or(entry);
-        if entry.is_empty() {
-            return Err(format!("-l {}: an empty address", lists.join(",")));
-        }
-        let (host, port) = if let Some(rest) = entry.strip_prefix('[') {
-            let (host, after) = rest
-                .split_once(']')
-                .ok_or_else(|| format!("-l {entry}: an IPv6 address needs its closing ]"))?;
-            match after.strip_prefix(':') {
-                Some(port) => (host, Some(port)),
-                None if after.is_empty() => (host, None),
-                None => return Err(format!("-l {entry}: expected [ADDR]:PORT")),
-            }
-        } else {
-            match entry.split_once(':') {
-                // Two colons or more: a bare IPv6 address.
-                Some((_, rest)) if rest.contains(':') => (entry, None),
-                Some((host, port)) => (host, Some(port)),
-                None => (entry, None),
-            }
-        };
-        let port = match port {
-            Some(p) => Some(
-                p.parse::<u16>()
-                    .ok()
-                    .filter(|&p| p != 0)
-                    .ok_or_else(|| format!("-l {entry}: {p:?} is not a port"))?,
-            ),
-            None => None,
-        };
-        if !chosen.iter().any(|(h, p)| h == host && *p == port) {
-            chosen.push((host.to_string(), port));
-        }
-    }
-    if chosen.is_empty() {
-        return Err("-l: no address given".into());
-    }
-    Ok(chosen)
-}
-
-/// Takes one memcached `-o` option (`name` or `name=value`): `Ok(None)` when it
-/// is honoured or has no effect in memcached 1.6.18 either, `Ok(Some(note))` when
-/// it is accepted but does not apply here, `Err` when it is malformed, unknown
-/// (memcached: "Illegal suboption") or refused.
-pub fn extended_option(option: &str) -> Result<Option<String>, String> {
-    let (name, value) = match option.split_once('=') {
-        Some((name, value)) => (name, Some(value)),
-        None => (option, None),
-    };
-    let number = |lo: i64, hi: i64| -> Result<i64, String> {
-        let text = value.ok_or_else(|| format!("-o {name}: missing numeric argument"))?;
-        text.parse::<i64>()
-            .ok()
-            .filter(|n| (lo..=hi).contains(n))
-            .ok_or_else(|| format!("-o {option}: must be a number from {lo} to {hi}"))
-    };
-    let fraction = || -> Result<f64, String> {
-        let text = value.ok_or_else(|| format!("-o {name}: missing numeric argument"))?;
-        text.parse::<f64>()
-            .ok()
-            .filter(|f| f.is_finite() && *f >= 0.0)
-            .ok_or_else(|| format!("-o {option}: must be a non-negative number"))
-    };
-    let note = |why: &str| Ok(Some(format!("-o {option}: {why}; ignored")));
-    const NO_SLABS: &str = "the store has no slab classes (one arena per shard, sized from -m)";
-    const NO_LRU_THREADS: &str =
-        "each shard's store keeps one LRU and reclaims expired items when it meets them, with no background threads";
-    match name {
-        // ringcache always answers a connection past -c and closes it.
-        "maxconns_fast" => Ok(None),
-        "no_maxconns_fast" => note("a connection past -c is always answered and closed (maxconns_fast)"),
-        // 1.6.18's `modern` enables nothing.
-        "modern" => Ok(None),
-        "no_modern" => note("ringcache serves memcached 1.6's behaviour only"),
-        "idle_timeout" => {
-            if number(0, C_INT_MAX)? == 0 {
-                Ok(None)
-            } else {
-                note("ringcache does not close idle connections")
-            }
-        }
-        "hashpower" => {
-            number(HASHPOWER_MIN, HASHPOWER_MAX)?;
-            note("each shard's index is sized from its share of -m at start")
-        }
-        "no_hashexpand" => note("each shard's index is sized from its share of -m at start"),
-        "hash_algorithm" => match value {
-            Some("jenkins" | "murmur3" | "xxh3") => note("the index hashes keys with ahash"),
-            _ => Err(format!("-o {option}: unknown hash_algorithm (jenkins, murmur3 or xxh3)")),
-        },
-        "slab_chunk_max" | "slab_automove_window" => {
-            number(1, C_INT_MAX)?;
-            note(NO_SLABS)
-        }
-        "slab_automove" => {
-            number(0, SLAB_AUTOMOVE_MAX)?;
-            note(NO_SLABS)
-        }
-        "slab_automove_ratio" | "slab_automove_freeratio" => {
-            fraction()?;
-            note(NO_SLABS)
-        }
-        "slab_reassign" | "no_slab_reassign" => note(NO_SLABS),
-        "lru_crawler" | "no_lru_crawler" | "lru_maintainer" | "no_lru_maintainer"
-        | "lru_segmented" | "no_lru_segmented" => note(NO_LRU_THREADS),
-        "lru_crawler_sleep" => {
-            number(0, LRU_CRAWLER_SLEEP_MAX_US)?;
-            note(NO_LRU_THREADS)
-        }
-        "lru_crawler_tocrawl" | "tail_repair_time" | "temporary_ttl" => {
-            number(0, C_INT_MAX)?;
-            note(NO_LRU_THREADS)
-        }
-        "hot_lru_pct" | "warm_lru_pct" => {
-            number(LRU_PCT_MIN, LRU_PCT_MAX)?;
-            note(NO_LRU_THREADS)
-        }
-        "hot_max_factor" | "warm_max_factor" => {
-            fraction()?;
-            note(NO_LRU_THREADS)
-        }
-        "read_buf_mem_limit" => {
-            number(0, C_INT_MAX)?;
-            note("each connection's buffers are bounded by fixed limits")
-        }
-        "watcher_logbuf_size" | "worker_logbuf_size" => {
-            number(0, C_INT_MAX)?;
-            note("each watcher's queue holds a fixed 256 KiB of log lines")
-        }
-        "track_sizes" => note("`stats sizes` is not kept"),
-        "inline_ascii_response" | "no_inline_ascii_response" => {
-            note("replies are written the same way either way")
-        }
-        "drop_privileges" | "no_drop_privileges" => {
-            note("memcached's seccomp filter has no counterpart; use the systemd unit's sandboxing")
-        }
-        "sock_cookie_id" => {
-            number(0, C_INT_MAX)?;
-            note("sockets carry no cookie")
-        }
-        "large_memory_pages" => note("the arenas use the kernel's default pages"),
-        "meta_response_old" => Err(format!(
-            "-o {option}: refused: ringcache answers meta commands with 1.6's codes (HD, NS, ...), not the old OK"
-        )),
-        _ if name.starts_with("ext_") => note("items are kept in memory only (no extstore)"),
-        _ => Err(format!("-o {option}: Illegal suboption")),
-    }
 }
 
 impl Config {
@@ -1094,26 +704,6 @@ fn check_tuning(args: &Args, notes: &mut Vec<String>) -> Result<(), String> {
     Ok(())
 }
 
-/// The -o options: TLS's gathered for [`SslOptions::settings`], the others
-/// honoured, noted or refused.
-fn extended_options(args: &Args, notes: &mut Vec<String>) -> Result<SslOptions, String> {
-    let mut ssl = SslOptions::default();
-    for option in args.extended.iter().flat_map(|o| o.split(',')) {
-        if option.is_empty() {
-            continue;
-        }
-        let note = if option.starts_with("ssl_") {
-            ssl_option(option, &mut ssl)?
-        } else {
-            extended_option(option)?
-        };
-        if let Some(note) = note {
-            notes.push(note);
-        }
-    }
-    Ok(ssl)
-}
-
 /// -I and -m, and the bounds each puts on the other: (item size, memory limit).
 fn sizes(args: &Args) -> Result<(usize, usize), String> {
     let item_size_max_bytes = parse_size(&args.max_item_size)?;
@@ -1204,7 +794,7 @@ fn check_limits(args: &Args) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    fn config(argv: &[&str]) -> Result<Config, String> {
+    pub(super) fn config(argv: &[&str]) -> Result<Config, String> {
         let mut full = vec!["ringcache"];
         full.extend_from_slice(argv);
         Config::from_args(&Args::try_parse_from(full).map_err(|e| e.to_string())?)
@@ -1223,77 +813,11 @@ mod tests {
     }
 
     #[test]
-    fn sizes_take_k_and_m_suffixes() {
-        assert_eq!(parse_size("512k"), Ok(512 * 1024));
-        assert_eq!(parse_size("2m"), Ok(2 << 20));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("lots").is_err());
-    }
-
-    #[test]
     fn udp_is_accepted_with_a_note_that_it_is_not_served() {
         assert!(config(&["-U", "0"]).unwrap().notes.is_empty());
         let notes = config(&["-U", "11211"]).unwrap().notes;
         assert_eq!(notes.len(), 1);
         assert!(notes[0].contains("UDP is not served"), "{notes:?}");
-    }
-
-    #[test]
-    fn memory_limits_are_megabytes_or_take_a_suffix() {
-        let mb = |text: &str| parse_memory_limit(text).map(|b| b >> 20);
-        assert_eq!(mb("64"), Ok(64));
-        assert_eq!(mb("64m"), Ok(64));
-        assert_eq!(mb("64M"), Ok(64));
-        assert_eq!(mb("1g"), Ok(1024));
-        assert_eq!(mb("2048k"), Ok(2));
-        assert_eq!(mb("1"), Ok(1));
-        assert_eq!(mb("1024k"), Ok(1));
-        assert_eq!(mb("1t"), Ok(1 << 20));
-        for bad in [
-            "0",
-            "1023k",
-            "0m",
-            "2t",
-            "",
-            "m",
-            "64x",
-            "-1",
-            "1.5g",
-            "99999999999999999999",
-        ] {
-            assert!(parse_memory_limit(bad).is_err(), "{bad:?}");
-        }
-        assert_eq!(config(&["-m", "1g"]).unwrap().memory_limit_bytes, 1 << 30);
-    }
-
-    #[test]
-    fn listen_takes_memcacheds_forms_and_lists() {
-        let parse = |l: &[&str]| parse_listen(&l.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        let one = |host: &str, port: Option<u16>| Ok(vec![(host.to_string(), port)]);
-        assert_eq!(parse(&["127.0.0.1"]), one("127.0.0.1", None));
-        assert_eq!(parse(&["127.0.0.1:11300"]), one("127.0.0.1", Some(11300)));
-        assert_eq!(parse(&["[::1]:11300"]), one("::1", Some(11300)));
-        assert_eq!(parse(&["::1"]), one("::1", None));
-        assert_eq!(parse(&["notls:127.0.0.1"]), one("127.0.0.1", None));
-        // Repeats collapse; distinct addresses are each listened on.
-        assert_eq!(parse(&["127.0.0.1,127.0.0.1"]), one("127.0.0.1", None));
-        assert_eq!(parse(&["127.0.0.1", "127.0.0.1"]), one("127.0.0.1", None));
-        assert_eq!(
-            parse(&["127.0.0.1,127.0.0.2:11300", "::1"]),
-            Ok(vec![
-                ("127.0.0.1".to_string(), None),
-                ("127.0.0.2".to_string(), Some(11300)),
-                ("::1".to_string(), None)
-            ])
-        );
-        for bad in [&["a:0"][..], &["a:x"], &[""], &["a,"], &["[::1"]] {
-            assert!(parse(bad).is_err(), "{bad:?}");
-        }
-        let c = config(&["-l", "127.0.0.2:11300", "-p", "11211"]).unwrap();
-        assert_eq!((c.listen.as_str(), c.port), ("127.0.0.2", 11300));
-        let c = config(&["-l", "127.0.0.1,127.0.0.2:11300", "-p", "11211"]).unwrap();
-        assert_eq!((c.listen.as_str(), c.port), ("127.0.0.1", 11211));
-        assert_eq!(c.listen_also, vec![("127.0.0.2".to_string(), 11300)]);
     }
 
     #[test]
@@ -1344,61 +868,6 @@ mod tests {
             let err = config(argv).unwrap_err();
             assert!(err.contains(what), "{argv:?}: {err}");
         }
-    }
-
-    #[test]
-    fn extended_options_are_honoured_noted_or_refused() {
-        let c = config(&[
-            "-o",
-            "modern,maxconns_fast,idle_timeout=0",
-            "-o",
-            "hashpower=16",
-        ])
-        .unwrap();
-        assert_eq!(c.notes.len(), 1, "{:?}", c.notes);
-        assert!(c.notes[0].starts_with("-o hashpower=16: "), "{:?}", c.notes);
-        for option in [
-            "slab_chunk_max=512",
-            "lru_crawler",
-            "no_lru_crawler",
-            "lru_crawler_sleep=100",
-            "hot_lru_pct=20",
-            "warm_max_factor=2.0",
-            "hash_algorithm=xxh3",
-            "idle_timeout=600",
-            "no_modern",
-            "ext_path=/tmp/x:1G",
-            "slab_automove=2",
-            "track_sizes",
-            "no_maxconns_fast",
-        ] {
-            let note = extended_option(option).unwrap().unwrap();
-            assert!(note.starts_with(&format!("-o {option}: ")), "{note}");
-        }
-        for bad in [
-            "hashpower=11",
-            "hashpower=65",
-            "hashpower",
-            "hot_lru_pct=0",
-            "hot_lru_pct=81",
-            "lru_crawler_sleep=1000001",
-            "slab_automove=3",
-            "hash_algorithm=md5",
-            "idle_timeout=-1",
-            "idle_timeout=x",
-            "hot_max_factor=x",
-            "nonsense",
-        ] {
-            assert!(extended_option(bad).is_err(), "{bad}");
-        }
-        assert_eq!(
-            extended_option("hashpower=12").map(|n| n.is_some()),
-            Ok(true)
-        );
-        assert_eq!(
-            extended_option("hashpower=64").map(|n| n.is_some()),
-            Ok(true)
-        );
     }
 
     #[test]
@@ -1459,63 +928,6 @@ mod tests {
         .is_err());
         // A node restarts from its data directory alone.
         assert!(config(&["--data-dir", "d"]).is_ok());
-    }
-
-    #[test]
-    fn tls_options_are_honoured_with_z_and_noted_without() {
-        let c = config(&[
-            "-Z",
-            "-o",
-            "ssl_chain_cert=c.pem,ssl_ca_cert=ca.pem,ssl_verify_mode=2,ssl_min_version=tlsv1.3",
-        ])
-        .unwrap();
-        assert_eq!(
-            c.tls,
-            Some(TlsSettings {
-                chain_cert: "c.pem".into(),
-                key: "c.pem".into(),
-                ca_cert: Some("ca.pem".into()),
-                verify_mode: VerifyMode::Require,
-                min_version: TlsVersion::Tls13,
-                session_cache: SessionCache::Off,
-            })
-        );
-        let c = config(&[
-            "-Z",
-            "-o",
-            "ssl_chain_cert=c.pem,ssl_key=k.pem,ssl_ciphers=HIGH",
-        ])
-        .unwrap();
-        let tls = c.tls.unwrap();
-        assert_eq!(
-            (tls.key, tls.verify_mode),
-            ("k.pem".into(), VerifyMode::None)
-        );
-        assert!(
-            c.notes[0].starts_with("-o ssl_ciphers=HIGH: "),
-            "{:?}",
-            c.notes
-        );
-        // Without -Z the options are read and noted, and nothing is served over TLS.
-        let c = config(&["-o", "ssl_chain_cert=c.pem"]).unwrap();
-        assert!(
-            c.tls.is_none() && c.notes[0].contains("only with -Z"),
-            "{:?}",
-            c.notes
-        );
-        for bad in [
-            &["-Z"][..],
-            &["-Z", "-o", "ssl_chain_cert=c.pem,ssl_verify_mode=1"],
-            &["-Z", "-o", "ssl_chain_cert=c.pem,ssl_verify_mode=4"],
-            &["-Z", "-o", "ssl_chain_cert=c.pem,ssl_keyformat=2"],
-            &["-Z", "-o", "ssl_chain_cert=c.pem,ssl_min_version=sslv3"],
-            &["-Z", "-o", "ssl_chain_cert=c.pem,ssl_nonsense"],
-            &["-Z", "-o", "ssl_chain_cert="],
-            &["-Z", "-o", "ssl_chain_cert=c.pem", "-l", "notls:127.0.0.1"],
-            &["-Z", "-o", "ssl_chain_cert=c.pem", "--data-dir", "d"],
-        ] {
-            assert!(config(bad).is_err(), "{bad:?}");
-        }
     }
 
     #[test]
