@@ -22,9 +22,8 @@
 //! allocates nothing and the router hashes the key the store will see.
 
 use super::carried::Slices;
-use super::text::{
-    safe_strtol, safe_strtoul, safe_strtoull, ArithOp, Parsed, Rejection, Request, Tokens,
-};
+use super::text::{ArithOp, Parsed, Rejection, Request};
+use super::tokens::{safe_strtol, safe_strtoul, safe_strtoull, Tokens};
 use super::ParseLimits;
 use crate::limits::{
     item_fits, BINARY_KEY_LEN_MAX, KEY_LEN_MAX, META_OPAQUE_LEN_MAX, META_TOKENS_MAX,

@@ -8,6 +8,7 @@ pub mod binary;
 pub mod carried;
 pub mod meta;
 pub mod text;
+mod tokens;
 
 pub use text::{parse, ParseError, Request};
 
