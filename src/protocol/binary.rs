@@ -355,60 +355,128 @@ pub fn parse<'a>(
     buf: &'a [u8],
     limits: &ParseLimits,
 ) -> Result<(BinRequest<'a>, usize), ParseError> {
+    let frame = Frame::read(buf)?;
+    let (command, used) = command(buf, &frame, limits)?;
+    Ok((
+        BinRequest {
+            header: frame.header,
+            command,
+        },
+        used,
+    ))
+}
+
+/// A request's header, extras and key, with the lengths the header declares
+/// checked against each other; the value, if any, is the command's to read.
+struct Frame<'a> {
+    header: Header,
+    extras: &'a [u8],
+    key: &'a [u8],
+    /// The body length the header declares.
+    body_len: u32,
+    /// The header, extras and key: what a command without a value uses.
+    head_len: usize,
+}
+
+impl<'a> Frame<'a> {
+    fn read(buf: &'a [u8]) -> Result<Frame<'a>, ParseError> {
+        if buf.len() < HEADER_BYTES {
+            return Err(ParseError::Incomplete);
+        }
+        if buf[0] != REQUEST_MAGIC {
+            return Err(ParseError::BadMagic);
+        }
+        let key_len = u16::from_be_bytes([buf[2], buf[3]]) as usize;
+        let extras_len = buf[4] as usize;
+        let body_len = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
+        let header = Header {
+            opcode: buf[1],
+            opaque: u32::from_be_bytes([buf[12], buf[13], buf[14], buf[15]]),
+            cas: u64::from_be_bytes(buf[16..24].try_into().expect("8 bytes")),
+        };
+        let head_len = HEADER_BYTES + extras_len + key_len;
+        if buf.len() < head_len {
+            return Err(ParseError::Incomplete);
+        }
+        let fatal = |status| Err(ParseError::Fatal { header, status });
+        if key_len + extras_len > body_len as usize {
+            return fatal(Status::UnknownCommand);
+        }
+        if key_len > KEY_LEN_MAX {
+            return fatal(Status::InvalidArguments);
+        }
+        Ok(Frame {
+            header,
+            extras: &buf[HEADER_BYTES..HEADER_BYTES + extras_len],
+            key: &buf[HEADER_BYTES + extras_len..head_len],
+            body_len,
+            head_len,
+        })
+    }
+
+    /// What memcached would skip for a body it does not read: it keeps the
+    /// length in an `int`, and a negative length skips nothing.
+    fn unread(&self) -> usize {
+        if (self.body_len as i32) < 0 {
+            0
+        } else {
+            self.body_len as usize - self.extras.len() - self.key.len()
+        }
+    }
+}
+
+/// Whether the opcode is a quiet one (its `Q` form).
+fn quiet(opcode: u8) -> Quiet {
     use opcode::*;
-    if buf.len() < HEADER_BYTES {
-        return Err(ParseError::Incomplete);
-    }
-    if buf[0] != REQUEST_MAGIC {
-        return Err(ParseError::BadMagic);
-    }
-    let opcode = buf[1];
-    let key_len = u16::from_be_bytes([buf[2], buf[3]]) as usize;
-    let extras_len = buf[4] as usize;
-    let body_len = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
-    let header = Header {
-        opcode,
-        opaque: u32::from_be_bytes([buf[12], buf[13], buf[14], buf[15]]),
-        cas: u64::from_be_bytes(buf[16..24].try_into().expect("8 bytes")),
-    };
-    let head_len = HEADER_BYTES + extras_len + key_len;
-    if buf.len() < head_len {
-        return Err(ParseError::Incomplete);
-    }
-    let fatal = |status| Err(ParseError::Fatal { header, status });
-    let body = body_len as usize;
-    if key_len + extras_len > body {
-        return fatal(Status::UnknownCommand);
-    }
-    if key_len > KEY_LEN_MAX {
-        return fatal(Status::InvalidArguments);
-    }
-    let extras = &buf[HEADER_BYTES..HEADER_BYTES + extras_len];
-    let key = &buf[HEADER_BYTES + extras_len..head_len];
-    // What memcached would skip for a body it does not read: it keeps the length
-    // in an `int`, and a negative length skips nothing.
-    let unread = if (body_len as i32) < 0 {
-        0
-    } else {
-        body - extras_len - key_len
-    };
-    let quiet = match opcode {
+    match opcode {
         GETQ | GETKQ | SETQ | ADDQ | REPLACEQ | DELETEQ | INCREMENTQ | DECREMENTQ | QUITQ
         | FLUSHQ | APPENDQ | PREPENDQ | GATQ | GATKQ => Quiet::Yes,
         _ => Quiet::No,
-    };
+    }
+}
+
+/// Whether a get or gat opcode returns the key (its `K` form).
+fn with_key(opcode: u8) -> WithKey {
+    use opcode::*;
+    if matches!(opcode, GETK | GETKQ | GATK | GATKQ) {
+        WithKey::Yes
+    } else {
+        WithKey::No
+    }
+}
+
+/// The storage a storage opcode asks for.
+fn store_op(opcode: u8) -> StoreOp {
+    use opcode::*;
+    match opcode {
+        SET | SETQ => StoreOp::Set,
+        ADD | ADDQ => StoreOp::Add,
+        REPLACE | REPLACEQ => StoreOp::Replace,
+        APPEND | APPENDQ => StoreOp::Append,
+        _ => StoreOp::Prepend,
+    }
+}
+
+/// The command a checked frame carries, and the bytes it uses: a known opcode
+/// whose lengths do not fit it is fatal, an unknown one is skipped.
+fn command<'a>(
+    buf: &'a [u8],
+    frame: &Frame<'a>,
+    limits: &ParseLimits,
+) -> Result<(Command<'a>, usize), ParseError> {
+    use opcode::*;
+    let (opcode, extras, key) = (frame.header.opcode, frame.extras, frame.key);
+    let (extras_len, key_len) = (extras.len(), key.len());
+    let body = frame.body_len as usize;
+    let quiet = quiet(opcode);
+    let unread = frame.unread();
     let be32 = |b: &[u8]| u32::from_be_bytes(b[..4].try_into().expect("4 bytes"));
     let be64 = |b: &[u8]| u64::from_be_bytes(b[..8].try_into().expect("8 bytes"));
     let no_body = extras_len == 0 && key_len == 0 && body == 0;
 
     let command = match opcode {
-        VERSION | NOOP if no_body => {
-            if opcode == VERSION {
-                Command::Version
-            } else {
-                Command::Noop
-            }
-        }
+        VERSION if no_body => Command::Version,
+        NOOP if no_body => Command::Noop,
         QUIT | QUITQ if no_body => Command::Quit { quiet },
         FLUSH | FLUSHQ if key_len == 0 && body == extras_len && matches!(extras_len, 0 | 4) => {
             Command::Flush {
@@ -419,11 +487,7 @@ pub fn parse<'a>(
         GET | GETQ | GETK | GETKQ if extras_len == 0 && body == key_len && key_len > 0 => {
             Command::Get {
                 key,
-                with_key: if matches!(opcode, GETK | GETKQ) {
-                    WithKey::Yes
-                } else {
-                    WithKey::No
-                },
+                with_key: with_key(opcode),
                 quiet,
             }
         }
@@ -431,11 +495,7 @@ pub fn parse<'a>(
             key,
             exptime: be32(extras),
             value: opcode != TOUCH,
-            with_key: if matches!(opcode, GATK | GATKQ) {
-                WithKey::Yes
-            } else {
-                WithKey::No
-            },
+            with_key: with_key(opcode),
             quiet,
         },
         DELETE | DELETEQ if key_len > 0 && extras_len == 0 && body == key_len => {
@@ -460,23 +520,11 @@ pub fn parse<'a>(
         SET | SETQ | ADD | ADDQ | REPLACE | REPLACEQ
             if extras_len == 8 && key_len > 0 && body >= key_len + 8 =>
         {
-            let op = match opcode {
-                SET | SETQ => StoreOp::Set,
-                ADD | ADDQ => StoreOp::Add,
-                _ => StoreOp::Replace,
-            };
-            let flags = be32(extras);
-            return store(buf, op, key, flags, be32(&extras[4..]), quiet, limits)
-                .map(|(command, used)| (BinRequest { header, command }, used));
+            let (flags, exptime) = (be32(extras), be32(&extras[4..]));
+            return store(buf, store_op(opcode), key, flags, exptime, quiet, limits);
         }
         APPEND | APPENDQ | PREPEND | PREPENDQ if key_len > 0 && extras_len == 0 => {
-            let op = if matches!(opcode, APPEND | APPENDQ) {
-                StoreOp::Append
-            } else {
-                StoreOp::Prepend
-            };
-            return store(buf, op, key, 0, 0, quiet, limits)
-                .map(|(command, used)| (BinRequest { header, command }, used));
+            return store(buf, store_op(opcode), key, 0, 0, quiet, limits);
         }
         STAT if extras_len == 0 => Command::Stat { group: key },
         SASL_LIST_MECHS if no_body => Command::Unknown { swallow_bytes: 0 },
@@ -487,13 +535,16 @@ pub fn parse<'a>(
         | GAT | GATQ | GATK | GATKQ | DELETE | DELETEQ | INCREMENT | INCREMENTQ | DECREMENT
         | DECREMENTQ | SET | SETQ | ADD | ADDQ | REPLACE | REPLACEQ | APPEND | APPENDQ
         | PREPEND | PREPENDQ | STAT | SASL_LIST_MECHS | SASL_AUTH | SASL_STEP => {
-            return fatal(Status::InvalidArguments)
+            return Err(ParseError::Fatal {
+                header: frame.header,
+                status: Status::InvalidArguments,
+            })
         }
         _ => Command::Unknown {
             swallow_bytes: unread,
         },
     };
-    Ok((BinRequest { header, command }, head_len))
+    Ok((command, frame.head_len))
 }
 
 /// A storage command: waits for the whole value, or skips a value too large to keep.
