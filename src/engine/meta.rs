@@ -21,7 +21,7 @@ use crate::protocol::meta::{base64_encode, MetaCommand, MetaRequest, SetMode};
 use crate::protocol::text::{ArithOp, StoreMode};
 use crate::storage::arith::format_u64;
 use crate::storage::ttl::{expiry, Clock};
-use crate::storage::{ArithOutcome, StoreOptions, StoreOutcome};
+use crate::storage::{ArithOutcome, Slot, Store, StoreOptions, StoreOutcome};
 
 /// Applies one meta request to this shard and appends its reply (if any) to `out`.
 pub fn execute(shard: &mut ShardState, req: &MetaRequest, clock: &Clock, out: &mut Vec<u8>) {
@@ -87,6 +87,61 @@ fn write_ttl(exptime: u32, now: u32, out: &mut Vec<u8>) {
 fn get(shard: &mut ShardState, req: &MetaRequest, clock: &Clock, out: &mut Vec<u8>) {
     let now = clock.rel_secs;
     let f = &req.flags;
+    let (slot, created) = find_or_vivify(shard, req, now);
+    let store = &mut shard.store;
+    let stats = &mut shard.stats;
+    let Some(slot) = slot else {
+        stats.cmd_get += 1;
+        stats.get_misses += 1;
+        if !f.quiet {
+            status_line(b"EN", req, out);
+        }
+        return;
+    };
+    let value_len = store.meta_view(slot).item.value.len();
+    if f.value {
+        let _ = write!(out, "VA {value_len}");
+    } else {
+        out.extend_from_slice(b"HD");
+    }
+    let (mut won, ttl_set) = write_get_flags(store, slot, req, clock, created, out);
+    let view = store.meta_view(slot);
+    // A reader is told a token went out before it is told the item is stale.
+    if view.token_sent {
+        out.extend_from_slice(b" Z");
+    }
+    if view.stale {
+        out.extend_from_slice(b" X");
+        won |= !view.token_sent;
+    }
+    if won {
+        out.extend_from_slice(b" W");
+    }
+    out.extend_from_slice(b"\r\n");
+    if f.value {
+        out.extend_from_slice(view.item.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    let stale = view.stale;
+    if won {
+        store.set_marks(slot, stale, true);
+    }
+    if !f.no_bump {
+        store.bump(slot, now);
+    }
+    if ttl_set {
+        stats.cmd_touch += 1;
+        stats.touch_hits += 1;
+    } else {
+        stats.cmd_get += 1;
+        stats.get_hits += 1;
+    }
+}
+
+/// `mg`'s item: the live one, or on a miss with `N` an empty one made now (and
+/// whether it was made here).
+fn find_or_vivify(shard: &mut ShardState, req: &MetaRequest, now: u32) -> (Option<Slot>, bool) {
+    let f = &req.flags;
     let key = req.key.bytes();
     let store = &mut shard.store;
     let mut created = false;
@@ -108,21 +163,22 @@ fn get(shard: &mut ShardState, req: &MetaRequest, clock: &Clock, out: &mut Vec<u
             }
         }
     };
-    let stats = &mut shard.stats;
-    let Some(slot) = slot else {
-        stats.cmd_get += 1;
-        stats.get_misses += 1;
-        if !f.quiet {
-            status_line(b"EN", req, out);
-        }
-        return;
-    };
+    (slot, created)
+}
+
+/// Writes `mg`'s return flags in the order asked and applies its `T` and `N`:
+/// whether the flags won the recache token, and whether `T` set a new TTL.
+fn write_get_flags(
+    store: &mut Store,
+    slot: Slot,
+    req: &MetaRequest,
+    clock: &Clock,
+    created: bool,
+    out: &mut Vec<u8>,
+) -> (bool, bool) {
+    let now = clock.rel_secs;
+    let f = &req.flags;
     let value_len = store.meta_view(slot).item.value.len();
-    if f.value {
-        let _ = write!(out, "VA {value_len}");
-    } else {
-        out.extend_from_slice(b"HD");
-    }
     let mut won = false;
     let mut ttl_set = false;
     for token in req.flag_tokens() {
@@ -167,37 +223,7 @@ fn get(shard: &mut ShardState, req: &MetaRequest, clock: &Clock, out: &mut Vec<u
             _ => {}
         }
     }
-    let view = store.meta_view(slot);
-    // A reader is told a token went out before it is told the item is stale.
-    if view.token_sent {
-        out.extend_from_slice(b" Z");
-    }
-    if view.stale {
-        out.extend_from_slice(b" X");
-        won |= !view.token_sent;
-    }
-    if won {
-        out.extend_from_slice(b" W");
-    }
-    out.extend_from_slice(b"\r\n");
-    if f.value {
-        out.extend_from_slice(view.item.value);
-        out.extend_from_slice(b"\r\n");
-    }
-    let stale = view.stale;
-    if won {
-        store.set_marks(slot, stale, true);
-    }
-    if !f.no_bump {
-        store.bump(slot, now);
-    }
-    if ttl_set {
-        stats.cmd_touch += 1;
-        stats.touch_hits += 1;
-    } else {
-        stats.cmd_get += 1;
-        stats.get_hits += 1;
-    }
+    (won, ttl_set)
 }
 
 fn set(shard: &mut ShardState, req: &MetaRequest, clock: &Clock, out: &mut Vec<u8>) {
@@ -340,63 +366,11 @@ fn arith(shard: &mut ShardState, req: &MetaRequest, clock: &Clock, out: &mut Vec
     let now = clock.rel_secs;
     let f = &req.flags;
     let key = req.key.bytes();
-    let store = &mut shard.store;
-    let stats = &mut shard.stats;
-    let incr = f.arith_op == ArithOp::Incr;
-    let mut digits = [0u8; 20];
-    let mut created = false;
-    let value: u64 = match store.find(key, now) {
-        Ok(slot) => {
-            let item = store.meta_view(slot).item;
-            // memcached's do_add_delta refuses an empty value before it compares
-            // the CAS: a wrong CAS on one is still a non-numeric value.
-            if item.value.is_empty() {
-                return out.extend_from_slice(reply::NON_NUMERIC);
-            }
-            if f.compare_cas.is_some_and(|c| c != 0 && c != item.cas) {
-                return status_line(b"EX", req, out);
-            }
-            match store.arith(f.arith_op, key, f.delta, now) {
-                ArithOutcome::Value(value) => {
-                    if incr {
-                        stats.incr_hits += 1;
-                    } else {
-                        stats.decr_hits += 1;
-                    }
-                    value
-                }
-                ArithOutcome::NonNumeric => return out.extend_from_slice(reply::NON_NUMERIC),
-                ArithOutcome::OutOfMemory | ArithOutcome::NotFound => {
-                    return out.extend_from_slice(reply::ARITH_OUT_OF_MEMORY)
-                }
-            }
-        }
-        Err(miss) => {
-            count_miss_cause(stats, miss);
-            if f.vivify_ttl.is_none() {
-                if incr {
-                    stats.incr_misses += 1;
-                } else {
-                    stats.decr_misses += 1;
-                }
-                return status_line(b"NF", req, out);
-            }
-            let text = format_u64(f.initial, &mut digits);
-            let options = StoreOptions {
-                cas: f.new_cas,
-                ..StoreOptions::default()
-            };
-            let text = text.to_vec();
-            match store.store_with(StoreMode::Add, key, 0, 0, &text, now, options) {
-                StoreOutcome::Stored(_) => created = true,
-                _ => {
-                    return out
-                        .extend_from_slice(b"SERVER_ERROR Out of memory allocating new item\r\n")
-                }
-            }
-            f.initial
-        }
+    let Some((value, created)) = apply_delta(shard, req, now, out) else {
+        return;
     };
+    let store = &mut shard.store;
+    let mut digits = [0u8; 20];
     let Ok(slot) = store.find(key, now) else {
         return out.extend_from_slice(reply::ARITH_OUT_OF_MEMORY);
     };
@@ -437,6 +411,84 @@ fn arith(shard: &mut ShardState, req: &MetaRequest, clock: &Clock, out: &mut Vec
     if f.quiet && !created {
         out.truncate(start);
     }
+}
+
+/// `ma`'s change to the store: the delta applied to the live item, or on a miss
+/// with `N` the initial value stored; the new value and whether the item was
+/// made here, or `None` when the reply (an error or a miss) is already written.
+fn apply_delta(
+    shard: &mut ShardState,
+    req: &MetaRequest,
+    now: u32,
+    out: &mut Vec<u8>,
+) -> Option<(u64, bool)> {
+    let f = &req.flags;
+    let key = req.key.bytes();
+    let store = &mut shard.store;
+    let stats = &mut shard.stats;
+    let incr = f.arith_op == ArithOp::Incr;
+    let mut digits = [0u8; 20];
+    let mut created = false;
+    let value = match store.find(key, now) {
+        Ok(slot) => {
+            let item = store.meta_view(slot).item;
+            // memcached's do_add_delta refuses an empty value before it compares
+            // the CAS: a wrong CAS on one is still a non-numeric value.
+            if item.value.is_empty() {
+                out.extend_from_slice(reply::NON_NUMERIC);
+                return None;
+            }
+            if f.compare_cas.is_some_and(|c| c != 0 && c != item.cas) {
+                status_line(b"EX", req, out);
+                return None;
+            }
+            match store.arith(f.arith_op, key, f.delta, now) {
+                ArithOutcome::Value(value) => {
+                    if incr {
+                        stats.incr_hits += 1;
+                    } else {
+                        stats.decr_hits += 1;
+                    }
+                    value
+                }
+                ArithOutcome::NonNumeric => {
+                    out.extend_from_slice(reply::NON_NUMERIC);
+                    return None;
+                }
+                ArithOutcome::OutOfMemory | ArithOutcome::NotFound => {
+                    out.extend_from_slice(reply::ARITH_OUT_OF_MEMORY);
+                    return None;
+                }
+            }
+        }
+        Err(miss) => {
+            count_miss_cause(stats, miss);
+            if f.vivify_ttl.is_none() {
+                if incr {
+                    stats.incr_misses += 1;
+                } else {
+                    stats.decr_misses += 1;
+                }
+                status_line(b"NF", req, out);
+                return None;
+            }
+            let text = format_u64(f.initial, &mut digits);
+            let options = StoreOptions {
+                cas: f.new_cas,
+                ..StoreOptions::default()
+            };
+            let text = text.to_vec();
+            match store.store_with(StoreMode::Add, key, 0, 0, &text, now, options) {
+                StoreOutcome::Stored(_) => created = true,
+                _ => {
+                    out.extend_from_slice(b"SERVER_ERROR Out of memory allocating new item\r\n");
+                    return None;
+                }
+            }
+            f.initial
+        }
+    };
+    Some((value, created))
 }
 
 /// `me <key>`: memcached's debug line, without bumping the item.
