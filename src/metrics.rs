@@ -53,15 +53,32 @@ pub fn render_down() -> String {
 /// The whole exposition of one scrape.
 pub fn render(scrape: &Scrape) -> String {
     let mut out = Exposition::default();
-    let s = &scrape.general;
-    let num = |name: &str| -> f64 { s.get(name).and_then(|v| v.parse().ok()).unwrap_or(0.0) };
-
     out.family(
         "memcached_up",
         "gauge",
         "Could the memcached server be reached.",
     );
     out.sample("memcached_up", &[], 1.0);
+    render_general(&scrape.general, &mut out);
+    render_commands(&scrape.general, &mut out);
+    render_ringcache(&scrape.general, &mut out);
+    render_shards(&scrape.shards, &mut out);
+    render_latency(&scrape.latency, &mut out);
+    render_hot_keys(&scrape.hot_keys, &mut out);
+    if let Some(peers) = &scrape.peers {
+        render_peers(peers, &mut out);
+    }
+    out.text
+}
+
+/// A `stats` line's number, 0 when it is missing or not a number.
+fn stat_number(s: &StatLines, name: &str) -> f64 {
+    s.get(name).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+}
+
+/// The memcached exporter's series read straight from `stats` lines.
+fn render_general(s: &StatLines, out: &mut Exposition) {
+    let num = |name: &str| stat_number(s, name);
     // (metric, type, help, `stats` key)
     let plain: [(&str, &str, &str, &str); 19] = [
         ("memcached_uptime_seconds", "counter", "Number of seconds since the server started.", "uptime"),
@@ -100,7 +117,12 @@ pub fn render(scrape: &Scrape) -> String {
     out.family(metric, "gauge", "The version of this memcached server.");
     let version = s.get("version").map_or("", String::as_str);
     out.sample(metric, &[("version", version)], 1.0);
+}
 
+/// `memcached_commands_total`: each command's hits and misses, as the exporter
+/// breaks them down.
+fn render_commands(s: &StatLines, out: &mut Exposition) {
+    let num = |name: &str| stat_number(s, name);
     let metric = "memcached_commands_total";
     out.family(
         metric,
@@ -136,7 +158,11 @@ pub fn render(scrape: &Scrape) -> String {
         &[("command", "set"), ("status", "hit")],
         num("cmd_set") - cas,
     );
+}
 
+/// ringcache's own series: its release, its shards, its receive pauses.
+fn render_ringcache(s: &StatLines, out: &mut Exposition) {
+    let num = |name: &str| stat_number(s, name);
     let metric = "ringcache_info";
     out.family(metric, "gauge", "The ringcache release serving (memcached_version is the memcached release whose behaviour it serves).");
     let own = s.get("ringcache_version").map_or("", String::as_str);
@@ -151,14 +177,6 @@ pub fn render(scrape: &Scrape) -> String {
         "Times a connection stopped receiving because it held the most unread bytes it may.",
     );
     out.sample(metric, &[], num("receive_pauses"));
-
-    render_shards(&scrape.shards, &mut out);
-    render_latency(&scrape.latency, &mut out);
-    render_hot_keys(&scrape.hot_keys, &mut out);
-    if let Some(peers) = &scrape.peers {
-        render_peers(peers, &mut out);
-    }
-    out.text
 }
 
 /// `stats shards` lines `shard:<n>:<name>` as one series per shard.
