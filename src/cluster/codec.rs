@@ -416,6 +416,35 @@ pub fn encode_durable(durable: &Durable<ClusterConfig>) -> Vec<u8> {
 
 /// Reads a durable file back, refusing one that is torn, damaged or not valid.
 pub fn decode_durable(bytes: &[u8]) -> Result<Durable<ClusterConfig>, DurableError> {
+    let contents = checked_contents(bytes)?;
+    // The contents are as written; what follows checks they were written right.
+    let mut lines = Lines::after_header(contents);
+    let (no, mut fields) = lines.take(b"node_id", "expected node_id")?;
+    let node_id = fields.number().map_err(malformed_at(no))?;
+    fields.finish().map_err(malformed_at(no))?;
+
+    let (no, mut fields) = lines.take(b"promised", "expected promised")?;
+    let promised = fields.ballot().map_err(malformed_at(no))?;
+    fields.finish().map_err(malformed_at(no))?;
+
+    let (no, mut fields) = lines.take(b"round_used", "expected round_used")?;
+    let round_used = fields.number().map_err(malformed_at(no))?;
+    fields.finish().map_err(malformed_at(no))?;
+
+    let accepted = take_accepted(&mut lines)?;
+    let decided = take_decided(&mut lines)?;
+    Ok(Durable {
+        node_id,
+        promised,
+        accepted,
+        round_used,
+        decided,
+    })
+}
+
+/// A durable file's contents (its lines before the checksum line), once its
+/// length, version and checksum are found good.
+fn checked_contents(bytes: &[u8]) -> Result<&[u8], DurableError> {
     if bytes.len() > DURABLE_LEN_MAX {
         return Err(DurableError::TooLong { bytes: bytes.len() });
     }
@@ -445,29 +474,11 @@ pub fn decode_durable(bytes: &[u8]) -> Result<Durable<ClusterConfig>, DurableErr
     if stored != computed {
         return Err(DurableError::ChecksumMismatch { stored, computed });
     }
+    Ok(contents)
+}
 
-    // The contents are as written; what follows checks they were written right.
-    let mut lines = Lines::after_header(contents);
-    let malformed_at = |line| move |reason| DurableError::Malformed { line, reason };
-    let config_at = |line| {
-        move |e| match e {
-            ConfigFieldError::Syntax(reason) => DurableError::Malformed { line, reason },
-            ConfigFieldError::Config(error) => DurableError::Config { line, error },
-        }
-    };
-
-    let (no, mut fields) = lines.take(b"node_id", "expected node_id")?;
-    let node_id = fields.number().map_err(malformed_at(no))?;
-    fields.finish().map_err(malformed_at(no))?;
-
-    let (no, mut fields) = lines.take(b"promised", "expected promised")?;
-    let promised = fields.ballot().map_err(malformed_at(no))?;
-    fields.finish().map_err(malformed_at(no))?;
-
-    let (no, mut fields) = lines.take(b"round_used", "expected round_used")?;
-    let round_used = fields.number().map_err(malformed_at(no))?;
-    fields.finish().map_err(malformed_at(no))?;
-
+/// The `accepted` line: `-`, or the ballot, epoch and configuration accepted.
+fn take_accepted(lines: &mut Lines) -> Result<Option<Accepted<ClusterConfig>>, DurableError> {
     let (no, mut fields) = lines.take(b"accepted", "expected accepted")?;
     let accepted = if fields.peek() == Some(b"-") {
         let _ = fields.next();
@@ -484,7 +495,12 @@ pub fn decode_durable(bytes: &[u8]) -> Result<Durable<ClusterConfig>, DurableErr
         })
     };
     fields.finish().map_err(malformed_at(no))?;
+    Ok(accepted)
+}
 
+/// The `decided` lines to the end: at least one, at most `DECIDED_LOG_MAX`,
+/// their epochs ascending.
+fn take_decided(lines: &mut Lines) -> Result<Vec<(Epoch, ClusterConfig)>, DurableError> {
     let mut decided: Vec<(Epoch, ClusterConfig)> = Vec::new();
     loop {
         let (no, mut fields) = lines.take(b"decided", "expected decided")?;
@@ -509,13 +525,20 @@ pub fn decode_durable(bytes: &[u8]) -> Result<Durable<ClusterConfig>, DurableErr
             break;
         }
     }
-    Ok(Durable {
-        node_id,
-        promised,
-        accepted,
-        round_used,
-        decided,
-    })
+    Ok(decided)
+}
+
+/// For `map_err`: a malformed field on line `line`.
+fn malformed_at(line: usize) -> impl Fn(&'static str) -> DurableError {
+    move |reason| DurableError::Malformed { line, reason }
+}
+
+/// For `map_err`: a malformed or invalid configuration field on line `line`.
+fn config_at(line: usize) -> impl Fn(ConfigFieldError) -> DurableError {
+    move |e| match e {
+        ConfigFieldError::Syntax(reason) => DurableError::Malformed { line, reason },
+        ConfigFieldError::Config(error) => DurableError::Config { line, error },
+    }
 }
 
 /// The lines of a durable file's checksummed contents, taken one keyword at a time.
