@@ -32,12 +32,15 @@ mod run;
 mod tally;
 mod wire;
 mod worker;
+
 use args::{Args, Plan};
 use clap::Parser;
 use report::report;
 use run::{fill_until_evictions, run_load};
 use std::sync::Arc;
 use std::time::Duration;
+
+// The generator's limits, in one place.
 
 /// Bytes read from a socket at once; one read usually holds every reply of a window.
 pub(crate) const READ_BUFFER_BYTES: usize = 256 * 1024;
