@@ -437,15 +437,20 @@ fn decided_primary(facts: &Facts, tried: &[Owner]) -> Option<Owner> {
             return None;
         }
         if unready(o) {
-            // The next owner takes the write while this node catches up;
-            // with none, this node is primary only after a start (it
-            // holds what it copied), never while it settles after a pause.
+            // The next owner takes the write while this node catches up
+            // (past those that refused it: they recover too); with none,
+            // this node is primary only after a start (it holds what it
+            // copied), never while it settles after a pause. An owner that
+            // is only unreachable from here is not passed over: the nodes
+            // that reach it send it this key's writes, and a stand-in here
+            // would be a second primary.
             let next = facts
                 .owners
                 .iter()
-                .filter(|n| !n.down && n.owner.node != me && !tried.contains(&n.owner))
-                .find(|n| !n.tko);
+                .filter(|n| !n.down && n.owner.node != me)
+                .find(|n| n.tko || !tried.contains(&n.owner));
             return match next {
+                Some(next) if next.tko => None,
                 Some(next) => Some(next.owner),
                 None if local.settling => None,
                 None => Some(o.owner),
@@ -477,6 +482,7 @@ mod tests {
 
     /// One key's situation as a test builds it up: [`Scene::facts`] makes the
     /// [`Facts`] the runtime would gather from it. Nodes are named by number.
+    #[derive(Clone)]
     struct Scene {
         me: u32,
         consensus: bool,
@@ -788,13 +794,40 @@ mod tests {
     }
 
     #[test]
-    fn a_recovering_node_is_primary_when_no_other_owner_is_reachable() {
-        for scene in [
-            Scene::new(1, &[1, 2, 3]),
-            Scene::new(1, &[1, 2, 3]).consensus(WriteAck::Quorum),
-        ] {
-            let scene = scene.local(RECOVERING).tko(&[2, 3]);
-            assert_eq!(scene.client(Write), Route::Shard(11, Role::Primary));
+    fn without_consensus_a_recovering_node_is_primary_when_no_other_owner_is_reachable() {
+        let scene = Scene::new(1, &[1, 2, 3]).local(RECOVERING).tko(&[2, 3]);
+        assert_eq!(scene.client(Write), Route::Shard(11, Role::Primary));
+    }
+
+    #[test]
+    fn with_consensus_a_recovering_node_is_primary_only_when_every_other_owner_is_down() {
+        let scene = Scene::new(1, &[1, 2, 3])
+            .consensus(WriteAck::Quorum)
+            .local(RECOVERING);
+        assert_eq!(
+            scene.clone().down(&[2, 3]).client(Write),
+            Route::Shard(11, Role::Primary)
+        );
+        assert_eq!(scene.down(&[2]).tko(&[3]).client(Write), refused());
+    }
+
+    /// Nodes that reach the next owner send it the key's writes: a recovering
+    /// node that cannot reach it must not take them itself, nor hand them to
+    /// the owner after it, or two owners would each apply writes of the key.
+    #[test]
+    fn with_consensus_an_unready_node_never_passes_over_an_unreachable_next_owner() {
+        for local in [RECOVERING, SETTLING, LACKING] {
+            let scene = Scene::new(1, &[1, 2, 3])
+                .consensus(WriteAck::Quorum)
+                .local(local)
+                .tko(&[2]);
+            assert_eq!(scene.client(Write), refused(), "{local:?}");
+            assert_eq!(scene.next(Write, &[]), None, "{local:?}");
+            // One that refused the write (it recovers too) is passed over.
+            let scene = Scene::new(1, &[1, 2, 3])
+                .consensus(WriteAck::Quorum)
+                .local(local);
+            assert_eq!(scene.next(Write, &[2]), Some(on(3)), "{local:?}");
         }
     }
 
@@ -824,7 +857,8 @@ mod tests {
             .consensus(WriteAck::Quorum)
             .local(LACKING);
         assert_eq!(scene.client(Write), Route::Peer(on(2)));
-        let scene = scene.tko(&[2, 3]);
+        assert_eq!(scene.clone().tko(&[2, 3]).client(Write), refused());
+        let scene = scene.down(&[2, 3]);
         assert_eq!(scene.client(Write), Route::Shard(11, Role::Primary));
     }
 
