@@ -9,7 +9,7 @@ use crate::cluster::codec;
 use crate::cluster::config::{ClusterConfig, ConfigError, Endpoint, NodeConfig, NodeState};
 use crate::engine::reply;
 use crate::runtime::cluster::ShardCluster;
-use crate::runtime::control::{ControlInput, PROPOSAL_TIMEOUT};
+use crate::runtime::messages::{ControlInput, PROPOSAL_TIMEOUT};
 use crate::runtime::shard::ShardCtx;
 use std::sync::mpsc::Sender;
 
