@@ -15,7 +15,8 @@ use super::conn::{
     ReplySize, Resend,
 };
 use super::messages::{Ask, Forward};
-use super::shard::{with_state, ShardCtx};
+use super::shard::ShardCtx;
+use super::state::with_state;
 use super::uring::ClientStream;
 use crate::cli::FlushCommand;
 use crate::engine::binary::{self as engine, StatGroup};
@@ -178,7 +179,7 @@ async fn node_request(ctx: &ShardCtx, req: &BinRequest<'_>, output: &mut Output)
             match engine::stat_group(group) {
                 StatGroup::Reset => {
                     ctx.ask_all(|| Ask::ResetStats).await;
-                    super::shard::reset_stats();
+                    super::state::reset_stats();
                     engine::write_stat(&mut output.out, h, b"", b"");
                 }
                 StatGroup::Text(group) => {

@@ -22,6 +22,7 @@ pub mod process;
 mod protocol_errors;
 mod shard;
 pub(crate) mod start;
+mod state;
 pub mod supervisor;
 mod tls;
 mod uring;

@@ -1,14 +1,14 @@
 //! One shard: a glommio executor on one core that owns a store, a listening
 //! socket on the shared port, and channels to every other shard of the node.
 //!
-//! The store is reached only through [`with_state`], a synchronous closure, so no
-//! borrow of it can be held across an `.await`: tasks of one executor take turns
-//! and the store has one owner, the executor's thread.
+//! The store itself is in [`state`](super::state), reached through
+//! [`with_state`].
 
 use super::cluster::{self, ConnMode, Role, Route, ShardCluster};
 use super::conn;
 use super::conns::{self, ConnState, Registration};
 use super::messages::{Answer, Ask, Batch, ForwardKind, ForwardOp, FromShard, ToShard};
+use super::state::{self, hot_keys, latency, reset_stats, with_state};
 use super::uring::{self, ClientStream, SocketRing};
 use super::waiters::{Waiters, Watchdog};
 use super::Node;
@@ -17,66 +17,19 @@ use crate::cluster::ring::{self, Ring};
 use crate::engine::{self, ShardState};
 use crate::limits::SHARD_ANSWER_TIMEOUT_SECS;
 use crate::protocol::{binary, ParseLimits};
-use crate::stats::Latency;
 use crate::storage::ttl::Clock;
-use crate::storage::{Store, StoreConfig};
 use glommio::channels::shared_channel::{
     ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
 };
 use glommio::net::TcpListener;
 use glommio::Task;
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-
-thread_local! {
-    static STATE: RefCell<Option<ShardState>> = const { RefCell::new(None) };
-    /// How long this shard's reads took to answer (`stats latency`). Kept apart
-    /// from the store's state: it is the shell's measurement, taken with the clock.
-    static LATENCY: RefCell<Latency> = RefCell::new(Latency::default());
-}
-
-/// This shard's counted keys, most counted first (none under `--hotkeys 0`).
-pub fn hot_keys() -> Vec<crate::hotkeys::HotKey> {
-    with_state(|s| s.hot_keys.as_ref().map_or_else(Vec::new, |h| h.top()))
-}
-
-/// Records that a read was answered `micros` after its bytes arrived.
-pub fn record_latency(micros: u64) {
-    LATENCY.with(|l| l.borrow_mut().record(micros));
-}
-
-/// This shard's latencies so far.
-pub fn latency() -> Latency {
-    LATENCY.with(|l| l.borrow().clone())
-}
-
-/// `stats reset` on this shard: counters, hot keys and latencies (gauges stay).
-pub fn reset_stats() {
-    with_state(|s| {
-        s.stats.reset();
-        s.store.reset_stats();
-        if let Some(hot_keys) = &mut s.hot_keys {
-            hot_keys.clear();
-        }
-    });
-    LATENCY.with(|l| l.borrow_mut().reset());
-}
-
-/// Runs `f` with this shard's store and counters.
-///
-/// # Panics
-/// Outside a shard's executor, or when called from inside `f`.
-pub fn with_state<R>(f: impl FnOnce(&mut ShardState) -> R) -> R {
-    STATE.with(|cell| {
-        let mut state = cell.borrow_mut();
-        f(state.as_mut().expect("with_state outside a shard"))
-    })
-}
 
 /// The channel ends one shard holds, as made by the node before the shards start.
 pub struct ShardLinks {
@@ -159,7 +112,7 @@ pub type Started = std::sync::mpsc::Sender<Result<u32, String>>;
 
 /// The body of a shard's executor: set up, serve until the node stops, drain.
 pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, started: Started) {
-    install_state(id, &node);
+    state::install(id, &node);
     let listeners = match open_listeners(id, &node, addr) {
         Ok(listeners) => listeners,
         Err(message) => {
@@ -206,33 +159,6 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
     if let Some(ring) = &sockets {
         ring.flush();
     }
-}
-
-/// Gives this executor's thread its store and counters.
-fn install_state(id: u32, node: &Node) {
-    let config = &node.config;
-    let shards = node.shards as u64;
-    // CAS uniques carry the shard, and in a cluster the node's id too (ids
-    // are never reused; two members collide only if their ids are 256 apart),
-    // so no two shards anywhere hand out the same one.
-    let (cas_suffix, cas_suffix_bits) = match &node.cluster {
-        None => (id as u64, 8),
-        Some(c) => ((u64::from(c.me % 256) << 8) | id as u64, 16),
-    };
-    STATE.with(|cell| {
-        *cell.borrow_mut() = Some(ShardState::new(
-            Store::new(StoreConfig {
-                memory_limit_bytes: config.memory_limit_bytes / node.shards,
-                item_size_max_bytes: config.item_size_max_bytes,
-                when_full: config.when_full,
-                cas_suffix,
-                cas_suffix_bits,
-                clock_cas: node.cluster.is_some(),
-            }),
-            config.hot_keys,
-        ))
-    });
-    debug_assert!(shards <= 1 << 8);
 }
 
 /// The sockets one shard accepts clients on.
@@ -590,23 +516,6 @@ fn log_conn_event(ctx: &ShardCtx, write: impl FnOnce(&mut crate::engine::watch::
     super::watch::publish_pending(&ctx.node.watchers);
 }
 
-/// This shard's `lru_crawler metadump` lines: one segment at a time, letting
-/// other tasks run between segments, so a large store does not stall the shard.
-pub async fn metadump(ctx: &ShardCtx) -> Vec<u8> {
-    let mut lines = Vec::new();
-    let segments = with_state(|s| s.store.segment_count());
-    for segment in 0..segments {
-        let clock = ctx.node.clock();
-        with_state(|s| {
-            s.store.visit_segment(segment, clock.rel_secs, |item| {
-                engine::write_metadump_line(&item, clock.process_started_unix, &mut lines)
-            });
-        });
-        glommio::yield_if_needed().await;
-    }
-    lines
-}
-
 /// The reply to a request another shard sent here for a key this shard does
 /// not own.
 const MISROUTED: &[u8] = b"SERVER_ERROR key sent to the wrong shard\r\n";
@@ -693,7 +602,7 @@ async fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
                 .map_or_else(Vec::new, |c| c.forwarded_to()),
         }),
         Ask::Conns => Answer::Conns(conns::views(std::time::Instant::now())),
-        Ask::Metadump => Answer::Metadump(metadump(ctx).await),
+        Ask::Metadump => Answer::Metadump(state::metadump(&ctx.node).await),
         Ask::HotKeys => Answer::HotKeys(hot_keys()),
         Ask::ResetStats => {
             reset_stats();

@@ -14,7 +14,7 @@
 //! nobody watching, a shard only reads [`Watchers::wanted`] (one atomic load a
 //! read) and takes no lock.
 
-use super::shard::with_state;
+use super::state::with_state;
 use super::uring::ClientStream;
 use crate::engine::watch::{self as log, WatchLog};
 use crate::limits::{WATCHERS_MAX, WATCH_POLL_MS, WATCH_QUEUE_BYTES};

@@ -10,7 +10,8 @@ use crate::engine::ShardState;
 use crate::limits::MIGRATION_RELEASE_GRACE_MS;
 use crate::runtime::messages::{Answer, Ask};
 use crate::runtime::peer;
-use crate::runtime::shard::{with_state, ShardCtx};
+use crate::runtime::shard::ShardCtx;
+use crate::runtime::state::with_state;
 use crate::storage::ttl::Clock;
 use std::sync::atomic::Ordering;
 

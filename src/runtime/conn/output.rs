@@ -12,7 +12,8 @@ use crate::limits::{
 };
 use crate::runtime::cluster::Ticket;
 use crate::runtime::messages::{Answer, Ask, Batch, Forward, Replies, ToShard};
-use crate::runtime::shard::{with_state, Placement, ShardCtx};
+use crate::runtime::shard::{Placement, ShardCtx};
+use crate::runtime::state::with_state;
 use crate::runtime::waiters::Wait;
 
 /// Where one run of reply bytes comes from when some requests went to other shards.

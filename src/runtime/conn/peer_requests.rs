@@ -16,7 +16,8 @@ use crate::engine::reply;
 use crate::limits::LINE_LEN_MAX;
 use crate::runtime::cluster::{self, ConnMode, Role, Route, ShardCluster};
 use crate::runtime::messages::Forward;
-use crate::runtime::shard::{with_state, ShardCtx};
+use crate::runtime::shard::ShardCtx;
+use crate::runtime::state::with_state;
 use crate::storage::ttl::Clock;
 use std::rc::Rc;
 
