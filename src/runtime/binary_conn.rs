@@ -14,8 +14,8 @@ use super::conn::{
     apply_binary_here, drain, drain_if_full, node_view, skip_data_block, After, Output, PeerReply,
     ReplySize, Resend,
 };
+use super::ctx::ShardCtx;
 use super::messages::{Ask, Forward};
-use super::shard::ShardCtx;
 use super::state::with_state;
 use super::uring::ClientStream;
 use crate::cli::FlushCommand;

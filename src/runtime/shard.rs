@@ -4,26 +4,26 @@
 //! The store itself is in [`state`](super::state), reached through
 //! [`with_state`].
 
-use super::cluster::{self, ConnMode, Role, Route, ShardCluster};
+use super::cluster::{self, Role};
 use super::conn;
 use super::conns::{self, ConnState, Registration};
+use super::ctx::ShardCtx;
 use super::messages::{Answer, Ask, Batch, ForwardKind, ForwardOp, FromShard, ToShard};
 use super::state::{self, hot_keys, latency, reset_stats, with_state};
 use super::uring::{self, ClientStream, SocketRing};
-use super::waiters::{Waiters, Watchdog};
+use super::waiters::Watchdog;
 use super::Node;
 use crate::cli::SocketPath;
 use crate::cluster::ring::{self, Ring};
 use crate::engine::{self, ShardState};
 use crate::limits::SHARD_ANSWER_TIMEOUT_SECS;
-use crate::protocol::{binary, ParseLimits};
+use crate::protocol::binary;
 use crate::storage::ttl::Clock;
 use glommio::channels::shared_channel::{
     ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
 };
 use glommio::net::TcpListener;
 use glommio::Task;
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
@@ -38,73 +38,6 @@ pub struct ShardLinks {
     pub requests_from: Vec<Option<SharedReceiver<ToShard>>>,
     pub answers_to: Vec<Option<SharedSender<FromShard>>>,
     pub answers_from: Vec<Option<SharedReceiver<FromShard>>>,
-}
-
-/// Where a keyed request goes, and the point its key hashed to: computed
-/// once, and carried with the request if it crosses to another shard.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Placement {
-    pub route: Route,
-    /// Outside a cluster, on a node of several shards: the key's ring point.
-    /// (In a cluster, ownership is the cluster's to decide, by epoch.)
-    pub point: Option<u32>,
-}
-
-/// What every task of one shard shares.
-pub struct ShardCtx {
-    pub id: u32,
-    pub node: Arc<Node>,
-    pub limits: ParseLimits,
-    pub requests_to: Vec<Option<ConnectedSender<ToShard>>>,
-    pub waiters: Rc<Waiters>,
-    /// Connections in the middle of a read's requests; shutdown waits for them.
-    pub busy: Cell<usize>,
-    /// In a cluster: this shard's links, hints and recovery state.
-    pub cluster: Option<Rc<ShardCluster>>,
-}
-
-impl ShardCtx {
-    /// Where a keyed request goes: outside a cluster, to the shard of this node
-    /// that owns the key; in one, as [`ShardCluster::route`] says.
-    pub fn route(&self, key: &[u8], write: bool, mode: ConnMode) -> Placement {
-        match &self.cluster {
-            None if self.node.shards == 1 => Placement {
-                route: Route::Shard(0, Role::Plain),
-                point: None,
-            },
-            None => {
-                let point = ring::key_point(key);
-                Placement {
-                    route: Route::Shard(self.node.ring.owner_of_point(point).shard, Role::Plain),
-                    point: Some(point),
-                }
-            }
-            Some(cluster) => Placement {
-                route: cluster.route(key, write, mode),
-                point: None,
-            },
-        }
-    }
-
-    /// Sends `ask` (made per shard) to every other shard and waits for all answers.
-    pub async fn ask_all(&self, mut ask: impl FnMut() -> Ask) -> Vec<Answer> {
-        let mut waits = Vec::with_capacity(self.node.shards);
-        for (to, sender) in self.requests_to.iter().enumerate() {
-            let Some(sender) = sender else { continue };
-            let slot = self.waiters.take_slot();
-            let wait = self.waiters.wait(slot);
-            if sender.send(ToShard { slot, ask: ask() }).await.is_ok() {
-                waits.push(wait);
-            } else {
-                log::warn!("shard {} did not take a request from shard {}", to, self.id);
-            }
-        }
-        let mut answers = Vec::with_capacity(waits.len());
-        for wait in waits {
-            answers.push(wait.await);
-        }
-        answers
-    }
 }
 
 /// A started shard tells the node whether it is serving.
@@ -139,8 +72,8 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
     // Shard 0 of a cluster node recovers what it missed while it was away, and
     // watches its peers (probes) and itself (pauses).
     let mut cluster_tasks = Vec::new();
-    if ctx.cluster.is_some() && id == 0 {
-        cluster_tasks.push(glommio::spawn_local(cluster::watch(ctx.clone())));
+    if let (Some(cluster), 0) = (&ctx.cluster, id) {
+        cluster_tasks.push(glommio::spawn_local(cluster::watch(cluster.clone())));
     }
 
     serve_until_stopped(&ctx).await;
@@ -249,25 +182,6 @@ async fn connected<T>(ends: Vec<Option<Task<T>>>) -> Vec<Option<T>> {
     connected
 }
 
-impl ShardCtx {
-    fn new(id: u32, node: &Arc<Node>, requests_to: Vec<Option<ConnectedSender<ToShard>>>) -> Self {
-        ShardCtx {
-            id,
-            node: node.clone(),
-            limits: ParseLimits {
-                item_size_max_bytes: node.config.item_size_max_bytes,
-            },
-            requests_to,
-            waiters: Rc::new(Waiters::default()),
-            busy: Cell::new(0),
-            cluster: node
-                .cluster
-                .as_ref()
-                .map(|c| Rc::new(ShardCluster::new(c.clone(), node.clone(), id))),
-        }
-    }
-}
-
 /// Starts the tasks that answer other shards' requests and take their answers.
 ///
 /// Requests from shard j are answered on the answer channel to j; answers come
@@ -304,7 +218,7 @@ async fn serve_shards(
     }
     for answers in answers_from.into_iter().flatten() {
         let answers = answers.await;
-        let waiters = ctx.waiters.clone();
+        let waiters = ctx.siblings.waiters.clone();
         peer_tasks.push(glommio::spawn_local(async move {
             while let Some(msg) = answers.recv().await {
                 waiters.complete(msg.slot, msg.answer);
@@ -374,7 +288,7 @@ async fn serve_until_stopped(ctx: &ShardCtx) {
     while !ctx.node.stop.load(Ordering::Acquire) {
         glommio::timer::sleep(Duration::from_millis(50)).await;
         // A shard that never answers is hung: the supervisor stops the node.
-        if let Some(slot) = watchdog.overdue(&ctx.waiters, std::time::Instant::now()) {
+        if let Some(slot) = watchdog.overdue(&ctx.siblings.waiters, std::time::Instant::now()) {
             panic!(
                 "shard {id}: request {slot} to another shard unanswered for over \
                  {SHARD_ANSWER_TIMEOUT_SECS} s: a shard is hung"

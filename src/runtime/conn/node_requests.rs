@@ -13,8 +13,8 @@ use crate::engine::{self, reply, NodeView, Settings, Step};
 use crate::protocol::text::{LruCrawler, Request, ShutdownMode};
 use crate::runtime::cluster::{self, ConnMode};
 use crate::runtime::conns;
+use crate::runtime::ctx::ShardCtx;
 use crate::runtime::messages::{Answer, Ask};
-use crate::runtime::shard::ShardCtx;
 use crate::runtime::state::{self, with_state};
 use crate::stats::{Latency, ShardStats};
 use crate::storage::ttl::Clock;
@@ -130,11 +130,13 @@ async fn stats(ctx: &ShardCtx, group: &[u8], clock: &Clock, out: &mut Vec<u8>) {
         }
         b"cluster" if ctx.cluster.is_some() => {
             let view = node_view(ctx, clock, b"").await;
-            cluster::write_stats_cluster(ctx, view.store.curr_items, out).await;
+            let cluster = ctx.cluster.as_ref().expect("a cluster node");
+            cluster::write_stats_cluster(cluster, view.store.curr_items, out).await;
         }
         b"peers" if ctx.cluster.is_some() => {
             let view = node_view(ctx, clock, b"").await;
-            cluster::write_stats_peers(ctx, &view.forwarded_to, out);
+            let cluster = ctx.cluster.as_ref().expect("a cluster node");
+            cluster::write_stats_peers(cluster, &view.forwarded_to, out);
         }
         _ => {
             let view = node_view(ctx, clock, group).await;

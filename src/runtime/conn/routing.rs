@@ -12,8 +12,8 @@ use crate::cluster::wire;
 use crate::engine;
 use crate::protocol::text::{GetEnding, GetKind, Keys, Request, StoreMode};
 use crate::runtime::cluster::{self, ConnMode, Role, Route};
+use crate::runtime::ctx::{Placement, ShardCtx};
 use crate::runtime::messages::Forward;
-use crate::runtime::shard::{Placement, ShardCtx};
 use crate::runtime::state::with_state;
 use crate::storage::ttl::Clock;
 

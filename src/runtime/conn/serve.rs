@@ -17,7 +17,7 @@ use crate::limits::{
 use crate::protocol;
 use crate::runtime::cluster::ConnMode;
 use crate::runtime::conns::{self, Registration};
-use crate::runtime::shard::ShardCtx;
+use crate::runtime::ctx::ShardCtx;
 use crate::runtime::state::with_state;
 use crate::runtime::uring::ClientStream;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
