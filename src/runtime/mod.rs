@@ -8,7 +8,6 @@
 
 pub mod admin;
 pub mod auth;
-mod binary_conn;
 pub mod cluster;
 mod conn;
 mod conns;
@@ -18,7 +17,6 @@ mod launch;
 mod messages;
 mod metrics;
 pub mod notify;
-mod peer;
 pub mod process;
 mod protocol_errors;
 mod shard;

@@ -3,11 +3,11 @@
 //! peer links.
 
 use super::node::ClusterNode;
+use super::peer::{Link, Reply};
 use super::replication::{encode_current, encode_view};
 use super::routing::ShardCluster;
 use crate::cluster::wire::PeerMode;
 use crate::runtime::messages::{Answer, Ask};
-use crate::runtime::peer::{Link, Reply};
 use crate::runtime::state::with_state;
 use crate::storage::ttl::Clock;
 use std::collections::HashSet;

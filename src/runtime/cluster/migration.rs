@@ -4,12 +4,12 @@
 //! their status over the network; the rest works on this node's stores.
 
 use super::node::{ClusterNode, View};
+use super::peer;
 use super::routing::ShardCluster;
 use crate::cluster::wire;
 use crate::engine::ShardState;
 use crate::limits::MIGRATION_RELEASE_GRACE_MS;
 use crate::runtime::messages::{Answer, Ask};
-use crate::runtime::peer;
 use crate::runtime::state::with_state;
 use crate::storage::ttl::Clock;
 use std::sync::atomic::Ordering;

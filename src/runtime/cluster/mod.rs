@@ -40,6 +40,7 @@
 mod hints;
 mod migration;
 mod node;
+pub(crate) mod peer;
 mod recovery;
 mod replication;
 mod routing;

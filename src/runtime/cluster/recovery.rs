@@ -5,6 +5,7 @@
 
 use super::migration::{drop_gained, unlink_where};
 use super::node::ClusterNode;
+use super::peer::{self, Link, Reply};
 use super::replication::{encode_current, encode_view};
 use super::routing::ShardCluster;
 use crate::cluster::ring::Owner;
@@ -12,7 +13,6 @@ use crate::cluster::wire::{self, PeerMode, RecoverWhat};
 use crate::engine::ShardState;
 use crate::limits::{PEER_PROBE_INTERVAL_MS, RECOVERY_PEER_TIMEOUT_SECS};
 use crate::runtime::messages::{Answer, Ask};
-use crate::runtime::peer::{self, Link, Reply};
 use crate::runtime::state::with_state;
 use crate::storage::ttl::Clock;
 use std::collections::HashSet;

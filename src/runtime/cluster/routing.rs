@@ -5,6 +5,7 @@
 
 use super::hints::Hints;
 use super::node::{ClusterNode, View};
+use super::peer::Link;
 use crate::cluster::config::NodeState;
 use crate::cluster::ring::{key_point, Owner};
 use crate::cluster::route::{
@@ -12,7 +13,6 @@ use crate::cluster::route::{
 };
 use crate::cluster::tombstones::Tombstones;
 use crate::cluster::wire::PeerMode;
-use crate::runtime::peer::Link;
 use crate::runtime::siblings::Siblings;
 use crate::storage::ttl::Clock;
 use std::cell::{Cell, RefCell};

@@ -2,8 +2,8 @@
 //! node for its item count (network I/O); `stats peers` asks no one.
 
 use super::node::ClusterNode;
+use super::peer;
 use super::routing::ShardCluster;
-use crate::runtime::peer;
 use std::sync::atomic::Ordering;
 
 /// The cluster view for `stats cluster`: the configuration, this node's state

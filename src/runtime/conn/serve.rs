@@ -293,8 +293,7 @@ async fn run_requests(
         (After::Watch(_), _, _) => unreachable!("authentication does not watch"),
         (After::Continue, ClientAuth::Required, _) => After::Continue,
         (After::Continue, ClientAuth::Done, Wire::Binary) => {
-            crate::runtime::binary_conn::handle_buffer(ctx, stream, buf, start, swallow, output)
-                .await
+            super::binary::handle_buffer(ctx, stream, buf, start, swallow, output).await
         }
         (After::Continue, ClientAuth::Done, Wire::Text | Wire::Undecided) => {
             let mut conn = TextConn {
