@@ -13,6 +13,9 @@
 //! Inputs arrive on a channel: messages from peers (from any shard) and admin
 //! proposals (`rc propose`), which are answered once their epoch is decided.
 //! Time is the core's logical tick, [`TICK`] long.
+//!
+//! Top layer, beside `shard`: imports [`cluster`](super::cluster) and the
+//! bottom layer (`messages` for `ControlInput`, `auth`).
 
 use super::cluster::ClusterNode;
 use super::messages::{ControlInput, PROPOSAL_TIMEOUT};

@@ -3,6 +3,8 @@
 //! the main thread's wait for a stop signal or a failure (see [`supervisor`]).
 //!
 //! Does I/O: threads, signals, and the listening addresses checked free.
+//!
+//! Top layer: may import every other module; none imports it.
 
 use super::{
     allowed_cpus, check_port_free, explain_executor_error, listen_addr, load_cluster,

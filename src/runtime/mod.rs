@@ -5,6 +5,26 @@
 //! of shards with bounded channels, and waits for SIGINT or SIGTERM to stop them,
 //! or for a shard or the control thread to fail (see [`supervisor`]).
 //! Everything else in the crate is pure; this module is where requests meet I/O.
+//!
+//! # Layers
+//!
+//! The modules below form layers, bottom first; each imports only modules of
+//! its own layer listed before it, or of a lower one (`tests/layering.rs` checks
+//! this, and its `LAYERS` is the full list):
+//!
+//! 1. plain values and helpers: `messages` between shards and to the control
+//!    thread, one shard's store (`state`), `conns`, [`auth`], `tls`, ...;
+//! 2. one shard's way to the others of its node: `waiters`, `siblings`;
+//! 3. client sockets: `uring`, and `watch`, which writes log lines on them;
+//! 4. the node's cluster state and its links to other nodes: [`cluster`];
+//! 5. what every task of one shard shares: `ctx`;
+//! 6. one client connection: `conn` (text and binary loops, routing, replies);
+//! 7. the shard loop (`shard`) and the control thread ([`control`]);
+//! 8. joining, admin commands and starting the node: `start`, [`admin`],
+//!    `launch`.
+//!
+//! This file itself (the [`Node`] every shard shares, socket helpers) is
+//! outside the order: any layer may use it.
 
 pub mod admin;
 pub mod auth;

@@ -3,6 +3,9 @@
 //!
 //! The store itself is in [`state`](super::state), reached through
 //! [`with_state`].
+//!
+//! Top of a shard: may import every layer below it (`conn`, `ctx`, `cluster`,
+//! `watch`, `uring` and the bottom layer); only `launch` imports it.
 
 use super::cluster::{self, Role};
 use super::conn;

@@ -22,6 +22,9 @@
 //! a reply waits for the one send in flight before it (the connection's own
 //! output buffer holds the rest); the provided buffers are
 //! [`PROVIDED_BUFFERS`] x [`PROVIDED_BUFFER_BYTES`] a shard.
+//!
+//! Socket layer: imports only the bottom layer ([`tls`](super::tls),
+//! [`state`](super::state)); it knows nothing of requests or shards' tasks.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;

@@ -13,6 +13,9 @@
 //! Shards on other threads reach the queues, so they sit behind mutexes; with
 //! nobody watching, a shard only reads [`Watchers::wanted`] (one atomic load a
 //! read) and takes no lock.
+//!
+//! Socket layer, above [`uring`](super::uring): imports only the bottom
+//! layer and `uring`.
 
 use super::state::with_state;
 use super::uring::ClientStream;

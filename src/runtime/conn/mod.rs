@@ -13,6 +13,9 @@
 //! - `peer_forward`: requests sent to other nodes, and their replies;
 //! - `peer_requests` and `control_lines`: what other nodes send;
 //! - `node_requests`: requests for the whole node.
+//!
+//! Layer: above [`ctx`](super::ctx), [`cluster`](super::cluster), `watch`,
+//! `uring` and the plain types; only the shard loop imports it.
 
 mod binary;
 mod control_lines;
