@@ -20,6 +20,8 @@
 //! Every command but `status` proves it holds the cluster secret first (see
 //! `cluster::auth`): `--cluster-secret FILE`, or `cluster.secret` in
 //! `--data-dir DIR` (a node's data directory on the same machine).
+//!
+//! Top layer: imports only [`auth`](super::auth) and `start`.
 
 use crate::cluster::auth::{Secret, SECRET_FILE_NAME};
 use crate::cluster::codec;

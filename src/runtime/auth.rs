@@ -2,6 +2,8 @@
 //! reading, checking and creating the cluster secret file, random nonces, and
 //! the handshake that opens every connection this node (or an admin) makes to
 //! another node, on blocking and on glommio sockets (does I/O).
+//!
+//! Bottom layer: imports nothing else of `runtime`.
 
 use crate::cluster::auth::{
     ClientHandshake, HandshakeError, Secret, AUTH_LINE_LEN_MAX, HOW_TO_MAKE_ONE, NONCE_BYTES,

@@ -3,6 +3,8 @@
 //!
 //! A connection keeps its entry current with two cell writes per read; the list
 //! is read only when a client asks, and each shard answers for its own sockets.
+//!
+//! Bottom layer: imports nothing else of `runtime`.
 
 use crate::engine::ConnView;
 use std::cell::{Cell, RefCell};

@@ -13,8 +13,12 @@
 //! Inputs arrive on a channel: messages from peers (from any shard) and admin
 //! proposals (`rc propose`), which are answered once their epoch is decided.
 //! Time is the core's logical tick, [`TICK`] long.
+//!
+//! Top layer, beside `shard`: imports [`cluster`](super::cluster) and the
+//! bottom layer (`messages` for `ControlInput`, `auth`).
 
 use super::cluster::ClusterNode;
+use super::messages::{ControlInput, PROPOSAL_TIMEOUT};
 use crate::cluster::codec;
 use crate::cluster::config::ClusterConfig;
 use crate::consensus::{Body, Durable, Epoch, Input, Message, Node, Output, ProposeResult};
@@ -29,9 +33,6 @@ use std::time::{Duration, Instant};
 /// One logical tick of the consensus core.
 pub const TICK: Duration = Duration::from_millis(10);
 
-/// How long a proposal may wait for its epoch to be decided.
-pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// How often a node tells the others which nodes it finds unreachable; a
 /// report older than [`SUSPICION_REPORT_TTL`] no longer counts.
 const SUSPICION_INTERVAL: Duration = Duration::from_millis(100);
@@ -42,22 +43,6 @@ const PEER_IO_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// The file, in `--data-dir`, that holds the acceptor's durable state.
 pub const DURABLE_FILE: &str = "acceptor";
-
-/// What reaches the control thread.
-pub enum ControlInput {
-    Message(Message<ClusterConfig>),
-    /// Node `from` has found `ids` unreachable for at least the failover timeout.
-    Suspicions {
-        from: u32,
-        ids: Vec<u32>,
-    },
-    /// Decide `value` at `epoch`; the answer is one reply line.
-    Propose {
-        epoch: Epoch,
-        value: ClusterConfig,
-        reply: Sender<Vec<u8>>,
-    },
-}
 
 /// Reads the durable state of a previous run, if there is one.
 pub fn load_durable(dir: &Path) -> Result<Option<Durable<ClusterConfig>>, String> {

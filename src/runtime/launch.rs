@@ -3,11 +3,13 @@
 //! the main thread's wait for a stop signal or a failure (see [`supervisor`]).
 //!
 //! Does I/O: threads, signals, and the listening addresses checked free.
+//!
+//! Top layer: may import every other module; none imports it.
 
 use super::{
-    allowed_cpus, check_port_free, explain_executor_error, listen_addr, load_cluster, metrics,
-    notify, pin_this_thread, reload_cluster, shard, supervisor, tls, watch, Node, Restart,
-    CLOCK_START_SECS, LISTEN_BACKLOG_SET,
+    allowed_cpus, check_port_free, explain_executor_error, listen_addr, load_cluster,
+    messages::ControlInput, metrics, notify, pin_this_thread, reload_cluster, shard, supervisor,
+    tls, watch, Node, Restart, CLOCK_START_SECS, LISTEN_BACKLOG_SET,
 };
 use crate::cli::Config;
 use crate::cluster::ring::{ketama_name, Ring, POINTS_PER_SERVER_DEFAULT};
@@ -51,8 +53,8 @@ struct NodeParts {
 struct ControlStart {
     dir: std::path::PathBuf,
     restart: Restart,
-    tx: mpsc::Sender<control::ControlInput>,
-    rx: mpsc::Receiver<control::ControlInput>,
+    tx: mpsc::Sender<ControlInput>,
+    rx: mpsc::Receiver<ControlInput>,
 }
 
 /// An exit code, once the node has been stopped after a failure or a signal

@@ -1,10 +1,17 @@
-//! What shards of one node say to each other over their bounded channels.
+//! What shards of one node say to each other over their bounded channels,
+//! and what they hand the node's control thread.
 //!
 //! A connection's requests for keys owned by another shard travel as one
 //! [`ToShard`] batch per destination per read; the owner answers with one
-//! [`FromShard`] holding a reply fragment per request, in order.
+//! [`FromShard`] holding a reply fragment per request, in order. Consensus
+//! messages and proposals a shard receives go to the control thread as a
+//! [`ControlInput`].
+//!
+//! Bottom layer: plain values, no I/O; imports nothing else of `runtime`.
 
-use super::cluster::Role;
+use crate::cluster::config::ClusterConfig;
+use crate::cluster::route::Role;
+use crate::consensus::{Epoch, Message};
 use crate::engine::ConnView;
 use crate::hotkeys::HotKey;
 use crate::protocol::binary::BinRequest;
@@ -12,6 +19,8 @@ use crate::protocol::carried::Carried;
 use crate::protocol::text::{GetKind, Request};
 use crate::stats::{Latency, ShardStats};
 use crate::storage::StoreStats;
+use std::sync::mpsc::Sender;
+use std::time::Duration;
 
 /// One request inside a forwarded batch: a byte range of [`Batch::bytes`].
 #[derive(Clone, Copy, Debug)]
@@ -248,4 +257,23 @@ pub struct ToShard {
 pub struct FromShard {
     pub slot: u32,
     pub answer: Answer,
+}
+
+/// How long a proposal may wait for its epoch to be decided.
+pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What reaches the control thread.
+pub enum ControlInput {
+    Message(Message<ClusterConfig>),
+    /// Node `from` has found `ids` unreachable for at least the failover timeout.
+    Suspicions {
+        from: u32,
+        ids: Vec<u32>,
+    },
+    /// Decide `value` at `epoch`; the answer is one reply line.
+    Propose {
+        epoch: Epoch,
+        value: ClusterConfig,
+        reply: Sender<Vec<u8>>,
+    },
 }

@@ -5,6 +5,8 @@
 //! `stats latency`, `stats hotkeys` (and `stats peers` in a cluster), which the shards gather
 //! as they do for every client, and answers with [`crate::metrics::render`].
 //! Scrapes are served one at a time; every read and write has a timeout.
+//!
+//! Bottom layer: imports nothing else of `runtime`.
 
 use crate::limits::{
     METRICS_IO_TIMEOUT_SECS, METRICS_REQUEST_HEAD_MAX_BYTES, METRICS_STATS_REPLY_MAX_BYTES,

@@ -5,23 +5,44 @@
 //! of shards with bounded channels, and waits for SIGINT or SIGTERM to stop them,
 //! or for a shard or the control thread to fail (see [`supervisor`]).
 //! Everything else in the crate is pure; this module is where requests meet I/O.
+//!
+//! # Layers
+//!
+//! The modules below form layers, bottom first; each imports only modules of
+//! its own layer listed before it, or of a lower one (`tests/layering.rs` checks
+//! this, and its `LAYERS` is the full list):
+//!
+//! 1. plain values and helpers: `messages` between shards and to the control
+//!    thread, one shard's store (`state`), `conns`, [`auth`], `tls`, ...;
+//! 2. one shard's way to the others of its node: `waiters`, `siblings`;
+//! 3. client sockets: `uring`, and `watch`, which writes log lines on them;
+//! 4. the node's cluster state and its links to other nodes: [`cluster`];
+//! 5. what every task of one shard shares: `ctx`;
+//! 6. one client connection: `conn` (text and binary loops, routing, replies);
+//! 7. the shard loop (`shard`) and the control thread ([`control`]);
+//! 8. joining, admin commands and starting the node: `start`, [`admin`],
+//!    `launch`.
+//!
+//! This file itself (the [`Node`] every shard shares, socket helpers) is
+//! outside the order: any layer may use it.
 
 pub mod admin;
 pub mod auth;
-mod binary_conn;
 pub mod cluster;
 mod conn;
 mod conns;
 pub mod control;
+mod ctx;
 mod launch;
 mod messages;
 mod metrics;
 pub mod notify;
-mod peer;
 pub mod process;
 mod protocol_errors;
 mod shard;
+mod siblings;
 pub(crate) mod start;
+mod state;
 pub mod supervisor;
 mod tls;
 mod uring;
@@ -59,7 +80,7 @@ pub struct Node {
     /// `--cluster`: this node's view of the cluster it is part of.
     pub cluster: Option<Arc<cluster::ClusterNode>>,
     /// `--data-dir`: the control thread's inputs (consensus messages, proposals).
-    pub control: Option<std::sync::Mutex<mpsc::Sender<control::ControlInput>>>,
+    pub control: Option<std::sync::Mutex<mpsc::Sender<messages::ControlInput>>>,
     /// `-Z`: every client connection speaks TLS with these settings.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// `-Y`: the users a text connection must authenticate as first.

@@ -3,6 +3,8 @@
 //!
 //! One datagram to the socket named in `$NOTIFY_SOCKET` (a path, or an abstract
 //! name written with a leading `@`); without the variable this does nothing.
+//!
+//! Bottom layer: imports nothing else of `runtime`.
 
 use std::os::unix::net::UnixDatagram;
 

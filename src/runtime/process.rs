@@ -2,6 +2,8 @@
 //! (blocking I/O, before any shard starts): raise the core file limit (`-r`),
 //! lock memory (`-k`), drop root for `-u USER`, and write the pid file (`-P`),
 //! which [`PidFile::remove`] takes away at exit.
+//!
+//! Bottom layer: imports nothing else of `runtime`.
 
 use crate::cli::Config;
 use nix::sys::resource::{getrlimit, setrlimit, Resource};

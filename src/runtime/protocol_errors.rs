@@ -2,6 +2,8 @@
 //! protocol: one line per malformed request, naming the client, the start of
 //! what it sent and what it was answered, as memcached logs them at `-vv`. At
 //! the default verbosity nothing is formatted. Does no I/O beyond the log.
+//!
+//! Bottom layer: imports nothing else of `runtime`.
 
 /// The most bytes of a malformed request the line quotes.
 const QUOTED_LEN_MAX: usize = 80;

@@ -1,82 +1,38 @@
 //! One shard: a glommio executor on one core that owns a store, a listening
 //! socket on the shared port, and channels to every other shard of the node.
 //!
-//! The store is reached only through [`with_state`], a synchronous closure, so no
-//! borrow of it can be held across an `.await`: tasks of one executor take turns
-//! and the store has one owner, the executor's thread.
+//! The store itself is in [`state`](super::state), reached through
+//! [`with_state`].
+//!
+//! Top of a shard: may import every layer below it (`conn`, `ctx`, `cluster`,
+//! `watch`, `uring` and the bottom layer); only `launch` imports it.
 
-use super::cluster::{self, ConnMode, Role, Route, ShardCluster};
+use super::cluster::{self, Role};
 use super::conn;
 use super::conns::{self, ConnState, Registration};
+use super::ctx::ShardCtx;
 use super::messages::{Answer, Ask, Batch, ForwardKind, ForwardOp, FromShard, ToShard};
+use super::state::{self, hot_keys, latency, reset_stats, with_state};
 use super::uring::{self, ClientStream, SocketRing};
-use super::waiters::{Waiters, Watchdog};
+use super::waiters::Watchdog;
 use super::Node;
 use crate::cli::SocketPath;
 use crate::cluster::ring::{self, Ring};
 use crate::engine::{self, ShardState};
 use crate::limits::SHARD_ANSWER_TIMEOUT_SECS;
-use crate::protocol::{binary, ParseLimits};
-use crate::stats::Latency;
+use crate::protocol::binary;
 use crate::storage::ttl::Clock;
-use crate::storage::{Store, StoreConfig};
 use glommio::channels::shared_channel::{
     ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
 };
 use glommio::net::TcpListener;
 use glommio::Task;
-use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-
-thread_local! {
-    static STATE: RefCell<Option<ShardState>> = const { RefCell::new(None) };
-    /// How long this shard's reads took to answer (`stats latency`). Kept apart
-    /// from the store's state: it is the shell's measurement, taken with the clock.
-    static LATENCY: RefCell<Latency> = RefCell::new(Latency::default());
-}
-
-/// This shard's counted keys, most counted first (none under `--hotkeys 0`).
-pub fn hot_keys() -> Vec<crate::hotkeys::HotKey> {
-    with_state(|s| s.hot_keys.as_ref().map_or_else(Vec::new, |h| h.top()))
-}
-
-/// Records that a read was answered `micros` after its bytes arrived.
-pub fn record_latency(micros: u64) {
-    LATENCY.with(|l| l.borrow_mut().record(micros));
-}
-
-/// This shard's latencies so far.
-pub fn latency() -> Latency {
-    LATENCY.with(|l| l.borrow().clone())
-}
-
-/// `stats reset` on this shard: counters, hot keys and latencies (gauges stay).
-pub fn reset_stats() {
-    with_state(|s| {
-        s.stats.reset();
-        s.store.reset_stats();
-        if let Some(hot_keys) = &mut s.hot_keys {
-            hot_keys.clear();
-        }
-    });
-    LATENCY.with(|l| l.borrow_mut().reset());
-}
-
-/// Runs `f` with this shard's store and counters.
-///
-/// # Panics
-/// Outside a shard's executor, or when called from inside `f`.
-pub fn with_state<R>(f: impl FnOnce(&mut ShardState) -> R) -> R {
-    STATE.with(|cell| {
-        let mut state = cell.borrow_mut();
-        f(state.as_mut().expect("with_state outside a shard"))
-    })
-}
 
 /// The channel ends one shard holds, as made by the node before the shards start.
 pub struct ShardLinks {
@@ -87,79 +43,12 @@ pub struct ShardLinks {
     pub answers_from: Vec<Option<SharedReceiver<FromShard>>>,
 }
 
-/// Where a keyed request goes, and the point its key hashed to: computed
-/// once, and carried with the request if it crosses to another shard.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Placement {
-    pub route: Route,
-    /// Outside a cluster, on a node of several shards: the key's ring point.
-    /// (In a cluster, ownership is the cluster's to decide, by epoch.)
-    pub point: Option<u32>,
-}
-
-/// What every task of one shard shares.
-pub struct ShardCtx {
-    pub id: u32,
-    pub node: Arc<Node>,
-    pub limits: ParseLimits,
-    pub requests_to: Vec<Option<ConnectedSender<ToShard>>>,
-    pub waiters: Rc<Waiters>,
-    /// Connections in the middle of a read's requests; shutdown waits for them.
-    pub busy: Cell<usize>,
-    /// In a cluster: this shard's links, hints and recovery state.
-    pub cluster: Option<Rc<ShardCluster>>,
-}
-
-impl ShardCtx {
-    /// Where a keyed request goes: outside a cluster, to the shard of this node
-    /// that owns the key; in one, as [`ShardCluster::route`] says.
-    pub fn route(&self, key: &[u8], write: bool, mode: ConnMode) -> Placement {
-        match &self.cluster {
-            None if self.node.shards == 1 => Placement {
-                route: Route::Shard(0, Role::Plain),
-                point: None,
-            },
-            None => {
-                let point = ring::key_point(key);
-                Placement {
-                    route: Route::Shard(self.node.ring.owner_of_point(point).shard, Role::Plain),
-                    point: Some(point),
-                }
-            }
-            Some(cluster) => Placement {
-                route: cluster.route(key, write, mode),
-                point: None,
-            },
-        }
-    }
-
-    /// Sends `ask` (made per shard) to every other shard and waits for all answers.
-    pub async fn ask_all(&self, mut ask: impl FnMut() -> Ask) -> Vec<Answer> {
-        let mut waits = Vec::with_capacity(self.node.shards);
-        for (to, sender) in self.requests_to.iter().enumerate() {
-            let Some(sender) = sender else { continue };
-            let slot = self.waiters.take_slot();
-            let wait = self.waiters.wait(slot);
-            if sender.send(ToShard { slot, ask: ask() }).await.is_ok() {
-                waits.push(wait);
-            } else {
-                log::warn!("shard {} did not take a request from shard {}", to, self.id);
-            }
-        }
-        let mut answers = Vec::with_capacity(waits.len());
-        for wait in waits {
-            answers.push(wait.await);
-        }
-        answers
-    }
-}
-
 /// A started shard tells the node whether it is serving.
 pub type Started = std::sync::mpsc::Sender<Result<u32, String>>;
 
 /// The body of a shard's executor: set up, serve until the node stops, drain.
 pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, started: Started) {
-    install_state(id, &node);
+    state::install(id, &node);
     let listeners = match open_listeners(id, &node, addr) {
         Ok(listeners) => listeners,
         Err(message) => {
@@ -186,8 +75,8 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
     // Shard 0 of a cluster node recovers what it missed while it was away, and
     // watches its peers (probes) and itself (pauses).
     let mut cluster_tasks = Vec::new();
-    if ctx.cluster.is_some() && id == 0 {
-        cluster_tasks.push(glommio::spawn_local(cluster::watch(ctx.clone())));
+    if let (Some(cluster), 0) = (&ctx.cluster, id) {
+        cluster_tasks.push(glommio::spawn_local(cluster::watch(cluster.clone())));
     }
 
     serve_until_stopped(&ctx).await;
@@ -206,33 +95,6 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
     if let Some(ring) = &sockets {
         ring.flush();
     }
-}
-
-/// Gives this executor's thread its store and counters.
-fn install_state(id: u32, node: &Node) {
-    let config = &node.config;
-    let shards = node.shards as u64;
-    // CAS uniques carry the shard, and in a cluster the node's id too (ids
-    // are never reused; two members collide only if their ids are 256 apart),
-    // so no two shards anywhere hand out the same one.
-    let (cas_suffix, cas_suffix_bits) = match &node.cluster {
-        None => (id as u64, 8),
-        Some(c) => ((u64::from(c.me % 256) << 8) | id as u64, 16),
-    };
-    STATE.with(|cell| {
-        *cell.borrow_mut() = Some(ShardState::new(
-            Store::new(StoreConfig {
-                memory_limit_bytes: config.memory_limit_bytes / node.shards,
-                item_size_max_bytes: config.item_size_max_bytes,
-                when_full: config.when_full,
-                cas_suffix,
-                cas_suffix_bits,
-                clock_cas: node.cluster.is_some(),
-            }),
-            config.hot_keys,
-        ))
-    });
-    debug_assert!(shards <= 1 << 8);
 }
 
 /// The sockets one shard accepts clients on.
@@ -323,25 +185,6 @@ async fn connected<T>(ends: Vec<Option<Task<T>>>) -> Vec<Option<T>> {
     connected
 }
 
-impl ShardCtx {
-    fn new(id: u32, node: &Arc<Node>, requests_to: Vec<Option<ConnectedSender<ToShard>>>) -> Self {
-        ShardCtx {
-            id,
-            node: node.clone(),
-            limits: ParseLimits {
-                item_size_max_bytes: node.config.item_size_max_bytes,
-            },
-            requests_to,
-            waiters: Rc::new(Waiters::default()),
-            busy: Cell::new(0),
-            cluster: node
-                .cluster
-                .as_ref()
-                .map(|c| Rc::new(ShardCluster::new(c.clone(), node.clone(), id))),
-        }
-    }
-}
-
 /// Starts the tasks that answer other shards' requests and take their answers.
 ///
 /// Requests from shard j are answered on the answer channel to j; answers come
@@ -378,7 +221,7 @@ async fn serve_shards(
     }
     for answers in answers_from.into_iter().flatten() {
         let answers = answers.await;
-        let waiters = ctx.waiters.clone();
+        let waiters = ctx.siblings.waiters.clone();
         peer_tasks.push(glommio::spawn_local(async move {
             while let Some(msg) = answers.recv().await {
                 waiters.complete(msg.slot, msg.answer);
@@ -448,7 +291,7 @@ async fn serve_until_stopped(ctx: &ShardCtx) {
     while !ctx.node.stop.load(Ordering::Acquire) {
         glommio::timer::sleep(Duration::from_millis(50)).await;
         // A shard that never answers is hung: the supervisor stops the node.
-        if let Some(slot) = watchdog.overdue(&ctx.waiters, std::time::Instant::now()) {
+        if let Some(slot) = watchdog.overdue(&ctx.siblings.waiters, std::time::Instant::now()) {
             panic!(
                 "shard {id}: request {slot} to another shard unanswered for over \
                  {SHARD_ANSWER_TIMEOUT_SECS} s: a shard is hung"
@@ -590,23 +433,6 @@ fn log_conn_event(ctx: &ShardCtx, write: impl FnOnce(&mut crate::engine::watch::
     super::watch::publish_pending(&ctx.node.watchers);
 }
 
-/// This shard's `lru_crawler metadump` lines: one segment at a time, letting
-/// other tasks run between segments, so a large store does not stall the shard.
-pub async fn metadump(ctx: &ShardCtx) -> Vec<u8> {
-    let mut lines = Vec::new();
-    let segments = with_state(|s| s.store.segment_count());
-    for segment in 0..segments {
-        let clock = ctx.node.clock();
-        with_state(|s| {
-            s.store.visit_segment(segment, clock.rel_secs, |item| {
-                engine::write_metadump_line(&item, clock.process_started_unix, &mut lines)
-            });
-        });
-        glommio::yield_if_needed().await;
-    }
-    lines
-}
-
 /// The reply to a request another shard sent here for a key this shard does
 /// not own.
 const MISROUTED: &[u8] = b"SERVER_ERROR key sent to the wrong shard\r\n";
@@ -693,7 +519,7 @@ async fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
                 .map_or_else(Vec::new, |c| c.forwarded_to()),
         }),
         Ask::Conns => Answer::Conns(conns::views(std::time::Instant::now())),
-        Ask::Metadump => Answer::Metadump(metadump(ctx).await),
+        Ask::Metadump => Answer::Metadump(state::metadump(&ctx.node).await),
         Ask::HotKeys => Answer::HotKeys(hot_keys()),
         Ask::ResetStats => {
             reset_stats();

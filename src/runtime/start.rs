@@ -9,6 +9,8 @@
 //!   other nodes whether they have seen node ID vote. If one has, ID's acceptor
 //!   state is gone with its disk, and coming back under that id could break the
 //!   promises it made; the node joins as a new member instead (replacing ID).
+//!
+//! Top layer, with `admin` and `launch`: imports only [`auth`](super::auth).
 
 use crate::cli::Config;
 use crate::cluster::auth::Secret;

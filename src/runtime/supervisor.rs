@@ -12,6 +12,8 @@
 //! with [`EXIT_THREAD_FAILED`]: half a node (one shard's keys unserved, waiters
 //! on it hanging, partial `stats`) is worse than a restart by the service
 //! manager (`Restart=on-failure`).
+//!
+//! Bottom layer: imports nothing else of `runtime`.
 
 use nix::sys::signal::{SigSet, Signal};
 use std::any::Any;

@@ -10,6 +10,8 @@
 //! it waits on the socket like any read and never holds up the shard. A peer that
 //! breaks the protocol (a plain client, garbage, a refused certificate) makes the
 //! read fail, and the connection is closed.
+//!
+//! Bottom layer: imports nothing else of `runtime`.
 
 use crate::cli::{SessionCache, TlsSettings, TlsVersion, VerifyMode};
 use futures_lite::{AsyncRead, AsyncWrite};

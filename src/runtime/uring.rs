@@ -22,6 +22,9 @@
 //! a reply waits for the one send in flight before it (the connection's own
 //! output buffer holds the rest); the provided buffers are
 //! [`PROVIDED_BUFFERS`] x [`PROVIDED_BUFFER_BYTES`] a shard.
+//!
+//! Socket layer: imports only the bottom layer ([`tls`](super::tls),
+//! [`state`](super::state)); it knows nothing of requests or shards' tasks.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -70,7 +73,7 @@ fn user_data(kind: u64, slot: u32, generation: u32) -> u64 {
 /// Stops taking a connection's bytes until it has read some (counted in `stats`).
 fn pause(io: &mut Io) {
     io.paused = true;
-    super::shard::with_state(|s| s.stats.receive_pauses += 1);
+    super::state::with_state(|s| s.stats.receive_pauses += 1);
 }
 
 /// One connection's side of the ring, shared by its stream and the driver.
@@ -374,7 +377,7 @@ impl SocketRing {
             return;
         }
         let mut hashes = self.fresh_hashes.borrow_mut();
-        super::shard::with_state(|state| {
+        super::state::with_state(|state| {
             for io in fresh.iter() {
                 let io = io.borrow();
                 if let Some(key) = first_key(&io.received[io.read_from..]) {

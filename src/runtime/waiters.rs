@@ -4,6 +4,9 @@
 //! awaits [`Waiters::wait`]; the task that drains the reply channel from that
 //! shard fills the slot and wakes it. Slots are reused, so the table is as large
 //! as the most requests ever outstanding at once, not the number ever sent.
+//!
+//! Layer: just above the plain types, beside `siblings`, which holds the
+//! table; imports only [`messages`](super::messages).
 
 use super::messages::Answer;
 use std::cell::{Cell, RefCell};

@@ -13,8 +13,11 @@
 //! Shards on other threads reach the queues, so they sit behind mutexes; with
 //! nobody watching, a shard only reads [`Watchers::wanted`] (one atomic load a
 //! read) and takes no lock.
+//!
+//! Socket layer, above [`uring`](super::uring): imports only the bottom
+//! layer and `uring`.
 
-use super::shard::with_state;
+use super::state::with_state;
 use super::uring::ClientStream;
 use crate::engine::watch::{self as log, WatchLog};
 use crate::limits::{WATCHERS_MAX, WATCH_POLL_MS, WATCH_QUEUE_BYTES};

@@ -3,12 +3,12 @@
 //! peer links.
 
 use super::node::ClusterNode;
+use super::peer::{Link, Reply};
 use super::replication::{encode_current, encode_view};
 use super::routing::ShardCluster;
 use crate::cluster::wire::PeerMode;
 use crate::runtime::messages::{Answer, Ask};
-use crate::runtime::peer::{Link, Reply};
-use crate::runtime::shard::{with_state, ShardCtx};
+use crate::runtime::state::with_state;
 use crate::storage::ttl::Clock;
 use std::collections::HashSet;
 use std::rc::Rc;
@@ -144,13 +144,16 @@ impl ClusterNode {
 /// Sends `peer`, which answers but missed writes, the current items (or
 /// removals) of the keys every shard holds hints for, in `merge` mode as
 /// [`exchange`](super::exchange) does; hints it does not take stay and are sent again later.
-pub(super) async fn replay_hints(ctx: &ShardCtx, peer: u32) {
-    let cluster = ctx.cluster.as_ref().expect("a cluster node");
+pub(super) async fn replay_hints(cluster: &Rc<ShardCluster>, peer: u32) {
     let node = &cluster.node;
     let before = node.hinted_keys.load(Ordering::Relaxed);
-    let clock = ctx.node.clock();
+    let clock = cluster.runtime.clock();
     let mut pushed = cluster.push_hints(peer, &clock).await;
-    for answer in ctx.ask_all(|| Ask::PushHints { node: peer }).await {
+    for answer in cluster
+        .siblings
+        .ask_all(|| Ask::PushHints { node: peer })
+        .await
+    {
         pushed &= matches!(answer, Answer::Pushed(true));
     }
     let after = node.hinted_keys.load(Ordering::Relaxed);

@@ -4,13 +4,13 @@
 //! their status over the network; the rest works on this node's stores.
 
 use super::node::{ClusterNode, View};
+use super::peer;
 use super::routing::ShardCluster;
 use crate::cluster::wire;
 use crate::engine::ShardState;
 use crate::limits::MIGRATION_RELEASE_GRACE_MS;
 use crate::runtime::messages::{Answer, Ask};
-use crate::runtime::peer;
-use crate::runtime::shard::{with_state, ShardCtx};
+use crate::runtime::state::with_state;
 use crate::storage::ttl::Clock;
 use std::sync::atomic::Ordering;
 
@@ -65,8 +65,8 @@ impl ClusterNode {
 /// owners all have them: nodes that answer `rc status` at this epoch or a later
 /// one and are not recovering (so they have copied what they gained). Returns
 /// how many items are kept for a later try.
-pub(super) async fn release(ctx: &ShardCtx) -> u64 {
-    let node = &ctx.cluster.as_ref().expect("a cluster node").node;
+pub(super) async fn release(cluster: &ShardCluster) -> u64 {
+    let node = &cluster.node;
     let view = node.view();
     let mut ready = Vec::new();
     for peer in view.config().nodes().iter().filter(|n| n.id != node.me) {
@@ -86,10 +86,10 @@ pub(super) async fn release(ctx: &ShardCtx) -> u64 {
             }
         }
     }
-    let clock = ctx.node.clock();
-    let cluster = ctx.cluster.as_ref().expect("a cluster node");
+    let clock = cluster.runtime.clock();
     let mut kept = with_state(|s| release_items(cluster, s, &ready, &clock));
-    for answer in ctx
+    for answer in cluster
+        .siblings
         .ask_all(|| Ask::Release {
             ready: ready.clone(),
         })

@@ -35,11 +35,18 @@
 //! an owner missed; `settling` and `recovery` cover a start, a pause or a
 //! rejoin; `migration` copies and releases keys an epoch moves; `tko` marks
 //! and probes the nodes it skips; `watch` is the shard task that drives them;
-//! `stats` writes `stats cluster` and `stats peers`.
+//! `stats` writes `stats cluster` and `stats peers`; `peer` holds one shard's
+//! links to the shards of other nodes.
+//!
+//! Layer: above the plain types (`messages`, `siblings`, `state`, `auth`);
+//! below one shard's context and connections, which it never imports. The
+//! shard's own part, [`ShardCluster`], holds what it needs of the shard (its
+//! node, and its `Siblings` to ask the other shards).
 
 mod hints;
 mod migration;
 mod node;
+pub(crate) mod peer;
 mod recovery;
 mod replication;
 mod routing;

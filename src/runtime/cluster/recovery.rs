@@ -5,6 +5,7 @@
 
 use super::migration::{drop_gained, unlink_where};
 use super::node::ClusterNode;
+use super::peer::{self, Link, Reply};
 use super::replication::{encode_current, encode_view};
 use super::routing::ShardCluster;
 use crate::cluster::ring::Owner;
@@ -12,8 +13,7 @@ use crate::cluster::wire::{self, PeerMode, RecoverWhat};
 use crate::engine::ShardState;
 use crate::limits::{PEER_PROBE_INTERVAL_MS, RECOVERY_PEER_TIMEOUT_SECS};
 use crate::runtime::messages::{Answer, Ask};
-use crate::runtime::peer::{self, Link, Reply};
-use crate::runtime::shard::{with_state, ShardCtx};
+use crate::runtime::state::with_state;
 use crate::storage::ttl::Clock;
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -25,17 +25,16 @@ use std::time::{Duration, Instant};
 /// reachable peer is copied from that peer; after a pause (`Hints`), it settles
 /// with each reachable peer (see [`exchange`]). Until then it does not serve
 /// reads of its own.
-pub async fn recover(ctx: Rc<ShardCtx>, what: RecoverWhat) {
-    let cluster = ctx.cluster.clone().expect("a cluster node");
+pub async fn recover(cluster: Rc<ShardCluster>, what: RecoverWhat) {
     let node = &cluster.node;
     let started = Instant::now();
     if what == RecoverWhat::All && !node.is_recovering() {
         // Keys moved here: copies this node kept from an earlier time it owned
         // them are stale (a key deleted since would come back), so they go
         // before the current ones are copied.
-        let clock = ctx.node.clock();
+        let clock = cluster.runtime.clock();
         with_state(|s| drop_gained(&cluster, s, &clock));
-        ctx.ask_all(|| Ask::DropGained).await;
+        cluster.siblings.ask_all(|| Ask::DropGained).await;
     }
     let mut settled = 0;
     // The members in force, and those removed since keys began to move here
@@ -77,11 +76,11 @@ pub async fn recover(ctx: Rc<ShardCtx>, what: RecoverWhat) {
         }
         let done = match what {
             RecoverWhat::All => {
-                let pulled = pull(&ctx, peer, RecoverWhat::All).await;
+                let pulled = pull(&cluster, peer, RecoverWhat::All).await;
                 node.set_pulled(peer, pulled);
                 pulled
             }
-            RecoverWhat::Hints => exchange(&ctx, peer).await,
+            RecoverWhat::Hints => exchange(&cluster, peer).await,
         };
         settled += done as usize;
     }
@@ -99,28 +98,30 @@ pub async fn recover(ctx: Rc<ShardCtx>, what: RecoverWhat) {
 /// (a larger CAS unique); then it asks for `peer`'s hints, which it takes
 /// unless written since or older than its own. One exchange with
 /// a given peer runs at a time.
-pub async fn exchange(ctx: &ShardCtx, peer: u32) -> bool {
-    let cluster = ctx.cluster.as_ref().expect("a cluster node");
+pub async fn exchange(cluster: &Rc<ShardCluster>, peer: u32) -> bool {
     while !cluster.exchanging.borrow_mut().insert(peer) {
         glommio::timer::sleep(Duration::from_millis(PEER_PROBE_INTERVAL_MS)).await;
     }
-    let clock = ctx.node.clock();
+    let clock = cluster.runtime.clock();
     let mut pushed = cluster.push_hints(peer, &clock).await;
-    for answer in ctx.ask_all(|| Ask::PushHints { node: peer }).await {
+    for answer in cluster
+        .siblings
+        .ask_all(|| Ask::PushHints { node: peer })
+        .await
+    {
         pushed &= matches!(answer, Answer::Pushed(true));
     }
     if !pushed {
         log::warn!("node {peer} did not take every item this node changed while it was away");
     }
-    let pulled = pull(ctx, peer, RecoverWhat::Hints).await;
+    let pulled = pull(cluster, peer, RecoverWhat::Hints).await;
     cluster.exchanging.borrow_mut().remove(&peer);
     pushed && pulled
 }
 
 /// Asks every shard of `peer` to push `what` to this node; when `peer` dropped
 /// its hints for this node, drops the data shared with `peer` and copies it all.
-pub(super) async fn pull(ctx: &ShardCtx, peer: u32, mut what: RecoverWhat) -> bool {
-    let cluster = ctx.cluster.as_ref().expect("a cluster node");
+pub(super) async fn pull(cluster: &Rc<ShardCluster>, peer: u32, mut what: RecoverWhat) -> bool {
     let node = &cluster.node;
     let shards = node.shard_addrs(peer).len() as u32;
     loop {
@@ -160,8 +161,11 @@ pub(super) async fn pull(ctx: &ShardCtx, peer: u32, mut what: RecoverWhat) -> bo
         log::warn!(
             "node {peer} dropped its hints for this node: dropping the data shared with it and copying it afresh"
         );
-        ctx.ask_all(|| Ask::DropShared { node: peer }).await;
-        let clock = ctx.node.clock();
+        cluster
+            .siblings
+            .ask_all(|| Ask::DropShared { node: peer })
+            .await;
+        let clock = cluster.runtime.clock();
         with_state(|s| drop_shared(cluster, s, peer, &clock));
         what = RecoverWhat::All;
     }

@@ -3,14 +3,14 @@
 //! records (items, removals) that carry a key's state from node to node.
 //! Sends over peer links and waits for their replies.
 
+use super::peer::{Link, Reply};
 use super::routing::ShardCluster;
 use crate::cluster::ring::Owner;
 use crate::cluster::route::Role;
 use crate::cluster::wire::{self, PeerMode};
 use crate::engine::ShardState;
 use crate::limits::{EPOCH_RETRIES_MAX, EPOCH_RETRY_PAUSE_MS, RECOVERY_WRITTEN_KEYS_MAX};
-use crate::runtime::peer::{Link, Reply};
-use crate::runtime::shard::with_state;
+use crate::runtime::state::with_state;
 use crate::storage::ttl::Clock;
 use std::collections::HashSet;
 use std::rc::Rc;

@@ -5,6 +5,7 @@
 
 use super::hints::Hints;
 use super::node::{ClusterNode, View};
+use super::peer::Link;
 use crate::cluster::config::NodeState;
 use crate::cluster::ring::{key_point, Owner};
 use crate::cluster::route::{
@@ -12,7 +13,7 @@ use crate::cluster::route::{
 };
 use crate::cluster::tombstones::Tombstones;
 use crate::cluster::wire::PeerMode;
-use crate::runtime::peer::Link;
+use crate::runtime::siblings::Siblings;
 use crate::storage::ttl::Clock;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
@@ -46,17 +47,20 @@ pub struct ShardCluster {
     pub(super) view_epoch: Cell<u64>,
     /// This shard's number on its node.
     pub(super) shard: u32,
+    /// The other shards of this node, which recoveries and releases ask too.
+    pub(super) siblings: Rc<Siblings>,
 }
 
 impl ShardCluster {
     pub fn new(
         node: Arc<ClusterNode>,
         runtime: Arc<crate::runtime::Node>,
-        shard: u32,
+        siblings: Rc<Siblings>,
     ) -> ShardCluster {
         let view = node.view();
         ShardCluster {
-            shard,
+            shard: siblings.id,
+            siblings,
             runtime,
             view_epoch: Cell::new(view.epoch()),
             view: RefCell::new(Arc::new((*view).clone())),

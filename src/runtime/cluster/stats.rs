@@ -2,16 +2,14 @@
 //! node for its item count (network I/O); `stats peers` asks no one.
 
 use super::node::ClusterNode;
+use super::peer;
 use super::routing::ShardCluster;
-use crate::runtime::peer;
-use crate::runtime::shard::ShardCtx;
 use std::sync::atomic::Ordering;
 
 /// The cluster view for `stats cluster`: the configuration, this node's state
 /// and counters, and every node's reachability and item count.
-pub async fn write_stats_cluster(ctx: &ShardCtx, own_items: u64, out: &mut Vec<u8>) {
+pub async fn write_stats_cluster(cluster: &ShardCluster, own_items: u64, out: &mut Vec<u8>) {
     use std::io::Write;
-    let cluster = ctx.cluster.as_ref().expect("a cluster node");
     let node = &cluster.node;
     let mut body = Vec::new();
     let view = node.view();
@@ -65,9 +63,8 @@ pub async fn write_stats_cluster(ctx: &ShardCtx, own_items: u64, out: &mut Vec<u
 /// the client requests forwarded to it (`forwarded_to`, summed over shards),
 /// the timeouts that made it TKO and whether it is reachable now. Unlike
 /// `stats cluster` it asks no other node anything, so it is cheap to poll.
-pub fn write_stats_peers(ctx: &ShardCtx, forwarded_to: &[(u32, u64)], out: &mut Vec<u8>) {
+pub fn write_stats_peers(cluster: &ShardCluster, forwarded_to: &[(u32, u64)], out: &mut Vec<u8>) {
     use std::io::Write;
-    let cluster = ctx.cluster.as_ref().expect("a cluster node");
     let node = &cluster.node;
     let view = node.view();
     let _ = write!(out, "STAT node_id {}\r\n", node.me);

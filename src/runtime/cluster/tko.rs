@@ -3,9 +3,9 @@
 //! network I/O; the marks themselves are shared flags.
 
 use super::node::ClusterNode;
+use super::peer;
 use crate::cluster::ring::Owner;
 use crate::cluster::wire::{self, PeerMode};
-use crate::runtime::peer;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 

@@ -9,8 +9,8 @@ use crate::cluster::codec;
 use crate::cluster::config::{ClusterConfig, ConfigError, Endpoint, NodeConfig, NodeState};
 use crate::engine::reply;
 use crate::runtime::cluster::ShardCluster;
-use crate::runtime::control::{ControlInput, PROPOSAL_TIMEOUT};
-use crate::runtime::shard::ShardCtx;
+use crate::runtime::ctx::ShardCtx;
+use crate::runtime::messages::{ControlInput, PROPOSAL_TIMEOUT};
 use std::sync::mpsc::Sender;
 
 /// How many epochs a join tries before it gives up.

@@ -6,14 +6,18 @@
 //! where they belong.
 //!
 //! - [`serve`](serve()): the read loop, which does the socket I/O;
-//! - `text`: the text and meta request loop;
+//! - `text`: the text and meta request loop; `binary`: the binary protocol's;
 //! - `routing`: where a keyed request runs;
 //! - `output`: the replies of one read, in request order, and the batches for
 //!   other shards;
 //! - `peer_forward`: requests sent to other nodes, and their replies;
 //! - `peer_requests` and `control_lines`: what other nodes send;
 //! - `node_requests`: requests for the whole node.
+//!
+//! Layer: above [`ctx`](super::ctx), [`cluster`](super::cluster), `watch`,
+//! `uring` and the plain types; only the shard loop imports it.
 
+mod binary;
 mod control_lines;
 mod node_requests;
 mod output;
@@ -23,12 +27,7 @@ mod routing;
 mod serve;
 mod text;
 
-pub(super) use node_requests::node_view;
-pub(super) use output::{Output, ReplySize};
-pub(super) use peer_forward::{PeerReply, Resend};
-pub(super) use peer_requests::apply_binary_here;
 pub use serve::serve;
-pub(super) use serve::{drain, drain_if_full, skip_data_block};
 
 use crate::protocol::text::Request;
 use futures_lite::AsyncWriteExt;

@@ -13,8 +13,9 @@ use crate::engine::{self, reply, NodeView, Settings, Step};
 use crate::protocol::text::{LruCrawler, Request, ShutdownMode};
 use crate::runtime::cluster::{self, ConnMode};
 use crate::runtime::conns;
+use crate::runtime::ctx::ShardCtx;
 use crate::runtime::messages::{Answer, Ask};
-use crate::runtime::shard::{self, with_state, ShardCtx};
+use crate::runtime::state::{self, with_state};
 use crate::stats::{Latency, ShardStats};
 use crate::storage::ttl::Clock;
 use crate::storage::StoreStats;
@@ -63,7 +64,7 @@ pub(super) async fn node_request(
         }
         Request::LruCrawler(LruCrawler::Metadump { every_item }) => {
             if every_item {
-                out.extend_from_slice(&shard::metadump(ctx).await);
+                out.extend_from_slice(&state::metadump(&ctx.node).await);
                 for answer in ctx.ask_all(|| Ask::Metadump).await {
                     if let Answer::Metadump(lines) = answer {
                         out.extend_from_slice(&lines);
@@ -98,7 +99,7 @@ async fn stats(ctx: &ShardCtx, group: &[u8], clock: &Clock, out: &mut Vec<u8>) {
     match group {
         b"reset" => {
             ctx.ask_all(|| Ask::ResetStats).await;
-            shard::reset_stats();
+            state::reset_stats();
             out.extend_from_slice(reply::RESET);
         }
         b"conns" => {
@@ -117,7 +118,7 @@ async fn stats(ctx: &ShardCtx, group: &[u8], clock: &Clock, out: &mut Vec<u8>) {
         }
         b"hotkeys" => {
             let mut view = NodeView::default();
-            let own = shard::hot_keys();
+            let own = state::hot_keys();
             view.hot_keys.extend(own.into_iter().map(|k| (ctx.id, k)));
             let others = (0..ctx.node.shards as u32).filter(|&j| j != ctx.id);
             for (j, answer) in others.zip(ctx.ask_all(|| Ask::HotKeys).await) {
@@ -129,11 +130,13 @@ async fn stats(ctx: &ShardCtx, group: &[u8], clock: &Clock, out: &mut Vec<u8>) {
         }
         b"cluster" if ctx.cluster.is_some() => {
             let view = node_view(ctx, clock, b"").await;
-            cluster::write_stats_cluster(ctx, view.store.curr_items, out).await;
+            let cluster = ctx.cluster.as_ref().expect("a cluster node");
+            cluster::write_stats_cluster(cluster, view.store.curr_items, out).await;
         }
         b"peers" if ctx.cluster.is_some() => {
             let view = node_view(ctx, clock, b"").await;
-            cluster::write_stats_peers(ctx, &view.forwarded_to, out);
+            let cluster = ctx.cluster.as_ref().expect("a cluster node");
+            cluster::write_stats_peers(cluster, &view.forwarded_to, out);
         }
         _ => {
             let view = node_view(ctx, clock, group).await;
@@ -263,7 +266,7 @@ async fn gather(ctx: &ShardCtx, clock: &Clock, oldest_access: bool) -> Gathered 
             .flatten();
         (s.stats, s.store.stats(), oldest)
     });
-    let mut latency = shard::latency();
+    let mut latency = state::latency();
     let mut forwarded_to = ctx
         .cluster
         .as_ref()

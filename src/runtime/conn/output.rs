@@ -11,8 +11,9 @@ use crate::limits::{
     FORWARDED_VALUES_MAX, FORWARD_BATCH_REQUESTS_MAX, READ_CHUNK_BYTES, REPLY_BUFFER_FLUSH_BYTES,
 };
 use crate::runtime::cluster::Ticket;
+use crate::runtime::ctx::{Placement, ShardCtx};
 use crate::runtime::messages::{Answer, Ask, Batch, Forward, Replies, ToShard};
-use crate::runtime::shard::{with_state, Placement, ShardCtx};
+use crate::runtime::state::with_state;
 use crate::runtime::waiters::Wait;
 
 /// Where one run of reply bytes comes from when some requests went to other shards.
@@ -238,9 +239,12 @@ impl Output {
             let mut batch = std::mem::take(&mut self.batches[shard]);
             batch.reply_buffers = std::mem::take(&mut self.replies[shard]);
             batch.cfd = self.cfd;
-            let slot = ctx.waiters.take_slot();
-            let wait = ctx.waiters.wait(slot);
-            let sender = ctx.requests_to[shard].as_ref().expect("no channel to self");
+            let siblings = &ctx.siblings;
+            let slot = siblings.waiters.take_slot();
+            let wait = siblings.waiters.wait(slot);
+            let sender = siblings.requests_to[shard]
+                .as_ref()
+                .expect("no channel to self");
             sender
                 .send(ToShard {
                     slot,

@@ -9,9 +9,9 @@ use super::output::{Output, Piece};
 use crate::cluster::ring::Owner;
 use crate::cluster::wire::{self, PeerMode};
 use crate::limits::{EPOCH_RETRIES_MAX, EPOCH_RETRY_PAUSE_MS};
+use crate::runtime::cluster::peer::{Framing, LinkError, Reply};
 use crate::runtime::cluster::ShardCluster;
-use crate::runtime::peer::{Framing, LinkError, Reply};
-use crate::runtime::shard::ShardCtx;
+use crate::runtime::ctx::ShardCtx;
 use std::rc::Rc;
 
 /// A request sent to another node, kept until its reply is in, so that it can

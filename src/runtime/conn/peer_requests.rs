@@ -15,8 +15,9 @@ use crate::cluster::wire::{self, PeerLine, PeerMode, RecoverWhat};
 use crate::engine::reply;
 use crate::limits::LINE_LEN_MAX;
 use crate::runtime::cluster::{self, ConnMode, Role, Route, ShardCluster};
+use crate::runtime::ctx::ShardCtx;
 use crate::runtime::messages::Forward;
-use crate::runtime::shard::{with_state, ShardCtx};
+use crate::runtime::state::with_state;
 use crate::storage::ttl::Clock;
 use std::rc::Rc;
 
@@ -79,7 +80,7 @@ pub(super) async fn peer_line(
 /// `node` and this node hold for each other.
 async fn exchange(
     ctx: &ShardCtx,
-    cluster: &ShardCluster,
+    cluster: &Rc<ShardCluster>,
     output: &mut Output,
     epoch: u64,
     node: u32,
@@ -93,7 +94,7 @@ async fn exchange(
     }
     if epoch != cluster.node.epoch() {
         cluster::Refusal::Epoch(cluster.node.epoch()).write(&mut output.out);
-    } else if cluster::exchange(ctx, node).await {
+    } else if cluster::exchange(cluster, node).await {
         // Settled: `node` is primary for its keys again, so
         // this node stops standing in for it.
         cluster.node.clear_tko(node);

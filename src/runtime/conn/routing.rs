@@ -12,8 +12,9 @@ use crate::cluster::wire;
 use crate::engine;
 use crate::protocol::text::{GetEnding, GetKind, Keys, Request, StoreMode};
 use crate::runtime::cluster::{self, ConnMode, Role, Route};
+use crate::runtime::ctx::{Placement, ShardCtx};
 use crate::runtime::messages::Forward;
-use crate::runtime::shard::{with_state, Placement, ShardCtx};
+use crate::runtime::state::with_state;
 use crate::storage::ttl::Clock;
 
 /// Routes one keyed text or meta request: runs it here, batches it for another

@@ -17,7 +17,8 @@ use crate::limits::{
 use crate::protocol;
 use crate::runtime::cluster::ConnMode;
 use crate::runtime::conns::{self, Registration};
-use crate::runtime::shard::{with_state, ShardCtx};
+use crate::runtime::ctx::ShardCtx;
+use crate::runtime::state::with_state;
 use crate::runtime::uring::ClientStream;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use std::ops::ControlFlow;
@@ -242,7 +243,7 @@ async fn serve_read(
     ctx.busy.set(ctx.busy.get() + 1);
     session.decide_wire(input);
     let after = run_requests(ctx, stream, listed, session, input, output, suspect).await;
-    crate::runtime::shard::record_latency(read_at.elapsed().as_micros() as u64);
+    crate::runtime::state::record_latency(read_at.elapsed().as_micros() as u64);
     if watched != 0 {
         crate::runtime::watch::publish_pending(&ctx.node.watchers);
     }
@@ -292,8 +293,7 @@ async fn run_requests(
         (After::Watch(_), _, _) => unreachable!("authentication does not watch"),
         (After::Continue, ClientAuth::Required, _) => After::Continue,
         (After::Continue, ClientAuth::Done, Wire::Binary) => {
-            crate::runtime::binary_conn::handle_buffer(ctx, stream, buf, start, swallow, output)
-                .await
+            super::binary::handle_buffer(ctx, stream, buf, start, swallow, output).await
         }
         (After::Continue, ClientAuth::Done, Wire::Text | Wire::Undecided) => {
             let mut conn = TextConn {

@@ -18,7 +18,8 @@ use crate::engine::{self, reply, Step};
 use crate::protocol::text::Request;
 use crate::protocol::{self, ParseError};
 use crate::runtime::cluster::{self, ConnMode};
-use crate::runtime::shard::{with_state, ShardCtx};
+use crate::runtime::ctx::ShardCtx;
+use crate::runtime::state::with_state;
 use crate::runtime::uring::ClientStream;
 use crate::storage::ttl::Clock;
 

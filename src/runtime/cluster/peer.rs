@@ -10,9 +10,10 @@
 //! wait timed out) fails every request on it and marks its node TKO: the node's
 //! shards skip it until a probe finds it answering again.
 
-use super::cluster::ClusterNode;
+use super::node::ClusterNode;
 use crate::cluster::ring::Owner;
 use crate::cluster::wire::{self, PeerMode, Scan};
+use crate::runtime::auth::{handshake, AuthFailure};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::Task;
@@ -29,7 +30,7 @@ use std::time::Duration;
 /// A connection from `local` to `addr`, being made (see `runtime::connect_from`).
 fn connect(local: Option<std::net::IpAddr>, addr: SocketAddr) -> std::io::Result<TcpStream> {
     use std::os::fd::{FromRawFd, IntoRawFd};
-    let fd = super::connect_from(local, addr)?;
+    let fd = crate::runtime::connect_from(local, addr)?;
     // SAFETY: a TCP socket we own, handed over whole.
     Ok(unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) })
 }
@@ -43,16 +44,16 @@ async fn authenticate(
     addr: SocketAddr,
 ) -> Result<(), LinkError> {
     let who = node.me.to_string();
-    match super::auth::handshake(stream, &node.secret, &who).await {
+    match handshake(stream, &node.secret, &who).await {
         Ok(()) => {
             node.auth_passed(&addr.to_string());
             Ok(())
         }
-        Err(super::auth::AuthFailure::Io(e)) => {
+        Err(AuthFailure::Io(e)) => {
             log::debug!("handshake with {addr}: {e}");
             Err(LinkError::NotSent)
         }
-        Err(super::auth::AuthFailure::Handshake(e)) => {
+        Err(AuthFailure::Handshake(e)) => {
             node.warn_auth_once(
                 &addr.to_string(),
                 format_args!("refusing to talk to {addr}: {e}"),

@@ -1,6 +1,6 @@
 //! The request loop of a connection that speaks the binary protocol (does I/O).
 //!
-//! Like the text loop in `conn.rs`: key requests owned by this shard run inline,
+//! Like the text loop in `text`: key requests owned by this shard run inline,
 //! the others are forwarded parsed ([`Forward::Binary`]) and their replies
 //! spliced back in order; flush and stat concern every shard of the node.
 //!
@@ -9,19 +9,22 @@
 //! never sends them); a malformed header is answered, after the earlier replies,
 //! then the connection closes; `QUIT` answers (unless quiet) and closes.
 
-use super::cluster::{ConnMode, Role, Route};
-use super::conn::{
-    apply_binary_here, drain, drain_if_full, node_view, skip_data_block, After, Output, PeerReply,
-    ReplySize, Resend,
-};
-use super::messages::{Ask, Forward};
-use super::shard::{with_state, ShardCtx};
-use super::uring::ClientStream;
+use super::node_requests::node_view;
+use super::output::{Output, ReplySize};
+use super::peer_forward::{PeerReply, Resend};
+use super::peer_requests::apply_binary_here;
+use super::serve::{drain, drain_if_full, skip_data_block};
+use super::After;
 use crate::cli::FlushCommand;
 use crate::engine::binary::{self as engine, StatGroup};
 use crate::protocol::binary::{
     self, write_error, BinRequest, Command, ParseError, Status, StoreOp,
 };
+use crate::runtime::cluster::{ConnMode, Role, Route};
+use crate::runtime::ctx::ShardCtx;
+use crate::runtime::messages::{Ask, Forward};
+use crate::runtime::state::{self, with_state};
+use crate::runtime::uring::ClientStream;
 
 /// Executes every complete binary request in `buf[*start..]`, advancing `*start`.
 pub(super) async fn handle_buffer(
@@ -41,13 +44,13 @@ pub(super) async fn handle_buffer(
             Ok(parsed) => parsed,
             Err(ParseError::Incomplete) => break,
             Err(ParseError::BadMagic) => {
-                super::protocol_errors::binary("not a request magic byte");
+                crate::runtime::protocol_errors::binary("not a request magic byte");
                 let _ = output.complete(ctx).await;
                 output.out.clear();
                 return After::Close;
             }
             Err(ParseError::Fatal { header, status }) => {
-                super::protocol_errors::binary(&format!("answered {status:?}"));
+                crate::runtime::protocol_errors::binary(&format!("answered {status:?}"));
                 let _ = output.complete(ctx).await;
                 write_error(&mut output.out, &header, status);
                 return After::Close;
@@ -178,7 +181,7 @@ async fn node_request(ctx: &ShardCtx, req: &BinRequest<'_>, output: &mut Output)
             match engine::stat_group(group) {
                 StatGroup::Reset => {
                     ctx.ask_all(|| Ask::ResetStats).await;
-                    super::shard::reset_stats();
+                    state::reset_stats();
                     engine::write_stat(&mut output.out, h, b"", b"");
                 }
                 StatGroup::Text(group) => {
