@@ -1,4 +1,4 @@
-//! Placement and the cluster's three wires (pure):
+//! Placement, failure detection and the cluster's three wires (pure):
 //! - [`ring`], [`placement`]: the consistent-hash ring and who owns a key;
 //! - [`route`]: which owner a request goes to, and what this node serves or
 //!   refuses while it recovers, settles, copies moved keys or is cut off;
@@ -9,11 +9,14 @@
 //! - [`codec`]: the consensus wire (Paxos messages, `px1` lines) and the
 //!   acceptor's durable file;
 //! - [`auth`]: the handshake that keeps `rc` and `px1` lines to members;
-//! - [`tombstones`]: the removals a shard remembers, with their CAS uniques.
+//! - [`tombstones`]: the removals a shard remembers, with their CAS uniques;
+//! - [`detector`]: failure detection, which nodes to suspect and the mark-down
+//!   or mark-up to propose.
 
 pub mod auth;
 pub mod codec;
 pub mod config;
+pub mod detector;
 pub mod discovery;
 pub mod placement;
 pub mod ring;
