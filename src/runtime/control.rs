@@ -21,6 +21,7 @@ use super::cluster::ClusterNode;
 use super::messages::{ControlInput, PROPOSAL_TIMEOUT};
 use crate::cluster::codec;
 use crate::cluster::config::ClusterConfig;
+use crate::cluster::detector;
 use crate::consensus::{Body, Durable, Epoch, Input, Message, Node, Output, ProposeResult};
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -33,10 +34,8 @@ use std::time::{Duration, Instant};
 /// One logical tick of the consensus core.
 pub const TICK: Duration = Duration::from_millis(10);
 
-/// How often a node tells the others which nodes it finds unreachable; a
-/// report older than [`SUSPICION_REPORT_TTL`] no longer counts.
-const SUSPICION_INTERVAL: Duration = Duration::from_millis(100);
-const SUSPICION_REPORT_TTL: Duration = Duration::from_millis(1000);
+/// How often a node tells the others which nodes it finds unreachable.
+const SUSPICION_INTERVAL: Duration = Duration::from_millis(detector::REPORT_INTERVAL_MS);
 
 /// How long the control thread waits to connect or write to a peer.
 const PEER_IO_TIMEOUT: Duration = Duration::from_millis(200);
@@ -71,141 +70,71 @@ fn persist(dir: &Path, durable: &Durable<ClusterConfig>) -> std::io::Result<()> 
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// Failure detection: which nodes this node and the others find unreachable,
-/// and the proposals that follow (see [`Detector::propose`]).
+/// Failure detection (the rules are in `crate::cluster::detector`): this part
+/// samples the data path's TKO marks, reads the clock, sends the reports and
+/// feeds the proposals back to this thread.
 struct Detector {
-    failover: Duration,
-    /// Since when this node's data path has found each node unreachable (TKO).
-    unreachable_since: HashMap<u32, Instant>,
-    /// Since when each node has been reachable again.
-    reachable_since: HashMap<u32, Instant>,
-    /// The latest report of each other node, and when it came.
-    reports: HashMap<u32, (Instant, Vec<u32>)>,
+    core: detector::Detector,
+    /// The start of the detector's clock: its time is milliseconds since.
+    started: Instant,
     last_report: Instant,
     /// The epoch of this node's own pending proposal, if any.
     proposing: Option<(Epoch, Instant)>,
 }
 
 impl Detector {
-    /// Samples the data path's TKO marks.
-    fn sample(&mut self, cluster: &ClusterNode, config: &ClusterConfig) {
-        let now = Instant::now();
-        for node in config.nodes().iter().filter(|n| n.id != cluster.me) {
-            if cluster.is_tko(node.id) {
-                self.unreachable_since.entry(node.id).or_insert(now);
-                self.reachable_since.remove(&node.id);
-            } else {
-                self.unreachable_since.remove(&node.id);
-                self.reachable_since.entry(node.id).or_insert(now);
-            }
-        }
+    /// The detector's time now.
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
     }
 
-    /// The nodes this node has found unreachable for the failover timeout.
-    fn suspects(&self) -> Vec<u32> {
-        let mut ids: Vec<u32> = self
-            .unreachable_since
-            .iter()
-            .filter(|(_, since)| since.elapsed() >= self.failover)
-            .map(|(&id, _)| id)
-            .collect();
-        ids.sort_unstable();
-        ids
-    }
-
-    /// How many nodes (this one included) now suspect `id`.
-    fn suspected_by(&self, config: &ClusterConfig, mine: &[u32], id: u32) -> usize {
-        // Only members count: a removed node may still report for a while.
-        let fresh = self
-            .reports
-            .iter()
-            .filter(|(from, (at, ids))| {
-                config.node(**from).is_some()
-                    && at.elapsed() < SUSPICION_REPORT_TTL
-                    && ids.contains(&id)
-            })
-            .count();
-        fresh + usize::from(mine.contains(&id))
-    }
-
-    /// The change to propose, if any: mark down an up node a majority of the
-    /// members suspects (unless `replicas - 1` nodes are down already, so every
-    /// key keeps an owner that is up: the cap on automatic mark-downs), or mark
-    /// up a down node that nobody suspects and this node has reached for the
-    /// failover timeout. Only the Paxos leader proposes (the node whose ballot
-    /// this node last promised), or when this node knows of no reachable
-    /// leader, the lowest-id acceptor it reaches; so nodes rarely duel (Paxos
-    /// settles it when they do).
-    fn propose(&self, cluster: &ClusterNode, config: &ClusterConfig) -> Option<ClusterConfig> {
-        use crate::cluster::config::NodeState;
-        let reachable = |id: u32| id == cluster.me || !cluster.is_tko(id);
-        let leader = u32::try_from(cluster.leader.load(std::sync::atomic::Ordering::Relaxed))
-            .ok()
-            .filter(|&id| config.acceptors().contains(&id) && reachable(id));
-        let proposer = leader.or_else(|| {
-            config
-                .acceptors()
-                .iter()
-                .copied()
-                .filter(|&id| reachable(id))
-                .min()
-        });
-        if proposer != Some(cluster.me) {
-            return None;
-        }
-        let mine = self.suspects();
-        let majority = config.nodes().len() / 2 + 1;
-        let down = config
+    /// The nodes of `config` the data path finds unreachable now.
+    fn unreachable(cluster: &ClusterNode, config: &ClusterConfig) -> Vec<u32> {
+        config
             .nodes()
             .iter()
-            .filter(|n| n.state == NodeState::Down)
-            .count();
-        let mut spec = config.to_spec();
-        for node in config.nodes().iter().filter(|n| n.id != cluster.me) {
-            let suspected = self.suspected_by(config, &mine, node.id);
-            let change = match node.state {
-                NodeState::Up if suspected >= majority && down + 1 < config.replicas() => {
-                    Some(NodeState::Down)
-                }
-                NodeState::Down
-                    if suspected == 0
-                        && self
-                            .reachable_since
-                            .get(&node.id)
-                            .is_some_and(|since| since.elapsed() >= self.failover) =>
-                {
-                    Some(NodeState::Up)
-                }
-                _ => None,
-            };
-            if let Some(state) = change {
-                let entry = spec.nodes.iter_mut().find(|n| n.id == node.id)?;
-                entry.state = state;
-                log::info!(
-                    "proposing node {} {} ({suspected} of {} nodes find it unreachable)",
-                    node.id,
-                    state.as_str(),
-                    config.nodes().len()
-                );
-                return config.successor(spec).ok();
-            }
-        }
-        None
+            .map(|n| n.id)
+            .filter(|&id| cluster.is_tko(id))
+            .collect()
     }
-}
 
-/// A node that joined (state `joining`, owning no keys yet) asks to be marked
-/// `up` once it runs and has finished its start-up recovery; keys then move to
-/// it (see `ClusterNode::install`).
-fn activation(cluster: &ClusterNode, config: &ClusterConfig) -> Option<ClusterConfig> {
-    use crate::cluster::config::NodeState;
-    if config.node(cluster.me)?.state != NodeState::Joining || cluster.is_copying() {
-        return None;
+    /// Node `from` reports the nodes it suspects.
+    fn receive(&mut self, from: u32, ids: Vec<u32>) {
+        let now_ms = self.now_ms();
+        self.core.receive(now_ms, from, ids);
     }
-    let mut spec = config.to_spec();
-    spec.nodes.iter_mut().find(|n| n.id == cluster.me)?.state = NodeState::Up;
-    log::warn!("this node has joined: proposing it up");
-    config.successor(spec).ok()
+
+    /// The change to propose, if any, logged.
+    fn propose(&self, cluster: &ClusterNode, config: &ClusterConfig) -> Option<ClusterConfig> {
+        let unreachable = Self::unreachable(cluster, config);
+        let facts = detector::Facts {
+            config,
+            unreachable: &unreachable,
+            leader: u32::try_from(cluster.leader.load(std::sync::atomic::Ordering::Relaxed)).ok(),
+            copying: if cluster.is_copying() {
+                detector::Copying::Underway
+            } else {
+                detector::Copying::Finished
+            },
+        };
+        let proposal = self.core.propose(self.now_ms(), &facts)?;
+        match &proposal {
+            detector::Proposal::Activation { .. } => {
+                log::warn!("this node has joined: proposing it up");
+            }
+            detector::Proposal::Mark {
+                node,
+                state,
+                suspected_by,
+                ..
+            } => log::info!(
+                "proposing node {node} {} ({suspected_by} of {} nodes find it unreachable)",
+                state.as_str(),
+                config.nodes().len()
+            ),
+        }
+        Some(proposal.into_config())
+    }
 }
 
 /// A proposal waiting for its epoch to be decided.
@@ -234,7 +163,7 @@ pub fn run(
     install(&cluster, node.config().clone());
     let mut links: HashMap<u64, TcpStream> = HashMap::new();
     let mut pending: Vec<Pending> = Vec::new();
-    let mut detector = Detector::new(failover);
+    let mut detector = Detector::new(cluster.me, failover);
     let now = |started: Instant| (started.elapsed().as_millis() / TICK.as_millis()) as u64;
     let mut timer_at = 0u64;
     while !stop.load(std::sync::atomic::Ordering::Acquire) {
@@ -248,7 +177,7 @@ pub fn run(
                 Input::Message(message)
             }
             Ok(ControlInput::Suspicions { from, ids }) => {
-                detector.reports.insert(from, (Instant::now(), ids));
+                detector.receive(from, ids);
                 continue;
             }
             Ok(ControlInput::Propose {
@@ -303,13 +232,12 @@ fn start_core(
 }
 
 impl Detector {
-    fn new(failover: Duration) -> Self {
+    fn new(me: u32, failover: Duration) -> Self {
+        let now = Instant::now();
         Detector {
-            failover,
-            unreachable_since: HashMap::new(),
-            reachable_since: HashMap::new(),
-            reports: HashMap::new(),
-            last_report: Instant::now(),
+            core: detector::Detector::new(me, failover.as_millis() as u64),
+            started: now,
+            last_report: now,
             proposing: None,
         }
     }
@@ -327,16 +255,16 @@ impl Detector {
     ) {
         self.last_report = Instant::now();
         let config = node.config().clone();
-        self.sample(cluster, &config);
-        report(cluster, &config, &self.suspects(), links);
+        let unreachable = Self::unreachable(cluster, &config);
+        let suspects = self.core.observe(self.now_ms(), &config, &unreachable);
+        report(cluster, &config, &suspects, links);
         if self.proposing.is_some_and(|(epoch, at)| {
             node.decided_epoch() >= epoch || at.elapsed() > PROPOSAL_TIMEOUT
         }) {
             self.proposing = None;
         }
         if self.proposing.is_none() && pending.is_empty() {
-            let change = activation(cluster, &config).or_else(|| self.propose(cluster, &config));
-            if let Some(value) = change {
+            if let Some(value) = self.propose(cluster, &config) {
                 let epoch = value.epoch();
                 self.proposing = Some((epoch, Instant::now()));
                 let (reply, _) = std::sync::mpsc::channel();
