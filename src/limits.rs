@@ -176,6 +176,12 @@ pub const RECOVERY_WRITTEN_KEYS_MAX: usize = 1_000_000;
 
 /// Most replies bytes one peer link buffers before its reader gives up on the
 /// peer (a reply is at most one item plus a line).
+/// Inputs queued for the control thread (consensus messages, failure reports,
+/// proposals) before more are refused: a message past it is dropped as the
+/// network might drop it, and a proposal is answered
+/// [`CONTROL_QUEUE_FULL`](crate::runtime::messages::CONTROL_QUEUE_FULL).
+pub const CONTROL_QUEUE_DEPTH: usize = 1024;
+
 pub const PEER_REPLY_BYTES_MAX: usize = ITEM_SIZE_MAX_MAX_BYTES + 4096;
 
 /// Data movement: how long after an epoch takes keys from a node it first

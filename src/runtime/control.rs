@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -151,7 +151,7 @@ pub fn run(
     dir: PathBuf,
     durable: Option<Durable<ClusterConfig>>,
     inputs: Receiver<ControlInput>,
-    feedback: Sender<ControlInput>,
+    feedback: SyncSender<ControlInput>,
     failover: Duration,
     stop: &std::sync::atomic::AtomicBool,
 ) {
@@ -251,7 +251,7 @@ impl Detector {
         node: &Node<ClusterConfig>,
         pending: &[Pending],
         links: &mut HashMap<u64, TcpStream>,
-        feedback: &Sender<ControlInput>,
+        feedback: &SyncSender<ControlInput>,
     ) {
         self.last_report = Instant::now();
         let config = node.config().clone();
@@ -268,7 +268,7 @@ impl Detector {
                 let epoch = value.epoch();
                 self.proposing = Some((epoch, Instant::now()));
                 let (reply, _) = std::sync::mpsc::channel();
-                let _ = feedback.send(ControlInput::Propose {
+                let _ = feedback.try_send(ControlInput::Propose {
                     epoch,
                     value,
                     reply,
@@ -316,7 +316,7 @@ fn carry_out(
     output: Output<ClusterConfig>,
     links: &mut HashMap<u64, TcpStream>,
     pending: &mut Vec<Pending>,
-    feedback: &Sender<ControlInput>,
+    feedback: &SyncSender<ControlInput>,
 ) {
     if let Some(durable) = &output.persist {
         if let Err(e) = persist(dir, durable) {
@@ -352,7 +352,7 @@ fn carry_out(
     }
     for message in output.messages {
         if message.to == u64::from(cluster.me) {
-            let _ = feedback.send(ControlInput::Message(message));
+            let _ = feedback.try_send(ControlInput::Message(message));
         } else {
             send(cluster, links, &message);
         }

@@ -53,7 +53,7 @@ struct NodeParts {
 struct ControlStart {
     dir: std::path::PathBuf,
     restart: Restart,
-    tx: mpsc::Sender<ControlInput>,
+    tx: mpsc::SyncSender<ControlInput>,
     rx: mpsc::Receiver<ControlInput>,
 }
 
@@ -247,7 +247,7 @@ fn new_node(
     // configuration in force from the start.
     let mut control_start = None;
     if let (Some(_), Some(dir)) = (&parts.cluster, &config.data_dir) {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(crate::limits::CONTROL_QUEUE_DEPTH);
         control_start = Some(ControlStart {
             dir: dir.clone(),
             restart,
@@ -269,9 +269,7 @@ fn new_node(
         listen_also: parts.listen_also,
         config,
         cluster: parts.cluster,
-        control: control_start
-            .as_ref()
-            .map(|start| std::sync::Mutex::new(start.tx.clone())),
+        control: control_start.as_ref().map(|start| start.tx.clone()),
         tls: parts.tls,
         ascii_auth: parts.ascii_auth,
         watchers: watch::Watchers::default(),

@@ -262,6 +262,10 @@ pub struct FromShard {
 /// How long a proposal may wait for its epoch to be decided.
 pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The answer to a proposal that finds the control thread's queue full
+/// ([`CONTROL_QUEUE_DEPTH`](crate::limits::CONTROL_QUEUE_DEPTH) inputs waiting).
+pub const CONTROL_QUEUE_FULL: &[u8] = b"SERVER_ERROR the control queue is full; try again\r\n";
+
 /// What reaches the control thread.
 pub enum ControlInput {
     Message(Message<ClusterConfig>),

@@ -80,7 +80,7 @@ pub struct Node {
     /// `--cluster`: this node's view of the cluster it is part of.
     pub cluster: Option<Arc<cluster::ClusterNode>>,
     /// `--data-dir`: the control thread's inputs (consensus messages, proposals).
-    pub control: Option<std::sync::Mutex<mpsc::Sender<messages::ControlInput>>>,
+    pub control: Option<mpsc::SyncSender<messages::ControlInput>>,
     /// `-Z`: every client connection speaks TLS with these settings.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// `-Y`: the users a text connection must authenticate as first.

@@ -10,8 +10,8 @@ use crate::cluster::config::{ClusterConfig, ConfigError, Endpoint, NodeConfig, N
 use crate::engine::reply;
 use crate::runtime::cluster::ShardCluster;
 use crate::runtime::ctx::ShardCtx;
-use crate::runtime::messages::{ControlInput, PROPOSAL_TIMEOUT};
-use std::sync::mpsc::Sender;
+use crate::runtime::messages::{ControlInput, CONTROL_QUEUE_FULL, PROPOSAL_TIMEOUT};
+use std::sync::mpsc::SyncSender;
 
 /// How many epochs a join tries before it gives up.
 const JOIN_ATTEMPTS_MAX: u32 = 10;
@@ -87,11 +87,7 @@ pub(super) async fn control_request(
     };
     let line = rest[..nl].strip_suffix(b"\r").unwrap_or(&rest[..nl]);
     let used = nl + 1;
-    let control = ctx
-        .node
-        .control
-        .as_ref()
-        .map(|tx| tx.lock().expect("control").clone());
+    let control = ctx.node.control.as_ref().cloned();
     match kind {
         ControlLine::Paxos => paxos(&line[b"rc paxos ".len()..], control, used),
         ControlLine::Propose => {
@@ -139,11 +135,11 @@ pub(super) async fn control_request(
 
 /// `rc paxos <px1 line>`: hands the message to the control thread; a bad one
 /// closes the connection.
-fn paxos(args: &[u8], control: Option<Sender<ControlInput>>, used: usize) -> Control {
+fn paxos(args: &[u8], control: Option<SyncSender<ControlInput>>, used: usize) -> Control {
     match codec::decode_message_line(args) {
         Ok(message) => {
             if let Some(tx) = control {
-                let _ = tx.send(ControlInput::Message(message));
+                let _ = tx.try_send(ControlInput::Message(message));
             }
             Control::Done(used)
         }
@@ -156,7 +152,7 @@ fn paxos(args: &[u8], control: Option<Sender<ControlInput>>, used: usize) -> Con
 
 /// `rc suspect <from> <id,id,...|->`: another node's failure report, handed
 /// to the control thread. `None`: the report is malformed.
-fn suspect(args: &[u8], control: Option<Sender<ControlInput>>) -> Option<()> {
+fn suspect(args: &[u8], control: Option<SyncSender<ControlInput>>) -> Option<()> {
     let text = String::from_utf8_lossy(args).into_owned();
     let mut fields = text.split(' ');
     let from = fields.next().and_then(|f| f.parse::<u32>().ok());
@@ -167,7 +163,7 @@ fn suspect(args: &[u8], control: Option<Sender<ControlInput>>) -> Option<()> {
     };
     match (from, ids, control) {
         (Some(from), Some(ids), Some(tx)) => {
-            let _ = tx.send(ControlInput::Suspicions { from, ids });
+            let _ = tx.try_send(ControlInput::Suspicions { from, ids });
             Some(())
         }
         (Some(_), Some(_), None) => Some(()),
@@ -179,7 +175,7 @@ fn suspect(args: &[u8], control: Option<Sender<ControlInput>>) -> Option<()> {
 }
 
 /// `rc propose <config>`: decodes the configuration and proposes it.
-async fn propose_line(tx: &Sender<ControlInput>, args: &[u8]) -> Vec<u8> {
+async fn propose_line(tx: &SyncSender<ControlInput>, args: &[u8]) -> Vec<u8> {
     match codec::decode_config(args) {
         Ok(value) => propose(tx, value).await,
         Err(e) => format!("CLIENT_ERROR bad configuration: {e:?}\r\n").into_bytes(),
@@ -188,13 +184,16 @@ async fn propose_line(tx: &Sender<ControlInput>, args: &[u8]) -> Vec<u8> {
 
 /// Hands `value` to the control thread as an admin proposal and waits for its
 /// answer line (`OK`, `EXISTS` or `SERVER_ERROR ...`).
-async fn propose(tx: &Sender<ControlInput>, value: ClusterConfig) -> Vec<u8> {
+async fn propose(tx: &SyncSender<ControlInput>, value: ClusterConfig) -> Vec<u8> {
     let (reply_tx, reply_rx) = std::sync::mpsc::channel();
-    let _ = tx.send(ControlInput::Propose {
+    let sent = tx.try_send(ControlInput::Propose {
         epoch: value.epoch(),
         value,
         reply: reply_tx,
     });
+    if sent.is_err() {
+        return CONTROL_QUEUE_FULL.to_vec();
+    }
     let deadline = std::time::Instant::now() + PROPOSAL_TIMEOUT + PROPOSAL_TIMEOUT;
     loop {
         match reply_rx.try_recv() {
@@ -214,7 +213,7 @@ async fn propose(tx: &Sender<ControlInput>, value: ClusterConfig) -> Vec<u8> {
 /// the acceptors, the new id takes its place), so a node never comes back as
 /// the acceptor it was; with the same shard endpoints it keeps the old node's
 /// state and so its place on the ring. A race with another change is retried.
-async fn join(cluster: &ShardCluster, tx: &Sender<ControlInput>, args: &[u8]) -> Vec<u8> {
+async fn join(cluster: &ShardCluster, tx: &SyncSender<ControlInput>, args: &[u8]) -> Vec<u8> {
     let (addr, shards) = match parse_join(args) {
         Ok(parsed) => parsed,
         Err(e) => return format!("CLIENT_ERROR bad join request: {e}\r\n").into_bytes(),
@@ -292,4 +291,52 @@ fn joined_config(
     });
     spec.next_node_id = id + 1;
     Ok((id, current.successor(spec)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::CONTROL_QUEUE_DEPTH;
+
+    fn a_configuration() -> ClusterConfig {
+        let file =
+            "replicas = 1\n[[node]]\nid = 1\naddr = \"127.0.0.1:1\"\nshards = [\"127.0.0.1:2\"]\n";
+        ClusterConfig::from_file_text(file).expect("a cluster file")
+    }
+
+    fn report() -> ControlInput {
+        ControlInput::Suspicions {
+            from: 2,
+            ids: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_proposal_finding_the_control_queue_full_is_refused_and_one_with_room_is_answered() {
+        let (tx, rx) = std::sync::mpsc::sync_channel(CONTROL_QUEUE_DEPTH);
+        for _ in 0..CONTROL_QUEUE_DEPTH {
+            tx.try_send(report()).expect("room in the queue");
+        }
+        let executor = glommio::LocalExecutorBuilder::default()
+            .make()
+            .expect("an executor");
+        let full = executor.run(propose(&tx, a_configuration()));
+        assert_eq!(full, CONTROL_QUEUE_FULL);
+        // One place free: the proposal is queued and gets the control
+        // thread's answer.
+        rx.recv().expect("a queued report");
+        let control = std::thread::spawn(move || {
+            for input in rx.iter() {
+                if let ControlInput::Propose { reply, .. } = input {
+                    let _ = reply.send(b"OK\r\n".to_vec());
+                    return true;
+                }
+            }
+            false
+        });
+        let answered = executor.run(propose(&tx, a_configuration()));
+        assert_eq!(answered, b"OK\r\n");
+        drop(tx);
+        assert!(control.join().expect("the control thread"));
+    }
 }
