@@ -35,7 +35,16 @@ pub struct ShardCluster {
     pub node: Arc<ClusterNode>,
     /// The node this shard belongs to (for the store's clock).
     pub(super) runtime: Arc<crate::runtime::Node>,
+    /// Links carrying replicated items, copies, merges and node-wide
+    /// requests: their receivers apply them without waiting on anything.
     pub(super) links: RefCell<HashMap<Owner, Rc<Link>>>,
+    /// Links carrying forwarded client requests, apart from the others: the
+    /// receiver of a forwarded write waits for its own replicas before it
+    /// answers and reads on. On one connection with the replicated items,
+    /// two nodes forwarding writes to each other would each wait behind the
+    /// other's forwarded write for a replica acknowledgement queued behind it,
+    /// until `--peer-timeout-ms` broke the cycle (and made the other TKO).
+    pub(super) forward_links: RefCell<HashMap<Owner, Rc<Link>>>,
     pub(super) hints: RefCell<HashMap<u32, Hints>>,
     /// The removals this shard applied, with their CAS uniques.
     pub(super) tombstones: RefCell<Tombstones>,
@@ -66,6 +75,7 @@ impl ShardCluster {
             view: RefCell::new(Arc::new((*view).clone())),
             node,
             links: RefCell::new(HashMap::new()),
+            forward_links: RefCell::new(HashMap::new()),
             hints: RefCell::new(HashMap::new()),
             tombstones: RefCell::default(),
             forwarded: RefCell::new(HashMap::new()),
@@ -115,6 +125,23 @@ impl ShardCluster {
             .clone()
     }
 
+    /// The link to `owner` for forwarded client requests (see `forward_links`).
+    pub fn forward_link(&self, owner: Owner) -> Rc<Link> {
+        let view = self.view();
+        let Some(addr) = view.shard_addr(owner) else {
+            return Link::new(
+                owner,
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                self.node.clone(),
+            );
+        };
+        self.forward_links
+            .borrow_mut()
+            .entry(owner)
+            .or_insert_with(|| Link::new(owner, addr, self.node.clone()))
+            .clone()
+    }
+
     pub(super) fn node_clock(&self) -> Clock {
         self.runtime.clock()
     }
@@ -125,9 +152,11 @@ impl ShardCluster {
         if epoch != self.view_epoch.get() {
             let view = self.node.view();
             // Links to endpoints that moved are dropped; new ones connect anew.
-            self.links
-                .borrow_mut()
-                .retain(|owner, link| view.shard_addr(*owner) == Some(link.addr()));
+            for links in [&self.links, &self.forward_links] {
+                links
+                    .borrow_mut()
+                    .retain(|owner, link| view.shard_addr(*owner) == Some(link.addr()));
+            }
             self.view_epoch.set(view.epoch());
             *self.view.borrow_mut() = Arc::new((*view).clone());
         }

@@ -83,7 +83,7 @@ impl PeerReply {
 impl PeerOp {
     /// Sends the request to its current target.
     fn send(&self, cluster: &ShardCluster) -> Reply {
-        cluster.link(self.target).send_framed(
+        cluster.forward_link(self.target).send_framed(
             PeerMode::Forward,
             self.shape.framing(),
             self.request.clone(),
@@ -110,10 +110,11 @@ impl Output {
         self.pieces.push(Piece::Peer {
             op: self.peer_ops.len(),
         });
-        let reply =
-            cluster
-                .link(target)
-                .send_framed(PeerMode::Forward, shape.framing(), request.clone());
+        let reply = cluster.forward_link(target).send_framed(
+            PeerMode::Forward,
+            shape.framing(),
+            request.clone(),
+        );
         cluster.count_forwarded(target.node);
         self.peer_ops.push(PeerOp {
             key: key.to_vec(),
@@ -156,7 +157,7 @@ async fn settle_peer_op(cluster: &Rc<ShardCluster>, op: &mut PeerOp) {
     let mut reply = op.reply.take();
     let mut epoch_retries = 0;
     loop {
-        let link = cluster.link(op.target);
+        let link = cluster.forward_link(op.target);
         let answer = match reply.take() {
             Some(reply) => link.wait(reply).await,
             None => Err(LinkError::NotSent),
