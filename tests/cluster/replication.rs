@@ -145,3 +145,53 @@ fn flush_all_on_one_node_flushes_the_cluster() {
         }
     }
 }
+
+/// Two nodes, R=2, `write_ack = "all"`, one shard each: clients writing
+/// through both nodes at once make each node forward writes to the other
+/// while it replicates its own to it. No write waits on the other's (forwarded
+/// requests and replicated items travel on separate connections), so no peer
+/// ever times out and every write succeeds. On one connection each node's
+/// forwarded write waited behind the other's for a replica acknowledgement
+/// queued behind it, until the peer timeout broke the cycle.
+#[test]
+fn writes_through_both_nodes_at_once_never_wait_for_each_other() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    let cluster = Cluster::start(&Layout::real(2, 1, 2, "all").with_peer_timeout_ms(2000));
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let writers: Vec<_> = (0..4u32)
+        .map(|i| {
+            let mut client = cluster.client(1 + i % 2);
+            std::thread::spawn(move || {
+                let mut failures = Vec::new();
+                let mut sent = 0u32;
+                while std::time::Instant::now() < until {
+                    let key = format!("both:{}", sent % 200);
+                    let set = format!("set {key} 0 0 2\r\n{:02}\r\n", sent % 100);
+                    let reply = show(&client.call(set.as_bytes(), b"\r\n"));
+                    if reply != "STORED\\r\\n" {
+                        failures.push(reply);
+                    }
+                    sent += 1;
+                }
+                (sent, failures)
+            })
+        })
+        .collect();
+    let mut sent = 0;
+    for writer in writers {
+        let (count, failures) = writer.join().expect("writer");
+        assert!(failures.is_empty(), "writes failed: {failures:?}");
+        sent += count;
+    }
+    for id in [1, 2] {
+        let stats = cluster.stats_cluster(id);
+        assert_eq!(
+            stats["peer_timeouts"],
+            "0",
+            "node {id} timed out on its peer during {sent} writes\n{}",
+            cluster.logs()
+        );
+    }
+}

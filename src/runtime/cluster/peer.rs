@@ -1,6 +1,9 @@
-//! Links from one shard to the shards of other nodes: one TCP connection per
-//! (this shard, remote shard), opened on first use, carrying requests in the
-//! order they were sent and handing back each reply to its sender.
+//! Links from one shard to the shards of other nodes: TCP connections per
+//! (this shard, remote shard), opened on first use, each carrying requests in
+//! the order they were sent and handing back each reply to its sender. A shard
+//! keeps two per remote shard (see `ShardCluster::forward_links`): one for the
+//! client requests it forwards, one for what the receiver applies without
+//! waiting (replicated items, copies, merges, node-wide requests).
 //!
 //! A request is queued with [`Link::send`], which returns a [`Reply`] to await.
 //! The link's task writes everything queued with one call (each request with
@@ -86,14 +89,58 @@ impl LinkError {
 struct Slot {
     value: RefCell<Option<Result<Vec<u8>, LinkError>>>,
     waker: RefCell<Option<Waker>>,
+    /// Set once the reply is in (or the request failed), even after its
+    /// value was taken.
+    done: Cell<bool>,
+    /// Those waiting for the request to be settled ([`Pending`]), besides
+    /// the one awaiting its reply.
+    watchers: RefCell<Vec<Waker>>,
 }
 
 impl Slot {
+    fn new(value: Option<Result<Vec<u8>, LinkError>>) -> Rc<Slot> {
+        Rc::new(Slot {
+            done: Cell::new(value.is_some()),
+            value: RefCell::new(value),
+            waker: RefCell::new(None),
+            watchers: RefCell::new(Vec::new()),
+        })
+    }
+
     fn complete(&self, value: Result<Vec<u8>, LinkError>) {
         *self.value.borrow_mut() = Some(value);
+        self.done.set(true);
         if let Some(waker) = self.waker.borrow_mut().take() {
             waker.wake();
         }
+        for waker in self.watchers.borrow_mut().drain(..) {
+            waker.wake();
+        }
+    }
+}
+
+/// A request still queued or in flight on a link, to wait for without taking
+/// its reply (see [`Link::pending_tagged`]).
+pub struct Pending(Rc<Slot>);
+
+impl Pending {
+    /// Resolves once the request has its reply or has failed, or after
+    /// `timeout`, whichever comes first.
+    pub async fn settled(self, timeout: Duration) {
+        let timer = glommio::timer::sleep(timeout);
+        futures_lite::future::or(self, timer).await;
+    }
+}
+
+impl Future for Pending {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.done.get() {
+            return Poll::Ready(());
+        }
+        self.0.watchers.borrow_mut().push(cx.waker().clone());
+        Poll::Pending
     }
 }
 
@@ -103,10 +150,7 @@ pub struct Reply(Rc<Slot>);
 impl Reply {
     /// A reply that is already known.
     pub fn ready(value: Result<Vec<u8>, LinkError>) -> Reply {
-        Reply(Rc::new(Slot {
-            value: RefCell::new(Some(value)),
-            waker: RefCell::new(None),
-        }))
+        Reply(Slot::new(Some(value)))
     }
 }
 
@@ -136,6 +180,8 @@ struct Outgoing {
     framing: Framing,
     bytes: Vec<u8>,
     slot: Rc<Slot>,
+    /// What [`Link::pending_tagged`] finds the request by (0: nothing).
+    tag: u64,
 }
 
 /// One shard's connection to one shard of another node.
@@ -144,7 +190,7 @@ pub struct Link {
     addr: SocketAddr,
     cluster: Arc<ClusterNode>,
     queue: RefCell<VecDeque<Outgoing>>,
-    in_flight: RefCell<VecDeque<(Rc<Slot>, Framing)>>,
+    in_flight: RefCell<VecDeque<(Rc<Slot>, Framing, u64)>>,
     writer_waker: RefCell<Option<Waker>>,
     task: RefCell<Option<Task<()>>>,
     running: Cell<bool>,
@@ -177,15 +223,40 @@ impl Link {
 
     /// [`Link::send`] for a request whose reply ends as `framing` says.
     pub fn send_framed(self: &Rc<Self>, mode: PeerMode, framing: Framing, bytes: Vec<u8>) -> Reply {
-        let slot = Rc::new(Slot {
-            value: RefCell::new(None),
-            waker: RefCell::new(None),
-        });
+        self.enqueue(mode, framing, bytes, 0)
+    }
+
+    /// [`Link::send`] for a request that [`Link::pending_tagged`] finds by
+    /// `tag` (non-zero) until it is settled.
+    pub fn send_tagged(self: &Rc<Self>, mode: PeerMode, bytes: Vec<u8>, tag: u64) -> Reply {
+        self.enqueue(mode, Framing::Text, bytes, tag)
+    }
+
+    /// The latest request sent with `tag` that is still queued or awaits
+    /// its reply, if any.
+    pub fn pending_tagged(&self, tag: u64) -> Option<Pending> {
+        if let Some(out) = self.queue.borrow().iter().rev().find(|o| o.tag == tag) {
+            return Some(Pending(out.slot.clone()));
+        }
+        let in_flight = self.in_flight.borrow();
+        let (slot, _, _) = in_flight.iter().rev().find(|(_, _, t)| *t == tag)?;
+        Some(Pending(slot.clone()))
+    }
+
+    fn enqueue(
+        self: &Rc<Self>,
+        mode: PeerMode,
+        framing: Framing,
+        bytes: Vec<u8>,
+        tag: u64,
+    ) -> Reply {
+        let slot = Slot::new(None);
         self.queue.borrow_mut().push_back(Outgoing {
             mode,
             framing,
             bytes,
             slot: slot.clone(),
+            tag,
         });
         if !self.running.get() {
             self.running.set(true);
@@ -236,7 +307,7 @@ impl Link {
         self.cluster.mark_tko(self.target.node);
         let in_flight: Vec<_> = self.in_flight.borrow_mut().drain(..).collect();
         let queued: Vec<_> = self.queue.borrow_mut().drain(..).collect();
-        for (slot, _) in in_flight {
+        for (slot, _, _) in in_flight {
             slot.complete(Err(why));
         }
         for out in queued {
@@ -302,7 +373,7 @@ impl Link {
                         mode = Some((out.mode, epoch));
                     }
                     buf.extend_from_slice(&out.bytes);
-                    in_flight.push_back((out.slot, out.framing));
+                    in_flight.push_back((out.slot, out.framing, out.tag));
                 }
             }
             if writer.write_all(&buf).await.is_err() {
@@ -328,7 +399,7 @@ impl Link {
             buf.extend_from_slice(&chunk[..n]);
             let mut start = 0;
             while start < buf.len() {
-                let Some(framing) = self.in_flight.borrow().front().map(|(_, f)| *f) else {
+                let Some(framing) = self.in_flight.borrow().front().map(|(_, f, _)| *f) else {
                     return self.garbage("a reply to no request");
                 };
                 let scan = match framing {
@@ -339,7 +410,7 @@ impl Link {
                     Scan::Incomplete => break,
                     Scan::Garbage(why) => return self.garbage(why),
                     Scan::Reply { body, used } => {
-                        let (slot, _) = self
+                        let (slot, _, _) = self
                             .in_flight
                             .borrow_mut()
                             .pop_front()
@@ -432,4 +503,74 @@ pub async fn one_off(
         Err(LinkError::TimedOut)
     };
     futures_lite::future::or(exchange, timer).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::auth::Secret;
+    use crate::cluster::config::ClusterConfig;
+
+    fn two_node_cluster() -> Arc<ClusterNode> {
+        let file = "replicas = 2\n\
+            [[node]]\nid = 1\naddr = \"127.0.0.1:1\"\nshards = [\"127.0.0.1:2\"]\n\
+            [[node]]\nid = 2\naddr = \"127.0.0.1:3\"\nshards = [\"127.0.0.1:4\"]\n";
+        let config = ClusterConfig::from_file_text(file).expect("a cluster file");
+        let node = ClusterNode::new(
+            config,
+            1,
+            Duration::from_millis(250),
+            1000,
+            Secret::from_bytes(&[7; 32]),
+            Duration::from_secs(1),
+        )
+        .expect("a node");
+        Arc::new(node)
+    }
+
+    #[test]
+    fn a_tagged_request_is_found_until_it_is_settled() {
+        // A peer that never answers the handshake: what is sent stays queued.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
+        let addr = silent.local_addr().expect("its address");
+        glommio::LocalExecutorBuilder::default()
+            .make()
+            .expect("an executor")
+            .run(async {
+                let owner = Owner { node: 2, shard: 0 };
+                let link = Link::new(owner, addr, two_node_cluster());
+                let untagged = link.send(PeerMode::Forward, b"mn\r\n".to_vec());
+                let tagged = link.send_tagged(PeerMode::Replica, b"mn\r\n".to_vec(), 7);
+                glommio::executor().yield_now().await;
+                assert!(link.pending_tagged(8).is_none(), "no request has tag 8");
+                let pending = link
+                    .pending_tagged(7)
+                    .expect("the tagged request is queued");
+                let aborting = link.clone();
+                glommio::spawn_local(async move {
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                    aborting.abort(LinkError::Failed);
+                })
+                .detach();
+                // Settled when the link fails, without its reply being taken.
+                let woken = futures_lite::future::or(
+                    async {
+                        pending.await;
+                        true
+                    },
+                    async {
+                        glommio::timer::sleep(Duration::from_secs(60)).await;
+                        false
+                    },
+                );
+                assert!(woken.await, "the failed link wakes those waiting on it");
+                assert!(
+                    link.pending_tagged(7).is_none(),
+                    "a settled request is not found"
+                );
+                assert_eq!(tagged.await, Err(LinkError::NotSent));
+                assert_eq!(untagged.await, Err(LinkError::NotSent));
+            });
+        drop(silent);
+    }
 }

@@ -4,7 +4,7 @@
 //! Sends over peer links and waits for their replies.
 
 use super::peer::{Link, Reply};
-use super::routing::ShardCluster;
+use super::routing::{key_tag, ShardCluster};
 use crate::cluster::ring::Owner;
 use crate::cluster::route::Role;
 use crate::cluster::wire::{self, PeerMode};
@@ -102,12 +102,13 @@ impl ShardCluster {
         let up = owners.iter().filter(|o| is_up(o.node)).count().max(1);
         let needed = config.write_ack().acks_needed(up).saturating_sub(mine);
         let mut replies = Vec::with_capacity(owners.len());
+        let tag = key_tag(key);
         for &owner in owners.iter().filter(|o| o.node != self.node.me) {
             if self.node.is_tko(owner.node) {
                 self.hint(owner.node, key);
             } else {
                 let link = self.link(owner);
-                let reply = link.send(PeerMode::Replica, record.clone());
+                let reply = link.send_tagged(PeerMode::Replica, record.clone(), tag);
                 replies.push((link, reply));
             }
         }
@@ -216,7 +217,10 @@ impl ShardCluster {
                     let clock = self.node_clock();
                     let mut record = Vec::new();
                     with_state(|s| encode_current(self, s, key, &clock, &mut record));
-                    reply = link.send(mode, record);
+                    reply = match mode {
+                        PeerMode::Replica => link.send_tagged(mode, record, key_tag(key)),
+                        _ => link.send(mode, record),
+                    };
                 }
                 Ok(answer) => {
                     log::warn!(

@@ -5,7 +5,7 @@
 
 use super::hints::Hints;
 use super::node::{ClusterNode, View};
-use super::peer::Link;
+use super::peer::{Link, Pending};
 use crate::cluster::config::NodeState;
 use crate::cluster::ring::{key_point, Owner};
 use crate::cluster::route::{
@@ -35,7 +35,19 @@ pub struct ShardCluster {
     pub node: Arc<ClusterNode>,
     /// The node this shard belongs to (for the store's clock).
     pub(super) runtime: Arc<crate::runtime::Node>,
+    /// Links carrying replicated items, copies, merges and node-wide
+    /// requests: their receivers apply them without waiting on anything.
     pub(super) links: RefCell<HashMap<Owner, Rc<Link>>>,
+    /// Links carrying forwarded client requests, apart from the others: the
+    /// receiver of a forwarded write waits for its own replicas before it
+    /// answers and reads on. On one connection with the replicated items,
+    /// two nodes forwarding writes to each other would each wait behind the
+    /// other's forwarded write for a replica acknowledgement queued behind it,
+    /// until `--peer-timeout-ms` broke the cycle (and made the other TKO).
+    /// What the two kinds of link once ordered by sharing a connection, a
+    /// replicated item sent before a request forwarded to the same owner
+    /// about the same key, [`ShardCluster::replica_barrier`] orders.
+    pub(super) forward_links: RefCell<HashMap<Owner, Rc<Link>>>,
     pub(super) hints: RefCell<HashMap<u32, Hints>>,
     /// The removals this shard applied, with their CAS uniques.
     pub(super) tombstones: RefCell<Tombstones>,
@@ -66,6 +78,7 @@ impl ShardCluster {
             view: RefCell::new(Arc::new((*view).clone())),
             node,
             links: RefCell::new(HashMap::new()),
+            forward_links: RefCell::new(HashMap::new()),
             hints: RefCell::new(HashMap::new()),
             tombstones: RefCell::default(),
             forwarded: RefCell::new(HashMap::new()),
@@ -115,6 +128,34 @@ impl ShardCluster {
             .clone()
     }
 
+    /// The replicated item of `key` this shard sent `owner` and has not yet
+    /// seen settled, if any. A request about `key` forwarded to `owner`
+    /// waits for it: `owner` applies a replicated item as it comes, so one
+    /// sent while this node was the key's primary (a stand-in, or while
+    /// `owner` settled) must not arrive after a later request made `owner`
+    /// the primary again, on the other connection.
+    pub fn replica_barrier(&self, owner: Owner, key: &[u8]) -> Option<Pending> {
+        let links = self.links.borrow();
+        links.get(&owner)?.pending_tagged(key_tag(key))
+    }
+
+    /// The link to `owner` for forwarded client requests (see `forward_links`).
+    pub fn forward_link(&self, owner: Owner) -> Rc<Link> {
+        let view = self.view();
+        let Some(addr) = view.shard_addr(owner) else {
+            return Link::new(
+                owner,
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                self.node.clone(),
+            );
+        };
+        self.forward_links
+            .borrow_mut()
+            .entry(owner)
+            .or_insert_with(|| Link::new(owner, addr, self.node.clone()))
+            .clone()
+    }
+
     pub(super) fn node_clock(&self) -> Clock {
         self.runtime.clock()
     }
@@ -125,9 +166,11 @@ impl ShardCluster {
         if epoch != self.view_epoch.get() {
             let view = self.node.view();
             // Links to endpoints that moved are dropped; new ones connect anew.
-            self.links
-                .borrow_mut()
-                .retain(|owner, link| view.shard_addr(*owner) == Some(link.addr()));
+            for links in [&self.links, &self.forward_links] {
+                links
+                    .borrow_mut()
+                    .retain(|owner, link| view.shard_addr(*owner) == Some(link.addr()));
+            }
             self.view_epoch.set(view.epoch());
             *self.view.borrow_mut() = Arc::new((*view).clone());
         }
@@ -255,4 +298,13 @@ impl ShardCluster {
             },
         }
     }
+}
+
+/// What a replicated item is tagged with on its link (see
+/// [`ShardCluster::replica_barrier`]): a hash of its key, never 0 (untagged).
+/// Two keys with one tag only make a forwarded request wait needlessly.
+pub(super) fn key_tag(key: &[u8]) -> u64 {
+    const SEEDS: [u64; 4] = [0x7261_6e67, 0x6361_6368, 0x6b65_7973, 0x7461_6773];
+    let hasher = ahash::RandomState::with_seeds(SEEDS[0], SEEDS[1], SEEDS[2], SEEDS[3]);
+    hasher.hash_one(key).max(1)
 }

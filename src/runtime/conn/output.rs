@@ -62,6 +62,9 @@ pub(in crate::runtime) struct Output {
     /// Placements of the keys of the multi-key get being routed.
     pub(super) routes: Vec<Placement>,
     pub(super) peer_ops: Vec<PeerOp>,
+    /// Owners whose requests wait for their turn at `complete` (see
+    /// `PeerOp::deferred`).
+    pub(super) deferred_targets: Vec<crate::cluster::ring::Owner>,
     pub(super) tickets: Vec<Option<Ticket>>,
     pub(super) tickets_ok: Vec<bool>,
     /// Per ticket: the reply if it fails (empty: the text one).
@@ -88,6 +91,7 @@ impl Output {
             forwarded_values: 0,
             routes: Vec::new(),
             peer_ops: Vec::new(),
+            deferred_targets: Vec::new(),
             tickets: Vec::new(),
             tickets_ok: Vec::new(),
             ticket_failures: Vec::new(),
@@ -215,6 +219,7 @@ impl Output {
         let forwarded = self.forwarded - self.tickets_ok.len();
         with_state(|s| s.stats.forwarded_out += forwarded as u64);
         self.peer_ops.clear();
+        self.deferred_targets.clear();
         self.tickets.clear();
         self.tickets_ok.clear();
         self.ticket_failures.clear();

@@ -9,7 +9,7 @@ use super::output::{Output, Piece};
 use crate::cluster::ring::Owner;
 use crate::cluster::wire::{self, PeerMode};
 use crate::limits::{EPOCH_RETRIES_MAX, EPOCH_RETRY_PAUSE_MS};
-use crate::runtime::cluster::peer::{Framing, LinkError, Reply};
+use crate::runtime::cluster::peer::{Framing, LinkError, Pending, Reply};
 use crate::runtime::cluster::ShardCluster;
 use crate::runtime::ctx::ShardCtx;
 use std::rc::Rc;
@@ -27,6 +27,10 @@ pub(super) struct PeerOp {
     resend: Resend,
     target: Owner,
     reply: Option<Reply>,
+    /// Sent only when its turn comes at `complete`, once `after` (if any) is
+    /// settled: see [`ShardCluster::replica_barrier`].
+    deferred: bool,
+    after: Option<Pending>,
     pub(super) result: Vec<u8>,
     /// No owner answered.
     pub(super) unanswered: bool,
@@ -83,7 +87,7 @@ impl PeerReply {
 impl PeerOp {
     /// Sends the request to its current target.
     fn send(&self, cluster: &ShardCluster) -> Reply {
-        cluster.link(self.target).send_framed(
+        cluster.forward_link(self.target).send_framed(
             PeerMode::Forward,
             self.shape.framing(),
             self.request.clone(),
@@ -110,10 +114,22 @@ impl Output {
         self.pieces.push(Piece::Peer {
             op: self.peer_ops.len(),
         });
-        let reply =
-            cluster
-                .link(target)
-                .send_framed(PeerMode::Forward, shape.framing(), request.clone());
+        // A request behind one that waits for a replicated item waits too:
+        // requests to one owner arrive in the order they were made.
+        let after = cluster.replica_barrier(target, key);
+        let deferred = after.is_some() || self.deferred_targets.contains(&target);
+        let reply = if deferred {
+            if !self.deferred_targets.contains(&target) {
+                self.deferred_targets.push(target);
+            }
+            None
+        } else {
+            Some(cluster.forward_link(target).send_framed(
+                PeerMode::Forward,
+                shape.framing(),
+                request.clone(),
+            ))
+        };
         cluster.count_forwarded(target.node);
         self.peer_ops.push(PeerOp {
             key: key.to_vec(),
@@ -123,7 +139,9 @@ impl Output {
             resend,
             on_failure,
             target,
-            reply: Some(reply),
+            reply,
+            deferred,
+            after,
             result: Vec::new(),
             unanswered: false,
         });
@@ -153,10 +171,16 @@ impl Output {
 /// splice in `op.result`.
 async fn settle_peer_op(cluster: &Rc<ShardCluster>, op: &mut PeerOp) {
     let mut tried: Vec<Owner> = Vec::new();
+    if op.deferred {
+        if let Some(after) = op.after.take() {
+            after.settled(cluster.node.peer_timeout).await;
+        }
+        op.reply = Some(op.send(cluster));
+    }
     let mut reply = op.reply.take();
     let mut epoch_retries = 0;
     loop {
-        let link = cluster.link(op.target);
+        let link = cluster.forward_link(op.target);
         let answer = match reply.take() {
             Some(reply) => link.wait(reply).await,
             None => Err(LinkError::NotSent),
