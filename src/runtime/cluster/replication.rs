@@ -104,7 +104,8 @@ impl ShardCluster {
         let mut replies = Vec::with_capacity(owners.len());
         let tag = key_tag(key);
         for &owner in owners.iter().filter(|o| o.node != self.node.me) {
-            if self.node.is_tko(owner.node) {
+            // The shard's view holds the node's TKO flags: no lock to read them.
+            if view.tko_mark(owner.node) {
                 self.hint(owner.node, key);
             } else {
                 let link = self.link(owner);
