@@ -29,22 +29,23 @@ fn a_recovering_node_is_not_primary_for_writes() {
     // Node 1 comes back while node 2 is paused: node 1 recovers until node 2
     // answers, and has nothing of the counter meanwhile.
     restart_node_1_while_node_2_is_paused(&mut cluster);
-    let incr = format!("incr {counter} 1\r\n");
-    let reply = cluster.client(1).call(incr.as_bytes(), b"\r\n");
     // Sent to paused node 2, which got it but did not answer in time.
-    assert_eq!(
-        show(&reply),
+    assert_answer(
+        &cluster,
+        1,
+        &format!("incr {counter} 1\r\n"),
         "SERVER_ERROR the key's owner did not answer; the write may have been applied\\r\\n",
-        "incr through the recovering node"
+        "incr through the recovering node",
     );
     // Nor does it answer a miss for a key it has not got back: the owner
     // that holds it is out of reach.
     let get = format!("get {counter}\r\n");
-    let reply = cluster.client(1).call(get.as_bytes(), b"\r\n");
-    assert_eq!(
-        show(&reply),
+    assert_answer(
+        &cluster,
+        1,
+        &get,
         "SERVER_ERROR no owner of this key is reachable\\r\\n",
-        "get through the recovering node"
+        "get through the recovering node",
     );
     cluster.signal(2, "-CONT");
     // Once node 2 answers, node 1 copies what they share from it and serves
@@ -105,14 +106,7 @@ fn a_copy_newer_than_a_merged_state_replaces_it_during_recovery() {
     let copy = format!("rc copy 1 2\r\nms {key} 5 F0 T0 E2000 q\r\nnewer\r\nmn\r\n");
     let reply = peer.call(copy.as_bytes(), b"MN\r\n");
     assert_eq!(show(&reply), "MN\\r\\n", "copy");
-    assert_eq!(
-        cluster
-            .stats_cluster(1)
-            .get("node_state")
-            .map(String::as_str),
-        Some("recovering"),
-        "node 1 while the merge and the copy came"
-    );
+    assert_node_1_recovering(&cluster, "while the merge and the copy came");
     let read = format!("rc rep 1\r\nmg {key} v\r\n");
     let reply = peer.call(read.as_bytes(), b"\r\n");
     if reply.starts_with(b"VA ") {
@@ -149,9 +143,13 @@ fn a_deleted_key_stays_deleted_when_a_recovery_meets_a_stale_copy() {
         wait_for_local(&cluster, id, &key, &Local::value("old"), "after the set");
     }
     cluster.signal(3, "-STOP");
-    let delete = format!("delete {key}\r\n");
-    let reply = cluster.client(1).call(delete.as_bytes(), b"\r\n");
-    assert_eq!(show(&reply), "DELETED\\r\\n", "delete with node 3 paused");
+    assert_answer(
+        &cluster,
+        1,
+        &format!("delete {key}\r\n"),
+        "DELETED\\r\\n",
+        "delete with node 3 paused",
+    );
     wait_for_local(&cluster, 2, &key, &Local::Miss, "after the delete");
     // Long past node 1's peer timeout: node 3 notices its pause when resumed
     // and takes nothing node 1 sent meanwhile.
@@ -362,12 +360,24 @@ fn restart_node_1_while_node_2_is_paused(cluster: &mut Cluster) {
     cluster.kill9(1);
     cluster.signal(2, "-STOP");
     cluster.restart(1);
+    assert_node_1_recovering(cluster, "after its restart");
+}
+
+/// Node 1 says `node_state recovering`.
+fn assert_node_1_recovering(cluster: &Cluster, when: &str) {
     assert_eq!(
         cluster
             .stats_cluster(1)
             .get("node_state")
             .map(String::as_str),
         Some("recovering"),
-        "node 1 after its restart"
+        "node 1 {when}"
     );
+}
+
+/// `request`, sent through node `via`, is answered with the one line
+/// `expected` (as [`show`] writes it).
+fn assert_answer(cluster: &Cluster, via: u32, request: &str, expected: &str, context: &str) {
+    let reply = cluster.client(via).call(request.as_bytes(), b"\r\n");
+    assert_eq!(show(&reply), expected, "{context}");
 }
