@@ -89,13 +89,14 @@ fn still_serves(server: &Server) {
 }
 
 /// Sends each input to both servers; replies and closing must be identical.
-fn same_as_memcached(case: &str, inputs: &[Vec<u8>]) {
+fn same_as_memcached(case: &str, inputs: &[impl AsRef<[u8]>]) {
     let Some((reference, target)) = pair(&[]) else {
         support::warn_memcached_missing(case);
         return;
     };
     let mut failures = Vec::new();
     for input in inputs {
+        let input = input.as_ref();
         let (want, want_closed) = exchange(&reference, input);
         let (got, got_closed) = exchange(&target, input);
         if want != got || want_closed != got_closed {
@@ -140,7 +141,7 @@ fn junk_bytes_are_answered_as_memcached_answers_them() {
 
 #[test]
 fn huge_and_negative_lengths_are_refused_as_memcached_refuses_them() {
-    let inputs: Vec<Vec<u8>> = [
+    let inputs = [
         "set a 0 0 -1\r\nversion\r\n",
         "set a 0 0 -2147483648\r\nversion\r\n",
         "set a 0 0 2147483647\r\nversion\r\n",
@@ -152,10 +153,7 @@ fn huge_and_negative_lengths_are_refused_as_memcached_refuses_them() {
         "incr a 99999999999999999999999\r\nversion\r\n",
         "touch a 99999999999999999999999\r\nversion\r\n",
         "set a 99999999999999999999 0 1\r\nx\r\nversion\r\n",
-    ]
-    .iter()
-    .map(|s| s.as_bytes().to_vec())
-    .collect();
+    ];
     same_as_memcached("lengths", &inputs);
 }
 
@@ -172,7 +170,7 @@ fn a_length_of_2_pow_32_wraps_to_zero_as_in_memcached() {
 
 #[test]
 fn missing_line_ends_are_handled_as_memcached_handles_them() {
-    let inputs: Vec<Vec<u8>> = [
+    let inputs = [
         "get a\n",
         "set a 0 0 1\nx\r\nget a\n",
         "set a 0 0 1\r\nx\nget a\r\n",
@@ -180,10 +178,7 @@ fn missing_line_ends_are_handled_as_memcached_handles_them() {
         "version\rversion\r\n",
         "get a",
         "set a 0 0 5\r\nab",
-    ]
-    .iter()
-    .map(|s| s.as_bytes().to_vec())
-    .collect();
+    ];
     same_as_memcached("line ends", &inputs);
 }
 

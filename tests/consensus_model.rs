@@ -677,20 +677,12 @@ fn bounds() -> (Bounds, Vec<&'static str>) {
             proposers: [vec![1, 2], vec![1, 2]],
         };
         (bounds, EXAMPLES.to_vec())
-    } else if cfg!(debug_assertions) {
-        let bounds = Bounds {
-            steps: 10,
-            ticks: 1,
-            drops: 0,
-            crashes: 1,
-            proposers: [vec![1], vec![2]],
-        };
-        (bounds, vec![SOMETHING_DECIDED, ACCEPTOR_CHANGE_DECIDED])
     } else {
         let bounds = Bounds {
             steps: 10,
             ticks: 1,
-            drops: 1,
+            // A debug build checks the same steps without the drop (see above).
+            drops: if cfg!(debug_assertions) { 0 } else { 1 },
             crashes: 1,
             proposers: [vec![1], vec![2]],
         };

@@ -15,7 +15,8 @@ use ringcache::cluster::auth::SECRET_FILE_NAME;
 use ringcache::cluster::config::ClusterConfig;
 
 use crate::common::members::{
-    one_node_cluster, wait_for_item_total, wait_for_members, Member, MEMBER_SHARDS,
+    ids_epochs_and_states, one_node_cluster, wait_for_item_total, wait_for_members, Member,
+    MEMBER_SHARDS,
 };
 use crate::common::requests::{
     admin, assert_all_read, curr_items, items, set_many, wait_for_epoch,
@@ -385,10 +386,7 @@ fn wiped_node_comes_back_as_a_new_member(wiped: u32, restart_others: bool) {
         assert!(
             Instant::now() < deadline,
             "the wiped node did not come back as node 4: {:?}\n{}",
-            views
-                .iter()
-                .map(|v| (v.get("node_id"), v.get("epoch"), v.get("node_state")))
-                .collect::<Vec<_>>(),
+            ids_epochs_and_states(&views),
             cluster.logs()
         );
         std::thread::sleep(Duration::from_millis(50));

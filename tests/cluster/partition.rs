@@ -57,41 +57,38 @@ fn client_from(from: &str, ip: &str, port: u16) -> Client {
     Client::from_stream(TcpStream::from(fd))
 }
 
-/// With consensus and `write_ack = "all"`, a node cut off from the majority
-/// serves no reads from its own copies (the others go on writing without it):
-/// once it has found both peers unreachable, a get of a key it holds first is
-/// `SERVER_ERROR`, not its old value.
-#[test]
-fn a_node_cut_off_from_the_majority_does_not_serve_its_old_copies() {
-    let Some(cluster) = partitionable_cluster(2, "all", 300, "1000") else {
-        return;
-    };
-    let key = (0..)
-        .map(|i| format!("cut:{i}"))
-        .find(|key| cluster.owners(key)[0] == 3)
-        .expect("a key node 3 holds first");
-    // Keys node 3 can only forward: reading them makes it find its peers gone.
-    let elsewhere: Vec<String> = (0..)
-        .map(|i| format!("far:{i}"))
-        .filter(|key| !cluster.owners(key).contains(&3))
-        .take(20)
-        .collect();
-    cluster.client(1).set(&key, b"old");
-    wait_for_local(&cluster, 3, &key, &Local::value("old"), "before the cut");
-    support::partition("127.0.0.3", &["127.0.0.1".into(), "127.0.0.2".into()]);
-    let node3 = cluster.node(3);
-    let mut minority = client_from("127.0.0.9", &node3.ip, node3.port);
+/// A key node 3 holds first (`<prefix>:<i>`), and 20 keys it holds no copy of
+/// (`far:<i>`): node 3 can only forward those, and reading them makes it find
+/// out when its peers are gone.
+fn key_of_node_3_and_keys_it_only_forwards(
+    cluster: &Cluster,
+    prefix: &str,
+) -> (String, Vec<String>) {
+    let key = cluster.key_owned(prefix, |owners| owners[0] == 3);
+    let elsewhere = cluster.keys_owned("far", 20, |owners| !owners.contains(&3));
+    (key, elsewhere)
+}
+
+/// Reads every key of `elsewhere`, then `key`, through `client` (a connection
+/// to node 3) until node 3 answers `key` with "no owner of this key is
+/// reachable": it has found its peers gone. Fails after [`READY_TIMEOUT`].
+fn read_through_node_3_until_it_finds_itself_cut_off(
+    cluster: &Cluster,
+    client: &mut Client,
+    key: &str,
+    elsewhere: &[String],
+) {
     let deadline = Instant::now() + READY_TIMEOUT;
     let mut answers = Vec::new();
     loop {
-        for far in &elsewhere {
+        for far in elsewhere {
             let get = format!("get {far}\r\n");
-            minority.call(get.as_bytes(), b"\r\n");
+            client.call(get.as_bytes(), b"\r\n");
         }
         let get = format!("get {key}\r\n");
-        let reply = show(&minority.call(get.as_bytes(), b"\r\n"));
+        let reply = show(&client.call(get.as_bytes(), b"\r\n"));
         if reply.starts_with("VALUE") {
-            minority
+            client
                 .read_until(b"END\r\n", REPLY_TIMEOUT)
                 .expect("the rest");
         }
@@ -101,10 +98,28 @@ fn a_node_cut_off_from_the_majority_does_not_serve_its_old_copies() {
         }
         assert!(
             Instant::now() < deadline,
-            "node 3, cut off, kept answering {answers:?}\n{}",
+            "node 3 never found itself cut off; it answered {answers:?}\n{}",
             cluster.log(3)
         );
     }
+}
+
+/// With consensus and `write_ack = "all"`, a node cut off from the majority
+/// serves no reads from its own copies (the others go on writing without it):
+/// once it has found both peers unreachable, a get of a key it holds first is
+/// `SERVER_ERROR`, not its old value.
+#[test]
+fn a_node_cut_off_from_the_majority_does_not_serve_its_old_copies() {
+    let Some(cluster) = partitionable_cluster(2, "all", 300, "1000") else {
+        return;
+    };
+    let (key, elsewhere) = key_of_node_3_and_keys_it_only_forwards(&cluster, "cut");
+    cluster.client(1).set(&key, b"old");
+    wait_for_local(&cluster, 3, &key, &Local::value("old"), "before the cut");
+    support::partition("127.0.0.3", &["127.0.0.1".into(), "127.0.0.2".into()]);
+    let node3 = cluster.node(3);
+    let mut minority = client_from("127.0.0.9", &node3.ip, node3.port);
+    read_through_node_3_until_it_finds_itself_cut_off(&cluster, &mut minority, &key, &elsewhere);
     support::heal_partition();
 }
 
@@ -133,19 +148,16 @@ fn a_partitioned_minority_cannot_decide_and_catches_up_after_healing() {
         body.contains("write_ack = \"one\""),
         "node 3 took up a change: {body}"
     );
-    let epoch3 = parse_stats(&minority.call(b"stats cluster\r\n", b"END\r\n"))
-        .into_iter()
-        .find(|(k, _)| k == "epoch")
-        .map(|(_, v)| v)
-        .unwrap();
-    assert_eq!(epoch3, "1", "node 3 alone decided something");
+    let mut epoch_of_node_3 = || {
+        parse_stats(&minority.call(b"stats cluster\r\n", b"END\r\n"))
+            .into_iter()
+            .find(|(k, _)| k == "epoch")
+            .map(|(_, v)| v)
+            .unwrap()
+    };
+    assert_eq!(epoch_of_node_3(), "1", "node 3 alone decided something");
     std::thread::sleep(Duration::from_millis(1500));
-    let still = parse_stats(&minority.call(b"stats cluster\r\n", b"END\r\n"))
-        .into_iter()
-        .find(|(k, _)| k == "epoch")
-        .map(|(_, v)| v)
-        .unwrap();
-    assert_eq!(still, "1", "node 3 alone decided something");
+    assert_eq!(epoch_of_node_3(), "1", "node 3 alone decided something");
 
     // Heal: every node ends at the same epoch with the same configuration.
     support::heal_partition();
@@ -184,11 +196,7 @@ fn a_quorum_read_through_an_owner_that_missed_a_write_never_answers_its_old_copy
     let Some(cluster) = partitionable_cluster(3, "quorum", 300, "60000") else {
         return;
     };
-    let keys: Vec<String> = (0..)
-        .map(|i| format!("lag:{i}"))
-        .filter(|key| cluster.owners(key)[0] == 3)
-        .take(20)
-        .collect();
+    let keys = cluster.keys_owned("lag", 20, |owners| owners[0] == 3);
     let mut primary = cluster.client(3);
     for key in &keys {
         primary.set(key, b"old");
@@ -256,15 +264,7 @@ fn a_forwarded_write_is_not_served_by_a_node_cut_off_or_not_yet_settled() {
             .with_consensus()
             .with_peer_timeout_ms(300),
     );
-    let key = (0..)
-        .map(|i| format!("fwd:{i}"))
-        .find(|key| cluster.owners(key)[0] == 3)
-        .expect("a key node 3 holds first");
-    let elsewhere: Vec<String> = (0..)
-        .map(|i| format!("far:{i}"))
-        .filter(|key| !cluster.owners(key).contains(&3))
-        .take(20)
-        .collect();
+    let (key, elsewhere) = key_of_node_3_and_keys_it_only_forwards(&cluster, "fwd");
     cluster.client(1).set(&key, b"old");
     wait_for_local(&cluster, 3, &key, &Local::value("old"), "before the pause");
     let epoch = cluster
@@ -275,29 +275,8 @@ fn a_forwarded_write_is_not_served_by_a_node_cut_off_or_not_yet_settled() {
     cluster.signal(1, "-STOP");
     cluster.signal(2, "-STOP");
     let mut own = cluster.client(3);
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        for far in &elsewhere {
-            let get = format!("get {far}\r\n");
-            own.call(get.as_bytes(), b"\r\n");
-        }
-        let get = format!("get {key}\r\n");
-        let reply = show(&own.call(get.as_bytes(), b"\r\n"));
-        if reply.starts_with("VALUE") {
-            own.read_until(b"END\r\n", REPLY_TIMEOUT).expect("the rest");
-        }
-        if reply == "SERVER_ERROR no owner of this key is reachable\\r\\n" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node 3 never found itself cut off: {reply}\n{}",
-            cluster.log(3)
-        );
-    }
-    let node3 = cluster.node(3);
-    let mut peer = Client::connect_at(&node3.ip, node3.port);
-    authenticate(&mut peer, &cluster.secret);
+    read_through_node_3_until_it_finds_itself_cut_off(&cluster, &mut own, &key, &elsewhere);
+    let mut peer = cluster.member_client(3);
     let set = format!("rc fwd {epoch}\r\nset {key} 0 0 3\r\nnew\r\n");
     assert_eq!(
         show(&peer.call(set.as_bytes(), b"\r\n")),
@@ -328,8 +307,7 @@ fn a_forwarded_write_is_not_served_by_a_node_cut_off_or_not_yet_settled() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let mut peer = Client::connect_at(&node3.ip, node3.port);
-    authenticate(&mut peer, &cluster.secret);
+    let mut peer = cluster.member_client(3);
     assert_eq!(
         show(&peer.call(set.as_bytes(), b"\r\n")),
         "SERVER_ERROR recovering\\r\\n",

@@ -132,12 +132,7 @@ fn a_get_no_owner_answers_is_a_server_error_not_a_miss() {
             .with_fake(Fake::Hung)
             .with_peer_timeout_ms(300),
     );
-    let key_of = |node: u32| {
-        (0..)
-            .map(|i| format!("reach:{i}"))
-            .find(|key| cluster.owners(key) == [node])
-            .expect("a key of each node")
-    };
+    let key_of = |node: u32| cluster.key_owned("reach", |owners| owners == [node]);
     let (here, there) = (key_of(1), key_of(2));
     let mut client = cluster.client(1);
     client.set(&here, b"value");

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use crate::common::requests::{
     assert_owners_hold, curr_items, items, set_many, wait_for_local, Local, LocalReader,
 };
-use crate::common::{authenticate, Cluster, Layout, READY_TIMEOUT};
-use crate::support::{self, show, Client, REPLY_TIMEOUT};
+use crate::common::{Cluster, Layout, READY_TIMEOUT};
+use crate::support::{self, show, REPLY_TIMEOUT};
 
 /// A node that restarts is not primary for writes until it has recovered what
 /// it missed: its clients' writes go to another owner, even one that does not
@@ -24,30 +24,28 @@ fn a_recovering_node_is_not_primary_for_writes() {
     }
     // `all`: node 2 holds the counter before the client is told it is stored.
     let mut cluster = Cluster::start(&Layout::real(2, 1, 2, "all").with_peer_timeout_ms(500));
-    let counter = (0..)
-        .map(|i| format!("counter:{i}"))
-        .find(|key| cluster.owners(key)[0] == 1)
-        .expect("a key whose primary is node 1");
+    let counter = cluster.key_owned("counter", |owners| owners[0] == 1);
     cluster.client(2).set(&counter, b"10");
     // Node 1 comes back while node 2 is paused: node 1 recovers until node 2
     // answers, and has nothing of the counter meanwhile.
     restart_node_1_while_node_2_is_paused(&mut cluster);
-    let incr = format!("incr {counter} 1\r\n");
-    let reply = cluster.client(1).call(incr.as_bytes(), b"\r\n");
     // Sent to paused node 2, which got it but did not answer in time.
-    assert_eq!(
-        show(&reply),
+    assert_answer(
+        &cluster,
+        1,
+        &format!("incr {counter} 1\r\n"),
         "SERVER_ERROR the key's owner did not answer; the write may have been applied\\r\\n",
-        "incr through the recovering node"
+        "incr through the recovering node",
     );
     // Nor does it answer a miss for a key it has not got back: the owner
     // that holds it is out of reach.
     let get = format!("get {counter}\r\n");
-    let reply = cluster.client(1).call(get.as_bytes(), b"\r\n");
-    assert_eq!(
-        show(&reply),
+    assert_answer(
+        &cluster,
+        1,
+        &get,
         "SERVER_ERROR no owner of this key is reachable\\r\\n",
-        "get through the recovering node"
+        "get through the recovering node",
     );
     cluster.signal(2, "-CONT");
     // Once node 2 answers, node 1 copies what they share from it and serves
@@ -101,23 +99,14 @@ fn a_copy_newer_than_a_merged_state_replaces_it_during_recovery() {
     let key = "merged:1";
     assert_eq!(cluster.owners(key).len(), 2, "both nodes own {key}");
     restart_node_1_while_node_2_is_paused(&mut cluster);
-    let node = cluster.node(1);
-    let mut peer = Client::connect_at(&node.ip, node.port);
-    authenticate(&mut peer, &cluster.secret);
+    let mut peer = cluster.member_client(1);
     let merge = format!("rc merge 1 2\r\nmd {key} q E1000\r\nmn\r\n");
     let reply = peer.call(merge.as_bytes(), b"MN\r\n");
     assert!(reply.ends_with(b"MN\r\n"), "merge: {}", show(&reply));
     let copy = format!("rc copy 1 2\r\nms {key} 5 F0 T0 E2000 q\r\nnewer\r\nmn\r\n");
     let reply = peer.call(copy.as_bytes(), b"MN\r\n");
     assert_eq!(show(&reply), "MN\\r\\n", "copy");
-    assert_eq!(
-        cluster
-            .stats_cluster(1)
-            .get("node_state")
-            .map(String::as_str),
-        Some("recovering"),
-        "node 1 while the merge and the copy came"
-    );
+    assert_node_1_recovering(&cluster, "while the merge and the copy came");
     let read = format!("rc rep 1\r\nmg {key} v\r\n");
     let reply = peer.call(read.as_bytes(), b"\r\n");
     if reply.starts_with(b"VA ") {
@@ -148,18 +137,19 @@ fn a_deleted_key_stays_deleted_when_a_recovery_meets_a_stale_copy() {
         return;
     }
     let mut cluster = Cluster::start(&Layout::real(3, 1, 3, "quorum").with_peer_timeout_ms(300));
-    let key = (0..)
-        .map(|i| format!("gone:{i}"))
-        .find(|key| cluster.owners(key) == [1, 2, 3])
-        .expect("a key owned by nodes 1, 2 and 3 in that order");
+    let key = cluster.key_owned("gone", |owners| owners == [1, 2, 3]);
     cluster.client(1).set(&key, b"old");
     for id in [1, 2, 3] {
         wait_for_local(&cluster, id, &key, &Local::value("old"), "after the set");
     }
     cluster.signal(3, "-STOP");
-    let delete = format!("delete {key}\r\n");
-    let reply = cluster.client(1).call(delete.as_bytes(), b"\r\n");
-    assert_eq!(show(&reply), "DELETED\\r\\n", "delete with node 3 paused");
+    assert_answer(
+        &cluster,
+        1,
+        &format!("delete {key}\r\n"),
+        "DELETED\\r\\n",
+        "delete with node 3 paused",
+    );
     wait_for_local(&cluster, 2, &key, &Local::Miss, "after the delete");
     // Long past node 1's peer timeout: node 3 notices its pause when resumed
     // and takes nothing node 1 sent meanwhile.
@@ -176,18 +166,7 @@ fn a_deleted_key_stays_deleted_when_a_recovery_meets_a_stale_copy() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let get = format!("get {key}\r\n");
-    for via in [1, 2, 3] {
-        let reply = cluster.client(via).call(get.as_bytes(), b"END\r\n");
-        assert_eq!(
-            show(&reply),
-            "END\\r\\n",
-            "get through node {via} after the recovery"
-        );
-    }
-    for id in [1, 2, 3] {
-        wait_for_local(&cluster, id, &key, &Local::Miss, "after the recovery");
-    }
+    assert_gone_through_and_at(&cluster, &key, &[1, 2, 3], "after the recovery");
 }
 
 /// A key deleted, set again and deleted again at the same primary: the second
@@ -202,10 +181,7 @@ fn a_key_deleted_again_after_a_new_set_stays_deleted() {
         return;
     }
     let cluster = Cluster::start(&Layout::real(2, 1, 2, "one").with_peer_timeout_ms(300));
-    let key = (0..)
-        .map(|i| format!("again:{i}"))
-        .find(|key| cluster.owners(key) == [1, 2])
-        .expect("a key whose primary is node 1");
+    let key = cluster.key_owned("again", |owners| owners == [1, 2]);
     let mut client = cluster.client(1);
     let delete = format!("delete {key}\r\n");
     client.set(&key, b"first");
@@ -243,18 +219,23 @@ fn a_key_deleted_again_after_a_new_set_stays_deleted() {
     wait_for_local(&cluster, 2, &key, &Local::Miss, "node 2 after its pause");
     // Long enough for a stale item to travel back: the key stays deleted.
     std::thread::sleep(Duration::from_millis(2000));
+    assert_gone_through_and_at(&cluster, &key, &[1, 2], "at the end");
+}
+
+/// A `get` of `key` through each node of `ids` answers a miss, and then none
+/// of them holds a copy of it.
+fn assert_gone_through_and_at(cluster: &Cluster, key: &str, ids: &[u32], context: &str) {
     let get = format!("get {key}\r\n");
-    for via in [1, 2] {
+    for &via in ids {
         assert_eq!(
             show(&cluster.client(via).call(get.as_bytes(), b"END\r\n")),
             "END\\r\\n",
-            "get through node {via}\nnode 1's log: {}\nnode 2's log: {}",
-            cluster.log(1),
-            cluster.log(2)
+            "get through node {via} {context}\n{}",
+            cluster.logs()
         );
     }
-    for id in [1, 2] {
-        wait_for_local(&cluster, id, &key, &Local::Miss, "at the end");
+    for &id in ids {
+        wait_for_local(cluster, id, key, &Local::Miss, context);
     }
 }
 
@@ -379,12 +360,24 @@ fn restart_node_1_while_node_2_is_paused(cluster: &mut Cluster) {
     cluster.kill9(1);
     cluster.signal(2, "-STOP");
     cluster.restart(1);
+    assert_node_1_recovering(cluster, "after its restart");
+}
+
+/// Node 1 says `node_state recovering`.
+fn assert_node_1_recovering(cluster: &Cluster, when: &str) {
     assert_eq!(
         cluster
             .stats_cluster(1)
             .get("node_state")
             .map(String::as_str),
         Some("recovering"),
-        "node 1 after its restart"
+        "node 1 {when}"
     );
+}
+
+/// `request`, sent through node `via`, is answered with the one line
+/// `expected` (as [`show`] writes it).
+fn assert_answer(cluster: &Cluster, via: u32, request: &str, expected: &str, context: &str) {
+    let reply = cluster.client(via).call(request.as_bytes(), b"\r\n");
+    assert_eq!(show(&reply), expected, "{context}");
 }

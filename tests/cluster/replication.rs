@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use crate::common::requests::{
     assert_all_read, curr_items, get_many, items, set_many, Local, LocalReader,
 };
-use crate::common::{authenticate, Cluster, Layout, BATCH};
-use crate::support::{self, show, Client};
+use crate::common::{Cluster, Layout, BATCH};
+use crate::support::{self, show};
 
 /// With R=2 and every write acknowledged by both owners, 10,000 keys set
 /// through one node read back through the two others, the nodes together hold
@@ -81,17 +81,12 @@ fn a_touch_reaches_the_replica() {
         return;
     }
     let cluster = Cluster::start(&Layout::real(2, 1, 2, "all"));
-    let key = (0..)
-        .map(|i| format!("touched:{i}"))
-        .find(|key| cluster.owners(key) == [1, 2])
-        .expect("a key whose primary is node 1");
+    let key = cluster.key_owned("touched", |owners| owners == [1, 2]);
     cluster.client(1).set(&key, b"v");
     let touch = format!("touch {key} 5000\r\n");
     let reply = cluster.client(1).call(touch.as_bytes(), b"\r\n");
     assert_eq!(show(&reply), "TOUCHED\\r\\n");
-    let node = cluster.node(2);
-    let mut replica = Client::connect_at(&node.ip, node.port);
-    authenticate(&mut replica, &cluster.secret);
+    let mut replica = cluster.member_client(2);
     let request = format!("rc rep 1\r\nmg {key} t\r\n");
     let reply = show(&replica.call(request.as_bytes(), b"\r\n"));
     let ttl: i64 = reply

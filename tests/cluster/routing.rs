@@ -60,10 +60,7 @@ fn a_lone_client_reading_through_one_hop_is_answered_at_once() {
     for sockets in ["uring", "glommio"] {
         let cluster =
             Cluster::start(&Layout::real(2, 1, 1, "one").with_args(&["--sockets", sockets]));
-        let key = (0..)
-            .map(|i| format!("hop:{i}"))
-            .find(|key| cluster.primary(key).0 == 2)
-            .expect("a key of node 2");
+        let key = cluster.key_owned("hop", |owners| owners[0] == 2);
         let mut client = cluster.client(1);
         client.set(&key, b"value");
         let median = support::median_get_round_trip(&mut client, &key, GETS);

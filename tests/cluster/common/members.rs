@@ -142,6 +142,17 @@ pub fn one_node_cluster(name: &str) -> (PathBuf, Member, Vec<(String, String)>) 
     (root, m1, items)
 }
 
+/// Each `stats cluster` view's node id, epoch and node state, for a failure
+/// message.
+pub fn ids_epochs_and_states(
+    views: &[HashMap<String, String>],
+) -> Vec<(Option<&String>, Option<&String>, Option<&String>)> {
+    views
+        .iter()
+        .map(|v| (v.get("node_id"), v.get("epoch"), v.get("node_state")))
+        .collect()
+}
+
 /// Waits until every member reports the same epoch, `serving`, and node states
 /// `states` (id, state) and nothing else: a change and the data movement it
 /// starts are over.
@@ -176,10 +187,7 @@ pub fn wait_for_members(members: &[&Member], states: &[(u32, &str)]) -> u64 {
         assert!(
             Instant::now() < deadline,
             "the members did not settle on {states:?}: {:?}\n{}",
-            views
-                .iter()
-                .map(|v| (v.get("node_id"), v.get("epoch"), v.get("node_state")))
-                .collect::<Vec<_>>(),
+            ids_epochs_and_states(&views),
             members
                 .iter()
                 .map(|m| m.log())

@@ -18,11 +18,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ringcache::cluster::auth::{ClientHandshake, Secret, SECRET_FILE_NAME};
+use ringcache::cluster::auth::{Secret, SECRET_FILE_NAME};
 use ringcache::cluster::config::ClusterConfig;
 use ringcache::cluster::placement::Placement;
 
-use crate::support::{self, show, Client, Server, StartError, REPLY_TIMEOUT};
+use crate::support::{self, Client, Server, StartError};
 use fake_peer::{Fake, FakePeer};
 use requests::{parse_stats, LocalReader};
 
@@ -37,18 +37,7 @@ pub const BATCH: usize = 100;
 
 pub const SIGKILL: i32 = 9;
 
-/// The members-only handshake, as an admin, on a test's client.
-pub fn authenticate(client: &mut Client, secret: &Secret) {
-    let (handshake, hello) = ClientHandshake::start("admin", [7; 16]);
-    client.send(&hello);
-    let challenge = client
-        .read_until(b"\r\n", REPLY_TIMEOUT)
-        .expect("an rc challenge");
-    let auth = handshake
-        .on_challenge(secret, &challenge[..challenge.len() - 2])
-        .expect("the node holds the cluster's secret");
-    assert_eq!(show(&client.call(&auth, b"\r\n")), show(b"OK\r\n"));
-}
+pub use crate::support::authenticate;
 
 /// Where [`fresh_ports`] picks ports.
 const PORTS_FROM: u64 = 10_000;
@@ -320,6 +309,27 @@ impl Cluster {
             .owners(key.as_bytes())
             .iter()
             .map(|o| o.node)
+            .collect()
+    }
+
+    /// The first key `<prefix>:<i>` whose owners, primary first, are as
+    /// `wanted` says.
+    pub fn key_owned(&self, prefix: &str, wanted: impl Fn(&[u32]) -> bool) -> String {
+        self.keys_owned(prefix, 1, wanted).remove(0)
+    }
+
+    /// The first `count` keys `<prefix>:<i>` whose owners, primary first, are
+    /// as `wanted` says.
+    pub fn keys_owned(
+        &self,
+        prefix: &str,
+        count: usize,
+        wanted: impl Fn(&[u32]) -> bool,
+    ) -> Vec<String> {
+        (0..)
+            .map(|i| format!("{prefix}:{i}"))
+            .filter(|key| wanted(&self.owners(key)))
+            .take(count)
             .collect()
     }
 
