@@ -104,6 +104,11 @@ pub enum RecoverWhat {
     Hints,
     /// Every item the two nodes share.
     All,
+    /// Every item the two nodes share that the peer holds, current or not:
+    /// asked by a node that takes over as primary from one a decision marked
+    /// down, which may have had writes acknowledged by the peer and not by
+    /// the asker. The asker keeps the newest of each.
+    Takeover,
 }
 
 /// One parsed `rc` line.
@@ -175,6 +180,7 @@ pub fn parse_peer_line(buf: &[u8]) -> Result<Option<(PeerLine, usize)>, usize> {
             what: match tokens[4] {
                 "hints" => RecoverWhat::Hints,
                 "all" => RecoverWhat::All,
+                "takeover" => RecoverWhat::Takeover,
                 _ => return Err(used),
             },
         },
@@ -264,6 +270,7 @@ pub fn encode_recover(epoch: u64, node: u32, what: RecoverWhat, out: &mut Vec<u8
     let what = match what {
         RecoverWhat::Hints => "hints",
         RecoverWhat::All => "all",
+        RecoverWhat::Takeover => "takeover",
     };
     let _ = write!(out, "rc recover {epoch} {node} {what}\r\n");
     out.extend_from_slice(MN_REQUEST);
@@ -554,6 +561,20 @@ mod tests {
                 20
             )))
         );
+        assert_eq!(
+            parse_peer_line(b"rc recover 4 2 takeover\r\n"),
+            Ok(Some((
+                PeerLine::Recover {
+                    epoch: 4,
+                    node: 2,
+                    what: RecoverWhat::Takeover
+                },
+                25
+            )))
+        );
+        let mut line = Vec::new();
+        encode_recover(4, 2, RecoverWhat::Takeover, &mut line);
+        assert!(line.starts_with(b"rc recover 4 2 takeover\r\n"));
         assert_eq!(
             parse_peer_line(b"rc merge 2 9\r\n"),
             Ok(Some((

@@ -372,3 +372,67 @@ fn availability_client(
     }
     ops
 }
+
+/// R=3 `quorum`: writes acknowledged by their primary and one replica while
+/// the third owner was paused (only the primary keeps hints for it), then the
+/// primary killed. Once a decision marks the primary down, the owner that
+/// takes over copies what the other owners hold before it serves those keys,
+/// so every read through every survivor sees the acknowledged writes.
+#[test]
+fn the_owner_taking_over_from_a_dead_primary_first_copies_what_the_others_hold() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    let mut cluster = Cluster::start(
+        &Layout::real(3, 1, 3, "quorum")
+            .with_consensus()
+            .with_peer_timeout_ms(300)
+            .with_args(&["--failover-timeout-ms", "1500"]),
+    );
+    let keys: Vec<String> = (0..3000)
+        .map(|i| format!("takeover:{i}"))
+        .filter(|k| cluster.owners(k) == [1, 2, 3])
+        .take(20)
+        .collect();
+    assert_eq!(keys.len(), 20, "keys whose primary is node 1, then node 2");
+    let old: Vec<(String, String)> = keys.iter().map(|k| (k.clone(), "old".into())).collect();
+    let new: Vec<(String, String)> = keys.iter().map(|k| (k.clone(), "new".into())).collect();
+    set_many(&mut cluster.client(1), &old, 1);
+    assert_all_read(&mut cluster.client(2), &old, 2);
+    // Node 2 misses the new values; node 3 acknowledges them with node 1.
+    cluster.signal(2, "-STOP");
+    set_many(&mut cluster.client(1), &new, 1);
+    // Long enough for node 2 to notice the pause and drop what was sent to
+    // it meanwhile (it would otherwise apply node 1's replicated items).
+    std::thread::sleep(Duration::from_millis(800));
+    cluster.kill9(1);
+    cluster.signal(2, "-CONT");
+    let deadline = Instant::now() + READY_TIMEOUT;
+    cluster.wait_for_node_state(2, 1, "down", deadline);
+    cluster.wait_for_node_state(3, 1, "down", deadline);
+    for via in [2, 3] {
+        let mut client = cluster.client(via);
+        for key in &keys {
+            // Refused while the new primary copies (the outcome is then
+            // unknown to a client); never the old value.
+            let value = loop {
+                let reply = client.call(format!("get {key}\r\n").as_bytes(), b"\r\n");
+                if reply.starts_with(b"VALUE") {
+                    let rest = client.read_until(b"END\r\n", Duration::from_secs(5));
+                    break [reply, rest.unwrap_or_default()].concat();
+                }
+                if !reply.starts_with(b"SERVER_ERROR") {
+                    break reply;
+                }
+                assert!(Instant::now() < deadline, "{key} via node {via}: refused");
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            let shown = String::from_utf8_lossy(&value).into_owned();
+            assert!(
+                shown.contains("\r\nnew\r\n"),
+                "{key} via node {via}: {shown:?} after the write of \"new\" was acknowledged\n{}",
+                cluster.logs()
+            );
+        }
+    }
+}

@@ -4,7 +4,7 @@
 
 use super::node::ClusterNode;
 use super::peer::{Link, Reply};
-use super::replication::{encode_current, encode_view};
+use super::replication::{encode_current, encode_view, Held};
 use super::routing::ShardCluster;
 use crate::cluster::wire::PeerMode;
 use crate::runtime::messages::{Answer, Ask};
@@ -92,7 +92,7 @@ impl ShardCluster {
             for (key, record) in records {
                 send(&key, record);
             }
-            for (_, record, key) in self.removals_for(node, clock) {
+            for (_, record, key) in self.removals_for(node, Held::Current, clock) {
                 send(&key, record);
             }
         } else {

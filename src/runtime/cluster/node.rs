@@ -77,6 +77,23 @@ impl View {
     }
 }
 
+/// Whether `me`, up in `new`, must copy from the other owners before it is
+/// primary again: `new` marks another node down that `old` did not, and a
+/// write is acknowledged by fewer than all of a key's owners, so the node that
+/// now takes over as primary may lack a write that another owner acknowledged.
+fn takes_over(old: &ClusterConfig, new: &ClusterConfig, me: u32) -> bool {
+    use crate::cluster::config::NodeState;
+    let up = |config: &ClusterConfig, id: u32| {
+        config.node(id).is_some_and(|n| n.state != NodeState::Down)
+    };
+    let marked_down = new
+        .nodes()
+        .iter()
+        .any(|n| n.id != me && n.state == NodeState::Down && up(old, n.id));
+    let replicas = new.replicas();
+    up(new, me) && marked_down && new.write_ack().acks_needed(replicas) < replicas
+}
+
 /// What the whole node knows of its cluster.
 pub struct ClusterNode {
     /// This node's id.
@@ -120,6 +137,11 @@ pub struct ClusterNode {
     /// This node must copy every item it owns from the nodes holding them: at
     /// start, and when an epoch gives it keys it did not own (data movement).
     pub(super) migration_wanted: AtomicBool,
+    /// A decision marked another node down while writes are acknowledged by
+    /// fewer than all owners: this node may now be primary for keys whose
+    /// latest acknowledged write it missed (another owner acknowledged it),
+    /// so it copies what the others hold first (`RecoverWhat::Takeover`).
+    pub(super) takeover_wanted: AtomicBool,
     /// Keys moved to this node and it is copying them: it reads only the keys
     /// it owned on the same shard under every placement in `migrating_from`
     /// (those of the epochs before each move since the copy began).
@@ -243,6 +265,7 @@ impl ClusterNode {
             was_cut_off: AtomicBool::new(false),
             consensus: AtomicBool::new(false),
             migration_wanted: AtomicBool::new(true),
+            takeover_wanted: AtomicBool::new(false),
             migrating: AtomicBool::new(false),
             migrating_from: RwLock::new(Vec::new()),
             unpulled: std::sync::Mutex::new(HashMap::new()),
@@ -359,6 +382,15 @@ impl ClusterNode {
             );
             self.settling_after_pause.store(true, Ordering::Release);
             self.want_recovery(&self.recovery_wanted);
+        }
+        if self.consensus.load(Ordering::Acquire)
+            && takes_over(old.config(), view.config(), self.me)
+        {
+            log::info!(
+                "epoch {epoch} marks a node down: copying what the other owners hold before this node is primary for their keys"
+            );
+            self.settling_after_pause.store(true, Ordering::Release);
+            self.want_recovery(&self.takeover_wanted);
         }
         self.take_up_moves(&old, &view);
         *self.view.write().expect("view lock") = Arc::new(view);
@@ -491,5 +523,68 @@ impl ClusterNode {
     /// Milliseconds since this node started: when a connection was accepted.
     pub fn clock_ms(&self) -> u64 {
         self.now_ms()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(replicas: usize, write_ack: &str, down: &[u32]) -> ClusterConfig {
+        let mut file = format!("replicas = {replicas}\nwrite_ack = \"{write_ack}\"\n");
+        for id in 1..=3u32 {
+            let state = if down.contains(&id) { "down" } else { "up" };
+            file.push_str(&format!(
+                "[[node]]\nid = {id}\naddr = \"127.0.0.{id}:11211\"\nshards = [\"127.0.0.{id}:11300\"]\nstate = \"{state}\"\n"
+            ));
+        }
+        ClusterConfig::from_file_text(&file).expect("a cluster file")
+    }
+
+    #[test]
+    fn a_node_takes_over_when_another_is_marked_down_and_writes_need_fewer_than_all_owners() {
+        // R=3 `quorum`: a write acknowledged by 2 of 3 may be missing here.
+        assert!(takes_over(
+            &config(3, "quorum", &[]),
+            &config(3, "quorum", &[1]),
+            2
+        ));
+        assert!(takes_over(
+            &config(3, "one", &[]),
+            &config(3, "one", &[1]),
+            2
+        ));
+        // `all` (and `quorum` of 2, which is all): every owner that was up has it.
+        assert!(!takes_over(
+            &config(3, "all", &[]),
+            &config(3, "all", &[1]),
+            2
+        ));
+        assert!(!takes_over(
+            &config(2, "quorum", &[]),
+            &config(2, "quorum", &[1]),
+            2
+        ));
+        // Only a new mark-down, of another node, and only for a node that is up.
+        assert!(!takes_over(
+            &config(3, "quorum", &[1]),
+            &config(3, "quorum", &[1]),
+            2
+        ));
+        assert!(!takes_over(
+            &config(3, "quorum", &[1]),
+            &config(3, "quorum", &[]),
+            2
+        ));
+        assert!(!takes_over(
+            &config(3, "quorum", &[]),
+            &config(3, "quorum", &[2]),
+            2
+        ));
+        assert!(!takes_over(
+            &config(3, "quorum", &[2]),
+            &config(3, "quorum", &[1, 2]),
+            2
+        ));
     }
 }

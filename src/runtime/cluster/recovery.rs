@@ -3,10 +3,11 @@
 //! ([`exchange`]); and a shard pushes to a recovering peer what it asks for
 //! ([`ShardCluster::push_recovery`]). Network I/O throughout.
 
+use super::hints::Hints;
 use super::migration::{drop_gained, unlink_where};
 use super::node::ClusterNode;
 use super::peer::{self, Link, Reply};
-use super::replication::{encode_current, encode_view};
+use super::replication::{encode_current, encode_view, Held};
 use super::routing::ShardCluster;
 use crate::cluster::ring::Owner;
 use crate::cluster::wire::{self, PeerMode, RecoverWhat};
@@ -81,6 +82,7 @@ pub async fn recover(cluster: Rc<ShardCluster>, what: RecoverWhat) {
                 pulled
             }
             RecoverWhat::Hints => exchange(&cluster, peer).await,
+            RecoverWhat::Takeover => pull(&cluster, peer, RecoverWhat::Takeover).await,
         };
         settled += done as usize;
     }
@@ -243,23 +245,37 @@ impl ShardCluster {
         if what == RecoverWhat::All && self.node.is_recovering() {
             return wire::RECOVERING;
         }
-        let taken = self.hints.borrow_mut().remove(&node).unwrap_or_default();
-        self.node
-            .hinted_keys
-            .fetch_sub(taken.keys.len() as u64, Ordering::Relaxed);
         let mut pending: Vec<(Rc<Link>, Reply, Vec<u8>)> = Vec::new();
-        match what {
+        // A node taking over is sent what this shard holds; the hints it
+        // keeps for that node stay, to be replayed as usual.
+        let taken = match what {
+            RecoverWhat::Hints | RecoverWhat::All => {
+                let taken = self.hints.borrow_mut().remove(&node).unwrap_or_default();
+                self.node
+                    .hinted_keys
+                    .fetch_sub(taken.keys.len() as u64, Ordering::Relaxed);
+                taken
+            }
+            RecoverWhat::Takeover => Hints::default(),
+        };
+        let sent = match what {
             RecoverWhat::Hints if taken.overflowed => {
                 // Keep the mark until the node copies everything.
                 self.hints.borrow_mut().entry(node).or_default().overflowed = true;
                 return wire::HINTS_OVERFLOWED;
             }
-            RecoverWhat::Hints => self.send_hinted(node, taken.keys, clock, &mut pending),
-            RecoverWhat::All => {
-                if !self.send_shared(node, clock, &mut pending).await {
-                    return b"SERVER_ERROR copy failed\r\n";
-                }
+            RecoverWhat::Hints => {
+                self.send_hinted(node, taken.keys, clock, &mut pending);
+                true
             }
+            RecoverWhat::All => {
+                self.send_shared(node, Held::Current, clock, &mut pending)
+                    .await
+            }
+            RecoverWhat::Takeover => self.send_shared(node, Held::Any, clock, &mut pending).await,
+        };
+        if !sent {
+            return b"SERVER_ERROR copy failed\r\n";
         }
         if self
             .all_acknowledged(&mut pending, PeerMode::Copy(self.node.me))
@@ -300,6 +316,7 @@ impl ShardCluster {
     async fn send_shared(
         &self,
         node: u32,
+        which: Held,
         clock: &Clock,
         pending: &mut Vec<(Rc<Link>, Reply, Vec<u8>)>,
     ) -> bool {
@@ -312,7 +329,7 @@ impl ShardCluster {
                     let owners = self.view().placement.owners(item.key);
                     let target = owners.iter().find(|o| o.node == node);
                     if let (Some(&target), true) =
-                        (target, self.node.holds_current(item.key, &owners, me))
+                        (target, which.hands_on(&self.node, item.key, &owners, me))
                     {
                         let mut record = Vec::new();
                         encode_view(&item, clock, &mut record);
@@ -334,7 +351,7 @@ impl ShardCluster {
             }
             glommio::executor().yield_if_needed().await;
         }
-        for (target, record, key) in self.removals_for(node, clock) {
+        for (target, record, key) in self.removals_for(node, which, clock) {
             let link = self.link(target);
             let reply = link.send(PeerMode::Copy(self.node.me), record);
             pending.push((link, reply, key));

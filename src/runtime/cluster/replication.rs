@@ -3,6 +3,7 @@
 //! records (items, removals) that carry a key's state from node to node.
 //! Sends over peer links and waits for their replies.
 
+use super::node::ClusterNode;
 use super::peer::{Link, Reply};
 use super::routing::{key_tag, ShardCluster};
 use crate::cluster::ring::Owner;
@@ -272,7 +273,12 @@ impl ShardCluster {
     /// The removals this shard remembers of keys `node` owns, as records to
     /// send it (a node copying every shared item gets them with the items, so
     /// that no older copy brings a removed key back).
-    pub(super) fn removals_for(&self, node: u32, clock: &Clock) -> Vec<(Owner, Vec<u8>, Vec<u8>)> {
+    pub(super) fn removals_for(
+        &self,
+        node: u32,
+        which: Held,
+        clock: &Clock,
+    ) -> Vec<(Owner, Vec<u8>, Vec<u8>)> {
         let view = self.view();
         let me = self.own_owner();
         let mut tombstones = self.tombstones.borrow_mut();
@@ -282,7 +288,7 @@ impl ShardCluster {
             let Some(&target) = owners.iter().find(|o| o.node == node) else {
                 continue;
             };
-            if self.node.holds_current(key, &owners, me) {
+            if which.hands_on(&self.node, key, &owners, me) {
                 let mut record = Vec::new();
                 wire::encode_removal(key, cas, &mut record);
                 records.push((target, record, key.to_vec()));
@@ -480,5 +486,30 @@ pub fn is_write(req: &crate::protocol::text::Request<'_>) -> bool {
             _ => false,
         },
         _ => false,
+    }
+}
+
+/// Which of its copies a shard hands to a node that copies from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Held {
+    /// Those it holds current (see `ClusterNode::holds_current`).
+    Current,
+    /// Every copy of a key it owns: the receiver keeps the newest of each
+    /// (see `RecoverWhat::Takeover`).
+    Any,
+}
+
+impl Held {
+    pub(super) fn hands_on(
+        self,
+        node: &ClusterNode,
+        key: &[u8],
+        owners: &crate::cluster::placement::Owners,
+        me: Owner,
+    ) -> bool {
+        match self {
+            Held::Current => node.holds_current(key, owners, me),
+            Held::Any => owners.contains(&me),
+        }
     }
 }

@@ -24,6 +24,7 @@ impl ClusterNode {
     pub(super) fn recovery_done(&self) {
         let _order = self.recovery_lock.lock().expect("recovery lock");
         if !self.migration_wanted.load(Ordering::Acquire)
+            && !self.takeover_wanted.load(Ordering::Acquire)
             && !self.recovery_wanted.load(Ordering::Acquire)
         {
             self.recovering.store(false, Ordering::Release);

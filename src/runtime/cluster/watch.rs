@@ -47,6 +47,8 @@ fn start_wanted_recovery(
     if !recovering.get() {
         let what = if node.migration_wanted.swap(false, Ordering::AcqRel) {
             Some(RecoverWhat::All)
+        } else if node.takeover_wanted.swap(false, Ordering::AcqRel) {
+            Some(RecoverWhat::Takeover)
         } else if node.recovery_wanted.swap(false, Ordering::AcqRel) {
             Some(RecoverWhat::Hints)
         } else {
