@@ -7,7 +7,9 @@
 BENCH_PIDS=()
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BENCH="$ROOT/target/release/ringcache-bench"
-RINGCACHE="$ROOT/target/release/ringcache"
+# RINGCACHE names another server binary to measure (an earlier build, say),
+# with the same client and scripts.
+RINGCACHE="${RINGCACHE:-$ROOT/target/release/ringcache}"
 
 say() { printf '==> %s\n' "$*" >&2; }
 
