@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 impl ClusterNode {
     /// Takes up what the epoch of `view` moves, from `old`: a step of
     /// [`ClusterNode::install`], before `view` is put in force.
-    pub(super) fn take_up_moves(&self, old: &View, view: &View) {
+    pub(super) fn take_up_moves(&self, old: &View, view: &mut View) {
         // Data movement: a node given keys it did not own copies them before it
         // reads them (migrating from now on, so the writes it takes meanwhile
         // are not overwritten by the copies); one that lost keys releases them
@@ -41,23 +41,14 @@ impl ClusterNode {
         if placement_changed {
             // Copies this node kept of keys it lost before are stale from now
             // on: only those lost at this epoch are still current.
-            *self.previous.write().expect("previous lock") = Some(old.placement.clone());
+            view.previous = Some(old.placement.clone());
+        } else {
+            view.previous = old.previous.clone();
         }
         if moves.loses {
             let due = self.now_ms() + MIGRATION_RELEASE_GRACE_MS;
             self.release_due_ms.store(due, Ordering::Release);
         }
-    }
-
-    /// The owners of the key at `point` under the placement before the last
-    /// change of placement: while keys move, a node that owned a key then
-    /// still holds it (until its new owners have it) and serves reads of it.
-    pub fn previous_owners(&self, point: u32) -> Option<crate::cluster::placement::Owners> {
-        self.previous
-            .read()
-            .expect("previous lock")
-            .as_ref()
-            .map(|p| p.owners_of_point(point))
     }
 }
 

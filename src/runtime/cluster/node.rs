@@ -25,6 +25,10 @@ pub struct View {
     shard_addrs: HashMap<Owner, SocketAddr>,
     client_addrs: HashMap<u32, SocketAddr>,
     tko: HashMap<u32, Arc<AtomicBool>>,
+    /// The placement before the last change of placement: while keys move,
+    /// a node that owned a key then still holds it (until its new owners have
+    /// it) and serves reads of it.
+    pub(super) previous: Option<Placement>,
 }
 
 impl View {
@@ -51,6 +55,7 @@ impl View {
             shard_addrs,
             client_addrs,
             tko,
+            previous: None,
         })
     }
 
@@ -152,7 +157,6 @@ pub struct ClusterNode {
     /// new owners may read and copy it here until it is released; a copy of a
     /// key it owned neither then nor now is stale (kept only until release,
     /// while writes went elsewhere) and is never sent.
-    pub(super) previous: RwLock<Option<Placement>>,
     /// Keys written (by any role but `Copy`) on any shard since the node began
     /// to copy (recovery or moved keys): copies never overwrite them, and the
     /// node reads them even before its copy is done. Empty otherwise.
@@ -271,7 +275,6 @@ impl ClusterNode {
             unpulled: std::sync::Mutex::new(HashMap::new()),
             unpulled_any: AtomicBool::new(false),
             unpulled_patience,
-            previous: RwLock::new(None),
             written: std::sync::Mutex::new(HashSet::new()),
             written_any: AtomicBool::new(false),
             recovery_lock: std::sync::Mutex::new(()),
@@ -351,7 +354,7 @@ impl ClusterNode {
                 ))
             }
         }
-        let view = {
+        let mut view = {
             let mut tko = self.tko.write().expect("tko lock");
             View::new(config, |id| {
                 tko.entry(id)
@@ -392,7 +395,7 @@ impl ClusterNode {
             self.settling_after_pause.store(true, Ordering::Release);
             self.want_recovery(&self.takeover_wanted);
         }
-        self.take_up_moves(&old, &view);
+        self.take_up_moves(&old, &mut view);
         *self.view.write().expect("view lock") = Arc::new(view);
         self.epoch.store(epoch, Ordering::Release);
         log::info!("cluster configuration of epoch {epoch} in force");

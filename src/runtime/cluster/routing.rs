@@ -274,9 +274,13 @@ impl ShardCluster {
                     .expect("the read order holds the key's owners")
             })
             .collect();
-        let previous = node
-            .previous_owners(point)
-            .map(|p| p.iter().map(|&o| facts_of(o)).collect());
+        // The shard's own snapshot of the view: no lock on the request path.
+        let previous = view.previous.as_ref().map(|p| {
+            p.owners_of_point(point)
+                .iter()
+                .map(|&o| facts_of(o))
+                .collect()
+        });
         // Only asked of a node that owns the key.
         let mine = owners
             .iter()

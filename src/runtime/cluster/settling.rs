@@ -51,9 +51,8 @@ impl ClusterNode {
     ) -> bool {
         (owners.contains(&owner) && self.copy_is_current(key, owner))
             || self
+                .view()
                 .previous
-                .read()
-                .expect("previous lock")
                 .as_ref()
                 .is_some_and(|p| p.owners(key).contains(&owner))
     }
