@@ -83,9 +83,11 @@ impl View {
 }
 
 /// Whether `me`, up in `new`, must copy from the other owners before it is
-/// primary again: `new` marks another node down that `old` did not, and a
-/// write is acknowledged by fewer than all of a key's owners, so the node that
-/// now takes over as primary may lack a write that another owner acknowledged.
+/// primary again: `new` marks another node down that `old` did not, and
+/// `write_ack` `quorum` acknowledges a write with fewer than all of a key's
+/// owners (R >= 3), so the node that now takes over as primary may lack a
+/// write that another owner acknowledged. (`one` promises availability
+/// first: an owner stands in at once, and what it lacks is a documented loss.)
 fn takes_over(old: &ClusterConfig, new: &ClusterConfig, me: u32) -> bool {
     use crate::cluster::config::NodeState;
     let up = |config: &ClusterConfig, id: u32| {
@@ -96,7 +98,10 @@ fn takes_over(old: &ClusterConfig, new: &ClusterConfig, me: u32) -> bool {
         .iter()
         .any(|n| n.id != me && n.state == NodeState::Down && up(old, n.id));
     let replicas = new.replicas();
-    up(new, me) && marked_down && new.write_ack().acks_needed(replicas) < replicas
+    up(new, me)
+        && marked_down
+        && new.write_ack() == crate::cluster::config::WriteAck::Quorum
+        && new.write_ack().acks_needed(replicas) < replicas
 }
 
 /// What the whole node knows of its cluster.
@@ -552,12 +557,13 @@ mod tests {
             &config(3, "quorum", &[1]),
             2
         ));
-        assert!(takes_over(
+        // `all` (and `quorum` of 2, which is all): every owner that was up has
+        // it; `one` puts availability first.
+        assert!(!takes_over(
             &config(3, "one", &[]),
             &config(3, "one", &[1]),
             2
         ));
-        // `all` (and `quorum` of 2, which is all): every owner that was up has it.
         assert!(!takes_over(
             &config(3, "all", &[]),
             &config(3, "all", &[1]),
