@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# What a client of the survivors sees when one node of three dies (R=2,
+# What a client of the survivors sees when one node of three dies (R=2 or REPLICAS,
 # write_ack = "quorum", Paxos): the share of operations that succeed and the
 # longest wait before the kill, until the decision that marks it down, and
 # after. Real node processes on loopback; four clients through nodes 1 and 2.
 #
 #   scripts/availability.sh            # an otherwise idle machine
 #   HOGS=1 scripts/availability.sh     # one busy process per CPU beside the nodes
+#   REPLICAS=3 scripts/availability.sh # R=3: quorum is 2 of 3 owners
 set -euo pipefail
 cd "$(dirname "$0")/.."
 hog_pids=()
@@ -20,5 +21,5 @@ if [[ ${HOGS:-0} == 1 ]]; then
         hog_pids+=($!)
     done
 fi
-cargo test --release --quiet --test cluster -- --ignored --exact \
+RINGCACHE_AVAILABILITY_REPLICAS=${REPLICAS:-2} cargo test --release --quiet --test cluster -- --ignored --exact \
     failover::availability_with_one_of_three_killed --nocapture 2>&1 | grep '^availability:'

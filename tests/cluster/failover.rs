@@ -242,8 +242,14 @@ fn availability_with_one_of_three_killed() {
         return;
     }
     let peer_timeout_ms = 250;
+    // R=3 makes `quorum` fewer than all owners: the survivors then take over
+    // with a copy once the dead node is marked down.
+    let replicas = std::env::var("RINGCACHE_AVAILABILITY_REPLICAS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(2);
     let mut cluster = Cluster::start(
-        &Layout::real(3, 1, 2, "quorum")
+        &Layout::real(3, 1, replicas, "quorum")
             .with_consensus()
             .with_peer_timeout_ms(peer_timeout_ms)
             .with_args(&["--failover-timeout-ms", "3000"]),
