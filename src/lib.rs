@@ -8,8 +8,10 @@
 //! - [`hotkeys`] is the space-saving sketch of a shard's most requested keys (pure);
 //! - [`cluster`] holds the consistent-hash ring, the cluster configuration and placement (pure);
 //! - [`consensus`] is the Multi-Paxos state machine that agrees the configuration (pure);
-//! - [`runtime`] is the only part that touches glommio, sockets, signals and the clock.
+//! - [`runtime`] is the only part that touches glommio, sockets, signals and the clock;
+//! - [`admin`] is `ringcache cluster ...`, the admin client: a client of a node, outside the server.
 
+pub mod admin;
 pub mod cli;
 pub mod cluster;
 pub mod consensus;

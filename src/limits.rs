@@ -179,7 +179,7 @@ pub const RECOVERY_WRITTEN_KEYS_MAX: usize = 1_000_000;
 /// Inputs queued for the control thread (consensus messages, failure reports,
 /// proposals) before more are refused: a message past it is dropped as the
 /// network might drop it, and a proposal is answered
-/// [`CONTROL_QUEUE_FULL`](crate::runtime::messages::CONTROL_QUEUE_FULL).
+/// `SERVER_ERROR the control queue is full; try again`.
 pub const CONTROL_QUEUE_DEPTH: usize = 1024;
 
 pub const PEER_REPLY_BYTES_MAX: usize = ITEM_SIZE_MAX_MAX_BYTES + 4096;

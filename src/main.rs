@@ -9,7 +9,7 @@ const EXIT_USAGE: i32 = 64;
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
     if argv.get(1).map(String::as_str) == Some("cluster") {
-        std::process::exit(ringcache::runtime::admin::main(&argv[2..]));
+        std::process::exit(ringcache::admin::main(&argv[2..]));
     }
     let args = Args::parse();
     if args.license {

@@ -49,10 +49,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "the shard loop and the control thread",
         &["shard", "control"],
     ),
-    (
-        "start-up, joining and admin commands",
-        &["start", "admin", "launch"],
-    ),
+    ("start-up and joining", &["start", "launch"]),
 ];
 
 /// The module path of a source file, as `["runtime", "cluster", "peer"]`.

@@ -20,13 +20,14 @@
 //! 5. what every task of one shard shares: `ctx`;
 //! 6. one client connection: `conn` (text and binary loops, routing, replies);
 //! 7. the shard loop (`shard`) and the control thread ([`control`]);
-//! 8. joining, admin commands and starting the node: `start`, [`admin`],
-//!    `launch`.
+//! 8. joining and starting the node: `start`, `launch`.
+//!
+//! The admin client (`ringcache cluster ...`) is a client of a node, outside
+//! the runtime: `crate::admin`.
 //!
 //! This file itself (the [`Node`] every shard shares, socket helpers) is
 //! outside the order: any layer may use it.
 
-pub mod admin;
 pub mod auth;
 pub mod cluster;
 mod conn;

@@ -21,7 +21,9 @@
 //! `cluster::auth`): `--cluster-secret FILE`, or `cluster.secret` in
 //! `--data-dir DIR` (a node's data directory on the same machine).
 //!
-//! Top layer: imports only [`auth`](super::auth) and `start`.
+//! A client of a node, outside the server's runtime: it uses only the
+//! runtime's members-only handshake (`runtime::auth`) and its one-shot
+//! requests to a node (`runtime::start`).
 
 use crate::cluster::auth::{Secret, SECRET_FILE_NAME};
 use crate::cluster::codec;
@@ -68,7 +70,7 @@ pub fn main(args: &[String]) -> i32 {
     }
     if command == Some("status") {
         // `stats cluster` is open to clients (discovery): no secret needed.
-        return finish(super::start::ask_plain(
+        return finish(crate::runtime::start::ask_plain(
             &node,
             b"stats cluster\r\n",
             b"END\r\n",
@@ -119,7 +121,7 @@ fn find_secret(
         .ok_or_else(|| {
             "this command needs the cluster secret: --cluster-secret FILE, or --data-dir DIR of a node on this machine".to_string()
         })?;
-    super::auth::load_secret(&path)
+    crate::runtime::auth::load_secret(&path)
 }
 
 /// Prints the reply and returns the exit code: 1 if the node refused, 2 if
@@ -156,8 +158,8 @@ impl std::fmt::Display for Admin<'_> {
 
 /// Sends `request`, after the handshake, and reads until the reply ends with `end`.
 fn exchange(node: &Admin<'_>, request: &[u8], end: &[u8]) -> Result<Vec<u8>, String> {
-    let asker = super::start::Asker::Admin(node.secret);
-    super::start::ask(node.node, asker, request, end, ADMIN_TIMEOUT)
+    let asker = crate::runtime::start::Asker::Admin(node.secret);
+    crate::runtime::start::ask(node.node, asker, request, end, ADMIN_TIMEOUT)
 }
 
 fn show(node: &Admin<'_>) -> Result<ClusterConfig, String> {
