@@ -74,7 +74,7 @@ impl Slot {
 /// A table entry: no slot.
 const EMPTY: u16 = u16::MAX;
 
-/// The most counters one sketch may have (slot numbers are `u16`, [`EMPTY`] aside).
+/// The most counters one sketch may have (slot numbers are `u16`, `EMPTY` aside).
 pub const CAPACITY_MAX: usize = 4096;
 
 /// Once a key has found every counter taken, one request in this many (at

@@ -90,7 +90,7 @@ const CLOCK_CAS_EPOCH_UNIX_MS: u64 = 1_767_225_600_000;
 const CLOCK_CAS_PER_MS_BITS: u32 = 8;
 
 /// The smallest counter a cluster store hands out now: the milliseconds
-/// since [`CLOCK_CAS_EPOCH_UNIX_MS`] times 2^[`CLOCK_CAS_PER_MS_BITS`], when
+/// since `CLOCK_CAS_EPOCH_UNIX_MS` times 2^`CLOCK_CAS_PER_MS_BITS`, when
 /// that still fits beside `suffix_bits` (until about 2043 with a cluster's 16);
 /// 0 (the counter alone) past that.
 pub fn clock_cas_floor(suffix_bits: u32) -> u64 {
