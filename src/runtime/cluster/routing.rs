@@ -113,19 +113,7 @@ impl ShardCluster {
     /// (port 0 refuses at once), so the caller's request fails and moves on to
     /// the owners of the view in force.
     pub fn link(&self, owner: Owner) -> Rc<Link> {
-        let view = self.view();
-        let Some(addr) = view.shard_addr(owner) else {
-            return Link::new(
-                owner,
-                SocketAddr::from(([127, 0, 0, 1], 0)),
-                self.node.clone(),
-            );
-        };
-        self.links
-            .borrow_mut()
-            .entry(owner)
-            .or_insert_with(|| Link::new(owner, addr, self.node.clone()))
-            .clone()
+        self.link_in(&self.links, owner)
     }
 
     /// The replicated item of `key` this shard sent `owner` and has not yet
@@ -141,6 +129,11 @@ impl ShardCluster {
 
     /// The link to `owner` for forwarded client requests (see `forward_links`).
     pub fn forward_link(&self, owner: Owner) -> Rc<Link> {
+        self.link_in(&self.forward_links, owner)
+    }
+
+    /// The link to `owner` kept in `links`, made on first use (see [`Self::link`]).
+    fn link_in(&self, links: &RefCell<HashMap<Owner, Rc<Link>>>, owner: Owner) -> Rc<Link> {
         let view = self.view();
         let Some(addr) = view.shard_addr(owner) else {
             return Link::new(
@@ -149,7 +142,7 @@ impl ShardCluster {
                 self.node.clone(),
             );
         };
-        self.forward_links
+        links
             .borrow_mut()
             .entry(owner)
             .or_insert_with(|| Link::new(owner, addr, self.node.clone()))
