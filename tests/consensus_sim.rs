@@ -35,6 +35,9 @@
 //! `RINGCACHE_SEED=<seed>` replays one seed with a trace; `RINGCACHE_SIM_SEEDS=<n>`
 //! runs n seeds (default 2000).
 
+#[path = "support/seeds.rs"]
+mod seeds;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
@@ -787,20 +790,9 @@ fn run(seed: u64, trace: bool) -> (Vec<(Epoch, u64)>, Stats) {
     (chosen, sim.stats)
 }
 
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().map(|v| {
-        v.parse()
-            .unwrap_or_else(|_| panic!("{name}={v} is not a number"))
-    })
-}
-
 #[test]
 fn every_seed_agrees_on_one_value_per_epoch_and_converges_after_healing() {
-    let seeds: Vec<u64> = match env_u64("RINGCACHE_SEED") {
-        Some(seed) => vec![seed],
-        None => (0..env_u64("RINGCACHE_SIM_SEEDS").unwrap_or(SEEDS_DEFAULT)).collect(),
-    };
-    let trace = seeds.len() == 1;
+    let (seeds, trace) = seeds::sim_seeds(SEEDS_DEFAULT);
     let started = Instant::now();
     let mut totals = Stats::default();
     let mut epochs = 0;

@@ -34,6 +34,9 @@
 //! `RINGCACHE_SEED=<seed>` replays one seed with a trace;
 //! `RINGCACHE_SIM_SEEDS=<n>` runs n seeds (default 1000).
 
+#[path = "support/seeds.rs"]
+mod seeds;
+
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -537,20 +540,9 @@ fn check_fault(sim: &Sim, fault: &Fault, replicas: usize, named: Option<u32>) {
     }
 }
 
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().map(|v| {
-        v.parse()
-            .unwrap_or_else(|_| panic!("{name}={v} is not a number"))
-    })
-}
-
 #[test]
 fn every_seed_marks_down_only_what_a_majority_cannot_reach_and_marks_it_up_on_return() {
-    let seeds: Vec<u64> = match env_u64("RINGCACHE_SEED") {
-        Some(seed) => vec![seed],
-        None => (0..env_u64("RINGCACHE_SIM_SEEDS").unwrap_or(SEEDS_DEFAULT)).collect(),
-    };
-    let trace = seeds.len() == 1;
+    let (seeds, trace) = seeds::sim_seeds(SEEDS_DEFAULT);
     let (mut crashes_marked, mut cut_off_marked, mut capped, mut left_to_paxos) = (0, 0, 0, 0);
     for seed in seeds.iter().copied() {
         match catch_unwind(AssertUnwindSafe(|| run(seed, trace))) {
