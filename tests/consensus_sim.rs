@@ -35,8 +35,10 @@
 //! `RINGCACHE_SEED=<seed>` replays one seed with a trace; `RINGCACHE_SIM_SEEDS=<n>`
 //! runs n seeds (default 2000).
 
-#[path = "support/seeds.rs"]
-mod seeds;
+#[path = "support/sim.rs"]
+mod sim;
+
+use sim::Rng;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -74,25 +76,6 @@ fn genesis() -> Conf {
         acceptors: vec![1, 2, 3],
         learners: vec![4],
         tag: 0,
-    }
-}
-
-/// splitmix64: the simulator's only source of choices.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn percent(&mut self, p: u64) -> bool {
-        self.below(100) < p
     }
 }
 
@@ -792,7 +775,7 @@ fn run(seed: u64, trace: bool) -> (Vec<(Epoch, u64)>, Stats) {
 
 #[test]
 fn every_seed_agrees_on_one_value_per_epoch_and_converges_after_healing() {
-    let (seeds, trace) = seeds::sim_seeds(SEEDS_DEFAULT);
+    let (seeds, trace) = sim::sim_seeds(SEEDS_DEFAULT);
     let started = Instant::now();
     let mut totals = Stats::default();
     let mut epochs = 0;

@@ -34,8 +34,10 @@
 //! `RINGCACHE_SEED=<seed>` replays one seed with a trace;
 //! `RINGCACHE_SIM_SEEDS=<n>` runs n seeds (default 1000).
 
-#[path = "support/seeds.rs"]
-mod seeds;
+#[path = "support/sim.rs"]
+mod sim;
+
+use sim::Rng;
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -67,26 +69,9 @@ const SETTLE_TICKS: u64 = 30;
 /// Reports in flight at most; a send to a full network is dropped.
 const NET_CAPACITY: usize = 256;
 
-/// splitmix64: the simulator's only source of choices.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn range(&mut self, low: u64, high: u64) -> u64 {
-        low + self.below(high - low + 1)
-    }
-    fn node(&mut self) -> u32 {
-        1 + self.below(u64::from(NODES)) as u32
-    }
+/// A node id drawn by `rng`.
+fn any_node(rng: &mut Rng) -> u32 {
+    1 + rng.below(u64::from(NODES)) as u32
 }
 
 #[derive(Clone, Debug)]
@@ -336,7 +321,7 @@ fn draw_fault(rng: &mut Rng) -> (Fault, usize) {
     let replicas = 2 + rng.below(2) as usize;
     let fault = match rng.below(4) {
         0 => {
-            let node = rng.node();
+            let node = any_node(rng);
             // A second node down already, not an acceptor, so that Paxos
             // could still decide.
             let already_down = (rng.below(3) == 0)
@@ -350,12 +335,12 @@ fn draw_fault(rng: &mut Rng) -> (Fault, usize) {
             }
         }
         1 => {
-            let from = rng.node();
+            let from = any_node(rng);
             let to = (from + rng.range(1, u64::from(NODES) - 1) as u32 - 1) % NODES + 1;
             Fault::OneWayCut { from, to, at }
         }
         2 => {
-            let node = rng.node();
+            let node = any_node(rng);
             let count = rng.range(1, u64::from(NODES) - 1) as usize;
             let mut from: Vec<u32> = (1..=NODES).filter(|&id| id != node).collect();
             while from.len() > count {
@@ -379,7 +364,7 @@ fn draw_fault(rng: &mut Rng) -> (Fault, usize) {
                 tick += rng.range(INTERVAL_TICKS, 2 * FAILOVER_TICKS);
             }
             Fault::Flapping {
-                node: rng.node(),
+                node: any_node(rng),
                 toggles,
             }
         }
@@ -542,7 +527,7 @@ fn check_fault(sim: &Sim, fault: &Fault, replicas: usize, named: Option<u32>) {
 
 #[test]
 fn every_seed_marks_down_only_what_a_majority_cannot_reach_and_marks_it_up_on_return() {
-    let (seeds, trace) = seeds::sim_seeds(SEEDS_DEFAULT);
+    let (seeds, trace) = sim::sim_seeds(SEEDS_DEFAULT);
     let (mut crashes_marked, mut cut_off_marked, mut capped, mut left_to_paxos) = (0, 0, 0, 0);
     for seed in seeds.iter().copied() {
         match catch_unwind(AssertUnwindSafe(|| run(seed, trace))) {
