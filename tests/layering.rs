@@ -24,6 +24,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "state",
             "auth",
             "tls",
+            "sealed",
             "protocol_errors",
             "metrics",
             "notify",
@@ -37,7 +38,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "client sockets, and the `watch` log lines sent on them",
-        &["uring", "watch"],
+        &["uring", "stream", "watch"],
     ),
     (
         "the node's cluster state, and links to other nodes",

@@ -1,21 +1,26 @@
 //! Members only: a connection that has not proved it holds the cluster secret
 //! gets `ERROR` for every `rc` line (and keeps serving clients), an admin
 //! without the secret changes nothing, a node with another secret can neither
-//! join nor be replicated to, and a secret others may read is refused at start
+//! join nor be replicated to, a member's connection takes only frames with a
+//! right MAC after the handshake, and a secret others may read is refused at start
 //! (does I/O: real processes on loopback, and the handshake of
 //! `ringcache::cluster::auth` spoken by the test).
 
 mod support;
 
 use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ringcache::cluster::auth::{Secret, SECRET_FILE_NAME};
+use ringcache::cluster::auth::{ClientHandshake, Secret, NONCE_BYTES, SECRET_FILE_NAME};
 use ringcache::cluster::codec;
 use ringcache::cluster::config::{ClusterConfig, WriteAck};
+use ringcache::cluster::seal::{Sealing, FRAME_LEN_BYTES};
+use ringcache::runtime::sealed::Sealed;
 use support::{free_port, show, Client, Server, REPLY_TIMEOUT};
 
 /// How long a node may take to see its peers.
@@ -386,5 +391,97 @@ fn a_secret_others_may_read_or_none_at_all_is_refused_at_start() {
     std::fs::write(&file, format!("secret_file = \"open.secret\"\n{text}")).unwrap();
     let (ok, stderr) = run(&[]);
     assert!(!ok && stderr.contains("chmod 600"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A member's connection to `ip:port`, past the handshake: the socket and
+/// the keys that seal what follows.
+fn member_socket(ip: &str, port: u16, secret: &Secret) -> (TcpStream, Sealing) {
+    let mut stream = TcpStream::connect((ip, port)).expect("connect");
+    stream
+        .set_read_timeout(Some(REPLY_TIMEOUT))
+        .expect("read timeout");
+    let sealing = ringcache::runtime::auth::handshake_blocking(&mut stream, secret, "admin")
+        .expect("the node holds the secret");
+    (stream, sealing)
+}
+
+/// Whether the node closes `stream` without a byte more.
+fn closed_without_a_reply(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 256];
+    match stream.read(&mut buf) {
+        Ok(0) => true,
+        Ok(n) => panic!("the node answered {}", show(&buf[..n])),
+        Err(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+        ),
+    }
+}
+
+#[test]
+fn after_the_handshake_a_member_connection_takes_only_frames_with_a_right_mac() {
+    let dir = support::scratch_dir("members-sealed");
+    let ip = "127.0.0.1";
+    let (_server, port, _) = start_one_node(&dir, ip);
+    let secret = ringcache::runtime::auth::load_secret(&dir.join("data").join(SECRET_FILE_NAME))
+        .expect("the node's secret");
+
+    // Sealed, the node answers, sealed.
+    let (stream, sealing) = member_socket(ip, port, &secret);
+    let mut member = Sealed::new(stream, sealing);
+    member.write_all(b"rc status\r\nmn\r\n").expect("send");
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !reply.ends_with(b"MN\r\n") {
+        let n = member.read(&mut chunk).expect("a sealed reply");
+        assert!(n > 0, "closed after {}", show(&reply));
+        reply.extend_from_slice(&chunk[..n]);
+    }
+    assert!(show(&reply).contains("STAT epoch 1"), "{}", show(&reply));
+    let mut frame = Vec::new();
+    let (stream, mut sealing) = member_socket(ip, port, &secret);
+    sealing.send.seal(b"rc show\r\n", &mut frame);
+    let recorded = frame.clone();
+
+    // One bit changed in a frame: closed, unanswered.
+    let mut tampered = stream;
+    frame[FRAME_LEN_BYTES] ^= 0x20;
+    tampered.write_all(&frame).expect("send");
+    assert!(closed_without_a_reply(&mut tampered));
+
+    // Plain lines after the `OK`: closed, unanswered.
+    let (mut plain, _) = member_socket(ip, port, &secret);
+    plain.write_all(b"rc show\r\n").expect("send");
+    assert!(closed_without_a_reply(&mut plain));
+
+    // A frame recorded on another connection, replayed: closed, unanswered.
+    let (mut replayed, _) = member_socket(ip, port, &secret);
+    replayed.write_all(&recorded).expect("send");
+    assert!(closed_without_a_reply(&mut replayed));
+
+    // Bytes sent with the proof, before the `OK`: closed without it.
+    let mut eager = TcpStream::connect((ip, port)).expect("connect");
+    eager
+        .set_read_timeout(Some(REPLY_TIMEOUT))
+        .expect("read timeout");
+    let (mut handshake, hello) = ClientHandshake::start("admin", [3; NONCE_BYTES]);
+    eager.write_all(&hello).expect("send");
+    let mut challenge = Vec::new();
+    while !challenge.ends_with(b"\r\n") {
+        let n = eager.read(&mut chunk).expect("a challenge");
+        assert!(n > 0);
+        challenge.extend_from_slice(&chunk[..n]);
+    }
+    let mut proof = handshake
+        .on_challenge(&secret, &challenge[..challenge.len() - 2])
+        .expect("the node holds the secret");
+    proof.extend_from_slice(b"rc show\r\n");
+    eager.write_all(&proof).expect("send");
+    assert!(closed_without_a_reply(&mut eager));
+
+    // The node serves on.
+    let view = stats_cluster(ip, port);
+    assert_eq!(view["epoch"], "1");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -17,9 +17,10 @@
 //! (in constant time), so neither talks to a node holding another secret, and
 //! a recorded exchange replays on no other connection (the other side's nonce
 //! is new). A wrong `rc auth` is answered [`AUTH_REFUSED`] and the connection
-//! closes. Only the opening is authenticated: the messages after it carry no
-//! MAC of their own (see the README's "Security").
+//! closes. After the `OK`, both sides send everything in frames that carry a
+//! MAC under keys of this connection ([`super::seal`]).
 
+use super::seal::{End, Sealing};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::fmt;
@@ -114,6 +115,20 @@ impl Secret {
         mac.update(first);
         mac.update(second);
         mac
+    }
+
+    /// A key derived from the secret for one connection: HMAC(secret, label
+    /// nonce_c nonce_s) (see `super::seal`).
+    pub fn derive(
+        &self,
+        label: &[u8],
+        nonce_c: &[u8; NONCE_BYTES],
+        nonce_s: &[u8; NONCE_BYTES],
+    ) -> [u8; MAC_BYTES] {
+        self.mac(label, nonce_c, nonce_s)
+            .finalize()
+            .into_bytes()
+            .into()
     }
 
     /// The server's proof: HMAC(secret, "server" nonce_c nonce_s).
@@ -269,18 +284,30 @@ impl fmt::Display for HandshakeError {
 /// The opening side of a handshake, between its lines.
 pub struct ClientHandshake {
     nonce: [u8; NONCE_BYTES],
+    /// The server's nonce, once its challenge is checked.
+    nonce_s: Option<[u8; NONCE_BYTES]>,
 }
 
 impl ClientHandshake {
     /// Starts a handshake with a fresh random `nonce`: returns it and the
     /// `rc hello` line to send.
     pub fn start(who: &str, nonce: [u8; NONCE_BYTES]) -> (ClientHandshake, Vec<u8>) {
-        (ClientHandshake { nonce }, encode_hello(who, &nonce))
+        (
+            ClientHandshake {
+                nonce,
+                nonce_s: None,
+            },
+            encode_hello(who, &nonce),
+        )
     }
 
     /// Checks the server's `rc challenge` line (without its `\r\n`); returns
     /// the `rc auth` line to send.
-    pub fn on_challenge(&self, secret: &Secret, line: &[u8]) -> Result<Vec<u8>, HandshakeError> {
+    pub fn on_challenge(
+        &mut self,
+        secret: &Secret,
+        line: &[u8],
+    ) -> Result<Vec<u8>, HandshakeError> {
         let Some(AuthLine::Challenge { nonce, mac }) = parse_auth_line(line) else {
             return Err(HandshakeError::NotAMember(
                 String::from_utf8_lossy(line).into_owned(),
@@ -290,13 +317,15 @@ impl ClientHandshake {
             return Err(HandshakeError::WrongSecret);
         }
         let proof = secret.client_mac(&nonce, &self.nonce);
+        self.nonce_s = Some(nonce);
         Ok(format!("rc auth {}\r\n", hex(&proof)).into_bytes())
     }
 
-    /// Checks the server's answer to `rc auth` (a line with its `\r\n`).
-    pub fn on_answer(line: &[u8]) -> Result<(), HandshakeError> {
-        if line == AUTH_OK {
-            Ok(())
+    /// Checks the server's answer to `rc auth` (a line with its `\r\n`);
+    /// returns the frame keys of everything after it.
+    pub fn on_answer(&self, secret: &Secret, line: &[u8]) -> Result<Sealing, HandshakeError> {
+        if let (true, Some(nonce_s)) = (line == AUTH_OK, self.nonce_s) {
+            Ok(Sealing::new(secret, &self.nonce, &nonce_s, End::Client))
         } else if line == AUTH_REFUSED {
             Err(HandshakeError::Refused)
         } else {
@@ -323,10 +352,12 @@ pub enum Standing {
 }
 
 /// What the accepting side does with a handshake line.
-#[derive(Debug, PartialEq, Eq)]
 pub enum ServerStep {
     /// Send this and go on.
     Answer(Vec<u8>),
+    /// Send [`AUTH_OK`]: the connection is a member's, and everything after
+    /// that line travels in frames sealed with these keys.
+    Welcome(Box<Sealing>),
     /// Send [`AUTH_REFUSED`] and close; `who` tried.
     Refuse { who: String },
 }
@@ -359,7 +390,12 @@ pub fn server_step(
                 } => {
                     if secret.verify_client(&nonce_s, &nonce_c, &mac) {
                         *standing = Standing::Member;
-                        ServerStep::Answer(AUTH_OK.to_vec())
+                        ServerStep::Welcome(Box::new(Sealing::new(
+                            secret,
+                            &nonce_c,
+                            &nonce_s,
+                            End::Server,
+                        )))
                     } else {
                         ServerStep::Refuse { who }
                     }
@@ -402,7 +438,7 @@ mod tests {
 
     #[test]
     fn a_handshake_between_holders_of_one_secret_makes_a_member() {
-        let (client, hello) = ClientHandshake::start("3", [1; NONCE_BYTES]);
+        let (mut client, hello) = ClientHandshake::start("3", [1; NONCE_BYTES]);
         let mut standing = Standing::Stranger;
         let s = secret(5);
         let ServerStep::Answer(challenge) = server_step(
@@ -417,14 +453,26 @@ mod tests {
             .on_challenge(&s, &challenge[..challenge.len() - 2])
             .expect("the server knows the secret");
         let step = server_step(&s, &mut standing, &auth[..auth.len() - 2], [3; NONCE_BYTES]);
-        assert_eq!(step, ServerStep::Answer(AUTH_OK.to_vec()));
+        let ServerStep::Welcome(mut server) = step else {
+            panic!("a good proof refused");
+        };
         assert_eq!(standing, Standing::Member);
-        assert_eq!(ClientHandshake::on_answer(AUTH_OK), Ok(()));
+        // Both sides now hold the same frame keys.
+        let mut client = client.on_answer(&s, AUTH_OK).expect("welcomed");
+        let mut frame = Vec::new();
+        client.send.seal(b"rc show\r\n", &mut frame);
+        assert!(server.receive.open(&frame).is_ok());
+        assert!(matches!(
+            ClientHandshake::start("3", [1; NONCE_BYTES])
+                .0
+                .on_answer(&s, AUTH_OK),
+            Err(HandshakeError::NotAMember(_))
+        ));
     }
 
     #[test]
     fn a_handshake_across_two_secrets_fails_on_both_sides() {
-        let (client, hello) = ClientHandshake::start("admin", [1; NONCE_BYTES]);
+        let (mut client, hello) = ClientHandshake::start("admin", [1; NONCE_BYTES]);
         let mut standing = Standing::Stranger;
         let ServerStep::Answer(challenge) = server_step(
             &secret(5),
@@ -442,6 +490,7 @@ mod tests {
         // A client that goes on anyway (or replays another connection's proof) is refused.
         let forged = ClientHandshake {
             nonce: [1; NONCE_BYTES],
+            nonce_s: None,
         }
         .on_challenge(&secret(5), line)
         .map(|_| {
@@ -457,12 +506,7 @@ mod tests {
             forged.as_bytes(),
             [3; NONCE_BYTES],
         );
-        assert_eq!(
-            step,
-            ServerStep::Refuse {
-                who: "admin".into()
-            }
-        );
+        assert!(matches!(step, ServerStep::Refuse { who } if who == "admin"));
         assert_eq!(standing, Standing::Stranger);
     }
 

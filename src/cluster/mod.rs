@@ -9,6 +9,7 @@
 //! - [`codec`]: the consensus wire (Paxos messages, `px1` lines) and the
 //!   acceptor's durable file;
 //! - [`auth`]: the handshake that keeps `rc` and `px1` lines to members;
+//! - [`seal`]: the MAC on every frame members send each other after it;
 //! - [`tombstones`]: the removals a shard remembers, with their CAS uniques;
 //! - [`detector`]: failure detection, which nodes to suspect and the mark-down
 //!   or mark-up to propose.
@@ -21,5 +22,6 @@ pub mod discovery;
 pub mod placement;
 pub mod ring;
 pub mod route;
+pub mod seal;
 pub mod tombstones;
 pub mod wire;

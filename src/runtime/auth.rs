@@ -9,6 +9,7 @@ use crate::cluster::auth::{
     ClientHandshake, HandshakeError, Secret, AUTH_LINE_LEN_MAX, HOW_TO_MAKE_ONE, NONCE_BYTES,
     SECRET_BYTES_MIN, SECRET_FILE_NAME, SECRET_TEXT_LEN_MAX,
 };
+use crate::cluster::seal::Sealing;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -95,13 +96,14 @@ fn nonce() -> Result<[u8; NONCE_BYTES], AuthFailure> {
 }
 
 /// The handshake on a blocking socket (its timeouts set by the caller); `who`
-/// is this node's id or `admin`.
+/// is this node's id or `admin`. Returns the keys that seal everything after
+/// it (wrap the socket in `sealed::Sealed`).
 pub fn handshake_blocking<S: Read + Write>(
     stream: &mut S,
     secret: &Secret,
     who: &str,
-) -> Result<(), AuthFailure> {
-    let (client, hello) = ClientHandshake::start(who, nonce()?);
+) -> Result<Sealing, AuthFailure> {
+    let (mut client, hello) = ClientHandshake::start(who, nonce()?);
     stream.write_all(&hello).map_err(AuthFailure::Io)?;
     let challenge = read_line_blocking(stream)?;
     let auth = client
@@ -109,7 +111,9 @@ pub fn handshake_blocking<S: Read + Write>(
         .map_err(AuthFailure::Handshake)?;
     stream.write_all(&auth).map_err(AuthFailure::Io)?;
     let answer = read_line_blocking(stream)?;
-    ClientHandshake::on_answer(&answer).map_err(AuthFailure::Handshake)
+    client
+        .on_answer(secret, &answer)
+        .map_err(AuthFailure::Handshake)
 }
 
 /// The handshake on a glommio socket; see [`handshake_blocking`]. The caller
@@ -118,8 +122,8 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     secret: &Secret,
     who: &str,
-) -> Result<(), AuthFailure> {
-    let (client, hello) = ClientHandshake::start(who, nonce()?);
+) -> Result<Sealing, AuthFailure> {
+    let (mut client, hello) = ClientHandshake::start(who, nonce()?);
     stream.write_all(&hello).await.map_err(AuthFailure::Io)?;
     let challenge = read_line(stream).await?;
     let auth = client
@@ -127,7 +131,9 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         .map_err(AuthFailure::Handshake)?;
     stream.write_all(&auth).await.map_err(AuthFailure::Io)?;
     let answer = read_line(stream).await?;
-    ClientHandshake::on_answer(&answer).map_err(AuthFailure::Handshake)
+    client
+        .on_answer(secret, &answer)
+        .map_err(AuthFailure::Handshake)
 }
 
 fn trim_end(line: &[u8]) -> &[u8] {

@@ -19,6 +19,7 @@
 
 use super::cluster::ClusterNode;
 use super::messages::{ControlInput, PROPOSAL_TIMEOUT};
+use super::sealed::Sealed;
 use crate::cluster::codec;
 use crate::cluster::config::ClusterConfig;
 use crate::cluster::detector;
@@ -161,7 +162,7 @@ pub fn run(
         log::error!("cannot write {}: {e}", dir.join(DURABLE_FILE).display());
     }
     install(&cluster, node.config().clone());
-    let mut links: HashMap<u64, TcpStream> = HashMap::new();
+    let mut links: HashMap<u64, Link> = HashMap::new();
     let mut pending: Vec<Pending> = Vec::new();
     let mut detector = Detector::new(cluster.me, failover);
     let now = |started: Instant| (started.elapsed().as_millis() / TICK.as_millis()) as u64;
@@ -250,7 +251,7 @@ impl Detector {
         cluster: &ClusterNode,
         node: &Node<ClusterConfig>,
         pending: &[Pending],
-        links: &mut HashMap<u64, TcpStream>,
+        links: &mut HashMap<u64, Link>,
         feedback: &SyncSender<ControlInput>,
     ) {
         self.last_report = Instant::now();
@@ -314,7 +315,7 @@ fn carry_out(
     cluster: &Arc<ClusterNode>,
     dir: &Path,
     output: Output<ClusterConfig>,
-    links: &mut HashMap<u64, TcpStream>,
+    links: &mut HashMap<u64, Link>,
     pending: &mut Vec<Pending>,
     feedback: &SyncSender<ControlInput>,
 ) {
@@ -385,7 +386,7 @@ fn report(
     cluster: &ClusterNode,
     config: &ClusterConfig,
     suspects: &[u32],
-    links: &mut HashMap<u64, TcpStream>,
+    links: &mut HashMap<u64, Link>,
 ) {
     let ids: Vec<String> = suspects.iter().map(u32::to_string).collect();
     let ids = if ids.is_empty() {
@@ -405,6 +406,7 @@ fn report(
         let answered = links.get_mut(&to).is_some_and(|stream| {
             let mut ok = [0u8; 4];
             stream
+                .get_ref()
                 .set_read_timeout(Some(cluster.peer_timeout))
                 .and_then(|_| stream.read_exact(&mut ok))
                 .is_ok()
@@ -419,11 +421,7 @@ fn report(
 
 /// Sends one consensus message to its node (Paxos tolerates lost messages; the
 /// core retries).
-fn send(
-    cluster: &ClusterNode,
-    links: &mut HashMap<u64, TcpStream>,
-    message: &Message<ClusterConfig>,
-) {
+fn send(cluster: &ClusterNode, links: &mut HashMap<u64, Link>, message: &Message<ClusterConfig>) {
     let mut line = b"rc paxos ".to_vec();
     codec::encode_message(message, &mut line);
     write_line(cluster, links, message.to, &line);
@@ -431,7 +429,7 @@ fn send(
 
 /// Writes `line` on the connection to node `to`, opening it if needed; a failed
 /// connection is dropped and opened again next time.
-fn write_line(cluster: &ClusterNode, links: &mut HashMap<u64, TcpStream>, to: u64, line: &[u8]) {
+fn write_line(cluster: &ClusterNode, links: &mut HashMap<u64, Link>, to: u64, line: &[u8]) {
     if let std::collections::hash_map::Entry::Vacant(entry) = links.entry(to) {
         let Some(addr) = u32::try_from(to)
             .ok()
@@ -452,9 +450,12 @@ fn write_line(cluster: &ClusterNode, links: &mut HashMap<u64, TcpStream>, to: u6
     }
 }
 
+/// A connection to another node's client port, sealed (`cluster::seal`).
+type Link = Sealed<TcpStream>;
+
 /// A connection to another node's client port, through the members-only
 /// handshake (a peer that fails it is logged once, at warn).
-fn connect(cluster: &ClusterNode, addr: SocketAddr) -> std::io::Result<TcpStream> {
+fn connect(cluster: &ClusterNode, addr: SocketAddr) -> std::io::Result<Link> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use std::os::fd::AsFd;
     let fd = super::connect_from(cluster.local_ip, addr)?;
@@ -474,15 +475,17 @@ fn connect(cluster: &ClusterNode, addr: SocketAddr) -> std::io::Result<TcpStream
     let mut stream = stream;
     stream.set_read_timeout(Some(cluster.peer_timeout.max(PEER_IO_TIMEOUT)))?;
     match super::auth::handshake_blocking(&mut stream, &cluster.secret, &cluster.me.to_string()) {
-        Ok(()) => cluster.auth_passed(&addr.to_string()),
-        Err(super::auth::AuthFailure::Io(e)) => return Err(e),
+        Ok(sealing) => {
+            cluster.auth_passed(&addr.to_string());
+            Ok(Sealed::new(stream, sealing))
+        }
+        Err(super::auth::AuthFailure::Io(e)) => Err(e),
         Err(super::auth::AuthFailure::Handshake(e)) => {
             cluster.warn_auth_once(
                 &addr.to_string(),
                 format_args!("refusing to talk to {addr}: {e}"),
             );
-            return Err(std::io::ErrorKind::PermissionDenied.into());
+            Err(std::io::ErrorKind::PermissionDenied.into())
         }
     }
-    Ok(stream)
 }

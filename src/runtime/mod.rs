@@ -15,7 +15,8 @@
 //! 1. plain values and helpers: `messages` between shards and to the control
 //!    thread, one shard's store (`state`), `conns`, [`auth`], `tls`, ...;
 //! 2. one shard's way to the others of its node: `waiters`, `siblings`;
-//! 3. client sockets: `uring`, and `watch`, which writes log lines on them;
+//! 3. client sockets: `uring`, the `stream` over it or glommio's, and `watch`,
+//!    which writes log lines on them;
 //! 4. the node's cluster state and its links to other nodes: [`cluster`];
 //! 5. what every task of one shard shares: `ctx`;
 //! 6. one client connection: `conn` (text and binary loops, routing, replies);
@@ -40,10 +41,12 @@ mod metrics;
 pub mod notify;
 pub mod process;
 mod protocol_errors;
+pub mod sealed;
 mod shard;
 mod siblings;
 pub(crate) mod start;
 mod state;
+mod stream;
 pub mod supervisor;
 mod tls;
 mod uring;

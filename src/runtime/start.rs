@@ -10,8 +10,10 @@
 //!   state is gone with its disk, and coming back under that id could break the
 //!   promises it made; the node joins as a new member instead (replacing ID).
 //!
-//! Top layer, with `admin` and `launch`: imports only [`auth`](super::auth).
+//! Top layer, with `admin` and `launch`: imports only [`auth`](super::auth) and
+//! [`sealed`](super::sealed).
 
+use super::sealed::Sealed;
 use crate::cli::Config;
 use crate::cluster::auth::Secret;
 use crate::cluster::codec;
@@ -122,8 +124,9 @@ pub(crate) fn ask(
         Asker::Node(id, secret) => (id.to_string(), secret),
         Asker::Admin(secret) => ("admin".to_string(), secret),
     };
-    super::auth::handshake_blocking(&mut stream, secret, &who)
+    let sealing = super::auth::handshake_blocking(&mut stream, secret, &who)
         .map_err(|e| format!("{addr}: {e}"))?;
+    let mut stream = Sealed::new(stream, sealing);
     stream
         .write_all(request)
         .map_err(|e| format!("{addr}: {e}"))?;
@@ -131,7 +134,7 @@ pub(crate) fn ask(
 }
 
 /// Reads until the reply ends with `end`.
-fn read_reply(addr: &str, stream: &mut TcpStream, end: &[u8]) -> Result<Vec<u8>, String> {
+fn read_reply(addr: &str, stream: &mut impl Read, end: &[u8]) -> Result<Vec<u8>, String> {
     let mut reply = Vec::new();
     let mut chunk = [0u8; 4096];
     while !reply.ends_with(end) {

@@ -14,7 +14,7 @@
 //! When a pass finds nothing, the driver waits, through glommio's own reactor
 //! (a read of it), on the eventfd the kernel signals when the ring has work, so
 //! the shard still parks in one place and wakes for timers, channels and peers as
-//! before. Connections see a [`ClientStream`], the same `AsyncRead`/`AsyncWrite`
+//! before. Connections see a `stream::ClientStream`, the same `AsyncRead`/`AsyncWrite`
 //! either way.
 //!
 //! Bounds: a connection holds at most [`RECEIVED_QUEUE_BYTES_MAX`] received and
@@ -34,15 +34,12 @@ use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
-
-use super::tls::TlsStream;
 
 /// Buffers lent to the kernel for receiving (a power of two).
 pub const PROVIDED_BUFFERS: u16 = 1024;
@@ -293,7 +290,7 @@ impl SocketRing {
     }
 
     /// Takes over an accepted connection.
-    fn adopt(self: &Rc<Self>, stream: TcpStream) -> io::Result<RingStream> {
+    pub(super) fn adopt(self: &Rc<Self>, stream: TcpStream) -> io::Result<RingStream> {
         let _ = stream.set_nodelay(true);
         // glommio's stream has no way to give its descriptor up: keep a duplicate
         // and let glommio close the original.
@@ -604,6 +601,11 @@ pub struct RingStream {
 }
 
 impl RingStream {
+    /// The connection's socket.
+    pub(super) fn raw_fd(&self) -> RawFd {
+        self.io.borrow().fd
+    }
+
     fn close_now(&mut self) {
         let mut io = self.io.borrow_mut();
         if io.closed {
@@ -704,93 +706,6 @@ impl AsyncWrite for RingStream {
         }
         self.get_mut().close_now();
         Poll::Ready(Ok(()))
-    }
-}
-
-/// A client connection: on the shard's socket ring when it has one, else on
-/// glommio's sockets.
-pub enum ClientStream {
-    Glommio(TcpStream),
-    Ring(RingStream),
-    /// `-Z`: TLS over one of the others.
-    Tls(Box<TlsStream<ClientStream>>),
-}
-
-impl ClientStream {
-    /// The connection on `ring` if there is one, else as it is; with `tls`, a
-    /// TLS session over it.
-    pub fn new(
-        stream: TcpStream,
-        ring: Option<&Rc<SocketRing>>,
-        tls: Option<&Arc<rustls::ServerConfig>>,
-    ) -> io::Result<ClientStream> {
-        let socket = match ring {
-            Some(ring) => ClientStream::Ring(ring.adopt(stream)?),
-            None => {
-                let _ = stream.set_nodelay(true);
-                ClientStream::Glommio(stream)
-            }
-        };
-        match tls {
-            Some(config) => Ok(ClientStream::Tls(Box::new(TlsStream::new(
-                socket,
-                config.clone(),
-            )?))),
-            None => Ok(socket),
-        }
-    }
-}
-
-impl ClientStream {
-    /// The connection's socket, which names it in `stats conns`.
-    pub fn raw_fd(&self) -> RawFd {
-        match self {
-            ClientStream::Glommio(s) => s.as_raw_fd(),
-            ClientStream::Ring(s) => s.io.borrow().fd,
-            ClientStream::Tls(s) => s.socket().raw_fd(),
-        }
-    }
-}
-
-/// What both kinds of stream are.
-trait Duplex: AsyncRead + AsyncWrite + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Unpin> Duplex for T {}
-
-impl ClientStream {
-    fn inner(self: Pin<&mut Self>) -> Pin<&mut dyn Duplex> {
-        match self.get_mut() {
-            ClientStream::Glommio(s) => Pin::new(s),
-            ClientStream::Ring(s) => Pin::new(s),
-            ClientStream::Tls(s) => Pin::new(&mut **s),
-        }
-    }
-}
-
-impl AsyncRead for ClientStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        self.inner().poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for ClientStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.inner().poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.inner().poll_flush(cx)
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.inner().poll_close(cx)
     }
 }
 

@@ -18,7 +18,7 @@
 //! layer and `uring`.
 
 use super::state::with_state;
-use super::uring::ClientStream;
+use super::stream::ClientStream;
 use crate::engine::watch::{self as log, WatchLog};
 use crate::limits::{WATCHERS_MAX, WATCH_POLL_MS, WATCH_QUEUE_BYTES};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};

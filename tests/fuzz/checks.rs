@@ -475,9 +475,64 @@ pub fn peer_wire(data: &[u8]) {
     peer_line(data);
     reply_scan(data, wire::scan_reply);
     reply_scan(data, wire::scan_binary_reply);
+    frames(data);
     let mut input = Unstructured(data);
     peer_line_round_trip(&mut input);
     replicated_item_round_trip(&mut input);
+}
+
+/// The frames members send after the handshake (`cluster::seal`): whatever
+/// arrives opens to a frame no longer than what is there and than the bound,
+/// or to `Incomplete`, or fails; what one end seals, cut anywhere, the other
+/// opens to the same bytes; and a sealed frame with any one byte changed fails.
+fn frames(data: &[u8]) {
+    use ringcache::cluster::auth::{Secret, NONCE_BYTES, SECRET_BYTES_MIN};
+    use ringcache::cluster::seal::{
+        End, Opened, Sealing, FRAME_LEN_BYTES, FRAME_MAX_BYTES, FRAME_OVERHEAD_BYTES,
+        FRAME_PAYLOAD_MAX_BYTES,
+    };
+    let secret = Secret::from_bytes(&[7; SECRET_BYTES_MIN]);
+    let pair = || {
+        let (c, s) = ([1; NONCE_BYTES], [2; NONCE_BYTES]);
+        (
+            Sealing::new(&secret, &c, &s, End::Client),
+            Sealing::new(&secret, &c, &s, End::Server),
+        )
+    };
+    let (mut client, mut server) = pair();
+    if let Ok(Opened::Frame { len, used }) = server.receive.open(data) {
+        assert!(used <= data.len() && used <= FRAME_MAX_BYTES && len < used);
+    }
+    let mut sealed = Vec::new();
+    client.send.seal(data, &mut sealed);
+    let first_len = data.len().min(FRAME_PAYLOAD_MAX_BYTES);
+    if !data.is_empty() {
+        for cut in cuts(first_len + FRAME_OVERHEAD_BYTES) {
+            let (_, mut fresh) = pair();
+            assert_eq!(fresh.receive.open(&sealed[..cut]), Ok(Opened::Incomplete));
+        }
+    }
+    let mut opened = Vec::new();
+    let mut at = 0;
+    while at < sealed.len() {
+        let frame = &sealed[at..];
+        let Ok(Opened::Frame { len, used }) = server.receive.open(frame) else {
+            panic!("a sealed frame does not open");
+        };
+        opened.extend_from_slice(&frame[FRAME_LEN_BYTES..FRAME_LEN_BYTES + len]);
+        at += used;
+    }
+    assert_eq!(opened, data, "sealed and opened, the bytes differ");
+    if !sealed.is_empty() {
+        let i = data.first().map_or(0, |&b| usize::from(b)) % sealed.len();
+        let mut altered = sealed.clone();
+        altered[i] ^= 1 << (data.len() % 8);
+        let (_, mut fresh) = pair();
+        assert!(
+            !matches!(fresh.receive.open(&altered), Ok(Opened::Frame { .. })),
+            "a frame with byte {i} changed opens"
+        );
+    }
 }
 
 fn peer_line(buf: &[u8]) {

@@ -19,6 +19,7 @@
 
 pub mod table;
 
+use ringcache::cluster::seal::Sealing;
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
@@ -492,6 +493,9 @@ pub struct Client {
     /// Bytes read from the socket and not yet handed to the test.
     pending: Vec<u8>,
     closed: bool,
+    /// After the members-only handshake: the frame keys, and the frame bytes
+    /// read and not yet opened.
+    sealed: Option<(Sealing, Vec<u8>)>,
 }
 
 impl Client {
@@ -511,6 +515,7 @@ impl Client {
             stream,
             pending: Vec::new(),
             closed: false,
+            sealed: None,
         }
     }
 
@@ -523,12 +528,21 @@ impl Client {
             stream,
             pending: Vec::new(),
             closed: false,
+            sealed: None,
         })
     }
 
     /// Writes all of `bytes`. A server that closed the connection is not a
     /// failure here: the read that follows reports it.
     pub fn send(&mut self, bytes: &[u8]) {
+        let mut frames = Vec::new();
+        let bytes = match &mut self.sealed {
+            Some((sealing, _)) => {
+                sealing.send.seal(bytes, &mut frames);
+                &frames[..]
+            }
+            None => bytes,
+        };
         if let Err(e) = self.stream.write_all(bytes) {
             if is_disconnect(&e) {
                 self.closed = true;
@@ -541,6 +555,7 @@ impl Client {
     /// Writes `bytes` with a deadline, for clients that never read: returns how
     /// many bytes went out before the socket stopped taking more.
     pub fn send_until_blocked(&mut self, bytes: &[u8], timeout: Duration) -> usize {
+        assert!(self.sealed.is_none(), "a plain client's call");
         self.stream
             .set_write_timeout(Some(timeout))
             .expect("set write timeout");
@@ -577,7 +592,7 @@ impl Client {
                     return false;
                 }
                 Ok(n) => {
-                    self.pending.extend_from_slice(&chunk[..n]);
+                    self.received(&chunk[..n]);
                     return true;
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -738,6 +753,36 @@ impl Client {
             .filter_map(|rest| rest.split_once(' '))
             .map(|(name, value)| (name.to_string(), value.to_string()))
             .collect()
+    }
+
+    /// Takes in bytes read: as they are, or the payloads of the whole frames
+    /// among them once the connection is sealed.
+    fn received(&mut self, bytes: &[u8]) {
+        use ringcache::cluster::seal::{Opened, FRAME_LEN_BYTES};
+        let Some((sealing, frames)) = &mut self.sealed else {
+            self.pending.extend_from_slice(bytes);
+            return;
+        };
+        frames.extend_from_slice(bytes);
+        let mut at = 0;
+        while let Opened::Frame { len, used } = sealing
+            .receive
+            .open(&frames[at..])
+            .unwrap_or_else(|e| panic!("the node sent {e}"))
+        {
+            let payload = at + FRAME_LEN_BYTES;
+            self.pending
+                .extend_from_slice(&frames[payload..payload + len]);
+            at += used;
+        }
+        frames.drain(..at);
+    }
+
+    /// From now on, what this client sends and reads is sealed with these
+    /// keys (after the members-only handshake).
+    pub fn seal(&mut self, sealing: Sealing) {
+        assert!(self.pending.is_empty(), "bytes after the handshake's OK");
+        self.sealed = Some((sealing, Vec::new()));
     }
 
     /// The client's own end of the connection, as the server sees its peer.
@@ -943,9 +988,9 @@ pub fn ringcache_cluster(args: &[&str]) -> (bool, String) {
 }
 
 /// The members-only handshake, as an admin, on a test's client: cluster
-/// lines (`rc ...`) are then accepted on it.
+/// lines (`rc ...`) are then accepted on it, and it is sealed.
 pub fn authenticate(client: &mut Client, secret: &ringcache::cluster::auth::Secret) {
-    let (handshake, hello) = ringcache::cluster::auth::ClientHandshake::start("admin", [7; 16]);
+    let (mut handshake, hello) = ringcache::cluster::auth::ClientHandshake::start("admin", [7; 16]);
     client.send(&hello);
     let challenge = client
         .read_until(b"\r\n", REPLY_TIMEOUT)
@@ -953,7 +998,12 @@ pub fn authenticate(client: &mut Client, secret: &ringcache::cluster::auth::Secr
     let auth = handshake
         .on_challenge(secret, &challenge[..challenge.len() - 2])
         .expect("the node holds the cluster's secret");
-    assert_eq!(show(&client.call(&auth, b"\r\n")), show(b"OK\r\n"));
+    let answer = client.call(&auth, b"\r\n");
+    assert_eq!(show(&answer), show(b"OK\r\n"));
+    let sealing = handshake
+        .on_answer(secret, &answer)
+        .expect("welcomed as a member");
+    client.seal(sealing);
 }
 
 /// Writes a fresh cluster secret to `path` (mode 0600) and returns it.

@@ -17,6 +17,7 @@ use super::node::ClusterNode;
 use crate::cluster::ring::Owner;
 use crate::cluster::wire::{self, PeerMode, Scan};
 use crate::runtime::auth::{handshake, AuthFailure};
+use crate::runtime::sealed::Sealed;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::Task;
@@ -38,19 +39,24 @@ fn connect(local: Option<std::net::IpAddr>, addr: SocketAddr) -> std::io::Result
     Ok(unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) })
 }
 
-/// Opens a connection to another node with the members-only handshake
-/// (`cluster::auth`); a peer that fails it is logged once, at warn. Nothing is
-/// sent on a connection before it passes, so a failure means nothing was sent.
+/// A connection to another node, past the handshake: every frame on it
+/// carries a MAC (`cluster::seal`).
+type PeerStream = Sealed<TcpStream>;
+
+/// Passes the members-only handshake (`cluster::auth`) on a connection just
+/// opened to another node, and seals it; a peer that fails it is logged once,
+/// at warn. Nothing is sent on a connection before it passes, so a failure
+/// means nothing was sent.
 async fn authenticate(
     node: &ClusterNode,
-    stream: &mut TcpStream,
+    mut stream: TcpStream,
     addr: SocketAddr,
-) -> Result<(), LinkError> {
+) -> Result<PeerStream, LinkError> {
     let who = node.me.to_string();
-    match handshake(stream, &node.secret, &who).await {
-        Ok(()) => {
+    match handshake(&mut stream, &node.secret, &who).await {
+        Ok(sealing) => {
             node.auth_passed(&addr.to_string());
-            Ok(())
+            Ok(Sealed::new(stream, sealing))
         }
         Err(AuthFailure::Io(e)) => {
             log::debug!("handshake with {addr}: {e}");
@@ -319,7 +325,7 @@ impl Link {
     async fn run(self: &Rc<Self>) -> LinkError {
         // The connection completes as the first write waits for it; a peer that
         // never answers the handshake times out like one that never answers.
-        let mut stream = match connect(self.cluster.local_ip, self.addr) {
+        let stream = match connect(self.cluster.local_ip, self.addr) {
             Ok(stream) => stream,
             Err(e) => {
                 log::debug!(
@@ -331,12 +337,9 @@ impl Link {
             }
         };
         let _ = stream.set_nodelay(true);
-        if authenticate(&self.cluster, &mut stream, self.addr)
-            .await
-            .is_err()
-        {
+        let Ok(stream) = authenticate(&self.cluster, stream, self.addr).await else {
             return LinkError::Failed;
-        }
+        };
         let pauses = self.cluster.pauses_noticed();
         let (reader, writer) = futures_lite::io::split(stream);
         let why =
@@ -351,7 +354,7 @@ impl Link {
     /// hints, settled when the nodes exchange.
     async fn write_loop(
         self: &Rc<Self>,
-        mut writer: futures_lite::io::WriteHalf<TcpStream>,
+        mut writer: futures_lite::io::WriteHalf<PeerStream>,
         pauses: u64,
     ) -> LinkError {
         // The mode line in force on the connection, with the epoch it named.
@@ -387,13 +390,17 @@ impl Link {
 
     async fn read_loop(
         self: &Rc<Self>,
-        mut reader: futures_lite::io::ReadHalf<TcpStream>,
+        mut reader: futures_lite::io::ReadHalf<PeerStream>,
     ) -> LinkError {
         let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
         let mut chunk = vec![0u8; 16 * 1024];
         loop {
             let n = match reader.read(&mut chunk).await {
-                Ok(0) | Err(_) => return LinkError::Failed,
+                Ok(0) => return LinkError::Failed,
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    return self.garbage(&e.to_string())
+                }
+                Err(_) => return LinkError::Failed,
                 Ok(n) => n,
             };
             buf.extend_from_slice(&chunk[..n]);
@@ -463,8 +470,8 @@ pub async fn one_off(
     timeout: Duration,
 ) -> Result<Vec<u8>, LinkError> {
     let exchange = async {
-        let mut stream = connect(node.local_ip, addr).map_err(|_| LinkError::Failed)?;
-        authenticate(node, &mut stream, addr).await?;
+        let stream = connect(node.local_ip, addr).map_err(|_| LinkError::Failed)?;
+        let mut stream = authenticate(node, stream, addr).await?;
         let mut out = Vec::with_capacity(request.len() + 32);
         if let Some((mode, epoch)) = mode {
             wire::encode_mode(mode, epoch, &mut out);

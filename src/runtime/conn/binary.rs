@@ -24,7 +24,7 @@ use crate::runtime::cluster::{ConnMode, Role, Route};
 use crate::runtime::ctx::ShardCtx;
 use crate::runtime::messages::{Ask, Forward};
 use crate::runtime::state::{self, with_state};
-use crate::runtime::uring::ClientStream;
+use crate::runtime::stream::ClientStream;
 
 /// Executes every complete binary request in `buf[*start..]`, advancing `*start`.
 pub(super) async fn handle_buffer(

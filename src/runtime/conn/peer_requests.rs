@@ -45,7 +45,7 @@ pub(super) async fn peer_line(
         after: After::Close,
     };
     if *conn.standing != Standing::Member || auth::is_auth_line(rest) {
-        return match members_only(cluster, rest, output, conn.standing, conn.peer_ip) {
+        return match members_only(cluster, rest, output, conn) {
             Gate::Incomplete => Flow::Incomplete,
             Gate::Done(used) => Flow::Next(used),
             Gate::Close => close,
@@ -139,13 +139,15 @@ async fn recover(
 /// command it does not know, and the connection goes on; `rc hello` and
 /// `rc auth` are the handshake. A failed handshake is answered
 /// [`auth::AUTH_REFUSED`], logged once per peer, and closes the connection.
+/// A good one is answered [`auth::AUTH_OK`], and the connection is sealed
+/// from its next read on (`cluster::seal`).
 fn members_only(
     cluster: &ShardCluster,
     rest: &[u8],
     output: &mut Output,
-    standing: &mut Standing,
-    peer_ip: &str,
+    conn: &mut TextConn<'_>,
 ) -> Gate {
+    let peer_ip = conn.peer_ip;
     let window = &rest[..rest.len().min(LINE_LEN_MAX)];
     let Some(nl) = memchr::memchr(b'\n', window) else {
         return if rest.len() >= LINE_LEN_MAX {
@@ -167,9 +169,21 @@ fn members_only(
         }
     };
     let node = &cluster.node;
-    match auth::server_step(&node.secret, standing, line, nonce) {
+    if *conn.standing == Standing::Member {
+        // A second handshake inside the sealed stream is no member's.
+        return Gate::Close;
+    }
+    match auth::server_step(&node.secret, conn.standing, line, nonce) {
         auth::ServerStep::Answer(answer) => {
             output.out.extend_from_slice(&answer);
+            Gate::Done(nl + 1)
+        }
+        // A member waits for the `OK` before it sends anything sealed: bytes
+        // after its proof are no member's.
+        auth::ServerStep::Welcome(_) if rest.len() > nl + 1 => Gate::Close,
+        auth::ServerStep::Welcome(sealing) => {
+            output.out.extend_from_slice(auth::AUTH_OK);
+            *conn.sealing = Some(*sealing);
             Gate::Done(nl + 1)
         }
         auth::ServerStep::Refuse { who } => {

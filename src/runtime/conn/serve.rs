@@ -9,6 +9,7 @@ use super::text::{self, TextConn};
 use super::After;
 use crate::cli::Protocol;
 use crate::cluster::auth::Standing;
+use crate::cluster::seal::Sealing;
 use crate::engine::watch::CloseReason;
 use crate::limits::{
     ITEM_SIZE_MAX_MAX_BYTES, LINE_LEN_MAX, MULTIGET_LINE_LEN_MAX, READ_BUFFER_KEEP_BYTES,
@@ -18,8 +19,9 @@ use crate::protocol;
 use crate::runtime::cluster::ConnMode;
 use crate::runtime::conns::{self, Registration};
 use crate::runtime::ctx::ShardCtx;
+use crate::runtime::sealed::Sealed;
 use crate::runtime::state::with_state;
-use crate::runtime::uring::ClientStream;
+use crate::runtime::stream::ClientStream;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
@@ -118,6 +120,9 @@ struct Session {
     /// Every connection starts a stranger: its `rc` lines are answered `ERROR`
     /// until it passes the members-only handshake.
     standing: Standing,
+    /// The frame keys of a connection that just passed the handshake, until
+    /// the stream is sealed with them.
+    sealing: Option<Sealing>,
     peer_ip: String,
     /// With `accepted_ms`: whether the connection was opened across a pause
     /// of this node (see `ClusterNode::opened_across_pause`).
@@ -141,6 +146,7 @@ impl Session {
                 None => ClientAuth::Done,
             },
             standing: Standing::Stranger,
+            sealing: None,
             peer_ip: peer.map_or_else(|| "an unknown address".to_string(), |a| a.ip().to_string()),
             pauses_at_start: ctx.cluster.as_ref().map_or(0, |c| c.node.pauses_noticed()),
             accepted_ms: ctx.cluster.as_ref().map_or(0, |c| c.node.clock_ms()),
@@ -188,7 +194,18 @@ pub async fn serve(
         }
         let n = match stream.read(&mut input.buf[input.end..]).await {
             Ok(0) => break CloseReason::Normal,
-            Err(_) => break CloseReason::Error,
+            Err(e) => {
+                if matches!(stream, ClientStream::Sealed(_))
+                    && e.kind() == std::io::ErrorKind::InvalidData
+                {
+                    // A member's frame failed its MAC, or was past the bound.
+                    log::warn!(
+                        "closing a member's connection from {}: {e}",
+                        session.peer_ip
+                    );
+                }
+                break CloseReason::Error;
+            }
             Ok(n) => n,
         };
         let read = serve_read(
@@ -202,6 +219,14 @@ pub async fn serve(
         );
         if let ControlFlow::Break(reason) = read.await {
             break reason;
+        }
+        if let Some(sealing) = session.sealing.take() {
+            // The `OK` that ends the handshake went out plain; a member waits
+            // for it, so nothing it sent may be read yet.
+            if input.start != input.end {
+                break CloseReason::Error;
+            }
+            stream = ClientStream::Sealed(Box::new(Sealed::new(stream, sealing)));
         }
     };
     if let (Standing::Challenged { who, .. }, Some(cluster)) = (&session.standing, &ctx.cluster) {
@@ -300,6 +325,7 @@ async fn run_requests(
                 mode: &mut session.mode,
                 suspect,
                 standing: &mut session.standing,
+                sealing: &mut session.sealing,
                 peer_ip: &session.peer_ip,
                 local: listed.listen_addr(),
             };

@@ -13,6 +13,7 @@ use super::routing::{keyed, multi_get};
 use super::serve::{drain_if_full, skip_data_block};
 use super::{swallow_after, After};
 use crate::cluster::auth::Standing;
+use crate::cluster::seal::Sealing;
 use crate::cluster::wire;
 use crate::engine::{self, reply, Step};
 use crate::protocol::text::Request;
@@ -20,7 +21,7 @@ use crate::protocol::{self, ParseError};
 use crate::runtime::cluster::{self, ConnMode};
 use crate::runtime::ctx::ShardCtx;
 use crate::runtime::state::with_state;
-use crate::runtime::uring::ClientStream;
+use crate::runtime::stream::ClientStream;
 use crate::storage::ttl::Clock;
 
 /// Longest `config get cluster` line waited for before the parser takes it.
@@ -31,6 +32,9 @@ pub(super) struct TextConn<'m> {
     pub(super) mode: &'m mut ConnMode,
     /// Whether the connection has passed the members-only handshake.
     pub(super) standing: &'m mut Standing,
+    /// Set when it just passed: the keys that seal the connection from the
+    /// next read on (see `serve`).
+    pub(super) sealing: &'m mut Option<Sealing>,
     /// The address it comes from, for the log.
     pub(super) peer_ip: &'m str,
     /// The address it came in on, which a one-node view names.

@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ringcache::cluster::auth::Secret;
+use ringcache::cluster::seal::{End, Opened, Sealing, FRAME_LEN_BYTES};
 
 /// What the fake peer of `garbage_peer_is_disconnected_and_logged` answers.
 const GARBAGE: &[u8] = b"HTTP/1.1 200 OK\r\n\r\nhello";
@@ -121,26 +122,78 @@ fn accept_loop(listener: TcpListener, shared: &FakeShared, accepted: &AtomicUsiz
     }
 }
 
-/// A fake peer's `rc challenge` to a real node's `rc hello` line.
-fn fake_challenge(secret: &Secret, hello: &[u8]) -> Vec<u8> {
+/// A fake peer's `rc challenge` to a real node's `rc hello` line, and the
+/// keys that seal the connection once the node proves the secret in turn (the
+/// fake takes any proof: it tests the node, not itself).
+fn fake_challenge(secret: &Secret, hello: &[u8]) -> (Vec<u8>, Option<Sealing>) {
     use ringcache::cluster::auth::{encode_challenge, parse_auth_line, AuthLine};
     let line = hello.strip_suffix(b"\r\n").unwrap_or(hello);
     match parse_auth_line(line) {
-        Some(AuthLine::Hello { nonce, .. }) => encode_challenge(secret, &nonce, &[9; 16]),
-        _ => b"ERROR\r\n".to_vec(),
+        Some(AuthLine::Hello { nonce, .. }) => (
+            encode_challenge(secret, &nonce, &FAKE_NONCE),
+            Some(Sealing::new(secret, &nonce, &FAKE_NONCE, End::Server)),
+        ),
+        _ => (b"ERROR\r\n".to_vec(), None),
+    }
+}
+
+/// The fake's nonce in every handshake.
+const FAKE_NONCE: [u8; 16] = [9; 16];
+
+/// One fake connection's socket: plain until the handshake's `OK`, sealed after.
+struct FakeConn {
+    stream: TcpStream,
+    sealing: Option<Sealing>,
+    /// Frame bytes read and not yet opened.
+    frames: Vec<u8>,
+}
+
+impl FakeConn {
+    fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match &mut self.sealing {
+            Some(sealing) => {
+                let mut out = Vec::new();
+                sealing.send.seal(bytes, &mut out);
+                self.stream.write_all(&out)
+            }
+            None => self.stream.write_all(bytes),
+        }
+    }
+
+    /// Appends to `pending` what `bytes` just read carry: themselves, or the
+    /// payloads of whole frames once sealed.
+    fn received(&mut self, bytes: &[u8], pending: &mut Vec<u8>) {
+        let Some(sealing) = &mut self.sealing else {
+            pending.extend_from_slice(bytes);
+            return;
+        };
+        self.frames.extend_from_slice(bytes);
+        let mut at = 0;
+        while let Ok(Opened::Frame { len, used }) = sealing.receive.open(&self.frames[at..]) {
+            pending
+                .extend_from_slice(&self.frames[at + FRAME_LEN_BYTES..at + FRAME_LEN_BYTES + len]);
+            at += used;
+        }
+        self.frames.drain(..at);
     }
 }
 
 /// Serves one connection: as a healthy empty peer until told to misbehave,
 /// then as [`Fake`] says, until the node closes it or the test ends.
-fn serve_fake(mut stream: TcpStream, shared: &FakeShared) {
+fn serve_fake(stream: TcpStream, shared: &FakeShared) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_millis(20)));
+    let mut conn = FakeConn {
+        stream,
+        sealing: None,
+        frames: Vec::new(),
+    };
     let mut pending: Vec<u8> = Vec::new();
     let mut answered_garbage = false;
     // The fault is on the data path: a connection passes the members-only
     // handshake first, then meets it.
     let mut authenticated = false;
+    let mut keys = None;
     let mut buf = [0u8; 4096];
     while !shared.stop.load(Ordering::SeqCst) {
         let misbehaving = authenticated && shared.misbehaving.load(Ordering::SeqCst);
@@ -149,24 +202,26 @@ fn serve_fake(mut stream: TcpStream, shared: &FakeShared) {
             std::thread::sleep(Duration::from_millis(20));
             continue;
         }
-        match stream.read(&mut buf) {
+        match conn.stream.read(&mut buf) {
             Ok(0) => break,
             Ok(n) if misbehaving => {
                 let _ = n;
                 if !answered_garbage {
+                    // In a frame whose MAC is right: garbage the node's reply
+                    // parser must catch.
                     answered_garbage = true;
-                    if stream.write_all(GARBAGE).is_err() {
+                    if conn.send(GARBAGE).is_err() {
                         break;
                     }
                 }
             }
             Ok(n) => {
-                pending.extend_from_slice(&buf[..n]);
+                conn.received(&buf[..n], &mut pending);
                 while let Some(nl) = pending.iter().position(|&c| c == b'\n') {
                     let line: Vec<u8> = pending.drain(..=nl).collect();
                     let challenge;
                     let reply: &[u8] = if line.starts_with(b"rc hello ") {
-                        challenge = fake_challenge(&shared.secret, &line);
+                        (challenge, keys) = fake_challenge(&shared.secret, &line);
                         &challenge
                     } else if line.starts_with(b"rc auth ") {
                         authenticated = true;
@@ -178,8 +233,11 @@ fn serve_fake(mut stream: TcpStream, shared: &FakeShared) {
                     } else {
                         b""
                     };
-                    if stream.write_all(reply).is_err() {
+                    if conn.send(reply).is_err() {
                         return;
+                    }
+                    if line.starts_with(b"rc auth ") {
+                        conn.sealing = keys.take();
                     }
                 }
             }
