@@ -16,7 +16,10 @@ fn seal_and_open(c: &mut Criterion) {
     set.extend_from_slice(&[b'v'; 1024]);
     set.extend_from_slice(b"\r\nmn\r\n");
     let payloads: [(&str, Vec<u8>); 3] = [
-        ("forwarded_get", b"rc fwd 3\r\nget key:000000042\r\nmn\r\n".to_vec()),
+        (
+            "forwarded_get",
+            b"rc fwd 3\r\nget key:000000042\r\nmn\r\n".to_vec(),
+        ),
         (
             "reply_32B",
             b"VALUE key:000000042 0 32\r\n01234567890123456789012345678901\r\nEND\r\nMN\r\n"
@@ -27,14 +30,18 @@ fn seal_and_open(c: &mut Criterion) {
     let mut group = c.benchmark_group("seal");
     let mut frame = Vec::with_capacity(4096);
     for (name, payload) in &payloads {
-        group.bench_with_input(BenchmarkId::new("seal_open", name), payload, |b, payload| {
-            b.iter(|| {
-                frame.clear();
-                client.send.seal(black_box(payload), &mut frame);
-                let opened = server.receive.open(black_box(&frame));
-                assert!(matches!(opened, Ok(Opened::Frame { .. })));
-            })
-        });
+        group.bench_with_input(
+            BenchmarkId::new("seal_open", name),
+            payload,
+            |b, payload| {
+                b.iter(|| {
+                    frame.clear();
+                    client.send.seal(black_box(payload), &mut frame);
+                    let opened = server.receive.open(black_box(&frame));
+                    assert!(matches!(opened, Ok(Opened::Frame { .. })));
+                })
+            },
+        );
     }
     group.finish();
 }

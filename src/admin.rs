@@ -69,13 +69,30 @@ pub fn main(args: &[String]) -> i32 {
         return 0;
     }
     if command == Some("status") {
-        // `stats cluster` is open to clients (discovery): no secret needed.
-        return finish(crate::runtime::start::ask_plain(
+        // `stats cluster` is open to clients (discovery): no secret needed,
+        // unless the node asks its clients to authenticate (`-Y`); a member
+        // need not.
+        let plain = crate::runtime::start::ask_plain(
             &node,
             b"stats cluster\r\n",
             b"END\r\n",
             ADMIN_TIMEOUT,
-        ));
+        );
+        let refused = plain
+            .as_ref()
+            .is_ok_and(|reply| reply.starts_with(b"CLIENT_ERROR"));
+        let secret = find_secret(secret_file.clone(), data_dir.clone());
+        if let (true, Ok(secret)) = (refused, &secret) {
+            let asker = crate::runtime::start::Asker::Admin(secret);
+            return finish(crate::runtime::start::ask(
+                &node,
+                asker,
+                b"stats cluster\r\n",
+                b"END\r\n",
+                ADMIN_TIMEOUT,
+            ));
+        }
+        return finish(plain);
     }
     let secret = match find_secret(secret_file, data_dir) {
         Ok(secret) => secret,

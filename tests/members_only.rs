@@ -485,3 +485,101 @@ fn after_the_handshake_a_member_connection_takes_only_frames_with_a_right_mac() 
     assert_eq!(view["epoch"], "1");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_cluster_node_with_an_auth_file_asks_its_clients_to_authenticate_and_its_members_to_prove_the_secret(
+) {
+    let dir = support::scratch_dir("members-auth-file");
+    let ips = ["127.0.0.1", "127.0.0.2"];
+    let (mut text, ports) = cluster_file(&ips, 1);
+    text = text.replace("write_ack = \"quorum\"", "write_ack = \"one\"");
+    let file = dir.join("cluster.toml");
+    std::fs::write(&file, &text).unwrap();
+    let secret = dir.join("cluster.secret");
+    write_secret(&secret, 0o600);
+    let users = dir.join("users");
+    std::fs::write(&users, "alice:wonderland\n").unwrap();
+    let nodes: Vec<Server> = (1..=2)
+        .map(|id| {
+            let args = [
+                "--cluster",
+                &file.to_string_lossy(),
+                "--node-id",
+                &id.to_string(),
+                "--cluster-secret",
+                &secret.to_string_lossy(),
+                "-Y",
+                &users.to_string_lossy(),
+            ];
+            Server::ringcache_at(ips[id - 1], ports[id - 1], &args)
+        })
+        .collect();
+    // The admin proves the secret, as a member does (`status` too, since
+    // `stats cluster` is no longer open to every client).
+    let secret_arg = secret.to_string_lossy().to_string();
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    for (ip, port) in ips.iter().zip(&ports) {
+        let node = format!("{ip}:{port}");
+        loop {
+            let (ok, out) = admin(&node, &["--cluster-secret", &secret_arg], &["status"]);
+            if ok && out.contains("STAT node_state serving") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{node} never served: {out}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // A client that has not authenticated gets memcached's answer to every
+    // command, discovery and cluster lines included.
+    let mut stranger = Client::connect_at(ips[0], ports[0]);
+    for line in ["get k\r\n", "stats cluster\r\n", "rc show\r\n"] {
+        assert_eq!(
+            show(&stranger.call(line.as_bytes(), b"\r\n")),
+            "CLIENT_ERROR unauthenticated\\r\\n",
+            "for {line:?}"
+        );
+    }
+    // Authenticated, it reads and writes keys of both nodes through node 1:
+    // the nodes forward to each other, proving the cluster secret, not a user.
+    let mut client = Client::connect_at(ips[0], ports[0]);
+    assert_eq!(
+        show(&client.call(b"set auth 0 0 16\r\nalice wonderland\r\n", b"\r\n")),
+        "STORED\\r\\n"
+    );
+    for i in 0..100 {
+        client.set(&format!("k{i}"), b"v");
+    }
+    for i in 0..100 {
+        assert_eq!(
+            client.get(&format!("k{i}")).as_deref(),
+            Some(&b"v"[..]),
+            "k{i}"
+        );
+    }
+    let mut other = Client::connect_at(ips[1], ports[1]);
+    assert_eq!(
+        show(&other.call(b"set auth 0 0 16\r\nalice wonderland\r\n", b"\r\n")),
+        "STORED\\r\\n"
+    );
+    let items = |client: &mut Client| -> u64 {
+        client
+            .stats("")
+            .iter()
+            .find(|(k, _)| k == "curr_items")
+            .and_then(|(_, v)| v.parse().ok())
+            .expect("curr_items")
+    };
+    let (one, two) = (items(&mut client), items(&mut other));
+    assert_eq!(one + two, 100);
+    assert!(
+        one > 0 && two > 0,
+        "{one} and {two} items: nothing was forwarded"
+    );
+    let node = format!("{}:{}", ips[0], ports[0]);
+    let (ok, out) = admin(&node, &["--cluster-secret", &secret_arg], &["show"]);
+    assert!(ok && out.contains("[[node]]"), "{out}");
+    let (ok, out) = admin(&node, &[], &["status"]);
+    assert!(!ok && out.contains("CLIENT_ERROR unauthenticated"), "{out}");
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -5,7 +5,7 @@ use super::{parse_memory_limit, parse_size, Args, Protocol, C_INT_MAX};
 use crate::limits;
 
 /// Refuses what ringcache does not serve and a client would rely on: unix
-/// sockets, SASL, -Y or -Z on a cluster node, and -Z with a `notls:` address.
+/// sockets, SASL, -Z on a cluster node, and -Z with a `notls:` address.
 pub(super) fn refuse_unserved(args: &Args) -> Result<(), String> {
     if let Some(path) = &args.unix_socket {
         return Err(format!(
@@ -14,14 +14,6 @@ pub(super) fn refuse_unserved(args: &Args) -> Result<(), String> {
     }
     if args.enable_sasl {
         return Err("-S: SASL authentication is not served by ringcache; run it where only trusted clients reach it".into());
-    }
-    if let (Some(file), true) = (
-        &args.auth_file,
-        args.cluster_file.is_some() || args.data_dir.is_some(),
-    ) {
-        return Err(format!(
-            "-Y {file}: a cluster node's ports also carry node-to-node traffic, which authenticates with the cluster secret; -Y serves a node that is not part of a cluster"
-        ));
     }
     if args.enable_ssl && args.listen.iter().any(|l| l.contains("notls:")) {
         return Err(

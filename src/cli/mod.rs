@@ -603,7 +603,6 @@ mod tests {
         for argv in [
             &["-s", "/tmp/m.sock"][..],
             &["-S"],
-            &["-Y", "/etc/auth", "--data-dir", "d"],
             &["-B", "http"],
             &["-o", "meta_response_old"],
             &["-o", "no_such_option"],

@@ -133,11 +133,17 @@ pub(crate) fn ask(
     read_reply(addr, &mut stream, end)
 }
 
-/// Reads until the reply ends with `end`.
+/// Reads until the reply ends with `end`, or is one error line.
 fn read_reply(addr: &str, stream: &mut impl Read, end: &[u8]) -> Result<Vec<u8>, String> {
     let mut reply = Vec::new();
     let mut chunk = [0u8; 4096];
-    while !reply.ends_with(end) {
+    let error_line = |reply: &[u8]| {
+        [&b"ERROR"[..], b"CLIENT_ERROR ", b"SERVER_ERROR "]
+            .iter()
+            .any(|word| reply.starts_with(word))
+            && memchr::memchr(b'\n', reply) == Some(reply.len() - 1)
+    };
+    while !reply.ends_with(end) && !error_line(&reply) {
         let n = stream
             .read(&mut chunk)
             .map_err(|e| format!("{addr}: {e}"))?;

@@ -8,7 +8,7 @@ use super::output::Output;
 use super::text::{self, TextConn};
 use super::After;
 use crate::cli::Protocol;
-use crate::cluster::auth::Standing;
+use crate::cluster::auth::{self, Standing};
 use crate::cluster::seal::Sealing;
 use crate::engine::watch::CloseReason;
 use crate::limits::{
@@ -310,17 +310,32 @@ async fn run_requests(
         &mut input.swallow,
     );
     let mut after = After::Continue;
+    let mut buf = buf;
+    let mut member_line = false;
     if let (ClientAuth::Required, Some(users)) = (session.client_auth, &ctx.node.ascii_auth) {
-        after = authenticate(users, buf, start, swallow, output, &mut session.client_auth);
+        match member_handshake_line(ctx, buf, *start) {
+            // Another node (or an admin) proves the cluster secret instead:
+            // its handshake lines go to the text loop one at a time.
+            Some(Ok(end)) => {
+                buf = &buf[..end];
+                member_line = true;
+            }
+            Some(Err(Incomplete)) => return After::Continue,
+            None => {
+                after = authenticate(users, buf, start, swallow, output, &mut session.client_auth)
+            }
+        }
     }
-    match (after, session.client_auth, session.wire) {
+    let after = match (after, session.client_auth, session.wire) {
         (After::Close, _, _) => After::Close,
         (After::Watch(_), _, _) => unreachable!("authentication does not watch"),
-        (After::Continue, ClientAuth::Required, _) => After::Continue,
+        (After::Continue, ClientAuth::Required, _) if !member_line => After::Continue,
+        // `-Y` makes every connection text.
+        (After::Continue, ClientAuth::Required, Wire::Binary) => After::Continue,
         (After::Continue, ClientAuth::Done, Wire::Binary) => {
             super::binary::handle_buffer(ctx, stream, buf, start, swallow, output).await
         }
-        (After::Continue, ClientAuth::Done, Wire::Text | Wire::Undecided) => {
+        (After::Continue, _, Wire::Text | Wire::Undecided) => {
             let mut conn = TextConn {
                 mode: &mut session.mode,
                 suspect,
@@ -331,8 +346,36 @@ async fn run_requests(
             };
             text::handle_buffer(ctx, stream, buf, start, swallow, output, &mut conn).await
         }
+    };
+    if session.standing == Standing::Member {
+        // A member passed the handshake: `-Y` asks nothing more of it.
+        session.client_auth = ClientAuth::Done;
     }
+    after
 }
+
+/// The end of a whole `rc hello` or `rc auth` line at `start`, on a cluster
+/// node; `None` when the bytes there are not one.
+fn member_handshake_line(
+    ctx: &ShardCtx,
+    buf: &[u8],
+    start: usize,
+) -> Option<Result<usize, Incomplete>> {
+    let rest = &buf[start..];
+    if ctx.cluster.is_none() || !auth::is_auth_line(rest) {
+        return None;
+    }
+    let window = &rest[..rest.len().min(auth::AUTH_LINE_LEN_MAX)];
+    Some(match memchr::memchr(b'\n', window) {
+        Some(nl) => Ok(start + nl + 1),
+        // The text loop closes a connection whose line runs past the bound.
+        None if rest.len() >= auth::AUTH_LINE_LEN_MAX => Ok(buf.len()),
+        None => Err(Incomplete),
+    })
+}
+
+/// A line has yet to arrive whole.
+struct Incomplete;
 
 /// Answers the requests of a connection that has not authenticated (`-Y`),
 /// until one authenticates it. (`-Y` makes every connection text, as in
