@@ -174,15 +174,21 @@ pub const TOMBSTONES_PER_SHARD_MAX: usize = 100_000;
 /// (copies from peers never overwrite them). Past this, recovery restarts.
 pub const RECOVERY_WRITTEN_KEYS_MAX: usize = 1_000_000;
 
-/// Most replies bytes one peer link buffers before its reader gives up on the
-/// peer (a reply is at most one item plus a line).
 /// Inputs queued for the control thread (consensus messages, failure reports,
 /// proposals) before more are refused: a message past it is dropped as the
 /// network might drop it, and a proposal is answered
 /// `SERVER_ERROR the control queue is full; try again`.
 pub const CONTROL_QUEUE_DEPTH: usize = 1024;
 
+/// Most replies bytes one peer link buffers before its reader gives up on the
+/// peer (a reply is at most one item plus a line).
 pub const PEER_REPLY_BYTES_MAX: usize = ITEM_SIZE_MAX_MAX_BYTES + 4096;
+
+/// Most requests one peer link holds, queued or awaiting their replies. One
+/// past it is not sent: it fails at once as a request to an unreachable
+/// owner does (a client's goes to the next owner or gets `SERVER_ERROR`, a
+/// replicated item becomes a hint). A link that full has a peer far behind.
+pub const PEER_LINK_REQUESTS_MAX: usize = 65_536;
 
 /// Data movement: how long after an epoch takes keys from a node it first
 /// tries to release them (drop its copies), and how long it waits to try again

@@ -16,6 +16,7 @@
 use super::node::ClusterNode;
 use crate::cluster::ring::Owner;
 use crate::cluster::wire::{self, PeerMode, Scan};
+use crate::limits::PEER_LINK_REQUESTS_MAX;
 use crate::runtime::auth::{handshake, AuthFailure};
 use crate::runtime::sealed::Sealed;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -200,6 +201,9 @@ pub struct Link {
     writer_waker: RefCell<Option<Waker>>,
     task: RefCell<Option<Task<()>>>,
     running: Cell<bool>,
+    /// The last request was refused at [`PEER_LINK_REQUESTS_MAX`] (logged once
+    /// until one is taken again).
+    full: Cell<bool>,
 }
 
 impl Link {
@@ -213,6 +217,7 @@ impl Link {
             writer_waker: RefCell::new(None),
             task: RefCell::new(None),
             running: Cell::new(false),
+            full: Cell::new(false),
         })
     }
 
@@ -256,6 +261,18 @@ impl Link {
         bytes: Vec<u8>,
         tag: u64,
     ) -> Reply {
+        let held = self.queue.borrow().len() + self.in_flight.borrow().len();
+        if held >= PEER_LINK_REQUESTS_MAX {
+            if !self.full.replace(true) {
+                log::warn!(
+                    "the link to node {} at {} holds {held} requests: refusing more until it drains",
+                    self.target.node,
+                    self.addr
+                );
+            }
+            return Reply::ready(Err(LinkError::NotSent));
+        }
+        self.full.set(false);
         let slot = Slot::new(None);
         self.queue.borrow_mut().push_back(Outgoing {
             mode,
@@ -577,6 +594,43 @@ mod tests {
                 );
                 assert_eq!(tagged.await, Err(LinkError::NotSent));
                 assert_eq!(untagged.await, Err(LinkError::NotSent));
+            });
+        drop(silent);
+    }
+
+    #[test]
+    fn a_link_holds_requests_up_to_its_bound_and_refuses_the_next_at_once() {
+        // A peer that never answers the handshake: what is sent stays queued.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
+        let addr = silent.local_addr().expect("its address");
+        glommio::LocalExecutorBuilder::default()
+            .make()
+            .expect("an executor")
+            .run(async {
+                let owner = Owner { node: 2, shard: 0 };
+                let link = Link::new(owner, addr, two_node_cluster());
+                let held: Vec<Reply> = (0..PEER_LINK_REQUESTS_MAX)
+                    .map(|_| link.send(PeerMode::Forward, b"mn\r\n".to_vec()))
+                    .collect();
+                glommio::executor().yield_now().await;
+                let refused = link.send(PeerMode::Replica, b"mn\r\n".to_vec());
+                assert!(
+                    refused.0.done.get(),
+                    "the request past the bound waits for nothing"
+                );
+                assert_eq!(refused.await, Err(LinkError::NotSent));
+                assert!(
+                    held.iter().all(|reply| !reply.0.done.get()),
+                    "a request within the bound was failed"
+                );
+                link.abort(LinkError::Failed);
+                for reply in held {
+                    assert_eq!(reply.await, Err(LinkError::NotSent));
+                }
+                // Drained, the link takes requests again.
+                let taken = link.send(PeerMode::Forward, b"mn\r\n".to_vec());
+                assert!(!taken.0.done.get());
+                link.abort(LinkError::Failed);
             });
         drop(silent);
     }
