@@ -22,12 +22,13 @@ install_missing() {
     if ! command -v memcached >/dev/null || ! command -v memccat >/dev/null \
         || ! command -v nc >/dev/null || ! command -v cc >/dev/null \
         || ! command -v nft >/dev/null || ! command -v openssl >/dev/null \
-        || [ ! -e /usr/include/libmemcached-1.0/memcached.h ]; then
-        say "installing memcached, libmemcached-tools, libmemcached-dev, netcat-openbsd, gcc, nftables, openssl"
+        || [ ! -e /usr/include/libmemcached-1.0/memcached.h ] \
+        || [ ! -e /usr/lib/x86_64-linux-gnu/sasl2/libplain.so ]; then
+        say "installing memcached, libmemcached-tools, libmemcached-dev, libsasl2-modules, netcat-openbsd, gcc, nftables, openssl"
         export DEBIAN_FRONTEND=noninteractive
         as_root apt-get update -qq </dev/null || return 1
         as_root apt-get install -y -qq memcached libmemcached-tools libmemcached-dev \
-            netcat-openbsd gcc nftables openssl </dev/null || return 1
+            libsasl2-modules netcat-openbsd gcc nftables openssl </dev/null || return 1
     fi
     if ! python3 -c 'import pymemcache' 2>/dev/null; then
         say "installing pymemcache"

@@ -5,15 +5,26 @@ use super::{parse_memory_limit, parse_size, Args, Protocol, C_INT_MAX};
 use crate::limits;
 
 /// Refuses what ringcache does not serve and a client would rely on: unix
-/// sockets, SASL, -Z on a cluster node, and -Z with a `notls:` address.
+/// sockets, -S with -Y, -S or -Z on a cluster node, and -Z with a `notls:`
+/// address.
 pub(super) fn refuse_unserved(args: &Args) -> Result<(), String> {
     if let Some(path) = &args.unix_socket {
         return Err(format!(
             "-s {path}: ringcache does not serve unix sockets, and a client sent there would find nothing; listen on TCP with -l and -p"
         ));
     }
-    if args.enable_sasl {
-        return Err("-S: SASL authentication is not served by ringcache; run it where only trusted clients reach it".into());
+    if args.enable_sasl && args.auth_file.is_some() {
+        return Err(
+            "-S with -Y: SASL needs the binary protocol and ascii authentication the text one; choose one"
+                .into(),
+        );
+    }
+    if args.enable_sasl && (args.cluster_file.is_some() || args.data_dir.is_some()) {
+        return Err(
+            "-S: a cluster node's ports also carry node-to-node traffic, which speaks text; \
+             -S serves a node that is not part of a cluster (-Y serves one)"
+                .into(),
+        );
     }
     if args.enable_ssl && args.listen.iter().any(|l| l.contains("notls:")) {
         return Err(
@@ -61,6 +72,13 @@ pub(super) fn protocol(args: &Args) -> Result<Protocol, String> {
             )
         }
         _ if args.auth_file.is_some() => Protocol::Ascii,
+        // As memcached: SASL makes every connection binary.
+        "ascii" if args.enable_sasl => {
+            return Err(
+                "-B ascii: You cannot use only ASCII protocol while requiring SASL (-S)".into(),
+            )
+        }
+        _ if args.enable_sasl => Protocol::Binary,
         "auto" | "negotiate" | "auto-negotiate" => Protocol::Auto,
         "ascii" => Protocol::Ascii,
         "binary" => Protocol::Binary,

@@ -146,13 +146,16 @@ pub struct Args {
     #[arg(short = 'e', long = "memory-file", value_name = "FILE")]
     pub memory_file: Option<String>,
 
-    /// Refused: SASL authentication is not served.
+    /// memcached's binary SASL authentication, mechanism PLAIN: users and
+    /// passwords from the file named by MEMCACHED_SASL_PWDB (`user:password`
+    /// lines). Makes every connection binary. Not on a cluster node.
     #[arg(short = 'S', long = "enable-sasl")]
     pub enable_sasl: bool,
 
     /// memcached's ASCII authentication: FILE holds `user:password` lines; a
     /// connection must `set` any key to `<user> <password>` before anything else
-    /// (binary connections are closed). Not with a cluster.
+    /// (binary connections are closed). On a cluster node, other nodes prove
+    /// the cluster secret instead.
     #[arg(short = 'Y', long = "auth-file", value_name = "FILE")]
     pub auth_file: Option<String>,
 
@@ -341,6 +344,9 @@ pub struct Config {
     pub tls: Option<TlsSettings>,
     /// `-Y`: the file of users a text connection must authenticate as.
     pub auth_file: Option<std::path::PathBuf>,
+    /// `-S`: the file of users a binary connection must authenticate as
+    /// (SASL PLAIN), named by MEMCACHED_SASL_PWDB.
+    pub sasl_pwdb: Option<std::path::PathBuf>,
     /// One line for each memcached flag accepted that does not apply here.
     pub notes: Vec<String>,
 }
@@ -438,6 +444,9 @@ impl Config {
         if let Some(file) = &self.auth_file {
             flags.push(format!("-Y {}", file.display()));
         }
+        if self.sasl_pwdb.is_some() {
+            flags.push("-S".into());
+        }
         if let Some(user) = &self.user {
             flags.push(format!("-u {user}"));
         }
@@ -475,7 +484,7 @@ impl Config {
             .tls
             .as_ref()
             .is_some_and(|tls| matches!(tls.verify_mode, VerifyMode::Require | VerifyMode::Once));
-        if self.auth_file.is_some() || certificates_required {
+        if self.auth_file.is_some() || self.sasl_pwdb.is_some() || certificates_required {
             return None;
         }
         let open: Vec<String> = listening
@@ -563,8 +572,24 @@ impl Config {
             enable_coredumps: args.enable_coredumps,
             tls,
             auth_file: args.auth_file.as_ref().map(Into::into),
+            sasl_pwdb: sasl_pwdb(args)?,
             notes,
         })
+    }
+}
+
+/// `-S`: memcached's `MEMCACHED_SASL_PWDB`, the file of `user:password`
+/// lines that SASL PLAIN checks.
+fn sasl_pwdb(args: &Args) -> Result<Option<std::path::PathBuf>, String> {
+    if !args.enable_sasl {
+        return Ok(None);
+    }
+    match std::env::var_os("MEMCACHED_SASL_PWDB") {
+        Some(path) if !path.is_empty() => Ok(Some(path.into())),
+        _ => Err(
+            "-S: set MEMCACHED_SASL_PWDB to a file of user:password lines, the users SASL PLAIN admits"
+                .into(),
+        ),
     }
 }
 
@@ -602,7 +627,9 @@ mod tests {
     fn flags_that_would_mislead_a_client_are_refused() {
         for argv in [
             &["-s", "/tmp/m.sock"][..],
-            &["-S"],
+            &["-S", "-B", "ascii"],
+            &["-S", "-Y", "/etc/auth"],
+            &["-S", "--data-dir", "d"],
             &["-B", "http"],
             &["-o", "meta_response_old"],
             &["-o", "no_such_option"],

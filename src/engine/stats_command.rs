@@ -28,6 +28,10 @@ pub struct Settings {
     pub binding_protocol: &'static str,
     /// `flush_all` is served (no `-F`).
     pub flush_enabled: bool,
+    /// `-S`: binary SASL.
+    pub sasl: bool,
+    /// `-Y FILE`: memcached shows the file's name.
+    pub auth_file: Option<String>,
 }
 
 /// One connection or listening socket, for `stats conns`.
@@ -220,9 +224,12 @@ fn settings_stats(s: &Settings, w: &mut Bytes) {
     stat(w, "cas_enabled", "yes");
     stat(w, "tcp_backlog", s.tcp_backlog);
     stat(w, "binding_protocol", s.binding_protocol);
-    // SASL and the ascii auth file are not served (`-S` and `-Y` are refused).
-    stat(w, "auth_enabled_sasl", "no");
-    stat(w, "auth_enabled_ascii", "no");
+    stat(w, "auth_enabled_sasl", yes_no(s.sasl));
+    stat(
+        w,
+        "auth_enabled_ascii",
+        s.auth_file.as_deref().unwrap_or("no"),
+    );
     stat(w, "item_size_max", s.item_size_max);
     stat(w, "maxconns_fast", "yes");
     stat(w, "flush_enabled", yes_no(s.flush_enabled));

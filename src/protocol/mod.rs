@@ -7,6 +7,7 @@ pub mod ascii_auth;
 pub mod binary;
 pub mod carried;
 pub mod meta;
+pub mod sasl;
 pub mod text;
 mod tokens;
 

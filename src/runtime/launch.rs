@@ -46,6 +46,7 @@ struct NodeParts {
     cluster: Option<Arc<cluster::ClusterNode>>,
     tls: Option<Arc<rustls::ServerConfig>>,
     ascii_auth: Option<AuthFile>,
+    sasl_users: Option<AuthFile>,
     listen_also: Vec<SocketAddr>,
 }
 
@@ -132,15 +133,22 @@ fn prepare(config: &Config) -> Result<Prepared, String> {
         None => (None, None),
     };
     let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
-    let ascii_auth = match &config.auth_file {
-        Some(path) => Some(
-            std::fs::read(path)
-                .map_err(|e| e.to_string())
-                .and_then(|text| AuthFile::parse(&text))
-                .map_err(|e| format!("-Y {}: {e}", path.display()))?,
-        ),
-        None => None,
+    let users = |path: &std::path::Path, flag: &str| {
+        std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| AuthFile::parse(&text))
+            .map_err(|e| format!("{flag} {}: {e}", path.display()))
     };
+    let ascii_auth = config
+        .auth_file
+        .as_deref()
+        .map(|path| users(path, "-Y"))
+        .transpose()?;
+    let sasl_users = config
+        .sasl_pwdb
+        .as_deref()
+        .map(|path| users(path, "-S: MEMCACHED_SASL_PWDB"))
+        .transpose()?;
     let cpus = allowed_cpus();
     let shards = match &cluster {
         Some(cluster) => cluster.own_addrs().1.len(),
@@ -170,6 +178,7 @@ fn prepare(config: &Config) -> Result<Prepared, String> {
             cluster,
             tls,
             ascii_auth,
+            sasl_users,
             listen_also,
         },
         restart,
@@ -272,6 +281,7 @@ fn new_node(
         control: control_start.as_ref().map(|start| start.tx.clone()),
         tls: parts.tls,
         ascii_auth: parts.ascii_auth,
+        sasl_users: parts.sasl_users,
         watchers: watch::Watchers::default(),
     });
     (node, control_start)

@@ -89,6 +89,8 @@ pub struct Node {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// `-Y`: the users a text connection must authenticate as first.
     pub ascii_auth: Option<crate::protocol::ascii_auth::AuthFile>,
+    /// `-S`: the users binary SASL PLAIN admits.
+    pub sasl_users: Option<crate::protocol::ascii_auth::AuthFile>,
     /// `watch`: the connections that receive the node's log lines.
     pub watchers: watch::Watchers,
 }

@@ -332,5 +332,10 @@ fn settings(ctx: &ShardCtx) -> Settings {
         tcp_backlog: config.listen_backlog as u32,
         binding_protocol: config.protocol.memcached_name(),
         flush_enabled: config.flush == FlushCommand::Allowed,
+        sasl: config.sasl_pwdb.is_some(),
+        auth_file: config
+            .auth_file
+            .as_ref()
+            .map(|path| path.display().to_string()),
     }
 }

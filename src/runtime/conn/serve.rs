@@ -140,10 +140,11 @@ impl Session {
                 Protocol::Binary => Wire::Binary,
             },
             mode: ConnMode::Client,
-            // -Y: nothing runs until the connection has authenticated.
-            client_auth: match ctx.node.ascii_auth {
-                Some(_) => ClientAuth::Required,
-                None => ClientAuth::Done,
+            // -Y, -S: nothing runs until the connection has authenticated.
+            client_auth: if ctx.node.ascii_auth.is_some() || ctx.node.sasl_users.is_some() {
+                ClientAuth::Required
+            } else {
+                ClientAuth::Done
             },
             standing: Standing::Stranger,
             sealing: None,
@@ -326,6 +327,9 @@ async fn run_requests(
             }
         }
     }
+    if let (ClientAuth::Required, Some(users)) = (session.client_auth, &ctx.node.sasl_users) {
+        after = sasl_authenticate(users, buf, start, output, &mut session.client_auth);
+    }
     let after = match (after, session.client_auth, session.wire) {
         (After::Close, _, _) => After::Close,
         (After::Watch(_), _, _) => unreachable!("authentication does not watch"),
@@ -402,6 +406,41 @@ fn authenticate(
                 output.out.extend_from_slice(reply);
                 *start += used;
                 skip_data_block(buf, start, swallow, swallow_bytes);
+                if authenticated {
+                    *client_auth = ClientAuth::Done;
+                    break;
+                }
+            }
+        }
+    }
+    After::Continue
+}
+
+/// Answers the binary requests of a connection that has not authenticated
+/// (`-S`, SASL PLAIN), until one authenticates it or one that may not run
+/// yet closes it.
+fn sasl_authenticate(
+    users: &crate::protocol::ascii_auth::AuthFile,
+    buf: &[u8],
+    start: &mut usize,
+    output: &mut Output,
+    client_auth: &mut ClientAuth,
+) -> After {
+    use crate::protocol::sasl::{step, Step};
+    while *start < buf.len() {
+        match step(&buf[*start..], users, crate::engine::VERSION.as_bytes()) {
+            Step::Incomplete => break,
+            Step::Close { reply } => {
+                output.out.extend_from_slice(&reply);
+                return After::Close;
+            }
+            Step::Answer {
+                reply,
+                used,
+                authenticated,
+            } => {
+                output.out.extend_from_slice(&reply);
+                *start += used;
                 if authenticated {
                     *client_auth = ClientAuth::Done;
                     break;
