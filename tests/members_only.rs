@@ -59,6 +59,30 @@ fn stats_cluster(ip: &str, port: u16) -> HashMap<String, String> {
         .collect()
 }
 
+/// Sets `k0` .. `k<n-1>` through `client` and reads each back.
+fn write_and_read_back(client: &mut Client, n: usize) {
+    for i in 0..n {
+        client.set(&format!("k{i}"), b"v");
+    }
+    for i in 0..n {
+        assert_eq!(
+            client.get(&format!("k{i}")).as_deref(),
+            Some(&b"v"[..]),
+            "k{i}"
+        );
+    }
+}
+
+/// The items the node of `client` holds.
+fn curr_items(client: &mut Client) -> u64 {
+    client
+        .stats("")
+        .iter()
+        .find(|(k, _)| k == "curr_items")
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("curr_items")
+}
+
 fn admin(node: &str, extra: &[&str], args: &[&str]) -> (bool, String) {
     let mut argv = vec!["--node", node];
     argv.extend_from_slice(extra);
@@ -313,27 +337,10 @@ fn a_node_with_another_secret_gets_no_replicated_items() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let mut client = Client::connect_at(ips[0], ports[0]);
-    for i in 0..200 {
-        client.set(&format!("k{i}"), b"v");
-    }
-    for i in 0..200 {
-        assert_eq!(
-            client.get(&format!("k{i}")).as_deref(),
-            Some(&b"v"[..]),
-            "k{i}"
-        );
-    }
-    let items = |ip: &str, port: u16| -> u64 {
-        Client::connect_at(ip, port)
-            .stats("")
-            .iter()
-            .find(|(k, _)| k == "curr_items")
-            .and_then(|(_, v)| v.parse().ok())
-            .expect("curr_items")
-    };
-    assert_eq!(items(ips[0], ports[0]), 200);
+    write_and_read_back(&mut client, 200);
+    assert_eq!(curr_items(&mut client), 200);
     assert_eq!(
-        items(ips[1], ports[1]),
+        curr_items(&mut Client::connect_at(ips[1], ports[1])),
         0,
         "node 2 got items with another secret"
     );
@@ -546,30 +553,13 @@ fn a_cluster_node_with_an_auth_file_asks_its_clients_to_authenticate_and_its_mem
         show(&client.call(b"set auth 0 0 16\r\nalice wonderland\r\n", b"\r\n")),
         "STORED\\r\\n"
     );
-    for i in 0..100 {
-        client.set(&format!("k{i}"), b"v");
-    }
-    for i in 0..100 {
-        assert_eq!(
-            client.get(&format!("k{i}")).as_deref(),
-            Some(&b"v"[..]),
-            "k{i}"
-        );
-    }
+    write_and_read_back(&mut client, 100);
     let mut other = Client::connect_at(ips[1], ports[1]);
     assert_eq!(
         show(&other.call(b"set auth 0 0 16\r\nalice wonderland\r\n", b"\r\n")),
         "STORED\\r\\n"
     );
-    let items = |client: &mut Client| -> u64 {
-        client
-            .stats("")
-            .iter()
-            .find(|(k, _)| k == "curr_items")
-            .and_then(|(_, v)| v.parse().ok())
-            .expect("curr_items")
-    };
-    let (one, two) = (items(&mut client), items(&mut other));
+    let (one, two) = (curr_items(&mut client), curr_items(&mut other));
     assert_eq!(one + two, 100);
     assert!(
         one > 0 && two > 0,

@@ -552,9 +552,9 @@ mod tests {
         Arc::new(node)
     }
 
-    #[test]
-    fn a_tagged_request_is_found_until_it_is_settled() {
-        // A peer that never answers the handshake: what is sent stays queued.
+    /// Runs `test` on an executor of its own with a link to a peer that never
+    /// answers the handshake: what is sent on it stays queued.
+    fn with_a_silent_peer<F: Future<Output = ()>>(test: impl FnOnce(Rc<Link>) -> F) {
         let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
         let addr = silent.local_addr().expect("its address");
         glommio::LocalExecutorBuilder::default()
@@ -562,76 +562,73 @@ mod tests {
             .expect("an executor")
             .run(async {
                 let owner = Owner { node: 2, shard: 0 };
-                let link = Link::new(owner, addr, two_node_cluster());
-                let untagged = link.send(PeerMode::Forward, b"mn\r\n".to_vec());
-                let tagged = link.send_tagged(PeerMode::Replica, b"mn\r\n".to_vec(), 7);
-                glommio::executor().yield_now().await;
-                assert!(link.pending_tagged(8).is_none(), "no request has tag 8");
-                let pending = link
-                    .pending_tagged(7)
-                    .expect("the tagged request is queued");
-                let aborting = link.clone();
-                glommio::spawn_local(async move {
-                    glommio::timer::sleep(Duration::from_millis(10)).await;
-                    aborting.abort(LinkError::Failed);
-                })
-                .detach();
-                // Settled when the link fails, without its reply being taken.
-                let woken = futures_lite::future::or(
-                    async {
-                        pending.await;
-                        true
-                    },
-                    async {
-                        glommio::timer::sleep(Duration::from_secs(60)).await;
-                        false
-                    },
-                );
-                assert!(woken.await, "the failed link wakes those waiting on it");
-                assert!(
-                    link.pending_tagged(7).is_none(),
-                    "a settled request is not found"
-                );
-                assert_eq!(tagged.await, Err(LinkError::NotSent));
-                assert_eq!(untagged.await, Err(LinkError::NotSent));
+                test(Link::new(owner, addr, two_node_cluster())).await
             });
         drop(silent);
     }
 
     #[test]
+    fn a_tagged_request_is_found_until_it_is_settled() {
+        with_a_silent_peer(|link| async move {
+            let untagged = link.send(PeerMode::Forward, b"mn\r\n".to_vec());
+            let tagged = link.send_tagged(PeerMode::Replica, b"mn\r\n".to_vec(), 7);
+            glommio::executor().yield_now().await;
+            assert!(link.pending_tagged(8).is_none(), "no request has tag 8");
+            let pending = link
+                .pending_tagged(7)
+                .expect("the tagged request is queued");
+            let aborting = link.clone();
+            glommio::spawn_local(async move {
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                aborting.abort(LinkError::Failed);
+            })
+            .detach();
+            // Settled when the link fails, without its reply being taken.
+            let woken = futures_lite::future::or(
+                async {
+                    pending.await;
+                    true
+                },
+                async {
+                    glommio::timer::sleep(Duration::from_secs(60)).await;
+                    false
+                },
+            );
+            assert!(woken.await, "the failed link wakes those waiting on it");
+            assert!(
+                link.pending_tagged(7).is_none(),
+                "a settled request is not found"
+            );
+            assert_eq!(tagged.await, Err(LinkError::NotSent));
+            assert_eq!(untagged.await, Err(LinkError::NotSent));
+        });
+    }
+
+    #[test]
     fn a_link_holds_requests_up_to_its_bound_and_refuses_the_next_at_once() {
-        // A peer that never answers the handshake: what is sent stays queued.
-        let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
-        let addr = silent.local_addr().expect("its address");
-        glommio::LocalExecutorBuilder::default()
-            .make()
-            .expect("an executor")
-            .run(async {
-                let owner = Owner { node: 2, shard: 0 };
-                let link = Link::new(owner, addr, two_node_cluster());
-                let held: Vec<Reply> = (0..PEER_LINK_REQUESTS_MAX)
-                    .map(|_| link.send(PeerMode::Forward, b"mn\r\n".to_vec()))
-                    .collect();
-                glommio::executor().yield_now().await;
-                let refused = link.send(PeerMode::Replica, b"mn\r\n".to_vec());
-                assert!(
-                    refused.0.done.get(),
-                    "the request past the bound waits for nothing"
-                );
-                assert_eq!(refused.await, Err(LinkError::NotSent));
-                assert!(
-                    held.iter().all(|reply| !reply.0.done.get()),
-                    "a request within the bound was failed"
-                );
-                link.abort(LinkError::Failed);
-                for reply in held {
-                    assert_eq!(reply.await, Err(LinkError::NotSent));
-                }
-                // Drained, the link takes requests again.
-                let taken = link.send(PeerMode::Forward, b"mn\r\n".to_vec());
-                assert!(!taken.0.done.get());
-                link.abort(LinkError::Failed);
-            });
-        drop(silent);
+        with_a_silent_peer(|link| async move {
+            let held: Vec<Reply> = (0..PEER_LINK_REQUESTS_MAX)
+                .map(|_| link.send(PeerMode::Forward, b"mn\r\n".to_vec()))
+                .collect();
+            glommio::executor().yield_now().await;
+            let refused = link.send(PeerMode::Replica, b"mn\r\n".to_vec());
+            assert!(
+                refused.0.done.get(),
+                "the request past the bound waits for nothing"
+            );
+            assert_eq!(refused.await, Err(LinkError::NotSent));
+            assert!(
+                held.iter().all(|reply| !reply.0.done.get()),
+                "a request within the bound was failed"
+            );
+            link.abort(LinkError::Failed);
+            for reply in held {
+                assert_eq!(reply.await, Err(LinkError::NotSent));
+            }
+            // Drained, the link takes requests again.
+            let taken = link.send(PeerMode::Forward, b"mn\r\n".to_vec());
+            assert!(!taken.0.done.get());
+            link.abort(LinkError::Failed);
+        });
     }
 }
