@@ -59,6 +59,32 @@ fn stats_cluster(ip: &str, port: u16) -> HashMap<String, String> {
         .collect()
 }
 
+/// Node `id` of the cluster `file` at `(ip, port)`, with the secret at
+/// `secret` and `extra` flags.
+fn start_file_node(
+    file: &Path,
+    id: usize,
+    (ip, port): (&str, u16),
+    secret: &Path,
+    extra: &[&str],
+) -> Server {
+    let (file, id, secret) = (
+        file.to_string_lossy(),
+        id.to_string(),
+        secret.to_string_lossy(),
+    );
+    let mut args = vec![
+        "--cluster",
+        &file,
+        "--node-id",
+        &id,
+        "--cluster-secret",
+        &secret,
+    ];
+    args.extend_from_slice(extra);
+    Server::ringcache_at(ip, port, &args)
+}
+
 /// Sets `k0` .. `k<n-1>` through `client` and reads each back.
 fn write_and_read_back(client: &mut Client, n: usize) {
     for i in 0..n {
@@ -311,17 +337,8 @@ fn a_node_with_another_secret_gets_no_replicated_items() {
     write_secret(&right, 0o600);
     write_secret(&wrong, 0o600);
     let start = |id: usize, secret: &Path| {
-        let args = [
-            "--cluster",
-            &file.to_string_lossy(),
-            "--node-id",
-            &id.to_string(),
-            "--cluster-secret",
-            &secret.to_string_lossy(),
-            "--peer-timeout-ms",
-            "500",
-        ];
-        Server::ringcache_at(ips[id - 1], ports[id - 1], &args)
+        let node = (ips[id - 1], ports[id - 1]);
+        start_file_node(&file, id, node, secret, &["--peer-timeout-ms", "500"])
     };
     let one = start(1, &right);
     let two = start(2, &wrong);
@@ -506,19 +523,11 @@ fn a_cluster_node_with_an_auth_file_asks_its_clients_to_authenticate_and_its_mem
     write_secret(&secret, 0o600);
     let users = dir.join("users");
     std::fs::write(&users, "alice:wonderland\n").unwrap();
+    let users_arg = users.to_string_lossy().to_string();
     let nodes: Vec<Server> = (1..=2)
         .map(|id| {
-            let args = [
-                "--cluster",
-                &file.to_string_lossy(),
-                "--node-id",
-                &id.to_string(),
-                "--cluster-secret",
-                &secret.to_string_lossy(),
-                "-Y",
-                &users.to_string_lossy(),
-            ];
-            Server::ringcache_at(ips[id - 1], ports[id - 1], &args)
+            let node = (ips[id - 1], ports[id - 1]);
+            start_file_node(&file, id, node, &secret, &["-Y", &users_arg])
         })
         .collect();
     // The admin proves the secret, as a member does (`status` too, since
