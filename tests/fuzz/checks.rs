@@ -353,6 +353,7 @@ fn meta_seeds() -> Vec<Vec<u8>> {
 
 /// The binary parser on `data` as a stream of pipelined requests.
 pub fn binary(data: &[u8]) {
+    sasl(data);
     let limits = limits_from(data);
     let mut at = 0;
     while at < data.len() {
@@ -787,6 +788,56 @@ impl<'a> Unstructured<'a> {
 
     fn u64(&mut self) -> u64 {
         u64::from(self.u32()) | u64::from(self.u32()) << 32
+    }
+}
+
+/// Binary SASL before a connection logs in (`-S`): a request is used whole
+/// or not at all, every prefix of one is `Incomplete`, the same bytes give the
+/// same answer with more after them, an answer echoes the opaque, and only
+/// the right user and password log in.
+fn sasl(data: &[u8]) {
+    use ringcache::protocol::ascii_auth::AuthFile;
+    use ringcache::protocol::sasl::{step, Step};
+    let users = AuthFile::parse(b"alice:wonderland\n").expect("a users file");
+    let mut at = 0;
+    while at < data.len() {
+        let buf = &data[at..];
+        let stepped = step(buf, &users, b"1.6.18");
+        let reply = match &stepped {
+            Step::Incomplete => return,
+            Step::Close { reply } => reply,
+            Step::Answer { reply, .. } => reply,
+        };
+        if !reply.is_empty() {
+            assert_eq!(reply[0], binary::RESPONSE_MAGIC);
+            assert_eq!(reply[1], buf[1], "the answer names another opcode");
+            assert_eq!(reply[12..16], buf[12..16], "the opaque is not echoed");
+        }
+        let Step::Answer {
+            used,
+            authenticated,
+            ..
+        } = stepped
+        else {
+            return;
+        };
+        assert!(used >= binary::HEADER_BYTES && used <= buf.len());
+        assert_eq!(
+            step(&with_trailer(&buf[..used]), &users, b"1.6.18"),
+            stepped
+        );
+        for cut in cuts(used) {
+            assert_eq!(step(&buf[..cut], &users, b"1.6.18"), Step::Incomplete);
+        }
+        if authenticated {
+            let body = &buf[binary::HEADER_BYTES..used];
+            assert!(
+                body.starts_with(b"PLAIN") && body.ends_with(b"\0alice\0wonderland"),
+                "logged in with {body:?}"
+            );
+            return;
+        }
+        at += used;
     }
 }
 
