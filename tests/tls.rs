@@ -217,3 +217,98 @@ fn verify_mode_2_refuses_a_client_without_a_certificate_and_serves_one_with() {
     client.send(b"version\r\n");
     assert!(client.is_closed_within(CLOSE_TIMEOUT));
 }
+
+#[test]
+fn a_cluster_node_serves_its_clients_over_tls_and_its_members_with_the_cluster_handshake() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    let certs = Certs::make();
+    let dir = support::scratch_dir("tls-cluster");
+    let secret_path = dir.join("cluster.secret");
+    let secret = support::write_secret(&secret_path);
+    let ports: Vec<(u16, u16)> = (0..2)
+        .map(|_| (support::free_port(), support::free_port()))
+        .collect();
+    let mut text = String::from("replicas = 1\n");
+    for (i, (port, shard)) in ports.iter().enumerate() {
+        text.push_str(&format!(
+            "\n[[node]]\nid = {}\naddr = \"127.0.0.1:{port}\"\nshards = [\"127.0.0.1:{shard}\"]\n",
+            i + 1
+        ));
+    }
+    let file = dir.join("cluster.toml");
+    std::fs::write(&file, text).unwrap();
+    let (file, secret_arg) = (
+        file.display().to_string(),
+        secret_path.display().to_string(),
+    );
+    let options = certs.server_options("");
+    let nodes: Vec<Server> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (port, _))| {
+            let id = (i + 1).to_string();
+            let args = [
+                "--cluster",
+                &file,
+                "--node-id",
+                &id,
+                "--cluster-secret",
+                &secret_arg,
+                "-Z",
+                "-o",
+                &options,
+            ];
+            Server::ringcache_at("127.0.0.1", *port, &args)
+        })
+        .collect();
+    // The admin, a member, speaks plain on the TLS port after the handshake.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    for (port, _) in &ports {
+        let node = format!("127.0.0.1:{port}");
+        loop {
+            let (ok, out) = support::ringcache_cluster(&[
+                "--node",
+                &node,
+                "--cluster-secret",
+                &secret_arg,
+                "status",
+            ]);
+            if ok && out.contains("STAT node_state serving") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{node} never served: {out}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // A TLS client round-trips through node 1, which forwards node 2's keys
+    // to it on plain connections that proved the cluster secret.
+    assert_eq!(pymemcache(&nodes[0], &certs, "round-trip", false), "ok");
+    let items = |port: u16| -> u64 {
+        let mut member = Client::connect_at("127.0.0.1", port);
+        support::authenticate(&mut member, &secret);
+        member
+            .stats("")
+            .into_iter()
+            .find(|(k, _)| k == "curr_items")
+            .and_then(|(_, v)| v.parse().ok())
+            .expect("curr_items")
+    };
+    let (one, two) = (items(ports[0].0), items(ports[1].0));
+    assert!(
+        one > 0 && two > 0,
+        "node 1 holds {one} items and node 2 {two}: nothing was forwarded"
+    );
+    // A plain connection that does not open with the handshake: closed unanswered.
+    let mut stranger = Client::connect_at("127.0.0.1", ports[0].0);
+    stranger.send(b"set k 0 0 1\r\nv\r\nget k\r\n");
+    let received = stranger.read_available(Duration::from_millis(500));
+    assert!(received.is_empty(), "{}", support::show(&received));
+    assert!(stranger.is_closed_within(CLOSE_TIMEOUT));
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(&dir);
+}

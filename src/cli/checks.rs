@@ -5,7 +5,7 @@ use super::{parse_memory_limit, parse_size, Args, Protocol, C_INT_MAX};
 use crate::limits;
 
 /// Refuses what ringcache does not serve and a client would rely on: unix
-/// sockets, -S with -Y, -S or -Z on a cluster node, and -Z with a `notls:`
+/// sockets, -S with -Y, -S on a cluster node, and -Z with a `notls:`
 /// address.
 pub(super) fn refuse_unserved(args: &Args) -> Result<(), String> {
     if let Some(path) = &args.unix_socket {
@@ -29,13 +29,6 @@ pub(super) fn refuse_unserved(args: &Args) -> Result<(), String> {
     if args.enable_ssl && args.listen.iter().any(|l| l.contains("notls:")) {
         return Err(
             "-l notls:...: with -Z every address serves TLS; ringcache has no plain listener beside it"
-                .into(),
-        );
-    }
-    if args.enable_ssl && (args.cluster_file.is_some() || args.data_dir.is_some()) {
-        return Err(
-            "-Z: a cluster node's ports also carry node-to-node traffic, which does not speak TLS; \
-             -Z serves a node that is not part of a cluster"
                 .into(),
         );
     }

@@ -213,7 +213,6 @@ mod tests {
             &["-Z", "-o", "ssl_chain_cert=c.pem,ssl_nonsense"],
             &["-Z", "-o", "ssl_chain_cert="],
             &["-Z", "-o", "ssl_chain_cert=c.pem", "-l", "notls:127.0.0.1"],
-            &["-Z", "-o", "ssl_chain_cert=c.pem", "--data-dir", "d"],
         ] {
             assert!(config(bad).is_err(), "{bad:?}");
         }

@@ -386,7 +386,10 @@ async fn accept_loop(listening: Listening, ctx: Rc<ShardCtx>, sockets: Option<Rc
         let peer = stream.peer_addr().ok();
         // memcached's `listen_addr` is the address the connection reached.
         let local = stream.local_addr().ok().or(listen_addr);
-        let stream = match ClientStream::new(stream, sockets.as_ref(), node.tls.as_ref()) {
+        // A cluster node's ports also take its peers, which do not speak TLS:
+        // the connection's first byte decides there (see `conn::serve`).
+        let tls = node.tls.as_ref().filter(|_| ctx.cluster.is_none());
+        let stream = match ClientStream::new(stream, sockets.as_ref(), tls) {
             Ok(stream) => stream,
             Err(e) => {
                 log::warn!(

@@ -133,6 +133,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
         })
     }
 
+    /// A server session on `socket` that has already read `received`, the
+    /// first bytes of the client's handshake.
+    pub fn with_received(
+        socket: S,
+        config: Arc<ServerConfig>,
+        received: &[u8],
+    ) -> io::Result<TlsStream<S>> {
+        let mut stream = TlsStream::new(socket, config)?;
+        if received.len() > stream.read.len() {
+            stream.read = vec![0; received.len()].into_boxed_slice();
+        }
+        stream.read[..received.len()].copy_from_slice(received);
+        stream.read_to = received.len();
+        Ok(stream)
+    }
+
     /// The stream the session runs over.
     pub fn socket(&self) -> &S {
         &self.socket

@@ -22,6 +22,7 @@ use crate::runtime::ctx::ShardCtx;
 use crate::runtime::sealed::Sealed;
 use crate::runtime::state::with_state;
 use crate::runtime::stream::ClientStream;
+use crate::runtime::tls::TlsStream;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
@@ -35,12 +36,18 @@ enum Wire {
     Binary,
 }
 
-/// Whether a connection may run commands yet (`-Y`).
+/// Whether a connection may run commands yet (`-Y`, `-S`).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum ClientAuth {
     Required,
+    /// A plain connection to a cluster node's TLS port: only a member (which
+    /// opens with the cluster's handshake) may use it.
+    MembersOnly,
     Done,
 }
+
+/// The first byte of a TLS handshake record (a ClientHello).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// What a connection has read and not yet used.
 struct Input {
@@ -189,6 +196,8 @@ pub async fn serve(
     let mut output = Output::new(ctx.node.shards);
     output.cfd = stream.raw_fd() as u64;
     let mut session = Session::new(ctx, peer);
+    // `-Z` on a cluster node: the first byte tells a TLS client from a peer.
+    let mut undecided_tls = ctx.node.tls.clone().filter(|_| ctx.cluster.is_some());
     let reason = loop {
         if input.make_room().is_err() {
             break CloseReason::Error;
@@ -209,6 +218,17 @@ pub async fn serve(
             }
             Ok(n) => n,
         };
+        if let Some(config) = undecided_tls.take() {
+            let received = &input.buf[input.end..input.end + n];
+            if received[0] == TLS_HANDSHAKE_RECORD {
+                match TlsStream::with_received(stream, config, received) {
+                    Ok(tls) => stream = ClientStream::Tls(Box::new(tls)),
+                    Err(_) => return CloseReason::Error,
+                }
+                continue;
+            }
+            session.client_auth = ClientAuth::MembersOnly;
+        }
         let read = serve_read(
             ctx,
             &mut stream,
@@ -313,8 +333,16 @@ async fn run_requests(
     let mut after = After::Continue;
     let mut buf = buf;
     let mut member_line = false;
-    if let (ClientAuth::Required, Some(users)) = (session.client_auth, &ctx.node.ascii_auth) {
-        match member_handshake_line(ctx, buf, *start) {
+    match (
+        session.client_auth,
+        &ctx.node.ascii_auth,
+        &ctx.node.sasl_users,
+    ) {
+        (ClientAuth::Done, _, _) => {}
+        (ClientAuth::Required, _, Some(users)) => {
+            after = sasl_authenticate(users, buf, start, output, &mut session.client_auth);
+        }
+        (client_auth, ascii_auth, _) => match member_handshake_line(ctx, buf, *start) {
             // Another node (or an admin) proves the cluster secret instead:
             // its handshake lines go to the text loop one at a time.
             Some(Ok(end)) => {
@@ -322,24 +350,26 @@ async fn run_requests(
                 member_line = true;
             }
             Some(Err(Incomplete)) => return After::Continue,
-            None => {
-                after = authenticate(users, buf, start, swallow, output, &mut session.client_auth)
-            }
-        }
+            None => match (client_auth, ascii_auth) {
+                (ClientAuth::Required, Some(users)) => {
+                    after =
+                        authenticate(users, buf, start, swallow, output, &mut session.client_auth)
+                }
+                // A plain connection to a TLS port that is no member's:
+                // closed unanswered, as a plain client of a TLS port is.
+                _ => return After::Close,
+            },
+        },
     }
-    if let (ClientAuth::Required, Some(users)) = (session.client_auth, &ctx.node.sasl_users) {
-        after = sasl_authenticate(users, buf, start, output, &mut session.client_auth);
-    }
-    let after = match (after, session.client_auth, session.wire) {
+    let may_run = session.client_auth == ClientAuth::Done || member_line;
+    let after = match (after, may_run, session.wire) {
         (After::Close, _, _) => After::Close,
         (After::Watch(_), _, _) => unreachable!("authentication does not watch"),
-        (After::Continue, ClientAuth::Required, _) if !member_line => After::Continue,
-        // `-Y` makes every connection text.
-        (After::Continue, ClientAuth::Required, Wire::Binary) => After::Continue,
-        (After::Continue, ClientAuth::Done, Wire::Binary) => {
+        (After::Continue, false, _) => After::Continue,
+        (After::Continue, true, Wire::Binary) => {
             super::binary::handle_buffer(ctx, stream, buf, start, swallow, output).await
         }
-        (After::Continue, _, Wire::Text | Wire::Undecided) => {
+        (After::Continue, true, Wire::Text | Wire::Undecided) => {
             let mut conn = TextConn {
                 mode: &mut session.mode,
                 suspect,
