@@ -51,11 +51,6 @@ READY_TIMEOUT_SECS=20
 NODE_IDS=()
 declare -A NODE_ADDR=() NODE_SHARD=() NODE_PID=()
 
-# A TCP port free on IP now.
-free_port_on() {
-    python3 -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1],0)); print(s.getsockname()[1]); s.close()' "$1"
-}
-
 # start_cluster NAME REPLICAS WRITE_ACK OWNERS [JOINING]: writes $OUT/NAME.toml
 # with OWNERS up nodes (ids 1..OWNERS) and, if JOINING is 1, one more node in
 # state "joining"; starts every node and waits until each serves and reaches

@@ -96,13 +96,22 @@ ketama_endpoints() {
 }
 
 wait_for_port() {
-    local port=$1 i
+    wait_for_port_on 127.0.0.1 "$1"
+}
+
+wait_for_port_on() {
+    local ip=$1 port=$2 i
     for i in $(seq 1 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+        if (exec 3<>"/dev/tcp/$ip/$port") 2>/dev/null; then return 0; fi
         sleep 0.02
     done
-    echo "server on port $port did not start" >&2
+    echo "server on $ip:$port did not start" >&2
     return 1
+}
+
+# A TCP port free on IP now.
+free_port_on() {
+    python3 -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1],0)); print(s.getsockname()[1]); s.close()' "$1"
 }
 
 # start_server NAME PORT MEMORY_MB CPU: starts it and sets SERVER_PID (call it
