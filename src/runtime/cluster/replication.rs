@@ -10,7 +10,7 @@ use crate::cluster::ring::Owner;
 use crate::cluster::route::Role;
 use crate::cluster::wire::{self, PeerMode};
 use crate::engine::ShardState;
-use crate::limits::{EPOCH_RETRIES_MAX, EPOCH_RETRY_PAUSE_MS, RECOVERY_WRITTEN_KEYS_MAX};
+use crate::limits::{EPOCH_RETRIES_MAX, EPOCH_RETRY_PAUSE_MS};
 use crate::runtime::state::with_state;
 use crate::storage::ttl::Clock;
 use std::collections::HashSet;
@@ -62,16 +62,7 @@ impl ShardCluster {
             Role::Plain | Role::Merge(_) => true,
             Role::Copy(_) => !node.was_written(key),
             Role::Primary | Role::Replica => {
-                node.written_any.store(true, Ordering::Release);
-                let mut written = node.written.lock().expect("written lock");
-                if written.len() < RECOVERY_WRITTEN_KEYS_MAX {
-                    written.insert(key.to_vec());
-                } else if written.len() == RECOVERY_WRITTEN_KEYS_MAX {
-                    log::warn!(
-                        "more than {RECOVERY_WRITTEN_KEYS_MAX} keys written during recovery: copies may overwrite newer writes"
-                    );
-                    written.insert(Vec::new());
-                }
+                node.note_written(key, role);
                 true
             }
         }

@@ -6,7 +6,8 @@
 
 use super::node::ClusterNode;
 use crate::cluster::ring::Owner;
-use crate::limits::PEER_PROBE_INTERVAL_MS;
+use crate::cluster::route::Role;
+use crate::limits::{PEER_PROBE_INTERVAL_MS, RECOVERY_WRITTEN_KEYS_MAX};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -80,6 +81,25 @@ impl ClusterNode {
             .iter()
             .all(|placement| placement.owners(key).contains(&owner))
             || self.was_written(key)
+    }
+
+    /// Notes that `key` was written here in `role` (`Primary` or `Replica`)
+    /// while the node copies: copies never overwrite it.
+    pub(super) fn note_written(&self, key: &[u8], role: Role) {
+        assert!(
+            matches!(role, Role::Primary | Role::Replica),
+            "only writes made here are noted, not {role:?}"
+        );
+        self.written_any.store(true, Ordering::Release);
+        let mut written = self.written.lock().expect("written lock");
+        if written.len() < RECOVERY_WRITTEN_KEYS_MAX {
+            written.insert(key.to_vec());
+        } else if written.len() == RECOVERY_WRITTEN_KEYS_MAX {
+            log::warn!(
+                "more than {RECOVERY_WRITTEN_KEYS_MAX} keys written during recovery: copies may overwrite newer writes"
+            );
+            written.insert(Vec::new());
+        }
     }
 
     /// Whether `key` was written here since the node began to copy.
