@@ -13,8 +13,9 @@
 //!   and applies writes as the primary, replicating them). `rep`: items the
 //!   primary has applied (`ms <key> <len> F<flags> T<exptime> E<cas> q` or
 //!   `md <key> q`), applied here alone; reads in this mode read the local copy.
-//!   `copy`: items a peer pushes to a recovering node, applied unless the key
-//!   was written since recovery began. `rc merge <epoch> <node>`: items a node
+//!   `copy`: items a peer pushes to a recovering node, applied unless the
+//!   receiver holds a newer state of the key (a larger CAS unique) or wrote it
+//!   as primary since recovery began. `rc merge <epoch> <node>`: items a node
 //!   that was cut off changed and could not replicate, applied unless the
 //!   receiver changed the key itself meanwhile (it holds a hint for that node).
 //!   A receiver at another epoch answers each request with

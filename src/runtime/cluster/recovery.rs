@@ -98,8 +98,8 @@ pub async fn recover(cluster: Rc<ShardCluster>, what: RecoverWhat) {
 /// it sends `peer` (in `merge` mode) the keys it changed and could not
 /// replicate to it, which `peer` takes unless it holds a newer state of them
 /// (a larger CAS unique); then it asks for `peer`'s hints, which it takes
-/// unless written since or older than its own. One exchange with
-/// a given peer runs at a time.
+/// unless it wrote them as primary since or holds a newer state of them.
+/// One exchange with a given peer runs at a time.
 pub async fn exchange(cluster: &Rc<ShardCluster>, peer: u32) -> bool {
     while !cluster.exchanging.borrow_mut().insert(peer) {
         glommio::timer::sleep(Duration::from_millis(PEER_PROBE_INTERVAL_MS)).await;
