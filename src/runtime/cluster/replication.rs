@@ -24,6 +24,9 @@ enum Ack {
     Acked,
     /// The receiver does not own the key at the epoch it is at.
     Moved,
+    /// The receiver, an owner this node stood in for as primary, refused the
+    /// item from a newer epoch (see [`Ticket::stood_in`]).
+    Superseded,
     Failed,
 }
 
@@ -35,6 +38,13 @@ pub struct Ticket {
     needed: usize,
     /// The epoch whose owners the item went to.
     epoch: u64,
+    /// This node applied the write as primary in place of the key's first
+    /// owner (marked down, unreachable or recovering): set to the epoch it
+    /// did so at. An owner that refuses the item from a newer epoch may be
+    /// primary for the key there, counting from its own copy: the item is not
+    /// sent to it again as a replica it would apply over its own writes (it
+    /// gets a hint, ordered by CAS), and the write is not acknowledged.
+    stood_in: Option<u64>,
 }
 
 impl ShardCluster {
@@ -105,11 +115,16 @@ impl ShardCluster {
                 replies.push((link, reply));
             }
         }
+        let stood_in = owners
+            .first()
+            .is_some_and(|o| o.node != self.node.me)
+            .then_some(view.epoch());
         Ticket {
             key: key.to_vec(),
             replies,
             needed,
             epoch: view.epoch(),
+            stood_in,
         }
     }
 
@@ -128,20 +143,23 @@ impl ShardCluster {
                 replies,
                 needed,
                 epoch,
+                stood_in,
             } = ticket;
             let mut acks = 0;
             let mut moved = false;
+            let mut superseded = false;
             let mut replies = replies.into_iter();
-            while acks < needed {
+            while acks < needed && !superseded {
                 let Some((link, reply)) = replies.next() else {
                     break;
                 };
                 match self
-                    .acknowledged(&link, reply, &key, PeerMode::Replica)
+                    .acknowledged(&link, reply, &key, PeerMode::Replica, stood_in)
                     .await
                 {
                     Ack::Acked => acks += 1,
                     Ack::Moved => moved = true,
+                    Ack::Superseded => superseded = true,
                     Ack::Failed => {}
                 }
             }
@@ -152,14 +170,17 @@ impl ShardCluster {
                 glommio::spawn_local(async move {
                     let mut moved = false;
                     for (link, reply) in rest {
-                        moved |= me.acknowledged(&link, reply, &key, PeerMode::Replica).await
+                        moved |= me
+                            .acknowledged(&link, reply, &key, PeerMode::Replica, stood_in)
+                            .await
                             == Ack::Moved;
                     }
                     if moved {
                         let clock = me.node_clock();
                         let again = with_state(|s| me.replicate(s, &key, &clock));
                         for (link, reply) in again.replies {
-                            me.acknowledged(&link, reply, &key, PeerMode::Replica).await;
+                            me.acknowledged(&link, reply, &key, PeerMode::Replica, again.stood_in)
+                                .await;
                         }
                     }
                 })
@@ -174,6 +195,9 @@ impl ShardCluster {
                     .owners(&key)
                     .iter()
                     .any(|o| o.node == self.node.me);
+            if superseded {
+                return false;
+            }
             if !moved || attempt == EPOCH_RETRIES_MAX {
                 return acks >= needed;
             }
@@ -184,13 +208,35 @@ impl ShardCluster {
         }
     }
 
-    async fn acknowledged(&self, link: &Rc<Link>, reply: Reply, key: &[u8], mode: PeerMode) -> Ack {
+    /// What became of an item sent to `link`'s owner; `stood_in` as in
+    /// [`Ticket::stood_in`] (`None` for copies and merges).
+    async fn acknowledged(
+        &self,
+        link: &Rc<Link>,
+        reply: Reply,
+        key: &[u8],
+        mode: PeerMode,
+        stood_in: Option<u64>,
+    ) -> Ack {
         let mut reply = reply;
         let mut epoch_retries = 0;
         loop {
             match link.wait(reply).await {
                 Ok(answer) if wire::is_ack(&answer) => return Ack::Acked,
                 Ok(answer) if answer == wire::NOT_AN_OWNER => return Ack::Moved,
+                Ok(answer)
+                    if stood_in.is_some_and(|at| {
+                        wire::mismatched_epoch(&answer).is_some_and(|theirs| theirs > at)
+                    }) =>
+                {
+                    log::debug!(
+                        "node {} refused {} from a newer epoch than this node stood in at: hinted, not acknowledged",
+                        link.target.node,
+                        String::from_utf8_lossy(key)
+                    );
+                    self.hint(link.target.node, key);
+                    return Ack::Superseded;
+                }
                 // The owner is taking up another configuration: send it the
                 // item as it is now, a moment later.
                 // An owner of an older view that the view in force has moved
@@ -239,7 +285,7 @@ impl ShardCluster {
     ) -> bool {
         let mut ok = true;
         for (link, reply, key) in pending.drain(..) {
-            if self.acknowledged(&link, reply, &key, mode).await != Ack::Acked {
+            if self.acknowledged(&link, reply, &key, mode, None).await != Ack::Acked {
                 ok = false;
             }
         }
