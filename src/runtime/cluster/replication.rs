@@ -224,11 +224,7 @@ impl ShardCluster {
             match link.wait(reply).await {
                 Ok(answer) if wire::is_ack(&answer) => return Ack::Acked,
                 Ok(answer) if answer == wire::NOT_AN_OWNER => return Ack::Moved,
-                Ok(answer)
-                    if stood_in.is_some_and(|at| {
-                        wire::mismatched_epoch(&answer).is_some_and(|theirs| theirs > at)
-                    }) =>
-                {
+                Ok(answer) if refused_from_a_newer_epoch(&answer, stood_in) => {
                     log::debug!(
                         "node {} refused {} from a newer epoch than this node stood in at: hinted, not acknowledged",
                         link.target.node,
@@ -333,6 +329,13 @@ impl ShardCluster {
         }
         records
     }
+}
+
+/// Whether `answer`, an owner's reply to a replicated item, refuses it from an
+/// epoch newer than the one this node stood in as primary at (see
+/// [`Ticket::stood_in`]).
+fn refused_from_a_newer_epoch(answer: &[u8], stood_in: Option<u64>) -> bool {
+    stood_in.is_some_and(|at| wire::mismatched_epoch(answer).is_some_and(|theirs| theirs > at))
 }
 
 /// Applies a keyed text or meta request in `role`, writing its reply to `out`;
@@ -548,5 +551,30 @@ impl Held {
             Held::Current => node.holds_current(key, owners, me),
             Held::Any => owners.contains(&me),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn epoch_mismatch(epoch: u64) -> Vec<u8> {
+        let mut reply = wire::EPOCH_MISMATCH_PREFIX.to_vec();
+        reply.extend_from_slice(format!("{epoch}\r\n").as_bytes());
+        reply
+    }
+
+    #[test]
+    fn a_stand_ins_item_refused_from_a_newer_epoch_is_superseded() {
+        assert!(refused_from_a_newer_epoch(&epoch_mismatch(6), Some(5)));
+    }
+
+    #[test]
+    fn a_refusal_from_an_older_epoch_or_of_a_first_owners_item_is_sent_again() {
+        // The refusing owner is behind: it takes up this node's epoch soon.
+        assert!(!refused_from_a_newer_epoch(&epoch_mismatch(4), Some(5)));
+        // The key's first owner wrote it: no owner was stood in for.
+        assert!(!refused_from_a_newer_epoch(&epoch_mismatch(6), None));
+        assert!(!refused_from_a_newer_epoch(wire::NOT_AN_OWNER, Some(5)));
     }
 }
