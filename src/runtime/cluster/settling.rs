@@ -1,8 +1,8 @@
 //! What a node may read, hand on and be primary for while it settles: after a
 //! start, a pause or a rejoin it recovers, and while keys move to it it copies
-//! them. Here are the flags that say so, the keys written meanwhile (which
-//! copies never overwrite), the peers not copied from yet, and the noticing of
-//! a pause or a rejoin. No I/O: shared flags and locks only.
+//! them. Here are the flags that say so, the keys written meanwhile that
+//! copies never overwrite (see `note_written`), the peers not copied from yet,
+//! and the noticing of a pause or a rejoin. No I/O: shared flags and locks only.
 
 use super::node::ClusterNode;
 use crate::cluster::ring::Owner;
