@@ -206,6 +206,14 @@ pub const FAILOVER_TIMEOUT_DEFAULT_MS: u64 = 3_000;
 pub const FAILOVER_TIMEOUT_MIN_MS: u64 = 100;
 pub const FAILOVER_TIMEOUT_MAX_MS: u64 = 3_600_000;
 
+/// How long a recovering node keeps asking a peer shard that answers from
+/// another epoch (see `runtime::cluster::recovery`): until both are at one
+/// epoch, the peer may still act on the older one (stand in as primary for
+/// keys this node takes back), so this node is not primary beside it. Nodes
+/// take up a decision milliseconds apart; a peer still at another epoch after
+/// this is given up on, as one that does not answer.
+pub const RECOVERY_EPOCH_WAIT_MS: u64 = 5_000;
+
 /// How many times, and how far apart, a request or item refused by a peer at
 /// another epoch is sent to it again before giving up on that peer: nodes take
 /// up a new configuration a few milliseconds apart.

@@ -293,11 +293,14 @@ pub fn peer(facts: &Facts, mode: PeerMode, epoch: u64, access: Access) -> Route 
         {
             return Route::Refuse(Refusal::Recovering)
         }
-        // Nor is it primary for another node's client while it recovers: the
-        // sender tries the next owner (a refusal, so the write was not
-        // applied here).
+        // Nor is it primary for another node's client while it recovers, nor
+        // in place of a decided primary it does not reach: the sender tries
+        // the next owner (a refusal, so the write was not applied here).
         (PeerMode::Forward, Access::Write)
-            if (local.recovering && elsewhere()) || local.lacks_shared || local.settling =>
+            if (local.recovering && elsewhere())
+                || local.lacks_shared
+                || local.settling
+                || stands_in_for_an_unreachable_primary(facts) =>
         {
             return Route::Refuse(Refusal::Recovering)
         }
@@ -308,6 +311,29 @@ pub fn peer(facts: &Facts, mode: PeerMode, epoch: u64, access: Access) -> Route 
         (PeerMode::Merge(from), Access::Write) => Role::Merge(from),
     };
     Route::Shard(mine.owner.shard, role)
+}
+
+/// With consensus and `write_ack` `quorum` or `all`: whether this node, sent
+/// a write to apply as primary, is not the key's decided primary (its first
+/// owner that no decision marked down) and does not reach that owner (TKO
+/// here). The sender passed the write on because the primary refused it (it
+/// settles or recovers) or is the primary itself. Applied here, the item
+/// would reach the primary only as a hint, which a settling primary may
+/// already have pulled: it would then be primary again without the write.
+/// An owner that reaches the primary sends it the item instead.
+fn stands_in_for_an_unreachable_primary(facts: &Facts) -> bool {
+    let Policy {
+        me,
+        consensus,
+        write_ack,
+    } = facts.policy;
+    consensus
+        && write_ack != WriteAck::One
+        && facts
+            .owners
+            .iter()
+            .find(|o| !o.down)
+            .is_some_and(|primary| primary.owner.node != me && primary.tko)
 }
 
 /// The shard of this node that held the key before the last move and still
@@ -1190,6 +1216,47 @@ mod tests {
         let scene = scene.tko(&[2, 3]);
         let route = scene.sent_by_peer(PeerMode::Forward, Write);
         assert_eq!(route, Route::Shard(11, Role::Primary));
+    }
+
+    #[test]
+    fn with_consensus_an_owner_refuses_to_stand_in_for_a_decided_primary_it_does_not_reach() {
+        // The primary (node 2), settling after a cut-off, passes its client's
+        // write on; node 1 still has it TKO: it could send it only a hint,
+        // which node 2 may have pulled already. Node 3, which reaches it,
+        // takes the write and sends node 2 the item.
+        for write_ack in [WriteAck::Quorum, WriteAck::All] {
+            let scene = Scene::new(1, &[2, 1, 3]).consensus(write_ack).tko(&[2]);
+            let route = scene.sent_by_peer(PeerMode::Forward, Write);
+            assert_eq!(route, Route::Refuse(Refusal::Recovering), "{write_ack:?}");
+            let scene = Scene::new(3, &[2, 1, 3]).consensus(write_ack);
+            let route = scene.sent_by_peer(PeerMode::Forward, Write);
+            assert_eq!(route, Route::Shard(13, Role::Primary), "{write_ack:?}");
+        }
+    }
+
+    #[test]
+    fn an_owner_stands_in_for_an_unreachable_primary_marked_down_or_with_write_ack_one() {
+        // Marked down: the next owner up is the decided primary.
+        let scene = Scene::new(1, &[2, 1, 3])
+            .consensus(WriteAck::Quorum)
+            .down(&[2])
+            .tko(&[2]);
+        let route = scene.sent_by_peer(PeerMode::Forward, Write);
+        assert_eq!(route, Route::Shard(11, Role::Primary));
+        // `one` puts availability first; without consensus any owner stands in.
+        for scene in [
+            Scene::new(1, &[2, 1, 3]).consensus(WriteAck::One),
+            Scene::new(1, &[2, 1, 3]),
+        ] {
+            let route = scene.tko(&[2]).sent_by_peer(PeerMode::Forward, Write);
+            assert_eq!(route, Route::Shard(11, Role::Primary));
+        }
+        // Replicated items are applied whatever this node reaches.
+        let scene = Scene::new(1, &[2, 1, 3])
+            .consensus(WriteAck::Quorum)
+            .tko(&[2]);
+        let route = scene.sent_by_peer(PeerMode::Replica, Write);
+        assert_eq!(route, Route::Shard(11, Role::Replica));
     }
 
     #[test]

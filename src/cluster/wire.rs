@@ -13,8 +13,9 @@
 //!   and applies writes as the primary, replicating them). `rep`: items the
 //!   primary has applied (`ms <key> <len> F<flags> T<exptime> E<cas> q` or
 //!   `md <key> q`), applied here alone; reads in this mode read the local copy.
-//!   `copy`: items a peer pushes to a recovering node, applied unless the key
-//!   was written since recovery began. `rc merge <epoch> <node>`: items a node
+//!   `copy`: items a peer pushes to a recovering node, applied unless the
+//!   receiver holds a newer state of the key (a larger CAS unique) or wrote it
+//!   as primary since recovery began. `rc merge <epoch> <node>`: items a node
 //!   that was cut off changed and could not replicate, applied unless the
 //!   receiver changed the key itself meanwhile (it holds a hint for that node).
 //!   A receiver at another epoch answers each request with
@@ -46,6 +47,14 @@ pub const PEER_LINE_PREFIX: &[u8] = b"rc ";
 /// The reply, instead of serving, of a node whose epoch is not the sender's.
 pub const EPOCH_MISMATCH_PREFIX: &[u8] =
     b"SERVER_ERROR cluster epoch mismatch: this node is at epoch ";
+
+/// The epoch a peer's reply says it is at, when the reply is the refusal of a
+/// node at another epoch than the sender's ([`EPOCH_MISMATCH_PREFIX`]).
+pub fn mismatched_epoch(reply: &[u8]) -> Option<u64> {
+    let rest = reply.strip_prefix(EPOCH_MISMATCH_PREFIX)?;
+    let digits = rest.strip_suffix(b"\r\n")?;
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
 
 /// The reply of a node asked, in `rep` or `copy` mode, about a key it does not own.
 pub const NOT_AN_OWNER: &[u8] = b"SERVER_ERROR not an owner of this key\r\n";
@@ -536,6 +545,18 @@ mod tests {
         assert_eq!(scan_binary_reply(&noop), Scan::Reply { body: 0, used: 24 });
         assert!(matches!(scan_binary_reply(&[0x80; 30]), Scan::Garbage(_)));
         assert_eq!(binary_status(&reply), Some(0));
+    }
+
+    #[test]
+    fn an_epoch_mismatch_says_the_refusing_nodes_epoch() {
+        let mut refusal = EPOCH_MISMATCH_PREFIX.to_vec();
+        refusal.extend_from_slice(b"7\r\n");
+        assert_eq!(mismatched_epoch(&refusal), Some(7));
+        assert_eq!(mismatched_epoch(RECOVERING), None);
+        assert_eq!(mismatched_epoch(&refusal[..refusal.len() - 2]), None);
+        refusal.truncate(EPOCH_MISMATCH_PREFIX.len());
+        refusal.extend_from_slice(b"x\r\n");
+        assert_eq!(mismatched_epoch(&refusal), None);
     }
 
     #[test]

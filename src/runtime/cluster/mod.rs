@@ -19,7 +19,8 @@
 //!   the hinted keys after a pause), it answers forwarded reads and writes with
 //!   `SERVER_ERROR recovering` and its own reads and writes go to other owners
 //!   (it is primary for a write only when no other owner is reachable). Pushed
-//!   copies never overwrite a key written since recovery began.
+//!   copies never overwrite a key it wrote as primary since recovery began,
+//!   nor a newer state (a larger CAS unique) it took as a replica.
 //! - When an epoch moves keys (nodes added or removed, `replicas` changed), a
 //!   node given keys it did not own drops any old copies of them and copies
 //!   them from the nodes holding them, reading them only once it has (other

@@ -162,9 +162,10 @@ pub struct ClusterNode {
     /// new owners may read and copy it here until it is released; a copy of a
     /// key it owned neither then nor now is stale (kept only until release,
     /// while writes went elsewhere) and is never sent.
-    /// Keys written (by any role but `Copy`) on any shard since the node began
-    /// to copy (recovery or moved keys): copies never overwrite them, and the
-    /// node reads them even before its copy is done. Empty otherwise.
+    /// Keys written on any shard since the node began to copy (recovery or
+    /// moved keys): as primary, or as a replica while keys move here (see
+    /// `note_written`). Copies never overwrite them, and the node reads them
+    /// even before its copy is done. Empty otherwise.
     pub(super) written: std::sync::Mutex<HashSet<Vec<u8>>>,
     pub(super) written_any: AtomicBool,
     /// Peers a copy of every item (at start, or when keys moved here) went on

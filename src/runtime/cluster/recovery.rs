@@ -9,10 +9,11 @@ use super::node::ClusterNode;
 use super::peer::{self, Link, Reply};
 use super::replication::{encode_current, encode_view, Held};
 use super::routing::ShardCluster;
+use crate::cluster::config::NodeState;
 use crate::cluster::ring::Owner;
 use crate::cluster::wire::{self, PeerMode, RecoverWhat};
 use crate::engine::ShardState;
-use crate::limits::{PEER_PROBE_INTERVAL_MS, RECOVERY_PEER_TIMEOUT_SECS};
+use crate::limits::{PEER_PROBE_INTERVAL_MS, RECOVERY_EPOCH_WAIT_MS, RECOVERY_PEER_TIMEOUT_SECS};
 use crate::runtime::messages::{Answer, Ask};
 use crate::runtime::state::with_state;
 use crate::storage::ttl::Clock;
@@ -98,8 +99,8 @@ pub async fn recover(cluster: Rc<ShardCluster>, what: RecoverWhat) {
 /// it sends `peer` (in `merge` mode) the keys it changed and could not
 /// replicate to it, which `peer` takes unless it holds a newer state of them
 /// (a larger CAS unique); then it asks for `peer`'s hints, which it takes
-/// unless written since or older than its own. One exchange with
-/// a given peer runs at a time.
+/// unless it wrote them as primary since or holds a newer state of them.
+/// One exchange with a given peer runs at a time.
 pub async fn exchange(cluster: &Rc<ShardCluster>, peer: u32) -> bool {
     while !cluster.exchanging.borrow_mut().insert(peer) {
         glommio::timer::sleep(Duration::from_millis(PEER_PROBE_INTERVAL_MS)).await;
@@ -131,9 +132,13 @@ pub(super) async fn pull(cluster: &Rc<ShardCluster>, peer: u32, mut what: Recove
         let mut complete = true;
         for shard in 0..shards {
             // A push can fail on a connection the peer opened while this
-            // node was paused (closed unread here): ask again.
+            // node was paused (closed unread here): ask again. A peer at
+            // another epoch is asked again, without counting, until it is at
+            // this node's (see `waits_for_epoch`).
             let mut answered = false;
-            for attempt in 1..=RECOVERY_ATTEMPTS_MAX {
+            let mut refused = 0;
+            let mut first_refusal: Option<Instant> = None;
+            while refused < RECOVERY_ATTEMPTS_MAX {
                 match ask_recovery(node, Owner { node: peer, shard }, what).await {
                     Some(reply) if reply == wire::RECOVERED => answered = true,
                     Some(reply) if reply == wire::HINTS_OVERFLOWED => {
@@ -141,12 +146,23 @@ pub(super) async fn pull(cluster: &Rc<ShardCluster>, peer: u32, mut what: Recove
                         answered = true;
                     }
                     Some(reply) => {
+                        let marked_down = node
+                            .view()
+                            .config()
+                            .node(peer)
+                            .is_some_and(|n| n.state == NodeState::Down);
+                        let waiting = waits_for_epoch(
+                            &reply,
+                            marked_down,
+                            first_refusal.get_or_insert_with(Instant::now).elapsed(),
+                        );
+                        refused += u32::from(!waiting);
                         let text = String::from_utf8_lossy(&reply);
                         let text = text.trim_end();
-                        if reply == wire::RECOVERING {
-                            log::debug!("recovery from node {peer} shard {shard} (attempt {attempt}): {text}");
+                        if waiting || reply == wire::RECOVERING {
+                            log::debug!("recovery from node {peer} shard {shard} (refusal {refused}): {text}");
                         } else {
-                            log::warn!("recovery from node {peer} shard {shard} (attempt {attempt}): {text}");
+                            log::warn!("recovery from node {peer} shard {shard} (refusal {refused}): {text}");
                         }
                         glommio::timer::sleep(Duration::from_millis(PEER_PROBE_INTERVAL_MS)).await;
                         continue;
@@ -173,12 +189,25 @@ pub(super) async fn pull(cluster: &Rc<ShardCluster>, peer: u32, mut what: Recove
     }
 }
 
+/// Whether a recovering node asks a peer shard that refused `rc recover`
+/// again without counting the refusal: the peer is at another epoch, the view
+/// in force does not mark it down, and [`RECOVERY_EPOCH_WAIT_MS`] has not
+/// passed since its first refusal. A peer at an older epoch may still stand in as
+/// primary for keys this node takes back at the newer one, counting incrs
+/// from its own copy; settled with now, this node would be primary beside it.
+/// So the hand-off waits until both are at one epoch.
+fn waits_for_epoch(reply: &[u8], marked_down: bool, waited: Duration) -> bool {
+    wire::mismatched_epoch(reply).is_some()
+        && !marked_down
+        && waited < Duration::from_millis(RECOVERY_EPOCH_WAIT_MS)
+}
+
 /// How many no-ops a recovering node sends a peer before it goes on without it
 /// (one may be lost to a slow moment, or to a connection made during a pause).
 const RECOVERY_PROBES: u32 = 3;
 
-/// How many times a recovering node asks one peer shard before it goes on
-/// without what that shard holds for it.
+/// How many refusals a recovering node takes from one peer shard before it
+/// goes on without what that shard holds for it.
 const RECOVERY_ATTEMPTS_MAX: u32 = 5;
 
 /// Sends `rc recover` to one peer shard and returns its reply.
@@ -357,5 +386,38 @@ impl ShardCluster {
             pending.push((link, reply, key));
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn epoch_mismatch(epoch: u64) -> Vec<u8> {
+        let mut reply = wire::EPOCH_MISMATCH_PREFIX.to_vec();
+        reply.extend_from_slice(format!("{epoch}\r\n").as_bytes());
+        reply
+    }
+
+    #[test]
+    fn a_recovering_node_waits_for_a_peer_at_another_epoch_to_take_up_its_own() {
+        let soon = Duration::from_millis(PEER_PROBE_INTERVAL_MS);
+        assert!(waits_for_epoch(&epoch_mismatch(5), false, soon));
+        // Its refusals count as any other once the wait is over, or when a
+        // decision marks it down (it is not primary for anything then).
+        let late = Duration::from_millis(RECOVERY_EPOCH_WAIT_MS);
+        assert!(!waits_for_epoch(&epoch_mismatch(5), false, late));
+        assert!(!waits_for_epoch(&epoch_mismatch(5), true, soon));
+    }
+
+    #[test]
+    fn other_refusals_of_a_recovery_count_toward_giving_up() {
+        let soon = Duration::from_millis(PEER_PROBE_INTERVAL_MS);
+        assert!(!waits_for_epoch(wire::RECOVERING, false, soon));
+        assert!(!waits_for_epoch(
+            b"SERVER_ERROR copy failed\r\n",
+            false,
+            soon
+        ));
     }
 }

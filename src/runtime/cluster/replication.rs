@@ -10,7 +10,7 @@ use crate::cluster::ring::Owner;
 use crate::cluster::route::Role;
 use crate::cluster::wire::{self, PeerMode};
 use crate::engine::ShardState;
-use crate::limits::{EPOCH_RETRIES_MAX, EPOCH_RETRY_PAUSE_MS, RECOVERY_WRITTEN_KEYS_MAX};
+use crate::limits::{EPOCH_RETRIES_MAX, EPOCH_RETRY_PAUSE_MS};
 use crate::runtime::state::with_state;
 use crate::storage::ttl::Clock;
 use std::collections::HashSet;
@@ -24,6 +24,9 @@ enum Ack {
     Acked,
     /// The receiver does not own the key at the epoch it is at.
     Moved,
+    /// The receiver, an owner this node stood in for as primary, refused the
+    /// item from a newer epoch (see [`Ticket::stood_in`]).
+    Superseded,
     Failed,
 }
 
@@ -35,6 +38,13 @@ pub struct Ticket {
     needed: usize,
     /// The epoch whose owners the item went to.
     epoch: u64,
+    /// This node applied the write as primary in place of the key's first
+    /// owner (marked down, unreachable or recovering): set to the epoch it
+    /// did so at. An owner that refuses the item from a newer epoch may be
+    /// primary for the key there, counting from its own copy: the item is not
+    /// sent to it again as a replica it would apply over its own writes (it
+    /// gets a hint, ordered by CAS), and the write is not acknowledged.
+    stood_in: Option<u64>,
 }
 
 impl ShardCluster {
@@ -62,16 +72,7 @@ impl ShardCluster {
             Role::Plain | Role::Merge(_) => true,
             Role::Copy(_) => !node.was_written(key),
             Role::Primary | Role::Replica => {
-                node.written_any.store(true, Ordering::Release);
-                let mut written = node.written.lock().expect("written lock");
-                if written.len() < RECOVERY_WRITTEN_KEYS_MAX {
-                    written.insert(key.to_vec());
-                } else if written.len() == RECOVERY_WRITTEN_KEYS_MAX {
-                    log::warn!(
-                        "more than {RECOVERY_WRITTEN_KEYS_MAX} keys written during recovery: copies may overwrite newer writes"
-                    );
-                    written.insert(Vec::new());
-                }
+                node.note_written(key, role);
                 true
             }
         }
@@ -114,11 +115,16 @@ impl ShardCluster {
                 replies.push((link, reply));
             }
         }
+        let stood_in = owners
+            .first()
+            .is_some_and(|o| o.node != self.node.me)
+            .then_some(view.epoch());
         Ticket {
             key: key.to_vec(),
             replies,
             needed,
             epoch: view.epoch(),
+            stood_in,
         }
     }
 
@@ -137,20 +143,23 @@ impl ShardCluster {
                 replies,
                 needed,
                 epoch,
+                stood_in,
             } = ticket;
             let mut acks = 0;
             let mut moved = false;
+            let mut superseded = false;
             let mut replies = replies.into_iter();
-            while acks < needed {
+            while acks < needed && !superseded {
                 let Some((link, reply)) = replies.next() else {
                     break;
                 };
                 match self
-                    .acknowledged(&link, reply, &key, PeerMode::Replica)
+                    .acknowledged(&link, reply, &key, PeerMode::Replica, stood_in)
                     .await
                 {
                     Ack::Acked => acks += 1,
                     Ack::Moved => moved = true,
+                    Ack::Superseded => superseded = true,
                     Ack::Failed => {}
                 }
             }
@@ -161,14 +170,17 @@ impl ShardCluster {
                 glommio::spawn_local(async move {
                     let mut moved = false;
                     for (link, reply) in rest {
-                        moved |= me.acknowledged(&link, reply, &key, PeerMode::Replica).await
+                        moved |= me
+                            .acknowledged(&link, reply, &key, PeerMode::Replica, stood_in)
+                            .await
                             == Ack::Moved;
                     }
                     if moved {
                         let clock = me.node_clock();
                         let again = with_state(|s| me.replicate(s, &key, &clock));
                         for (link, reply) in again.replies {
-                            me.acknowledged(&link, reply, &key, PeerMode::Replica).await;
+                            me.acknowledged(&link, reply, &key, PeerMode::Replica, again.stood_in)
+                                .await;
                         }
                     }
                 })
@@ -183,6 +195,9 @@ impl ShardCluster {
                     .owners(&key)
                     .iter()
                     .any(|o| o.node == self.node.me);
+            if superseded {
+                return false;
+            }
             if !moved || attempt == EPOCH_RETRIES_MAX {
                 return acks >= needed;
             }
@@ -193,13 +208,31 @@ impl ShardCluster {
         }
     }
 
-    async fn acknowledged(&self, link: &Rc<Link>, reply: Reply, key: &[u8], mode: PeerMode) -> Ack {
+    /// What became of an item sent to `link`'s owner; `stood_in` as in
+    /// [`Ticket::stood_in`] (`None` for copies and merges).
+    async fn acknowledged(
+        &self,
+        link: &Rc<Link>,
+        reply: Reply,
+        key: &[u8],
+        mode: PeerMode,
+        stood_in: Option<u64>,
+    ) -> Ack {
         let mut reply = reply;
         let mut epoch_retries = 0;
         loop {
             match link.wait(reply).await {
                 Ok(answer) if wire::is_ack(&answer) => return Ack::Acked,
                 Ok(answer) if answer == wire::NOT_AN_OWNER => return Ack::Moved,
+                Ok(answer) if refused_from_a_newer_epoch(&answer, stood_in) => {
+                    log::debug!(
+                        "node {} refused {} from a newer epoch than this node stood in at: hinted, not acknowledged",
+                        link.target.node,
+                        String::from_utf8_lossy(key)
+                    );
+                    self.hint(link.target.node, key);
+                    return Ack::Superseded;
+                }
                 // The owner is taking up another configuration: send it the
                 // item as it is now, a moment later.
                 // An owner of an older view that the view in force has moved
@@ -248,7 +281,7 @@ impl ShardCluster {
     ) -> bool {
         let mut ok = true;
         for (link, reply, key) in pending.drain(..) {
-            if self.acknowledged(&link, reply, &key, mode).await != Ack::Acked {
+            if self.acknowledged(&link, reply, &key, mode, None).await != Ack::Acked {
                 ok = false;
             }
         }
@@ -296,6 +329,13 @@ impl ShardCluster {
         }
         records
     }
+}
+
+/// Whether `answer`, an owner's reply to a replicated item, refuses it from an
+/// epoch newer than the one this node stood in as primary at (see
+/// [`Ticket::stood_in`]).
+fn refused_from_a_newer_epoch(answer: &[u8], stood_in: Option<u64>) -> bool {
+    stood_in.is_some_and(|at| wire::mismatched_epoch(answer).is_some_and(|theirs| theirs > at))
 }
 
 /// Applies a keyed text or meta request in `role`, writing its reply to `out`;
@@ -511,5 +551,30 @@ impl Held {
             Held::Current => node.holds_current(key, owners, me),
             Held::Any => owners.contains(&me),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn epoch_mismatch(epoch: u64) -> Vec<u8> {
+        let mut reply = wire::EPOCH_MISMATCH_PREFIX.to_vec();
+        reply.extend_from_slice(format!("{epoch}\r\n").as_bytes());
+        reply
+    }
+
+    #[test]
+    fn a_stand_ins_item_refused_from_a_newer_epoch_is_superseded() {
+        assert!(refused_from_a_newer_epoch(&epoch_mismatch(6), Some(5)));
+    }
+
+    #[test]
+    fn a_refusal_from_an_older_epoch_or_of_a_first_owners_item_is_sent_again() {
+        // The refusing owner is behind: it takes up this node's epoch soon.
+        assert!(!refused_from_a_newer_epoch(&epoch_mismatch(4), Some(5)));
+        // The key's first owner wrote it: no owner was stood in for.
+        assert!(!refused_from_a_newer_epoch(&epoch_mismatch(6), None));
+        assert!(!refused_from_a_newer_epoch(wire::NOT_AN_OWNER, Some(5)));
     }
 }

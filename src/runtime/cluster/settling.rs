@@ -1,12 +1,13 @@
 //! What a node may read, hand on and be primary for while it settles: after a
 //! start, a pause or a rejoin it recovers, and while keys move to it it copies
-//! them. Here are the flags that say so, the keys written meanwhile (which
-//! copies never overwrite), the peers not copied from yet, and the noticing of
-//! a pause or a rejoin. No I/O: shared flags and locks only.
+//! them. Here are the flags that say so, the keys written meanwhile that
+//! copies never overwrite (see `note_written`), the peers not copied from yet,
+//! and the noticing of a pause or a rejoin. No I/O: shared flags and locks only.
 
 use super::node::ClusterNode;
 use crate::cluster::ring::Owner;
-use crate::limits::PEER_PROBE_INTERVAL_MS;
+use crate::cluster::route::Role;
+use crate::limits::{PEER_PROBE_INTERVAL_MS, RECOVERY_WRITTEN_KEYS_MAX};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -80,6 +81,38 @@ impl ClusterNode {
             .iter()
             .all(|placement| placement.owners(key).contains(&owner))
             || self.was_written(key)
+    }
+
+    /// Notes that `key` was written here in `role` (`Primary` or `Replica`)
+    /// while the node copies: copies never overwrite it.
+    ///
+    /// Not a replicated item while no keys move here: its primary has
+    /// settled, so its CAS unique is above that of any older state of the key,
+    /// and a copy is taken or refused by CAS (see `replication::apply`). A
+    /// copy may be newer than the item: the primary wrote the key again while
+    /// it could not reach this node, and pushes that write (its hint) as a
+    /// copy. Refused, the write would be missing here when this node is
+    /// primary again. While keys move here, a primary that has not copied a
+    /// key it just gained gives it a unique from its own counter, which may
+    /// be below an older copy's: then only the note keeps the copy out.
+    pub(super) fn note_written(&self, key: &[u8], role: Role) {
+        assert!(
+            matches!(role, Role::Primary | Role::Replica),
+            "only writes made here are noted, not {role:?}"
+        );
+        if role == Role::Replica && !self.migrating.load(Ordering::Acquire) {
+            return;
+        }
+        self.written_any.store(true, Ordering::Release);
+        let mut written = self.written.lock().expect("written lock");
+        if written.len() < RECOVERY_WRITTEN_KEYS_MAX {
+            written.insert(key.to_vec());
+        } else if written.len() == RECOVERY_WRITTEN_KEYS_MAX {
+            log::warn!(
+                "more than {RECOVERY_WRITTEN_KEYS_MAX} keys written during recovery: copies may overwrite newer writes"
+            );
+            written.insert(Vec::new());
+        }
     }
 
     /// Whether `key` was written here since the node began to copy.
@@ -226,5 +259,64 @@ impl ClusterNode {
         }
         let noticed = self.pause_noticed_ms.load(Ordering::Acquire);
         noticed != 0 && accepted_ms < noticed - 1 + self.peer_timeout.as_millis() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::auth::Secret;
+    use crate::cluster::config::ClusterConfig;
+    use std::time::Duration;
+
+    /// Node 1 of three that each own every key (R=3, `quorum`), as it starts:
+    /// recovering.
+    fn starting_node() -> ClusterNode {
+        let mut file = String::from("replicas = 3\nwrite_ack = \"quorum\"\n");
+        for id in 1..=3 {
+            file.push_str(&format!(
+                "[[node]]\nid = {id}\naddr = \"127.0.0.{id}:1\"\nshards = [\"127.0.0.{id}:2\"]\n"
+            ));
+        }
+        let config = ClusterConfig::from_file_text(&file).expect("a cluster file");
+        ClusterNode::new(
+            config,
+            1,
+            Duration::from_millis(250),
+            1000,
+            Secret::from_bytes(&[7; 32]),
+            Duration::from_secs(1),
+        )
+        .expect("a node")
+    }
+
+    #[test]
+    fn a_write_made_here_as_primary_while_recovering_is_kept_from_copies() {
+        let node = starting_node();
+        assert!(node.is_recovering());
+        node.note_written(b"k", Role::Primary);
+        assert!(node.was_written(b"k"));
+    }
+
+    #[test]
+    fn a_replicated_item_taken_while_recovering_leaves_a_newer_copy_to_the_cas_order() {
+        // The primary that stood in for this node sent it an item of `k`
+        // during its recovery, then wrote `k` again while this node was TKO
+        // there (a hint). The hint comes back as a copy with a higher CAS
+        // unique: refused, this node would be primary again without that
+        // write (incr results counted twice from one value).
+        let node = starting_node();
+        node.note_written(b"k", Role::Replica);
+        assert!(!node.was_written(b"k"));
+    }
+
+    #[test]
+    fn a_replicated_item_taken_while_keys_move_here_is_kept_from_copies() {
+        // A primary that has not copied a key it just gained gives it a
+        // unique from its own counter, which may be below an older copy's.
+        let node = starting_node();
+        node.migrating.store(true, Ordering::Release);
+        node.note_written(b"k", Role::Replica);
+        assert!(node.was_written(b"k"));
     }
 }
