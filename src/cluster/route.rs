@@ -50,6 +50,13 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The refusal's reply line.
+    pub fn bytes(self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write(&mut out);
+        out
+    }
+
     pub fn write(self, out: &mut Vec<u8>) {
         match self {
             Refusal::NotAnOwner => out.extend_from_slice(wire::NOT_AN_OWNER),

@@ -558,10 +558,9 @@ impl Held {
 mod tests {
     use super::*;
 
+    /// What a node at `epoch` answers a request from another epoch.
     fn epoch_mismatch(epoch: u64) -> Vec<u8> {
-        let mut reply = wire::EPOCH_MISMATCH_PREFIX.to_vec();
-        reply.extend_from_slice(format!("{epoch}\r\n").as_bytes());
-        reply
+        crate::cluster::route::Refusal::Epoch(epoch).bytes()
     }
 
     #[test]
