@@ -81,16 +81,17 @@ pub fn main(args: &[String]) -> i32 {
         let refused = plain
             .as_ref()
             .map_or(true, |reply| reply.starts_with(b"CLIENT_ERROR"));
-        let secret = find_secret(secret_file.clone(), data_dir.clone());
-        if let (true, Ok(secret)) = (refused, &secret) {
-            let asker = crate::runtime::start::Asker::Admin(secret);
-            return finish(crate::runtime::start::ask(
-                &node,
-                asker,
-                b"stats cluster\r\n",
-                b"END\r\n",
-                ADMIN_TIMEOUT,
-            ));
+        // The secret is looked for only when the plain request was refused.
+        if refused {
+            if let Ok(secret) = find_secret(secret_file, data_dir) {
+                return finish(crate::runtime::start::ask(
+                    &node,
+                    crate::runtime::start::Asker::Admin(&secret),
+                    b"stats cluster\r\n",
+                    b"END\r\n",
+                    ADMIN_TIMEOUT,
+                ));
+            }
         }
         return finish(plain);
     }
