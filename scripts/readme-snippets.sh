@@ -20,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # How long all the blocks together may take.
-TIMEOUT_SECS=${RINGCACHE_SNIPPETS_TIMEOUT_SECS:-60}
+TIMEOUT_SECS=${RINGCACHE_SNIPPETS_TIMEOUT_SECS:-120}
 
 work=$(mktemp -d /tmp/ringcache-readme.XXXXXX)
 trap 'rm -rf "$work"' EXIT
