@@ -343,6 +343,43 @@ fn stands_in_for_an_unreachable_primary(facts: &Facts) -> bool {
             .is_some_and(|primary| primary.owner.node != me && primary.tko)
 }
 
+/// The key's first owner, for a write this node applied as primary in its
+/// place (it recovered, settled, or a decision marked it down).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoodInFor {
+    /// The configuration in force now has it up: it is the key's primary, or
+    /// will be once it has settled, and reads go to it.
+    pub up_now: bool,
+    /// It acknowledged the item.
+    pub acked: bool,
+}
+
+/// Whether a write this node applied as primary may be acknowledged to the
+/// client, once `acks` of the `needed` other owners have acknowledged it.
+///
+/// With consensus and `write_ack` `quorum` or `all`, a write this node took in
+/// place of the key's first owner also needs that owner's own acknowledgement
+/// while the configuration in force has it up. Without it, the item reaches
+/// that owner only as a hint, which it may already have pulled when it
+/// finishes settling; it would then serve reads as primary without the
+/// write. The write is then of unknown outcome: stored here, hinted there.
+pub fn write_acknowledged(
+    policy: Policy,
+    acks: usize,
+    needed: usize,
+    stood_in_for: Option<StoodInFor>,
+) -> bool {
+    if acks < needed {
+        return false;
+    }
+    match stood_in_for {
+        Some(first) if policy.consensus && policy.write_ack != WriteAck::One => {
+            first.acked || !first.up_now
+        }
+        _ => true,
+    }
+}
+
 /// The shard of this node that held the key before the last move and still
 /// holds it for its new owners (their reads come here while they copy).
 pub fn handing_over(facts: &Facts) -> Option<Owner> {
@@ -847,6 +884,39 @@ mod tests {
     /// Nodes that reach the next owner send it the key's writes: a recovering
     /// node that cannot reach it must not take them itself, nor hand them to
     /// the owner after it, or two owners would each apply writes of the key.
+    #[test]
+    fn with_consensus_a_stand_in_write_waits_for_the_first_owner_that_is_up_again() {
+        let quorum = Scene::new(2, &[3, 2, 1]).consensus(WriteAck::Quorum);
+        let policy = quorum.facts().policy;
+        let first = |up_now, acked| Some(StoodInFor { up_now, acked });
+        // The first owner is up in the epoch in force and did not take the
+        // item (its link closed, or it timed out): another owner's
+        // acknowledgement is not enough, since reads go to the first owner.
+        assert!(!write_acknowledged(policy, 1, 1, first(true, false)));
+        assert!(write_acknowledged(policy, 1, 1, first(true, true)));
+        // Marked down still: it pulls the hint once it is marked up again.
+        assert!(write_acknowledged(policy, 1, 1, first(false, false)));
+        // Not standing in: the other owners count as before.
+        assert!(write_acknowledged(policy, 1, 1, None));
+        assert!(!write_acknowledged(policy, 0, 1, None));
+        // `one` answers on the primary's copy alone, and so does a cluster
+        // without consensus (an owner stands in for an unreachable one).
+        let one = Scene::new(2, &[3, 2, 1]).consensus(WriteAck::One);
+        assert!(write_acknowledged(
+            one.facts().policy,
+            0,
+            0,
+            first(true, false)
+        ));
+        let file = Scene::new(2, &[3, 2, 1]);
+        assert!(write_acknowledged(
+            file.facts().policy,
+            1,
+            1,
+            first(true, false)
+        ));
+    }
+
     #[test]
     fn with_consensus_an_unready_node_never_passes_over_an_unreachable_next_owner() {
         for local in [RECOVERING, SETTLING, LACKING] {

@@ -6,8 +6,9 @@
 use super::node::ClusterNode;
 use super::peer::{Link, Reply};
 use super::routing::{key_tag, ShardCluster};
+use crate::cluster::config::NodeState;
 use crate::cluster::ring::Owner;
-use crate::cluster::route::Role;
+use crate::cluster::route::{self, Role, StoodInFor};
 use crate::cluster::wire::{self, PeerMode};
 use crate::engine::ShardState;
 use crate::limits::{EPOCH_RETRIES_MAX, EPOCH_RETRY_PAUSE_MS};
@@ -45,6 +46,9 @@ pub struct Ticket {
     /// sent to it again as a replica it would apply over its own writes (it
     /// gets a hint, ordered by CAS), and the write is not acknowledged.
     stood_in: Option<u64>,
+    /// With `stood_in`: the key's first owner, whose own acknowledgement the
+    /// write may need (see [`route::write_acknowledged`]).
+    first_owner: Option<u32>,
 }
 
 impl ShardCluster {
@@ -115,16 +119,17 @@ impl ShardCluster {
                 replies.push((link, reply));
             }
         }
-        let stood_in = owners
+        let first_owner = owners
             .first()
-            .is_some_and(|o| o.node != self.node.me)
-            .then_some(view.epoch());
+            .map(|o| o.node)
+            .filter(|&node| node != self.node.me);
         Ticket {
             key: key.to_vec(),
             replies,
             needed,
             epoch: view.epoch(),
-            stood_in,
+            stood_in: first_owner.map(|_| view.epoch()),
+            first_owner,
         }
     }
 
@@ -144,8 +149,10 @@ impl ShardCluster {
                 needed,
                 epoch,
                 stood_in,
+                first_owner,
             } = ticket;
             let mut acks = 0;
+            let mut first_acked = false;
             let mut moved = false;
             let mut superseded = false;
             let mut replies = replies.into_iter();
@@ -153,11 +160,15 @@ impl ShardCluster {
                 let Some((link, reply)) = replies.next() else {
                     break;
                 };
+                let from = link.target.node;
                 match self
                     .acknowledged(&link, reply, &key, PeerMode::Replica, stood_in)
                     .await
                 {
-                    Ack::Acked => acks += 1,
+                    Ack::Acked => {
+                        acks += 1;
+                        first_acked |= first_owner == Some(from);
+                    }
                     Ack::Moved => moved = true,
                     Ack::Superseded => superseded = true,
                     Ack::Failed => {}
@@ -199,7 +210,23 @@ impl ShardCluster {
                 return false;
             }
             if !moved || attempt == EPOCH_RETRIES_MAX {
-                return acks >= needed;
+                let stood_in_for = first_owner.map(|node| StoodInFor {
+                    up_now: view
+                        .config()
+                        .node(node)
+                        .is_some_and(|n| n.state != NodeState::Down),
+                    acked: first_acked,
+                });
+                let acknowledged =
+                    route::write_acknowledged(self.policy(&view), acks, needed, stood_in_for);
+                if acks >= needed && !acknowledged {
+                    log::debug!(
+                        "node {} is up and did not take {}, written here in its place: hinted, not acknowledged",
+                        first_owner.unwrap_or_default(),
+                        String::from_utf8_lossy(&key)
+                    );
+                }
+                return acknowledged;
             }
             attempt += 1;
             glommio::timer::sleep(Duration::from_millis(EPOCH_RETRY_PAUSE_MS)).await;

@@ -228,7 +228,7 @@ impl ShardCluster {
         route::next_candidate(&self.facts(view, key), Access::of(write), tried)
     }
 
-    fn policy(&self, view: &View) -> Policy {
+    pub(super) fn policy(&self, view: &View) -> Policy {
         Policy {
             me: self.node.me,
             consensus: self.node.consensus.load(Ordering::Acquire),
