@@ -210,11 +210,21 @@ impl ShardCluster {
                 return false;
             }
             if !moved || attempt == EPOCH_RETRIES_MAX {
-                let stood_in_for = first_owner.map(|node| StoodInFor {
-                    up_now: view
-                        .config()
+                let up_now = |node: u32| {
+                    view.config()
                         .node(node)
-                        .is_some_and(|n| n.state != NodeState::Down),
+                        .is_some_and(|n| n.state != NodeState::Down)
+                };
+                // The first owner is up and did not take the item although
+                // it answers (its link closed: it was paused, say): sent it
+                // once more, as it is now, on a fresh connection.
+                if let Some(first) = first_owner
+                    .filter(|&n| acks >= needed && !first_acked && up_now(n) && !view.tko_mark(n))
+                {
+                    first_acked = self.send_again(&key, first, stood_in).await;
+                }
+                let stood_in_for = first_owner.map(|node| StoodInFor {
+                    up_now: up_now(node),
                     acked: first_acked,
                 });
                 let acknowledged =
@@ -233,6 +243,29 @@ impl ShardCluster {
             let clock = self.node_clock();
             ticket = with_state(|s| self.replicate(s, &key, &clock));
         }
+    }
+
+    /// Sends the item `key` now is to `node`'s shard that owns it, once more;
+    /// whether it acknowledged it.
+    async fn send_again(&self, key: &[u8], node: u32, stood_in: Option<u64>) -> bool {
+        let Some(owner) = self
+            .view()
+            .placement
+            .owners(key)
+            .iter()
+            .copied()
+            .find(|o| o.node == node)
+        else {
+            return false;
+        };
+        let clock = self.node_clock();
+        let mut record = Vec::new();
+        with_state(|s| encode_current(self, s, key, &clock, &mut record));
+        let link = self.link(owner);
+        let reply = link.send_tagged(PeerMode::Replica, record, key_tag(key));
+        self.acknowledged(&link, reply, key, PeerMode::Replica, stood_in)
+            .await
+            == Ack::Acked
     }
 
     /// What became of an item sent to `link`'s owner; `stood_in` as in
