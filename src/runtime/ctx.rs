@@ -8,6 +8,7 @@
 use super::cluster::{ConnMode, Role, Route, ShardCluster};
 use super::messages::{Answer, Ask, ToShard};
 use super::siblings::Siblings;
+use super::uring::SocketRing;
 use super::waiters::Waiters;
 use super::Node;
 use crate::cluster::ring;
@@ -45,6 +46,7 @@ impl ShardCtx {
         id: u32,
         node: &Arc<Node>,
         requests_to: Vec<Option<ConnectedSender<ToShard>>>,
+        sockets: Option<Rc<SocketRing>>,
     ) -> Self {
         let siblings = Rc::new(Siblings {
             id,
@@ -57,10 +59,14 @@ impl ShardCtx {
             limits: ParseLimits {
                 item_size_max_bytes: node.config.item_size_max_bytes,
             },
-            cluster: node
-                .cluster
-                .as_ref()
-                .map(|c| Rc::new(ShardCluster::new(c.clone(), node.clone(), siblings.clone()))),
+            cluster: node.cluster.as_ref().map(|c| {
+                Rc::new(ShardCluster::new(
+                    c.clone(),
+                    node.clone(),
+                    siblings.clone(),
+                    sockets,
+                ))
+            }),
             siblings,
             busy: Cell::new(0),
         }

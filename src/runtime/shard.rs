@@ -60,7 +60,8 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
     let connecting = start_connecting(links);
     let requests_to = connected(connecting.requests_to).await;
     let answers_to = connected(connecting.answers_to).await;
-    let ctx = Rc::new(ShardCtx::new(id, &node, requests_to));
+    let sockets = socket_ring(id, &node);
+    let ctx = Rc::new(ShardCtx::new(id, &node, requests_to, sockets.clone()));
     let peer_tasks = serve_shards(
         &ctx,
         connecting.requests_from,
@@ -69,7 +70,6 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
     )
     .await;
 
-    let sockets = socket_ring(id, &node);
     let driver = sockets.clone().map(|ring| drive_sockets(ring, &node));
     let accepting = start_accepting(listeners, &ctx, &sockets);
     let _ = started.send(Ok(id));

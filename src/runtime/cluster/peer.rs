@@ -19,6 +19,8 @@ use crate::cluster::wire::{self, PeerMode, Scan};
 use crate::limits::PEER_LINK_REQUESTS_MAX;
 use crate::runtime::auth::{handshake, AuthFailure};
 use crate::runtime::sealed::Sealed;
+use crate::runtime::stream::ClientStream;
+use crate::runtime::uring::SocketRing;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::Task;
@@ -41,8 +43,9 @@ fn connect(local: Option<std::net::IpAddr>, addr: SocketAddr) -> std::io::Result
 }
 
 /// A connection to another node, past the handshake: every frame on it
-/// carries a MAC (`cluster::seal`).
-type PeerStream = Sealed<TcpStream>;
+/// carries a MAC (`cluster::seal`). On the shard's socket ring when the link
+/// has one, as client connections are.
+type PeerStream = Sealed<ClientStream>;
 
 /// Passes the members-only handshake (`cluster::auth`) on a connection just
 /// opened to another node, and seals it; a peer that fails it is logged once,
@@ -52,11 +55,16 @@ async fn authenticate(
     node: &ClusterNode,
     mut stream: TcpStream,
     addr: SocketAddr,
+    sockets: Option<&Rc<SocketRing>>,
 ) -> Result<PeerStream, LinkError> {
     let who = node.me.to_string();
     match handshake(&mut stream, &node.secret, &who).await {
         Ok(sealing) => {
             node.auth_passed(&addr.to_string());
+            let stream = ClientStream::new(stream, sockets, None).map_err(|e| {
+                log::debug!("connection to {addr}: {e}");
+                LinkError::NotSent
+            })?;
             Ok(Sealed::new(stream, sealing))
         }
         Err(AuthFailure::Io(e)) => {
@@ -196,6 +204,9 @@ pub struct Link {
     pub target: Owner,
     addr: SocketAddr,
     cluster: Arc<ClusterNode>,
+    /// The shard's socket ring, which the connection moves to once past the
+    /// handshake (none: it stays on glommio's sockets).
+    sockets: Option<Rc<SocketRing>>,
     queue: RefCell<VecDeque<Outgoing>>,
     in_flight: RefCell<VecDeque<(Rc<Slot>, Framing, u64)>>,
     writer_waker: RefCell<Option<Waker>>,
@@ -207,11 +218,17 @@ pub struct Link {
 }
 
 impl Link {
-    pub fn new(target: Owner, addr: SocketAddr, cluster: Arc<ClusterNode>) -> Rc<Link> {
+    pub fn new(
+        target: Owner,
+        addr: SocketAddr,
+        cluster: Arc<ClusterNode>,
+        sockets: Option<Rc<SocketRing>>,
+    ) -> Rc<Link> {
         Rc::new(Link {
             target,
             addr,
             cluster,
+            sockets,
             queue: RefCell::new(VecDeque::new()),
             in_flight: RefCell::new(VecDeque::new()),
             writer_waker: RefCell::new(None),
@@ -354,7 +371,9 @@ impl Link {
             }
         };
         let _ = stream.set_nodelay(true);
-        let Ok(stream) = authenticate(&self.cluster, stream, self.addr).await else {
+        let Ok(stream) =
+            authenticate(&self.cluster, stream, self.addr, self.sockets.as_ref()).await
+        else {
             return LinkError::Failed;
         };
         let pauses = self.cluster.pauses_noticed();
@@ -488,7 +507,7 @@ pub async fn one_off(
 ) -> Result<Vec<u8>, LinkError> {
     let exchange = async {
         let stream = connect(node.local_ip, addr).map_err(|_| LinkError::Failed)?;
-        let mut stream = authenticate(node, stream, addr).await?;
+        let mut stream = authenticate(node, stream, addr, None).await?;
         let mut out = Vec::with_capacity(request.len() + 32);
         if let Some((mode, epoch)) = mode {
             wire::encode_mode(mode, epoch, &mut out);
@@ -562,7 +581,7 @@ mod tests {
             .expect("an executor")
             .run(async {
                 let owner = Owner { node: 2, shard: 0 };
-                test(Link::new(owner, addr, two_node_cluster())).await
+                test(Link::new(owner, addr, two_node_cluster(), None)).await
             });
         drop(silent);
     }

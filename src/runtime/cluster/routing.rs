@@ -14,6 +14,7 @@ use crate::cluster::route::{
 use crate::cluster::tombstones::Tombstones;
 use crate::cluster::wire::PeerMode;
 use crate::runtime::siblings::Siblings;
+use crate::runtime::uring::SocketRing;
 use crate::storage::ttl::Clock;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
@@ -61,6 +62,8 @@ pub struct ShardCluster {
     pub(super) shard: u32,
     /// The other shards of this node, which recoveries and releases ask too.
     pub(super) siblings: Rc<Siblings>,
+    /// The shard's socket ring, which its links use once connected.
+    sockets: Option<Rc<SocketRing>>,
 }
 
 impl ShardCluster {
@@ -68,6 +71,7 @@ impl ShardCluster {
         node: Arc<ClusterNode>,
         runtime: Arc<crate::runtime::Node>,
         siblings: Rc<Siblings>,
+        sockets: Option<Rc<SocketRing>>,
     ) -> ShardCluster {
         let view = node.view();
         ShardCluster {
@@ -83,6 +87,7 @@ impl ShardCluster {
             tombstones: RefCell::default(),
             forwarded: RefCell::new(HashMap::new()),
             exchanging: RefCell::new(HashSet::new()),
+            sockets,
         }
     }
 
@@ -140,12 +145,13 @@ impl ShardCluster {
                 owner,
                 SocketAddr::from(([127, 0, 0, 1], 0)),
                 self.node.clone(),
+                None,
             );
         };
         links
             .borrow_mut()
             .entry(owner)
-            .or_insert_with(|| Link::new(owner, addr, self.node.clone()))
+            .or_insert_with(|| Link::new(owner, addr, self.node.clone(), self.sockets.clone()))
             .clone()
     }
 
