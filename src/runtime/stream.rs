@@ -1,6 +1,6 @@
-//! A client connection's stream, whatever carries it: the shard's socket ring
-//! ([`super::uring`]) or glommio's sockets, with TLS (`-Z`) or a member's
-//! frames ([`super::sealed`]) over either. Does I/O.
+//! A client connection's stream (or a link's to another node), whatever carries
+//! it: the shard's socket ring ([`super::uring`]) or glommio's sockets, with TLS
+//! (`-Z`) or a member's frames ([`super::sealed`]) over either. Does I/O.
 //!
 //! Socket layer, beside `uring`.
 

@@ -1,5 +1,6 @@
 //! Client sockets on a ring of the shard's own (io_uring), in place of glommio's
-//! socket path, so that a request costs no system call of its own.
+//! socket path, so that a request costs no system call of its own. A shard's
+//! links to other nodes use it too, once past the members' handshake.
 //!
 //! glommio's sockets call `recv` and `send` directly and use its ring only to
 //! wait, arming a one-shot poll after every partial read: two system calls and a
