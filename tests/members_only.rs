@@ -101,12 +101,7 @@ fn write_and_read_back(client: &mut Client, n: usize) {
 
 /// The items the node of `client` holds.
 fn curr_items(client: &mut Client) -> u64 {
-    client
-        .stats("")
-        .iter()
-        .find(|(k, _)| k == "curr_items")
-        .and_then(|(_, v)| v.parse().ok())
-        .expect("curr_items")
+    client.stat_u64("", "curr_items").expect("curr_items")
 }
 
 fn admin(node: &str, extra: &[&str], args: &[&str]) -> (bool, String) {

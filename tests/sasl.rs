@@ -113,28 +113,23 @@ fn binary_sasl_plain_admits_the_users_of_its_password_file_and_nothing_else() {
                 format!("--password={password}"),
             ]
         };
-        let copied = Command::new("memccp")
-            .args(login("wonderland"))
-            .arg(&file)
-            .output()
-            .expect("memccp runs");
+        let run = |tool: &str, password: &str, arg: &std::ffi::OsStr| {
+            Command::new(tool)
+                .args(login(password))
+                .arg(arg)
+                .output()
+                .unwrap_or_else(|e| panic!("{tool} runs: {e}"))
+        };
+        let copied = run("memccp", "wonderland", file.as_os_str());
         assert!(copied.status.success(), "memccp: {copied:?}");
-        let read = Command::new("memccat")
-            .args(login("wonderland"))
-            .arg("greeting")
-            .output()
-            .expect("memccat runs");
+        let read = run("memccat", "wonderland", "greeting".as_ref());
         // memccat ends each value with a newline of its own.
         assert_eq!(
             String::from_utf8_lossy(&read.stdout),
             "hello\n\n",
             "{read:?}"
         );
-        let refused = Command::new("memccat")
-            .args(login("looking-glass"))
-            .arg("greeting")
-            .output()
-            .expect("memccat runs");
+        let refused = run("memccat", "looking-glass", "greeting".as_ref());
         assert!(
             !refused.status.success(),
             "a wrong password read: {refused:?}"

@@ -291,12 +291,7 @@ fn a_cluster_node_serves_its_clients_over_tls_and_its_members_with_the_cluster_h
     let items = |port: u16| -> u64 {
         let mut member = Client::connect_at("127.0.0.1", port);
         support::authenticate(&mut member, &secret);
-        member
-            .stats("")
-            .into_iter()
-            .find(|(k, _)| k == "curr_items")
-            .and_then(|(_, v)| v.parse().ok())
-            .expect("curr_items")
+        member.stat_u64("", "curr_items").expect("curr_items")
     };
     let (one, two) = (items(ports[0].0), items(ports[1].0));
     assert!(

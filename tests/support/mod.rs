@@ -755,6 +755,14 @@ impl Client {
             .collect()
     }
 
+    /// One `stats` value (`which` as in [`Client::stats`]), as a number.
+    pub fn stat_u64(&mut self, which: &str, name: &str) -> Option<u64> {
+        self.stats(which)
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.parse().ok())
+    }
+
     /// Takes in bytes read: as they are, or the payloads of the whole frames
     /// among them once the connection is sealed.
     fn received(&mut self, bytes: &[u8]) {

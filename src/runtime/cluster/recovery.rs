@@ -392,21 +392,17 @@ impl ShardCluster {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// What a node at `epoch` answers a request from another epoch.
-    fn epoch_mismatch(epoch: u64) -> Vec<u8> {
-        crate::cluster::route::Refusal::Epoch(epoch).bytes()
-    }
+    use crate::cluster::route::Refusal;
 
     #[test]
     fn a_recovering_node_waits_for_a_peer_at_another_epoch_to_take_up_its_own() {
         let soon = Duration::from_millis(PEER_PROBE_INTERVAL_MS);
-        assert!(waits_for_epoch(&epoch_mismatch(5), false, soon));
+        assert!(waits_for_epoch(&Refusal::Epoch(5).bytes(), false, soon));
         // Its refusals count as any other once the wait is over, or when a
         // decision marks it down (it is not primary for anything then).
         let late = Duration::from_millis(RECOVERY_EPOCH_WAIT_MS);
-        assert!(!waits_for_epoch(&epoch_mismatch(5), false, late));
-        assert!(!waits_for_epoch(&epoch_mismatch(5), true, soon));
+        assert!(!waits_for_epoch(&Refusal::Epoch(5).bytes(), false, late));
+        assert!(!waits_for_epoch(&Refusal::Epoch(5).bytes(), true, soon));
     }
 
     #[test]

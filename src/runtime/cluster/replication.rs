@@ -39,16 +39,22 @@ pub struct Ticket {
     needed: usize,
     /// The epoch whose owners the item went to.
     epoch: u64,
-    /// This node applied the write as primary in place of the key's first
-    /// owner (marked down, unreachable or recovering): set to the epoch it
-    /// did so at. An owner that refuses the item from a newer epoch may be
-    /// primary for the key there, counting from its own copy: the item is not
-    /// sent to it again as a replica it would apply over its own writes (it
-    /// gets a hint, ordered by CAS), and the write is not acknowledged.
-    stood_in: Option<u64>,
-    /// With `stood_in`: the key's first owner, whose own acknowledgement the
-    /// write may need (see [`route::write_acknowledged`]).
+    /// The key's first owner, when this node applied the write as primary in
+    /// its place (see [`Ticket::stood_in`]); the write may need its own
+    /// acknowledgement (see [`route::write_acknowledged`]).
     first_owner: Option<u32>,
+}
+
+impl Ticket {
+    /// This node applied the write as primary in place of the key's first
+    /// owner (marked down, unreachable or recovering): the epoch it did so
+    /// at. An owner that refuses the item from a newer epoch may be primary
+    /// for the key there, counting from its own copy: the item is not sent to
+    /// it again as a replica it would apply over its own writes (it gets a
+    /// hint, ordered by CAS), and the write is not acknowledged.
+    fn stood_in(&self) -> Option<u64> {
+        self.first_owner.map(|_| self.epoch)
+    }
 }
 
 impl ShardCluster {
@@ -128,7 +134,6 @@ impl ShardCluster {
             replies,
             needed,
             epoch: view.epoch(),
-            stood_in: first_owner.map(|_| view.epoch()),
             first_owner,
         }
     }
@@ -143,12 +148,12 @@ impl ShardCluster {
     pub async fn settle(self: &Rc<Self>, mut ticket: Ticket) -> bool {
         let mut attempt = 0;
         loop {
+            let stood_in = ticket.stood_in();
             let Ticket {
                 key,
                 replies,
                 needed,
                 epoch,
-                stood_in,
                 first_owner,
             } = ticket;
             let mut acks = 0;
@@ -189,8 +194,9 @@ impl ShardCluster {
                     if moved {
                         let clock = me.node_clock();
                         let again = with_state(|s| me.replicate(s, &key, &clock));
+                        let stood_in = again.stood_in();
                         for (link, reply) in again.replies {
-                            me.acknowledged(&link, reply, &key, PeerMode::Replica, again.stood_in)
+                            me.acknowledged(&link, reply, &key, PeerMode::Replica, stood_in)
                                 .await;
                         }
                     }
@@ -617,23 +623,28 @@ impl Held {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// What a node at `epoch` answers a request from another epoch.
-    fn epoch_mismatch(epoch: u64) -> Vec<u8> {
-        crate::cluster::route::Refusal::Epoch(epoch).bytes()
-    }
+    use crate::cluster::route::Refusal;
 
     #[test]
     fn a_stand_ins_item_refused_from_a_newer_epoch_is_superseded() {
-        assert!(refused_from_a_newer_epoch(&epoch_mismatch(6), Some(5)));
+        assert!(refused_from_a_newer_epoch(
+            &Refusal::Epoch(6).bytes(),
+            Some(5)
+        ));
     }
 
     #[test]
     fn a_refusal_from_an_older_epoch_or_of_a_first_owners_item_is_sent_again() {
         // The refusing owner is behind: it takes up this node's epoch soon.
-        assert!(!refused_from_a_newer_epoch(&epoch_mismatch(4), Some(5)));
+        assert!(!refused_from_a_newer_epoch(
+            &Refusal::Epoch(4).bytes(),
+            Some(5)
+        ));
         // The key's first owner wrote it: no owner was stood in for.
-        assert!(!refused_from_a_newer_epoch(&epoch_mismatch(6), None));
+        assert!(!refused_from_a_newer_epoch(
+            &Refusal::Epoch(6).bytes(),
+            None
+        ));
         assert!(!refused_from_a_newer_epoch(wire::NOT_AN_OWNER, Some(5)));
     }
 }
