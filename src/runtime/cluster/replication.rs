@@ -264,14 +264,23 @@ impl ShardCluster {
         else {
             return false;
         };
-        let clock = self.node_clock();
-        let mut record = Vec::new();
-        with_state(|s| encode_current(self, s, key, &clock, &mut record));
         let link = self.link(owner);
-        let reply = link.send_tagged(PeerMode::Replica, record, key_tag(key));
+        let reply = self.send_current(&link, key, PeerMode::Replica);
         self.acknowledged(&link, reply, key, PeerMode::Replica, stood_in)
             .await
             == Ack::Acked
+    }
+
+    /// Sends `link`'s owner the item `key` is now (or its removal) in `mode`;
+    /// a replica tagged with its key, as [`ShardCluster::replicate`] sends it.
+    fn send_current(&self, link: &Rc<Link>, key: &[u8], mode: PeerMode) -> Reply {
+        let clock = self.node_clock();
+        let mut record = Vec::new();
+        with_state(|s| encode_current(self, s, key, &clock, &mut record));
+        match mode {
+            PeerMode::Replica => link.send_tagged(mode, record, key_tag(key)),
+            _ => link.send(mode, record),
+        }
     }
 
     /// What became of an item sent to `link`'s owner; `stood_in` as in
@@ -315,13 +324,7 @@ impl ShardCluster {
                 {
                     epoch_retries += 1;
                     glommio::timer::sleep(Duration::from_millis(EPOCH_RETRY_PAUSE_MS)).await;
-                    let clock = self.node_clock();
-                    let mut record = Vec::new();
-                    with_state(|s| encode_current(self, s, key, &clock, &mut record));
-                    reply = match mode {
-                        PeerMode::Replica => link.send_tagged(mode, record, key_tag(key)),
-                        _ => link.send(mode, record),
-                    };
+                    reply = self.send_current(link, key, mode);
                 }
                 Ok(answer) => {
                     log::warn!(
