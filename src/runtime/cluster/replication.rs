@@ -221,20 +221,25 @@ impl ShardCluster {
                         .node(node)
                         .is_some_and(|n| n.state != NodeState::Down)
                 };
-                // The first owner is up and did not take the item although
-                // it answers (its link closed: it was paused, say): sent it
-                // once more, as it is now, on a fresh connection.
-                if let Some(first) = first_owner
-                    .filter(|&n| acks >= needed && !first_acked && up_now(n) && !view.tko_mark(n))
+                let policy = self.policy(&view);
+                let stood_in_for = |acked| {
+                    first_owner.map(|node| StoodInFor {
+                        up_now: up_now(node),
+                        acked,
+                    })
+                };
+                let mut acknowledged =
+                    route::write_acknowledged(policy, acks, needed, stood_in_for(first_acked));
+                // Held back for want of the first owner's copy while it is up
+                // and answers (its link closed: it was paused, say): it is sent
+                // the item once more, as it is now, on a fresh connection.
+                if let Some(first) =
+                    first_owner.filter(|&n| !acknowledged && acks >= needed && !view.tko_mark(n))
                 {
                     first_acked = self.send_again(&key, first, stood_in).await;
+                    acknowledged =
+                        route::write_acknowledged(policy, acks, needed, stood_in_for(first_acked));
                 }
-                let stood_in_for = first_owner.map(|node| StoodInFor {
-                    up_now: up_now(node),
-                    acked: first_acked,
-                });
-                let acknowledged =
-                    route::write_acknowledged(self.policy(&view), acks, needed, stood_in_for);
                 if acks >= needed && !acknowledged {
                     log::debug!(
                         "node {} is up and did not take {}, written here in its place: hinted, not acknowledged",
