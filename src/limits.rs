@@ -180,6 +180,11 @@ pub const RECOVERY_WRITTEN_KEYS_MAX: usize = 1_000_000;
 /// `SERVER_ERROR the control queue is full; try again`.
 pub const CONTROL_QUEUE_DEPTH: usize = 1024;
 
+/// Lines the control thread queues for one other node's link (consensus
+/// messages, failure reports) before more are dropped, as the network might
+/// drop them: Paxos retries, and a report goes again at the next interval.
+pub const CONTROL_LINK_QUEUE_DEPTH: usize = 64;
+
 /// Most replies bytes one peer link buffers before its reader gives up on the
 /// peer (a reply is at most one item plus a line).
 pub const PEER_REPLY_BYTES_MAX: usize = ITEM_SIZE_MAX_MAX_BYTES + 4096;

@@ -458,6 +458,46 @@ fn a_stopped_leader_catches_up_when_resumed() {
     assert_eq!(cluster.stats_cluster(3)["write_ack"], "quorum");
 }
 
+/// A stopped acceptor still accepts connections (its kernel completes them)
+/// but never finishes a handshake: once the others have found it unreachable,
+/// every message to it opens a connection that waits out the peer timeout.
+/// The two others still decide at once; with the peer timeout long, a control
+/// thread that waited on those connections itself would not decide within the
+/// proposal's deadline.
+#[test]
+fn a_stopped_acceptor_found_unreachable_holds_up_no_decision() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    let cluster = Cluster::start(
+        &Layout::real(3, 1, 2, "quorum")
+            .with_consensus()
+            .with_peer_timeout_ms(5000)
+            .with_args(&["--failover-timeout-ms", "60000"]),
+    );
+    let (ok, out) = admin(&cluster, 2, &["set", "write_ack=all"]);
+    assert!(ok && out.contains("epoch 2: OK"), "{out}");
+    wait_for_epoch(&cluster, &[1, 2, 3], 2);
+
+    cluster.signal(2, "-STOP");
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while [1, 3]
+        .iter()
+        .any(|&id| cluster.stats_peers(id)["peer:2:reachable"] != "no")
+    {
+        assert!(Instant::now() < deadline, "node 2 never found unreachable");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (ok, out) = admin(&cluster, 1, &["set", "write_ack=one"]);
+    cluster.signal(2, "-CONT");
+    assert!(
+        ok && out.contains("epoch 3: OK"),
+        "{out}\n{}",
+        cluster.logs()
+    );
+    wait_for_epoch(&cluster, &[1, 2, 3], 3);
+}
+
 /// `ringcache cluster add` adds a member from an admin's shell: it is decided
 /// as `joining` under the next id; started from the file `cluster show` prints,
 /// with that id and an empty `--data-dir` (no node has seen that id vote, so

@@ -374,6 +374,12 @@ impl Cluster {
         parse_stats(&reply).into_iter().collect()
     }
 
+    /// `stats peers` of node `id`: what it finds of the others, asking none.
+    pub fn stats_peers(&self, id: u32) -> HashMap<String, String> {
+        let reply = self.client(id).call(b"stats peers\r\n", b"END\r\n");
+        parse_stats(&reply).into_iter().collect()
+    }
+
     /// Waits until node `observer` reports node `id` in `state` (`down`, `up`),
     /// failing at `deadline`.
     pub fn wait_for_node_state(&self, observer: u32, id: u32, state: &str, deadline: Instant) {

@@ -6,7 +6,8 @@
 //! fdatasync, rename, fsync of the directory) before any message of the same
 //! step leaves; messages go to the other nodes' client ports as
 //! `rc paxos <px1 line>` (one-way; their shards hand them to their own control
-//! thread); decided configurations are put in force with
+//! thread), each peer's through a link thread of its own ([`links`]), so the
+//! loop never waits on a paused or cut-off peer; decided configurations are put in force with
 //! `ClusterNode::install`, which shards take up between requests. The data path
 //! never waits on this thread.
 //!
@@ -15,18 +16,19 @@
 //! Time is the core's logical tick, [`TICK`] long.
 //!
 //! Top layer, beside `shard`: imports [`cluster`](super::cluster) and the
-//! bottom layer (`messages` for `ControlInput`, `auth`).
+//! bottom layer (`messages` for `ControlInput`; `auth` and `sealed` in
+//! [`links`]).
+
+mod links;
 
 use super::cluster::ClusterNode;
 use super::messages::{ControlInput, PROPOSAL_TIMEOUT};
-use super::sealed::Sealed;
 use crate::cluster::codec;
 use crate::cluster::config::ClusterConfig;
 use crate::cluster::detector;
 use crate::consensus::{Body, Durable, Epoch, Input, Message, Node, Output, ProposeResult};
-use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use links::Links;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::Arc;
@@ -37,9 +39,6 @@ pub const TICK: Duration = Duration::from_millis(10);
 
 /// How often a node tells the others which nodes it finds unreachable.
 const SUSPICION_INTERVAL: Duration = Duration::from_millis(detector::REPORT_INTERVAL_MS);
-
-/// How long the control thread waits to connect or write to a peer.
-const PEER_IO_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// The file, in `--data-dir`, that holds the acceptor's durable state.
 pub const DURABLE_FILE: &str = "acceptor";
@@ -162,7 +161,7 @@ pub fn run(
         log::error!("cannot write {}: {e}", dir.join(DURABLE_FILE).display());
     }
     install(&cluster, node.config().clone());
-    let mut links: HashMap<u64, Link> = HashMap::new();
+    let mut links = Links::new(cluster.clone());
     let mut pending: Vec<Pending> = Vec::new();
     let mut detector = Detector::new(cluster.me, failover);
     let now = |started: Instant| (started.elapsed().as_millis() / TICK.as_millis()) as u64;
@@ -251,7 +250,7 @@ impl Detector {
         cluster: &ClusterNode,
         node: &Node<ClusterConfig>,
         pending: &[Pending],
-        links: &mut HashMap<u64, Link>,
+        links: &mut Links,
         feedback: &SyncSender<ControlInput>,
     ) {
         self.last_report = Instant::now();
@@ -315,7 +314,7 @@ fn carry_out(
     cluster: &Arc<ClusterNode>,
     dir: &Path,
     output: Output<ClusterConfig>,
-    links: &mut HashMap<u64, Link>,
+    links: &mut Links,
     pending: &mut Vec<Pending>,
     feedback: &SyncSender<ControlInput>,
 ) {
@@ -355,7 +354,7 @@ fn carry_out(
         if message.to == u64::from(cluster.me) {
             let _ = feedback.try_send(ControlInput::Message(message));
         } else {
-            send(cluster, links, &message);
+            send(links, &message);
         }
     }
     for (epoch, value) in output.decided {
@@ -382,12 +381,7 @@ fn install(cluster: &ClusterNode, value: ClusterConfig) {
 }
 
 /// Tells every other node which nodes this one suspects: `rc suspect <me> <ids>`.
-fn report(
-    cluster: &ClusterNode,
-    config: &ClusterConfig,
-    suspects: &[u32],
-    links: &mut HashMap<u64, Link>,
-) {
+fn report(cluster: &ClusterNode, config: &ClusterConfig, suspects: &[u32], links: &mut Links) {
     let ids: Vec<String> = suspects.iter().map(u32::to_string).collect();
     let ids = if ids.is_empty() {
         "-".to_string()
@@ -395,97 +389,25 @@ fn report(
         ids.join(",")
     };
     let line = format!("rc suspect {} {ids}\r\n", cluster.me).into_bytes();
+    let members: Vec<u32> = config.nodes().iter().map(|n| n.id).collect();
+    links.retain(&members);
     // The report is also this node's heartbeat to the others: a node that does
-    // not answer it in time is marked TKO, as a request on the data path would.
-    for node in config.nodes().iter().filter(|n| n.id != cluster.me) {
-        if cluster.is_tko(node.id) {
-            continue;
-        }
-        let to = u64::from(node.id);
-        write_line(cluster, links, to, &line);
-        let answered = links.get_mut(&to).is_some_and(|stream| {
-            let mut ok = [0u8; 4];
-            stream
-                .get_ref()
-                .set_read_timeout(Some(cluster.peer_timeout))
-                .and_then(|_| stream.read_exact(&mut ok))
-                .is_ok()
-                && &ok == b"OK\r\n"
-        });
-        if !answered {
-            links.remove(&to);
-            cluster.mark_tko(node.id);
+    // not answer it in time is marked TKO (by its link), as a request on the
+    // data path would.
+    for &id in members.iter().filter(|&&id| id != cluster.me) {
+        if !cluster.is_tko(id) {
+            links.report(id, line.clone());
         }
     }
 }
 
 /// Sends one consensus message to its node (Paxos tolerates lost messages; the
 /// core retries).
-fn send(cluster: &ClusterNode, links: &mut HashMap<u64, Link>, message: &Message<ClusterConfig>) {
+fn send(links: &mut Links, message: &Message<ClusterConfig>) {
+    let Ok(to) = u32::try_from(message.to) else {
+        return;
+    };
     let mut line = b"rc paxos ".to_vec();
     codec::encode_message(message, &mut line);
-    write_line(cluster, links, message.to, &line);
-}
-
-/// Writes `line` on the connection to node `to`, opening it if needed; a failed
-/// connection is dropped and opened again next time.
-fn write_line(cluster: &ClusterNode, links: &mut HashMap<u64, Link>, to: u64, line: &[u8]) {
-    if let std::collections::hash_map::Entry::Vacant(entry) = links.entry(to) {
-        let Some(addr) = u32::try_from(to)
-            .ok()
-            .and_then(|id| cluster.view().client_addr(id))
-        else {
-            return;
-        };
-        match connect(cluster, addr) {
-            Ok(stream) => {
-                entry.insert(stream);
-            }
-            Err(_) => return,
-        }
-    }
-    let stream = links.get_mut(&to).expect("just made");
-    if stream.write_all(line).is_err() {
-        links.remove(&to);
-    }
-}
-
-/// A connection to another node's client port, sealed (`cluster::seal`).
-type Link = Sealed<TcpStream>;
-
-/// A connection to another node's client port, through the members-only
-/// handshake (a peer that fails it is logged once, at warn).
-fn connect(cluster: &ClusterNode, addr: SocketAddr) -> std::io::Result<Link> {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    use std::os::fd::AsFd;
-    let fd = super::connect_from(cluster.local_ip, addr)?;
-    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLOUT)];
-    let timeout = PollTimeout::from(PEER_IO_TIMEOUT.as_millis() as u16);
-    if poll(&mut fds, timeout)? == 0 {
-        return Err(std::io::ErrorKind::TimedOut.into());
-    }
-    let error = nix::sys::socket::getsockopt(&fd, nix::sys::socket::sockopt::SocketError)?;
-    if error != 0 {
-        return Err(std::io::Error::from_raw_os_error(error));
-    }
-    let stream = TcpStream::from(fd);
-    stream.set_nonblocking(false)?;
-    stream.set_write_timeout(Some(PEER_IO_TIMEOUT))?;
-    stream.set_nodelay(true)?;
-    let mut stream = stream;
-    stream.set_read_timeout(Some(cluster.peer_timeout.max(PEER_IO_TIMEOUT)))?;
-    match super::auth::handshake_blocking(&mut stream, &cluster.secret, &cluster.me.to_string()) {
-        Ok(sealing) => {
-            cluster.auth_passed(&addr.to_string());
-            Ok(Sealed::new(stream, sealing))
-        }
-        Err(super::auth::AuthFailure::Io(e)) => Err(e),
-        Err(super::auth::AuthFailure::Handshake(e)) => {
-            cluster.warn_auth_once(
-                &addr.to_string(),
-                format_args!("refusing to talk to {addr}: {e}"),
-            );
-            Err(std::io::ErrorKind::PermissionDenied.into())
-        }
-    }
+    links.send(to, line);
 }
