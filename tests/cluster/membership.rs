@@ -15,8 +15,8 @@ use ringcache::cluster::auth::SECRET_FILE_NAME;
 use ringcache::cluster::config::ClusterConfig;
 
 use crate::common::members::{
-    ids_epochs_and_states, one_node_cluster, wait_for_item_total, wait_for_members, Member,
-    MEMBER_SHARDS,
+    ids_epochs_and_states, one_node_cluster, wait_for_item_total, wait_for_members,
+    wait_for_node_state, Member, MEMBER_SHARDS,
 };
 use crate::common::requests::{
     admin, assert_all_read, curr_items, items, set_many, wait_for_epoch,
@@ -257,7 +257,7 @@ fn nodes_join_and_leave_through_paxos_while_a_client_runs() {
     assert!(out.contains(": OK"), "{out}");
     let two = [&m1, &m2];
     wait_for_members(&two, &[(1, "up"), (2, "up")]);
-    assert_eq!(m4.stats_cluster()["node_state"], "removed");
+    wait_for_node_state(&m4, "removed");
     for (via, m) in two.iter().enumerate() {
         assert_all_read(&mut m.client(), &items, via as u32 + 1);
     }

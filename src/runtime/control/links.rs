@@ -56,11 +56,6 @@ impl Links {
         self.queue(to, Outgoing::Report(line));
     }
 
-    /// Ends the links to nodes no longer in `members`.
-    pub fn retain(&mut self, members: &[u32]) {
-        self.queues.retain(|id, _| members.contains(id));
-    }
-
     fn queue(&mut self, to: u32, outgoing: Outgoing) {
         if to == self.cluster.me {
             return;
@@ -113,15 +108,16 @@ fn start_link(cluster: Arc<ClusterNode>, to: u32) -> Option<SyncSender<Outgoing>
 }
 
 /// A link thread: sends what is queued for node `to`, connecting when there
-/// is no connection; ends when the control thread drops the queue.
+/// is no connection; ends when the control thread drops the queue. A node
+/// just removed from the configuration is still reached at its last address,
+/// so that it learns of its removal.
 fn run_link(cluster: &ClusterNode, to: u32, queue: Receiver<Outgoing>) {
     let mut link: Option<Link> = None;
+    let mut addr: Option<SocketAddr> = None;
     for outgoing in queue {
         if link.is_none() {
-            link = cluster
-                .view()
-                .client_addr(to)
-                .and_then(|addr| connect(cluster, addr).ok());
+            addr = cluster.view().client_addr(to).or(addr);
+            link = addr.and_then(|addr| connect(cluster, addr).ok());
         }
         let sent = match (&mut link, &outgoing) {
             (Some(stream), Outgoing::Line(line)) => stream.write_all(line).is_ok(),

@@ -389,14 +389,12 @@ fn report(cluster: &ClusterNode, config: &ClusterConfig, suspects: &[u32], links
         ids.join(",")
     };
     let line = format!("rc suspect {} {ids}\r\n", cluster.me).into_bytes();
-    let members: Vec<u32> = config.nodes().iter().map(|n| n.id).collect();
-    links.retain(&members);
     // The report is also this node's heartbeat to the others: a node that does
     // not answer it in time is marked TKO (by its link), as a request on the
     // data path would.
-    for &id in members.iter().filter(|&&id| id != cluster.me) {
-        if !cluster.is_tko(id) {
-            links.report(id, line.clone());
+    for node in config.nodes().iter().filter(|n| n.id != cluster.me) {
+        if !cluster.is_tko(node.id) {
+            links.report(node.id, line.clone());
         }
     }
 }

@@ -198,6 +198,25 @@ pub fn wait_for_members(members: &[&Member], states: &[(u32, &str)]) -> u64 {
     }
 }
 
+/// Waits until `member` shows `node_state` `state`: a node learns the
+/// decision that changes its own standing after the nodes that made it.
+pub fn wait_for_node_state(member: &Member, state: &str) {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let now = member.stats_cluster()["node_state"].clone();
+        if now == state {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {} stayed {now}, not {state}\n{}",
+            member.addr(),
+            member.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Waits until the members' `curr_items` add up to `expected` (the old owners
 /// of moved keys have released them).
 pub fn wait_for_item_total(members: &[&Member], expected: u64) {
