@@ -416,6 +416,33 @@ fn wiped_node_comes_back_as_a_new_member(wiped: u32, restart_others: bool) {
     wait_for_epoch(&cluster, &[survivor, wiped], epoch);
 }
 
+/// Three acceptors of `layout` with Paxos and no automatic failover, and
+/// epoch 2 (`write_ack=all`) decided through node 2, which leads it.
+fn led_by_node_2(layout: Layout) -> Cluster {
+    let cluster = Cluster::start(
+        &layout
+            .with_consensus()
+            .with_args(&["--failover-timeout-ms", "60000"]),
+    );
+    let (ok, out) = admin(&cluster, 2, &["set", "write_ack=all"]);
+    assert!(ok && out.contains("epoch 2: OK"), "{out}");
+    wait_for_epoch(&cluster, &[1, 2, 3], 2);
+    cluster
+}
+
+/// With node 2 stopped: `write_ack=one` proposed through node 1 and decided
+/// as epoch 3; then node 2 resumed, and every node at epoch 3.
+fn decide_epoch_3_while_node_2_is_stopped(cluster: &Cluster) {
+    let (ok, out) = admin(cluster, 1, &["set", "write_ack=one"]);
+    cluster.signal(2, "-CONT");
+    assert!(
+        ok && out.contains("epoch 3: OK"),
+        "{out}\n{}",
+        cluster.logs()
+    );
+    wait_for_epoch(cluster, &[1, 2, 3], 3);
+}
+
 /// An acceptor stopped with SIGSTOP (the leader, here) holds up nothing: the
 /// two others decide without it; resumed, it learns what was decided, and a
 /// change proposed through it then commits under a new ballot.
@@ -424,25 +451,11 @@ fn a_stopped_leader_catches_up_when_resumed() {
     if support::ringcache_stands_in_for_memcached() {
         return;
     }
-    let cluster = Cluster::start(
-        &Layout::real(3, 1, 2, "quorum")
-            .with_consensus()
-            .with_args(&["--failover-timeout-ms", "60000"]),
-    );
-    let (ok, out) = admin(&cluster, 2, &["set", "write_ack=all"]);
-    assert!(ok && out.contains("epoch 2: OK"), "{out}");
-    wait_for_epoch(&cluster, &[1, 2, 3], 2);
+    let cluster = led_by_node_2(Layout::real(3, 1, 2, "quorum"));
     assert_eq!(cluster.stats_cluster(1)["leader"], "2");
 
     cluster.signal(2, "-STOP");
-    let (ok, out) = admin(&cluster, 1, &["set", "write_ack=one"]);
-    cluster.signal(2, "-CONT");
-    assert!(
-        ok && out.contains("epoch 3: OK"),
-        "{out}\n{}",
-        cluster.logs()
-    );
-    wait_for_epoch(&cluster, &[1, 2, 3], 3);
+    decide_epoch_3_while_node_2_is_stopped(&cluster);
     let (ok, out) = admin(&cluster, 2, &["set", "write_ack=quorum"]);
     assert!(
         ok && out.contains("epoch 4: OK"),
@@ -469,15 +482,7 @@ fn a_stopped_acceptor_found_unreachable_holds_up_no_decision() {
     if support::ringcache_stands_in_for_memcached() {
         return;
     }
-    let cluster = Cluster::start(
-        &Layout::real(3, 1, 2, "quorum")
-            .with_consensus()
-            .with_peer_timeout_ms(5000)
-            .with_args(&["--failover-timeout-ms", "60000"]),
-    );
-    let (ok, out) = admin(&cluster, 2, &["set", "write_ack=all"]);
-    assert!(ok && out.contains("epoch 2: OK"), "{out}");
-    wait_for_epoch(&cluster, &[1, 2, 3], 2);
+    let cluster = led_by_node_2(Layout::real(3, 1, 2, "quorum").with_peer_timeout_ms(5000));
 
     cluster.signal(2, "-STOP");
     let deadline = Instant::now() + READY_TIMEOUT;
@@ -488,14 +493,7 @@ fn a_stopped_acceptor_found_unreachable_holds_up_no_decision() {
         assert!(Instant::now() < deadline, "node 2 never found unreachable");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let (ok, out) = admin(&cluster, 1, &["set", "write_ack=one"]);
-    cluster.signal(2, "-CONT");
-    assert!(
-        ok && out.contains("epoch 3: OK"),
-        "{out}\n{}",
-        cluster.logs()
-    );
-    wait_for_epoch(&cluster, &[1, 2, 3], 3);
+    decide_epoch_3_while_node_2_is_stopped(&cluster);
 }
 
 /// `ringcache cluster add` adds a member from an admin's shell: it is decided

@@ -6,7 +6,7 @@
 //! fdatasync, rename, fsync of the directory) before any message of the same
 //! step leaves; messages go to the other nodes' client ports as
 //! `rc paxos <px1 line>` (one-way; their shards hand them to their own control
-//! thread), each peer's through a link thread of its own ([`links`]), so the
+//! thread), each peer's through a link thread of its own (`links`), so the
 //! loop never waits on a paused or cut-off peer; decided configurations are put in force with
 //! `ClusterNode::install`, which shards take up between requests. The data path
 //! never waits on this thread.
@@ -17,7 +17,7 @@
 //!
 //! Top layer, beside `shard`: imports [`cluster`](super::cluster) and the
 //! bottom layer (`messages` for `ControlInput`; `auth` and `sealed` in
-//! [`links`]).
+//! `links`).
 
 mod links;
 
