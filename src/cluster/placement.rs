@@ -104,6 +104,12 @@ impl Placement {
         self.owners_of_point(key_point(key))
     }
 
+    /// The owner of `key` on node `node` (the shard it is kept on there), if
+    /// that node is one of its owners.
+    pub fn owner_on(&self, key: &[u8], node: u32) -> Option<Owner> {
+        self.owners(key).iter().copied().find(|o| o.node == node)
+    }
+
     /// The R owners of a key whose point is `point` (hashed once, by the caller):
     /// the first R distinct nodes clockwise, each with the shard whose vnode was met.
     pub fn owners_of_point(&self, point: u32) -> Owners {
@@ -233,6 +239,19 @@ mod tests {
         let order = down.read_order(b"k");
         assert_eq!(&order[..2], &owners[1..]);
         assert_eq!(order[2], owners[0]);
+    }
+
+    #[test]
+    fn a_keys_owner_on_a_node_is_among_its_owners_or_none() {
+        let p = Placement::new(Arc::new(ClusterConfig::new(1, spec(3, 2, 2)).unwrap()));
+        let owners = p.owners(b"k");
+        for owner in owners.iter() {
+            assert_eq!(p.owner_on(b"k", owner.node), Some(*owner));
+        }
+        let other = (1..=3)
+            .find(|id| owners.iter().all(|o| o.node != *id))
+            .unwrap();
+        assert_eq!(p.owner_on(b"k", other), None);
     }
 
     #[test]

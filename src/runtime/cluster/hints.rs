@@ -71,8 +71,7 @@ impl ShardCluster {
         let mode = PeerMode::Merge(self.node.me);
         let mut pending: Vec<(Rc<Link>, Reply, Vec<u8>)> = Vec::new();
         let mut send = |key: &[u8], record: Vec<u8>| {
-            let owners = self.view().placement.owners(key);
-            if let Some(&target) = owners.iter().find(|o| o.node == node) {
+            if let Some(target) = self.view().placement.owner_on(key, node) {
                 let link = self.link(target);
                 let reply = link.send(mode, record);
                 pending.push((link, reply, key.to_vec()));

@@ -326,8 +326,7 @@ impl ShardCluster {
         pending: &mut Vec<(Rc<Link>, Reply, Vec<u8>)>,
     ) {
         for key in keys {
-            let owners = self.view().placement.owners(&key);
-            let Some(&target) = owners.iter().find(|o| o.node == node) else {
+            let Some(target) = self.view().placement.owner_on(&key, node) else {
                 continue;
             };
             let mut record = Vec::new();

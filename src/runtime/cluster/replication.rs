@@ -259,14 +259,7 @@ impl ShardCluster {
     /// Sends the item `key` now is to `node`'s shard that owns it, once more;
     /// whether it acknowledged it.
     async fn send_again(&self, key: &[u8], node: u32, stood_in: Option<u64>) -> bool {
-        let Some(owner) = self
-            .view()
-            .placement
-            .owners(key)
-            .iter()
-            .copied()
-            .find(|o| o.node == node)
-        else {
+        let Some(owner) = self.view().placement.owner_on(key, node) else {
             return false;
         };
         let link = self.link(owner);

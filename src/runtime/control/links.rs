@@ -60,14 +60,13 @@ impl Links {
         if to == self.cluster.me {
             return;
         }
-        let queue = match self.queues.get(&to) {
-            Some(queue) => queue,
-            None => match start_link(self.cluster.clone(), to) {
-                Some(queue) => self.queues.entry(to).or_insert(queue),
-                None => return,
-            },
-        };
-        if offer(queue, outgoing) == Offered::Gone {
+        if !self.queues.contains_key(&to) {
+            let Some(queue) = start_link(self.cluster.clone(), to) else {
+                return;
+            };
+            self.queues.insert(to, queue);
+        }
+        if offer(&self.queues[&to], outgoing) == Offered::Gone {
             // The link thread is gone (it panicked): a new one next time.
             self.queues.remove(&to);
         }

@@ -391,11 +391,9 @@ fn report(cluster: &ClusterNode, config: &ClusterConfig, suspects: &[u32], links
     let line = format!("rc suspect {} {ids}\r\n", cluster.me).into_bytes();
     // The report is also this node's heartbeat to the others: a node that does
     // not answer it in time is marked TKO (by its link), as a request on the
-    // data path would.
-    for node in config.nodes().iter().filter(|n| n.id != cluster.me) {
-        if !cluster.is_tko(node.id) {
-            links.report(node.id, line.clone());
-        }
+    // data path would. (A link to this node itself is never made.)
+    for node in config.nodes().iter().filter(|n| !cluster.is_tko(n.id)) {
+        links.report(node.id, line.clone());
     }
 }
 
