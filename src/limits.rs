@@ -225,6 +225,14 @@ pub const RECOVERY_EPOCH_WAIT_MS: u64 = 5_000;
 pub const EPOCH_RETRIES_MAX: u32 = 20;
 pub const EPOCH_RETRY_PAUSE_MS: u64 = 10;
 
+/// How many times, and how far apart, a client's request that a key's primary
+/// refused because it recovers or settles, and that no other owner may take
+/// (see `cluster::route::stand_ins_may_be_stale`), is sent to the primary
+/// again before the client is told `SERVER_ERROR no owner of this key is
+/// reachable`: a restarted or resumed node settles in milliseconds.
+pub const RECOVERING_PRIMARY_RETRIES_MAX: u32 = 20;
+pub const RECOVERING_PRIMARY_RETRY_PAUSE_MS: u64 = 10;
+
 /// The metrics port: the most bytes of an HTTP request head read, and how long
 /// a scraper may take to send it or read the answer. Scrapes are served one at
 /// a time, so a stalled scraper holds the port at most this long.

@@ -295,6 +295,15 @@ pub fn peer(facts: &Facts, mode: PeerMode, epoch: u64, access: Access) -> Route 
                 .is_some_and(|p| p.iter().any(reachable))
     };
     let role = match (mode, access) {
+        // Only the decided primary serves another node's client when the
+        // other owners may lack writes it acknowledged (see
+        // `stand_ins_may_be_stale`): a sender with an older view asks again.
+        (PeerMode::Forward, _)
+            if stand_ins_may_be_stale(facts)
+                && facts.owners.iter().find(|o| !o.down).map(|o| o.owner) != Some(mine.owner) =>
+        {
+            return Route::Refuse(Refusal::Recovering)
+        }
         (PeerMode::Forward, Access::Read)
             if !local.may_read && (elsewhere() || local.lacks_shared) =>
         {
@@ -318,6 +327,30 @@ pub fn peer(facts: &Facts, mode: PeerMode, epoch: u64, access: Access) -> Route 
         (PeerMode::Merge(from), Access::Write) => Role::Merge(from),
     };
     Route::Shard(mine.owner.shard, role)
+}
+
+/// With consensus and `write_ack` `quorum` where a majority of the owners that
+/// are up is fewer than all of them (R ≥ 3): whether an owner other than the
+/// key's decided primary may lack a write that primary acknowledged. It did
+/// with the primary and another owner while this one missed it (paused,
+/// slow, or it timed out): the primary keeps a hint for it, which a restart
+/// loses and a pause holds back until the primary has settled. Standing in,
+/// it would count a counter on from an older value, or take a `cas` or an
+/// `add` against one, and its replicated item would overwrite the newer copy
+/// of the owner that has the write. So while the decided primary recovers,
+/// settles or lacks what it shares with a peer, no other owner takes its
+/// keys: requests for them wait for it, or are refused. (A decision marking
+/// the primary down makes another the primary, once it has copied what the
+/// other owners hold: see `takes_over`.) With `all`, or `quorum` at R = 2,
+/// every owner that is up has every acknowledged write.
+pub fn stand_ins_may_be_stale(facts: &Facts) -> bool {
+    let Policy {
+        consensus,
+        write_ack,
+        ..
+    } = facts.policy;
+    let up = facts.owners.iter().filter(|o| !o.down).count();
+    consensus && write_ack == WriteAck::Quorum && write_ack.acks_needed(up) < up
 }
 
 /// With consensus and `write_ack` `quorum` or `all`: whether this node, sent
@@ -482,9 +515,11 @@ fn previous_owner(facts: &Facts, order: &OwnerList, tried: &[Owner]) -> Option<O
 
 /// With consensus, where a write of the key goes: its first owner that no
 /// decision marked down. That owner may pass the write on to the next one
-/// that is up (it recovers, or lacks what it shares with an owner), but no
-/// owner stands in for another that is only unreachable: the write is
-/// refused until a decision marks that owner down.
+/// that is up (it recovers, or lacks what it shares with an owner), unless
+/// that one may lack what the primary acknowledged (see
+/// [`stand_ins_may_be_stale`]); and no owner stands in for another that is
+/// only unreachable: the write is refused until a decision marks that owner
+/// down.
 fn decided_primary(facts: &Facts, tried: &[Owner]) -> Option<Owner> {
     let me = facts.policy.me;
     let local = &facts.local;
@@ -497,13 +532,17 @@ fn decided_primary(facts: &Facts, tried: &[Owner]) -> Option<Owner> {
         if tried.contains(&o.owner) {
             // Tried and now unreachable: no other owner stands in for it
             // until a decision marks it down. One that refused (it
-            // recovers) passes the request on to the next.
-            if o.owner.node != me && o.tko {
+            // recovers) passes the request on to the next, unless the next
+            // may lack what it acknowledged.
+            if o.owner.node != me && o.tko || stand_ins_may_be_stale(facts) {
                 return None;
             }
             continue;
         }
         if o.owner.node != me && o.tko {
+            return None;
+        }
+        if unready(o) && stand_ins_may_be_stale(facts) {
             return None;
         }
         if unready(o) {
@@ -850,7 +889,7 @@ mod tests {
     fn a_recovering_node_passes_a_write_on_to_the_next_owner() {
         for scene in [
             Scene::new(1, &[1, 2, 3]),
-            Scene::new(1, &[1, 2, 3]).consensus(WriteAck::Quorum),
+            Scene::new(1, &[1, 2, 3]).consensus(WriteAck::All),
         ] {
             let scene = scene.local(RECOVERING);
             assert_eq!(scene.client(Write), Route::Peer(on(2)));
@@ -928,7 +967,7 @@ mod tests {
             assert_eq!(scene.next(Write, &[]), None, "{local:?}");
             // One that refused the write (it recovers too) is passed over.
             let scene = Scene::new(1, &[1, 2, 3])
-                .consensus(WriteAck::Quorum)
+                .consensus(WriteAck::All)
                 .local(local);
             assert_eq!(scene.next(Write, &[2]), Some(on(3)), "{local:?}");
         }
@@ -938,7 +977,7 @@ mod tests {
     fn a_node_settling_after_a_pause_is_primary_for_no_write() {
         for scene in [
             Scene::new(1, &[1, 2, 3]),
-            Scene::new(1, &[1, 2, 3]).consensus(WriteAck::Quorum),
+            Scene::new(1, &[1, 2, 3]).consensus(WriteAck::All),
         ] {
             let scene = scene.local(SETTLING);
             assert_eq!(scene.client(Write), Route::Peer(on(2)));
@@ -957,7 +996,7 @@ mod tests {
     #[test]
     fn with_consensus_a_node_lacking_shared_items_is_primary_only_when_no_other_owner_is() {
         let scene = Scene::new(1, &[1, 2, 3])
-            .consensus(WriteAck::Quorum)
+            .consensus(WriteAck::All)
             .local(LACKING);
         assert_eq!(scene.client(Write), Route::Peer(on(2)));
         assert_eq!(scene.clone().tko(&[2, 3]).client(Write), refused());
@@ -1121,7 +1160,7 @@ mod tests {
 
     #[test]
     fn with_consensus_a_tried_primary_that_refused_passes_the_write_on() {
-        let scene = Scene::new(1, &[2, 3, 1]).consensus(WriteAck::Quorum);
+        let scene = Scene::new(1, &[2, 3, 1]).consensus(WriteAck::All);
         assert_eq!(scene.next(Write, &[2]), Some(on(3)));
         assert_eq!(scene.next(Write, &[2, 3]), Some(on(1)));
         assert_eq!(scene.next(Write, &[2, 3, 1]), None);
@@ -1130,7 +1169,7 @@ mod tests {
     #[test]
     fn with_consensus_a_recovering_node_passes_a_write_to_an_owner_not_yet_tried() {
         let scene = Scene::new(1, &[1, 2, 3])
-            .consensus(WriteAck::Quorum)
+            .consensus(WriteAck::All)
             .local(RECOVERING);
         assert_eq!(scene.next(Write, &[2]), Some(on(3)));
         // Every other owner tried: it takes the write after a start ...
@@ -1300,15 +1339,63 @@ mod tests {
         // The primary (node 2), settling after a cut-off, passes its client's
         // write on; node 1 still has it TKO: it could send it only a hint,
         // which node 2 may have pulled already. Node 3, which reaches it,
-        // takes the write and sends node 2 the item.
+        // takes the write and sends node 2 the item (with `all`: with
+        // `quorum` at three owners none stands in, see the test below).
         for write_ack in [WriteAck::Quorum, WriteAck::All] {
             let scene = Scene::new(1, &[2, 1, 3]).consensus(write_ack).tko(&[2]);
             let route = scene.sent_by_peer(PeerMode::Forward, Write);
             assert_eq!(route, Route::Refuse(Refusal::Recovering), "{write_ack:?}");
-            let scene = Scene::new(3, &[2, 1, 3]).consensus(write_ack);
-            let route = scene.sent_by_peer(PeerMode::Forward, Write);
-            assert_eq!(route, Route::Shard(13, Role::Primary), "{write_ack:?}");
         }
+        let scene = Scene::new(3, &[2, 1, 3]).consensus(WriteAck::All);
+        let route = scene.sent_by_peer(PeerMode::Forward, Write);
+        assert_eq!(route, Route::Shard(13, Role::Primary));
+    }
+
+    /// With `quorum` at three owners, a write the primary acknowledged with
+    /// one other owner may be missing at the third: standing in while the
+    /// primary recovers, settles or lacks what it shares with a peer, the
+    /// third would count a counter on from an older value. None does.
+    #[test]
+    fn with_consensus_and_quorum_short_of_all_no_owner_stands_in_for_an_unready_primary() {
+        for local in [RECOVERING, SETTLING, LACKING] {
+            // This node is the primary, and unready: its client is refused.
+            let scene = Scene::new(1, &[1, 2, 3])
+                .consensus(WriteAck::Quorum)
+                .local(local);
+            assert_eq!(scene.client(Write), refused(), "{local:?}");
+            assert_eq!(scene.client(Read), refused(), "{local:?}");
+            assert_eq!(scene.next(Write, &[2]), None, "{local:?}");
+        }
+        // The primary (node 2) refused: no other owner is asked.
+        let scene = Scene::new(1, &[2, 1, 3]).consensus(WriteAck::Quorum);
+        assert_eq!(scene.next(Write, &[2]), None);
+        assert_eq!(scene.next(Read, &[2]), None);
+        // Sent a client's request anyway (the sender's view is older), an
+        // owner that is not the decided primary refuses it; it still
+        // applies the primary's replicated items.
+        for access in [Write, Read] {
+            let route = scene.sent_by_peer(PeerMode::Forward, access);
+            assert_eq!(route, Route::Refuse(Refusal::Recovering), "{access:?}");
+        }
+        let route = scene.sent_by_peer(PeerMode::Replica, Write);
+        assert_eq!(route, Route::Shard(11, Role::Replica));
+        // With one owner marked down, the two left both have every write
+        // acknowledged since (they took over first): one stands in.
+        let scene = scene.down(&[3]);
+        assert!(!stand_ins_may_be_stale(&scene.facts()));
+        assert_eq!(scene.next(Write, &[2]), Some(on(1)));
+        // `all`, and `quorum` at two owners, wait for every owner that is up.
+        assert!(!stand_ins_may_be_stale(
+            &Scene::new(1, &[2, 1]).consensus(WriteAck::Quorum).facts()
+        ));
+        assert!(!stand_ins_may_be_stale(
+            &Scene::new(1, &[2, 1, 3]).consensus(WriteAck::All).facts()
+        ));
+        assert!(!stand_ins_may_be_stale(
+            &Scene::new(1, &[2, 1, 3])
+                .write_ack(WriteAck::Quorum)
+                .facts()
+        ));
     }
 
     #[test]

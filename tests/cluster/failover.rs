@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use crate::common::requests::{
     assert_all_read, assert_owners_hold, curr_items, items, set_many, wait_for_epoch,
+    wait_for_local, Local,
 };
 use crate::common::traffic::{start_traffic, Written};
 use crate::common::{Cluster, Layout, READY_TIMEOUT};
-use crate::support;
+use crate::support::{self, show};
 
 /// A node killed with SIGKILL under load: no request through a surviving node
 /// hangs or fails, no key is lost, writes keep working, and the node restarted
@@ -439,6 +440,119 @@ fn the_owner_taking_over_from_a_dead_primary_first_copies_what_the_others_hold()
                 "{key} via node {via}: {shown:?} after the write of \"new\" was acknowledged\n{}",
                 cluster.logs()
             );
+        }
+    }
+}
+
+/// R=3 `quorum`, no decision (the failover timeout is long): counters counted
+/// on by their primary (node 1) and node 3 while node 2 was paused, so only
+/// node 1 kept hints for node 2; then node 1 killed, and restarted while node
+/// 3, the one other node holding those counts, is paused. Node 1 copies from
+/// node 2 alone and so lacks what it shares with node 3. No other owner may
+/// take its keys meanwhile: node 2, standing in, counted on from the count it
+/// held before its pause (an incr answered 1 where 5 had been acknowledged,
+/// and its replicated item overwrote node 3's copy once node 3 ran again).
+/// The counters are refused until node 1 has copied from node 3, then count
+/// on from 5.
+#[test]
+fn no_owner_stands_in_with_an_older_count_for_a_restarted_primary() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    let mut cluster = Cluster::start(
+        &Layout::real(3, 1, 3, "quorum")
+            .with_consensus()
+            .with_peer_timeout_ms(300)
+            .with_args(&["--failover-timeout-ms", "60000"]),
+    );
+    let counters: Vec<String> = (0..3000)
+        .map(|i| format!("count:{i}"))
+        .filter(|k| cluster.owners(k) == [1, 2, 3])
+        .take(5)
+        .collect();
+    assert_eq!(counters.len(), 5, "keys whose primary is node 1");
+    let zero: Vec<(String, String)> = counters.iter().map(|k| (k.clone(), "0".into())).collect();
+    set_many(&mut cluster.client(1), &zero, 1);
+    for id in [2, 3] {
+        for key in &counters {
+            wait_for_local(&cluster, id, key, &Local::value("0"), "after the set");
+        }
+    }
+    // Node 2 misses the counts; node 3 acknowledges them with node 1.
+    cluster.signal(2, "-STOP");
+    let mut client = cluster.client(1);
+    for key in &counters {
+        let reply = client.call(format!("incr {key} 5\r\n").as_bytes(), b"\r\n");
+        assert_eq!(show(&reply), "5\\r\\n", "incr {key} with node 2 paused");
+    }
+    drop(client);
+    // Long enough for node 2 to notice its pause and take nothing node 1
+    // sent it meanwhile.
+    std::thread::sleep(Duration::from_millis(800));
+    cluster.kill9(1);
+    cluster.signal(2, "-CONT");
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while cluster.stats_cluster(2)["node_state"] != "serving" {
+        assert!(
+            Instant::now() < deadline,
+            "node 2 did not settle: {}",
+            cluster.log(2)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cluster.signal(3, "-STOP");
+    cluster.restart(1);
+    // Node 1 cannot copy from node 3: every count answered meanwhile, through
+    // either node, must come from 5.
+    let mut counted = vec![0u64; counters.len()];
+    let mut refused = 0;
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        for via in [1, 2] {
+            let mut client = cluster.client(via);
+            for (i, key) in counters.iter().enumerate() {
+                let reply = show(&client.call(format!("incr {key} 1\r\n").as_bytes(), b"\r\n"));
+                match reply.trim_end_matches("\\r\\n").parse::<u64>() {
+                    Ok(n) => {
+                        counted[i] += 1;
+                        assert_eq!(
+                            n,
+                            5 + counted[i],
+                            "incr {key} through node {via} while node 3 is paused\n{}",
+                            cluster.logs()
+                        );
+                    }
+                    Err(_) => {
+                        assert!(reply.starts_with("SERVER_ERROR"), "{key}: {reply}");
+                        refused += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(refused > 0, "node 1 served before it copied from node 3");
+    cluster.signal(3, "-CONT");
+    // Once node 1 has copied from node 3, the counters count on from where
+    // they were, through every node.
+    for (i, key) in counters.iter().enumerate() {
+        let want = format!("{}\\r\\n", 5 + counted[i] + 1);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let reply = show(
+                &cluster
+                    .client(2)
+                    .call(format!("incr {key} 1\r\n").as_bytes(), b"\r\n"),
+            );
+            if reply == want {
+                counted[i] += 1;
+                break;
+            }
+            assert!(
+                reply.starts_with("SERVER_ERROR") && Instant::now() < deadline,
+                "incr {key} after node 3 resumed: {reply}, not {want}\n{}",
+                cluster.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }

@@ -83,23 +83,24 @@ impl View {
 }
 
 /// Whether `me`, up in `new`, must copy from the other owners before it is
-/// primary again: `new` marks another node down that `old` did not, and
-/// `write_ack` `quorum` acknowledges a write with fewer than all of a key's
-/// owners (R >= 3), so the node that now takes over as primary may lack a
-/// write that another owner acknowledged. (`one` promises availability
+/// primary again: `new` marks another node down that `old` did not, or
+/// removes one that was up (a node whose disk was wiped comes back under a
+/// new id), and `write_ack` `quorum` acknowledges a write with fewer than all
+/// of a key's owners (R >= 3), so the node that now takes over as primary may
+/// lack a write that another owner acknowledged. (`one` promises availability
 /// first: an owner stands in at once, and what it lacks is a documented loss.)
 fn takes_over(old: &ClusterConfig, new: &ClusterConfig, me: u32) -> bool {
     use crate::cluster::config::NodeState;
     let up = |config: &ClusterConfig, id: u32| {
         config.node(id).is_some_and(|n| n.state != NodeState::Down)
     };
-    let marked_down = new
+    let gone = old
         .nodes()
         .iter()
-        .any(|n| n.id != me && n.state == NodeState::Down && up(old, n.id));
+        .any(|n| n.id != me && up(old, n.id) && !up(new, n.id));
     let replicas = new.replicas();
     up(new, me)
-        && marked_down
+        && gone
         && new.write_ack() == crate::cluster::config::WriteAck::Quorum
         && new.write_ack().acks_needed(replicas) < replicas
 }
@@ -396,7 +397,7 @@ impl ClusterNode {
             && takes_over(old.config(), view.config(), self.me)
         {
             log::info!(
-                "epoch {epoch} marks a node down: copying what the other owners hold before this node is primary for their keys"
+                "epoch {epoch} marks a node down or removes it: copying what the other owners hold before this node is primary for their keys"
             );
             self.settling_after_pause.store(true, Ordering::Release);
             self.want_recovery(&self.takeover_wanted);
@@ -540,8 +541,12 @@ mod tests {
     use super::*;
 
     fn config(replicas: usize, write_ack: &str, down: &[u32]) -> ClusterConfig {
+        config_of(3, replicas, write_ack, down)
+    }
+
+    fn config_of(nodes: u32, replicas: usize, write_ack: &str, down: &[u32]) -> ClusterConfig {
         let mut file = format!("replicas = {replicas}\nwrite_ack = \"{write_ack}\"\n");
-        for id in 1..=3u32 {
+        for id in 1..=nodes {
             let state = if down.contains(&id) { "down" } else { "up" };
             file.push_str(&format!(
                 "[[node]]\nid = {id}\naddr = \"127.0.0.{id}:11211\"\nshards = [\"127.0.0.{id}:11300\"]\nstate = \"{state}\"\n"
@@ -596,5 +601,27 @@ mod tests {
             &config(3, "quorum", &[1, 2]),
             2
         ));
+    }
+
+    #[test]
+    fn a_node_takes_over_when_another_that_was_up_is_removed() {
+        let removed = |config: ClusterConfig, id: u32| {
+            let mut spec = config.to_spec();
+            spec.nodes.retain(|n| n.id != id);
+            spec.acceptors.retain(|&a| a != id);
+            ClusterConfig::new(config.epoch() + 1, spec).expect("a configuration")
+        };
+        // A node wiped and back under a new id, say: its acknowledged writes
+        // may be on one other owner only.
+        let old = config_of(4, 3, "quorum", &[]);
+        assert!(takes_over(&old, &removed(old.clone(), 1), 2));
+        // Not when the node removed was down already (taken over then), nor
+        // for the node removed itself, nor with `all`.
+        let old = config_of(4, 3, "quorum", &[1]);
+        assert!(!takes_over(&old, &removed(old.clone(), 1), 2));
+        let old = config_of(4, 3, "quorum", &[]);
+        assert!(!takes_over(&old, &removed(old.clone(), 2), 2));
+        let old = config_of(4, 3, "all", &[]);
+        assert!(!takes_over(&old, &removed(old.clone(), 1), 2));
     }
 }

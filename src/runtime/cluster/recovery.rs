@@ -48,6 +48,15 @@ pub async fn recover(cluster: Rc<ShardCluster>, what: RecoverWhat) {
     peers.sort_unstable();
     peers.dedup();
     peers.retain(|&id| id != node.me);
+    if what == RecoverWhat::Takeover {
+        // The node taken over from is not asked: it is down, or removed.
+        let view = node.view();
+        peers.retain(|&id| {
+            view.config()
+                .node(id)
+                .is_some_and(|n| n.state != NodeState::Down)
+        });
+    }
     for &peer in &peers {
         // A peer that does not answer a no-op now is not waited for: what it
         // holds for this node is out of reach until it answers again, and then
@@ -71,19 +80,22 @@ pub async fn recover(cluster: Rc<ShardCluster>, what: RecoverWhat) {
             if let Some(t) = node.tko_flag(peer) {
                 t.store(true, Ordering::Release);
             }
-            if what == RecoverWhat::All {
+            // A copy of every item, or a takeover, that goes on without a
+            // peer lacks what only that peer may hold: until it is copied
+            // from (or a decision marks it down), this node neither reads nor
+            // is primary for the keys they share.
+            if what != RecoverWhat::Hints {
                 node.set_pulled(peer, false);
             }
             continue;
         }
         let done = match what {
-            RecoverWhat::All => {
-                let pulled = pull(&cluster, peer, RecoverWhat::All).await;
+            RecoverWhat::All | RecoverWhat::Takeover => {
+                let pulled = pull(&cluster, peer, what).await;
                 node.set_pulled(peer, pulled);
                 pulled
             }
             RecoverWhat::Hints => exchange(&cluster, peer).await,
-            RecoverWhat::Takeover => pull(&cluster, peer, RecoverWhat::Takeover).await,
         };
         settled += done as usize;
     }

@@ -8,7 +8,10 @@
 use super::output::{Output, Piece};
 use crate::cluster::ring::Owner;
 use crate::cluster::wire::{self, PeerMode};
-use crate::limits::{EPOCH_RETRIES_MAX, EPOCH_RETRY_PAUSE_MS};
+use crate::limits::{
+    EPOCH_RETRIES_MAX, EPOCH_RETRY_PAUSE_MS, RECOVERING_PRIMARY_RETRIES_MAX,
+    RECOVERING_PRIMARY_RETRY_PAUSE_MS,
+};
 use crate::runtime::cluster::peer::{Framing, LinkError, Pending, Reply};
 use crate::runtime::cluster::ShardCluster;
 use crate::runtime::ctx::ShardCtx;
@@ -179,6 +182,7 @@ async fn settle_peer_op(cluster: &Rc<ShardCluster>, op: &mut PeerOp) {
     }
     let mut reply = op.reply.take();
     let mut epoch_retries = 0;
+    let mut recovering_retries = 0;
     loop {
         let link = cluster.forward_link(op.target);
         let answer = match reply.take() {
@@ -219,11 +223,23 @@ async fn settle_peer_op(cluster: &Rc<ShardCluster>, op: &mut PeerOp) {
             op.result = bytes;
             break;
         }
+        let recovering = matches!(&answer, Ok(bytes) if bytes == wire::RECOVERING);
         tried.push(op.target);
         let view = cluster.view();
         match cluster.next_candidate(&view, &op.key, op.write, &tried) {
             Some(next) => {
                 op.target = next;
+                reply = Some(op.send(cluster));
+            }
+            // The owner refused because it recovers or settles, and no other
+            // may take the request: it is asked again a moment later.
+            None if recovering && recovering_retries < RECOVERING_PRIMARY_RETRIES_MAX => {
+                recovering_retries += 1;
+                tried.pop();
+                glommio::timer::sleep(std::time::Duration::from_millis(
+                    RECOVERING_PRIMARY_RETRY_PAUSE_MS,
+                ))
+                .await;
                 reply = Some(op.send(cluster));
             }
             None => {
