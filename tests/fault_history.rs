@@ -799,6 +799,12 @@ fn faults_leave_no_anomaly_in_the_history() {
     set_counters(&cluster, &counters);
 
     let started = Instant::now();
+    // The clients' clock starts here: in unix time, to read their history
+    // beside the nodes' logs.
+    let started_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    eprintln!("fault_history: clients started at unix {started_unix_ms} ms");
     let stop = Arc::new(AtomicBool::new(false));
     let workers = start_workers(&cluster, &keys, &counters, &stop, started, plan.seed);
     let mut rng = Rng::new(plan.seed);
@@ -916,6 +922,28 @@ fn faults_leave_no_anomaly_in_the_history() {
             let path = Path::new(&dir).join(format!("seed-{}-node-{}.log", plan.seed, node.n));
             std::fs::write(&path, node.log()).expect("write a node's log");
         }
+        // Every operation on each key with an anomaly, for tracing it
+        // against the nodes' logs.
+        let keys: std::collections::BTreeSet<&str> = report
+            .anomalies
+            .iter()
+            .map(|a| a.key.as_str())
+            .filter(|k| !k.is_empty())
+            .collect();
+        let mut text =
+            format!("started at unix {started_unix_ms} ms; times below are since then\n");
+        for key in keys {
+            text.push_str(&format!("{key}:\n"));
+            text.push_str(&history::key_history(
+                &observed.events,
+                key,
+                None,
+                0,
+                usize::MAX,
+            ));
+        }
+        let path = Path::new(&dir).join(format!("seed-{}-history.log", plan.seed));
+        std::fs::write(&path, text).expect("write the anomalous keys' history");
     }
     if !plan.report_only {
         assert!(

@@ -534,7 +534,7 @@ fn decided_primary(facts: &Facts, tried: &[Owner]) -> Option<Owner> {
             // until a decision marks it down. One that refused (it
             // recovers) passes the request on to the next, unless the next
             // may lack what it acknowledged.
-            if o.owner.node != me && o.tko || stand_ins_may_be_stale(facts) {
+            if (o.owner.node != me && o.tko) || stand_ins_may_be_stale(facts) {
                 return None;
             }
             continue;
@@ -542,10 +542,10 @@ fn decided_primary(facts: &Facts, tried: &[Owner]) -> Option<Owner> {
         if o.owner.node != me && o.tko {
             return None;
         }
-        if unready(o) && stand_ins_may_be_stale(facts) {
-            return None;
-        }
         if unready(o) {
+            if stand_ins_may_be_stale(facts) {
+                return None;
+            }
             // The next owner takes the write while this node catches up
             // (past those that refused it: they recover too); with none,
             // this node is primary only after a start (it holds what it

@@ -190,3 +190,39 @@ fn writes_through_both_nodes_at_once_never_wait_for_each_other() {
         );
     }
 }
+
+/// A replicated item older than the state an owner holds (a smaller CAS
+/// unique) is not applied: its primary gave up on it (it timed out and kept a
+/// hint) and wrote the key again on a new connection, and the old item, read
+/// late from the connection the primary abandoned, would put the key back to
+/// an earlier value. The test sends node 1 what such a primary would: the
+/// newer item, then the older one, then an older removal.
+#[test]
+fn a_replicated_item_older_than_the_copy_held_is_not_applied() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    let cluster = Cluster::start(&Layout::real(2, 1, 2, "all"));
+    let key = "late:1";
+    let mut peer = cluster.member_client(1);
+    for (what, record) in [
+        (
+            "the newer item",
+            format!("ms {key} 3 F0 T0 E5000 q\r\nnew\r\n"),
+        ),
+        (
+            "an older item",
+            format!("ms {key} 3 F0 T0 E4000 q\r\nold\r\n"),
+        ),
+        ("an older removal", format!("md {key} q E4500\r\n")),
+    ] {
+        let request = format!("rc rep 1\r\n{record}mn\r\n");
+        let reply = peer.call(request.as_bytes(), b"MN\r\n");
+        assert_eq!(show(&reply), "MN\\r\\n", "{what}");
+    }
+    assert_eq!(
+        cluster.local_reader(1).mg(key),
+        Local::value("new"),
+        "node 1's own copy of {key}"
+    );
+}

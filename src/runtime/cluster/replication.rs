@@ -427,10 +427,13 @@ pub fn apply(
     if let (Role::Replica | Role::Copy(_) | Role::Merge(_), Some(cas)) = (role, req_new_cas(req)) {
         // Several nodes may push a key (nodes pushing copies, a node that was
         // cut off): the newest state wins whatever the order, and a removal
-        // is a state like an item. A primary's write is taken as it comes: a
-        // primary that has not copied the key yet (it just gained it) gives it
-        // a unique from its own counter, which may be smaller than an older
-        // write's.
+        // is a state like an item. So does a primary's replicated item: one
+        // its primary gave up on (it timed out and kept a hint) may still be
+        // read from that connection after the primary's later writes came on
+        // a new one, and must not take their place. Not while keys move
+        // here: a primary that has not copied a key yet (it just gained it)
+        // gives it a unique from its own counter, which may be smaller than
+        // an older write's, and its write is taken as it comes.
         log::trace!(
             "{role:?} {} {} cas {cas}",
             if is_removal(req) {
@@ -440,7 +443,8 @@ pub fn apply(
             },
             String::from_utf8_lossy(key)
         );
-        if role != Role::Replica && cluster.holds_newer(state, key, cas, clock) {
+        let ordered = role != Role::Replica || !cluster.node.keys_moving_here();
+        if ordered && cluster.holds_newer(state, key, cas, clock) {
             log::trace!("  older than held: not applied");
             if let Role::Copy(from @ 1..) | Role::Merge(from @ 1..) = role {
                 // The pusher's copy is older than this node's: it missed a

@@ -38,7 +38,12 @@ impl ClusterNode {
     /// Whether this node is copying what it missed or what moved to it: the
     /// keys written meanwhile are kept from being overwritten by the copies.
     pub fn is_copying(&self) -> bool {
-        self.is_recovering() || self.migrating.load(Ordering::Acquire)
+        self.is_recovering() || self.keys_moving_here()
+    }
+
+    /// Whether keys moved to this node and it is copying them.
+    pub(super) fn keys_moving_here(&self) -> bool {
+        self.migrating.load(Ordering::Acquire)
     }
 
     /// Whether this node's copy of `key` on shard `owner` is one to hand to
