@@ -390,30 +390,14 @@ fn the_owner_taking_over_from_a_dead_primary_first_copies_what_the_others_hold()
     if support::ringcache_stands_in_for_memcached() {
         return;
     }
-    let mut cluster = Cluster::start(
-        &Layout::real(3, 1, 3, "quorum")
-            .with_consensus()
-            .with_peer_timeout_ms(300)
-            .with_args(&["--failover-timeout-ms", "1500"]),
-    );
-    let keys: Vec<String> = (0..3000)
-        .map(|i| format!("takeover:{i}"))
-        .filter(|k| cluster.owners(k) == [1, 2, 3])
-        .take(20)
-        .collect();
-    assert_eq!(keys.len(), 20, "keys whose primary is node 1, then node 2");
+    let (mut cluster, keys) = quorum_of_three("1500", "takeover", 20);
     let old: Vec<(String, String)> = keys.iter().map(|k| (k.clone(), "old".into())).collect();
     let new: Vec<(String, String)> = keys.iter().map(|k| (k.clone(), "new".into())).collect();
     set_many(&mut cluster.client(1), &old, 1);
     assert_all_read(&mut cluster.client(2), &old, 2);
-    // Node 2 misses the new values; node 3 acknowledges them with node 1.
-    cluster.signal(2, "-STOP");
-    set_many(&mut cluster.client(1), &new, 1);
-    // Long enough for node 2 to notice the pause and drop what was sent to
-    // it meanwhile (it would otherwise apply node 1's replicated items).
-    std::thread::sleep(Duration::from_millis(800));
-    cluster.kill9(1);
-    cluster.signal(2, "-CONT");
+    write_past_node_2_then_kill_node_1(&mut cluster, |cluster| {
+        set_many(&mut cluster.client(1), &new, 1)
+    });
     let deadline = Instant::now() + READY_TIMEOUT;
     cluster.wait_for_node_state(2, 1, "down", deadline);
     cluster.wait_for_node_state(3, 1, "down", deadline);
@@ -459,18 +443,7 @@ fn no_owner_stands_in_with_an_older_count_for_a_restarted_primary() {
     if support::ringcache_stands_in_for_memcached() {
         return;
     }
-    let mut cluster = Cluster::start(
-        &Layout::real(3, 1, 3, "quorum")
-            .with_consensus()
-            .with_peer_timeout_ms(300)
-            .with_args(&["--failover-timeout-ms", "60000"]),
-    );
-    let counters: Vec<String> = (0..3000)
-        .map(|i| format!("count:{i}"))
-        .filter(|k| cluster.owners(k) == [1, 2, 3])
-        .take(5)
-        .collect();
-    assert_eq!(counters.len(), 5, "keys whose primary is node 1");
+    let (mut cluster, counters) = quorum_of_three("60000", "count", 5);
     let zero: Vec<(String, String)> = counters.iter().map(|k| (k.clone(), "0".into())).collect();
     set_many(&mut cluster.client(1), &zero, 1);
     for id in [2, 3] {
@@ -478,28 +451,14 @@ fn no_owner_stands_in_with_an_older_count_for_a_restarted_primary() {
             wait_for_local(&cluster, id, key, &Local::value("0"), "after the set");
         }
     }
-    // Node 2 misses the counts; node 3 acknowledges them with node 1.
-    cluster.signal(2, "-STOP");
-    let mut client = cluster.client(1);
-    for key in &counters {
-        let reply = client.call(format!("incr {key} 5\r\n").as_bytes(), b"\r\n");
-        assert_eq!(show(&reply), "5\\r\\n", "incr {key} with node 2 paused");
-    }
-    drop(client);
-    // Long enough for node 2 to notice its pause and take nothing node 1
-    // sent it meanwhile.
-    std::thread::sleep(Duration::from_millis(800));
-    cluster.kill9(1);
-    cluster.signal(2, "-CONT");
-    let deadline = Instant::now() + READY_TIMEOUT;
-    while cluster.stats_cluster(2)["node_state"] != "serving" {
-        assert!(
-            Instant::now() < deadline,
-            "node 2 did not settle: {}",
-            cluster.log(2)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    write_past_node_2_then_kill_node_1(&mut cluster, |cluster| {
+        let mut client = cluster.client(1);
+        for key in &counters {
+            let reply = client.call(format!("incr {key} 5\r\n").as_bytes(), b"\r\n");
+            assert_eq!(show(&reply), "5\\r\\n", "incr {key} with node 2 paused");
+        }
+    });
+    cluster.wait_until_serving(2, &[3], Instant::now() + READY_TIMEOUT);
     cluster.signal(3, "-STOP");
     cluster.restart(1);
     // Node 1 cannot copy from node 3: every count answered meanwhile, through
@@ -555,4 +514,43 @@ fn no_owner_stands_in_with_an_older_count_for_a_restarted_primary() {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// A 3-node Paxos cluster at R=3 `quorum` (peer timeout 300 ms, the failover
+/// timeout given) and `count` keys `<prefix>:<n>` whose owners are nodes 1,
+/// 2 and 3, in that order.
+fn quorum_of_three(
+    failover_ms: &'static str,
+    prefix: &str,
+    count: usize,
+) -> (Cluster, Vec<String>) {
+    let cluster = Cluster::start(
+        &Layout::real(3, 1, 3, "quorum")
+            .with_consensus()
+            .with_peer_timeout_ms(300)
+            .with_args(&["--failover-timeout-ms", failover_ms]),
+    );
+    let keys: Vec<String> = (0..3000)
+        .map(|i| format!("{prefix}:{i}"))
+        .filter(|k| cluster.owners(k) == [1, 2, 3])
+        .take(count)
+        .collect();
+    assert_eq!(
+        keys.len(),
+        count,
+        "keys whose primary is node 1, then node 2"
+    );
+    (cluster, keys)
+}
+
+/// Runs `write` while node 2 is paused, so node 3 acknowledges it with node 1
+/// and only node 1 keeps hints for node 2; then kills node 1 and resumes node
+/// 2, once it has been paused long enough to notice and take nothing node 1
+/// sent it meanwhile (it would otherwise apply node 1's replicated items).
+fn write_past_node_2_then_kill_node_1(cluster: &mut Cluster, write: impl FnOnce(&Cluster)) {
+    cluster.signal(2, "-STOP");
+    write(cluster);
+    std::thread::sleep(Duration::from_millis(800));
+    cluster.kill9(1);
+    cluster.signal(2, "-CONT");
 }
