@@ -59,6 +59,10 @@ pub fn mismatched_epoch(reply: &[u8]) -> Option<u64> {
 /// The reply of a node asked, in `rep` or `copy` mode, about a key it does not own.
 pub const NOT_AN_OWNER: &[u8] = b"SERVER_ERROR not an owner of this key\r\n";
 
+/// The reply of an owner to a replicated item older than the state of the key
+/// it holds (a smaller CAS unique): not applied, and not an acknowledgement.
+pub const OLDER_THAN_HELD: &[u8] = b"SERVER_ERROR older than the state held\r\n";
+
 /// The reply of a recovering node to a forwarded read: the sender reads the
 /// next owner instead.
 pub const RECOVERING: &[u8] = b"SERVER_ERROR recovering\r\n";

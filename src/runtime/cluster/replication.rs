@@ -297,6 +297,19 @@ impl ShardCluster {
             match link.wait(reply).await {
                 Ok(answer) if wire::is_ack(&answer) => return Ack::Acked,
                 Ok(answer) if answer == wire::NOT_AN_OWNER => return Ack::Moved,
+                // The owner holds a newer state of the key (another node
+                // wrote it as primary meanwhile): this write does not count,
+                // and the owner is sent this node's item as a merge, which
+                // it refuses in turn and answers with its own.
+                Ok(answer) if answer == wire::OLDER_THAN_HELD => {
+                    log::debug!(
+                        "node {} holds a newer state of {}: not acknowledged",
+                        link.target.node,
+                        String::from_utf8_lossy(key)
+                    );
+                    self.hint(link.target.node, key);
+                    return Ack::Failed;
+                }
                 Ok(answer) if refused_from_a_newer_epoch(&answer, stood_in) => {
                     log::debug!(
                         "node {} refused {} from a newer epoch than this node stood in at: hinted, not acknowledged",
@@ -427,13 +440,16 @@ pub fn apply(
     if let (Role::Replica | Role::Copy(_) | Role::Merge(_), Some(cas)) = (role, req_new_cas(req)) {
         // Several nodes may push a key (nodes pushing copies, a node that was
         // cut off): the newest state wins whatever the order, and a removal
-        // is a state like an item. So does a primary's replicated item: one
-        // its primary gave up on (it timed out and kept a hint) may still be
-        // read from that connection after the primary's later writes came on
-        // a new one, and must not take their place. Not while keys move
-        // here: a primary that has not copied a key yet (it just gained it)
-        // gives it a unique from its own counter, which may be smaller than
-        // an older write's, and its write is taken as it comes.
+        // is a state like an item. So does a primary's replicated item, and
+        // one older than the state held is refused, not acknowledged: a
+        // stand-in and the primary it hands back to may each apply a write
+        // to their own copy at the hand-over, and only the newer may count;
+        // and an item its primary gave up on (it timed out and kept a hint)
+        // may still be read from that connection after the primary's later
+        // writes came on a new one. Not while keys move here: a primary that
+        // has not copied a key yet (it just gained it) gives it a unique from
+        // its own counter, which may be smaller than an older write's, and
+        // its write is taken as it comes.
         log::trace!(
             "{role:?} {} {} cas {cas}",
             if is_removal(req) {
@@ -446,10 +462,12 @@ pub fn apply(
         let ordered = role != Role::Replica || !cluster.node.keys_moving_here();
         if ordered && cluster.holds_newer(state, key, cas, clock) {
             log::trace!("  older than held: not applied");
-            if let Role::Copy(from @ 1..) | Role::Merge(from @ 1..) = role {
+            match role {
+                Role::Replica => out.extend_from_slice(wire::OLDER_THAN_HELD),
                 // The pusher's copy is older than this node's: it missed a
                 // write, which it is sent again.
-                cluster.hint(from, key);
+                Role::Copy(from @ 1..) | Role::Merge(from @ 1..) => cluster.hint(from, key),
+                _ => {}
             }
             return None;
         }
