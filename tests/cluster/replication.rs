@@ -232,4 +232,26 @@ fn a_replicated_item_older_than_the_copy_held_is_refused() {
         Local::value("new"),
         "node 1's own copy of {key}"
     );
+    // A newer removal is taken, and the same removal again (a `delete` of
+    // a key deleted already sends it) is acknowledged (`NF`: nothing left).
+    for (what, answer) in [
+        ("a newer removal", "MN\\r\\n"),
+        ("the same removal again", "NF\\r\\nMN\\r\\n"),
+    ] {
+        let request = format!("rc rep 1\r\nmd {key} q E6000\r\nmn\r\n");
+        let reply = peer.call(request.as_bytes(), b"MN\r\n");
+        assert_eq!(show(&reply), answer, "{what}");
+    }
+    assert_eq!(
+        cluster.local_reader(1).mg(key),
+        Local::Miss,
+        "after the removal"
+    );
+    // Through the cluster, a delete of a missing key is answered NOT_FOUND
+    // however often it is sent.
+    let mut client = cluster.client(2);
+    for _ in 0..3 {
+        let reply = client.call(format!("delete {key}\r\n").as_bytes(), b"\r\n");
+        assert_eq!(show(&reply), "NOT_FOUND\\r\\n", "delete {key} again");
+    }
 }

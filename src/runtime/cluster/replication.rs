@@ -372,7 +372,9 @@ impl ShardCluster {
     /// removal) is newer than a copy carrying `cas`: CAS values grow with
     /// every write of a key on any node (each node raises its counter past
     /// those it is sent), so the higher one is newer. A copy of the same item
-    /// is taken (a `touch` keeps the CAS unique and changes the expiry).
+    /// is taken (a `touch` keeps the CAS unique and changes the expiry), and
+    /// so is the same removal (a `delete` of a key deleted already sends the
+    /// removal its primary remembers again).
     fn holds_newer(&self, state: &mut ShardState, key: &[u8], cas: u64, clock: &Clock) -> bool {
         if let Ok(item) = state.store.peek(key, clock.rel_secs) {
             return item.cas > cas;
@@ -380,7 +382,7 @@ impl ShardCluster {
         self.tombstones
             .borrow_mut()
             .cas_of(key, clock.rel_secs)
-            .is_some_and(|removed| removed >= cas)
+            .is_some_and(|removed| removed > cas)
     }
 
     /// The removals this shard remembers of keys `node` owns, as records to
