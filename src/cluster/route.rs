@@ -300,7 +300,7 @@ pub fn peer(facts: &Facts, mode: PeerMode, epoch: u64, access: Access) -> Route 
         // `stand_ins_may_be_stale`): a sender with an older view asks again.
         (PeerMode::Forward, _)
             if stand_ins_may_be_stale(facts)
-                && facts.owners.iter().find(|o| !o.down).map(|o| o.owner) != Some(mine.owner) =>
+                && first_up(facts).map(|o| o.owner) != Some(mine.owner) =>
         {
             return Route::Refuse(Refusal::Recovering)
         }
@@ -369,11 +369,13 @@ fn stands_in_for_an_unreachable_primary(facts: &Facts) -> bool {
     } = facts.policy;
     consensus
         && write_ack != WriteAck::One
-        && facts
-            .owners
-            .iter()
-            .find(|o| !o.down)
-            .is_some_and(|primary| primary.owner.node != me && primary.tko)
+        && first_up(facts).is_some_and(|primary| primary.owner.node != me && primary.tko)
+}
+
+/// With consensus, the key's decided primary: its first owner that no
+/// decision marked down.
+fn first_up(facts: &Facts) -> Option<&OwnerFacts> {
+    facts.owners.iter().find(|o| !o.down)
 }
 
 /// The key's first owner, for a write this node applied as primary in its

@@ -302,22 +302,11 @@ impl ShardCluster {
                 // and the owner is sent this node's item as a merge, which
                 // it refuses in turn and answers with its own.
                 Ok(answer) if answer == wire::OLDER_THAN_HELD => {
-                    log::debug!(
-                        "node {} holds a newer state of {}: not acknowledged",
-                        link.target.node,
-                        String::from_utf8_lossy(key)
-                    );
-                    self.hint(link.target.node, key);
-                    return Ack::Failed;
+                    return self.not_counted(link, key, "it holds a newer state", Ack::Failed)
                 }
                 Ok(answer) if refused_from_a_newer_epoch(&answer, stood_in) => {
-                    log::debug!(
-                        "node {} refused {} from a newer epoch than this node stood in at: hinted, not acknowledged",
-                        link.target.node,
-                        String::from_utf8_lossy(key)
-                    );
-                    self.hint(link.target.node, key);
-                    return Ack::Superseded;
+                    let why = "from a newer epoch than this node stood in at";
+                    return self.not_counted(link, key, why, Ack::Superseded);
                 }
                 // The owner is taking up another configuration: send it the
                 // item as it is now, a moment later.
@@ -352,6 +341,18 @@ impl ShardCluster {
                 }
             }
         }
+    }
+
+    /// `link`'s owner refused the item of `key` for `why`: it is hinted, and
+    /// the write does not count there (`ack`).
+    fn not_counted(&self, link: &Link, key: &[u8], why: &str, ack: Ack) -> Ack {
+        log::debug!(
+            "node {} refused {} ({why}): hinted, not acknowledged",
+            link.target.node,
+            String::from_utf8_lossy(key)
+        );
+        self.hint(link.target.node, key);
+        ack
     }
 
     pub(super) async fn all_acknowledged(
