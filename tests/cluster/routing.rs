@@ -45,6 +45,35 @@ fn keys_sent_to_their_primary_shard_cross_nothing() {
     assert!(stat_u64(&stats, "forwarded_out") > 0);
 }
 
+/// `forwarded_out` and `forwarded_in` count crossings between the shards of one
+/// node; a request sent on to another node is counted in `stats peers`, per
+/// node. One-shard nodes cross no shard, however much they forward.
+#[test]
+fn requests_sent_to_another_node_are_counted_per_peer_not_as_crossings() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    const KEYS: usize = 40;
+    let cluster = Cluster::start(&Layout::real(2, 1, 1, "one"));
+    let keys = cluster.keys_owned("peer-count", KEYS, |owners| owners[0] == 2);
+    let mut client = cluster.client(1);
+    for key in &keys {
+        client.set(key, b"v");
+        assert_eq!(client.get(key).as_deref(), Some(&b"v"[..]), "{key}");
+    }
+    for id in [1, 2] {
+        let stats = parse_stats(&cluster.client(id).call(b"stats\r\n", b"END\r\n"));
+        assert_eq!(stat_u64(&stats, "forwarded_out"), 0, "node {id}");
+        assert_eq!(stat_u64(&stats, "forwarded_in"), 0, "node {id}");
+    }
+    let peers = parse_stats(&cluster.client(1).call(b"stats peers\r\n", b"END\r\n"));
+    assert_eq!(
+        stat_u64(&peers, "peer:2:forwarded"),
+        2 * KEYS as u64,
+        "a set and a get of each key sent to node 2"
+    );
+}
+
 /// A lone client reading through a node that does not own the key is answered
 /// as soon as the owner answers: the request crosses to the owner and back on
 /// peer links that wake their shards, not on the next timer. The bound is

@@ -215,8 +215,10 @@ impl Output {
         spliced.clear();
         self.splice_into(&mut spliced);
         self.retrievals.clear();
-        // Writes applied here and held for their acks were not forwarded.
-        let forwarded = self.forwarded - self.tickets_ok.len();
+        // `forwarded_out` counts crossings to another shard of this node:
+        // not writes applied here and held for their acks, nor requests sent
+        // to another node (`stats peers` counts those, per node).
+        let forwarded = self.forwarded - self.tickets_ok.len() - self.peer_ops.len();
         with_state(|s| s.stats.forwarded_out += forwarded as u64);
         self.peer_ops.clear();
         self.deferred_targets.clear();
