@@ -70,7 +70,7 @@ run_client() {
     per_thread=$(( (conns + client_threads - 1) / client_threads ))
     if [ "$tool" = memtier ]; then
         local cpu0 cpu1
-        cpu0=$(awk -F/ '{print $14 + $15}' "/proc/$SERVER_PID/stat")
+        cpu0=$(awk '{print $14 + $15}' "/proc/$SERVER_PID/stat")
         taskset -c "$CLIENT_CPUS" memtier_benchmark -s 127.0.0.1 -p "$port" -P memcache_text \
             -t "$client_threads" -c "$per_thread" --pipeline "$depth" --ratio "$RATIO" \
             -d "$VALUE_BYTES" --key-maximum "$KEYS" --test-time "$DURATION" --hide-histogram \
