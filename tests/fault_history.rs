@@ -327,16 +327,21 @@ impl Cluster {
                 .map_err(|e| format!("{e:?}"))
                 .and_then(|mut client| {
                     support::authenticate(&mut client, &self.secret);
-                    let epoch = stats(&node.ip, node.port, "cluster")
-                        .ok()
-                        .and_then(|s| s.get("epoch").cloned())
-                        .unwrap_or_default();
+                    let view = stats(&node.ip, node.port, "peers").unwrap_or_default();
+                    let of = |name: &str| view.get(name).cloned().unwrap_or_default();
+                    let epoch = of("epoch");
+                    let standing = format!(
+                        "id {}, epoch {epoch}, state {}, hinted keys {}: ",
+                        of("node_id"),
+                        of("node_state"),
+                        of("hinted_keys")
+                    );
                     let reply = client.call(
                         format!("rc rep {epoch}\r\nmg {key} v c\r\n").as_bytes(),
                         b"\r\n",
                     );
-                    let mut text = String::from_utf8_lossy(&reply).trim_end().to_string();
-                    if text.starts_with("VA ") {
+                    let mut text = standing + String::from_utf8_lossy(&reply).trim_end();
+                    if reply.starts_with(b"VA ") {
                         let value = client
                             .read_until(b"\r\n", support::REPLY_TIMEOUT)
                             .map_err(|e| format!("{e:?}"))?;
@@ -735,6 +740,18 @@ fn final_reads(cluster: &Cluster, keys: &[String]) -> BTreeMap<String, Vec<(u32,
     finals
 }
 
+/// `key` read once more through every node, for the report of a divergence.
+fn reads_again(cluster: &Cluster, key: &str) -> String {
+    cluster
+        .endpoints()
+        .into_iter()
+        .map(|(n, ip, port)| {
+            let read = read_once(&mut None, &ip, port, key);
+            format!("    node {n}: {read:?}\n")
+        })
+        .collect()
+}
+
 /// (R x live keys, summed `curr_items`), polling until they agree or the
 /// deadline passes.
 fn copies(cluster: &Cluster, expected: u64) -> (u64, u64) {
@@ -834,6 +851,23 @@ fn faults_leave_no_anomaly_in_the_history() {
     let mut all_keys = keys.clone();
     all_keys.extend(counters.iter().cloned());
     let finals = final_reads(&cluster, &all_keys);
+    // Where the final reads disagree, each node's own copy at once (a later
+    // look may find the copies agreeing again).
+    let copies_at_final_reads: BTreeMap<String, String> = finals
+        .iter()
+        .filter(|(_, reads)| reads.iter().any(|(_, r)| r != &reads[0].1))
+        .take(5)
+        .map(|(key, _)| {
+            let copies = cluster.local_copies(key);
+            (
+                key.clone(),
+                format!(
+                    "{copies}  read again through each node:\n{}",
+                    reads_again(&cluster, key)
+                ),
+            )
+        })
+        .collect();
     let live = finals
         .values()
         .filter(|reads| reads.iter().any(|(_, r)| matches!(r, Ok(Some(_)))))
@@ -900,6 +934,12 @@ fn faults_leave_no_anomaly_in_the_history() {
                 if !shown.insert(&anomaly.key) {
                     continue;
                 }
+                if let Some(copies) = copies_at_final_reads.get(&anomaly.key) {
+                    println!(
+                        "fault_history: {}: each node's own copy right after the final reads:\n{copies}",
+                        anomaly.key
+                    );
+                }
                 println!(
                     "fault_history: {} before the {} anomaly at {:?}us:\n{}  each node's own copy now:\n{}",
                     anomaly.key,
@@ -945,6 +985,10 @@ fn faults_leave_no_anomaly_in_the_history() {
         if !report.is_clean() {
             let path = Path::new(&dir).join(format!("seed-{}-history.log", plan.seed));
             std::fs::write(&path, text).expect("write the anomalous keys' history");
+            // The first configuration: its shard endpoints place the keys
+            // (a node back from a wiped disk keeps its endpoints).
+            let path = Path::new(&dir).join(format!("seed-{}-cluster.toml", plan.seed));
+            std::fs::copy(cluster.dir.join("cluster.toml"), &path).expect("copy the cluster file");
         }
     }
     if !plan.report_only {
