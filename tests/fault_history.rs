@@ -752,6 +752,60 @@ fn reads_again(cluster: &Cluster, key: &str) -> String {
         .collect()
 }
 
+/// The nodes that hold each key now (`lru_crawler metadump all` on every
+/// node), for the report of a copies anomaly.
+fn holders(cluster: &Cluster) -> BTreeMap<String, Vec<u32>> {
+    let mut held: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for (n, ip, port) in cluster.endpoints() {
+        let Ok(mut client) = connect_from_client_ip(&ip, port) else {
+            continue;
+        };
+        client.send(b"lru_crawler metadump all\r\n");
+        let Ok(reply) = client.read_until(b"END\r\n", OP_TIMEOUT) else {
+            continue;
+        };
+        for line in String::from_utf8_lossy(&reply).lines() {
+            if let Some(key) = line.strip_prefix("key=").and_then(|r| r.split(' ').next()) {
+                held.entry(url_decoded(key)).or_default().push(n);
+            }
+        }
+    }
+    held
+}
+
+/// `%XX` escapes (as metadump writes keys) decoded.
+fn url_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn metadump_keys_are_decoded() {
+    assert_eq!(url_decoded("counter%3A2"), "counter:2");
+    assert_eq!(url_decoded("a%252b"), "a%2b");
+    assert_eq!(url_decoded("plain"), "plain");
+    assert_eq!(url_decoded("cut%3"), "cut%3");
+    assert_eq!(url_decoded("%zz%"), "%zz%");
+}
+
 /// (R x live keys, summed `curr_items`), polling until they agree or the
 /// deadline passes.
 fn copies(cluster: &Cluster, expected: u64) -> (u64, u64) {
@@ -926,6 +980,31 @@ fn faults_leave_no_anomaly_in_the_history() {
             "fault_history: anomalies (up to 5 of each kind):\n{}",
             report.sample(5)
         );
+        if report
+            .anomalies
+            .iter()
+            .any(|a| a.kind == history::Kind::Copies)
+        {
+            // Which keys have too many or too few copies, and where they are.
+            let held = holders(&cluster);
+            let wrong: Vec<String> = observed
+                .finals
+                .iter()
+                .filter_map(|(key, reads)| {
+                    let live = reads.iter().any(|(_, r)| matches!(r, Ok(Some(_))));
+                    let expected = if live { plan.replicas } else { 0 };
+                    let at = held.get(key).cloned().unwrap_or_default();
+                    (at.len() != expected).then(|| {
+                        format!("    {key}: held by nodes {at:?}, {expected} copies expected")
+                    })
+                })
+                .take(10)
+                .collect();
+            println!(
+                "fault_history: keys with the wrong number of copies (up to 10):\n{}",
+                wrong.join("\n")
+            );
+        }
         // The history of the first two keys of each kind.
         let mut shown = std::collections::BTreeSet::new();
         for kind in history::Kind::ALL {
