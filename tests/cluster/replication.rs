@@ -255,3 +255,34 @@ fn a_replicated_item_older_than_the_copy_held_is_refused() {
         assert_eq!(show(&reply), "NOT_FOUND\\r\\n", "delete {key} again");
     }
 }
+
+/// Three nodes, R=3, `write_ack = "quorum"`: a primary answers a write as soon
+/// as enough owners have acknowledged it, whichever answers first. With the
+/// first replica in ring order paused, the other replica's acknowledgement is
+/// enough, and the write is answered before the paused owner's timeout fires
+/// (`peer_timeouts` is still 0). Waiting for the replicas one at a time in
+/// ring order held every such write for a whole peer timeout; a node that had
+/// forwarded it gave up on the primary at the same moment, took the healthy
+/// primary for unreachable and told its client the outcome was unknown.
+#[test]
+fn a_quorum_write_is_answered_once_enough_owners_acknowledge_in_any_order() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    let cluster = Cluster::start(&Layout::real(3, 1, 3, "quorum").with_peer_timeout_ms(5000));
+    let key = cluster.key_owned("first-replica-paused", |owners| owners == [1, 2, 3]);
+    let mut client = cluster.client(1);
+    client.set(&key, b"before");
+    cluster.signal(2, "-STOP");
+    let reply = show(&client.call(format!("set {key} 0 0 5\r\nafter\r\n").as_bytes(), b"\r\n"));
+    let timeouts = cluster.stats_cluster(1)["peer_timeouts"].clone();
+    cluster.signal(2, "-CONT");
+    assert_eq!(reply, "STORED\\r\\n", "{}", cluster.logs());
+    assert_eq!(
+        timeouts,
+        "0",
+        "the write waited for the paused owner's timeout\n{}",
+        cluster.logs()
+    );
+    assert_eq!(client.get(&key).as_deref(), Some(&b"after"[..]));
+}

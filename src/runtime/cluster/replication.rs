@@ -6,7 +6,7 @@
 use super::node::ClusterNode;
 use super::peer::{Link, Reply};
 use super::routing::{key_tag, ShardCluster};
-use crate::cluster::config::NodeState;
+use crate::cluster::config::{NodeState, WriteAck};
 use crate::cluster::ring::Owner;
 use crate::cluster::route::{self, Role, StoodInFor};
 use crate::cluster::wire::{self, PeerMode};
@@ -15,9 +15,16 @@ use crate::limits::{EPOCH_RETRIES_MAX, EPOCH_RETRY_PAUSE_MS};
 use crate::runtime::state::with_state;
 use crate::storage::ttl::Clock;
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Duration;
+
+/// One owner's answer to a replicated item, awaited: the owner and what became
+/// of the item.
+type PendingAck = Pin<Box<dyn Future<Output = (u32, Ack)>>>;
 
 /// What became of one item sent to another owner.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,36 +167,72 @@ impl ShardCluster {
             let mut first_acked = false;
             let mut moved = false;
             let mut superseded = false;
-            let mut replies = replies.into_iter();
-            while acks < needed && !superseded {
-                let Some((link, reply)) = replies.next() else {
-                    break;
-                };
-                let from = link.target.node;
-                match self
-                    .acknowledged(&link, reply, &key, PeerMode::Replica, stood_in)
-                    .await
-                {
-                    Ack::Acked => {
-                        acks += 1;
-                        first_acked |= first_owner == Some(from);
+            // The owners' answers are taken as they come, not in ring order:
+            // an owner that is paused or cut off (not yet TKO here) would
+            // otherwise hold the answer for a whole peer timeout although the
+            // others had acknowledged enough. With consensus and `quorum` or
+            // `all`, a write taken in place of the key's first owner waits for
+            // that owner's answer too while the epoch has it up (see
+            // `route::write_acknowledged`).
+            let view = self.view();
+            let policy = self.policy(&view);
+            let first_needed = first_owner.filter(|&node| {
+                policy.consensus
+                    && policy.write_ack != WriteAck::One
+                    && view
+                        .config()
+                        .node(node)
+                        .is_some_and(|n| n.state != NodeState::Down)
+            });
+            let mut first_answered = first_needed
+                .is_none_or(|first| replies.iter().all(|(link, _)| link.target.node != first));
+            let mut pending: Vec<PendingAck> = replies
+                .into_iter()
+                .map(|(link, reply)| {
+                    let me = self.clone();
+                    let key = key.clone();
+                    Box::pin(async move {
+                        let from = link.target.node;
+                        let ack = me
+                            .acknowledged(&link, reply, &key, PeerMode::Replica, stood_in)
+                            .await;
+                        (from, ack)
+                    }) as PendingAck
+                })
+                .collect();
+            futures_lite::future::poll_fn(|cx| {
+                let mut i = 0;
+                while i < pending.len() {
+                    let Poll::Ready((from, ack)) = pending[i].as_mut().poll(cx) else {
+                        i += 1;
+                        continue;
+                    };
+                    drop(pending.swap_remove(i));
+                    first_answered |= first_needed == Some(from);
+                    match ack {
+                        Ack::Acked => {
+                            acks += 1;
+                            first_acked |= first_owner == Some(from);
+                        }
+                        Ack::Moved => moved = true,
+                        Ack::Superseded => superseded = true,
+                        Ack::Failed => {}
                     }
-                    Ack::Moved => moved = true,
-                    Ack::Superseded => superseded = true,
-                    Ack::Failed => {}
                 }
-            }
-            let rest: Vec<_> = replies.collect();
-            if !rest.is_empty() {
+                if superseded || pending.is_empty() || (acks >= needed && first_answered) {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
+            if !pending.is_empty() {
                 let me = self.clone();
                 let key = key.clone();
                 glommio::spawn_local(async move {
                     let mut moved = false;
-                    for (link, reply) in rest {
-                        moved |= me
-                            .acknowledged(&link, reply, &key, PeerMode::Replica, stood_in)
-                            .await
-                            == Ack::Moved;
+                    for answer in pending {
+                        moved |= answer.await.1 == Ack::Moved;
                     }
                     if moved {
                         let clock = me.node_clock();
