@@ -975,6 +975,9 @@ fn faults_leave_no_anomaly_in_the_history() {
     for (kind, count) in &unknown_kinds {
         println!("fault_history: unknown outcome x{count}: {kind}");
     }
+    // Keys held by more or fewer nodes than they should be (a copies anomaly
+    // names no key of its own): their histories are kept too.
+    let mut miscopied: Vec<String> = Vec::new();
     if !report.is_clean() {
         println!(
             "fault_history: anomalies (up to 5 of each kind):\n{}",
@@ -987,19 +990,18 @@ fn faults_leave_no_anomaly_in_the_history() {
         {
             // Which keys have too many or too few copies, and where they are.
             let held = holders(&cluster);
-            let wrong: Vec<String> = observed
-                .finals
-                .iter()
-                .filter_map(|(key, reads)| {
-                    let live = reads.iter().any(|(_, r)| matches!(r, Ok(Some(_))));
-                    let expected = if live { plan.replicas } else { 0 };
-                    let at = held.get(key).cloned().unwrap_or_default();
-                    (at.len() != expected).then(|| {
-                        format!("    {key}: held by nodes {at:?}, {expected} copies expected")
-                    })
-                })
-                .take(10)
-                .collect();
+            let mut wrong = Vec::new();
+            for (key, reads) in &observed.finals {
+                let live = reads.iter().any(|(_, r)| matches!(r, Ok(Some(_))));
+                let expected = if live { plan.replicas } else { 0 };
+                let at = held.get(key).cloned().unwrap_or_default();
+                if at.len() != expected && wrong.len() < 10 {
+                    wrong.push(format!(
+                        "    {key}: held by nodes {at:?}, {expected} copies expected"
+                    ));
+                    miscopied.push(key.clone());
+                }
+            }
             println!(
                 "fault_history: keys with the wrong number of copies (up to 10):\n{}",
                 wrong.join("\n")
@@ -1048,6 +1050,7 @@ fn faults_leave_no_anomaly_in_the_history() {
             .iter()
             .map(|a| a.key.as_str())
             .filter(|k| !k.is_empty())
+            .chain(miscopied.iter().map(String::as_str))
             .collect();
         let mut text =
             format!("started at unix {started_unix_ms} ms; times below are since then\n");
