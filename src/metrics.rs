@@ -279,8 +279,9 @@ fn render_hot_keys(hot_keys: &StatLines, out: &mut Exposition) {
     }
 }
 
-/// `%XX` sequences back to bytes; None when one is malformed.
-fn uri_decode(encoded: &str) -> Option<Vec<u8>> {
+/// `%XX` sequences back to bytes (as `lru_crawler metadump` and the hot-key
+/// lines encode keys); None when one is malformed.
+pub fn uri_decode(encoded: &str) -> Option<Vec<u8>> {
     let bytes = encoded.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

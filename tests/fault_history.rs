@@ -773,28 +773,13 @@ fn holders(cluster: &Cluster) -> BTreeMap<String, Vec<u32>> {
     held
 }
 
-/// `%XX` escapes (as metadump writes keys) decoded.
+/// A key as metadump writes it (`%XX` escapes) decoded; one that does not
+/// decode is kept as written.
 fn url_decoded(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    ringcache::metrics::uri_decode(text).map_or_else(
+        || text.to_string(),
+        |bytes| String::from_utf8_lossy(&bytes).into_owned(),
+    )
 }
 
 #[test]

@@ -408,11 +408,17 @@ pub fn write_acknowledged(
         return false;
     }
     match stood_in_for {
-        Some(first) if policy.consensus && policy.write_ack != WriteAck::One => {
-            first.acked || !first.up_now
-        }
+        Some(first) if needs_first_owner(policy, first.up_now) => first.acked,
         _ => true,
     }
+}
+
+/// Whether a write this node applied as primary in place of the key's first
+/// owner needs that owner's own acknowledgement (see [`write_acknowledged`]):
+/// with consensus and `write_ack` `quorum` or `all`, while the configuration
+/// in force has it up.
+pub fn needs_first_owner(policy: Policy, up_now: bool) -> bool {
+    policy.consensus && policy.write_ack != WriteAck::One && up_now
 }
 
 /// The shard of this node that held the key before the last move and still

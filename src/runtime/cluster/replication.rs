@@ -3,10 +3,10 @@
 //! records (items, removals) that carry a key's state from node to node.
 //! Sends over peer links and waits for their replies.
 
-use super::node::ClusterNode;
+use super::node::{ClusterNode, View};
 use super::peer::{Link, Reply};
 use super::routing::{key_tag, ShardCluster};
-use crate::cluster::config::{NodeState, WriteAck};
+use crate::cluster::config::NodeState;
 use crate::cluster::ring::Owner;
 use crate::cluster::route::{self, Role, StoodInFor};
 use crate::cluster::wire::{self, PeerMode};
@@ -21,6 +21,14 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::Duration;
+
+/// Whether the configuration of `view` has `node` up: a member that no
+/// decision marked down.
+fn up_in(view: &View, node: u32) -> bool {
+    view.config()
+        .node(node)
+        .is_some_and(|n| n.state != NodeState::Down)
+}
 
 /// One owner's answer to a replicated item, awaited: the owner and what became
 /// of the item.
@@ -176,21 +184,16 @@ impl ShardCluster {
             // `route::write_acknowledged`).
             let view = self.view();
             let policy = self.policy(&view);
-            let first_needed = first_owner.filter(|&node| {
-                policy.consensus
-                    && policy.write_ack != WriteAck::One
-                    && view
-                        .config()
-                        .node(node)
-                        .is_some_and(|n| n.state != NodeState::Down)
-            });
+            let first_needed =
+                first_owner.filter(|&node| route::needs_first_owner(policy, up_in(&view, node)));
             let mut first_answered = first_needed
                 .is_none_or(|first| replies.iter().all(|(link, _)| link.target.node != first));
+            let shared_key: Rc<[u8]> = Rc::from(key.as_slice());
             let mut pending: Vec<PendingAck> = replies
                 .into_iter()
                 .map(|(link, reply)| {
                     let me = self.clone();
-                    let key = key.clone();
+                    let key = shared_key.clone();
                     Box::pin(async move {
                         let from = link.target.node;
                         let ack = me
@@ -228,7 +231,7 @@ impl ShardCluster {
             .await;
             if !pending.is_empty() {
                 let me = self.clone();
-                let key = key.clone();
+                let key = shared_key;
                 glommio::spawn_local(async move {
                     let mut moved = false;
                     for answer in pending {
@@ -259,15 +262,10 @@ impl ShardCluster {
                 return false;
             }
             if !moved || attempt == EPOCH_RETRIES_MAX {
-                let up_now = |node: u32| {
-                    view.config()
-                        .node(node)
-                        .is_some_and(|n| n.state != NodeState::Down)
-                };
                 let policy = self.policy(&view);
                 let stood_in_for = |acked| {
                     first_owner.map(|node| StoodInFor {
-                        up_now: up_now(node),
+                        up_now: up_in(&view, node),
                         acked,
                     })
                 };
