@@ -72,6 +72,7 @@ impl ShardCluster {
         let mut pending: Vec<(Rc<Link>, Reply, Vec<u8>)> = Vec::new();
         let mut send = |key: &[u8], record: Vec<u8>| {
             if let Some(target) = self.view().placement.owner_on(key, node) {
+                log::trace!("merge of {} to node {node}", String::from_utf8_lossy(key));
                 let link = self.link(target);
                 let reply = link.send(mode, record);
                 pending.push((link, reply, key.to_vec()));

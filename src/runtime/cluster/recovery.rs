@@ -343,6 +343,10 @@ impl ShardCluster {
             };
             let mut record = Vec::new();
             with_state(|s| encode_current(self, s, &key, clock, &mut record));
+            log::trace!(
+                "hinted copy of {} to node {node}",
+                String::from_utf8_lossy(&key)
+            );
             let link = self.link(target);
             let reply = link.send(PeerMode::Copy(self.node.me), record);
             pending.push((link, reply, key));

@@ -135,6 +135,11 @@ impl ShardCluster {
             if view.tko_mark(owner.node) {
                 self.hint(owner.node, key);
             } else {
+                log::trace!(
+                    "replica of {} to node {}",
+                    String::from_utf8_lossy(key),
+                    owner.node
+                );
                 let link = self.link(owner);
                 let reply = link.send_tagged(PeerMode::Replica, record.clone(), tag);
                 replies.push((link, reply));
@@ -614,6 +619,11 @@ pub(super) fn encode_current(
     out: &mut Vec<u8>,
 ) {
     if let Ok(item) = state.store.peek(key, clock.rel_secs) {
+        log::trace!(
+            "current {}: item cas {}",
+            String::from_utf8_lossy(key),
+            item.cas
+        );
         return encode_view(&item, clock, out);
     }
     let mut tombstones = cluster.tombstones.borrow_mut();
@@ -625,6 +635,10 @@ pub(super) fn encode_current(
             cas
         }
     };
+    log::trace!(
+        "current {}: removal cas {cas}",
+        String::from_utf8_lossy(key)
+    );
     wire::encode_removal(key, cas, out);
 }
 
