@@ -26,19 +26,14 @@ pub(super) struct Hints {
 const HINT_REPLAY_RETRY_MS: u64 = 1000;
 
 impl ShardCluster {
-    /// Remembers that `node` missed the latest write of `key`. A node that is
-    /// not skipped as unreachable (it refused the write, or a connection to it
-    /// broke) is sent its hints again by the watch; one that is gets them when
-    /// a probe finds it again.
+    /// Remembers that `node` missed the latest write of `key`; the watch sends
+    /// it its hints again once it answers (see [`ClusterNode::missed_write`]).
     pub(super) fn hint(&self, node: u32, key: &[u8]) {
         if node == self.node.me {
             return;
         }
         log::trace!("hint for node {node}: {}", String::from_utf8_lossy(key));
-        self.node.missed_writes.fetch_add(1, Ordering::Relaxed);
-        if !self.node.is_tko(node) {
-            self.node.want_replay(node, false);
-        }
+        self.node.missed_write(node);
         let mut hints = self.hints.borrow_mut();
         let hints = hints.entry(node).or_default();
         if hints.overflowed {
@@ -112,6 +107,16 @@ impl ShardCluster {
 }
 
 impl ClusterNode {
+    /// Notes that `node` missed a write this node keeps a hint of: the watch
+    /// sends it its hints as soon as it answers (at once if it is not marked
+    /// TKO). A node marked TKO also settles with this node when a probe finds
+    /// it again, but a hint kept after that settling began and before the
+    /// mark cleared would wait for the next fault without this.
+    pub(super) fn missed_write(&self, node: u32) {
+        self.missed_writes.fetch_add(1, Ordering::Relaxed);
+        self.want_replay(node, false);
+    }
+
     /// Asks the watch to send `node` its hints again, at once (`retry`: after
     /// [`HINT_REPLAY_RETRY_MS`], the last send having failed).
     pub(super) fn want_replay(&self, node: u32, retry: bool) {
@@ -160,11 +165,57 @@ pub(super) async fn replay_hints(cluster: &Rc<ShardCluster>, peer: u32) {
     let sent = before.saturating_sub(after);
     if pushed {
         node.replayed_hints.fetch_add(sent, Ordering::Relaxed);
-        log::info!("node {peer} missed {sent} writes: sent again");
+        // None left: a settling with the node sent them first.
+        if sent == 0 {
+            log::debug!("node {peer} missed writes: sent already");
+        } else {
+            log::info!("node {peer} missed {sent} writes: sent again");
+        }
     } else {
         log::warn!(
             "node {peer} missed writes and did not take them when sent again: retrying in {HINT_REPLAY_RETRY_MS} ms"
         );
         node.want_replay(peer, true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ClusterNode;
+    use crate::cluster::auth::Secret;
+    use crate::cluster::config::ClusterConfig;
+    use std::time::Duration;
+
+    /// Node 1 of three.
+    fn three_nodes() -> ClusterNode {
+        let mut file = String::from("replicas = 2\nwrite_ack = \"all\"\n");
+        for id in 1..=3 {
+            file.push_str(&format!(
+                "[[node]]\nid = {id}\naddr = \"127.0.0.{id}:1\"\nshards = [\"127.0.0.{id}:2\"]\n"
+            ));
+        }
+        let config = ClusterConfig::from_file_text(&file).expect("a cluster file");
+        ClusterNode::new(
+            config,
+            1,
+            Duration::from_millis(250),
+            1000,
+            Secret::from_bytes(&[7; 32]),
+            Duration::from_secs(1),
+        )
+        .expect("a node")
+    }
+
+    #[test]
+    fn a_node_marked_tko_when_it_missed_a_write_is_sent_its_hints_once_the_mark_clears() {
+        // The probe that clears the mark settles with the node first; a hint
+        // kept between that settling and the clearing is replayed all the same.
+        let node = three_nodes();
+        node.mark_tko(2);
+        node.missed_write(2);
+        assert!(node.take_replays().is_empty(), "not while it is TKO");
+        node.clear_tko(2);
+        assert_eq!(node.take_replays(), vec![2]);
+        assert!(node.take_replays().is_empty(), "once");
     }
 }
