@@ -27,6 +27,7 @@ write_ack=${WRITE_ACK:-all}
 replicas=${REPLICAS:-2}
 shards=${SHARDS:-1}
 keys=${KEYS:-200}
+counters=${COUNTERS:-5}
 hogs=${HOGS:-0}
 
 logs=$(mktemp -d /tmp/soak-faults.XXXXXX)
@@ -48,7 +49,7 @@ if [[ $hogs == 1 ]]; then
 fi
 
 echo "soak-faults: seeds $seed_base..$((seed_base + seeds - 1)), ${secs}s of faults each," \
-    "faults=$faults write_ack=$write_ack replicas=$replicas shards=$shards keys=$keys" \
+    "faults=$faults write_ack=$write_ack replicas=$replicas shards=$shards keys=$keys counters=$counters" \
     "hogs=$hogs; logs in $logs"
 columns="seed ops acked unknown lost stale counters resurrected divergent copies configs settled"
 printf '%-20s %6s %6s %7s %5s %5s %8s %11s %9s %6s %7s %7s\n' $columns
@@ -59,7 +60,8 @@ for i in $(seq 0 $((seeds - 1))); do
     log=$logs/seed-$seed.log
     if RINGCACHE_SEED=$seed RINGCACHE_SOAK_SECS=$secs RINGCACHE_SOAK_FAULTS=$faults \
         RINGCACHE_SOAK_WRITE_ACK=$write_ack RINGCACHE_SOAK_REPLICAS=$replicas \
-        RINGCACHE_SOAK_SHARDS=$shards RINGCACHE_SOAK_KEYS=$keys RINGCACHE_SOAK_REPORT_ONLY=1 \
+        RINGCACHE_SOAK_SHARDS=$shards RINGCACHE_SOAK_KEYS=$keys \
+        RINGCACHE_SOAK_COUNTERS=$counters RINGCACHE_SOAK_REPORT_ONLY=1 \
         RINGCACHE_SOAK_LOG_DIR=$logs \
         cargo test --release -j 1 --test fault_history -- faults_leave --nocapture \
         >"$log" 2>&1; then

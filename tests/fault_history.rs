@@ -19,7 +19,7 @@
 //! `RINGCACHE_SOAK_FAULTS` (comma list of `kill,stop,partition,wipe`, or
 //! `none`), `RINGCACHE_SOAK_WRITE_ACK` (`all`, `quorum`, `one`),
 //! `RINGCACHE_SOAK_REPLICAS`, `RINGCACHE_SOAK_SHARDS`, `RINGCACHE_SOAK_KEYS`,
-//! `RINGCACHE_SOAK_REPORT_ONLY=1` to print the counts without failing, and
+//! `RINGCACHE_SOAK_COUNTERS`, `RINGCACHE_SOAK_REPORT_ONLY=1` to print the counts without failing, and
 //! `RINGCACHE_SOAK_LOG_DIR` to keep every node's output there.
 
 mod support;
@@ -41,7 +41,7 @@ use support::{Client, Rng, Server};
 
 const NODES: u32 = 3;
 
-/// Counters, besides the ordinary keys.
+/// Counters, besides the ordinary keys, unless `RINGCACHE_SOAK_COUNTERS` says.
 const COUNTERS: usize = 5;
 
 /// How long a client waits for one reply before it calls the outcome unknown.
@@ -93,6 +93,7 @@ struct Plan {
     replicas: usize,
     shards: usize,
     keys: usize,
+    counters: usize,
     report_only: bool,
 }
 
@@ -128,6 +129,7 @@ impl Plan {
             replicas: number("RINGCACHE_SOAK_REPLICAS", 2) as usize,
             shards: number("RINGCACHE_SOAK_SHARDS", 1) as usize,
             keys: number("RINGCACHE_SOAK_KEYS", 200) as usize,
+            counters: number("RINGCACHE_SOAK_COUNTERS", COUNTERS as u64) as usize,
             report_only: var("RINGCACHE_SOAK_REPORT_ONLY").is_some_and(|v| v == "1"),
         }
     }
@@ -843,15 +845,22 @@ fn faults_leave_no_anomaly_in_the_history() {
         plan.faults.retain(|&f| f != Fault::Partition);
     }
     eprintln!(
-        "fault_history: RINGCACHE_SEED={} secs={} faults={:?} write_ack={} replicas={} shards={} keys={}",
-        plan.seed, plan.fault_secs, plan.faults, plan.write_ack, plan.replicas, plan.shards, plan.keys
+        "fault_history: RINGCACHE_SEED={} secs={} faults={:?} write_ack={} replicas={} shards={} keys={} counters={}",
+        plan.seed,
+        plan.fault_secs,
+        plan.faults,
+        plan.write_ack,
+        plan.replicas,
+        plan.shards,
+        plan.keys,
+        plan.counters
     );
     let mut cluster = Cluster::start(&plan);
     if let Err(why) = wait_until_settled(&cluster, SETTLE_TIMEOUT) {
         panic!("the cluster did not start: {why}\n{}", cluster.logs());
     }
     let keys: Vec<String> = (0..plan.keys).map(|i| format!("key:{i}")).collect();
-    let counters: Vec<String> = (0..COUNTERS).map(|i| format!("counter:{i}")).collect();
+    let counters: Vec<String> = (0..plan.counters).map(|i| format!("counter:{i}")).collect();
     set_counters(&cluster, &counters);
 
     let started = Instant::now();
