@@ -151,3 +151,36 @@ fn a_get_no_owner_answers_is_a_server_error_not_a_miss() {
     // The connection is in step, and the keys it can read are served.
     assert_eq!(client.get(&here).as_deref(), Some(&b"value"[..]));
 }
+
+/// A `set` sent to the only owner of its key, which then does not answer, may
+/// have been applied there (a partition can deliver it seconds later): its
+/// client is told the outcome is unknown, not that no owner was reachable,
+/// though no other owner may take it. A `set` of that owner's keys once it is
+/// skipped is never sent, and is refused.
+#[test]
+fn a_set_its_only_owner_did_not_answer_is_of_unknown_outcome() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    let cluster = Cluster::start(
+        &Layout::real(1, 2, 1, "one")
+            .with_fake(Fake::Hung)
+            .with_peer_timeout_ms(300),
+    );
+    let there = cluster.key_owned("unknown", |owners| owners == [2]);
+    cluster.fake(2).misbehave();
+    let mut client = cluster.client(1);
+    let set = format!("set {there} 0 0 1\r\nv\r\n");
+    let reply = client.call(set.as_bytes(), b"\r\n");
+    assert_eq!(
+        show(&reply),
+        "SERVER_ERROR the key's owner did not answer; the write may have been applied\\r\\n",
+        "the set that met the timeout"
+    );
+    let reply = client.call(set.as_bytes(), b"\r\n");
+    assert_eq!(
+        show(&reply),
+        "SERVER_ERROR no owner of this key is reachable\\r\\n",
+        "the set sent nowhere, the owner being skipped"
+    );
+}

@@ -183,6 +183,9 @@ async fn settle_peer_op(cluster: &Rc<ShardCluster>, op: &mut PeerOp) {
     let mut reply = op.reply.take();
     let mut epoch_retries = 0;
     let mut recovering_retries = 0;
+    // A write sent to an owner that then did not answer may have been
+    // applied there (late, even: a partition holds it in TCP's resends).
+    let mut maybe_applied = false;
     loop {
         let link = cluster.forward_link(op.target);
         let answer = match reply.take() {
@@ -193,6 +196,7 @@ async fn settle_peer_op(cluster: &Rc<ShardCluster>, op: &mut PeerOp) {
         // if doing it twice is doing it once (see `Resend`); the owner
         // replicates what it applied.
         if let Err(e) = &answer {
+            maybe_applied |= op.write && e.outcome_unknown();
             if op.resend == Resend::OnlyIfNotSent && e.outcome_unknown() {
                 op.result = match op.shape {
                     PeerReply::Binary => std::mem::take(&mut op.on_failure),
@@ -241,6 +245,12 @@ async fn settle_peer_op(cluster: &Rc<ShardCluster>, op: &mut PeerOp) {
                 ))
                 .await;
                 reply = Some(op.send(cluster));
+            }
+            // A write that an owner may have applied, and that no other
+            // owner may take, is of unknown outcome, not refused.
+            None if maybe_applied && op.shape == PeerReply::Whole => {
+                op.result = wire::OUTCOME_UNKNOWN.to_vec();
+                break;
             }
             None => {
                 op.result = std::mem::take(&mut op.on_failure);
