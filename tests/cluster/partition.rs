@@ -322,3 +322,43 @@ fn a_forwarded_write_is_not_served_by_a_node_cut_off_or_not_yet_settled() {
         "after the forwards",
     );
 }
+
+/// A write forwarded to the only owner of its key, behind a partition, is
+/// given up on at `--peer-timeout-ms` and its client told the outcome is
+/// unknown. The connection it was sent on is reset, not shut down, so when
+/// the partition heals TCP does not deliver the write after all: 5 s after
+/// healing the owner still holds no such item. (Shut down, the kernel resent
+/// it about 1.4 s or 3 s after it was first sent, and the owner applied it.)
+#[test]
+fn a_write_given_up_on_behind_a_partition_is_not_delivered_when_it_heals() {
+    if support::ringcache_stands_in_for_memcached()
+        || !support::own_network_namespace("network partition test")
+    {
+        return;
+    }
+    let cluster = Cluster::start(&Layout::real(2, 1, 1, "one").with_peer_timeout_ms(300));
+    let key = cluster.key_owned("late", |owners| owners == [2]);
+    let mut client = cluster.client(1);
+    // The forwarding link is up before the cut: the write is sent, not
+    // held back by a connection still being made.
+    client.set(&key, b"before");
+    support::partition("127.0.0.2", &["127.0.0.1".into()]);
+    let set = format!("set {key} 0 0 5\r\nafter\r\n");
+    let reply = client.call(set.as_bytes(), b"\r\n");
+    assert_eq!(
+        show(&reply),
+        "SERVER_ERROR the key's owner did not answer; the write may have been applied\\r\\n"
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    support::heal_partition();
+    let mut owner = cluster.client(2);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        assert_eq!(
+            owner.get(&key).as_deref(),
+            Some(&b"before"[..]),
+            "the write given up on reached node 2 after the partition healed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -35,9 +35,21 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 /// A connection from `local` to `addr`, being made (see `runtime::connect_from`).
+///
+/// Closed, it is reset rather than shut down: the requests on it that this
+/// node gave up on (at a timeout, or after a pause) go with it. Shut down, the
+/// kernel would go on resending them, and behind a partition that heals they
+/// would reach the other node seconds after their clients were answered, and
+/// be applied there.
 fn connect(local: Option<std::net::IpAddr>, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    use nix::sys::socket::{setsockopt, sockopt};
     use std::os::fd::{FromRawFd, IntoRawFd};
     let fd = crate::runtime::connect_from(local, addr)?;
+    let reset = nix::libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    setsockopt(&fd, sockopt::Linger, &reset)?;
     // SAFETY: a TCP socket we own, handed over whole.
     Ok(unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) })
 }
