@@ -10,6 +10,20 @@ use crate::common::requests::{assert_all_read, items, set_many};
 use crate::common::{Cluster, Layout};
 use crate::support::{self, show};
 
+/// One real node (two shards) and a fake node 2 that will accept connections
+/// and never answer once told to misbehave, with `replicas` copies, `one`, and
+/// a 300 ms peer timeout; `None` against memcached.
+fn beside_a_hung_peer(replicas: usize) -> Option<Cluster> {
+    if support::ringcache_stands_in_for_memcached() {
+        return None;
+    }
+    Some(Cluster::start(
+        &Layout::real(1, 2, replicas, "one")
+            .with_fake(Fake::Hung)
+            .with_peer_timeout_ms(300),
+    ))
+}
+
 /// A node whose peer answers garbage drops that link, logs it, and serves
 /// every key from the remaining owner.
 #[test]
@@ -64,14 +78,9 @@ fn garbage_peer_is_disconnected_and_logged() {
 /// answered as of unknown outcome, not sent to the next owner.
 #[test]
 fn hung_peer_costs_one_timeout() {
-    if support::ringcache_stands_in_for_memcached() {
+    let Some(cluster) = beside_a_hung_peer(2) else {
         return;
-    }
-    let cluster = Cluster::start(
-        &Layout::real(1, 2, 2, "one")
-            .with_fake(Fake::Hung)
-            .with_peer_timeout_ms(300),
-    );
+    };
     cluster.fake(2).misbehave();
     let items = items("hung", 200, "h");
     let on_fake = items
@@ -124,14 +133,9 @@ fn hung_peer_costs_one_timeout() {
 /// beside keys the node could read, is answered `SERVER_ERROR`.
 #[test]
 fn a_get_no_owner_answers_is_a_server_error_not_a_miss() {
-    if support::ringcache_stands_in_for_memcached() {
+    let Some(cluster) = beside_a_hung_peer(1) else {
         return;
-    }
-    let cluster = Cluster::start(
-        &Layout::real(1, 2, 1, "one")
-            .with_fake(Fake::Hung)
-            .with_peer_timeout_ms(300),
-    );
+    };
     let key_of = |node: u32| cluster.key_owned("reach", |owners| owners == [node]);
     let (here, there) = (key_of(1), key_of(2));
     let mut client = cluster.client(1);
@@ -153,20 +157,15 @@ fn a_get_no_owner_answers_is_a_server_error_not_a_miss() {
 }
 
 /// A `set` sent to the only owner of its key, which then does not answer, may
-/// have been applied there (a partition can deliver it seconds later): its
-/// client is told the outcome is unknown, not that no owner was reachable,
-/// though no other owner may take it. A `set` of that owner's keys once it is
-/// skipped is never sent, and is refused.
+/// have been applied there (only its answer lost): its client is told the
+/// outcome is unknown, not that no owner was reachable, though no other owner
+/// may take it. A `set` of that owner's keys once it is skipped is never sent,
+/// and is refused.
 #[test]
 fn a_set_its_only_owner_did_not_answer_is_of_unknown_outcome() {
-    if support::ringcache_stands_in_for_memcached() {
+    let Some(cluster) = beside_a_hung_peer(1) else {
         return;
-    }
-    let cluster = Cluster::start(
-        &Layout::real(1, 2, 1, "one")
-            .with_fake(Fake::Hung)
-            .with_peer_timeout_ms(300),
-    );
+    };
     let there = cluster.key_owned("unknown", |owners| owners == [2]);
     cluster.fake(2).misbehave();
     let mut client = cluster.client(1);

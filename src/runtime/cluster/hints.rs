@@ -181,36 +181,13 @@ pub(super) async fn replay_hints(cluster: &Rc<ShardCluster>, peer: u32) {
 
 #[cfg(test)]
 mod tests {
-    use super::ClusterNode;
-    use crate::cluster::auth::Secret;
-    use crate::cluster::config::ClusterConfig;
-    use std::time::Duration;
-
-    /// Node 1 of three.
-    fn three_nodes() -> ClusterNode {
-        let mut file = String::from("replicas = 2\nwrite_ack = \"all\"\n");
-        for id in 1..=3 {
-            file.push_str(&format!(
-                "[[node]]\nid = {id}\naddr = \"127.0.0.{id}:1\"\nshards = [\"127.0.0.{id}:2\"]\n"
-            ));
-        }
-        let config = ClusterConfig::from_file_text(&file).expect("a cluster file");
-        ClusterNode::new(
-            config,
-            1,
-            Duration::from_millis(250),
-            1000,
-            Secret::from_bytes(&[7; 32]),
-            Duration::from_secs(1),
-        )
-        .expect("a node")
-    }
+    use crate::runtime::cluster::settling::tests::starting_node;
 
     #[test]
     fn a_node_marked_tko_when_it_missed_a_write_is_sent_its_hints_once_the_mark_clears() {
         // The probe that clears the mark settles with the node first; a hint
         // kept between that settling and the clearing is replayed all the same.
-        let node = three_nodes();
+        let node = starting_node();
         node.mark_tko(2);
         node.missed_write(2);
         assert!(node.take_replays().is_empty(), "not while it is TKO");

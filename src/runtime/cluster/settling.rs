@@ -268,7 +268,7 @@ impl ClusterNode {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::cluster::auth::Secret;
     use crate::cluster::config::ClusterConfig;
@@ -276,7 +276,7 @@ mod tests {
 
     /// Node 1 of three that each own every key (R=3, `quorum`), as it starts:
     /// recovering.
-    fn starting_node() -> ClusterNode {
+    pub(in crate::runtime::cluster) fn starting_node() -> ClusterNode {
         let mut file = String::from("replicas = 3\nwrite_ack = \"quorum\"\n");
         for id in 1..=3 {
             file.push_str(&format!(
