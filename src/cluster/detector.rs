@@ -17,7 +17,9 @@
 //!   included) suspects, unless `replicas - 1` nodes are down already: every
 //!   key keeps an owner that is up, so a sick network cannot empty the cluster;
 //! - **mark up** a `down` node that nobody suspects and this node has found
-//!   reachable for the failover timeout.
+//!   reachable for the failover timeout; the proposer itself, when it is
+//!   `down`, once reports from a majority of the members (its own included)
+//!   have suspected it for none of the failover timeout.
 //!
 //! At most one change per proposal, the first node by id that needs one.
 //!
@@ -144,6 +146,13 @@ impl Detector {
             .retain(|id, _| config.node(*id).is_some());
         self.reports
             .retain(|_, report| now_ms.saturating_sub(report.at_ms) < REPORT_TTL_MS);
+        // This node is reached as long as a majority of the members report
+        // and none of them suspects it (see `Detector::mark`).
+        if self.reached_by_a_majority(config) {
+            self.reachable_since.entry(self.me).or_insert(now_ms);
+        } else {
+            self.reachable_since.remove(&self.me);
+        }
         self.suspects(now_ms)
     }
 
@@ -176,6 +185,23 @@ impl Detector {
         activation(self.me, facts.config, facts.copying).or_else(|| self.mark(now_ms, facts))
     }
 
+    /// Whether the members' reports that count (this node's own included)
+    /// make a majority and none of them suspects this node.
+    fn reached_by_a_majority(&self, config: &ClusterConfig) -> bool {
+        let members = self
+            .reports
+            .iter()
+            .filter(|(from, _)| **from != self.me && config.node(**from).is_some());
+        let mut reporting = 1;
+        for (_, report) in members {
+            if report.suspects.contains(&self.me) {
+                return false;
+            }
+            reporting += 1;
+        }
+        reporting > config.nodes().len() / 2
+    }
+
     /// How many members (this node included) suspect `id`.
     fn suspected_by(&self, now_ms: u64, config: &ClusterConfig, mine: &[u32], id: u32) -> usize {
         // Only members count: a removed node may still report for a while.
@@ -205,7 +231,14 @@ impl Detector {
             .filter(|n| n.state == NodeState::Down)
             .count();
         let mut spec = config.to_spec();
-        for node in config.nodes().iter().filter(|n| n.id != self.me) {
+        // This node may mark itself up (never down): a proposer that a
+        // decision marked down, and that the others reach again, is the one
+        // they leave the proposal to.
+        for node in config
+            .nodes()
+            .iter()
+            .filter(|n| n.id != self.me || n.state == NodeState::Down)
+        {
             let suspected_by = self.suspected_by(now_ms, config, &mine, node.id);
             let state = match node.state {
                 NodeState::Up if suspected_by >= majority && down + 1 < config.replicas() => {
@@ -424,6 +457,40 @@ mod tests {
         detector.receive(FAILOVER_MS, 4, vec![5]);
         assert_eq!(
             detector.propose(FAILOVER_MS, &facts(&config, &[], Some(1))),
+            None
+        );
+    }
+
+    #[test]
+    fn a_leader_marked_down_marks_itself_up_once_a_majority_reaches_it() {
+        // Node 2, the leader, was marked down while paused and is back: the
+        // others leave proposals to it, so it is the one to mark itself up.
+        let config = with_state(&config(3, 3), 2, NodeState::Down);
+        let now = facts(&config, &[], Some(2));
+        let mut detector = Detector::new(2, FAILOVER_MS);
+        // No report yet: nothing says the others reach it.
+        detector.observe(0, &config, &[]);
+        assert_eq!(detector.propose(FAILOVER_MS, &now), None);
+        // Node 1 reports, suspecting nobody: with this node, a majority.
+        detector.receive(100, 1, vec![]);
+        detector.observe(100, &config, &[]);
+        assert_eq!(detector.propose(FAILOVER_MS + 99, &now), None);
+        assert_eq!(
+            mark(detector.propose(FAILOVER_MS + 100, &now)),
+            Some((2, NodeState::Up))
+        );
+        // A report suspecting it starts the count again.
+        detector.receive(FAILOVER_MS + 200, 3, vec![2]);
+        detector.observe(FAILOVER_MS + 200, &config, &[]);
+        assert_eq!(detector.propose(3 * FAILOVER_MS, &now), None);
+        // It never marks itself down, whoever suspects it.
+        let config = self::config(3, 3);
+        let mut detector = Detector::new(2, FAILOVER_MS);
+        detector.observe(0, &config, &[]);
+        detector.receive(FAILOVER_MS, 1, vec![2]);
+        detector.receive(FAILOVER_MS, 3, vec![2]);
+        assert_eq!(
+            detector.propose(FAILOVER_MS, &facts(&config, &[], Some(2))),
             None
         );
     }

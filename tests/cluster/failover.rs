@@ -554,3 +554,26 @@ fn write_past_node_2_then_kill_node_1(cluster: &mut Cluster, write: impl FnOnce(
     cluster.kill9(1);
     cluster.signal(2, "-CONT");
 }
+
+/// Node 2, stopped with SIGSTOP, is marked down by the leader (node 1), which
+/// is killed as node 2 resumes, before it marks node 2 up again. Node 3 then
+/// leaves proposals to node 2, the lowest acceptor it reaches, and node 2 to
+/// itself: node 2 marks itself up. (Before, a proposer never marked itself,
+/// and node 2 stayed down for good.)
+#[test]
+fn a_node_marked_down_that_is_left_to_propose_marks_itself_up() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    let mut cluster = Cluster::start(
+        &Layout::real(3, 1, 3, "quorum")
+            .with_consensus()
+            .with_peer_timeout_ms(300)
+            .with_args(&["--failover-timeout-ms", "1000"]),
+    );
+    cluster.signal(2, "-STOP");
+    cluster.wait_for_node_state(3, 2, "down", Instant::now() + READY_TIMEOUT);
+    cluster.signal(2, "-CONT");
+    cluster.kill9(1);
+    cluster.wait_for_node_state(3, 2, "up", Instant::now() + READY_TIMEOUT);
+}
