@@ -40,6 +40,11 @@ pub const REPORT_INTERVAL_MS: u64 = 100;
 /// A report older than this no longer counts.
 pub const REPORT_TTL_MS: u64 = 1000;
 
+/// A report this recent shows that its sender still reaches this node (one
+/// comes every [`REPORT_INTERVAL_MS`]); an older one that still counts may
+/// have been sent before a cut.
+pub const REACHED_REPORT_AGE_MS: u64 = 5 * REPORT_INTERVAL_MS;
+
 /// What this node knows when it may propose.
 #[derive(Clone, Copy, Debug)]
 pub struct Facts<'a> {
@@ -148,7 +153,7 @@ impl Detector {
             .retain(|_, report| now_ms.saturating_sub(report.at_ms) < REPORT_TTL_MS);
         // This node is reached as long as a majority of the members report
         // and none of them suspects it (see `Detector::mark`).
-        if self.reached_by_a_majority(config) {
+        if self.reached_by_a_majority(now_ms, config) {
             self.reachable_since.entry(self.me).or_insert(now_ms);
         } else {
             self.reachable_since.remove(&self.me);
@@ -185,9 +190,10 @@ impl Detector {
         activation(self.me, facts.config, facts.copying).or_else(|| self.mark(now_ms, facts))
     }
 
-    /// Whether the members' reports that count (this node's own included)
-    /// make a majority and none of them suspects this node.
-    fn reached_by_a_majority(&self, config: &ClusterConfig) -> bool {
+    /// Whether the members that sent a report in the last
+    /// [`REACHED_REPORT_AGE_MS`] make a majority with this node, and none of
+    /// their reports that count suspects it.
+    fn reached_by_a_majority(&self, now_ms: u64, config: &ClusterConfig) -> bool {
         let members = self
             .reports
             .iter()
@@ -197,7 +203,7 @@ impl Detector {
             if report.suspects.contains(&self.me) {
                 return false;
             }
-            reporting += 1;
+            reporting += usize::from(now_ms.saturating_sub(report.at_ms) < REACHED_REPORT_AGE_MS);
         }
         reporting > config.nodes().len() / 2
     }
