@@ -18,8 +18,8 @@
 //!   key keeps an owner that is up, so a sick network cannot empty the cluster;
 //! - **mark up** a `down` node that nobody suspects and this node has found
 //!   reachable for the failover timeout; the proposer itself, when it is
-//!   `down`, once reports from a majority of the members (its own included)
-//!   have suspected it for none of the failover timeout.
+//!   `down`, once recent reports from a majority of the members (its own
+//!   included) have suspected it for none of the failover timeout.
 //!
 //! At most one change per proposal, the first node by id that needs one.
 //!

@@ -184,7 +184,7 @@ async fn settle_peer_op(cluster: &Rc<ShardCluster>, op: &mut PeerOp) {
     let mut epoch_retries = 0;
     let mut recovering_retries = 0;
     // A write sent to an owner that then did not answer may have been
-    // applied there (late, even: a partition holds it in TCP's resends).
+    // applied there, and only its answer lost.
     let mut maybe_applied = false;
     loop {
         let link = cluster.forward_link(op.target);
