@@ -19,8 +19,9 @@
 //! `RINGCACHE_SOAK_FAULTS` (comma list of `kill,stop,partition,wipe`, or
 //! `none`), `RINGCACHE_SOAK_WRITE_ACK` (`all`, `quorum`, `one`),
 //! `RINGCACHE_SOAK_REPLICAS`, `RINGCACHE_SOAK_SHARDS`, `RINGCACHE_SOAK_KEYS`,
-//! `RINGCACHE_SOAK_COUNTERS`, `RINGCACHE_SOAK_REPORT_ONLY=1` to print the counts without failing, and
-//! `RINGCACHE_SOAK_LOG_DIR` to keep every node's output there.
+//! `RINGCACHE_SOAK_COUNTERS`, `RINGCACHE_SOAK_REPORT_ONLY=1` to print the
+//! counts without failing, and `RINGCACHE_SOAK_LOG_DIR` to keep every node's
+//! output there.
 
 mod support;
 

@@ -197,7 +197,7 @@ impl Detector {
         let members = self
             .reports
             .iter()
-            .filter(|(from, _)| **from != self.me && config.node(**from).is_some());
+            .filter(|(from, _)| config.node(**from).is_some());
         let mut reporting = 1;
         for (_, report) in members {
             if report.suspects.contains(&self.me) {

@@ -116,17 +116,16 @@ impl ShardCluster {
         // catches up when it is back), so one dead node stops no writes.
         // (A node marked down may still be primary for a write, as the first
         // reachable owner: its own copy then counts for nothing.)
-        let is_up = |node: u32| {
-            config
-                .node(node)
-                .is_none_or(|n| n.state != crate::cluster::config::NodeState::Down)
-        };
         let mine = usize::from(
             owners
                 .iter()
-                .any(|o| o.node == self.node.me && is_up(o.node)),
+                .any(|o| o.node == self.node.me && up_in(&view, o.node)),
         );
-        let up = owners.iter().filter(|o| is_up(o.node)).count().max(1);
+        let up = owners
+            .iter()
+            .filter(|o| up_in(&view, o.node))
+            .count()
+            .max(1);
         let needed = config.write_ack().acks_needed(up).saturating_sub(mine);
         let mut replies = Vec::with_capacity(owners.len());
         let tag = key_tag(key);
