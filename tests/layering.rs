@@ -20,6 +20,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "plain values and helpers that import no other runtime module",
         &[
             "messages",
+            "doorbell",
             "conns",
             "state",
             "auth",

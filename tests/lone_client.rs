@@ -82,3 +82,59 @@ fn a_lone_connection_is_answered_at_once_for_its_shards_keys_and_anothers() {
         }
     }
 }
+
+/// Requests that all cross to the other shard, from a connection on each
+/// shard's own port at once, are all answered and the server keeps serving. A
+/// shard asleep in its socket ring is woken by its doorbell, which wakes every
+/// task that receives from another shard; glommio keeps each waker a pending
+/// receive hands it until a message comes, and counts a task's wakers in 16
+/// bits, so a receiver that handed over one more at every doorbell meant for
+/// another channel brought its shard down after some tens of thousands of
+/// crossings.
+#[test]
+fn connections_crossing_shards_both_ways_are_all_answered() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    const GETS_EACH: usize = 25_000;
+    let base = support::free_ports(2);
+    let base_text = base.to_string();
+    let mut server = Server::ringcache(&["-t", "2", "--shard-ports", &base_text]);
+    let names: Vec<String> = [base, base + 1]
+        .iter()
+        .map(|p| ketama_name("127.0.0.1", *p))
+        .collect();
+    let ring = Ring::single_node(&names, POINTS_PER_SERVER_DEFAULT);
+    // Keys of each shard, asked for through the other shard's own port.
+    let keys_of = |shard: u32| -> Vec<String> {
+        (0..)
+            .map(|i| format!("crossing:{i}"))
+            .filter(|key| ring.owner(key.as_bytes()).shard == shard)
+            .take(50)
+            .collect()
+    };
+    let mut setter = Client::connect(base);
+    let clients: Vec<_> = [(0u16, 1u32), (1, 0)]
+        .into_iter()
+        .map(|(port, owner)| {
+            let keys = keys_of(owner);
+            for key in &keys {
+                setter.set(key, key.as_bytes());
+            }
+            std::thread::spawn(move || {
+                let mut client = Client::connect(base + port);
+                for i in 0..GETS_EACH {
+                    let key = &keys[i % keys.len()];
+                    let value = client.get(key);
+                    assert_eq!(value.as_deref(), Some(key.as_bytes()), "get {key}");
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().expect("a client thread failed");
+    }
+    assert!(server.is_running(), "the server stopped: {}", server.log());
+    let key = &keys_of(1)[0];
+    assert_eq!(setter.get(key).as_deref(), Some(key.as_bytes()));
+}

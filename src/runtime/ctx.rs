@@ -51,6 +51,7 @@ impl ShardCtx {
         let siblings = Rc::new(Siblings {
             id,
             requests_to,
+            doorbells: node.doorbells.clone(),
             waiters: Rc::new(Waiters::default()),
         });
         ShardCtx {

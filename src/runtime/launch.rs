@@ -7,9 +7,9 @@
 //! Top layer: may import every other module; none imports it.
 
 use super::{
-    allowed_cpus, check_port_free, explain_executor_error, listen_addr, load_cluster,
-    messages::ControlInput, metrics, notify, pin_this_thread, reload_cluster, shard, supervisor,
-    tls, watch, Node, Restart, CLOCK_START_SECS, LISTEN_BACKLOG_SET,
+    allowed_cpus, check_port_free, doorbell::Doorbell, explain_executor_error, listen_addr,
+    load_cluster, messages::ControlInput, metrics, notify, pin_this_thread, reload_cluster, shard,
+    supervisor, tls, watch, Node, Restart, CLOCK_START_SECS, LISTEN_BACKLOG_SET,
 };
 use crate::cli::Config;
 use crate::cluster::ring::{ketama_name, Ring, POINTS_PER_SERVER_DEFAULT};
@@ -83,7 +83,17 @@ pub fn run(config: Config) -> i32 {
             return 1;
         }
     };
-    let (node, control_start) = new_node(config, shards, parts, restart);
+    let doorbells = match (0..shards)
+        .map(|_| Doorbell::new(shards).map(Arc::new))
+        .collect()
+    {
+        Ok(doorbells) => doorbells,
+        Err(e) => {
+            eprintln!("ringcache: cannot make the shards' doorbells (eventfd): {e}");
+            return 1;
+        }
+    };
+    let (node, control_start) = new_node(config, shards, parts, restart, doorbells);
     let links = shard_links(shards);
 
     // One channel for everything the main thread waits on: stop signals,
@@ -243,6 +253,7 @@ fn new_node(
     shards: usize,
     parts: NodeParts,
     restart: Restart,
+    doorbells: Vec<Arc<Doorbell>>,
 ) -> (Arc<Node>, Option<ControlStart>) {
     // With their own ports, shards are named on the ring as a ketama client names
     // those endpoints, so that client finds every key's owner by itself.
@@ -283,6 +294,7 @@ fn new_node(
         ascii_auth: parts.ascii_auth,
         sasl_users: parts.sasl_users,
         watchers: watch::Watchers::default(),
+        doorbells,
     });
     (node, control_start)
 }

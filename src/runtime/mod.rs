@@ -13,7 +13,8 @@
 //! this, and its `LAYERS` is the full list):
 //!
 //! 1. plain values and helpers: `messages` between shards and to the control
-//!    thread, one shard's store (`state`), `conns`, [`auth`], `tls`, ...;
+//!    thread, each shard's `doorbell`, one shard's store (`state`), `conns`,
+//!    [`auth`], `tls`, ...;
 //! 2. one shard's way to the others of its node: `waiters`, `siblings`;
 //! 3. client sockets: `uring`, the `stream` over it or glommio's, and `watch`,
 //!    which writes log lines on them;
@@ -35,6 +36,7 @@ mod conn;
 mod conns;
 pub mod control;
 mod ctx;
+mod doorbell;
 mod launch;
 mod messages;
 mod metrics;
@@ -93,6 +95,9 @@ pub struct Node {
     pub sasl_users: Option<crate::protocol::ascii_auth::AuthFile>,
     /// `watch`: the connections that receive the node's log lines.
     pub watchers: watch::Watchers,
+    /// `doorbells[j]`: what a shard rings after putting a message on shard j's
+    /// channels, in case j sleeps in its socket ring.
+    pub doorbells: Vec<Arc<doorbell::Doorbell>>,
 }
 
 impl Node {

@@ -11,6 +11,7 @@ use super::cluster::{self, Role};
 use super::conn;
 use super::conns::{self, ConnState, Registration};
 use super::ctx::ShardCtx;
+use super::doorbell::Doorbell;
 use super::messages::{Answer, Ask, Batch, ForwardKind, ForwardOp, FromShard, ToShard};
 use super::state::{self, hot_keys, latency, reset_stats, with_state};
 use super::stream::ClientStream;
@@ -64,6 +65,7 @@ pub async fn run(id: u32, node: Arc<Node>, addr: SocketAddr, links: ShardLinks, 
     let ctx = Rc::new(ShardCtx::new(id, &node, requests_to, sockets.clone()));
     let peer_tasks = serve_shards(
         &ctx,
+        &sockets,
         connecting.requests_from,
         answers_to,
         connecting.answers_from,
@@ -193,6 +195,7 @@ async fn connected<T>(ends: Vec<Option<Task<T>>>) -> Vec<Option<T>> {
 /// waits on a shard blocked sending a request (no cycle).
 async fn serve_shards(
     ctx: &Rc<ShardCtx>,
+    sockets: &Option<Rc<SocketRing>>,
     requests_from: Vec<Option<Task<ConnectedReceiver<ToShard>>>>,
     answers_to: Vec<Option<ConnectedSender<FromShard>>>,
     answers_from: Vec<Option<Task<ConnectedReceiver<FromShard>>>>,
@@ -204,8 +207,10 @@ async fn serve_shards(
         };
         let requests = requests.await;
         let ctx = ctx.clone();
+        let ring = sockets.clone();
         peer_tasks.push(glommio::spawn_local(async move {
-            while let Some(msg) = requests.recv().await {
+            let mut receiving = uring::Receiving::new(Doorbell::channel(from, false));
+            while let Some(msg) = receive(&ring, &requests, &mut receiving).await {
                 let answer = answer(&ctx, from as u32, msg.ask).await;
                 if answers
                     .send(FromShard {
@@ -217,14 +222,18 @@ async fn serve_shards(
                 {
                     break;
                 }
+                ctx.node.doorbells[from].ring(Doorbell::channel(ctx.id as usize, true));
             }
         }));
     }
-    for answers in answers_from.into_iter().flatten() {
+    for (from, answers) in answers_from.into_iter().enumerate() {
+        let Some(answers) = answers else { continue };
         let answers = answers.await;
         let waiters = ctx.siblings.waiters.clone();
+        let ring = sockets.clone();
         peer_tasks.push(glommio::spawn_local(async move {
-            while let Some(msg) = answers.recv().await {
+            let mut receiving = uring::Receiving::new(Doorbell::channel(from, true));
+            while let Some(msg) = receive(&ring, &answers, &mut receiving).await {
                 waiters.complete(msg.slot, msg.answer);
             }
         }));
@@ -232,12 +241,25 @@ async fn serve_shards(
     peer_tasks
 }
 
+/// The next message on a channel from another shard: with a socket ring, woken
+/// by this shard's doorbell too (see [`SocketRing::receive`]).
+async fn receive<T: Send>(
+    ring: &Option<Rc<SocketRing>>,
+    channel: &ConnectedReceiver<T>,
+    receiving: &mut uring::Receiving,
+) -> Option<T> {
+    match ring {
+        Some(ring) => ring.receive(channel, receiving).await,
+        None => channel.recv().await,
+    }
+}
+
 /// This shard's own io_uring for client sockets, when `--sockets uring` asks
 /// for one and the kernel gives one.
 fn socket_ring(id: u32, node: &Node) -> Option<Rc<SocketRing>> {
     match node.config.sockets {
         SocketPath::Glommio => None,
-        SocketPath::Uring => match SocketRing::new() {
+        SocketPath::Uring => match SocketRing::new(node.doorbells[id as usize].clone()) {
             Ok(ring) => Some(Rc::new(ring)),
             Err(e) => {
                 if id == 0 {

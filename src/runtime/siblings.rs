@@ -3,12 +3,14 @@
 //!
 //! Layer: just above the plain types, beside [`waiters`](super::waiters); it
 //! awaits channel sends and answers but owns no socket, and imports only
-//! `messages` and `waiters`.
+//! `messages`, `doorbell` and `waiters`.
 
+use super::doorbell::Doorbell;
 use super::messages::{Answer, Ask, ToShard};
 use super::waiters::Waiters;
 use glommio::channels::shared_channel::ConnectedSender;
 use std::rc::Rc;
+use std::sync::Arc;
 
 /// The other shards of this node, as one shard reaches them.
 pub struct Siblings {
@@ -16,6 +18,8 @@ pub struct Siblings {
     pub id: u32,
     /// `requests_to[j]`: requests from this shard to shard j (None for itself).
     pub requests_to: Vec<Option<ConnectedSender<ToShard>>>,
+    /// `doorbells[j]`: rung after each message to shard j (see [`doorbell`](super::doorbell)).
+    pub doorbells: Vec<Arc<Doorbell>>,
     pub waiters: Rc<Waiters>,
 }
 
@@ -28,6 +32,7 @@ impl Siblings {
             let slot = self.waiters.take_slot();
             let wait = self.waiters.wait(slot);
             if sender.send(ToShard { slot, ask: ask() }).await.is_ok() {
+                self.doorbells[to].ring(Doorbell::channel(self.id as usize, false));
                 waits.push(wait);
             } else {
                 log::warn!("shard {} did not take a request from shard {}", to, self.id);

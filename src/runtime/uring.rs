@@ -12,11 +12,15 @@
 //! The kernel runs its completion work when the shard next enters it
 //! (`COOP_TASKRUN`) instead of interrupting the shard as each packet arrives.
 //!
-//! When a pass finds nothing, the driver waits, through glommio's own reactor
-//! (a read of it), on the eventfd the kernel signals when the ring has work, so
-//! the shard still parks in one place and wakes for timers, channels and peers as
-//! before. Connections see a `stream::ClientStream`, the same `AsyncRead`/`AsyncWrite`
-//! either way.
+//! When passes find nothing, the driver sleeps in the ring itself (one
+//! `io_uring_enter`), woken by its next completion or by another shard's
+//! [`doorbell`](super::doorbell); glommio's park and wake cost a lone request
+//! about as much CPU again as the request itself. It lets glommio's loop take a
+//! turn (its timers, its own sockets) at least every [`TURN_EVERY`] that it
+//! sleeps, and once the ring has been quiet for [`SLEEP_IN_RING_FOR`] it waits through glommio's reactor
+//! instead (a read of the eventfd the kernel signals when the ring has work), so
+//! an idle shard parks in one place and wakes for anything. Connections see a
+//! `stream::ClientStream`, the same `AsyncRead`/`AsyncWrite` either way.
 //!
 //! Bounds: a connection holds at most [`RECEIVED_QUEUE_BYTES_MAX`] received and
 //! unread bytes (its receive is cancelled above that and armed again once read);
@@ -25,7 +29,8 @@
 //! [`PROVIDED_BUFFERS`] x [`PROVIDED_BUFFER_BYTES`] a shard.
 //!
 //! Socket layer: imports only the bottom layer ([`tls`](super::tls),
-//! [`state`](super::state)); it knows nothing of requests or shards' tasks.
+//! [`state`](super::state), [`doorbell`](super::doorbell)); it knows nothing of
+//! requests or shards' tasks.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -35,9 +40,11 @@ use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use super::doorbell::Doorbell;
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
@@ -53,13 +60,24 @@ const RING_ENTRIES: u32 = 1024;
 /// Capacity a connection's received or sending buffer keeps once emptied; a
 /// larger one (after a large value) is given back.
 const BUFFER_KEEP_BYTES: usize = 64 * 1024;
-/// Passes that find nothing before the driver parks on the ring's descriptor.
-const IDLE_PASSES_BEFORE_PARK: u32 = 2;
+/// Passes that find nothing before the driver sleeps (each lets the tasks woken
+/// by the one before run first).
+const IDLE_PASSES_BEFORE_SLEEP: u32 = 3;
+/// After its last completion, how long the driver sleeps in the ring itself;
+/// past that it parks through glommio, which wakes it for anything at all.
+const SLEEP_IN_RING_FOR: Duration = Duration::from_millis(2);
+/// While the driver keeps to the ring, it still lets glommio's loop take a
+/// turn this often, for glommio's timers, its sockets and its channels.
+const TURN_EVERY: Duration = Duration::from_millis(1);
 const BUFFER_GROUP: u16 = 0;
 
 const RECV: u64 = 1;
 const SEND: u64 = 2;
 const CANCEL: u64 = 3;
+/// The read of the shard's doorbell (slot and generation 0).
+const DOORBELL: u64 = 4;
+/// The timeout that ends a sleep in the ring when glommio's loop is due a turn.
+const ALARM: u64 = 5;
 
 /// Generations of a slot wrap within the 24 bits user data has room for.
 const GENERATION_MASK: u32 = 0xff_ffff;
@@ -192,11 +210,26 @@ pub struct SocketRing {
     /// glommio reads when the driver parks; and the read of it in flight, if any.
     ready_file: Rc<glommio::io::BufferedFile>,
     waiting: RefCell<Option<Pin<Box<dyn Future<Output = ()>>>>>,
+    /// What other shards ring when they put a message on this shard's channels;
+    /// read by the ring while the driver sleeps in it.
+    doorbell: Arc<Doorbell>,
+    /// Where the doorbell's read lands, while one is armed.
+    doorbell_read: Box<std::cell::UnsafeCell<[u8; 8]>>,
+    doorbell_armed: Cell<bool>,
+    /// When the alarm in flight fires (relative to when it was armed): one
+    /// timeout per turn of glommio's loop, not one per sleep (arming and
+    /// cancelling a timer per sleep would cost a request more than the sleep).
+    alarm: Box<RefCell<types::Timespec>>,
+    alarm_armed: Cell<bool>,
+    /// The doorbell rang: the tasks that receive from other shards must look.
+    doorbell_rang: Cell<bool>,
+    /// Those tasks, while they wait (see [`SocketRing::receive`]).
+    listeners: RefCell<Vec<Waker>>,
 }
 
 impl SocketRing {
     /// A ring with its provided buffers registered, or why there is none.
-    pub fn new() -> io::Result<SocketRing> {
+    pub fn new(doorbell: Arc<Doorbell>) -> io::Result<SocketRing> {
         // Completions are task work the kernel runs when the shard next enters
         // it (any system call), not an interrupt of the thread as each packet
         // arrives (`COOP_TASKRUN`); the taskrun flag says when a pass must
@@ -240,6 +273,13 @@ impl SocketRing {
             backlog: RefCell::new(VecDeque::new()),
             ready_file,
             waiting: RefCell::new(None),
+            doorbell,
+            doorbell_read: Box::new(std::cell::UnsafeCell::new([0; 8])),
+            doorbell_armed: Cell::new(false),
+            alarm: Box::new(RefCell::new(types::Timespec::new())),
+            alarm_armed: Cell::new(false),
+            doorbell_rang: Cell::new(false),
+            listeners: RefCell::new(Vec::new()),
         })
     }
 
@@ -358,8 +398,7 @@ impl SocketRing {
         loop {
             let cqe = self.ring.borrow_mut().completion().next();
             let Some(cqe) = cqe else { break };
-            handled += 1;
-            self.complete(cqe.user_data(), cqe.result(), cqe.flags());
+            handled += self.complete(cqe.user_data(), cqe.result(), cqe.flags()) as usize;
         }
         self.prefetch_fresh();
         handled
@@ -390,8 +429,19 @@ impl SocketRing {
         hashes.clear();
     }
 
-    fn complete(&self, data: u64, result: i32, flags: u32) {
+    /// Handles one completion; whether it was work (not the alarm, which must
+    /// not keep an idle shard sleeping in the ring for ever).
+    fn complete(&self, data: u64, result: i32, flags: u32) -> bool {
         let kind = data >> 56;
+        if kind == DOORBELL {
+            self.doorbell_armed.set(false);
+            self.doorbell_rang.set(true);
+            return true;
+        }
+        if kind == ALARM {
+            self.alarm_armed.set(false);
+            return false;
+        }
         let slot = (data & 0xffff_ffff) as u32;
         let generation = (data >> 32) as u32 & GENERATION_MASK;
         let bid = cqueue::buffer_select(flags);
@@ -407,7 +457,7 @@ impl SocketRing {
             if let Some(bid) = bid {
                 self.buffers.borrow_mut().lend(bid);
             }
-            return;
+            return true;
         };
         let mut io = io_rc.borrow_mut();
         match kind {
@@ -418,6 +468,7 @@ impl SocketRing {
         if io.closed {
             self.release(io);
         }
+        true
     }
 
     /// A receive completed: keeps its bytes, lends its buffer back, receives
@@ -518,6 +569,99 @@ impl SocketRing {
         self.free.borrow_mut().push(slot);
     }
 
+    /// Sleeps in the ring until a completion, the doorbell, or `timeout`, with
+    /// one `io_uring_enter` that also submits what is queued. It does not sleep
+    /// when a message came to this shard after `seen` (what [`Doorbell::sent`]
+    /// said before glommio last took the channels): that rings at once.
+    fn sleep(&self, timeout: Duration, seen: u64) {
+        if !self.backlog.borrow().is_empty() {
+            // Submissions wait for room in the queue: pass again instead.
+            return;
+        }
+        if !self.alarm_armed.get() {
+            *self.alarm.borrow_mut() = types::Timespec::from(timeout);
+            let alarm = opcode::Timeout::new(&*self.alarm.borrow() as *const types::Timespec)
+                .build()
+                .user_data(user_data(ALARM, 0, 0));
+            self.alarm_armed.set(true);
+            self.push(alarm);
+        }
+        if !self.doorbell_armed.get() {
+            let read = opcode::Read::new(
+                types::Fd(self.doorbell.fd()),
+                self.doorbell_read.get() as *mut u8,
+                8,
+            )
+            .build()
+            .user_data(user_data(DOORBELL, 0, 0));
+            self.doorbell_armed.set(true);
+            self.push(read);
+        }
+        if !self.doorbell.try_sleep(seen) {
+            self.doorbell_rang.set(true);
+            return;
+        }
+        let waited = self.ring.borrow().submit_and_wait(1);
+        self.doorbell.awake();
+        if let Err(e) = waited {
+            let quiet = [nix::errno::Errno::ETIME, nix::errno::Errno::EINTR];
+            if !quiet
+                .iter()
+                .any(|&errno| e.raw_os_error() == Some(errno as i32))
+            {
+                log::warn!("waiting on the socket ring: {e}");
+            }
+        }
+    }
+
+    /// Whether the doorbell rang since this was last asked.
+    fn take_rang(&self) -> bool {
+        self.doorbell_rang.replace(false)
+    }
+
+    /// Receives from another shard's channel, woken by this shard's doorbell as
+    /// well as by glommio: a message sent while the driver sleeps in the ring
+    /// is taken without waiting for a turn of glommio's loop.
+    ///
+    /// glommio keeps every waker a pending receive gives it until a message
+    /// comes, so the channel is polled only when the doorbell's count says a
+    /// message is there, or to give glommio a waker when it holds none of
+    /// this receiver's (it lets go of it when it wakes it).
+    pub async fn receive<T: Send>(
+        &self,
+        channel: &glommio::channels::shared_channel::ConnectedReceiver<T>,
+        receiving: &mut Receiving,
+    ) -> Option<T> {
+        let mut next = std::pin::pin!(channel.recv());
+        futures_lite::future::poll_fn(|cx| {
+            let there = self.doorbell.sent_on(receiving.channel) > receiving.taken;
+            if there || !receiving.glommio.armed.load(Ordering::SeqCst) {
+                receiving.glommio.set_task(cx.waker());
+                let waker = Waker::from(receiving.glommio.clone());
+                match next.as_mut().poll(&mut Context::from_waker(&waker)) {
+                    Poll::Ready(message) => {
+                        receiving.taken += message.is_some() as u64;
+                        return Poll::Ready(message);
+                    }
+                    Poll::Pending => receiving.glommio.armed.store(true, Ordering::SeqCst),
+                }
+            }
+            let mut listeners = self.listeners.borrow_mut();
+            if !listeners.iter().any(|w| w.will_wake(cx.waker())) {
+                listeners.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Wakes the tasks that receive from other shards, to look at their channels.
+    fn wake_listeners(&self) {
+        for waker in self.listeners.borrow_mut().drain(..) {
+            waker.wake();
+        }
+    }
+
     /// Submits what is queued (at shutdown, when the driver has stopped).
     pub fn flush(&self) {
         self.pass();
@@ -558,30 +702,116 @@ impl SocketRing {
     }
 }
 
+/// One task's receiving from one channel into this shard (see
+/// [`SocketRing::receive`]).
+pub struct Receiving {
+    /// The channel's number ([`Doorbell::channel`]).
+    channel: usize,
+    /// Messages taken from it so far.
+    taken: u64,
+    glommio: Arc<GlommioWaker>,
+}
+
+impl Receiving {
+    pub fn new(channel: usize) -> Receiving {
+        Receiving {
+            channel,
+            taken: 0,
+            glommio: Arc::new(GlommioWaker {
+                armed: std::sync::atomic::AtomicBool::new(false),
+                task: std::sync::Mutex::new(None),
+            }),
+        }
+    }
+}
+
+/// The waker glommio holds for a receiving task: says that glommio no longer
+/// holds it, then wakes the task.
+struct GlommioWaker {
+    armed: std::sync::atomic::AtomicBool,
+    task: std::sync::Mutex<Option<Waker>>,
+}
+
+impl GlommioWaker {
+    fn set_task(&self, waker: &Waker) {
+        let mut task = self.task.lock().unwrap_or_else(|e| e.into_inner());
+        if !task.as_ref().is_some_and(|t| t.will_wake(waker)) {
+            *task = Some(waker.clone());
+        }
+    }
+}
+
+impl std::task::Wake for GlommioWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.armed.store(false, Ordering::SeqCst);
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(task) = task.as_ref() {
+            task.wake_by_ref();
+        }
+    }
+}
+
 /// Runs the shard's socket ring until the node stops.
 ///
-/// With `spin` (`--spin-before-park-us`) the driver keeps passing that long after
-/// its last completion before it waits, as glommio spins before it parks.
+/// Each pass submits and reaps; the driver then yields within its task queue,
+/// so that the connections it woke run before it passes again. glommio's loop
+/// takes a turn (its timers, its own sockets) only when its task queues run
+/// dry, which is when the driver waits on the ring through glommio
+/// ([`SocketRing::readable`]), or when its preemption timer fires under load; a
+/// turn that finds nothing parks the thread, and glommio's park and wake cost
+/// several system calls and a `membarrier`. So when passes find nothing, the
+/// driver first sleeps in the ring itself, for up to [`SLEEP_IN_RING_FOR`]
+/// after its last completion: one system call, which a completion, another
+/// shard's doorbell (whose messages its receivers then take, see
+/// [`SocketRing::receive`]) or the alarm [`TURN_EVERY`] after glommio's last
+/// turn ends. Past that, or when the alarm is due, it waits through glommio.
+/// With `spin` (`--spin-before-park-us`) it keeps passing that long after its
+/// last completion before it waits, as glommio spins before it parks.
 pub async fn drive(ring: Rc<SocketRing>, stop: impl Fn() -> bool, spin: Duration) {
     let mut idle = 0;
     let mut last_work = Instant::now();
+    let mut turn_due = last_work + TURN_EVERY;
+    let mut seen = ring.doorbell.sent();
     while !stop() {
+        let mut now = None;
         if ring.pass() > 0 {
             idle = 0;
-            if !spin.is_zero() {
-                last_work = Instant::now();
-            }
+            last_work = *now.insert(Instant::now());
         } else {
             idle += 1;
-            if idle > IDLE_PASSES_BEFORE_PARK && (spin.is_zero() || last_work.elapsed() >= spin) {
-                ring.readable().await;
-                idle = 0;
-                last_work = Instant::now();
+        }
+        // Another shard put a message on a channel: its receiver takes it.
+        if ring.take_rang() {
+            seen = ring.doorbell.sent();
+            ring.wake_listeners();
+            idle = 0;
+        }
+        let mut turn = false;
+        if idle > IDLE_PASSES_BEFORE_SLEEP {
+            let at = now.unwrap_or_else(Instant::now);
+            let quiet = at - last_work;
+            if quiet < spin {
+                // Keep passing.
+            } else if quiet < SLEEP_IN_RING_FOR && at < turn_due {
+                ring.sleep(turn_due - at, seen);
                 continue;
+            } else {
+                turn = true;
             }
         }
-        // Let the connections just woken run, and glommio's own I/O, then pass again.
-        glommio::executor().yield_task_queue_now().await;
+        if turn {
+            seen = ring.doorbell.sent();
+            ring.readable().await;
+            idle = 0;
+            turn_due = Instant::now() + TURN_EVERY;
+        } else {
+            // Let the connections just woken run, then pass again.
+            futures_lite::future::yield_now().await;
+        }
     }
 }
 

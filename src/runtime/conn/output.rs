@@ -12,6 +12,7 @@ use crate::limits::{
 };
 use crate::runtime::cluster::Ticket;
 use crate::runtime::ctx::{Placement, ShardCtx};
+use crate::runtime::doorbell::Doorbell;
 use crate::runtime::messages::{Answer, Ask, Batch, Forward, Replies, ToShard};
 use crate::runtime::state::with_state;
 use crate::runtime::waiters::Wait;
@@ -259,6 +260,7 @@ impl Output {
                 })
                 .await
                 .map_err(|_| ())?;
+            siblings.doorbells[shard].ring(Doorbell::channel(siblings.id as usize, false));
             waits.push((shard, wait));
         }
         for (shard, wait) in waits.drain(..) {
