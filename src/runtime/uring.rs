@@ -225,6 +225,8 @@ pub struct SocketRing {
     doorbell_rang: Cell<bool>,
     /// Those tasks, while they wait (see [`SocketRing::receive`]).
     listeners: RefCell<Vec<Waker>>,
+    /// They took a message since the driver last looked.
+    messages: Cell<bool>,
 }
 
 impl SocketRing {
@@ -280,6 +282,7 @@ impl SocketRing {
             alarm_armed: Cell::new(false),
             doorbell_rang: Cell::new(false),
             listeners: RefCell::new(Vec::new()),
+            messages: Cell::new(false),
         })
     }
 
@@ -641,6 +644,7 @@ impl SocketRing {
                 match next.as_mut().poll(&mut Context::from_waker(&waker)) {
                     Poll::Ready(message) => {
                         receiving.taken += message.is_some() as u64;
+                        self.received();
                         return Poll::Ready(message);
                     }
                     Poll::Pending => receiving.glommio.armed.store(true, Ordering::SeqCst),
@@ -653,6 +657,16 @@ impl SocketRing {
             Poll::Pending
         })
         .await
+    }
+
+    /// A message from another shard is work as much as a completion: the
+    /// driver sleeps in the ring after it (and so is woken by the doorbell, not
+    /// by glommio's park and wake), waking first if it waits through glommio.
+    fn received(&self) {
+        self.messages.set(true);
+        if let Some(driver) = self.parked.borrow_mut().take() {
+            driver.wake();
+        }
     }
 
     /// Wakes the tasks that receive from other shards, to look at their channels.
@@ -778,15 +792,18 @@ pub async fn drive(ring: Rc<SocketRing>, stop: impl Fn() -> bool, spin: Duration
     let mut seen = ring.doorbell.sent();
     while !stop() {
         let mut now = None;
-        if ring.pass() > 0 {
+        if ring.pass() > 0 || ring.messages.take() {
             idle = 0;
             last_work = *now.insert(Instant::now());
         } else {
             idle += 1;
         }
         // Another shard put a message on a channel: its receiver takes it.
-        if ring.take_rang() {
-            seen = ring.doorbell.sent();
+        // Looked at every pass, so a busy shard that does not sleep takes
+        // messages as soon as one that sleeps.
+        let sent = ring.doorbell.sent();
+        if ring.take_rang() || sent != seen {
+            seen = sent;
             ring.wake_listeners();
             idle = 0;
         }
