@@ -575,7 +575,7 @@ impl SocketRing {
     /// Sleeps in the ring until a completion, the doorbell, or `timeout`, with
     /// one `io_uring_enter` that also submits what is queued. It does not sleep
     /// when a message came to this shard after `seen` (what [`Doorbell::sent`]
-    /// said before glommio last took the channels): that rings at once.
+    /// said when the receivers last looked): that rings at once.
     fn sleep(&self, timeout: Duration, seen: u64) {
         if !self.backlog.borrow().is_empty() {
             // Submissions wait for room in the queue: pass again instead.
