@@ -600,6 +600,10 @@ impl SocketRing {
             self.doorbell_armed.set(true);
             self.push(read);
         }
+        if !self.backlog.borrow().is_empty() {
+            // The alarm or the doorbell's read found no room: not without them.
+            return;
+        }
         if !self.doorbell.try_sleep(seen) {
             self.doorbell_rang.set(true);
             return;
