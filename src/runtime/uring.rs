@@ -221,9 +221,9 @@ pub struct SocketRing {
     /// cancelling a timer per sleep would cost a request more than the sleep).
     alarm: Box<RefCell<types::Timespec>>,
     alarm_armed: Cell<bool>,
-    /// The doorbell rang: the tasks that receive from other shards must look.
-    doorbell_rang: Cell<bool>,
-    /// Those tasks, while they wait (see [`SocketRing::receive`]).
+    /// The tasks that receive from other shards, while they wait (see
+    /// [`SocketRing::receive`]); the driver wakes them when the doorbell's
+    /// count moves.
     listeners: RefCell<Vec<Waker>>,
     /// They took a message since the driver last looked.
     messages: Cell<bool>,
@@ -280,7 +280,6 @@ impl SocketRing {
             doorbell_armed: Cell::new(false),
             alarm: Box::new(RefCell::new(types::Timespec::new())),
             alarm_armed: Cell::new(false),
-            doorbell_rang: Cell::new(false),
             listeners: RefCell::new(Vec::new()),
             messages: Cell::new(false),
         })
@@ -437,8 +436,8 @@ impl SocketRing {
     fn complete(&self, data: u64, result: i32, flags: u32) -> bool {
         let kind = data >> 56;
         if kind == DOORBELL {
+            // The doorbell's count has moved: the driver sees it.
             self.doorbell_armed.set(false);
-            self.doorbell_rang.set(true);
             return true;
         }
         if kind == ALARM {
@@ -575,12 +574,9 @@ impl SocketRing {
     /// Sleeps in the ring until a completion, the doorbell, or `timeout`, with
     /// one `io_uring_enter` that also submits what is queued. It does not sleep
     /// when a message came to this shard after `seen` (what [`Doorbell::sent`]
-    /// said when the receivers last looked): that rings at once.
+    /// said when the receivers last looked), which the driver's next pass
+    /// sees.
     fn sleep(&self, timeout: Duration, seen: u64) {
-        if !self.backlog.borrow().is_empty() {
-            // Submissions wait for room in the queue: pass again instead.
-            return;
-        }
         if !self.alarm_armed.get() {
             *self.alarm.borrow_mut() = types::Timespec::from(timeout);
             let alarm = opcode::Timeout::new(&*self.alarm.borrow() as *const types::Timespec)
@@ -601,29 +597,20 @@ impl SocketRing {
             self.push(read);
         }
         if !self.backlog.borrow().is_empty() {
-            // The alarm or the doorbell's read found no room: not without them.
+            // Submissions (perhaps the alarm or the doorbell's read) wait for
+            // room in the queue: pass again instead of sleeping without them.
             return;
         }
         if !self.doorbell.try_sleep(seen) {
-            self.doorbell_rang.set(true);
             return;
         }
         let waited = self.ring.borrow().submit_and_wait(1);
         self.doorbell.awake();
         if let Err(e) = waited {
-            let quiet = [nix::errno::Errno::ETIME, nix::errno::Errno::EINTR];
-            if !quiet
-                .iter()
-                .any(|&errno| e.raw_os_error() == Some(errno as i32))
-            {
+            if e.raw_os_error() != Some(nix::errno::Errno::EINTR as i32) {
                 log::warn!("waiting on the socket ring: {e}");
             }
         }
-    }
-
-    /// Whether the doorbell rang since this was last asked.
-    fn take_rang(&self) -> bool {
-        self.doorbell_rang.replace(false)
     }
 
     /// Receives from another shard's channel, woken by this shard's doorbell as
@@ -806,7 +793,7 @@ pub async fn drive(ring: Rc<SocketRing>, stop: impl Fn() -> bool, spin: Duration
         // Looked at every pass, so a busy shard that does not sleep takes
         // messages as soon as one that sleeps.
         let sent = ring.doorbell.sent();
-        if ring.take_rang() || sent != seen {
+        if sent != seen {
             seen = sent;
             ring.wake_listeners();
             idle = 0;
