@@ -104,12 +104,16 @@ python3 - "$OUT" <<'PY'
 import json, os, statistics, sys
 out = sys.argv[1]
 runs = {}
+# tag -> round -> server -> run, for the ratios of runs made back to back.
+rounds = {}
 for name in sorted(os.listdir(out)):
     if not name.endswith(".json"):
         continue
-    tag, server, _ = name[:-5].rsplit("_", 2)
+    tag, server, round_ = name[:-5].rsplit("_", 2)
     with open(os.path.join(out, name)) as f:
-        runs.setdefault(tag, {}).setdefault(server, []).append(json.load(f))
+        run = json.load(f)
+    runs.setdefault(tag, {}).setdefault(server, []).append(run)
+    rounds.setdefault(tag, {}).setdefault(round_, {})[server] = run
 
 def med(rs, f):
     return statistics.median(f(r) for r in rs) if rs else None
@@ -129,7 +133,7 @@ kops = lambda r: r["ops_per_sec"] / 1000
 print()
 print("-t 1, medians over rounds; server CPU per request in us (lower is better)")
 head = (f"{'workload':<24}| {'rc':>6} {'rc-tls':>6} {'mc-tls':>6} | {'tls/rc':>7} {'tls/mc':>7}"
-        f" | kops/s {'rc':>6} {'rc-tls':>6} {'mc-tls':>6}")
+        f" | {'paired':>7} {'paired':>7} | kops/s {'rc':>6} {'rc-tls':>6} {'mc-tls':>6}")
 print(head)
 print("-" * len(head))
 for tag in sorted(runs, key=key):
@@ -138,11 +142,17 @@ for tag in sorted(runs, key=key):
     rc, rct, mct = (med(s.get(x, []), cpu) for x in ("rc", "rc-tls", "mc-tls"))
     k = [med(s.get(x, []), kops) for x in ("rc", "rc-tls", "mc-tls")]
     name = f"c{c[1:]} d{d[1:]} {r[1:].replace('-', ':')} {v[1:]}B"
+    def paired(over):
+        rs = [cpu(r["rc-tls"]) / cpu(r[over]) for r in rounds[tag].values()
+              if "rc-tls" in r and over in r and cpu(r[over])]
+        return f"{statistics.median(rs):.2f}x" if rs else "-"
     print(f"{name:<24}| {fmt(rc, 2):>6} {fmt(rct, 2):>6} {fmt(mct, 2):>6} | "
-          f"{ratio(rct, rc):>7} {ratio(rct, mct):>7} | {'':>6} "
+          f"{ratio(rct, rc):>7} {ratio(rct, mct):>7} | {paired('rc'):>7} {paired('mc-tls'):>7} | {'':>6} "
           + " ".join(f"{fmt(x, 1):>6}" for x in k))
     errs = sum(x["errors"] for rs in s.values() for x in rs)
     if errs:
         print(f"  warning: {errs} error replies in {tag}")
-print("\ntls/rc: ringcache -Z over plain ringcache; tls/mc: ringcache -Z over memcached -Z")
+print("\ntls/rc: ringcache -Z over plain ringcache; tls/mc: ringcache -Z over memcached -Z"
+      " (ratios of the medians); paired: the median over rounds of each round's ratio"
+      " (tls/rc, then tls/mc), whose runs were made back to back")
 PY
