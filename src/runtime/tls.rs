@@ -12,8 +12,8 @@
 //! for kernel TLS, `dangerous_into_kernel_connection`) and [`Records`] seals
 //! and opens the records itself with ring's AEADs, in place: a request is
 //! decrypted where it was read and a reply encrypted where it is framed, with
-//! no allocation and no copy per record (rustls's own record layer takes a
-//! buffer per record each way, and copies each twice more). rustls still
+//! no allocation per record (rustls's own record layer takes a buffer per
+//! record each way, and copies each twice more). rustls still
 //! derives the keys of a TLS 1.3 key update, which either side may ask for;
 //! this side asks for one before a key seals as many records as its cipher
 //! suite's confidentiality limit allows (TLS 1.2, which has no key update,
