@@ -90,6 +90,12 @@ if ! RINGCACHE_BIN="$(pwd)/target/release/ringcache" python3 tests/clients/test_
     failed+=("client tests")
 fi
 
+say "the same pymemcache tests over TLS (-Z)"
+if ! RINGCACHE_CLIENT_TLS=1 RINGCACHE_BIN="$(pwd)/target/release/ringcache" \
+    python3 tests/clients/test_pymemcache.py; then
+    failed+=("client tests over TLS")
+fi
+
 elapsed=$(( $(date +%s) - started ))
 echo
 echo "================================================================"

@@ -3,13 +3,17 @@
 
 Starts its own server on a free 127.0.0.1 port: the ringcache binary named by
 RINGCACHE_BIN (default target/release/ringcache), or memcached when
-RINGCACHE_TEST_TARGET=memcached. Kills it on exit. Prints 'N passed, N failed'
-and exits non-zero on any failure. Plain unittest, no pytest needed.
+RINGCACHE_TEST_TARGET=memcached. With RINGCACHE_CLIENT_TLS=1 the server runs
+with -Z (a certificate made with openssl) and pymemcache connects over TLS;
+libmemcached's tools, which do not speak TLS, are skipped. Kills it on exit.
+Prints 'N passed, N failed' and exits non-zero on any failure. Plain unittest,
+no pytest needed.
 """
 
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -20,6 +24,28 @@ from pymemcache.client.base import Client
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SERVER = {}
+TLS = os.environ.get("RINGCACHE_CLIENT_TLS") == "1"
+
+
+def make_certificate(directory):
+    """A CA and a server certificate for 127.0.0.1 signed by it, made with openssl."""
+    def run(*args):
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=client-tests-ca")
+    run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=server")
+    with open(os.path.join(directory, "server.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "server.ext")
+    SERVER["tls_context"] = ssl.create_default_context(cafile=os.path.join(directory, "ca.pem"))
+    return ["-Z", "-o", "ssl_chain_cert={0}/server.pem,ssl_key={0}/server.key".format(directory)]
+
+
+def client():
+    return Client(("127.0.0.1", SERVER["port"]), connect_timeout=5, timeout=5,
+                  tls_context=SERVER.get("tls_context"))
 
 
 def free_port():
@@ -28,7 +54,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_server():
+def start_server(extra):
     """Start the server under test on a free port; retry on a port collision."""
     for _ in range(8):
         port = free_port()
@@ -37,6 +63,7 @@ def start_server():
         else:
             binary = os.environ.get("RINGCACHE_BIN", os.path.join(ROOT, "target", "release", "ringcache"))
             argv = [binary, "-t", "2", "-l", "127.0.0.1", "-p", str(port)]
+        argv += extra
         log = tempfile.TemporaryFile()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         deadline = time.time() + 15
@@ -59,7 +86,7 @@ def start_server():
 
 class PymemcacheTest(unittest.TestCase):
     def setUp(self):
-        self.c = Client(("127.0.0.1", SERVER["port"]), connect_timeout=5, timeout=5)
+        self.c = client()
         self.c.flush_all()
 
     def tearDown(self):
@@ -149,6 +176,8 @@ class LibmemcachedToolsTest(unittest.TestCase):
         return done
 
     def setUp(self):
+        if TLS:
+            self.skipTest("libmemcached's tools do not speak TLS")
         for tool in ("memccp", "memccat", "memcrm", "memcstat", "memcflush"):
             if shutil.which(tool) is None:
                 self.skipTest(f"{tool} is not installed (scripts/test.sh installs libmemcached-tools)")
@@ -177,9 +206,10 @@ class LibmemcachedToolsTest(unittest.TestCase):
 
 
 def main():
+    certs = tempfile.TemporaryDirectory()
     try:
-        proc, port = start_server()
-    except RuntimeError as error:
+        proc, port = start_server(make_certificate(certs.name) if TLS else [])
+    except (RuntimeError, subprocess.CalledProcessError) as error:
         print(f"cannot start the server under test: {error}")
         print("client tests: 0 passed, 1 failed, 0 skipped")
         return 1
@@ -190,9 +220,11 @@ def main():
     finally:
         proc.kill()
         proc.wait()
+        certs.cleanup()
     failed = len(result.failures) + len(result.errors)
     passed = result.testsRun - failed - len(result.skipped)
-    print(f"client tests: {passed} passed, {failed} failed, {len(result.skipped)} skipped")
+    over = " over TLS" if TLS else ""
+    print(f"client tests{over}: {passed} passed, {failed} failed, {len(result.skipped)} skipped")
     return 0 if failed == 0 and result.testsRun > 0 else 1
 
 
