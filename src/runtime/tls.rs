@@ -553,6 +553,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
 
     /// Drives the handshake until it is done (ready at once after it).
     fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Phase::Traffic(_) = self.phase {
+            return Poll::Ready(Ok(()));
+        }
         loop {
             // What rustls produced goes out before it is asked for more.
             ready!(self.poll_send(cx))?;
@@ -565,25 +568,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
                         conn.process_tls_records(incoming);
                     let step = match state {
                         Err(e) => Step::Fail(tls_error(e)),
-                        Ok(ConnectionState::EncodeTlsData(mut data)) => loop {
-                            let at = self.write.len();
-                            let room = self.write.capacity().max(at + 4096) - at;
-                            self.write.resize(at + room, 0);
-                            match data.encode(&mut self.write[at..]) {
-                                Ok(n) => {
-                                    self.write.truncate(at + n);
-                                    break Step::Again;
-                                }
-                                Err(EncodeError::InsufficientSize(e)) => {
-                                    self.write.truncate(at);
-                                    self.write.reserve(e.required_size);
-                                }
-                                Err(e) => {
-                                    self.write.truncate(at);
-                                    break Step::Fail(invalid(e.to_string()));
-                                }
+                        Ok(ConnectionState::EncodeTlsData(mut data)) => {
+                            match encode(&mut data, &mut self.write) {
+                                Ok(()) => Step::Again,
+                                Err(e) => Step::Fail(e),
                             }
-                        },
+                        }
                         Ok(ConnectionState::TransmitTlsData(data)) => {
                             // Sent by `poll_send` before rustls is asked again.
                             data.done();
@@ -645,9 +635,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
                         if let Ok(ConnectionState::EncodeTlsData(mut data)) =
                             conn.process_tls_records(incoming).state
                         {
-                            let mut alert = [0; 64];
-                            if let Ok(n) = data.encode(&mut alert) {
-                                self.write.extend_from_slice(&alert[..n]);
+                            if encode(&mut data, &mut self.write).is_ok() {
                                 let _ = self.poll_send(cx);
                             }
                         }
@@ -658,12 +646,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
             }
         }
     }
+}
 
-    /// The record layer, once the handshake is done.
-    fn records(&mut self) -> io::Result<&mut Records> {
-        match &mut self.phase {
-            Phase::Traffic(records) => Ok(records),
-            _ => Err(io::ErrorKind::NotConnected.into()),
+/// The record layer, once the handshake is done.
+fn records(phase: &mut Phase) -> io::Result<&mut Records> {
+    match phase {
+        Phase::Traffic(records) => Ok(records),
+        _ => Err(io::ErrorKind::NotConnected.into()),
+    }
+}
+
+/// Appends the handshake record rustls has to `write`.
+fn encode(
+    data: &mut rustls::unbuffered::EncodeTlsData<'_, ServerConnectionData>,
+    write: &mut Vec<u8>,
+) -> io::Result<()> {
+    let at = write.len();
+    let mut room = 4096;
+    loop {
+        write.resize(at + room, 0);
+        match data.encode(&mut write[at..]) {
+            Ok(n) => {
+                write.truncate(at + n);
+                return Ok(());
+            }
+            Err(EncodeError::InsufficientSize(e)) => room = e.required_size,
+            Err(e) => {
+                write.truncate(at);
+                return Err(invalid(e.to_string()));
+            }
         }
     }
 }
@@ -708,9 +719,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
                 if there >= HEADER_BYTES + len {
                     let record = at..at + HEADER_BYTES + len;
                     this.read_from = record.end;
-                    let Phase::Traffic(records) = &mut this.phase else {
-                        return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
-                    };
+                    let records = records(&mut this.phase)?;
                     let (content, plain) = records.open(&mut this.read[record.clone()])?;
                     let plain = record.start + plain.start..record.start + plain.end;
                     match content {
@@ -752,15 +761,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
         // here stays within a few records.
         ready!(this.poll_send(cx))?;
         let take = buf.len().min(WRITE_CHUNK_BYTES);
-        let mut write = std::mem::take(&mut this.write);
-        let records = this.records()?;
+        let records = records(&mut this.phase)?;
         for chunk in buf[..take].chunks(PLAINTEXT_MAX) {
-            if let Err(e) = records.seal(CONTENT_APPLICATION_DATA, chunk, &mut write) {
-                this.write = write;
-                return Poll::Ready(Err(e));
-            }
+            records.seal(CONTENT_APPLICATION_DATA, chunk, &mut this.write)?;
         }
-        this.write = write;
         // Sent now: the caller does not flush. If the socket cannot take it
         // all yet, the rest goes before the next read or write.
         if let Poll::Ready(Err(e)) = this.poll_send(cx) {
@@ -779,15 +783,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
         let this = self.get_mut();
         if !this.closing {
             this.closing = true;
-            let mut write = std::mem::take(&mut this.write);
-            if let Ok(records) = this.records() {
-                let _ = records.seal(
-                    CONTENT_ALERT,
-                    &[ALERT_WARNING, ALERT_CLOSE_NOTIFY],
-                    &mut write,
-                );
+            if let Ok(records) = records(&mut this.phase) {
+                let alert = [ALERT_WARNING, ALERT_CLOSE_NOTIFY];
+                let _ = records.seal(CONTENT_ALERT, &alert, &mut this.write);
             }
-            this.write = write;
         }
         // The alert is sent if the socket takes it; an error is no reason to
         // keep the socket open.

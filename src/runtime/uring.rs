@@ -631,8 +631,10 @@ impl SocketRing {
             let there = self.doorbell.sent_on(receiving.channel) > receiving.taken;
             if there || !receiving.glommio.armed.load(Ordering::SeqCst) {
                 receiving.glommio.set_task(cx.waker());
-                let waker = Waker::from(receiving.glommio.clone());
-                match next.as_mut().poll(&mut Context::from_waker(&waker)) {
+                match next
+                    .as_mut()
+                    .poll(&mut Context::from_waker(&receiving.glommio_waker))
+                {
                     Poll::Ready(message) => {
                         receiving.taken += message.is_some() as u64;
                         self.received();
@@ -715,17 +717,21 @@ pub struct Receiving {
     /// Messages taken from it so far.
     taken: u64,
     glommio: Arc<GlommioWaker>,
+    /// `glommio` as a waker, made once.
+    glommio_waker: Waker,
 }
 
 impl Receiving {
     pub fn new(channel: usize) -> Receiving {
+        let glommio = Arc::new(GlommioWaker {
+            armed: std::sync::atomic::AtomicBool::new(false),
+            task: std::sync::Mutex::new(None),
+        });
         Receiving {
             channel,
             taken: 0,
-            glommio: Arc::new(GlommioWaker {
-                armed: std::sync::atomic::AtomicBool::new(false),
-                task: std::sync::Mutex::new(None),
-            }),
+            glommio_waker: Waker::from(glommio.clone()),
+            glommio,
         }
     }
 }
@@ -781,12 +787,19 @@ pub async fn drive(ring: Rc<SocketRing>, stop: impl Fn() -> bool, spin: Duration
     let mut last_work = Instant::now();
     let mut turn_due = last_work + TURN_EVERY;
     let mut seen = ring.doorbell.sent();
+    // Passes found work since the clock was last read for `last_work`.
+    let mut worked = false;
     while !stop() {
-        let mut now = None;
         if ring.pass() > 0 || ring.messages.take() {
             idle = 0;
-            last_work = *now.insert(Instant::now());
+            worked = true;
         } else {
+            if worked {
+                // The first pass since the last work that finds nothing: the
+                // clock is read once a busy stretch, not once a pass.
+                last_work = Instant::now();
+                worked = false;
+            }
             idle += 1;
         }
         // Another shard put a message on a channel: its receiver takes it.
@@ -800,7 +813,7 @@ pub async fn drive(ring: Rc<SocketRing>, stop: impl Fn() -> bool, spin: Duration
         }
         let mut turn = false;
         if idle > IDLE_PASSES_BEFORE_SLEEP {
-            let at = now.unwrap_or_else(Instant::now);
+            let at = Instant::now();
             let quiet = at - last_work;
             if quiet < spin {
                 // Keep passing.
