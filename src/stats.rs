@@ -41,6 +41,9 @@ pub struct ShardStats {
     /// Requests this shard sent to another shard of the node, and received from one.
     pub forwarded_out: u64,
     pub forwarded_in: u64,
+    /// Of `forwarded_in`: replies this shard sent on the client's connection
+    /// itself, the connection lent for a lone request (`runtime::gate`).
+    pub forwarded_sent: u64,
     /// Times a connection's receiving stopped because it held the most received,
     /// unread bytes a connection may hold (the socket ring's bound).
     pub receive_pauses: u64,
@@ -82,6 +85,7 @@ impl ShardStats {
             bytes_written,
             forwarded_out,
             forwarded_in,
+            forwarded_sent,
             receive_pauses
         );
     }

@@ -19,6 +19,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "plain values and helpers that import no other runtime module",
         &[
+            "gate",
             "messages",
             "doorbell",
             "conns",

@@ -193,6 +193,7 @@ fn general_stats(v: &NodeView, w: &mut Bytes) {
     // ringcache's own: requests that crossed between shards of this node.
     stat(w, "forwarded_out", s.forwarded_out);
     stat(w, "forwarded_in", s.forwarded_in);
+    stat(w, "forwarded_sent", s.forwarded_sent);
     // And times a connection stopped receiving, holding the most unread bytes it may.
     stat(w, "receive_pauses", s.receive_pauses);
     // `version` is the memcached release served; this is ringcache's own.
@@ -400,6 +401,11 @@ fn shards_stats(per_shard: &[(ShardStats, StoreStats)], w: &mut Bytes) {
         stat(w, format_args!("shard:{n}:get_misses"), s.get_misses);
         stat(w, format_args!("shard:{n}:forwarded_out"), s.forwarded_out);
         stat(w, format_args!("shard:{n}:forwarded_in"), s.forwarded_in);
+        stat(
+            w,
+            format_args!("shard:{n}:forwarded_sent"),
+            s.forwarded_sent,
+        );
         stat(
             w,
             format_args!("shard:{n}:curr_connections"),

@@ -7,8 +7,9 @@
 //! messages and proposals a shard receives go to the control thread as a
 //! [`ControlInput`].
 //!
-//! Bottom layer: plain values, no I/O; imports nothing else of `runtime`.
+//! Bottom layer: plain values, no I/O; imports only [`gate`](super::gate) of `runtime`.
 
+use super::gate::SendGate;
 use crate::cluster::config::ClusterConfig;
 use crate::cluster::route::Role;
 use crate::consensus::{Epoch, Message};
@@ -20,6 +21,7 @@ use crate::protocol::text::{GetKind, Request};
 use crate::stats::{Latency, ShardStats};
 use crate::storage::StoreStats;
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One request inside a forwarded batch: a byte range of [`Batch::bytes`].
@@ -78,6 +80,11 @@ pub struct Batch {
     /// The parsed binary requests, likewise.
     pub binaries: Vec<Carried<BinRequest<'static>>>,
     pub reply_buffers: Replies,
+    /// A lone request's connection, lent to the owner to send the reply on
+    /// itself, followed by `tail` (see [`gate`](super::gate)).
+    pub lent: Option<Arc<SendGate>>,
+    /// What the connection writes after the reply (a get's `END`).
+    pub tail: Vec<u8>,
 }
 
 impl Batch {
@@ -134,13 +141,19 @@ impl Batch {
         self.ops.clear();
         self.texts.clear();
         self.binaries.clear();
+        self.lent = None;
+        self.tail.clear();
     }
 
     /// Drops the carried requests' buffer once a deep pipeline made it larger
-    /// than `bytes_max`, so an idle connection does not keep it.
+    /// than `bytes_max`, and the tail once a large reply filled it, so an idle
+    /// connection does not keep them.
     pub fn release_large_buffers(&mut self, bytes_max: usize) {
         if self.texts.capacity() * std::mem::size_of::<Carried<Request<'static>>>() > bytes_max {
             self.texts = Vec::new();
+        }
+        if self.tail.capacity() > bytes_max {
+            self.tail = Vec::new();
         }
     }
 }
@@ -150,6 +163,9 @@ impl Batch {
 pub struct Replies {
     pub bytes: Vec<u8>,
     pub ends: Vec<u32>,
+    /// The owner sent the start of the reply on the lent connection: `bytes`
+    /// is what the socket did not take, the batch's `tail` included.
+    pub sent_with_tail: bool,
 }
 
 impl Replies {

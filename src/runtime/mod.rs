@@ -12,8 +12,9 @@
 //! its own layer listed before it, or of a lower one (`tests/layering.rs` checks
 //! this, and its `LAYERS` is the full list):
 //!
-//! 1. plain values and helpers: `messages` between shards and to the control
-//!    thread, each shard's `doorbell`, one shard's store (`state`), `conns`,
+//! 1. plain values and helpers: a connection's socket lent to another shard
+//!    (`gate`), `messages` between shards and to the control thread, each
+//!    shard's `doorbell`, one shard's store (`state`), `conns`,
 //!    [`auth`], `tls`, ...;
 //! 2. one shard's way to the others of its node: `waiters`, `siblings`;
 //! 3. client sockets: `uring`, the `stream` over it or glommio's, and `watch`,
@@ -37,6 +38,7 @@ mod conns;
 pub mod control;
 mod ctx;
 mod doorbell;
+mod gate;
 mod launch;
 mod messages;
 mod metrics;

@@ -12,7 +12,8 @@ use super::conn;
 use super::conns::{self, ConnState, Registration};
 use super::ctx::ShardCtx;
 use super::doorbell::Doorbell;
-use super::messages::{Answer, Ask, Batch, ForwardKind, ForwardOp, FromShard, ToShard};
+use super::gate::SendGate;
+use super::messages::{Answer, Ask, Batch, ForwardKind, ForwardOp, FromShard, Replies, ToShard};
 use super::state::{self, hot_keys, latency, reset_stats, with_state};
 use super::stream::ClientStream;
 use super::uring::{self, SocketRing};
@@ -491,6 +492,26 @@ fn owns(ring: &Ring, me: u32, point: Option<u32>, from: u32) -> bool {
 /// and the reply to send if they do not come (empty: the text one).
 type Held = (cluster::Ticket, Vec<u8>);
 
+/// Sends the reply to a lone request, and the connection's `tail` after it,
+/// on the connection `gate` lends (see `gate`); leaves in `replies` what the
+/// socket did not take, for the connection to write.
+fn send_on_lent(gate: &SendGate, replies: &mut Replies, tail: &[u8]) {
+    let reply = replies.bytes.len();
+    replies.bytes.extend_from_slice(tail);
+    let sent = gate.send(&replies.bytes);
+    if sent == 0 {
+        replies.bytes.truncate(reply);
+        return;
+    }
+    replies.bytes.drain(..sent);
+    replies.ends[0] = replies.bytes.len() as u32;
+    replies.sent_with_tail = true;
+    with_state(|s| {
+        s.stats.bytes_written += sent as u64;
+        s.stats.forwarded_sent += 1;
+    });
+}
+
 /// Serves a request from another shard of this node.
 async fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
     let clock = ctx.node.clock();
@@ -499,6 +520,7 @@ async fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
             let mut replies = std::mem::take(&mut batch.reply_buffers);
             replies.bytes.clear();
             replies.ends.clear();
+            replies.sent_with_tail = false;
             let mut tickets = Vec::new();
             with_state(|state| {
                 state.stats.forwarded_in += batch.ops.len() as u64;
@@ -525,6 +547,9 @@ async fn answer(ctx: &ShardCtx, from: u32, ask: Ask) -> Answer {
                 }
             }
             super::watch::publish_pending(&ctx.node.watchers);
+            if let Some(gate) = batch.lent.take().filter(|_| batch.ops.len() == 1) {
+                send_on_lent(&gate, &mut replies, &batch.tail);
+            }
             batch.clear();
             Answer::Replies { replies, batch }
         }

@@ -4,6 +4,7 @@
 //!
 //! Socket layer, beside `uring`.
 
+use super::gate::SendGate;
 use super::sealed::Sealed;
 use super::tls::TlsStream;
 use super::uring::{RingStream, SocketRing};
@@ -53,6 +54,16 @@ impl ClientStream {
 }
 
 impl ClientStream {
+    /// A plain connection on the socket ring with nothing on its way: its
+    /// socket, for the shard that owns a lone request's key to send the reply
+    /// on (see [`gate`](super::gate)).
+    pub fn lend(&self) -> Option<Arc<SendGate>> {
+        match self {
+            ClientStream::Ring(s) => s.lend(),
+            _ => None,
+        }
+    }
+
     /// The connection's socket, which names it in `stats conns`.
     pub fn raw_fd(&self) -> RawFd {
         match self {

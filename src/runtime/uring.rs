@@ -45,6 +45,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use super::doorbell::Doorbell;
+use super::gate::SendGate;
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
@@ -116,6 +117,9 @@ struct Io {
     /// The stream is gone: the descriptor is closed and the slot freed once no
     /// operation of it is outstanding.
     closed: bool,
+    /// Lends the socket to another shard for one reply (closed before the
+    /// descriptor is).
+    gate: Arc<SendGate>,
 }
 
 impl Io {
@@ -365,6 +369,7 @@ impl SocketRing {
             send_error: None,
             writer: None,
             closed: false,
+            gate: Arc::new(SendGate::new(fd)),
         }));
         self.arm_receive(&mut io.borrow_mut());
         self.conns.borrow_mut()[slot as usize] = Some(io.clone());
@@ -565,6 +570,7 @@ impl SocketRing {
             return;
         }
         let (fd, slot) = (io.fd, io.slot);
+        io.gate.close();
         drop(io);
         let _ = nix::unistd::close(fd);
         self.conns.borrow_mut()[slot as usize] = None;
@@ -856,6 +862,14 @@ impl RingStream {
     /// The connection's socket.
     pub(super) fn raw_fd(&self) -> RawFd {
         self.io.borrow().fd
+    }
+
+    /// The socket's gate, when another shard may send on it now: nothing
+    /// written here is still on its way, and the socket has not failed.
+    pub(super) fn lend(&self) -> Option<Arc<SendGate>> {
+        let io = self.io.borrow();
+        let idle = !io.in_flight && io.send_error.is_none() && !io.closed && io.ended.is_none();
+        idle.then(|| io.gate.clone())
     }
 
     fn close_now(&mut self) {

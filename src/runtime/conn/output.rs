@@ -3,7 +3,9 @@
 //! nodes, and writes held for their acknowledgements.
 //!
 //! Does I/O through channels: [`Output::complete`] sends the batches to the
-//! other shards and awaits their answers; it writes nothing to the client.
+//! other shards and awaits their answers; it writes nothing to the client,
+//! but may lend the client's socket to the owner of a lone request's key,
+//! which then sends the read's replies itself (see `gate`).
 
 use super::peer_forward::PeerOp;
 use crate::cluster::wire;
@@ -13,9 +15,11 @@ use crate::limits::{
 use crate::runtime::cluster::Ticket;
 use crate::runtime::ctx::{Placement, ShardCtx};
 use crate::runtime::doorbell::Doorbell;
+use crate::runtime::gate::SendGate;
 use crate::runtime::messages::{Answer, Ask, Batch, Forward, Replies, ToShard};
 use crate::runtime::state::with_state;
 use crate::runtime::waiters::Wait;
+use std::sync::Arc;
 
 /// Where one run of reply bytes comes from when some requests went to other shards.
 pub(super) enum Piece {
@@ -76,6 +80,11 @@ pub(in crate::runtime) struct Output {
     retrievals: Vec<std::ops::Range<usize>>,
     /// The connection's id (its descriptor), named in `watch` lines.
     pub(in crate::runtime) cfd: u64,
+    /// The connection's socket, lent for this read's replies when they are
+    /// one other shard's reply and what follows it (see `gate`).
+    pub(in crate::runtime) lend: Option<Arc<SendGate>>,
+    /// The owner sent the local replies after its own (`lend`).
+    tail_sent: bool,
 }
 
 impl Output {
@@ -98,6 +107,8 @@ impl Output {
             ticket_failures: Vec::new(),
             retrievals: Vec::new(),
             cfd: 0,
+            lend: None,
+            tail_sent: false,
         }
     }
 
@@ -214,7 +225,15 @@ impl Output {
         self.complete_peers(ctx).await;
         let mut spliced = std::mem::take(&mut self.spliced);
         spliced.clear();
-        self.splice_into(&mut spliced);
+        let tail_sent = std::mem::take(&mut self.tail_sent);
+        match (tail_sent, &self.pieces[..]) {
+            // The owner sent this read's replies itself (see `gate`): what the
+            // socket did not take is left in its fragment.
+            (true, [Piece::Remote { shard, op: 0 }, ..]) => {
+                spliced.extend_from_slice(self.replies[*shard as usize].fragment(0))
+            }
+            _ => self.splice_into(&mut spliced),
+        }
         self.retrievals.clear();
         // `forwarded_out` counts crossings to another shard of this node:
         // not writes applied here and held for their acks, nor requests sent
@@ -226,7 +245,9 @@ impl Output {
         self.tickets.clear();
         self.tickets_ok.clear();
         self.ticket_failures.clear();
-        spliced.extend_from_slice(&self.out[self.local_mark..]);
+        if !tail_sent {
+            spliced.extend_from_slice(&self.out[self.local_mark..]);
+        }
         self.spliced = std::mem::replace(&mut self.out, spliced);
         self.release_large_buffers();
         self.pieces.clear();
@@ -240,6 +261,7 @@ impl Output {
     /// work on them together. Err: a shard is gone.
     async fn exchange_batches(&mut self, ctx: &ShardCtx) -> Result<(), ()> {
         let mut waits = std::mem::take(&mut self.waits);
+        let lent = self.lend.take().filter(|_| self.lone_remote());
         for shard in 0..self.batches.len() {
             if self.batches[shard].is_empty() {
                 continue;
@@ -247,6 +269,12 @@ impl Output {
             let mut batch = std::mem::take(&mut self.batches[shard]);
             batch.reply_buffers = std::mem::take(&mut self.replies[shard]);
             batch.cfd = self.cfd;
+            if let Some(gate) = &lent {
+                // The lone request's batch: its reply is all this read
+                // writes, then what this shard wrote after it.
+                batch.lent = Some(gate.clone());
+                batch.tail.extend_from_slice(&self.out);
+            }
             let siblings = &ctx.siblings;
             let slot = siblings.waiters.take_slot();
             let wait = siblings.waiters.wait(slot);
@@ -266,6 +294,7 @@ impl Output {
         for (shard, wait) in waits.drain(..) {
             match wait.await {
                 Answer::Replies { replies, batch } => {
+                    self.tail_sent |= replies.sent_with_tail;
                     self.replies[shard] = replies;
                     self.batches[shard] = batch;
                 }
@@ -274,6 +303,21 @@ impl Output {
         }
         self.waits = waits;
         Ok(())
+    }
+
+    /// Whether this read's replies are one other shard's reply to one request
+    /// and this shard's own after it (a get's `END`, all of `out`): nothing
+    /// before it, no other forward.
+    fn lone_remote(&self) -> bool {
+        self.forwarded == 1
+            && self.peer_ops.is_empty()
+            && self.tickets.is_empty()
+            && match &self.pieces[..] {
+                [Piece::Remote { op: 0, .. }, after @ ..] => {
+                    after.iter().all(|p| matches!(p, Piece::Local { .. }))
+                }
+                _ => false,
+            }
     }
 
     /// Writes every piece into `spliced` in request order; a multi-key get one

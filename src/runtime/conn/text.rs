@@ -104,6 +104,9 @@ pub(super) async fn handle_buffer(
             }
         }
     }
+    if output.forwarded == 1 && ctx.cluster.is_none() {
+        output.lend = stream.lend();
+    }
     if output.complete(ctx).await.is_err() {
         return After::Close;
     }
