@@ -50,6 +50,14 @@ impl TwoShards {
     }
 }
 
+/// A value larger than a loopback socket takes at once (the servers of these
+/// tests run with `-I 8m`).
+fn large_value() -> Vec<u8> {
+    (0..6 * 1024 * 1024)
+        .map(|i| b'a' + (i % 23) as u8)
+        .collect()
+}
+
 #[test]
 fn an_owner_sends_the_reply_to_a_lone_request_on_the_clients_connection() {
     if support::ringcache_stands_in_for_memcached() {
@@ -114,9 +122,7 @@ fn a_reply_the_socket_does_not_take_whole_arrives_whole() {
     let shards = TwoShards::start(&["-I", "8m", "-m", "64"]);
     let mut client = Client::connect(shards.base);
     let key = shards.key_of(1, "large", 0);
-    let value: Vec<u8> = (0..6 * 1024 * 1024)
-        .map(|i| b'a' + (i % 23) as u8)
-        .collect();
+    let value = large_value();
     client.set(&key, &value);
     for _ in 0..3 {
         client.send(format!("get {key}\r\n").as_bytes());
@@ -226,9 +232,7 @@ fn a_reply_still_on_its_way_is_not_overtaken() {
     let mut client = Client::connect(shards.base);
     let large = shards.key_of(0, "behind", 0);
     let small = shards.key_of(1, "behind", 0);
-    let value: Vec<u8> = (0..6 * 1024 * 1024)
-        .map(|i| b'a' + (i % 23) as u8)
-        .collect();
+    let value = large_value();
     client.set(&large, &value);
     client.set(&small, b"small");
     let sent_before = shards.forwarded_sent();
