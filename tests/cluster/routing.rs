@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::common::requests::{assert_all_read, assert_owners_hold, items, parse_stats, stat_u64};
+use crate::common::requests::{
+    assert_all_read, assert_owners_hold, items, parse_stats, stat_u64, Local,
+};
 use crate::common::{authenticate, Cluster, Layout};
 use crate::support::{self, show, Client, REPLY_TIMEOUT};
 
@@ -43,6 +45,43 @@ fn keys_sent_to_their_primary_shard_cross_nothing() {
     assert_all_read(&mut cluster.client(1), &items, 1);
     let stats = parse_stats(&cluster.client(1).call(b"stats\r\n", b"END\r\n"));
     assert!(stat_u64(&stats, "forwarded_out") > 0);
+}
+
+/// A lone request for a key another shard of the node owns is answered by that
+/// shard on the client's connection itself (`forwarded_sent`), a replicated
+/// write only once its replica holds it: every reply right, every owner holding
+/// its copy.
+#[test]
+fn a_lone_request_crossing_shards_is_answered_by_its_owner_after_its_replicas() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    let cluster = Cluster::start(&Layout::real(2, 2, 2, "all"));
+    // Keys whose primary is node 1's shard 1.
+    let items: Vec<(String, String)> = (0..)
+        .map(|i| format!("lent:{i}"))
+        .filter(|key| cluster.primary(key) == (1, 1))
+        .take(10)
+        .enumerate()
+        .map(|(i, key)| (key, format!("value-{i}")))
+        .collect();
+    // On node 1's shard 0's own endpoint: every key crosses to shard 1.
+    let node = cluster.node(1);
+    let mut client = Client::connect_at(&node.ip, node.shard_ports[0]);
+    let mut replica = cluster.local_reader(2);
+    for (key, value) in &items {
+        client.set(key, value.as_bytes());
+        // Acknowledged by all: the replica held it before the client heard.
+        assert_eq!(replica.mg(key), Local::value(value), "{key} at node 2");
+        assert_eq!(client.get(key).as_deref(), Some(value.as_bytes()), "{key}");
+    }
+    assert_owners_hold(&cluster, &items, "written through a crossing");
+    let stats = parse_stats(&cluster.client(1).call(b"stats\r\n", b"END\r\n"));
+    assert_eq!(
+        stat_u64(&stats, "forwarded_sent"),
+        2 * items.len() as u64,
+        "a set and a get of each key, each answered by its owner"
+    );
 }
 
 /// `forwarded_out` and `forwarded_in` count crossings between the shards of one

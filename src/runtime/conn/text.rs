@@ -104,7 +104,7 @@ pub(super) async fn handle_buffer(
             }
         }
     }
-    if output.forwarded == 1 && ctx.cluster.is_none() {
+    if output.forwarded == 1 {
         output.lend = stream.lend();
     }
     if output.complete(ctx).await.is_err() {
