@@ -2,9 +2,10 @@
 //!
 //! A lone request for a key another shard owns would otherwise wake two
 //! threads before its reply leaves: the owner, and then this shard with the
-//! answer. When the request is all that a read asked, and nothing this shard
-//! wrote to the connection is still on its way, the connection lends the
-//! owner its socket through a [`SendGate`]: the owner sends the reply itself
+//! answer. When a read's replies are that one reply and then only this
+//! shard's own (a get's `END`), and nothing this shard wrote to the
+//! connection is still on its way, the connection lends the owner its socket
+//! through a [`SendGate`], with its own replies: the owner sends them all
 //! (one non-blocking `send`), then answers as usual with whatever the socket
 //! did not take. The connection writes nothing until that answer comes, so
 //! replies stay in order.
