@@ -259,3 +259,55 @@ fn a_reply_still_on_its_way_is_not_overtaken() {
         "the owner sent on a busy socket"
     );
 }
+
+/// One binary request: `opcode`, `extras`, `key`, `value`, opaque `opaque`.
+fn binary_request(opcode: u8, extras: &[u8], key: &[u8], value: &[u8], opaque: u32) -> Vec<u8> {
+    let body = extras.len() + key.len() + value.len();
+    let mut out = vec![0x80, opcode];
+    out.extend_from_slice(&(key.len() as u16).to_be_bytes());
+    out.push(extras.len() as u8);
+    out.extend_from_slice(&[0, 0, 0]);
+    out.extend_from_slice(&(body as u32).to_be_bytes());
+    out.extend_from_slice(&opaque.to_be_bytes());
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(extras);
+    out.extend_from_slice(key);
+    out.extend_from_slice(value);
+    out
+}
+
+/// The binary protocol too: a lone `GET` and `SET` for another shard's key are
+/// answered by its owner, byte for byte as the owner answers on its own port.
+#[test]
+fn a_lone_binary_request_is_answered_by_its_owner_as_on_its_own_port() {
+    if support::ringcache_stands_in_for_memcached() {
+        return;
+    }
+    const GET: u8 = 0x00;
+    const SET: u8 = 0x01;
+    let shards = TwoShards::start(&[]);
+    let key = shards.key_of(1, "binary", 0);
+    let mut crossing = Client::connect(shards.base);
+    let mut owner = Client::connect(shards.base + 1);
+    let flags_and_expiry = [0, 0, 0, 9, 0, 0, 0, 0];
+    let set = binary_request(SET, &flags_and_expiry, key.as_bytes(), b"value", 7);
+    crossing.send(&set);
+    let stored = crossing.read_exact_n(24, support::REPLY_TIMEOUT).unwrap();
+    assert_eq!(stored[..2], [0x81, SET], "{}", support::show(&stored));
+    assert_eq!(stored[6..8], [0, 0], "status: {}", support::show(&stored));
+    let get = binary_request(GET, &[], key.as_bytes(), &[], 8);
+    // A GET reply: 24 bytes of header, 4 of flags, the value.
+    let reply_len = 24 + 4 + 5;
+    let mut replies = Vec::new();
+    for client in [&mut crossing, &mut owner] {
+        client.send(&get);
+        replies.push(
+            client
+                .read_exact_n(reply_len, support::REPLY_TIMEOUT)
+                .unwrap(),
+        );
+    }
+    assert_eq!(support::show(&replies[0]), support::show(&replies[1]));
+    assert_eq!(&replies[0][24..], b"\0\0\0\tvalue");
+    assert_eq!(shards.forwarded_sent(), 2, "the SET and the GET");
+}

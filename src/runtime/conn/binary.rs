@@ -79,6 +79,9 @@ pub(super) async fn handle_buffer(
             return After::Close;
         }
     }
+    if output.forwarded == 1 {
+        output.lend = stream.lend();
+    }
     if output.complete(ctx).await.is_err() {
         return After::Close;
     }
