@@ -276,8 +276,9 @@ fn binary_request(opcode: u8, extras: &[u8], key: &[u8], value: &[u8], opaque: u
     out
 }
 
-/// The binary protocol too: a lone `GET` and `SET` for another shard's key are
-/// answered by its owner, byte for byte as the owner answers on its own port.
+/// The binary protocol too: a lone `GET` and `SET` for another shard's key,
+/// and a `GETQ` ended by a `NOOP`, are answered by its owner, byte for byte as
+/// the owner answers on its own port.
 #[test]
 fn a_lone_binary_request_is_answered_by_its_owner_as_on_its_own_port() {
     if support::ringcache_stands_in_for_memcached() {
@@ -309,5 +310,25 @@ fn a_lone_binary_request_is_answered_by_its_owner_as_on_its_own_port() {
     }
     assert_eq!(support::show(&replies[0]), support::show(&replies[1]));
     assert_eq!(&replies[0][24..], b"\0\0\0\tvalue");
-    assert_eq!(shards.forwarded_sent(), 2, "the SET and the GET");
+    // A quiet GETQ and the NOOP that ends a client's batch of them.
+    const GETQ: u8 = 0x09;
+    const NOOP: u8 = 0x0a;
+    let mut replies = Vec::new();
+    for client in [&mut crossing, &mut owner] {
+        let mut batch = binary_request(GETQ, &[], key.as_bytes(), &[], 9);
+        batch.extend_from_slice(&binary_request(NOOP, &[], &[], &[], 10));
+        client.send(&batch);
+        replies.push(
+            client
+                .read_exact_n(reply_len + 24, support::REPLY_TIMEOUT)
+                .unwrap(),
+        );
+    }
+    assert_eq!(support::show(&replies[0]), support::show(&replies[1]));
+    assert_eq!(replies[0][reply_len + 1], NOOP);
+    assert_eq!(
+        shards.forwarded_sent(),
+        3,
+        "the SET, the GET and the GETQ with its NOOP"
+    );
 }

@@ -65,6 +65,9 @@ pub(super) async fn handle_buffer(
         } else if matches!(req.command, Command::Noop) {
             // memcached writes out every reply up to a NOOP before it reads on, so
             // they reach the client even if a later packet closes the connection.
+            if output.forwarded == 1 {
+                output.lend = stream.lend();
+            }
             if drain(ctx, stream, output).await.is_err() {
                 return After::Close;
             }
