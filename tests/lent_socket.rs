@@ -260,22 +260,6 @@ fn a_reply_still_on_its_way_is_not_overtaken() {
     );
 }
 
-/// One binary request: `opcode`, `extras`, `key`, `value`, opaque `opaque`.
-fn binary_request(opcode: u8, extras: &[u8], key: &[u8], value: &[u8], opaque: u32) -> Vec<u8> {
-    let body = extras.len() + key.len() + value.len();
-    let mut out = vec![0x80, opcode];
-    out.extend_from_slice(&(key.len() as u16).to_be_bytes());
-    out.push(extras.len() as u8);
-    out.extend_from_slice(&[0, 0, 0]);
-    out.extend_from_slice(&(body as u32).to_be_bytes());
-    out.extend_from_slice(&opaque.to_be_bytes());
-    out.extend_from_slice(&[0; 8]);
-    out.extend_from_slice(extras);
-    out.extend_from_slice(key);
-    out.extend_from_slice(value);
-    out
-}
-
 /// The binary protocol too: a lone `GET` and `SET` for another shard's key,
 /// and a `GETQ` ended by a `NOOP`, are answered by its owner, byte for byte as
 /// the owner answers on its own port.
@@ -291,12 +275,12 @@ fn a_lone_binary_request_is_answered_by_its_owner_as_on_its_own_port() {
     let mut crossing = Client::connect(shards.base);
     let mut owner = Client::connect(shards.base + 1);
     let flags_and_expiry = [0, 0, 0, 9, 0, 0, 0, 0];
-    let set = binary_request(SET, &flags_and_expiry, key.as_bytes(), b"value", 7);
+    let set = support::binary_request(SET, &flags_and_expiry, key.as_bytes(), b"value", 7);
     crossing.send(&set);
     let stored = crossing.read_exact_n(24, support::REPLY_TIMEOUT).unwrap();
     assert_eq!(stored[..2], [0x81, SET], "{}", support::show(&stored));
     assert_eq!(stored[6..8], [0, 0], "status: {}", support::show(&stored));
-    let get = binary_request(GET, &[], key.as_bytes(), &[], 8);
+    let get = support::binary_request(GET, &[], key.as_bytes(), &[], 8);
     // A GET reply: 24 bytes of header, 4 of flags, the value.
     let reply_len = 24 + 4 + 5;
     let mut replies = Vec::new();
@@ -315,8 +299,8 @@ fn a_lone_binary_request_is_answered_by_its_owner_as_on_its_own_port() {
     const NOOP: u8 = 0x0a;
     let mut replies = Vec::new();
     for client in [&mut crossing, &mut owner] {
-        let mut batch = binary_request(GETQ, &[], key.as_bytes(), &[], 9);
-        batch.extend_from_slice(&binary_request(NOOP, &[], &[], &[], 10));
+        let mut batch = support::binary_request(GETQ, &[], key.as_bytes(), &[], 9);
+        batch.extend_from_slice(&support::binary_request(NOOP, &[], &[], &[], 10));
         client.send(&batch);
         replies.push(
             client

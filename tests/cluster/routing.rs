@@ -139,22 +139,6 @@ fn a_lone_client_reading_through_one_hop_is_answered_at_once() {
     }
 }
 
-/// One binary request: `opcode`, `extras`, `key`, `value`, opaque `opaque`.
-fn binary_request(opcode: u8, extras: &[u8], key: &[u8], value: &[u8], opaque: u32) -> Vec<u8> {
-    let body = extras.len() + key.len() + value.len();
-    let mut out = vec![0x80, opcode];
-    out.extend_from_slice(&(key.len() as u16).to_be_bytes());
-    out.push(extras.len() as u8);
-    out.extend_from_slice(&[0, 0, 0]);
-    out.extend_from_slice(&(body as u32).to_be_bytes());
-    out.extend_from_slice(&opaque.to_be_bytes());
-    out.extend_from_slice(&[0; 8]);
-    out.extend_from_slice(extras);
-    out.extend_from_slice(key);
-    out.extend_from_slice(value);
-    out
-}
-
 /// Reads one binary response: (opcode, status, opaque, value after extras and key).
 fn binary_response(client: &mut Client) -> (u8, u16, u32, Vec<u8>) {
     let header = client
@@ -192,7 +176,7 @@ fn binary_requests_reach_every_key_through_any_node() {
     let mut batch = Vec::new();
     for (i, (key, value)) in items.iter().enumerate() {
         let extras = [0, 0, 0, 7, 0, 0, 0, 0];
-        batch.extend(binary_request(
+        batch.extend(support::binary_request(
             0x11,
             &extras,
             key.as_bytes(),
@@ -200,7 +184,7 @@ fn binary_requests_reach_every_key_through_any_node() {
             i as u32,
         ));
     }
-    batch.extend(binary_request(0x0a, &[], &[], &[], 0xfeed));
+    batch.extend(support::binary_request(0x0a, &[], &[], &[], 0xfeed));
     node1.send(&batch);
     let (opcode, status, opaque, _) = binary_response(&mut node1);
     assert_eq!(
@@ -212,7 +196,13 @@ fn binary_requests_reach_every_key_through_any_node() {
     let mut node2 = cluster.client(2);
     let mut gets = Vec::new();
     for (i, (key, _)) in items.iter().enumerate() {
-        gets.extend(binary_request(0x00, &[], key.as_bytes(), &[], i as u32));
+        gets.extend(support::binary_request(
+            0x00,
+            &[],
+            key.as_bytes(),
+            &[],
+            i as u32,
+        ));
     }
     node2.send(&gets);
     for (i, (key, value)) in items.iter().enumerate() {
@@ -225,9 +215,9 @@ fn binary_requests_reach_every_key_through_any_node() {
     // DELETE and a GET miss through node 3.
     let mut node3 = cluster.client(3);
     let (key, _) = &items[0];
-    node3.send(&binary_request(0x04, &[], key.as_bytes(), &[], 1));
+    node3.send(&support::binary_request(0x04, &[], key.as_bytes(), &[], 1));
     assert_eq!(binary_response(&mut node3).1, 0, "delete {key}");
-    node3.send(&binary_request(0x00, &[], key.as_bytes(), &[], 2));
+    node3.send(&support::binary_request(0x00, &[], key.as_bytes(), &[], 2));
     assert_eq!(
         binary_response(&mut node3).1,
         1,

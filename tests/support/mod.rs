@@ -824,6 +824,22 @@ pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
+/// One binary request: `opcode`, `extras`, `key`, `value`, opaque `opaque`.
+pub fn binary_request(opcode: u8, extras: &[u8], key: &[u8], value: &[u8], opaque: u32) -> Vec<u8> {
+    let body = extras.len() + key.len() + value.len();
+    let mut out = vec![0x80, opcode];
+    out.extend_from_slice(&(key.len() as u16).to_be_bytes());
+    out.push(extras.len() as u8);
+    out.extend_from_slice(&[0, 0, 0]);
+    out.extend_from_slice(&(body as u32).to_be_bytes());
+    out.extend_from_slice(&opaque.to_be_bytes());
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(extras);
+    out.extend_from_slice(key);
+    out.extend_from_slice(value);
+    out
+}
+
 /// Bytes shown for a failure message: printable ASCII as is, `\r` `\n` escaped,
 /// others as `\xNN`; long runs of one byte are shortened.
 pub fn show(bytes: &[u8]) -> String {
