@@ -65,9 +65,7 @@ pub(super) async fn handle_buffer(
         } else if matches!(req.command, Command::Noop) {
             // memcached writes out every reply up to a NOOP before it reads on, so
             // they reach the client even if a later packet closes the connection.
-            if output.forwarded == 1 {
-                output.lend = stream.lend();
-            }
+            output.offer_socket(stream);
             if drain(ctx, stream, output).await.is_err() {
                 return After::Close;
             }
@@ -82,9 +80,7 @@ pub(super) async fn handle_buffer(
             return After::Close;
         }
     }
-    if output.forwarded == 1 {
-        output.lend = stream.lend();
-    }
+    output.offer_socket(stream);
     if output.complete(ctx).await.is_err() {
         return After::Close;
     }

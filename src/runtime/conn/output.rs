@@ -18,6 +18,7 @@ use crate::runtime::doorbell::Doorbell;
 use crate::runtime::gate::SendGate;
 use crate::runtime::messages::{Answer, Ask, Batch, Forward, Replies, ToShard};
 use crate::runtime::state::with_state;
+use crate::runtime::stream::ClientStream;
 use crate::runtime::waiters::Wait;
 use std::sync::Arc;
 
@@ -82,9 +83,7 @@ pub(in crate::runtime) struct Output {
     pub(in crate::runtime) cfd: u64,
     /// The connection's socket, lent for this read's replies when they are
     /// one other shard's reply and what follows it (see `gate`).
-    pub(in crate::runtime) lend: Option<Arc<SendGate>>,
-    /// The owner sent the local replies after its own (`lend`).
-    tail_sent: bool,
+    lend: Option<Arc<SendGate>>,
 }
 
 impl Output {
@@ -108,7 +107,6 @@ impl Output {
             retrievals: Vec::new(),
             cfd: 0,
             lend: None,
-            tail_sent: false,
         }
     }
 
@@ -225,14 +223,11 @@ impl Output {
         self.complete_peers(ctx).await;
         let mut spliced = std::mem::take(&mut self.spliced);
         spliced.clear();
-        let tail_sent = std::mem::take(&mut self.tail_sent);
-        match (tail_sent, &self.pieces[..]) {
-            // The owner sent this read's replies itself (see `gate`): what the
-            // socket did not take is left in its fragment.
-            (true, [Piece::Remote { shard, op: 0 }, ..]) => {
-                spliced.extend_from_slice(self.replies[*shard as usize].fragment(0))
-            }
-            _ => self.splice_into(&mut spliced),
+        let sent_by = self.sent_by_owner();
+        match sent_by {
+            // What the socket did not take is left in the owner's fragment.
+            Some(shard) => spliced.extend_from_slice(self.replies[shard].fragment(0)),
+            None => self.splice_into(&mut spliced),
         }
         self.retrievals.clear();
         // `forwarded_out` counts crossings to another shard of this node:
@@ -245,7 +240,7 @@ impl Output {
         self.tickets.clear();
         self.tickets_ok.clear();
         self.ticket_failures.clear();
-        if !tail_sent {
+        if sent_by.is_none() {
             spliced.extend_from_slice(&self.out[self.local_mark..]);
         }
         self.spliced = std::mem::replace(&mut self.out, spliced);
@@ -261,7 +256,7 @@ impl Output {
     /// work on them together. Err: a shard is gone.
     async fn exchange_batches(&mut self, ctx: &ShardCtx) -> Result<(), ()> {
         let mut waits = std::mem::take(&mut self.waits);
-        let lent = self.lend.take().filter(|_| self.lone_remote());
+        let lent = self.lend.take();
         for shard in 0..self.batches.len() {
             if self.batches[shard].is_empty() {
                 continue;
@@ -294,7 +289,6 @@ impl Output {
         for (shard, wait) in waits.drain(..) {
             match wait.await {
                 Answer::Replies { replies, batch } => {
-                    self.tail_sent |= replies.sent_with_tail;
                     self.replies[shard] = replies;
                     self.batches[shard] = batch;
                 }
@@ -303,6 +297,25 @@ impl Output {
         }
         self.waits = waits;
         Ok(())
+    }
+
+    /// Lends `stream`'s socket to the owner of this read's request when the
+    /// read's replies are that one other shard's reply and then this shard's
+    /// own (see `gate`). Called just before the replies are completed.
+    pub(in crate::runtime) fn offer_socket(&mut self, stream: &ClientStream) {
+        if self.lone_remote() {
+            self.lend = stream.lend();
+        }
+    }
+
+    /// The shard that sent this read's replies itself, on the lent socket.
+    fn sent_by_owner(&self) -> Option<usize> {
+        match self.pieces[..] {
+            [Piece::Remote { shard, op: 0 }, ..] if self.replies[shard as usize].sent_with_tail => {
+                Some(shard as usize)
+            }
+            _ => None,
+        }
     }
 
     /// Whether this read's replies are one other shard's reply to one request

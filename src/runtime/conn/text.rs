@@ -104,9 +104,7 @@ pub(super) async fn handle_buffer(
             }
         }
     }
-    if output.forwarded == 1 {
-        output.lend = stream.lend();
-    }
+    output.offer_socket(stream);
     if output.complete(ctx).await.is_err() {
         return After::Close;
     }
